@@ -1,0 +1,183 @@
+"""load → validate → resolve: model.yaml to a `ResolvedSpec`, collecting every problem at once.
+
+Each problem carries the line it is on (from the YAML node tree), so a user reads
+`model.yaml:12: optimize.quantization: "int4" is not supported; use one of none, ...`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelprep.errors import Problem, UserError
+from iac.spec import ModelSpec, ResolvedSpec
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SpecDocument:
+    """The parsed YAML and where each field was written."""
+
+    path: Path
+    data: Any
+    lines: dict[Loc, int]
+
+    def where(self, loc: Loc) -> str:
+        """file:line of the deepest part of `loc` that exists in the file."""
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return f"{self.path.name}:{self.lines[loc[:end]]}"
+        return f"{self.path.name}:1"
+
+
+def load(path: str | Path) -> SpecDocument:
+    """Read and parse model.yaml. Syntax errors are reported with their line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError.single(str(path), "", "no such spec file", "pass the path to a model.yaml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError.single(f"{path.name}:{line}", "", f"invalid YAML: {problem}", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise UserError.single(f"{path.name}:1", "", "the spec must be a mapping of fields", "start from stacks/digits/model.yaml")
+    lines: dict[Loc, int] = {}
+    _index_lines(node, (), lines)
+    return SpecDocument(path=path.resolve(), data=data, lines=lines)
+
+
+def _index_lines(node: yaml.Node | None, loc: Loc, lines: dict[Loc, int]) -> None:
+    if node is None:
+        return
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = loc + (str(key.value),)
+            lines[child] = key.start_mark.line + 1
+            _index_lines(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, loc + (index,), lines)
+
+
+def validate(doc: SpecDocument) -> ModelSpec:
+    """Check the document against the spec models and the files it names; mutates nothing."""
+    try:
+        spec = ModelSpec.model_validate(doc.data)
+    except ValidationError as exc:
+        raise UserError([_problem(doc, err) for err in exc.errors()]) from None
+    problems = _file_problems(doc, spec)
+    if problems:
+        raise UserError(problems)
+    return spec
+
+
+def resolve(doc: SpecDocument, spec: ModelSpec) -> ResolvedSpec:
+    """Fill in what builders need: absolute paths next to the spec file."""
+    base = doc.path.parent
+    return ResolvedSpec(
+        spec_file=str(doc.path),
+        spec=spec,
+        model_path=str((base / spec.model.path).resolve()),
+        calibration_path=str((base / spec.data.calibration).resolve()),
+        evaluation_path=str((base / spec.data.evaluation).resolve()),
+    )
+
+
+def load_resolved(path: str | Path) -> ResolvedSpec:
+    doc = load(path)
+    return resolve(doc, validate(doc))
+
+
+def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
+    base = doc.path.parent
+    problems: list[Problem] = []
+    model = base / spec.model.path
+    if not (model.is_file() or (model / "saved_model.pb").is_file()):
+        problems.append(
+            Problem(doc.where(("model", "path")), "model.path", f"{spec.model.path!r} does not exist (relative to {doc.path.name})",
+                    "train or copy the model there, or fix the path")
+        )
+    for field in ("calibration", "evaluation"):
+        value = getattr(spec.data, field)
+        if not (base / value).is_file():
+            problems.append(
+                Problem(doc.where(("data", field)), f"data.{field}", f"{value!r} does not exist (relative to {doc.path.name})",
+                        "create the .npz file or fix the path")
+            )
+    return problems
+
+
+def _problem(doc: SpecDocument, err: Any) -> Problem:
+    loc: Loc = tuple(err["loc"])
+    path = ".".join(str(part) for part in loc)
+    kind: str = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        problem, fix = "is required", "add it (see `modelstack schema`)"
+    elif kind == "extra_forbidden":
+        problem, fix = "is not a known field", f"remove it or fix its spelling; known fields: {_known_fields(loc)}"
+    elif kind == "enum":
+        problem, fix = f"{_show(value)} is not supported", f"use one of {_choices(ctx.get('expected', ''))}"
+    elif kind == "literal_error":
+        problem, fix = f"{_show(value)} is not supported", f"use one of {_choices(ctx.get('expected', ''))}"
+    elif kind == "value_error":
+        problem, _, fix = str(ctx.get("error", err["msg"])).partition("; ")
+        fix = fix or "see `modelstack schema`"
+    elif kind == "string_pattern_mismatch":
+        problem, fix = f"{_show(value)} is not valid", _pattern_fix(loc)
+    elif kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
+        problem, fix = f"{_show(value)} is out of range", f"use a value that is {err['msg'].lower().removeprefix('input should be ')}"
+    elif kind in {"too_short", "too_long"}:
+        problem, fix = err["msg"].lower(), "see `modelstack schema` for the allowed number of items"
+    else:
+        problem, fix = f"{_show(value)} is not valid ({err['msg'].lower()})", "see `modelstack schema` for the expected type"
+    return Problem(doc.where(loc), path, problem, fix)
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _choices(expected: str) -> str:
+    return expected.replace("'", "").replace(" or ", ", ")
+
+
+_PATTERN_FIXES = {
+    "name": "use lower case letters, digits and dashes, starting with a letter (at most 40)",
+    "sha256": "use the 64 lower-case hex digits printed by `sha256sum`",
+}
+
+
+def _pattern_fix(loc: Loc) -> str:
+    key = str(loc[-1])
+    if key == "name" and len(loc) > 1:
+        return "use letters, digits and underscores, starting with a letter or underscore"
+    return _PATTERN_FIXES.get(key, "see `modelstack schema` for the allowed form")
+
+
+def _known_fields(loc: Loc) -> str:
+    from pydantic import BaseModel
+
+    model: type[BaseModel] = ModelSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [a for a in (annotation, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            break
+        model = candidates[0]
+    return ", ".join(model.model_fields)

@@ -1,0 +1,148 @@
+"""The model spec: what the user wrote in model.yaml (`ModelSpec`) and the resolved form.
+
+`ModelSpec` is frozen and forbids unknown fields; `ResolvedSpec` adds what the builders need
+(absolute paths, derived names) without ever mutating what the user wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME_RE = r"^[a-z][a-z0-9-]{0,39}$"
+MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
+MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+DEFAULT_BASE_IMAGE = "modelstack-base:bookworm-py311"
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+class Quantization(StrEnum):
+    none = "none"
+    dynamic = "dynamic"
+    float16 = "float16"
+    int8 = "int8"
+
+
+class DType(StrEnum):
+    float32 = "float32"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class TensorSpec(_Strict):
+    """One model input: its name, the shape of one sample (no batch dimension), its dtype."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+    shape: Annotated[list[Annotated[int, Field(ge=1, le=1_000_000)]], Field(min_length=1, max_length=6)]
+    dtype: DType = DType.float32
+
+
+class ModelSource(_Strict):
+    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, or a SavedModel directory, relative to model.yaml")]
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="Pin the model file's bytes")] = None
+    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=1)]
+
+    @field_validator("path")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if not value.endswith(MODEL_SUFFIXES) and Path(value).suffix:
+            raise ValueError(
+                f"{value!r} is not a Keras model; point it at a .keras or .h5 file or a SavedModel directory"
+            )
+        return value
+
+
+class DataFiles(_Strict):
+    calibration: Annotated[str, Field(description=".npz with an array 'x' of representative inputs")]
+    evaluation: Annotated[str, Field(description=".npz with arrays 'x' (inputs) and 'y' (labels)")]
+
+    @field_validator("calibration", "evaluation")
+    @classmethod
+    def _npz(cls, value: str) -> str:
+        if not value.endswith(".npz"):
+            raise ValueError(f"{value!r} is not an .npz file; save the arrays with numpy.savez as a .npz file")
+        return value
+
+
+class Optimize(_Strict):
+    quantization: Quantization = Quantization.int8
+    max_accuracy_drop: Annotated[
+        float, Field(ge=0.0, le=1.0, description="Largest accepted accuracy loss, absolute (0.01 = 1 percentage point)")
+    ] = 0.01
+
+
+class Serving(_Strict):
+    port: Annotated[int, Field(ge=1024, le=65535, description="Port the server listens on inside the container")] = 8501
+    threads: Annotated[int, Field(ge=1, le=64, description="LiteRT interpreter threads")] = 1
+
+
+class Deploy(_Strict):
+    target: Literal["docker"] = "docker"
+    replicas: Annotated[int, Field(ge=1, le=1, description="Model containers (one until the proxy lands)")] = 1
+    cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
+    memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
+    base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
+    bind_address: IPv4Address = IPv4Address("127.0.0.1")
+    host_port: Annotated[int, Field(ge=1024, le=65535, description="Port published on the host")] = 8501
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        match = MEMORY_RE.match(value)
+        if not match or memory_bytes(value) < 64 * 1024**2:
+            raise ValueError(f"{value!r} is not a memory size of at least 64Mi; write it like 512Mi or 2Gi")
+        return value
+
+    @field_validator("base_image")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        if not value.startswith("modelstack-"):
+            raise ValueError(
+                f"{value!r} is not a locally built image (no registry is reachable); "
+                f"use {DEFAULT_BASE_IMAGE} or another image named modelstack-*"
+            )
+        return value
+
+
+class ModelSpec(_Strict):
+    """What a user writes in model.yaml."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="modelstack model spec")
+
+    name: Annotated[str, Field(pattern=NAME_RE, description="Service name: lower case letters, digits, dashes")]
+    model: ModelSource
+    data: DataFiles
+    optimize: Optimize = Optimize()
+    serving: Serving = Serving()
+    deploy: Deploy = Deploy()
+
+
+def memory_bytes(value: str) -> int:
+    match = MEMORY_RE.match(value)
+    if not match:
+        raise ValueError(value)
+    return int(match.group(1)) * MEMORY_UNITS[match.group(2)]
+
+
+class ResolvedSpec(BaseModel):
+    """The spec with every default filled in and every path absolute. Plain data: it is
+    passed to Pulumi providers as JSON and must round-trip."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec_file: str
+    spec: ModelSpec
+    model_path: str
+    calibration_path: str
+    evaluation_path: str
+
+    @property
+    def name(self) -> str:
+        return self.spec.name

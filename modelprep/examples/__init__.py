@@ -1,0 +1,1 @@
+"""Example models trained from data sets that packages ship (nothing is downloaded)."""

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Download the serving image's Python packages once, on the host, for the image's Python
+# (Debian bookworm: CPython 3.11, glibc 2.36), so `docker build` needs no network.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+req="$here/serving/requirements.txt"
+dest="${MODELSTACK_WHEELHOUSE:-$here/.cache/wheelhouse}"
+stamp="$dest/.requirements.sha256"
+log() { printf '[setup:wheelhouse] %s\n' "$*" >&2; }
+
+want="$(sha256sum "$req" | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+
+# pip picks the newest release whose platform tag it is told to accept, so list every
+# manylinux tag up to bookworm's glibc; otherwise it silently falls back to old releases.
+platforms=(--platform manylinux2014_x86_64 --platform linux_x86_64)
+for n in $(seq 17 36); do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+
+rm -rf "$dest"
+mkdir -p "$dest"
+log "downloading $(grep -cv '^#' "$req") pinned packages for CPython 3.11 / glibc 2.36"
+python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir \
+  --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+  "${platforms[@]}" -r "$req" -d "$dest"
+echo "$want" > "$stamp"
+log "$(ls "$dest"/*.whl | wc -l) wheels in $dest"
