@@ -114,7 +114,10 @@ def _tee_lines(src: IO[bytes], dst: IO[bytes], tail: collections.deque[str]) -> 
 
 def _exit_error(returncode: int, tail: Sequence[str]) -> str:
     if returncode < 0:
-        what = f"was killed by signal {signal.Signals(-returncode).name}"
+        try:
+            what = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            what = f"was killed by signal {-returncode}"
     else:
         what = f"exited with code {returncode}"
     message = f"Python program {what}"

@@ -23,7 +23,7 @@ import os
 import runpy
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -36,6 +36,10 @@ BAIL_EXIT_CODE = 32
 # in-flight call keeps registrations from queueing behind each other. The CLI's default
 # parallelism is "unbounded" (a huge int), hence the cap.
 _MAX_WORKERS = 256
+
+# The SDK turns the monitor's UNAVAILABLE into a RunError with this text. It means the engine
+# is stopping because of a failure it has already reported, so repeating it is noise.
+_MONITOR_SHUTDOWN = "Resource monitor has terminated"
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ def configure_runtime(opts: RunOptions) -> None:
     config.set_all_config(config.get_config_env(), config.get_config_secret_keys_env())
 
 
-def _program_thunk(main_file: Path, args: list[str]):
+def _program_thunk(main_file: Path, args: list[str]) -> Callable[[], None]:
     def run_program() -> None:
         # Python semantics for `python __main__.py`: the script's directory leads sys.path
         # (replacing the cwd entry that `-m` put there) and argv[0] is the script.
@@ -141,6 +145,27 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.close()
 
 
+def _is_runner_frame(filename: str) -> bool:
+    from pulumi.runtime import stack
+
+    return (
+        filename in (__file__, stack.__file__)
+        or filename.startswith("<frozen runpy>")
+        or filename.startswith(os.path.dirname(asyncio.__file__))
+    )
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without its leading runner, runpy, asyncio and SDK frames, which say
+    nothing to the user; it then starts at the program's own code (or its SyntaxError)."""
+    tb = traceback.TracebackException.from_exception(exc)
+    frames = list(tb.stack)
+    while frames and _is_runner_frame(frames[0].filename):
+        frames.pop(0)
+    tb.stack = traceback.StackSummary.from_list(frames)
+    return "".join(tb.format())
+
+
 def _report(message: str) -> int:
     """Send `message` to the engine's error log; fall back to stderr if the engine is gone."""
     from pulumi import log
@@ -171,6 +196,8 @@ def run(opts: RunOptions) -> int:
         loop.run_until_complete(run_in_stack(_program_thunk(main_file, opts.args)))
         return 0
     except RunError as exc:
+        if str(exc).startswith(_MONITOR_SHUTDOWN):
+            return BAIL_EXIT_CODE
         # RunError means "tell the user this, without a stack trace".
         return _report(str(exc))
     except SystemExit as exc:
@@ -182,8 +209,9 @@ def run(opts: RunOptions) -> int:
             # The engine is shutting down (e.g. a resource failed); it already said why.
             return BAIL_EXIT_CODE
         return _report(f"RPC error: {exc.details()}")
-    except BaseException:  # noqa: BLE001 - anything from user code becomes a readable error
-        return _report(f"Program failed with an unhandled exception:\n{traceback.format_exc()}")
+    except BaseException as exc:  # noqa: BLE001 - anything from user code becomes an error
+        details = _user_traceback(exc)
+        return _report(f"Program failed with an unhandled exception:\n{details}")
     finally:
         _close_loop(loop)
         sys.stdout.flush()

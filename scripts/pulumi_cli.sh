@@ -21,6 +21,8 @@ command -v go >/dev/null 2>&1 || { log "Go is needed to build the Pulumi CLI; in
 
 mkdir -p "$bin"
 log "building the Pulumi CLI $version from Go modules (first time: about 5 minutes)"
-(cd "$here/tools/pulumi" && go build -trimpath -o "$bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
+(cd "$here/tools/pulumi" && go build -trimpath \
+  -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$version" \
+  -o "$bin/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
 echo "$version" > "$stamp"
 log "built $("$bin/pulumi" version)"

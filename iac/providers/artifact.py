@@ -1,0 +1,72 @@
+"""ModelArtifact: the prep stage as a resource. Its identity is the prep key (a content hash),
+so preview knows whether the model changes without running TensorFlow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from iac.providers.common import changed
+
+OUTPUTS = ("artifact_path", "artifact_sha256", "variant", "size_bytes", "accuracy", "baseline_accuracy", "report")
+
+
+class ModelArtifactProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(id_=props["key"], outs={**props, **_prep(props)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # The cache is content-addressed, so a new key is an update, never a replacement.
+        return DiffResult(changes=bool(changed(olds, news, ("key",))), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**news, **_prep(news)})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        from pathlib import Path
+
+        # A cache entry that was wiped is drift: forget the resource so `up` makes it again.
+        if not Path(props.get("artifact_path") or "").is_file():
+            return ReadResult(None, {})
+        return ReadResult(id_, props)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        # Cache entries are shared by content; `modelstack` never deletes what another stack may use.
+        return None
+
+
+def _prep(props: dict[str, Any]) -> dict[str, Any]:
+    from modelprep.cache import Cache
+    from modelprep.prep import PrepRequest, prep
+
+    request = dict(props["request"])
+    request["sample_shape"] = tuple(int(d) for d in request["sample_shape"])
+    result = prep(PrepRequest(**request), Cache())
+    if result.key != props["key"]:
+        raise RuntimeError(f"model inputs changed during the update (key {result.key[:12]} != {props['key'][:12]}); run `pulumi up` again")
+    report = result.report
+    return {
+        "artifact_path": str(result.artifact_path),
+        "artifact_sha256": report["artifact_sha256"],
+        "variant": report["variant"],
+        "size_bytes": report["size_bytes"],
+        "accuracy": report["accuracy"],
+        "baseline_accuracy": report["baseline_accuracy"],
+        "report": report,
+    }
+
+
+class ModelArtifact(Resource):
+    artifact_path: pulumi.Output[str]
+    artifact_sha256: pulumi.Output[str]
+    variant: pulumi.Output[str]
+    size_bytes: pulumi.Output[int]
+    accuracy: pulumi.Output[float]
+    baseline_accuracy: pulumi.Output[float]
+    report: pulumi.Output[dict]
+
+    def __init__(self, name: str, key: str, request: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {"key": key, "request": request, **{k: None for k in OUTPUTS}}
+        super().__init__(ModelArtifactProvider(), name, props, opts)

@@ -1,0 +1,23 @@
+"""What every docker-backed provider shares: the client, ownership labels, unknown checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+OWNER_LABEL = "org.modelstack.owner"  # "<project>/<stack>/<service>": what `destroy` sweeps
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's wire value for "not known until apply"
+
+
+def docker_client() -> Any:
+    import docker
+
+    return docker.from_env(timeout=300)
+
+
+def owner_labels(owner: str) -> dict[str, str]:
+    return {OWNER_LABEL: owner}
+
+
+def changed(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The keys whose values differ; an unknown new value counts as a change."""
+    return [k for k in keys if news.get(k) == UNKNOWN or olds.get(k) != news.get(k)]

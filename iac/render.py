@@ -1,0 +1,99 @@
+"""render(spec, artifact, out_dir): a complete Docker build context you can inspect and build
+by hand with `docker build DIR`. Same inputs, byte-identical output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from iac.spec import ResolvedSpec
+from iac.templating import TEMPLATES, render_template
+from modelprep.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+SERVING_PACKAGE = REPO / "serving"
+SERVING_UID = 10001
+CONTEXT_VERSION = 1  # bump when the layout of the context changes
+
+
+def default_wheelhouse() -> Path:
+    return Path(os.environ.get("MODELSTACK_WHEELHOUSE") or REPO / ".cache" / "wheelhouse")
+
+
+def serving_config(spec: ResolvedSpec, report: dict[str, Any]) -> dict[str, Any]:
+    """What the server reads at start-up (serving/config.py)."""
+    s = spec.spec
+    return {
+        "model_name": s.name,
+        "artifact": "/app/model/model.tflite",
+        "host": "0.0.0.0",
+        "port": s.serving.port,
+        "threads": s.serving.threads,
+        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.value} for t in s.model.inputs],
+        "metadata": {
+            "variant": report["variant"],
+            "quantization": report["quantization"],
+            "artifact_sha256": report["artifact_sha256"],
+            "model_sha256": report["model_sha256"],
+            "size_bytes": report["size_bytes"],
+            "accuracy": report["accuracy"],
+        },
+    }
+
+
+def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: Path,
+           wheelhouse: Path | None = None) -> list[Path]:
+    """Write the build context into `out_dir` (replacing what was there); returns its files."""
+    wheelhouse = wheelhouse or default_wheelhouse()
+    wheels = sorted(wheelhouse.glob("*.whl"))
+    if not wheels:
+        raise UserError.single(str(wheelhouse), "", "the wheelhouse has no wheels", "run `make setup` (scripts/wheelhouse.sh)")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    context = {
+        "name": spec.spec.name,
+        "base_image": spec.spec.deploy.base_image,
+        "port": spec.spec.serving.port,
+        "uid": SERVING_UID,
+        "artifact_sha256": report["artifact_sha256"],
+        "variant": report["variant"],
+    }
+    files = {
+        "Dockerfile": render_template("Dockerfile.j2", **context).encode(),
+        ".dockerignore": render_template("dockerignore.j2", **context).encode(),
+        "serving.json": (json.dumps(serving_config(spec, report), indent=2, sort_keys=True) + "\n").encode(),
+        "requirements.txt": (SERVING_PACKAGE / "requirements.txt").read_bytes(),
+        "model/model.tflite": artifact.read_bytes(),
+    }
+    for source in sorted(SERVING_PACKAGE.glob("*.py")):
+        files[f"app/serving/{source.name}"] = source.read_bytes()
+    written = [_write(out_dir / name, content) for name, content in sorted(files.items())]
+    for wheel in wheels:
+        target = out_dir / "wheels" / wheel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wheel, target)
+        written.append(target)
+    return written
+
+
+def context_inputs() -> dict[str, Any]:
+    """Everything besides the spec and the artifact that shapes the context: hashed by the
+    Pulumi program so a template, server or wheel change shows up in `pulumi preview`."""
+    from modelprep.hashing import file_sha256
+
+    sources = sorted([*TEMPLATES.glob("*.j2"), *SERVING_PACKAGE.glob("*.py"), SERVING_PACKAGE / "requirements.txt"])
+    return {
+        "version": CONTEXT_VERSION,
+        "sources": {str(p.relative_to(REPO)): file_sha256(p) for p in sources},
+        "wheels": sorted(p.name for p in default_wheelhouse().glob("*.whl")),
+    }
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path

@@ -1,0 +1,206 @@
+"""Serving configuration: the JSON file the image's entrypoint reads at start-up.
+
+The generator renders this file per model spec; the server only loads and validates it.
+Loading is strict (unknown fields are errors) and collects every problem into one
+``ValueError`` so a bad render is diagnosed in a single run, e.g.::
+
+    serving config /app/serving.json: port: must be an integer in 0..65535, got "80a"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
+DEFAULT_CONFIG_PATH = "/app/serving.json"
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+# dtypes a client may send for an input; the runtime casts or quantizes them to the
+# model's tensor type.
+SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
+
+# The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_TOP_LEVEL_FIELDS = (
+    "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
+)
+_INPUT_FIELDS = ("name", "shape", "dtype")
+
+# Stands for "field absent", which is reported once as missing rather than as a bad value.
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input as clients send it: shape excludes the batch dimension."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Everything the server needs to know about the one model it serves."""
+
+    model_name: str
+    artifact: str
+    inputs: list[InputSpec]
+    port: int = 8501
+    threads: int = 1
+    host: str = "0.0.0.0"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input(self) -> InputSpec:
+        """The single input (validation guarantees exactly one)."""
+        return self.inputs[0]
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "serving config") -> ServingConfig:
+        """Validate a parsed JSON document; raise ValueError listing every problem."""
+        errors: list[str] = []
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: must be a JSON object, got {_kind(data)}")
+        for key in sorted(set(data) - set(_TOP_LEVEL_FIELDS)):
+            errors.append(f"{key}: unknown field; allowed fields are {', '.join(_TOP_LEVEL_FIELDS)}")
+        for key in ("model_name", "artifact", "inputs"):
+            if key not in data:
+                errors.append(f"{key}: required field is missing")
+
+        model_name = _check_name(data.get("model_name", _MISSING), "model_name", errors)
+        artifact = _check_str(data.get("artifact", _MISSING), "artifact", errors)
+        host = _check_str(data.get("host", "0.0.0.0"), "host", errors)
+        port = _check_int(data.get("port", 8501), "port", 0, 65535, errors)
+        threads = _check_int(data.get("threads", 1), "threads", 1, 1024, errors)
+        max_body = _check_int(
+            data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", 1, 2**31, errors
+        )
+        inputs = _check_inputs(data.get("inputs", _MISSING), errors)
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, dict):
+            errors.append(f"metadata: must be a JSON object, got {_kind(metadata)}")
+
+        if errors:
+            raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
+        return cls(
+            model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
+            host=host, max_body_bytes=max_body, metadata=metadata,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> ServingConfig:
+        """Read the config from ``path``, else ``$MODELSTACK_SERVING_CONFIG``, else /app/serving.json."""
+        resolved = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+        source = f"serving config {resolved}"
+        try:
+            text = resolved.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{source}: cannot read file: {exc.strerror or exc}") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{source}: not valid JSON: {exc}") from exc
+        return cls.from_dict(data, source)
+
+
+def _kind(value: Any) -> str:
+    """A JSON-ish name for a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _show(value: Any) -> str:
+    """Render a bad value the way it looks in the JSON file."""
+    return json.dumps(value, default=repr)
+
+
+def _check_str(value: Any, where: str, errors: list[str]) -> str:
+    if value is _MISSING:
+        return ""
+    if not isinstance(value, str) or not value:
+        errors.append(f"{where}: must be a non-empty string, got {_show(value)}")
+        return ""
+    return value
+
+
+def _check_name(value: Any, where: str, errors: list[str]) -> str:
+    name = _check_str(value, where, errors)
+    if name and not _NAME_RE.match(name):
+        errors.append(
+            f"{where}: {_show(name)} is not a valid name; use letters, digits, '.', '_' "
+            "and '-' (it appears in URL paths)"
+        )
+    return name
+
+
+def _check_int(value: Any, where: str, low: int, high: int, errors: list[str]) -> int:
+    # bool is a subclass of int; `true` is not a port number.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors.append(f"{where}: must be an integer in {low}..{high}, got {_show(value)}")
+        return low
+    return value
+
+
+def _check_inputs(value: Any, errors: list[str]) -> list[InputSpec]:
+    if value is _MISSING:
+        return []
+    if not isinstance(value, list):
+        errors.append(f"inputs: must be a list with exactly one input, got {_kind(value)}")
+        return []
+    if len(value) != 1:
+        errors.append(
+            f"inputs: must list exactly one input (multi-input models are not supported), "
+            f"got {len(value)}"
+        )
+    return [spec for i, item in enumerate(value) if (spec := _check_input(item, i, errors))]
+
+
+def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
+    where = f"inputs[{index}]"
+    if not isinstance(item, dict):
+        errors.append(f"{where}: must be an object with name, shape and dtype, got {_kind(item)}")
+        return None
+    before = len(errors)
+    for key in sorted(set(item) - set(_INPUT_FIELDS)):
+        errors.append(f"{where}.{key}: unknown field; allowed fields are name, shape, dtype")
+    for key in _INPUT_FIELDS:
+        if key not in item:
+            errors.append(f"{where}.{key}: required field is missing")
+    name = _check_name(item.get("name", _MISSING), f"{where}.name", errors)
+    shape = item.get("shape", _MISSING)
+    if shape is not _MISSING and not (
+        isinstance(shape, list)
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        errors.append(
+            f"{where}.shape: must be a list of positive integers without the batch dimension, "
+            f"e.g. [64], got {_show(shape)}"
+        )
+    dtype = item.get("dtype", _MISSING)
+    if dtype is not _MISSING and dtype not in SUPPORTED_DTYPES:
+        errors.append(
+            f"{where}.dtype: {_show(dtype)} is not supported; use one of "
+            f"{', '.join(SUPPORTED_DTYPES)}"
+        )
+    if len(errors) != before:
+        return None
+    return InputSpec(name=name, shape=tuple(shape), dtype=dtype)
