@@ -703,6 +703,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             parts.append(body)
         self.wfile.write(b"".join(parts))  # one write: headers and body in one segment
         log_event(
+            event="request",
             method=self.command or "",
             path=self.path or "",
             status=status,
@@ -735,7 +736,9 @@ def main() -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    threading.Thread(target=server.serve_forever, name="http-accept", daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http-accept", daemon=True
+    ).start()
     host, port = server.server_address[:2]
     log_event(event="listening", host=host, port=port, model=config.model_name)
 
