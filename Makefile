@@ -8,6 +8,7 @@ export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.venv/bin:$(PATH)
 export PULUMI_CONFIG_PASSPHRASE ?= modelstack-local
 export PULUMI_SKIP_UPDATE_CHECK := true
 export PULUMI_DIY_BACKEND_NO_LEGACY_WARNING := true
+export PULUMI_HOME ?= $(CURDIR)/.tools/pulumi-home
 
 STACK_DIR := stacks/digits
 STACK := dev

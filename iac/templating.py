@@ -27,5 +27,5 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render_template(name: str, **context: object) -> str:
-    return environment().get_template(name).render(**context)
+def render_template(template: str, **context: object) -> str:
+    return environment().get_template(template).render(**context)

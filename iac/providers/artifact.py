@@ -41,7 +41,8 @@ def _prep(props: dict[str, Any]) -> dict[str, Any]:
     from modelprep.cache import Cache
     from modelprep.prep import PrepRequest, prep
 
-    request = dict(props["request"])
+    # Pulumi drops None-valued properties, so optional fields may be absent.
+    request = {"model_sha256": None, **props["request"]}
     request["sample_shape"] = tuple(int(d) for d in request["sample_shape"])
     result = prep(PrepRequest(**request), Cache())
     if result.key != props["key"]:
@@ -58,7 +59,7 @@ def _prep(props: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class ModelArtifact(Resource):
+class ModelArtifact(Resource, module="modelstack", name="ModelArtifact"):
     artifact_path: pulumi.Output[str]
     artifact_sha256: pulumi.Output[str]
     variant: pulumi.Output[str]

@@ -64,19 +64,19 @@ def _start_ready(props: dict[str, Any]) -> str:
 
 
 def _run(props: dict[str, Any]) -> Any:
-    s = props["settings"]
+    s = props["settings"]  # numbers come back from Pulumi state as floats
     return docker_client().containers.run(
         props["image_id"],
         name=props["container_name"],
         detach=True,
         network=props["network_name"],
-        ports={f"{s['port']}/tcp": (s["bind_address"], s["host_port"])},
+        ports={f"{int(s['port'])}/tcp": (s["bind_address"], int(s["host_port"]))},
         labels={**owner_labels(props["owner"]), "org.modelstack.role": "model"},
         read_only=True,
         tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
-        mem_limit=s["memory_bytes"],
+        mem_limit=int(s["memory_bytes"]),
         nano_cpus=int(s["cpus"] * 1e9),
         pids_limit=256,
         restart_policy={"Name": "unless-stopped"},
@@ -86,7 +86,7 @@ def _run(props: dict[str, Any]) -> Any:
 def _wait_ready(container: Any, props: dict[str, Any]) -> None:
     s = props["settings"]
     host = "127.0.0.1" if s["bind_address"] == "0.0.0.0" else s["bind_address"]
-    url = f"http://{host}:{s['host_port']}/readyz"
+    url = f"http://{host}:{int(s['host_port'])}/readyz"
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         container.reload()
@@ -111,7 +111,7 @@ def _remove_named(name: str) -> None:
             container.remove(force=True)
 
 
-class Container(Resource):
+class Container(Resource, module="docker", name="Container"):
     container_id: pulumi.Output[str]
 
     def __init__(self, name: str, *, owner: str, container_name: str, image_id: pulumi.Input[str],

@@ -76,7 +76,7 @@ def _remove_unused(owner: str, keep: str | None, force: bool = False) -> None:
             pass  # still used by a running container; the next update or destroy removes it
 
 
-class Image(Resource):
+class Image(Resource, module="docker", name="Image"):
     image_id: pulumi.Output[str]
     tag: pulumi.Output[str]
 

@@ -40,7 +40,7 @@ class NetworkProvider(ResourceProvider):
             pass
 
 
-class Network(Resource):
+class Network(Resource, module="docker", name="Network"):
     network_id: pulumi.Output[str]
     network_name: pulumi.Output[str]
 

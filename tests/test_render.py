@@ -1,0 +1,88 @@
+"""Render: golden files for what the templates produce, and byte-identical output for the same inputs.
+
+Regenerate the golden files after an intended template change with:
+    UPDATE_GOLDEN=1 python -m pytest tests/test_render.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from iac.load import load_resolved
+from iac.render import render
+
+GOLDEN = Path(__file__).parent / "golden" / "digits"
+SPECS = Path(__file__).parent / "fixtures" / "specs"
+RENDERED = ("Dockerfile", ".dockerignore", "serving.json", "requirements.txt")
+REPORT = {
+    "variant": "litert-int8",
+    "quantization": "int8",
+    "artifact_sha256": "a" * 64,
+    "model_sha256": "b" * 64,
+    "size_bytes": 13,
+    "accuracy": 0.99,
+}
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    example = tmp_path / "example"
+    for sub in ("model", "data"):
+        (example / sub).mkdir(parents=True)
+    (example / "model" / "digits.keras").write_bytes(b"k")
+    for name in ("calibration", "evaluation"):
+        (example / "data" / f"{name}.npz").write_bytes(b"d")
+    shutil.copy(SPECS / "valid_full.yaml", example / "model.yaml")
+    artifact = tmp_path / "model.tflite"
+    artifact.write_bytes(b"tflite-bytes\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name in ("numpy-2.2.6-cp311-cp311-manylinux_2_17_x86_64.whl", "ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_x86_64.whl"):
+        (wheels / name).write_bytes(name.encode())
+    return example / "model.yaml", artifact, wheels
+
+
+def _render(inputs: tuple[Path, Path, Path], out: Path) -> list[Path]:
+    spec, artifact, wheels = inputs
+    return render(load_resolved(spec), artifact, REPORT, out, wheelhouse=wheels)
+
+
+def test_rendered_files_match_golden(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "context"
+    _render(inputs, out)
+    for name in RENDERED:
+        golden = GOLDEN / name
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out / name, golden)
+        assert (out / name).read_bytes() == golden.read_bytes(), f"{name} differs from {golden}"
+
+
+def test_context_is_complete(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "context"
+    files = {p.relative_to(out).as_posix() for p in _render(inputs, out)}
+    assert {"Dockerfile", "serving.json", "model/model.tflite", "app/serving/server.py", "app/serving/runtime.py"} <= files
+    assert sum(1 for f in files if f.startswith("wheels/")) == 2
+    assert (out / "model" / "model.tflite").read_bytes() == b"tflite-bytes\n"
+    dockerfile = (out / "Dockerfile").read_text()
+    assert "--no-index" in dockerfile and "USER 10001:10001" in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "tensorflow" not in (out / "requirements.txt").read_text().lower()
+
+
+def test_same_inputs_give_byte_identical_context(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    first = _render(inputs, tmp_path / "a")
+    second = _render(inputs, tmp_path / "b")
+    rel = lambda files, root: {p.relative_to(root).as_posix(): p.read_bytes() for p in files}  # noqa: E731
+    assert rel(first, tmp_path / "a") == rel(second, tmp_path / "b")
+
+
+def test_render_replaces_stale_files(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    out = tmp_path / "context"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    _render(inputs, out)
+    assert not (out / "stale.txt").exists()
