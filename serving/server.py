@@ -72,6 +72,9 @@ _TF_DTYPES = {
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _log_lock = threading.Lock()
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
+MAX_LINE = 65536
+MAX_HEADERS = 100
 
 
 # --- logging ---------------------------------------------------------------------------------
@@ -79,12 +82,27 @@ _log_lock = threading.Lock()
 
 def log_event(**fields: Any) -> None:
     """Write one JSON line to stderr (the container log)."""
-    now = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
-    line = json.dumps({"ts": stamp, **fields}, default=str) + "\n"
+    _write_log_line(json.dumps({"ts": _timestamp(), **fields}, separators=(",", ":"), default=str))
+
+
+def _write_log_line(line: str) -> None:
     with _log_lock:  # keeps lines from different threads whole
-        sys.stderr.write(line)
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+_second_stamp: tuple[int, str] = (0, "")
+
+
+def _timestamp() -> str:
+    """UTC ISO-8601 with milliseconds; the seconds part is formatted once per second."""
+    global _second_stamp
+    now = time.time()
+    second, stamp = _second_stamp
+    if int(now) != second:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        _second_stamp = (int(now), stamp)
+    return f"{stamp}.{int(now % 1 * 1000):03d}Z"
 
 
 # --- request decoding (pure functions) ---------------------------------------------------------
@@ -400,6 +418,28 @@ def load_model(state: ModelState) -> float:
 # --- HTTP server --------------------------------------------------------------------------------
 
 
+class RequestHeaders:
+    """Request headers by lower-case name; a repeated header keeps all its values."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[str]] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._values.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self._values.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+
 class _ClientGone(Exception):
     """The client closed or stalled mid-request: nothing can be answered."""
 
@@ -481,6 +521,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # small responses must not wait for delayed ACKs
     timeout = IDLE_TIMEOUT_S
     server: ModelServer
+    headers: RequestHeaders  # type: ignore[assignment]  # set by our parse_request
 
     busy = False
     _body_pending = False
@@ -515,15 +556,63 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def parse_request(self) -> bool:
+        """Parse the request line and headers (replaces the stdlib's email-based parser).
+
+        The stdlib builds an ``email.message.Message`` per request, the biggest Python cost of
+        a small predict call; this parser is strict instead: anything it does not understand is
+        a 400 and the connection closes, so a proxy in front cannot disagree with it about
+        where a request ends.
+        """
         self._started = time.perf_counter()
         self._responded = False
         self._body_pending = False
         self.server.set_busy(self, True)
-        if not super().parse_request():
+        self.close_connection = True  # until the request shows it may keep the connection
+        self.request_version = "HTTP/1.1"
+        line = str(self.raw_requestline, "latin-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split()
+        if len(words) != 3 or not _TOKEN.fullmatch(words[0]):
+            self.send_error(400, f"malformed request line {_show(line)}")
             return False
-        length = self.headers.get("Content-Length", "0").strip()
-        self._body_pending = "Transfer-Encoding" in self.headers or length not in ("", "0")
+        self.command, self.path, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            self.send_error(505, f"{_show(version)} is not supported; use HTTP/1.1")
+            return False
+        self.request_version = version
+        headers = self._read_headers()
+        if headers is None:
+            return False
+        self.headers = headers
+        tokens = {token.strip() for token in headers.get("connection", "").lower().split(",")}
+        if version == "HTTP/1.1":
+            self.close_connection = "close" in tokens
+        else:
+            self.close_connection = "keep-alive" not in tokens
+        length = headers.get("content-length", "0").strip()
+        self._body_pending = "transfer-encoding" in headers or length not in ("", "0")
         return True
+
+    def _read_headers(self) -> RequestHeaders | None:
+        """Read header lines up to the blank line; on a bad one answer the error, return None."""
+        headers = RequestHeaders()
+        for _ in range(MAX_HEADERS + 1):
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                self.send_error(431, f"a header line is longer than {MAX_LINE} bytes")
+                return None
+            if raw in (b"\r\n", b"\n"):
+                return headers
+            if not raw:  # the client hung up mid-request: nobody to answer
+                return None
+            name, colon, value = str(raw, "latin-1").rstrip("\r\n").partition(":")
+            # Obsolete line folding and spaces before the colon are rejected (RFC 9112 5.1, 5.2).
+            if not colon or not _TOKEN.fullmatch(name):
+                self.send_error(400, f"malformed header line {_show(name + colon + value)}")
+                return None
+            headers.add(name, value.strip(" \t"))
+        self.send_error(431, f"more than {MAX_HEADERS} header lines")
+        return None
 
     # -- methods --
 
@@ -642,7 +731,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 411, "chunked transfer encoding is not supported; send a Content-Length header",
                 close=True,
             )
-        values = [v.strip() for v in self.headers.get_all("Content-Length") or []]
+        values = [v.strip() for v in self.headers.get_all("Content-Length")]
         if not values:
             raise ClientError(411, "a Content-Length header is required for POST", close=True)
         if len(set(values)) != 1 or not (values[0].isascii() and values[0].isdigit()):
@@ -657,6 +746,10 @@ class RequestHandler(BaseHTTPRequestHandler):
                 413, f"the request body is {length} bytes; the limit is {limit} (max_body_bytes)",
                 close=True,
             )
+        expect = self.headers.get("Expect").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            # Only now, after the checks above, is the client told to send the body.
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             body = self.rfile.read(length)
         except OSError as exc:  # includes the idle timeout
@@ -702,13 +795,15 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not head_only:
             parts.append(body)
         self.wfile.write(b"".join(parts))  # one write: headers and body in one segment
-        log_event(
-            event="request",
-            method=self.command or "",
-            path=self.path or "",
-            status=status,
-            duration_ms=round((time.perf_counter() - self._started) * 1000, 3),
-            remote=self.client_address[0] if self.client_address else "",
+        self._log_access(status)
+
+    def _log_access(self, status: int) -> None:
+        # Hand-built JSON: this runs for every request, json.dumps of a dict costs more.
+        _write_log_line(
+            f'{{"ts":"{_timestamp()}","event":"request","method":{json.dumps(self.command or "")},'
+            f'"path":{json.dumps(self.path or "")},"status":{status},'
+            f'"duration_ms":{(time.perf_counter() - self._started) * 1000:.3f},'
+            f'"remote":{json.dumps(self.client_address[0] if self.client_address else "")}}}'
         )
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -1,0 +1,509 @@
+"""The model server: config validation, the LiteRT runtime, and the real HTTP server.
+
+Server tests start ``python -m serving.server`` as a subprocess with a temp config (port 0; the
+bound port is read from the "listening" log line) and talk HTTP to it, the way the serving image
+runs it. Models are tiny Keras models converted to .tflite here: one float32, one full-integer
+int8 with int8 input and output tensors.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from serving.config import InputSpec, ServingConfig
+from serving.server import ClientError, ModelServer, ModelState, decode_predict_request
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "tiny"
+METADATA = {"variant": "float32", "artifact_sha256": "ab" * 32, "accuracy": 0.97, "nested": {"k": [1, 2]}}
+SAMPLES = np.random.default_rng(7).normal(size=(5, 4)).astype(np.float32)
+
+
+# --- fixtures and helpers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tflite_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 4 -> 8 -> 3 softmax Keras model as float32 and as full-integer int8 .tflite files."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    inputs = tf.keras.Input(shape=(4,), name="features")
+    hidden = tf.keras.layers.Dense(8, activation="relu")(inputs)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax")(hidden))
+    folder = tmp_path_factory.mktemp("serving-models")
+
+    float_path = folder / "float32.tflite"
+    float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+    calibration = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([row[None]] for row in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    int8_path = folder / "int8.tflite"
+    int8_path.write_bytes(converter.convert())
+    return {"float32": float_path, "int8": int8_path}
+
+
+class ServerProcess:
+    """``python -m serving.server`` on 127.0.0.1 with its stderr collected line by line."""
+
+    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+        config_path = folder / "serving.json"
+        config_path.write_text(json.dumps(config))
+        env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path), "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._collect, daemon=True).start()
+        self.port = 0
+
+    def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if line.startswith("{"):
+                self._events.put(json.loads(line))
+
+    def wait_for(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                record = self._events.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if record.get("event") == "listening":
+                self.port = record["port"]
+            if record.get("event") == event:
+                return record
+        raise AssertionError(f"no {event!r} event; server log:\n{''.join(self.lines)}")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPResponse, Any]:
+        """One request on a fresh connection; JSON bodies are encoded and decoded."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+            conn.request(method, path, body=data, headers=headers or {})
+            response = conn.getresponse()
+            payload = response.read()
+            return response.status, response, json.loads(payload) if payload else None
+        finally:
+            conn.close()
+
+    def raw(self, data: bytes) -> tuple[int, dict[str, str], Any]:
+        """Send raw bytes and parse the one response (for requests http.client will not send)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(data)
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            payload = response.read()
+            return response.status, dict(response.getheaders()), json.loads(payload)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+
+def _config(artifact: Path, **overrides: Any) -> dict[str, Any]:
+    return {
+        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0,
+        "threads": 1, "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+        "max_body_bytes": 4096, "metadata": METADATA, **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def float_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(_config(tflite_models["float32"]), tmp_path_factory.mktemp("float-server"))
+    server.wait_for("ready")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def int8_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(_config(tflite_models["int8"]), tmp_path_factory.mktemp("int8-server"))
+    server.wait_for("ready")
+    yield server
+    server.stop()
+
+
+def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:
+    from serving.runtime import LiteRTModel
+
+    return LiteRTModel(artifact, num_threads=1).predict(batch)
+
+
+# --- config ----------------------------------------------------------------------------------------
+
+
+def test_config_loads_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "serving.json"
+    path.write_text(json.dumps({
+        "model_name": "digits", "artifact": "/app/model.tflite",
+        "inputs": [{"name": "pixels", "shape": [64], "dtype": "float32"}],
+    }))
+    monkeypatch.setenv("MODELSTACK_SERVING_CONFIG", str(path))
+    config = ServingConfig.load()
+    assert config.input == InputSpec(name="pixels", shape=(64,), dtype="float32")
+    assert (config.host, config.port, config.threads) == ("0.0.0.0", 8501, 1)
+    assert config.max_body_bytes == 4 * 1024 * 1024 and config.metadata == {}
+
+
+def test_config_reports_every_problem_at_once() -> None:
+    with pytest.raises(ValueError) as caught:
+        ServingConfig.from_dict({
+            "model_name": "a/b", "port": True, "threads": 0, "extra": 1, "metadata": [],
+            "inputs": [{"name": "x", "shape": [0], "dtype": "int4", "size": 3}],
+        })
+    message = str(caught.value)
+    for expected in (
+        'model_name: "a/b" is not a valid name', "port: must be an integer in 0..65535, got true",
+        "threads: must be an integer in 1..1024", "extra: unknown field", "artifact: required field is missing",
+        "metadata: must be a JSON object", "inputs[0].shape: must be a list of positive integers",
+        'inputs[0].dtype: "int4" is not supported', "inputs[0].size: unknown field",
+    ):
+        assert expected in message, message
+
+
+def test_config_rejects_multiple_inputs_and_unreadable_files(tmp_path: Path) -> None:
+    spec = {"name": "x", "shape": [1], "dtype": "float32"}
+    with pytest.raises(ValueError, match="exactly one input"):
+        ServingConfig.from_dict({"model_name": "m", "artifact": "a", "inputs": [spec, spec]})
+    with pytest.raises(ValueError, match="cannot read file"):
+        ServingConfig.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ServingConfig.load(tmp_path / "bad.json")
+
+
+# --- request decoding (pure) --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "spec_dtype", "message"),
+    [
+        (b'{"instances": [[1, true, 2, 3]]}', "float32", "instances[0][1]: expected a number"),
+        (b'{"instances": [[1e999, 0, 0, 0]]}', "float32", "non-finite"),
+        (b'{"instances": [[1e39, 0, 0, 0]]}', "float32", "outside the float32 range"),
+        (b'{"instances": [[99999999999999999999999, 0, 0, 0]]}', "float32", "out of range"),
+        (b'{"instances": [[1.5, 0, 0, 0]]}', "int8", "takes integers"),
+        (b'{"instances": [[300, 0, 0, 0]]}', "int8", "int8 values in -128..127"),
+    ],
+)
+def test_decode_rejects_values_that_do_not_fit(body: bytes, spec_dtype: str, message: str) -> None:
+    with pytest.raises(ClientError) as caught:
+        decode_predict_request(body, InputSpec("features", (4,), spec_dtype))
+    assert caught.value.status == 400 and message in caught.value.message
+
+
+def test_decode_accepts_integral_values_for_integer_inputs() -> None:
+    batch, row_format = decode_predict_request(
+        b'{"inputs": {"pixels": [[1, 2.0], [-3, 4]]}}', InputSpec("pixels", (2,), "int8")
+    )
+    assert not row_format and batch.dtype == np.int8 and batch.tolist() == [[1, 2], [-3, 4]]
+
+
+def test_not_ready_server_answers_503_but_is_healthy(tmp_path: Path) -> None:
+    config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
+    server = ModelServer(("127.0.0.1", 0), ModelState(config))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        results = {}
+        for method, path, body in [
+            ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", f"/v1/models/{MODEL}", None),
+            ("GET", f"/v1/models/{MODEL}/metadata", None),
+            ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
+        ]:
+            conn.request(method, path, body=body)
+            response = conn.getresponse()
+            results[path] = (response.status, json.loads(response.read()))
+        assert results["/healthz"][0] == 200 and results["/readyz"][0] == 503
+        assert results[f"/v1/models/{MODEL}"][1]["model_version_status"][0]["state"] == "LOADING"
+        assert results[f"/v1/models/{MODEL}/metadata"][0] == 503
+        assert results[f"/v1/models/{MODEL}:predict"][0] == 503
+        assert "still loading" in results[f"/v1/models/{MODEL}:predict"][1]["error"]
+        conn.close()
+    finally:
+        assert server.stop(timeout=5)
+
+
+# --- runtime ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_runtime_quantizes_int8_io_and_matches_float(tflite_models: dict[str, Path]) -> None:
+    from serving.runtime import LiteRTModel
+
+    float_model = LiteRTModel(tflite_models["float32"], num_threads=2)
+    int8_model = LiteRTModel(tflite_models["int8"], num_threads=2)
+    assert int8_model.input_dtype == np.int8 and int8_model.input_quantized
+    assert int8_model.output_dtype == np.float32 and int8_model.input_shape == (4,)
+    assert int8_model.warm_up().shape == (1, 3)
+    expected = float_model.predict(SAMPLES)
+    got = int8_model.predict(SAMPLES)
+    assert got.dtype == np.float32 and got.shape == (5, 3)
+    np.testing.assert_allclose(got, expected, atol=0.05)  # int8 keeps the float model's answers
+    # Batch sizes change between calls (resize) and threads share the interpreter safely.
+    results: list[np.ndarray] = []
+    threads = [
+        threading.Thread(target=lambda n=n: results.append(int8_model.predict(SAMPLES[:n])))
+        for n in (1, 5, 2, 5, 1, 3) * 5
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        np.testing.assert_array_equal(result, got[: len(result)])
+
+
+# --- the HTTP server -----------------------------------------------------------------------------------
+
+
+@pytest.mark.tf
+def test_status_health_and_metadata(float_server: ServerProcess) -> None:
+    assert float_server.request("GET", "/healthz")[::2] == (200, {"status": "ok"})
+    assert float_server.request("GET", "/readyz")[::2] == (200, {"status": "ready"})
+    expected_status = {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert float_server.request("GET", f"/v1/models/{MODEL}")[::2] == (200, expected_status)
+    assert float_server.request("GET", f"/v1/models/{MODEL}/versions/1")[::2] == (200, expected_status)
+
+    status, _, metadata = float_server.request("GET", f"/v1/models/{MODEL}/metadata")
+    assert status == 200 and metadata["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    assert metadata["metadata"]["modelstack"] == METADATA
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    features = signature["inputs"]["features"]
+    assert features["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in features["tensor_shape"]["dim"]] == ["-1", "4"]
+    assert [d["size"] for d in signature["outputs"]["output_0"]["tensor_shape"]["dim"]] == ["-1", "3"]
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_predict_row_and_columnar_equal_direct_runtime(
+    variant: str, request: pytest.FixtureRequest, tflite_models: dict[str, Path]
+) -> None:
+    server: ServerProcess = request.getfixturevalue("float_server" if variant == "float32" else "int8_server")
+    expected = _direct_predict(tflite_models[variant], SAMPLES)
+    rows = SAMPLES.tolist()  # float32 -> Python float is exact, so the server sees the same numbers
+    path = f"/v1/models/{MODEL}:predict"
+    for body, key in [
+        ({"instances": rows}, "predictions"),
+        ({"instances": [{"features": row} for row in rows]}, "predictions"),
+        ({"inputs": rows}, "outputs"),
+        ({"inputs": {"features": rows}, "signature_name": "serving_default"}, "outputs"),
+    ]:
+        status, _, result = server.request("POST", path, body)
+        assert status == 200, result
+        assert list(result) == [key]
+        np.testing.assert_array_equal(np.asarray(result[key], dtype=np.float32), expected)
+    status, _, single = server.request("POST", f"/v1/models/{MODEL}/versions/1:predict", {"instances": rows[:1]})
+    assert status == 200 and np.argmax(single["predictions"][0]) == np.argmax(expected[0])
+
+
+BAD_REQUESTS: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
+    # (id, method, path, body, headers, status, substring of the error)
+    ("malformed-json", "POST", ":predict", b'{"instances": [[1, 2', {}, 400, "malformed JSON"),
+    ("not-utf8", "POST", ":predict", b'{"instances": "\xff"}', {}, 400, "not UTF-8"),
+    ("nan", "POST", ":predict", b'{"instances": [[NaN, 0, 0, 0]]}', {}, 400, "NaN is not allowed"),
+    ("infinity", "POST", ":predict", b'{"instances": [[-Infinity, 0, 0, 0]]}', {}, 400, "-Infinity is not allowed"),
+    ("overflow", "POST", ":predict", b'{"instances": [[1e999, 0, 0, 0]]}', {}, 400, "non-finite"),
+    ("deep-nesting", "POST", ":predict", b"[" * 3000 + b"]" * 3000, {}, 400, "malformed JSON"),
+    ("not-an-object", "POST", ":predict", b"[[1, 2, 3, 4]]", {}, 400, 'with "instances" or "inputs"'),
+    ("missing-field", "POST", ":predict", b'{"signature_name": "serving_default"}', {}, 400, 'missing "instances"'),
+    ("both-fields", "POST", ":predict", b'{"instances": [[0,0,0,0]], "inputs": [[0,0,0,0]]}', {}, 400, "not both"),
+    ("extra-field", "POST", ":predict", b'{"instances": [[0,0,0,0]], "foo": 1}', {}, 400, 'unexpected field(s) "foo"'),
+    ("bad-signature", "POST", ":predict", b'{"instances": [[0,0,0,0]], "signature_name": "x"}', {}, 400, "signature_name"),
+    ("empty-batch", "POST", ":predict", b'{"instances": []}', {}, 400, "non-empty array"),
+    ("wrong-shape", "POST", ":predict", b'{"instances": [[1, 2, 3]]}', {}, 400, 'instances[0]: expected 4 values (input "features"'),
+    ("ragged", "POST", ":predict", b'{"inputs": [[1, 2, 3, 4], [1, 2]]}', {}, 400, "inputs[1]: expected 4 values"),
+    ("too-deep", "POST", ":predict", b'{"instances": [[[1], [2], [3], [4]]]}', {}, 400, "instances[0][0]: expected a number"),
+    ("scalar-batch", "POST", ":predict", b'{"inputs": 3}', {}, 400, "inputs: expected an array"),
+    ("string", "POST", ":predict", b'{"instances": [[1, "2", 3, 4]]}', {}, 400, 'instances[0][1]: expected a number for input "features", got "2"'),
+    ("boolean", "POST", ":predict", b'{"instances": [[true, false, true, false]]}', {}, 400, "got true"),
+    ("null", "POST", ":predict", b'{"instances": [[1, null, 3, 4]]}', {}, 400, "got null"),
+    ("wrong-name", "POST", ":predict", b'{"instances": [{"pixels": [0,0,0,0]}]}', {}, 400, 'single key "features"'),
+    ("wrong-column", "POST", ":predict", b'{"inputs": {"pixels": [[0,0,0,0]]}}', {}, 400, 'single key "features"'),
+    ("bad-length", "POST", ":predict", b"{}", {"Content-Length": "abc"}, 400, "Content-Length must be"),
+    ("too-large", "POST", ":predict", b"{}", {"Content-Length": "5000"}, 413, "limit is 4096"),
+    ("unknown-model", "GET", "/v1/models/other", None, {}, 404, 'model "other" is not served here'),
+    ("unknown-version", "GET", "/versions/2", None, {}, 404, "no version"),
+    ("unknown-route", "GET", "/v2/anything", None, {}, 404, "no route"),
+    ("unknown-verb", "POST", ":classify", b"{}", {}, 404, "no route"),
+    ("get-predict", "GET", ":predict", None, {}, 405, "use POST"),
+    ("post-health", "POST", "/healthz", b"{}", {}, 405, "use GET or HEAD"),
+    ("put-status", "PUT", "/status", b"{}", {}, 405, "PUT is not allowed"),
+    ("delete-metadata", "DELETE", "/metadata", None, {}, 405, "not allowed"),
+]
+
+
+def _model_path(path: str) -> str:
+    if path.startswith(":"):
+        return f"/v1/models/{MODEL}{path}"
+    if path in ("/status", "/metadata", "/versions/2"):
+        return f"/v1/models/{MODEL}{path}".replace("/status", "")
+    return path
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "message"),
+    [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS],
+)
+def test_bad_request_gets_json_error(
+    float_server: ServerProcess, method: str, path: str, body: bytes | None, headers: dict[str, str],
+    status: int, message: str,
+) -> None:
+    if "Content-Length" in headers:  # http.client would send its own
+        head = f"{method} {_model_path(path)} HTTP/1.1\r\nHost: x\r\nContent-Length: {headers['Content-Length']}\r\n\r\n"
+        got, response_headers, payload = float_server.raw(head.encode())
+    else:
+        got, response, payload = float_server.request(method, _model_path(path), body, headers)
+        response_headers = dict(response.getheaders())
+    assert got == status, payload
+    assert message in payload["error"], payload
+    assert response_headers["Content-Type"] == "application/json"
+    if status == 405:
+        assert response_headers["Allow"] in ("POST", "GET, HEAD")
+    if status == 413:
+        assert response_headers["Connection"] == "close"
+    assert float_server.proc.poll() is None
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize(
+    ("raw", "status", "message"),
+    [
+        (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length header is required"),
+        (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"2\r\n{}\r\n0\r\n\r\n", 411, "chunked"),
+        (b"POST /v1/models/tiny:predict HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+         400, "Content-Length must be one"),
+        (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", 505, "not supported"),
+        (b"GET /healthz HTTP/1.1\r\nBad Header: 1\r\n\r\n", 400, "malformed header line"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400, "malformed header line"),
+        (b"BREW /healthz HTTP/1.1\r\n\r\n", 501, "Unsupported method"),
+    ],
+    ids=["no-length", "chunked", "conflicting-lengths", "bad-request-line", "http2", "space-in-name",
+         "obs-fold", "unknown-method"],
+)
+def test_malformed_http_gets_json_error(float_server: ServerProcess, raw: bytes, status: int, message: str) -> None:
+    got, headers, payload = float_server.raw(raw)
+    assert (got, headers["Connection"]) == (status, "close")
+    assert message in payload["error"], payload
+    assert float_server.proc.poll() is None
+
+
+@pytest.mark.tf
+def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", float_server.port, timeout=10)
+    path = f"/v1/models/{MODEL}:predict"
+    conn.request("POST", path, body=b'{"instances": [[0, 0, 0, 0]]}')
+    assert conn.getresponse().read() and conn.sock is not None
+    first_socket = conn.sock
+    conn.request("POST", path, body=b'{"instances": [[0, 0]]}')
+    response = conn.getresponse()
+    assert response.status == 400 and response.getheader("Connection") is None
+    response.read()
+    conn.request("HEAD", "/healthz")
+    response = conn.getresponse()
+    assert (response.status, response.read(), response.getheader("Content-Length")) == (200, b"", "15")
+    conn.request("POST", path, body=b'{"instances": [[1, 2, 3, 4]]}')
+    response = conn.getresponse()
+    assert response.status == 200 and len(json.loads(response.read())["predictions"][0]) == 3
+    assert conn.sock is first_socket  # four requests, one connection
+    conn.close()
+    assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
+
+
+@pytest.mark.tf
+def test_access_log_has_one_json_line_per_request(float_server: ServerProcess) -> None:
+    float_server.request("GET", "/readyz?probe=1")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [r for r in float_server.records() if r.get("event") == "request" and r["path"] == "/readyz?probe=1"]
+        if lines:
+            break
+        time.sleep(0.02)
+    assert lines and lines[0]["method"] == "GET" and lines[0]["status"] == 200
+    assert isinstance(lines[0]["duration_ms"], float) and lines[0]["duration_ms"] >= 0
+
+
+@pytest.mark.tf
+def test_sigterm_finishes_in_flight_request_and_exits_0(tflite_models: dict[str, Path], tmp_path: Path) -> None:
+    server = ServerProcess(_config(tflite_models["float32"]), tmp_path)
+    server.wait_for("ready")
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    idle.request("GET", "/healthz")
+    idle.getresponse().read()  # now an idle keep-alive connection the server must close
+
+    body = b'{"instances": [[1, 2, 3, 4]]}'
+    in_flight = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    in_flight.sendall(
+        f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    time.sleep(0.3)  # the server has read the headers and waits for the rest of the body
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("draining")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2)
+    assert server.proc.poll() is None  # still waiting for the in-flight request
+
+    in_flight.sendall(body[10:])
+    response = http.client.HTTPResponse(in_flight)
+    response.begin()
+    assert response.status == 200 and response.getheader("Connection") == "close"
+    assert len(json.loads(response.read())["predictions"]) == 1
+    in_flight.close()
+    assert server.proc.wait(timeout=10) == 0
+    assert server.wait_for("stopped")["drained"] is True
+    assert idle.sock is not None and idle.sock.recv(1) == b""  # the idle connection was closed
+    idle.close()
+
+
+def test_bad_config_exits_2_and_missing_artifact_exits_1(tmp_path: Path) -> None:
+    bad = ServerProcess({"model_name": MODEL, "port": "x"}, tmp_path)
+    assert bad.proc.wait(timeout=20) == 2
+    error = bad.wait_for("config_error")["error"]
+    assert "port: must be an integer" in error and "artifact: required field is missing" in error
+
+    missing = ServerProcess(_config(tmp_path / "nope.tflite"), tmp_path)
+    assert missing.proc.wait(timeout=20) == 1
+    assert "does not exist" in missing.wait_for("load_failed")["error"]
