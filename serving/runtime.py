@@ -40,7 +40,7 @@ class LiteRTModel:
         self._output = outputs[0]
         self._input_index: int = self._input["index"]
         self._output_index: int = self._output["index"]
-        self._input_dtype = np.dtype(self._input["dtype"])
+        self._input_dtype: np.dtype[Any] = np.dtype(self._input["dtype"])
         self._in_scale, self._in_zero = _quantization(self._input)
         self._out_scale, self._out_zero = _quantization(self._output)
         signature = self._input.get("shape_signature", self._input["shape"])
@@ -74,9 +74,8 @@ class LiteRTModel:
     @property
     def output_dtype(self) -> np.dtype[Any]:
         """The dtype ``predict`` returns: float32 for quantized outputs, else the tensor's."""
-        if self._out_scale != 0.0:
-            return np.dtype(np.float32)
-        return np.dtype(self._output["dtype"])
+        dtype: np.dtype[Any] = np.dtype(np.float32 if self._out_scale else self._output["dtype"])
+        return dtype
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Run a batch (first axis = samples) and return the output batch.
@@ -109,15 +108,19 @@ class LiteRTModel:
                 self._current_shape = tensor.shape
             self._interpreter.set_tensor(self._input_index, tensor)
             self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output_index)  # a copy, safe after unlock
+            output: np.ndarray = self._interpreter.get_tensor(self._output_index)
+            return output  # a copy, so it stays valid after the lock is released
 
     def _to_input_tensor(self, batch: np.ndarray) -> np.ndarray:
         target = self._input_dtype
+        tensor: np.ndarray
         if self.input_quantized and batch.dtype.kind == "f":
             info = np.iinfo(target)
             scaled = np.round(batch.astype(np.float32) / self._in_scale) + self._in_zero
-            return np.clip(scaled, info.min, info.max).astype(target)
-        return np.ascontiguousarray(batch, dtype=target)
+            tensor = np.clip(scaled, info.min, info.max).astype(target)
+        else:
+            tensor = np.ascontiguousarray(batch, dtype=target)
+        return tensor
 
     def _from_output_tensor(self, raw: np.ndarray) -> np.ndarray:
         if self._out_scale == 0.0:

@@ -17,8 +17,15 @@ Start-up order: the server binds and answers first, then loads and warms up the 
 ``/healthz`` answers during loading and ``/readyz`` (and predict) answer 503 until the model is
 ready. A model that fails to load ends the process with exit code 1; a bad config with 2.
 
-Client errors get 4xx JSON ``{"error": "..."}`` naming the field and what was expected; they never
-cause a 500 or stop the server. Each request writes one JSON access-log line to stderr.
+Client errors get JSON ``{"error": "..."}`` naming the field and what was expected: 400 for bad
+JSON, shapes, dtypes or non-finite numbers, 404 unknown model/route, 405 wrong method (with
+``Allow``), 411 no Content-Length (chunked bodies are not accepted), 413 body over
+``max_body_bytes`` (checked before reading), 501 unknown method, 503 not ready. They never cause a
+500 or stop the server; a 500 (JSON too) means a bug, is logged with its traceback, and the
+server keeps running. Each request writes one JSON access-log line to stderr.
+
+Performance: HTTP/1.1 keep-alive, one write per response, precomputed bodies for the fixed
+routes, and a small strict request parser instead of the stdlib's email-based one.
 
 SIGTERM (or SIGINT): stop accepting, close idle keep-alive connections, let in-flight requests
 finish (up to ``DRAIN_TIMEOUT_S``), exit 0.
@@ -38,6 +45,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,6 +158,8 @@ def parse_json(body: bytes) -> Any:
         raise ClientError(400, f"malformed JSON: {exc}") from None
     except RecursionError:
         raise ClientError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise ClientError(400, f"malformed JSON: {exc}") from None
 
 
 def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bool]:
@@ -226,26 +236,29 @@ def _unwrap_columns(inputs: Any, name: str) -> Any:
 def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
     """Validate nested lists against the input spec and convert them to a batch array."""
     try:
-        array = np.asarray(data)
+        array: np.ndarray | None = np.asarray(data)
     except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
         array = None
-    well_formed = (
-        array is not None
-        and array.dtype.kind in "iuf"
-        and array.ndim == len(spec.shape) + 1
-        and array.shape[0] > 0
-        and array.shape[1:] == spec.shape
-    )
-    if not well_formed or may_hold_bools:
+    fits = array is not None and _numeric_batch_of(array, spec.shape)
+    if not fits or may_hold_bools:
+        # The slow walk runs only on failure (or possible booleans), to name the bad value.
         problem = _find_problem(data, spec, field)
         if problem:
             raise ClientError(400, problem)
-        if not well_formed or array is None:  # should not happen: the walk mirrors the checks
-            raise ClientError(
-                400, f'{field}: input "{spec.name}" must be a numeric array of shape '
-                f"{[-1, *spec.shape]}"
-            )
+    if array is None or not fits:  # the walk mirrors numpy's checks, so this is a backstop
+        raise ClientError(
+            400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
+        )
     return _cast(array, spec, field)
+
+
+def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
+    return (
+        array.dtype.kind in "iuf"
+        and array.ndim == len(sample_shape) + 1
+        and array.shape[0] > 0
+        and array.shape[1:] == sample_shape
+    )
 
 
 def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
@@ -258,7 +271,7 @@ def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f'{path}: expected a number for input "{spec.name}", got {_show(value)}'
             if isinstance(value, int) and not -(2**63) <= value < 2**64:
-                return f"{path}: integer {value} is out of range for {spec.dtype}"
+                return f"{path}: integer {_show(value)} is out of range for {spec.dtype}"
             continue
         want = dims[depth]
         if not isinstance(value, list):
@@ -448,7 +461,7 @@ class ModelServer(ThreadingHTTPServer):
     """Threaded HTTP server that tracks connections so SIGTERM can drain them."""
 
     daemon_threads = True
-    block_on_close = False  # drain() waits for connections itself, with a deadline
+    block_on_close = False  # stop() waits for connections itself, with a deadline
     allow_reuse_address = True
     request_queue_size = 1024  # the default (5) drops connections under a load test
 
@@ -498,20 +511,20 @@ class ModelServer(ThreadingHTTPServer):
             handler.busy = busy
             return self.draining
 
-    def drain(self, timeout: float) -> bool:
-        """Close idle connections, wait for busy ones to finish; True if all closed in time."""
+    def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
+        """Stop accepting, close idle connections, wait for in-flight requests to finish.
+
+        Returns True when every connection closed within ``timeout``.
+        """
+        self.shutdown()  # ends the accept loop; connections already accepted carry on
+        self.server_close()
         with self._cond:
-            self.draining = True
+            self.draining = True  # from now on every response says "Connection: close"
+            log_event(event="draining", connections=len(self._connections))
             for handler in self._connections:
                 if not handler.busy:
                     handler.stop_reading()
             return self._cond.wait_for(lambda: not self._connections, timeout)
-
-    def stop(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
-        """Stop accepting, close the listening socket, then drain connections."""
-        self.shutdown()
-        self.server_close()
-        return self.drain(timeout)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
@@ -522,13 +535,14 @@ class RequestHandler(BaseHTTPRequestHandler):
     timeout = IDLE_TIMEOUT_S
     server: ModelServer
     headers: RequestHeaders  # type: ignore[assignment]  # set by our parse_request
+    raw_requestline: bytes
 
     busy = False
     _body_pending = False
     _responded = False
     _started = 0.0
 
-    # -- connection lifecycle (used by ModelServer.drain) --
+    # -- connection lifecycle (used by ModelServer.stop) --
 
     def setup(self) -> None:
         super().setup()
@@ -571,6 +585,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.request_version = "HTTP/1.1"
         line = str(self.raw_requestline, "latin-1").rstrip("\r\n")
         self.requestline = line
+        if not line:  # a stray CRLF between requests is to be skipped (RFC 9112 2.2)
+            self.close_connection = False
+            return False
         words = line.split()
         if len(words) != 3 or not _TOKEN.fullmatch(words[0]):
             self.send_error(400, f"malformed request line {_show(line)}")
@@ -678,14 +695,19 @@ class RequestHandler(BaseHTTPRequestHandler):
             )
         if name is not None:
             self._check_model(name, version)
-        return getattr(self, f"_serve_{kind}")()
+        serve: Callable[[], tuple[int, bytes]] = getattr(self, f"_serve_{kind}")
+        return serve()
 
     def _check_model(self, name: str, version: str | None) -> None:
         served = self.server.state.config.model_name
         if name != served:
-            raise ClientError(404, f"model {_show(name)} is not served here; this server serves {_show(served)}")
+            raise ClientError(
+                404, f"model {_show(name)} is not served here; this server serves {_show(served)}"
+            )
         if version not in (None, "1"):
-            raise ClientError(404, f"model {_show(name)} has no version {_show(version)}; the only version is 1")
+            raise ClientError(
+                404, f"model {_show(name)} has no version {_show(version)}; the only version is 1"
+            )
 
     # -- route handlers: return (status, body) or raise ClientError --
 
@@ -846,7 +868,6 @@ def main() -> int:
     log_event(event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3))
 
     stop.wait()
-    log_event(event="draining")
     drained = server.stop()
     log_event(event="stopped", drained=drained)
     return 0

@@ -76,7 +76,8 @@ class ServerProcess:
         )
         self.lines: list[str] = []
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
         self.port = 0
 
     def _collect(self) -> None:
@@ -92,8 +93,8 @@ class ServerProcess:
             try:
                 record = self._events.get(timeout=0.1)
             except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
+                if self.proc.poll() is not None and not self._reader.is_alive():
+                    break  # exited and every line has been read
                 continue
             if record.get("event") == "listening":
                 self.port = record["port"]
@@ -216,6 +217,7 @@ def test_config_rejects_multiple_inputs_and_unreadable_files(tmp_path: Path) -> 
         (b'{"instances": [[1e999, 0, 0, 0]]}', "float32", "non-finite"),
         (b'{"instances": [[1e39, 0, 0, 0]]}', "float32", "outside the float32 range"),
         (b'{"instances": [[99999999999999999999999, 0, 0, 0]]}', "float32", "out of range"),
+        (b'{"instances": [[' + b"9" * 5000 + b', 0, 0, 0]]}', "float32", "malformed JSON: Exceeds the limit"),
         (b'{"instances": [[1.5, 0, 0, 0]]}', "int8", "takes integers"),
         (b'{"instances": [[300, 0, 0, 0]]}', "int8", "int8 values in -128..127"),
     ],
@@ -343,18 +345,22 @@ BAD_REQUESTS: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]]
     ("nan", "POST", ":predict", b'{"instances": [[NaN, 0, 0, 0]]}', {}, 400, "NaN is not allowed"),
     ("infinity", "POST", ":predict", b'{"instances": [[-Infinity, 0, 0, 0]]}', {}, 400, "-Infinity is not allowed"),
     ("overflow", "POST", ":predict", b'{"instances": [[1e999, 0, 0, 0]]}', {}, 400, "non-finite"),
-    ("deep-nesting", "POST", ":predict", b"[" * 3000 + b"]" * 3000, {}, 400, "malformed JSON"),
+    ("deep-nesting", "POST", ":predict", b"[" * 1500 + b"]" * 1500, {}, 400, "malformed JSON"),
     ("not-an-object", "POST", ":predict", b"[[1, 2, 3, 4]]", {}, 400, 'with "instances" or "inputs"'),
     ("missing-field", "POST", ":predict", b'{"signature_name": "serving_default"}', {}, 400, 'missing "instances"'),
     ("both-fields", "POST", ":predict", b'{"instances": [[0,0,0,0]], "inputs": [[0,0,0,0]]}', {}, 400, "not both"),
     ("extra-field", "POST", ":predict", b'{"instances": [[0,0,0,0]], "foo": 1}', {}, 400, 'unexpected field(s) "foo"'),
-    ("bad-signature", "POST", ":predict", b'{"instances": [[0,0,0,0]], "signature_name": "x"}', {}, 400, "signature_name"),
+    ("bad-signature", "POST", ":predict", b'{"instances": [[0,0,0,0]], "signature_name": "x"}', {}, 400,
+     "signature_name"),
     ("empty-batch", "POST", ":predict", b'{"instances": []}', {}, 400, "non-empty array"),
-    ("wrong-shape", "POST", ":predict", b'{"instances": [[1, 2, 3]]}', {}, 400, 'instances[0]: expected 4 values (input "features"'),
+    ("wrong-shape", "POST", ":predict", b'{"instances": [[1, 2, 3]]}', {}, 400,
+     'instances[0]: expected 4 values (input "features"'),
     ("ragged", "POST", ":predict", b'{"inputs": [[1, 2, 3, 4], [1, 2]]}', {}, 400, "inputs[1]: expected 4 values"),
-    ("too-deep", "POST", ":predict", b'{"instances": [[[1], [2], [3], [4]]]}', {}, 400, "instances[0][0]: expected a number"),
+    ("too-deep", "POST", ":predict", b'{"instances": [[[1], [2], [3], [4]]]}', {}, 400,
+     "instances[0][0]: expected a number"),
     ("scalar-batch", "POST", ":predict", b'{"inputs": 3}', {}, 400, "inputs: expected an array"),
-    ("string", "POST", ":predict", b'{"instances": [[1, "2", 3, 4]]}', {}, 400, 'instances[0][1]: expected a number for input "features", got "2"'),
+    ("string", "POST", ":predict", b'{"instances": [[1, "2", 3, 4]]}', {}, 400,
+     'instances[0][1]: expected a number for input "features", got "2"'),
     ("boolean", "POST", ":predict", b'{"instances": [[true, false, true, false]]}', {}, 400, "got true"),
     ("null", "POST", ":predict", b'{"instances": [[1, null, 3, 4]]}', {}, 400, "got null"),
     ("wrong-name", "POST", ":predict", b'{"instances": [{"pixels": [0,0,0,0]}]}', {}, 400, 'single key "features"'),
@@ -390,7 +396,8 @@ def test_bad_request_gets_json_error(
     status: int, message: str,
 ) -> None:
     if "Content-Length" in headers:  # http.client would send its own
-        head = f"{method} {_model_path(path)} HTTP/1.1\r\nHost: x\r\nContent-Length: {headers['Content-Length']}\r\n\r\n"
+        length = headers["Content-Length"]
+        head = f"{method} {_model_path(path)} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
         got, response_headers, payload = float_server.raw(head.encode())
     else:
         got, response, payload = float_server.request(method, _model_path(path), body, headers)
