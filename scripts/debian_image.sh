@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build the serving base image from Debian packages when it does not exist yet.
+# debian_image.sh IMAGE PACKAGES: build IMAGE from Debian packages when it does not exist yet.
+#   scripts/debian_image.sh modelstack-base:bookworm-py311 python3,python3-venv,ca-certificates
+#   scripts/debian_image.sh modelstack-proxy:bookworm-nginx nginx-light
 # Nothing is pulled from a registry: debootstrap fetches .deb files from the apt mirror
 # this machine already uses, and `docker import` turns the tree into an image.
 set -euo pipefail
 
-IMAGE="${MODELSTACK_BASE_IMAGE:-modelstack-base:bookworm-py311}"
+IMAGE="$1"
+PACKAGES="$2"
 SUITE=bookworm
-log() { printf '[setup:base-image] %s\n' "$*" >&2; }
+log() { printf '[setup:%s] %s\n' "$IMAGE" "$*" >&2; }
 
 if docker image inspect "$IMAGE" >/dev/null 2>&1; then
   exit 0
@@ -27,9 +30,9 @@ mirror="${mirror:-http://deb.debian.org/debian}"
 root="$(mktemp -d /tmp/modelstack-rootfs.XXXXXX)"
 trap 'rm -rf "$root"' EXIT
 log "debootstrap $SUITE from $mirror (about a minute)"
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-  "$SUITE" "$root" "$mirror" >/tmp/modelstack-debootstrap.log 2>&1 \
-  || { log "debootstrap failed; see /tmp/modelstack-debootstrap.log"; exit 1; }
+debootstrap --variant=minbase --include="$PACKAGES" \
+  "$SUITE" "$root" "$mirror" >/tmp/modelstack-debootstrap-$$.log 2>&1 \
+  || { log "debootstrap failed; see /tmp/modelstack-debootstrap-$$.log"; exit 1; }
 
 # Keep the image small and free of host-specific state.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/tmp/*

@@ -4,11 +4,15 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-start=$(date +%s)
-for step in python_env docker_engine pulumi_cli pulumi_plugins wheelhouse base_image; do
-  t0=$(date +%s)
-  bash "$here/$step.sh"
-  t1=$(date +%s)
-  if (( t1 - t0 > 2 )); then printf '[setup] %s took %d s\n' "$step" $((t1 - t0)) >&2; fi
+timed() {
+  local t0=$SECONDS
+  "$@"
+  if (( SECONDS - t0 > 2 )); then printf '[setup] %s took %d s\n' "$*" $((SECONDS - t0)) >&2; fi
+}
+for step in python_env docker_engine pulumi_cli pulumi_plugins wheelhouse; do
+  timed bash "$here/$step.sh"
 done
-printf '[setup] ready (%d s)\n' $(( $(date +%s) - start )) >&2
+# Base images, built from Debian packages: the serving image's and the proxy's.
+timed bash "$here/debian_image.sh" modelstack-base:bookworm-py311 python3,python3-venv,ca-certificates
+timed bash "$here/debian_image.sh" modelstack-proxy:bookworm-nginx nginx-light
+printf '[setup] ready (%d s)\n' "$SECONDS" >&2
