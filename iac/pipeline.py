@@ -3,7 +3,7 @@ prep (modelprep) and the content keys that tell preview what would change."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from iac.spec import ResolvedSpec
@@ -11,9 +11,13 @@ from modelprep.hashing import json_sha256
 from modelprep.prep import PrepRequest
 
 
-def prep_request(spec: ResolvedSpec) -> PrepRequest:
+def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
     s = spec.spec
+    o = s.optimize
     tensor = s.model.inputs[0]
+    fine_tuning = None
+    if o.fine_tuning_data is not None:
+        fine_tuning = str((Path(spec.spec_file).parent / o.fine_tuning_data).resolve())
     return PrepRequest(
         model_path=spec.model_path,
         model_sha256=s.model.sha256,
@@ -21,15 +25,24 @@ def prep_request(spec: ResolvedSpec) -> PrepRequest:
         evaluation_path=spec.evaluation_path,
         input_name=tensor.name,
         sample_shape=tuple(tensor.shape),
-        quantization=s.optimize.quantization.value,
-        max_accuracy_drop=s.optimize.max_accuracy_drop,
+        quantization=None if o.quantization is None else o.quantization.value,
+        max_accuracy_drop=o.max_accuracy_drop,
+        objective=o.objective.value,
+        metric=o.metric.value,
+        top_k=o.top_k,
+        variants=None if o.variants is None else tuple(v.value for v in o.variants),
+        int8_io=o.int8_io,
+        pruning=None if o.pruning is None else o.pruning.model_dump(mode="json"),
+        clustering=None if o.clustering is None else o.clustering.model_dump(mode="json"),
+        qat=None if o.qat is None else o.qat.model_dump(mode="json"),
+        fine_tuning_path=fine_tuning,
+        threads=s.serving.threads,
+        all_variants=all_variants,
     )
 
 
 def prep_request_dict(spec: ResolvedSpec) -> dict[str, Any]:
-    data = asdict(prep_request(spec))
-    data["sample_shape"] = list(data["sample_shape"])
-    return data
+    return prep_request(spec).to_dict()
 
 
 def context_key(spec: ResolvedSpec, prep_key: str) -> str:

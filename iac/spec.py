@@ -12,7 +12,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,39}$"
 MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
@@ -71,11 +71,110 @@ class DataFiles(_Strict):
         return value
 
 
+class Objective(StrEnum):
+    smallest = "smallest"
+    fastest = "fastest"
+    balanced = "balanced"
+
+
+class Metric(StrEnum):
+    accuracy = "accuracy"
+    top_k = "top_k"
+    mae = "mae"
+
+
+class VariantName(StrEnum):
+    litert_float32 = "litert-float32"
+    litert_dynamic = "litert-dynamic"
+    litert_float16 = "litert-float16"
+    litert_int8 = "litert-int8"
+    litert_int8_io = "litert-int8-io"
+    pruned_float32 = "pruned-float32"
+    pruned_int8 = "pruned-int8"
+    clustered_float32 = "clustered-float32"
+    clustered_int8 = "clustered-int8"
+    qat_int8 = "qat-int8"
+    onnx_float32 = "onnx-float32"
+    onnx_dynamic = "onnx-dynamic"
+    onnx_static = "onnx-static"
+
+
+class PruningSchedule(StrEnum):
+    polynomial = "polynomial"
+    constant = "constant"
+
+
+class Pruning(_Strict):
+    """Magnitude pruning (tensorflow-model-optimization), fine-tuned, stripped before export."""
+
+    target_sparsity: Annotated[float, Field(ge=0.05, le=0.99, description="Fraction of weights set to zero")] = 0.8
+    schedule: PruningSchedule = PruningSchedule.polynomial
+    begin_step: Annotated[int, Field(ge=0, description="Fine-tuning step where pruning starts")] = 0
+    end_step: Annotated[int | None, Field(ge=1, description="Step where the target is reached (default: 70% of fine-tuning)")] = None
+    frequency: Annotated[int, Field(ge=1, le=10_000, description="Prune every this many steps")] = 10
+    epochs: Annotated[int, Field(ge=1, le=200, description="Fine-tuning epochs")] = 2
+
+
+class Clustering(_Strict):
+    """Weight clustering: each layer's weights share this many values."""
+
+    clusters: Annotated[int, Field(ge=2, le=256)] = 16
+    epochs: Annotated[int, Field(ge=0, le=200, description="Fine-tuning epochs")] = 1
+
+
+class QuantizationAwareTraining(_Strict):
+    epochs: Annotated[int, Field(ge=1, le=200, description="Fine-tuning epochs with fake quantization")] = 1
+
+
 class Optimize(_Strict):
-    quantization: Quantization = Quantization.int8
+    """What modelprep tries, how it judges, and how it chooses. With no `variants` and no
+    `quantization`, it tries the post-training LiteRT variants (plus pruning/clustering/QAT when
+    configured here) and measures the ONNX variants for comparison."""
+
+    objective: Annotated[Objective, Field(description="smallest bytes, fastest p50, or balanced")] = Objective.smallest
+    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), or mae (regression)")] = Metric.accuracy
+    top_k: Annotated[int, Field(ge=1, le=1000, description="k for metric top_k")] = 5
     max_accuracy_drop: Annotated[
-        float, Field(ge=0.0, le=1.0, description="Largest accepted accuracy loss, absolute (0.01 = 1 percentage point)")
+        float, Field(ge=0.0, le=1.0, description="Largest accepted loss of the metric, absolute (0.01 = 1 percentage point; for mae, the largest accepted increase)")
     ] = 0.01
+    quantization: Annotated[
+        Quantization | None, Field(description="Shorthand for variants: [litert-<quantization>] (none = litert-float32)")
+    ] = None
+    variants: Annotated[
+        list[VariantName] | None,
+        Field(min_length=1, description="Restrict the candidates to these; the only way to allow onnx-* variants to be chosen"),
+    ] = None
+    int8_io: Annotated[bool, Field(description="Also try litert-int8-io (int8 inputs and outputs)")] = False
+    pruning: Pruning | None = None
+    clustering: Clustering | None = None
+    qat: QuantizationAwareTraining | None = None
+    fine_tuning_data: Annotated[
+        str | None,
+        Field(description=".npz with 'x' (and 'y') for pruning/clustering/QAT fine-tuning, relative to model.yaml; "
+                          "default: data.calibration's inputs, distilled from the float model"),
+    ] = None
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, value: list[VariantName] | None) -> list[VariantName] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a variant twice; name each variant once")
+        return value
+
+    @field_validator("fine_tuning_data")
+    @classmethod
+    def _npz(cls, value: str | None) -> str | None:
+        if value is not None and not value.endswith(".npz"):
+            raise ValueError(f"{value!r} is not an .npz file; save the arrays with numpy.savez as a .npz file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_pick(self) -> Optimize:
+        if self.quantization is not None and self.variants is not None:
+            raise ValueError(
+                "quantization and variants are both set; keep variants (e.g. [litert-" + self.quantization.value.replace("none", "float32") + "]) and remove quantization"
+            )
+        return self
 
 
 class Serving(_Strict):

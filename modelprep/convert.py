@@ -1,10 +1,13 @@
-"""Keras model → LiteRT flatbuffer, with the post-training quantization the spec asks for."""
+"""Keras model → LiteRT flatbuffer (post-training quantization) and → ONNX (tf2onnx, then
+ONNX Runtime's own dynamic or static quantization)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,13 @@ from modelprep.errors import UserError
 from modelprep.tf_env import tensorflow
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class Converted:
+    artifact: bytes
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def load_model(path: str | Path, field: str = "model.path") -> Any:
@@ -35,38 +45,160 @@ def load_model(path: str | Path, field: str = "model.path") -> Any:
 
 
 def to_litert(model_path: str | Path, quantization: str, calibration: np.ndarray | None) -> bytes:
-    """Convert; int8 is full-integer quantization calibrated on `calibration` (float I/O kept).
-    The batch dimension stays dynamic, so the server can run several samples at once."""
+    """The artifact bytes only (kept for callers of the first version)."""
+    return convert_litert(model_path, quantization, calibration).artifact
+
+
+def convert_litert(model_path: str | Path | Any, quantization: str, calibration: np.ndarray | None,
+                   int8_io: bool = False) -> Converted:
+    """Convert; int8 is full-integer quantization calibrated on `calibration`. When an op has
+    no int8 kernel, the conversion is retried letting that op run in float (the notes name
+    those ops). `int8_io` makes the inputs and outputs int8 too. The batch dimension stays
+    dynamic, so the server can run several samples at once."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(quantization)
+    if quantization == "int8" and calibration is None:
+        raise UserError.single("model.yaml", "data.calibration", "int8 needs representative inputs", "name a calibration .npz")
     tf = tensorflow()
-    path = Path(model_path)
-    if path.is_dir():
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
-    else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(load_model(path))
-    if quantization == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif quantization == "int8":
-        if calibration is None:
-            raise UserError.single("model.yaml", "data.calibration", "int8 needs representative inputs", "name a calibration .npz")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: _representative(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+    def converter_for(fallback: bool) -> Any:
+        if isinstance(model_path, (str, Path)) and Path(model_path).is_dir():
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(model_path))
+        else:
+            model = load_model(model_path) if isinstance(model_path, (str, Path)) else model_path
+            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantization == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantization == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantization == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: _representative(calibration)
+            ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if fallback:
+                ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
+            converter.target_spec.supported_ops = ops
+            if int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        return converter
+
     try:
-        # Keras' export prints the traced signature to stdout; keep stdout for the CLI's output.
-        with contextlib.redirect_stdout(io.StringIO()):
-            return bytes(converter.convert())
+        return Converted(_run(converter_for(False)))
     except Exception as exc:  # the converter reports unsupported ops as generic errors
+        first = _first_line(exc)
+    if quantization != "int8":
         raise UserError.single(
-            "model.yaml", "optimize.quantization", f"{quantization!r} conversion failed ({str(exc).splitlines()[0][:300]})",
-            "choose another quantization (e.g. dynamic) for this model",
+            "model.yaml", "optimize.variants", f"{quantization!r} conversion failed ({first})",
+            "choose another variant for this model",
+        )
+    try:
+        artifact = _run(converter_for(True))
+    except Exception as exc:
+        raise UserError.single(
+            "model.yaml", "optimize.variants",
+            f"int8 conversion failed even with float fallback for ops without int8 kernels ({_first_line(exc)})",
+            "drop the int8 variants (keep litert-dynamic or litert-float16) for this model",
         ) from None
+    float_ops = float_ops_of(artifact)
+    return Converted(artifact, {
+        "int8_fallback": f"ops without an int8 kernel run in float32: {', '.join(float_ops) or 'none found'} ({first})",
+        "float_ops": float_ops,
+    })
+
+
+def float_ops_of(artifact: bytes) -> list[str]:
+    """Operators of a LiteRT model that compute in float32 (quantize/dequantize excepted)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=artifact)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    names = set()
+    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only per-op view LiteRT offers
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        inputs = [tensors[i] for i in op["inputs"] if i in tensors]
+        if any(np.dtype(t["dtype"]) == np.float32 for t in inputs):
+            names.add(op["op_name"])
+    return sorted(names)
+
+
+def _run(converter: Any) -> bytes:
+    # Keras' export prints the traced signature to stdout; keep stdout for the CLI's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return bytes(converter.convert())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        if "error" in line.lower() and ("op" in line.lower() or "quantiz" in line.lower()):
+            return line.strip()[:300]
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
     for sample in calibration[:500]:
         yield [sample[np.newaxis, ...].astype(np.float32)]
+
+
+# --------------------------------------------------------------------------------------- ONNX
+def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str) -> bytes:
+    """Export the float model to ONNX (opset 17) with a dynamic batch."""
+    tf = tensorflow()
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, *sample_shape), tf.float32, name=input_name),)
+    function = tf.function(lambda x: model(x, training=False))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET)
+    except Exception as exc:
+        raise UserError.single(
+            "model.yaml", "optimize.variants", f"ONNX export failed ({_first_line(exc)})",
+            "drop the onnx-* variants for this model",
+        ) from None
+    return proto.SerializeToString()
+
+
+def onnx_quantize(float_model: bytes, mode: str, calibration: np.ndarray | None = None) -> bytes:
+    """ONNX Runtime's quantization: `dynamic` (int8 weights, activations quantized on the fly)
+    or `static` (int8 weights and activations, QDQ format, calibrated on `calibration`)."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger("root").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp:
+        source, prepped, target = Path(tmp, "f.onnx"), Path(tmp, "p.onnx"), Path(tmp, "q.onnx")
+        source.write_bytes(float_model)
+        try:
+            quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
+        except Exception:  # pre-processing is an optimization; quantize the raw export then
+            prepped = source
+        if mode == "dynamic":
+            quantize_dynamic(str(prepped), str(target), weight_type=QuantType.QInt8)
+        elif mode == "static":
+            assert calibration is not None
+
+            class Reader(CalibrationDataReader):
+                def __init__(self, name: str) -> None:
+                    self.samples = iter(calibration[i : i + 1].astype(np.float32) for i in range(min(len(calibration), 300)))
+                    self.name = name
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    sample = next(self.samples, None)
+                    return None if sample is None else {self.name: sample}
+
+            import onnx
+
+            name = onnx.load_model_from_string(float_model).graph.input[0].name
+            quantize_static(
+                str(prepped), str(target), Reader(name), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            )
+        else:
+            raise ValueError(mode)
+        return target.read_bytes()

@@ -1,4 +1,4 @@
-"""Calibration and evaluation data: .npz files with arrays `x` (inputs) and `y` (labels)."""
+"""Calibration, evaluation and fine-tuning data: .npz files with arrays `x` (inputs) and `y` (labels)."""
 
 from __future__ import annotations
 
@@ -17,29 +17,46 @@ class Dataset:
     y: np.ndarray | None
 
 
-def load_npz(path: str | Path, field: str, sample_shape: tuple[int, ...], need_labels: bool) -> Dataset:
-    """Load and check a data file; `field` is the spec field that names it (for the error)."""
+def load_npz(path: str | Path, field: str, sample_shape: tuple[int, ...], need_labels: bool,
+             labels: str = "class") -> Dataset:
+    """Load and check a data file; `field` is the spec field that names it (for the error).
+    `labels` is "class" (integer class ids, for accuracy/top_k) or "value" (floats, for mae)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise UserError.single(str(path), field, f"cannot be read as .npz ({exc})", "save it with numpy.savez(path, x=..., y=...)") from None
     if "x" not in arrays:
         raise UserError.single(str(path), field, f"has no array 'x' (it has {sorted(arrays) or 'none'})", "save the inputs as x=...")
     x = arrays["x"]
-    if x.ndim < 1 or tuple(x.shape[1:]) != sample_shape:
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(sample_shape):
         raise UserError.single(
             str(path), field, f"'x' has shape {list(x.shape)} but the model takes [N, {', '.join(map(str, sample_shape))}]",
             "reshape the samples to model.inputs[0].shape with the batch first",
         )
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise UserError.single(
+            str(path), field, f"'x' has dtype {x.dtype}, not a real number type the model's float32 input can take",
+            "save the inputs as float32 (x=x.astype('float32'))",
+        )
+    if not np.all(np.isfinite(x)):
         raise UserError.single(str(path), field, f"'x' must hold finite numbers (dtype {x.dtype})", "convert it to float32 and drop NaN/inf rows")
     if len(x) == 0:
         raise UserError.single(str(path), field, "'x' holds no samples", "add at least one sample")
     y = arrays.get("y")
-    if need_labels:
-        if y is None:
-            raise UserError.single(str(path), field, "has no labels: array 'y' is missing", "save the labels as y=... beside x")
+    if need_labels and y is None:
+        raise UserError.single(str(path), field, "has no labels: array 'y' is missing", "save the labels as y=... beside x")
+    if y is not None:
         if y.shape[:1] != x.shape[:1]:
             raise UserError.single(str(path), field, f"'y' has {len(y)} labels for {len(x)} samples", "save one label per sample")
-    return Dataset(x=x.astype(np.float32), y=None if y is None else y.astype(np.int64))
+        if labels == "class" and not (np.issubdtype(y.dtype, np.integer) or _integral(y)):
+            raise UserError.single(
+                str(path), field, f"'y' holds {y.dtype} values that are not class ids, but optimize.metric scores classes",
+                "save integer class ids as y, or set optimize.metric: mae for a regression model",
+            )
+        y = y.astype(np.int64) if labels == "class" else y.astype(np.float32)
+    return Dataset(x=x.astype(np.float32), y=y)
+
+
+def _integral(y: np.ndarray) -> bool:
+    return bool(np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))

@@ -1,39 +1,185 @@
-"""Accuracy of the float baseline (Keras) and of an artifact (LiteRT, the runtime that serves it)."""
+"""Run a model the way it will be served and score it: predictions with Keras, LiteRT or
+ONNX Runtime, the metric the spec names, and single-sample / batch latency with threads pinned.
+
+Latency loops are time-bounded: a warm-up, then as many calls as fit in the budget (at least
+a floor count, at most a ceiling), so a slow baseline (Keras `model.predict`, ~ms a call)
+and a fast artifact (µs a call) both finish quickly and both give a stable median.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 BATCH = 256
+THROUGHPUT_BATCH = 32
+METRICS = ("accuracy", "top_k", "mae")
+
+
+# ---------------------------------------------------------------------------------- runners
+class LiteRTRunner:
+    """A LiteRT interpreter with a dynamic batch; quantizes inputs / dequantizes outputs when
+    the artifact has integer I/O, so callers always pass and get float32."""
+
+    def __init__(self, artifact: bytes, threads: int = 1) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=artifact, num_threads=threads)
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self._batch = -1
+
+    def _resize(self, n: int, sample_shape: tuple[int, ...]) -> None:
+        if n != self._batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [n, *sample_shape])
+            self.interpreter.allocate_tensors()
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
+            self._batch = n
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self._resize(len(x), tuple(x.shape[1:]))
+        self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
+        self.interpreter.invoke()
+        return _from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+    def prepared(self, x: np.ndarray) -> Callable[[], None]:
+        """A call with the input already set: what the latency loop times."""
+        self._resize(len(x), tuple(x.shape[1:]))
+        value = _to_input(x, self.input)
+        index = self.input["index"]
+        interpreter = self.interpreter
+
+        def call() -> None:
+            interpreter.set_tensor(index, value)
+            interpreter.invoke()
+
+        return call
+
+
+class OnnxRunner:
+    def __init__(self, artifact: bytes, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
+
+    def prepared(self, x: np.ndarray) -> Callable[[], None]:
+        feed = {self.input_name: x.astype(np.float32)}
+        session = self.session
+        return lambda: session.run(None, feed)
 
 
 def keras_predict(model: Any, x: np.ndarray) -> np.ndarray:
-    outputs = [np.asarray(_first(model(x[i : i + BATCH]))) for i in range(0, len(x), BATCH)]
+    outputs = [np.asarray(_first(model(x[i : i + BATCH], training=False))) for i in range(0, len(x), BATCH)]
     return np.concatenate(outputs)
 
 
 def litert_predict(artifact: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=artifact, num_threads=threads)
-    inp = interpreter.get_input_details()[0]
-    out = interpreter.get_output_details()[0]
-    results = []
-    for i in range(0, len(x), BATCH):
-        batch = x[i : i + BATCH]
-        interpreter.resize_tensor_input(inp["index"], [len(batch), *x.shape[1:]])
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], batch.astype(np.float32))
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"]).copy())
-    return np.concatenate(results)
+    runner = LiteRTRunner(artifact, threads)
+    return np.concatenate([runner(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
 
 
+def onnx_predict(artifact: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    runner = OnnxRunner(artifact, threads)
+    return np.concatenate([runner(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+def runner_for(runtime: str, artifact: bytes, threads: int) -> LiteRTRunner | OnnxRunner:
+    return LiteRTRunner(artifact, threads) if runtime == "litert" else OnnxRunner(artifact, threads)
+
+
+def _to_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    dtype = details["dtype"]
+    if np.issubdtype(dtype, np.integer):
+        scale, zero = details["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _from_output(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.integer):
+        scale, zero = details["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.copy()
+
+
+def _first(out: Any) -> Any:
+    if isinstance(out, dict):
+        return next(iter(out.values()))
+    if isinstance(out, (list, tuple)):
+        return out[0]
+    return out
+
+
+# ---------------------------------------------------------------------------------- metrics
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(scores, axis=-1) == labels))
 
 
-def _first(out: Any) -> Any:
-    return next(iter(out.values())) if isinstance(out, dict) else out
+def score(metric: str, outputs: np.ndarray, labels: np.ndarray, top_k: int = 5) -> float:
+    """The metric's value; higher is better for accuracy and top_k, lower for mae."""
+    if metric == "accuracy":
+        return accuracy(outputs, labels.astype(np.int64))
+    if metric == "top_k":
+        k = min(top_k, outputs.shape[-1])
+        top = np.argsort(-outputs, axis=-1)[:, :k]
+        return float(np.mean(np.any(top == labels.astype(np.int64)[:, None], axis=-1)))
+    if metric == "mae":
+        return float(np.mean(np.abs(outputs.reshape(len(labels), -1) - labels.reshape(len(labels), -1))))
+    raise ValueError(metric)
+
+
+def loss_of(metric: str, baseline: float, value: float) -> float:
+    """How much worse `value` is than `baseline` (positive = worse), in the metric's units."""
+    return value - baseline if metric == "mae" else baseline - value
+
+
+# ---------------------------------------------------------------------------------- latency
+@dataclass(frozen=True)
+class Latency:
+    p50_us: float
+    p99_us: float
+    throughput_per_s: float
+    calls: int
+
+
+def measure(single: Callable[[], Any], batch: Callable[[], Any], batch_size: int = THROUGHPUT_BATCH,
+            budget_s: float = 0.4, min_calls: int = 20, max_calls: int = 5000) -> Latency:
+    """p50/p99 of single-sample calls, and samples per second at `batch_size`."""
+    times = _timed(single, budget_s, min_calls, max_calls)
+    batch_times = _timed(batch, budget_s / 2, max(3, min_calls // 4), max_calls // 4)
+    return Latency(
+        p50_us=round(float(np.percentile(times, 50)) * 1e6, 2),
+        p99_us=round(float(np.percentile(times, 99)) * 1e6, 2),
+        throughput_per_s=round(batch_size / float(np.median(batch_times)), 1),
+        calls=len(times),
+    )
+
+
+def _timed(call: Callable[[], Any], budget_s: float, min_calls: int, max_calls: int) -> np.ndarray:
+    warm_end = time.perf_counter() + budget_s / 8
+    for i in range(max_calls):  # warm-up: caches, allocations, thread pools
+        call()
+        if i >= 2 and time.perf_counter() > warm_end:
+            break
+    times: list[float] = []
+    end = time.perf_counter() + budget_s
+    while len(times) < max_calls and (len(times) < min_calls or time.perf_counter() < end):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return np.asarray(times)

@@ -41,10 +41,8 @@ def _prep(props: dict[str, Any]) -> dict[str, Any]:
     from modelprep.cache import Cache
     from modelprep.prep import PrepRequest, prep
 
-    # Pulumi drops None-valued properties, so optional fields may be absent.
-    request = {"model_sha256": None, **props["request"]}
-    request["sample_shape"] = tuple(int(d) for d in request["sample_shape"])
-    result = prep(PrepRequest(**request), Cache())
+    # Pulumi drops None-valued properties and turns ints into floats; from_dict undoes both.
+    result = prep(PrepRequest.from_dict(props["request"]), Cache())
     if result.key != props["key"]:
         raise RuntimeError(f"model inputs changed during the update (key {result.key[:12]} != {props['key'][:12]}); run `pulumi up` again")
     report = result.report
