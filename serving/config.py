@@ -29,7 +29,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _TOP_LEVEL_FIELDS = (
     "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
+    "runtime", "max_batch_size", "max_latency_ms", "api_key_env",
 )
+# "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
+RUNTIMES = ("auto", "litert", "onnx")
+MAX_BATCH_SIZE = 1024
+# The API key's environment variable must look like one (it is read at start-up, never stored).
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INPUT_FIELDS = ("name", "shape", "dtype")
 
 # Stands for "field absent", which is reported once as missing rather than as a bad value.
@@ -57,6 +63,26 @@ class ServingConfig:
     host: str = "0.0.0.0"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     metadata: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "auto"
+    # Dynamic batching: requests queue up to max_latency_ms and run together up to
+    # max_batch_size samples; max_batch_size 0 or 1 turns it off. With max_latency_ms 0 a batch
+    # holds whatever queued while the previous batch ran (no added wait).
+    max_batch_size: int = 1
+    max_latency_ms: float = 0.0
+    # Name of the environment variable holding the API key; None = no authentication.
+    api_key_env: str | None = None
+
+    @property
+    def batching_enabled(self) -> bool:
+        """Requests are batched when more than one sample may run together."""
+        return self.max_batch_size > 1
+
+    @property
+    def resolved_runtime(self) -> str:
+        """"litert" or "onnx": the config's choice, or the artifact's suffix for "auto"."""
+        if self.runtime != "auto":
+            return self.runtime
+        return "onnx" if self.artifact.lower().endswith(".onnx") else "litert"
 
     @property
     def input(self) -> InputSpec:
@@ -87,12 +113,35 @@ class ServingConfig:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             errors.append(f"metadata: must be a JSON object, got {_kind(metadata)}")
+        runtime = data.get("runtime", "auto")
+        if runtime not in RUNTIMES:
+            errors.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {_show(runtime)}")
+        max_batch = _check_int(
+            data.get("max_batch_size", 1), "max_batch_size", 0, MAX_BATCH_SIZE, errors
+        )
+        max_latency = data.get("max_latency_ms", 0)
+        if (
+            isinstance(max_latency, bool)
+            or not isinstance(max_latency, (int, float))
+            or not 0 <= max_latency <= 10_000
+        ):
+            errors.append(f"max_latency_ms: must be a number in 0..10000, got {_show(max_latency)}")
+            max_latency = 0
+        api_key_env = data.get("api_key_env")
+        if api_key_env is not None and not (
+            isinstance(api_key_env, str) and _ENV_RE.match(api_key_env)
+        ):
+            errors.append(
+                f"api_key_env: must be null or an environment variable name, got {_show(api_key_env)}"
+            )
 
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
             model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
-            host=host, max_body_bytes=max_body, metadata=metadata,
+            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
+            max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
+            api_key_env=api_key_env,
         )
 
     @classmethod

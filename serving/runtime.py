@@ -1,9 +1,17 @@
-"""LiteRT runtime: one interpreter, safe to share between request threads.
+"""Model runtimes: LiteRT (.tflite) and ONNX Runtime (.onnx), behind one small interface.
 
-``LiteRTModel`` hides the TFLite tensor plumbing from the HTTP layer: it resizes the input to
-the batch it is given, quantizes float inputs for int8/uint8 models, dequantizes quantized
-outputs, and serializes invocations with one lock (an interpreter is not re-entrant).
-The model must have exactly one input and one output tensor.
+Both classes offer what the HTTP layer and the batcher need: ``input_shape``, ``output_shape``
+(per sample, -1 for a dynamic dimension), ``input_dtype``, ``input_quantized``, ``output_dtype``,
+``platform``, ``predict(batch)`` (thread-safe) and ``warm_up(batch_sizes)``. ``load_runtime``
+picks one from the config (``runtime``, or the artifact's suffix).
+
+``LiteRTModel`` hides the TFLite tensor plumbing: it quantizes float inputs for int8/uint8
+models, dequantizes quantized outputs, and keeps one interpreter per batch-size bucket (powers of
+two up to ``max_bucket``) so that batches of varying size never pay for
+``resize_tensor_input`` + ``allocate_tensors`` (which reallocates every tensor): a batch of n
+runs on the interpreter of the smallest bucket >= n, padded with zero rows that are dropped from
+the output. Each interpreter has its own lock (an interpreter is not re-entrant). The model must
+have exactly one input and one output tensor.
 """
 
 from __future__ import annotations
@@ -11,15 +19,73 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from serving.config import ServingConfig
+
+# Batches above the largest bucket are split into chunks of that size.
+DEFAULT_MAX_BUCKET = 64
+
+
+class Runtime(Protocol):
+    """What the server needs from a loaded model."""
+
+    platform: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+    @property
+    def output_shape(self) -> tuple[int, ...]: ...
+    @property
+    def input_dtype(self) -> np.dtype[Any]: ...
+    @property
+    def input_quantized(self) -> bool: ...
+    @property
+    def output_dtype(self) -> np.dtype[Any]: ...
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray: ...
+
+
+def load_runtime(config: ServingConfig) -> Runtime:
+    """The runtime for the config's artifact, with the config's thread count."""
+    max_bucket = max(DEFAULT_MAX_BUCKET, _bucket(config.max_batch_size))
+    if config.resolved_runtime == "onnx":
+        from serving.onnx_runtime import OnnxModel
+
+        return OnnxModel(config.artifact, num_threads=config.threads)
+    return LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket)
+
+
+def _bucket(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class _Slot:
+    """One interpreter allocated for a fixed batch size, with its lock."""
+
+    __slots__ = ("interpreter", "lock", "size")
+
+    def __init__(self, interpreter: Any, size: int) -> None:
+        self.interpreter = interpreter
+        self.lock = threading.Lock()
+        self.size = size
 
 
 class LiteRTModel:
     """A .tflite model ready to run batches; ``predict`` may be called from any thread."""
 
-    def __init__(self, path: str | os.PathLike[str], num_threads: int = 1) -> None:
+    platform = "tensorflow_lite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        num_threads: int = 1,
+        max_bucket: int = DEFAULT_MAX_BUCKET,
+    ) -> None:
         # Imported here so importing this module (e.g. for config checks) stays cheap.
         from ai_edge_litert.interpreter import Interpreter
 
@@ -28,9 +94,11 @@ class LiteRTModel:
             raise FileNotFoundError(f"model artifact {model_path} does not exist")
         self.path = model_path
         self.num_threads = num_threads
-        self._interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
+        self._content = model_path.read_bytes()  # shared by every bucket's interpreter
+        self._make = lambda: Interpreter(model_content=self._content, num_threads=num_threads)
+        interpreter = self._make()
+        inputs = interpreter.get_input_details()
+        outputs = interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(
                 f"model artifact {model_path}: expected exactly one input and one output tensor, "
@@ -45,9 +113,13 @@ class LiteRTModel:
         self._out_scale, self._out_zero = _quantization(self._output)
         signature = self._input.get("shape_signature", self._input["shape"])
         self._dynamic_batch = len(signature) > 0 and int(signature[0]) == -1
-        self._lock = threading.Lock()
-        self._interpreter.allocate_tensors()
-        self._current_shape = tuple(int(d) for d in self._input["shape"])
+        self._sample_shape = tuple(max(int(d), 1) for d in self._input["shape"][1:])
+        self.max_bucket = _bucket(max_bucket) if self._dynamic_batch else 1
+        self._slots: dict[int, _Slot] = {}
+        self._slots_lock = threading.Lock()
+        interpreter.allocate_tensors()
+        first = int(self._input["shape"][0]) if len(self._input["shape"]) else 1
+        self._slots[first] = _Slot(interpreter, first)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,28 +159,56 @@ class LiteRTModel:
         if batch.ndim == 0 or batch.shape[0] == 0:
             raise ValueError(f"predict needs a batch with at least one sample, got shape {batch.shape}")
         tensor = self._to_input_tensor(batch)
-        if self._dynamic_batch or tensor.shape[0] == 1:
-            raw = self._invoke(tensor)
+        n = tensor.shape[0]
+        step = self.max_bucket
+        if n <= step:
+            raw = self._run(tensor)
         else:
-            # A model exported with a fixed batch of 1 cannot be resized: run samples one by one.
-            raw = np.concatenate([self._invoke(tensor[i : i + 1]) for i in range(tensor.shape[0])])
+            raw = np.concatenate([self._run(tensor[i : i + step]) for i in range(0, n, step)])
         return self._from_output_tensor(raw)
 
-    def warm_up(self) -> np.ndarray:
-        """Run one zero-filled sample so the first request does not pay for lazy initialization."""
-        shape = tuple(max(d, 1) for d in self.input_shape)
-        return self.predict(np.zeros((1, *shape), dtype=np.float32))
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
+        """Run zero-filled batches so requests do not pay for lazy initialization.
 
-    def _invoke(self, tensor: np.ndarray) -> np.ndarray:
-        with self._lock:
-            if tensor.shape != self._current_shape:
-                # Resizing reallocates every tensor, so it happens only when the shape changes.
-                self._interpreter.resize_tensor_input(self._input_index, list(tensor.shape))
-                self._interpreter.allocate_tensors()
-                self._current_shape = tensor.shape
-            self._interpreter.set_tensor(self._input_index, tensor)
-            self._interpreter.invoke()
-            output: np.ndarray = self._interpreter.get_tensor(self._output_index)
+        Each size allocates (and runs once) the interpreter of its bucket.
+        """
+        result = np.zeros(0)
+        for size in batch_sizes:
+            result = self.predict(np.zeros((size, *self._sample_shape), dtype=np.float32))
+        return result
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        n = tensor.shape[0]
+        if not self._dynamic_batch:
+            # A model exported with a fixed batch of 1 cannot be resized: run samples one by one.
+            slot = self._slots[next(iter(self._slots))]
+            if n == 1:
+                return self._invoke(slot, tensor)
+            return np.concatenate([self._invoke(slot, tensor[i : i + 1]) for i in range(n)])
+        size = _bucket(n)
+        slot = self._slots.get(size) or self._new_slot(size)
+        if size != n:
+            padded = np.zeros((size, *tensor.shape[1:]), dtype=tensor.dtype)
+            padded[:n] = tensor
+            return self._invoke(slot, padded)[:n]
+        return self._invoke(slot, tensor)
+
+    def _new_slot(self, size: int) -> _Slot:
+        with self._slots_lock:
+            slot = self._slots.get(size)
+            if slot is None:
+                interpreter = self._make()
+                interpreter.resize_tensor_input(self._input_index, [size, *self._sample_shape])
+                interpreter.allocate_tensors()
+                slot = self._slots[size] = _Slot(interpreter, size)
+            return slot
+
+    def _invoke(self, slot: _Slot, tensor: np.ndarray) -> np.ndarray:
+        with slot.lock:
+            interpreter = slot.interpreter
+            interpreter.set_tensor(self._input_index, tensor)
+            interpreter.invoke()
+            output: np.ndarray = interpreter.get_tensor(self._output_index)
             return output  # a copy, so it stays valid after the lock is released
 
     def _to_input_tensor(self, batch: np.ndarray) -> np.ndarray:

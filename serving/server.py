@@ -1,8 +1,9 @@
-"""HTTP model server for the serving image: TensorFlow Serving's REST API over LiteRT.
+"""HTTP model server for the serving image: TF Serving REST and Open Inference Protocol V2.
 
-Only the standard library, numpy and ai-edge-litert are available in the image, so this is a
-``ThreadingHTTPServer`` (one thread per connection, HTTP/1.1 keep-alive) in front of one shared
-``LiteRTModel``.
+Only the standard library, numpy and the model runtime (ai-edge-litert, or onnxruntime for ONNX
+artifacts) are available in the image, so this is a ``ThreadingHTTPServer`` (one thread per
+connection, HTTP/1.1 keep-alive) in front of one shared runtime (``serving.runtime``), with
+optional dynamic batching (``serving.batching``) and Prometheus metrics (``serving.metrics``).
 
 Routes (``<name>`` is ``model_name`` from the config; ``/versions/1`` may follow it)::
 
@@ -10,25 +11,39 @@ Routes (``<name>`` is ``model_name`` from the config; ``/versions/1`` may follow
     GET  /v1/models/<name>/metadata   signature (TF Serving shape) + the config's metadata dict
     POST /v1/models/<name>:predict    {"instances": [...]} -> {"predictions": [...]}
                                       {"inputs": ...}      -> {"outputs": [...]}
+    GET  /v2                          V2 server metadata
+    GET  /v2/health/live              {"live": true}
+    GET  /v2/health/ready             {"ready": true} once the model is warmed up, else 503
+    GET  /v2/models/<name>            V2 model metadata (name, versions, platform, inputs, outputs)
+    GET  /v2/models/<name>/ready      {"name": ..., "ready": true}, else 503
+    POST /v2/models/<name>/infer      {"inputs": [{"name", "shape", "datatype", "data"}]}
+    GET  /metrics                     Prometheus text exposition
     GET  /healthz                     200 while the process is up
     GET  /readyz                      200 once the model is loaded and warmed up, else 503
+
+With ``api_key_env`` set in the config, every route except the four health routes (/healthz,
+/readyz, /v2/health/live, /v2/health/ready) answers 401 unless the request carries the key from
+that environment variable as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. The server
+refuses to start (exit 2) when the variable is unset or empty.
 
 Start-up order: the server binds and answers first, then loads and warms up the model, so
 ``/healthz`` answers during loading and ``/readyz`` (and predict) answer 503 until the model is
 ready. A model that fails to load ends the process with exit code 1; a bad config with 2.
 
 Client errors get JSON ``{"error": "..."}`` naming the field and what was expected: 400 for bad
-JSON, shapes, dtypes or non-finite numbers, 404 unknown model/route, 405 wrong method (with
-``Allow``), 411 no Content-Length (chunked bodies are not accepted), 413 body over
-``max_body_bytes`` (checked before reading), 501 unknown method, 503 not ready. They never cause a
-500 or stop the server; a 500 (JSON too) means a bug, is logged with its traceback, and the
-server keeps running. Each request writes one JSON access-log line to stderr.
+JSON, shapes, dtypes, non-finite numbers, deep nesting or unexpected fields, 401 no/wrong API
+key, 404 unknown model/route, 405 wrong method (with ``Allow``), 411 no Content-Length (chunked
+bodies are not accepted), 413 body over ``max_body_bytes`` (checked before reading), 501 unknown
+method, 503 not ready. They never cause a 500 or stop the server; a 500 (JSON too) means a bug,
+is logged with its traceback, and the server keeps running. Each request writes one JSON
+access-log line to stderr.
 
 Performance: HTTP/1.1 keep-alive, one write per response, precomputed bodies for the fixed
-routes, and a small strict request parser instead of the stdlib's email-based one.
+routes, a small strict request parser instead of the stdlib's email-based one, one interpreter
+per batch-size bucket (no tensor reallocation), and dynamic batching when configured.
 
 SIGTERM (or SIGINT): stop accepting, close idle keep-alive connections, let in-flight requests
-finish (up to ``DRAIN_TIMEOUT_S``), exit 0.
+finish (up to ``DRAIN_TIMEOUT_S``), stop the batcher, exit 0.
 
 Run with ``python -m serving.server``; the config path comes from ``$MODELSTACK_SERVING_CONFIG``
 (default ``/app/serving.json``). Port 0 binds an ephemeral port, reported in the "listening" log.
@@ -36,7 +51,9 @@ Run with ``python -m serving.server``; the config path comes from ``$MODELSTACK_
 
 from __future__ import annotations
 
+import hmac
 import json
+import os
 import re
 import signal
 import socket
@@ -53,32 +70,69 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving.batching import Batcher
 from serving.config import InputSpec, ServingConfig
+from serving.metrics import Metrics
+from serving.protocols import (
+    ClientError,
+    decode_infer_request,
+    decode_predict_request,
+    encode_infer_response,
+    encode_json,
+    error_body,
+    metadata_document,
+    parse_json,
+    status_body,
+    to_batch,
+    v2_model_metadata,
+    v2_server_metadata,
+)
+from serving.protocols import _show
 
 if TYPE_CHECKING:
-    from serving.runtime import LiteRTModel
+    from serving.runtime import Runtime
 
+__all__ = [
+    "ClientError", "ModelServer", "ModelState", "decode_infer_request", "decode_predict_request",
+    "load_model", "main", "parse_json", "to_batch",
+]
+
+SERVER_VERSION = "0.4.0"
 # Idle keep-alive connections are closed after this long so silent clients cannot pin threads.
 IDLE_TIMEOUT_S = 75.0
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
 DRAIN_TIMEOUT_S = 9.0
 
-_MODEL_ROUTE = re.compile(r"/v1/models/([^/:]+)(?:/versions/([^/:]+))?(/metadata|:predict)?")
+_V1_ROUTE = re.compile(r"/v1/models/([^/:]+)(?:/versions/([^/:]+))?(/metadata|:predict)?")
+_V2_ROUTE = re.compile(r"/v2/models/([^/]+?)(?:/versions/([^/]+?))?(/ready|/infer)?")
+_FIXED_ROUTES = {
+    "/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics", "/v2": "v2_server",
+    "/v2/health/live": "v2_live", "/v2/health/ready": "v2_ready",
+}
 _ALLOWED_METHODS = {
     "healthz": ("GET", "HEAD"),
     "readyz": ("GET", "HEAD"),
-    "status": ("GET", "HEAD"),
-    "metadata": ("GET", "HEAD"),
-    "predict": ("POST",),
+    "metrics": ("GET", "HEAD"),
+    "v1_status": ("GET", "HEAD"),
+    "v1_metadata": ("GET", "HEAD"),
+    "v1_predict": ("POST",),
+    "v2_server": ("GET", "HEAD"),
+    "v2_live": ("GET", "HEAD"),
+    "v2_ready": ("GET", "HEAD"),
+    "v2_model": ("GET", "HEAD"),
+    "v2_model_ready": ("GET", "HEAD"),
+    "v2_infer": ("POST",),
 }
-_PREDICT_FIELDS = ("instances", "inputs", "signature_name")
-_TF_DTYPES = {
-    "float32": "DT_FLOAT", "float16": "DT_HALF", "float64": "DT_DOUBLE", "int8": "DT_INT8",
-    "uint8": "DT_UINT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
-    "bool": "DT_BOOL",
-}
+# Routes answered without the API key: liveness/readiness probes must work without secrets.
+OPEN_ROUTES = frozenset({"healthz", "readyz", "v2_live", "v2_ready"})
+_ROUTE_HINT = (
+    "try /v1/models/<name>, /v1/models/<name>/metadata, /v1/models/<name>:predict, "
+    "/v2/health/live, /v2/health/ready, /v2/models/<name>, /v2/models/<name>/ready, "
+    "/v2/models/<name>/infer, /healthz, /readyz, /metrics"
+)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_JSON = b"application/json"
+_PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _log_lock = threading.Lock()
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
 MAX_LINE = 65536
@@ -113,267 +167,8 @@ def _timestamp() -> str:
     return f"{stamp}.{int(now % 1 * 1000):03d}Z"
 
 
-# --- request decoding (pure functions) ---------------------------------------------------------
 
-
-class ClientError(Exception):
-    """A request problem answered with a 4xx/503 JSON error; ``close`` ends the connection."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        close: bool = False,
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.close = close
-        self.headers = headers
-
-
-class _NonFiniteNumber(ValueError):
-    pass
-
-
-def _reject_constant(name: str) -> float:
-    # Python's json accepts NaN/Infinity by default; they are not JSON and not valid features.
-    raise _NonFiniteNumber(f"{name} is not allowed; send finite numbers")
-
-
-_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def parse_json(body: bytes) -> Any:
-    """Parse a request body, turning every decoding failure into a 400."""
-    try:
-        return _json_decoder.decode(body.decode("utf-8"))
-    except _NonFiniteNumber as exc:
-        raise ClientError(400, f"malformed JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise ClientError(400, "malformed JSON: the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ClientError(400, f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise ClientError(400, "malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
-        raise ClientError(400, f"malformed JSON: {exc}") from None
-
-
-def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bool]:
-    """Turn a TF Serving predict body into an input batch; also say whether it was row format."""
-    payload = parse_json(body)
-    if not isinstance(payload, dict):
-        raise ClientError(
-            400, f'the body must be a JSON object with "instances" or "inputs", got {_kind(payload)}'
-        )
-    extra = sorted(key for key in payload if key not in _PREDICT_FIELDS)
-    if extra:
-        raise ClientError(
-            400,
-            f"unexpected field(s) {', '.join(map(_show, extra))}; the body takes "
-            '"instances" (row format) or "inputs" (columnar format)',
-        )
-    signature = payload.get("signature_name", "serving_default")
-    if signature != "serving_default":
-        raise ClientError(
-            400, f'signature_name: only "serving_default" is served, got {_show(signature)}'
-        )
-    if "instances" in payload and "inputs" in payload:
-        raise ClientError(
-            400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
-        )
-    if "instances" in payload:
-        data, field, row_format = _unwrap_rows(payload["instances"], spec.name), "instances", True
-    elif "inputs" in payload:
-        data, field, row_format = _unwrap_columns(payload["inputs"], spec.name), "inputs", False
-    else:
-        raise ClientError(
-            400, 'missing "instances" (row format) or "inputs" (columnar format) in the body'
-        )
-    # JSON booleans can only come from these tokens, so bodies without them skip the bool scan.
-    may_hold_bools = b"true" in body or b"false" in body
-    return to_batch(data, spec, field, may_hold_bools), row_format
-
-
-def _unwrap_rows(instances: Any, name: str) -> Any:
-    """Row format: each instance is the sample itself or {"<name>": sample}."""
-    if not isinstance(instances, list) or not instances:
-        raise ClientError(
-            400,
-            f'"instances" must be a non-empty array of samples for input "{name}", '
-            f"got {_kind(instances) if not isinstance(instances, list) else 'an empty array'}",
-        )
-    if not isinstance(instances[0], dict):
-        return instances  # non-numeric entries are reported by to_batch
-    samples = []
-    for i, instance in enumerate(instances):
-        if not isinstance(instance, dict) or instance.keys() != {name}:
-            raise ClientError(
-                400,
-                f'instances[{i}]: expected an object with the single key "{name}" (the model\'s '
-                f"input), got {_show(instance)}",
-            )
-        samples.append(instance[name])
-    return samples
-
-
-def _unwrap_columns(inputs: Any, name: str) -> Any:
-    """Columnar format: the batch itself or {"<name>": batch}."""
-    if isinstance(inputs, dict):
-        if inputs.keys() != {name}:
-            raise ClientError(
-                400,
-                f'"inputs": expected the single key "{name}" (the model\'s input), '
-                f"got keys {_show(sorted(inputs))}",
-            )
-        return inputs[name]
-    return inputs
-
-
-def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
-    """Validate nested lists against the input spec and convert them to a batch array."""
-    try:
-        array: np.ndarray | None = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
-        array = None
-    fits = array is not None and _numeric_batch_of(array, spec.shape)
-    if not fits or may_hold_bools:
-        # The slow walk runs only on failure (or possible booleans), to name the bad value.
-        problem = _find_problem(data, spec, field)
-        if problem:
-            raise ClientError(400, problem)
-    if array is None or not fits:  # the walk mirrors numpy's checks, so this is a backstop
-        raise ClientError(
-            400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
-        )
-    return _cast(array, spec, field)
-
-
-def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
-    return (
-        array.dtype.kind in "iuf"
-        and array.ndim == len(sample_shape) + 1
-        and array.shape[0] > 0
-        and array.shape[1:] == sample_shape
-    )
-
-
-def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
-    """Walk the nested lists and describe the first value that does not fit the spec."""
-    dims: tuple[int | None, ...] = (None, *spec.shape)  # None: any non-zero batch size
-    stack: list[tuple[Any, str, int]] = [(data, field, 0)]
-    while stack:
-        value, path, depth = stack.pop()
-        if depth == len(dims):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f'{path}: expected a number for input "{spec.name}", got {_show(value)}'
-            if isinstance(value, int) and not -(2**63) <= value < 2**64:
-                return f"{path}: integer {_show(value)} is out of range for {spec.dtype}"
-            continue
-        want = dims[depth]
-        if not isinstance(value, list):
-            return (
-                f'{path}: expected an array (input "{spec.name}" takes shape '
-                f"{[-1, *spec.shape]}), got {_show(value)}"
-            )
-        if want is None and not value:
-            return f"{path}: expected a non-empty batch of samples, got an empty array"
-        if want is not None and len(value) != want:
-            return (
-                f"{path}: expected {want} values (input \"{spec.name}\" takes samples of shape "
-                f"{list(spec.shape)}), got {len(value)}"
-            )
-        stack.extend((value[i], f"{path}[{i}]", depth + 1) for i in range(len(value) - 1, -1, -1))
-    return None
-
-
-def _cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
-    """Cast to the input's dtype, rejecting values that do not survive the cast."""
-    target = np.dtype(spec.dtype)
-    if target.kind == "f":
-        with np.errstate(over="ignore"):
-            batch = array.astype(target)
-        if not np.isfinite(batch).all():
-            raise ClientError(
-                400,
-                f'{field}: input "{spec.name}" has non-finite values (NaN, Infinity or outside '
-                f"the {spec.dtype} range); send finite numbers",
-            )
-        return batch
-    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
-        raise ClientError(400, f'{field}: input "{spec.name}" takes integers ({spec.dtype})')
-    info = np.iinfo(target)
-    if array.min() < info.min or array.max() > info.max:
-        raise ClientError(
-            400, f'{field}: input "{spec.name}" takes {spec.dtype} values in {info.min}..{info.max}'
-        )
-    return array.astype(target)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    return _show(value)
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=repr)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# --- model state and response documents --------------------------------------------------------
-
-
-def _error_body(message: str) -> bytes:
-    return _encode_json({"error": message}).encode()
-
-
-def _status_body(state: str) -> bytes:
-    return _encode_json(
-        {
-            "model_version_status": [
-                {"version": "1", "state": state, "status": {"error_code": "OK", "error_message": ""}}
-            ]
-        }
-    ).encode()
-
-
-def _tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
-    dims = [{"size": str(size), "name": ""} for size in (-1, *shape)]
-    return {
-        "dtype": _TF_DTYPES.get(dtype, dtype),
-        "tensor_shape": {"dim": dims, "unknown_rank": False},
-        "name": name,
-    }
-
-
-def metadata_document(config: ServingConfig, model: LiteRTModel) -> dict[str, Any]:
-    """TF Serving's metadata response, plus the config's metadata under "modelstack"."""
-    spec = config.input
-    signature = {
-        "inputs": {spec.name: _tensor_info(spec.name, spec.dtype, spec.shape)},
-        "outputs": {
-            "output_0": _tensor_info("output_0", model.output_dtype.name, model.output_shape)
-        },
-        "method_name": "tensorflow/serving/predict",
-    }
-    return {
-        "model_spec": {"name": config.model_name, "signature_name": "", "version": "1"},
-        "metadata": {
-            "signature_def": {"signature_def": {"serving_default": signature}},
-            "modelstack": config.metadata,
-        },
-    }
-
-
-def check_model_matches_config(model: LiteRTModel, spec: InputSpec) -> None:
+def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
     """Fail start-up when the config's input does not fit the artifact's input tensor."""
     model_shape = model.input_shape
     if len(model_shape) != len(spec.shape) or any(
@@ -398,34 +193,85 @@ def check_model_matches_config(model: LiteRTModel, spec: InputSpec) -> None:
 
 
 class ModelState:
-    """What the handlers share: the config, the model once ready, precomputed bodies."""
+    """What the handlers share: the config, the model once ready, precomputed bodies, metrics."""
 
-    def __init__(self, config: ServingConfig) -> None:
+    def __init__(self, config: ServingConfig, api_key: str | None = None) -> None:
         self.config = config
-        self.model: LiteRTModel | None = None
+        self.api_key = api_key.encode() if api_key else None
+        self.model: Runtime | None = None
+        self.batcher: Batcher | None = None
         self.ready = False
-        self.status_loading = _status_body("LOADING")
-        self.status_available = _status_body("AVAILABLE")
+        self.metrics = Metrics(ready=lambda: self.ready)
+        self.status_loading = status_body("LOADING")
+        self.status_available = status_body("AVAILABLE")
         self.metadata_body = b""
+        self.v2_metadata_body = b""
+        self.v2_server_body = encode_json(v2_server_metadata(SERVER_VERSION)).encode()
+        self.v2_ready_body = encode_json({"name": config.model_name, "ready": True}).encode()
+        self.v2_loading_body = encode_json({"name": config.model_name, "ready": False}).encode()
 
-    def set_ready(self, model: LiteRTModel) -> None:
-        self.metadata_body = _encode_json(metadata_document(self.config, model)).encode()
+    def set_ready(self, model: Runtime) -> None:
+        self.metadata_body = encode_json(metadata_document(self.config, model)).encode()
+        self.v2_metadata_body = encode_json(v2_model_metadata(self.config, model)).encode()
         self.model = model
+        if self.config.batching_enabled:
+            self.batcher = Batcher(
+                model.predict, self.config.max_batch_size, self.config.max_latency_ms, self.metrics
+            )
         self.ready = True  # set last: handlers read `ready` and then use the fields above
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a batch through the batcher (if enabled) or directly; record metrics."""
+        if self.batcher is not None:
+            return self.batcher.submit(batch)
+        assert self.model is not None
+        started = time.perf_counter()
+        outputs = self.model.predict(batch)
+        self.metrics.inference(len(batch), time.perf_counter() - started)
+        return outputs
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+
+
+def warm_up_sizes(config: ServingConfig) -> tuple[int, ...]:
+    """Batch sizes to run once at start-up: 1, and every bucket a batch can land in."""
+    sizes = [1]
+    while config.batching_enabled and sizes[-1] < config.max_batch_size:
+        sizes.append(min(sizes[-1] * 2, config.max_batch_size))
+    return tuple(sizes)
 
 
 def load_model(state: ModelState) -> float:
     """Load, check and warm up the model, then mark the state ready; return warm-up ms."""
-    from serving.runtime import LiteRTModel
+    from serving.runtime import load_runtime
 
     config = state.config
-    model = LiteRTModel(config.artifact, num_threads=config.threads)
+    model = load_runtime(config)
     check_model_matches_config(model, config.input)
     started = time.perf_counter()
-    model.warm_up()
+    model.warm_up(warm_up_sizes(config))
     warm_up_ms = (time.perf_counter() - started) * 1000
     state.set_ready(model)
     return warm_up_ms
+
+
+def read_api_key(config: ServingConfig) -> str | None:
+    """The API key from the environment, or None when the config enables none.
+
+    Raises ValueError when the config names a variable that is unset or empty: a server meant
+    to require a key must not start without one.
+    """
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env, "")
+    if not key.strip():
+        raise ValueError(
+            f"api_key_env: the environment variable {config.api_key_env} is unset or empty; "
+            "set it to the API key clients must send"
+        )
+    return key.strip()
 
 
 # --- HTTP server --------------------------------------------------------------------------------
@@ -541,6 +387,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     _body_pending = False
     _responded = False
     _started = 0.0
+    _route_kind = "other"  # metrics label; "other" for unknown routes and unparsable requests
 
     # -- connection lifecycle (used by ModelServer.stop) --
 
@@ -578,6 +425,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         where a request ends.
         """
         self._started = time.perf_counter()
+        self._route_kind = "other"
         self._responded = False
         self._body_pending = False
         self.server.set_busy(self, True)
@@ -656,36 +504,47 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         headers: tuple[tuple[str, str], ...] = ()
+        content_type = _JSON
         try:
-            status, body = self._route(method)
+            status, body, content_type = self._route(method)
         except ClientError as exc:
-            status, body, headers = exc.status, _error_body(exc.message), exc.headers
+            status, body, headers = exc.status, error_body(exc.message), exc.headers
             if exc.close:
                 self.close_connection = True
         except _ClientGone:
             self.close_connection = True
+            self._record(499)  # nginx's "client closed request": counted, never sent
             return
         except Exception:
             log_event(
                 event="internal_error", method=method, path=self.path, error=traceback.format_exc()
             )
-            status, body = 500, _error_body("internal server error; see the server log")
-        self._respond(status, body, headers, head_only=method == "HEAD")
+            status, body = 500, error_body("internal server error; see the server log")
+        self._respond(status, body, headers, head_only=method == "HEAD", content_type=content_type)
 
-    def _route(self, method: str) -> tuple[int, bytes]:
+    def _route(self, method: str) -> tuple[int, bytes, bytes]:
         path = self.path.partition("?")[0]
-        if path in ("/healthz", "/readyz"):
-            kind, name, version = path[1:], None, None
-        else:
-            match = _MODEL_ROUTE.fullmatch(path)
-            if match is None:
-                raise ClientError(
-                    404,
-                    f"no route {_show(path)}; try /v1/models/<name>, /v1/models/<name>/metadata, "
-                    "/v1/models/<name>:predict, /healthz, /readyz",
-                )
-            name, version, suffix = match.groups()
-            kind = {None: "status", "/metadata": "metadata", ":predict": "predict"}[suffix]
+        name = version = None
+        kind = _FIXED_ROUTES.get(path)
+        if kind is None:
+            if path.startswith("/v1/"):
+                match = _V1_ROUTE.fullmatch(path)
+                if match is not None:
+                    name, version, suffix = match.groups()
+                    kind = {None: "v1_status", "/metadata": "v1_metadata", ":predict": "v1_predict"}[suffix]
+            elif path.startswith("/v2/"):
+                match = _V2_ROUTE.fullmatch(path)
+                if match is not None:
+                    name, version, suffix = match.groups()
+                    kind = {None: "v2_model", "/ready": "v2_model_ready", "/infer": "v2_infer"}[suffix]
+        if kind is not None:
+            self._route_kind = kind
+            if kind not in OPEN_ROUTES:
+                self._check_api_key()
+        elif self.server.state.api_key is not None:
+            self._check_api_key()  # unknown paths too: no route listing for anonymous clients
+        if kind is None:
+            raise ClientError(404, f"no route {_show(path)}; {_ROUTE_HINT}")
         allowed = _ALLOWED_METHODS[kind]
         if method not in allowed:
             raise ClientError(
@@ -696,7 +555,27 @@ class RequestHandler(BaseHTTPRequestHandler):
         if name is not None:
             self._check_model(name, version)
         serve: Callable[[], tuple[int, bytes]] = getattr(self, f"_serve_{kind}")
-        return serve()
+        if kind == "metrics":
+            return 200, self.server.state.metrics.render(), _PROMETHEUS
+        status, body = serve()
+        return status, body, _JSON
+
+    def _check_api_key(self) -> None:
+        """401 unless the request carries the key (``Authorization: Bearer`` or ``X-API-Key``)."""
+        expected = self.server.state.api_key
+        if expected is None:
+            return
+        sent = self.headers.get("x-api-key")
+        if not sent:
+            scheme, _, credentials = self.headers.get("authorization").partition(" ")
+            sent = credentials.strip() if scheme.lower() == "bearer" else ""
+        # compare_digest: the comparison takes the same time wherever the first difference is.
+        if not sent or not hmac.compare_digest(sent.encode("latin-1", "replace"), expected):
+            raise ClientError(
+                401,
+                "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers=(("WWW-Authenticate", 'Bearer realm="modelstack"'),),
+            )
 
     def _check_model(self, name: str, version: str | None) -> None:
         served = self.server.state.config.model_name
@@ -719,21 +598,49 @@ class RequestHandler(BaseHTTPRequestHandler):
             return 200, b'{"status":"ready"}'
         return 503, b'{"status":"loading"}'
 
-    def _serve_status(self) -> tuple[int, bytes]:
+    def _serve_metrics(self) -> tuple[int, bytes]:  # answered in _route (not JSON)
+        return 200, b""
+
+    def _serve_v1_status(self) -> tuple[int, bytes]:
         state = self.server.state
         return 200, state.status_available if state.ready else state.status_loading
 
-    def _serve_metadata(self) -> tuple[int, bytes]:
+    def _serve_v1_metadata(self) -> tuple[int, bytes]:
         state = self._ready_state()
         return 200, state.metadata_body
 
-    def _serve_predict(self) -> tuple[int, bytes]:
+    def _serve_v1_predict(self) -> tuple[int, bytes]:
         state = self._ready_state()
         body = self._read_body()
         batch, row_format = decode_predict_request(body, state.config.input)
-        assert state.model is not None  # guaranteed by _ready_state
-        outputs = state.model.predict(batch).tolist()
-        return 200, _encode_json({"predictions" if row_format else "outputs": outputs}).encode()
+        outputs = state.infer(batch).tolist()
+        return 200, encode_json({"predictions" if row_format else "outputs": outputs}).encode()
+
+    def _serve_v2_server(self) -> tuple[int, bytes]:
+        return 200, self.server.state.v2_server_body
+
+    def _serve_v2_live(self) -> tuple[int, bytes]:
+        return 200, b'{"live":true}'
+
+    def _serve_v2_ready(self) -> tuple[int, bytes]:
+        if self.server.state.ready:
+            return 200, b'{"ready":true}'
+        return 503, b'{"ready":false}'
+
+    def _serve_v2_model(self) -> tuple[int, bytes]:
+        state = self._ready_state()
+        return 200, state.v2_metadata_body
+
+    def _serve_v2_model_ready(self) -> tuple[int, bytes]:
+        state = self.server.state
+        return (200, state.v2_ready_body) if state.ready else (503, state.v2_loading_body)
+
+    def _serve_v2_infer(self) -> tuple[int, bytes]:
+        state = self._ready_state()
+        body = self._read_body()
+        batch, request_id = decode_infer_request(body, state.config.input)
+        outputs = state.infer(batch)
+        return 200, encode_infer_response(state.config.model_name, outputs, request_id)
 
     def _ready_state(self) -> ModelState:
         state = self.server.state
@@ -787,7 +694,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         # Called by the stdlib for malformed request lines/headers; answer in JSON and hang up
         # since the stream may be out of sync.
         self.close_connection = True
-        self._respond(code, _error_body(message or HTTPStatus(code).phrase), (), self.command == "HEAD")
+        self._respond(code, error_body(message or HTTPStatus(code).phrase), (), self.command == "HEAD")
 
     def _respond(
         self,
@@ -795,6 +702,7 @@ class RequestHandler(BaseHTTPRequestHandler):
         body: bytes,
         headers: tuple[tuple[str, str], ...] = (),
         head_only: bool = False,
+        content_type: bytes = _JSON,
     ) -> None:
         if self._responded:
             return
@@ -803,7 +711,9 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # an unread body would be parsed as the next request
         parts = [
             _STATUS_LINES[status],
-            b"Content-Type: application/json\r\nContent-Length: ",
+            b"Content-Type: ",
+            content_type,
+            b"\r\nContent-Length: ",
             str(len(body)).encode(),
             b"\r\n",
             self.server.date_header(),
@@ -817,14 +727,20 @@ class RequestHandler(BaseHTTPRequestHandler):
         if not head_only:
             parts.append(body)
         self.wfile.write(b"".join(parts))  # one write: headers and body in one segment
-        self._log_access(status)
+        self._record(status)
 
-    def _log_access(self, status: int) -> None:
+    def _record(self, status: int) -> None:
+        """The access-log line and the request metrics, once per answered request."""
+        elapsed = time.perf_counter() - self._started
+        self.server.state.metrics.request(self._route_kind, status, elapsed)
+        self._log_access(status, elapsed)
+
+    def _log_access(self, status: int, elapsed: float) -> None:
         # Hand-built JSON: this runs for every request, json.dumps of a dict costs more.
         _write_log_line(
             f'{{"ts":"{_timestamp()}","event":"request","method":{json.dumps(self.command or "")},'
             f'"path":{json.dumps(self.path or "")},"status":{status},'
-            f'"duration_ms":{(time.perf_counter() - self._started) * 1000:.3f},'
+            f'"duration_ms":{elapsed * 1000:.3f},'
             f'"remote":{json.dumps(self.client_address[0] if self.client_address else "")}}}'
         )
 
@@ -840,10 +756,11 @@ def main() -> int:
     """Serve the configured model until SIGTERM; return the process exit code."""
     try:
         config = ServingConfig.load()
+        api_key = read_api_key(config)
     except ValueError as exc:
         log_event(event="config_error", error=str(exc))
         return 2
-    state = ModelState(config)
+    state = ModelState(config, api_key)
     try:
         server = ModelServer((config.host, config.port), state)
     except OSError as exc:
@@ -865,10 +782,16 @@ def main() -> int:
         log_event(event="load_failed", artifact=config.artifact, error=f"{type(exc).__name__}: {exc}")
         server.stop(timeout=1.0)
         return 1
-    log_event(event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3))
+    log_event(
+        event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3),
+        runtime=config.resolved_runtime, threads=config.threads,
+        max_batch_size=config.max_batch_size, max_latency_ms=config.max_latency_ms,
+        auth="api_key" if api_key else "none",
+    )
 
     stop.wait()
     drained = server.stop()
+    state.close()
     log_event(event="stopped", drained=drained)
     return 0
 

@@ -1,0 +1,187 @@
+"""Dynamic batching: the batcher on its own, and a batching server under concurrent load.
+
+Every caller must get exactly its own rows back, equal to a direct single-sample inference, and
+SIGTERM must let queued requests finish.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.batching import Batcher
+from serving.config import ServingConfig
+from serving.server import warm_up_sizes
+from test_serving import MODEL, ServerProcess, _config, tflite_models  # noqa: F401
+
+# --- the batcher alone -------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A fake model: output row = input row * 2, with the batch sizes it was called with."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.delay = delay
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(batch))
+        time.sleep(self.delay)
+        return batch * 2
+
+
+def test_batcher_gives_every_caller_its_own_rows() -> None:
+    model = _Recorder(delay=0.002)
+    batcher = Batcher(model, max_batch_size=8, max_latency_ms=5)
+    rng = np.random.default_rng(0)
+    requests = [rng.normal(size=(int(rng.integers(1, 4)), 3)).astype(np.float32) for _ in range(200)]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(batcher.submit, requests))
+    batcher.stop()
+    for rows, result in zip(requests, results):
+        np.testing.assert_array_equal(result, rows * 2)
+    assert sum(model.sizes) == sum(len(r) for r in requests)
+    assert max(model.sizes) <= 8 and max(model.sizes) > 1  # batches formed, never over the limit
+
+
+def test_batcher_waits_at_most_max_latency_and_runs_big_requests_alone() -> None:
+    model = _Recorder()
+    batcher = Batcher(model, max_batch_size=4, max_latency_ms=50)
+    started = time.perf_counter()
+    np.testing.assert_array_equal(batcher.submit(np.ones((1, 2))), np.full((1, 2), 2.0))
+    waited = time.perf_counter() - started
+    assert 0.04 <= waited < 0.5  # a lone request waits for company, but not forever
+    started = time.perf_counter()
+    assert batcher.submit(np.ones((9, 2))).shape == (9, 2)  # over max_batch_size: its own batch
+    assert time.perf_counter() - started < 0.04  # a full batch does not wait
+    batcher.stop()
+    assert model.sizes == [1, 9]
+
+
+def test_batcher_reports_model_errors_to_every_caller_and_keeps_running() -> None:
+    calls = []
+
+    def flaky(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return batch
+
+    batcher = Batcher(flaky, max_batch_size=4, max_latency_ms=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.submit(np.ones((1, 1)))
+    assert batcher.submit(np.ones((2, 1))).shape == (2, 1)
+    batcher.stop()
+
+
+def test_warm_up_sizes_cover_every_bucket() -> None:
+    base = {"model_name": "m", "artifact": "a.tflite", "inputs": [{"name": "x", "shape": [1], "dtype": "float32"}]}
+    assert warm_up_sizes(ServingConfig.from_dict(base)) == (1,)
+    assert warm_up_sizes(ServingConfig.from_dict({**base, "max_batch_size": 0})) == (1,)
+    assert warm_up_sizes(ServingConfig.from_dict({**base, "max_batch_size": 12})) == (1, 2, 4, 8, 12)
+
+
+@pytest.mark.tf
+def test_litert_buckets_pad_and_match_single_sample_inference(tflite_models: dict[str, Path]) -> None:
+    from serving.runtime import LiteRTModel
+
+    for variant in ("float32", "int8"):
+        model = LiteRTModel(tflite_models[variant], num_threads=1, max_bucket=8)
+        rows = np.random.default_rng(1).normal(size=(21, 4)).astype(np.float32)
+        singles = np.concatenate([model.predict(rows[i : i + 1]) for i in range(len(rows))])
+        for n in (1, 2, 3, 5, 8, 13, 21):  # padded buckets and chunks over the largest bucket
+            np.testing.assert_allclose(model.predict(rows[:n]), singles[:n], rtol=1e-6, atol=1e-6)
+
+
+# --- a batching server under load ------------------------------------------------------------------
+
+
+def _post(port: int, body: bytes, path: str = f"/v1/models/{MODEL}:predict") -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("variant", ["float32", "int8"])
+def test_concurrent_callers_get_their_own_results(
+    variant: str, tflite_models: dict[str, Path], tmp_path: Path
+) -> None:
+    artifact = tflite_models[variant]
+    server = ServerProcess(_config(artifact, max_batch_size=16, max_latency_ms=3), tmp_path)
+    try:
+        server.wait_for("ready")
+        rng = np.random.default_rng(11)
+        requests = [rng.normal(size=(int(rng.integers(1, 4)), 4)).astype(np.float32) for _ in range(240)]
+        from serving.runtime import LiteRTModel
+
+        direct = LiteRTModel(artifact, num_threads=1)  # single-sample inference, no batching
+        expected = [
+            np.concatenate([direct.predict(rows[i : i + 1]) for i in range(len(rows))])
+            for rows in requests
+        ]
+
+        def call(i: int) -> tuple[int, dict]:
+            rows = requests[i].tolist()
+            if i % 2:
+                body = {"instances": rows}
+                return _post(server.port, json.dumps(body).encode())
+            body = {"id": str(i), "inputs": [{"name": "features", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
+            return _post(server.port, json.dumps(body).encode(), f"/v2/models/{MODEL}/infer")
+
+        with ThreadPoolExecutor(max_workers=48) as pool:
+            results = list(pool.map(call, range(len(requests))))
+        for i, (status, doc) in enumerate(results):
+            assert status == 200, doc
+            if i % 2:
+                got = np.array(doc["predictions"])
+            else:
+                assert doc["id"] == str(i)
+                got = np.array(doc["outputs"][0]["data"]).reshape(doc["outputs"][0]["shape"])
+            np.testing.assert_allclose(got, expected[i], rtol=1e-5, atol=1e-6, err_msg=f"request {i}")
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        conn.close()
+        values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
+        invocations = float(values["modelstack_batch_size_count"])
+        samples = float(values["modelstack_batch_size_sum"])
+        # Warm-up runs are not counted; the request rows all are, in fewer invocations.
+        assert samples == sum(len(r) for r in requests)
+        assert invocations < len(requests)
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.tf
+def test_sigterm_lets_queued_batch_requests_finish(tflite_models: dict[str, Path], tmp_path: Path) -> None:
+    # A long batching window keeps the requests queued while SIGTERM arrives.
+    server = ServerProcess(_config(tflite_models["float32"], max_batch_size=64, max_latency_ms=600), tmp_path)
+    server.wait_for("ready")
+    body = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
+    results: list[tuple[int, dict]] = []
+    threads = [threading.Thread(target=lambda: results.append(_post(server.port, body))) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.25)
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("draining")
+    for thread in threads:
+        thread.join(timeout=10)
+    assert [status for status, _ in results] == [200] * 6
+    assert all(len(doc["predictions"]) == 1 for _, doc in results)
+    assert server.proc.wait(timeout=10) == 0
+    assert server.wait_for("stopped")["drained"] is True
