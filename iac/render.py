@@ -28,10 +28,15 @@ def serving_config(spec: ResolvedSpec, report: dict[str, Any]) -> dict[str, Any]
     s = spec.spec
     return {
         "model_name": s.name,
-        "artifact": "/app/model/model.tflite",
+        "artifact": f"/app/model/{Path(report.get('artifact_file') or 'model.tflite').name}",
+        "runtime": report.get("runtime", "litert"),
         "host": "0.0.0.0",
         "port": s.serving.port,
         "threads": s.serving.threads,
+        "max_batch_size": s.serving.max_batch_size,
+        "max_latency_ms": s.serving.max_latency_ms,
+        "max_body_bytes": s.serving.max_body_bytes,
+        "api_key_env": s.serving.api_key_env,
         "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.value} for t in s.model.inputs],
         "metadata": {
             "variant": report["variant"],

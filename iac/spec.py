@@ -179,7 +179,34 @@ class Optimize(_Strict):
 
 class Serving(_Strict):
     port: Annotated[int, Field(ge=1024, le=65535, description="Port the server listens on inside the container")] = 8501
-    threads: Annotated[int, Field(ge=1, le=64, description="LiteRT interpreter threads")] = 1
+    threads: Annotated[int, Field(ge=1, le=64, description="Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)")] = 1
+    max_batch_size: Annotated[int, Field(
+        ge=0, le=1024,
+        description="Dynamic batching: most samples run in one inference; 0 or 1 turns batching off",
+    )] = 1
+    max_latency_ms: Annotated[float, Field(
+        ge=0.0, le=1000.0,
+        description="Dynamic batching: longest a request waits for others to join its batch; "
+                    "0 = no waiting, a batch holds what queued during the previous one",
+    )] = 0.0
+    max_body_bytes: Annotated[int, Field(
+        ge=1024, le=256 * 1024**2, description="Largest request body accepted; bigger ones get 413",
+    )] = 4 * 1024**2
+    api_key_env: Annotated[str | None, Field(
+        description="Require an API key (Authorization: Bearer or X-API-Key) on every route but the "
+                    "health checks; the key is read from this environment variable when the "
+                    "container starts, never stored in the image (e.g. MODELSTACK_API_KEY)",
+    )] = None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", value):
+            raise ValueError(
+                f"{value!r} is not an environment variable name; use upper-case letters, digits "
+                "and '_', e.g. MODELSTACK_API_KEY"
+            )
+        return value
 
 
 class Deploy(_Strict):
