@@ -198,6 +198,138 @@ def predict(
     out.print(f"sample {index}: predicted {predicted} (label {int(y[index])}, confidence {max(scores):.3f})")
 
 
+@app.command()
+@user_errors
+def serve(
+    spec: SpecArg,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port)")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    max_batch_size: Annotated[int | None, typer.Option(help="Override serving.max_batch_size")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Override serving.max_latency_ms")] = None,
+    threads: Annotated[int | None, typer.Option(help="Override serving.threads")] = None,
+) -> None:
+    """Run the model server locally, without Docker: the same server and config the image runs."""
+    import os
+    import signal
+    import subprocess
+    import tempfile
+
+    from iac.load import load_resolved
+    from iac.pipeline import prep_request
+    from iac.render import REPO, serving_config
+    from modelprep.prep import prep as run_prep
+
+    resolved = load_resolved(spec)
+    with err.status("prep", spinner="dots") as status:
+        result = run_prep(prep_request(resolved), progress=lambda msg: status.update(f"prep: {msg}"))
+    config = serving_config(resolved, result.report)
+    config.update(artifact=str(result.artifact_path), host=host, port=port)
+    for key, value in (("max_batch_size", max_batch_size), ("max_latency_ms", max_latency_ms), ("threads", threads)):
+        if value is not None:
+            config[key] = value
+    key_env = config.get("api_key_env")
+    if key_env and not os.environ.get(key_env):
+        raise UserError.single("serving.api_key_env", "", f"the spec requires an API key but ${key_env} is not set",
+                               f"export {key_env}=<key> before `modelstack serve`")
+    with tempfile.TemporaryDirectory(prefix="modelstack-serve-") as folder:
+        config_path = Path(folder) / "serving.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        err.print(f"serving {resolved.name!r} ({result.report.get('variant')}, {config['runtime']}) on "
+                  f"http://{host}:{port} — Ctrl-C stops; JSON logs follow", highlight=False, soft_wrap=True)
+        env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen([sys.executable, "-m", "serving.server"], env=env)
+        forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            code = proc.wait()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def bench(
+    url: Annotated[str, typer.Argument(help="Base URL (http://host:port) or the full predict/infer URL")],
+    spec: Annotated[Path | None, typer.Option(help="model.yaml: request bodies from its evaluation data, model name for the path")] = None,
+    body: Annotated[Path | None, typer.Option(help="File with one JSON request body (instead of --spec)")] = None,
+    protocol: Annotated[str, typer.Option(help="v1 (TF Serving predict) or v2 (Open Inference infer)")] = "v1",
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1, max=4096, help="Connections, each one request at a time")] = 16,
+    duration: Annotated[float, typer.Option("-d", "--duration", min=0.1, help="Measured seconds")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds first")] = 1.0,
+    processes: Annotated[int | None, typer.Option(help="Load-generating processes (default: one per CPU)")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MODELSTACK_API_KEY", help="Sent as Authorization: Bearer")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Load-test a running server: throughput, p50/p95/p99 latency, errors."""
+    from urllib.parse import urlsplit
+
+    from serving.loadgen import run_load
+
+    if protocol not in ("v1", "v2"):
+        raise UserError.single("--protocol", "", f"{protocol!r} is not a protocol", "use v1 or v2")
+    if (spec is None) == (body is None):
+        raise UserError.single("bench", "", "give the request body with exactly one of --spec or --body",
+                               "--spec model.yaml (evaluation data) or --body request.json")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UserError.single(url, "", "is not an http:// URL", "e.g. http://127.0.0.1:8501")
+    has_path = parts.path not in ("", "/")
+    if body is not None:
+        if not body.is_file():
+            raise UserError.single(str(body), "", "no such file", "give a file with one JSON request body")
+        bodies = [body.read_bytes()]
+        if not has_path:
+            raise UserError.single(url, "", "has no path and --body does not say which model",
+                                   "give the full URL, e.g. http://127.0.0.1:8501/v1/models/NAME:predict")
+        target = url
+    else:
+        import numpy as np
+
+        from iac.load import load_resolved
+
+        assert spec is not None
+        resolved = load_resolved(spec)
+        name, tensor = resolved.name, resolved.spec.model.inputs[0]
+        with np.load(resolved.evaluation_path) as data:
+            samples = data["x"][:64]
+        if protocol == "v1":
+            bodies = [json.dumps({"instances": [s.tolist()]}).encode() for s in samples]
+            path = f"/v1/models/{name}:predict"
+        else:
+            bodies = [json.dumps({"inputs": [{"name": tensor.name, "shape": [1, *s.shape], "datatype": "FP32",
+                                              "data": s.ravel().tolist()}]}).encode() for s in samples]
+            path = f"/v2/models/{name}/infer"
+        target = url if has_path else url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    if not as_json:
+        err.print(f"bench {target}: {concurrency} connections, {warmup:g} s warm-up + {duration:g} s", highlight=False)
+    try:
+        result = run_load(target, bodies, concurrency=concurrency, duration=duration, processes=processes,
+                          headers=headers, warmup=warmup)
+    except ValueError as exc:
+        raise UserError.single(url, "", str(exc), "check the URL") from None
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{target} · c={concurrency} · {duration:g} s · {result.processes} client processes")
+        for column in ("requests/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "requests", "errors"):
+            table.add_column(column, justify="right")
+        lat = result.latency_ms
+        table.add_row(f"{result.throughput_rps:,.1f}", f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}",
+                      f"{lat['max']:.2f}", f"{result.requests:,}", f"{result.errors:,}")
+        out.print(table)
+        if result.errors:
+            out.print(f"[red]{result.errors} errors[/]; statuses {result.statuses} (0 = connection error)")
+    if result.requests and result.errors == result.requests:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
