@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +33,28 @@ _TF_DTYPES = {
     "bool": "DT_BOOL",
 }
 encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+try:  # optional: the image installs it; without it the standard library does the work
+    import orjson
+
+    _orjson_loads: Any = orjson.loads
+    _orjson_dumps: Any = orjson.dumps
+    _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson_loads = _orjson_dumps = None
+    _ORJSON_NUMPY = 0
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def encode_outputs(key: str, outputs: np.ndarray) -> bytes:
+    """``{"<key>": outputs}`` as JSON bytes; a model output that is not finite is a server error."""
+    if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        raise ValueError("the model produced NaN or infinite outputs")
+    if _orjson_dumps is not None and outputs.dtype.kind in "fiu":
+        return _orjson_dumps({key: np.ascontiguousarray(outputs)}, option=_ORJSON_NUMPY)
+    return encode_json({key: outputs.tolist()}).encode()
 
 # --- request decoding (pure functions) ---------------------------------------------------------
 
@@ -66,7 +90,19 @@ _json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a request body, turning every decoding failure into a 400."""
+    """Parse a request body, turning every decoding failure into a 400.
+
+    orjson (when installed, as in the image) parses valid bodies several times faster; anything
+    it refuses is parsed again by the standard library, which either accepts it (e.g. integers
+    beyond 64 bits, which the checks after parsing then reject with a message) or explains
+    what is wrong, so the answer does not depend on which parser ran. orjson reads integers
+    beyond 64 bits as floats, so bodies with 20 digits in a row go to the standard library.
+    """
+    if _orjson_loads is not None and _LONG_DIGITS.search(body) is None:
+        try:
+            return _orjson_loads(body)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
+            pass
     try:
         return _json_decoder.decode(body.decode("utf-8"))
     except _NonFiniteNumber as exc:
@@ -154,10 +190,12 @@ def _unwrap_columns(inputs: Any, name: str) -> Any:
 
 def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
     """Validate nested lists against the input spec and convert them to a batch array."""
-    try:
-        array: np.ndarray | None = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
-        array = None
+    array = _flat_numeric(data, spec)
+    if array is None:
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
+            array = None
     fits = array is not None and _numeric_batch_of(array, spec.shape)
     if not fits or may_hold_bools:
         # The slow walk runs only on failure (or possible booleans), to name the bad value.
@@ -169,6 +207,41 @@ def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True
             400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
         )
     return _cast(array, spec, field)
+
+
+def _flat_numeric(data: Any, spec: InputSpec) -> np.ndarray | None:
+    """Fast path: nested lists of exactly ``[n, *spec.shape]`` numbers as an array, else None.
+
+    ``np.asarray`` on nested lists inspects every level element by element; checking each
+    level's types and lengths and flattening it with ``itertools.chain`` runs in C, and numpy
+    then converts one flat list (straight to float32 for a float32 input). Anything unusual
+    returns None and takes the general path, which also produces the error messages.
+    """
+    if not isinstance(data, list) or not data:
+        return None
+    level: Any = data
+    try:
+        for want in spec.shape:
+            if set(map(type, level)) != {list} or set(map(len, level)) != {want}:
+                return None
+            level = list(chain.from_iterable(level))
+        if spec.dtype == "float32":
+            # Leaves that are not int/float (str, None, nested lists) make fromiter raise;
+            # booleans are caught by the caller's scan; overflow to inf by the finite check.
+            types = set(map(type, level))
+            if not types <= {int, float}:
+                return None
+            if int in types and not -(2**63) <= min(level) <= max(level) < 2**63:
+                return None  # the general path names the out-of-range integer
+            with np.errstate(over="ignore"):
+                flat = np.fromiter(level, dtype=np.float32, count=len(level))
+        else:
+            flat = np.array(level)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if flat.ndim != 1 or flat.dtype.kind not in "iuf":
+        return None
+    return flat.reshape(len(data), *spec.shape)
 
 
 def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
@@ -485,12 +558,13 @@ def encode_infer_response(model_name: str, outputs: np.ndarray, request_id: str 
     document: dict[str, Any] = {"model_name": model_name, "model_version": "1"}
     if request_id is not None:
         document["id"] = request_id
+    if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        raise ValueError("the model produced NaN or infinite outputs")
+    flat = np.ascontiguousarray(outputs).reshape(-1)
     document["outputs"] = [
-        {
-            "name": OUTPUT_NAME,
-            "shape": list(outputs.shape),
-            "datatype": datatype,
-            "data": outputs.reshape(-1).tolist(),
-        }
+        {"name": OUTPUT_NAME, "shape": list(outputs.shape), "datatype": datatype, "data": flat}
     ]
+    if _orjson_dumps is not None and flat.dtype.kind in "fiu":
+        return _orjson_dumps(document, option=_ORJSON_NUMPY)
+    document["outputs"][0]["data"] = flat.tolist()
     return encode_json(document).encode()

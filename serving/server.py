@@ -79,6 +79,7 @@ from serving.protocols import (
     decode_predict_request,
     encode_infer_response,
     encode_json,
+    encode_outputs,
     error_body,
     metadata_document,
     parse_json,
@@ -613,8 +614,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         state = self._ready_state()
         body = self._read_body()
         batch, row_format = decode_predict_request(body, state.config.input)
-        outputs = state.infer(batch).tolist()
-        return 200, encode_json({"predictions" if row_format else "outputs": outputs}).encode()
+        outputs = state.infer(batch)
+        return 200, encode_outputs("predictions" if row_format else "outputs", outputs)
 
     def _serve_v2_server(self) -> tuple[int, bytes]:
         return 200, self.server.state.v2_server_body

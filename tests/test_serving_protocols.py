@@ -372,3 +372,44 @@ def test_server_serves_after_fuzzing(v2_server: ServerProcess) -> None:
     check_conformance(_base(v2_server), MODEL, SAMPLES[0].tolist())
     assert v2_server.proc.poll() is None
     assert not [r for r in v2_server.records() if r.get("event") in ("internal_error", "connection_error")]
+
+
+# --- fast paths agree with the general path ----------------------------------------------------------
+
+
+def _decode_outcome(body: bytes, spec: InputSpec) -> tuple[str, Any]:
+    try:
+        batch, row_format = __import__("serving.protocols").protocols.decode_predict_request(body, spec)
+        return "ok", (batch.dtype.str, batch.tolist(), row_format)
+    except ClientError as exc:
+        return "error", exc.status
+
+
+_leaf = st.one_of(
+    st.integers(-(2**65), 2**65), st.floats(width=32, allow_nan=False), st.booleans(), st.none(),
+    st.text(max_size=2), st.just(1e39),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    data=st.one_of(
+        st.lists(st.lists(_leaf, min_size=3, max_size=3), min_size=1, max_size=3),
+        st.lists(st.lists(st.integers(-300, 300), min_size=2, max_size=4), min_size=1, max_size=3),
+        st.lists(st.one_of(_leaf, st.lists(_leaf, max_size=4)), min_size=1, max_size=3),
+    ),
+    dtype=st.sampled_from(["float32", "int8", "int32"]),
+)
+def test_orjson_and_flat_fast_path_decode_like_the_standard_library(
+    data: Any, dtype: str, monkeypatch_module: pytest.MonkeyPatch
+) -> None:
+    import serving.protocols as protocols
+
+    spec = InputSpec("x", (3,), dtype)
+    body = json.dumps({"instances": data}).encode()
+    fast = _decode_outcome(body, spec)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(protocols, "_orjson_loads", None)
+        patch.setattr(protocols, "_flat_numeric", lambda data, spec: None)
+        slow = _decode_outcome(body, spec)
+    assert fast == slow
