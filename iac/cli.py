@@ -103,36 +103,44 @@ def _run_prep_with_progress(request: Any) -> Any:
 def _print_report(report: dict[str, Any], artifact: Path, cached: bool) -> None:
     from rich.table import Table
 
+    console = out if out.is_terminal else Console(width=200)  # a pipe or a log gets the whole table
     metric = report.get("metric", "accuracy")
     table = Table(title=f"prep {report['key'][:12]}{' (cached)' if cached else ''}: objective {report.get('objective')}, "
-                        f"gate: lose at most {_loss(metric, report['max_accuracy_drop'])}")
+                        f"gate: lose at most {_loss(metric, report['max_accuracy_drop'])} of {metric}")
     columns = ("name", "runtime", "bytes", "gzip", metric, "drop", "p50 µs", "p99 µs", "batch-32 /s", "")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right")
+        table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right", no_wrap=True)
     reference = next((b for b in report["baselines"] if b["name"] == "litert-float32"), None)
     for entry in report["baselines"]:
-        table.add_row(*_cells(entry, metric), "[dim]baseline[/]", style="dim")
+        table.add_row(*_cells(entry, metric), "baseline", style="dim")
     table.add_section()
+    notes: list[str] = []
     for entry in report["variants"]:
         if entry.get("chosen"):
             mark = "[bold green]chosen[/]"
         elif not entry.get("passed_gate"):
-            mark = "[red]fails the gate[/]"
+            mark = "[red]fails gate[/]"
         elif not entry.get("eligible", True):
-            mark = f"[yellow]listed only[/] ({entry.get('not_eligible_because', '')})"
+            mark = "[yellow]listed only[/]"
+            notes.append(f"{entry['name']}: listed only ({entry.get('not_eligible_because', '')})")
         else:
-            mark = ""
-        note = "; ".join(f"{k} {v}" for k, v in (entry.get("notes") or {}).items() if k in ("sparsity", "int8_fallback"))
-        table.add_row(*_cells(entry, metric), mark + (f" [dim]{note}[/]" if note else ""),
-                      style="bold" if entry.get("chosen") else None)
-    out.print(table)
+            mark = "passes"
+        extra = entry.get("notes") or {}
+        if "sparsity" in extra:
+            mark += f" [dim]sparsity {extra['sparsity']:.2f}[/]"
+        if "int8_fallback" in extra:
+            notes.append(f"{entry['name']}: {extra['int8_fallback']}")
+        table.add_row(*_cells(entry, metric), mark, style="bold" if entry.get("chosen") else None)
+    console.print(table)
+    for note in dict.fromkeys(notes):
+        console.print(f"  note {note}", highlight=False, soft_wrap=True)
     ratio = f"{report['size_bytes'] / reference['size_bytes']:.0%} of float32 LiteRT; " if reference else ""
-    out.print(f"chosen [bold]{report['variant']}[/] ({report['runtime']}): {report.get('choice', '')}; "
-              f"{metric} drop {_loss(metric, report['accuracy_drop'])} (allowed {_loss(metric, report['max_accuracy_drop'])}); "
-              f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
+    console.print(f"chosen [bold]{report['variant']}[/] ({report['runtime']}): {report.get('choice', '')}; "
+                  f"{metric} drop {_loss(metric, report['accuracy_drop'])} (allowed {_loss(metric, report['max_accuracy_drop'])}); "
+                  f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
     chart = artifact.parent / "report.png"
     if chart.is_file():
-        out.print(f"chart {chart}", highlight=False, soft_wrap=True)
+        console.print(f"chart {chart}", highlight=False, soft_wrap=True)
 
 
 def _loss(metric: str, value: float) -> str:

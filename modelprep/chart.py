@@ -13,7 +13,8 @@ def chart_png(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
     metric = report["metric"]
-    entries = [*report["baselines"], *report["variants"]]
+    names = {e["name"] for e in report["variants"]}
+    entries = [*(b for b in report["baselines"] if b["name"] not in names), *report["variants"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
     for axis, field, label in ((left, "size_bytes", "artifact size (bytes, log)"),
                                (right, "latency_p50_us", "single-sample latency p50 (µs, log)")):

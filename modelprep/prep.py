@@ -101,9 +101,10 @@ class PrepResult:
 
 
 def _canon(value: Any) -> Any:
-    """JSON-stable form: tuples as lists, integral floats as ints (1.0 and 1 hash alike)."""
+    """JSON-stable form: tuples as lists, integral floats as ints (1.0 and 1 hash alike), and
+    no None values (Pulumi drops them; a missing field means its default)."""
     if isinstance(value, dict):
-        return {k: _canon(v) for k, v in value.items()}
+        return {k: _canon(v) for k, v in value.items() if v is not None}
     if isinstance(value, (list, tuple)):
         return [_canon(v) for v in value]
     if isinstance(value, float) and value.is_integer():

@@ -2,7 +2,7 @@
 
     python -m modelprep.examples.digits stacks/digits
 
-writes model/digits.keras, data/calibration.npz and data/evaluation.npz under the folder.
+writes model/digits.keras, data/calibration.npz, data/evaluation.npz and data/train.npz under the folder.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def train(out_dir: str | Path, epochs: int = 40) -> Path:
     model.save(path)
     np.savez(out / "data" / "calibration.npz", x=x_train[:300])
     np.savez(out / "data" / "evaluation.npz", x=x_eval, y=y_eval)
+    np.savez(out / "data" / "train.npz", x=x_train, y=y_train)  # labelled data for pruning/QAT fine-tuning
     return path
 
 
