@@ -211,19 +211,20 @@ class Serving(_Strict):
 
 class Deploy(_Strict):
     target: Literal["docker"] = "docker"
-    replicas: Annotated[int, Field(ge=1, le=1, description="Model containers (one until the proxy lands)")] = 1
+    replicas: Annotated[int, Field(ge=1, le=16, description="Model containers behind the proxy")] = 1
     cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
     memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
     base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
-    host_port: Annotated[int, Field(ge=1024, le=65535, description="Port published on the host")] = 8501
+    host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
+    ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
 
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str) -> str:
         match = MEMORY_RE.match(value)
-        if not match or memory_bytes(value) < 64 * 1024**2:
-            raise ValueError(f"{value!r} is not a memory size of at least 64Mi; write it like 512Mi or 2Gi")
+        if not match or memory_bytes(value) < 32 * 1024**2:
+            raise ValueError(f"{value!r} is not a memory size of at least 32Mi; write it like 512Mi or 2Gi")
         return value
 
     @field_validator("base_image")

@@ -1,0 +1,142 @@
+"""Proxy: the nginx container that owns the port users call.
+
+Its configuration lives in a host directory mounted read-only at /etc/modelstack, so it
+survives restarts; a rollout rewrites `upstream.conf` there and reloads nginx gracefully
+(old workers finish their requests, new ones use the new replicas).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from iac.providers.common import OWNER_LABEL, changed, docker_client, owner_labels
+
+CONFIG_MOUNT = "/etc/modelstack"
+NGINX_CONF = f"{CONFIG_MOUNT}/nginx.conf"
+RECREATE_KEYS = ("image", "container_name", "network_name", "settings", "config_dir", "owner")
+PROXY_UID = "33:33"  # www-data in the Debian image
+
+
+class ProxyProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        write_config(props["config_dir"], "nginx.conf", props["nginx_conf"], keep_existing=False)
+        write_config(props["config_dir"], "upstream.conf", props["parked_upstream"], keep_existing=True)
+        container = _run(props)
+        return CreateResult(id_=str(container.id), outs={**props, "container_id": str(container.id)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        keys = changed(olds, news, (*RECREATE_KEYS, "nginx_conf"))
+        return DiffResult(changes=bool(keys), replaces=[], delete_before_replace=False)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        write_config(news["config_dir"], "nginx.conf", news["nginx_conf"], keep_existing=False)
+        if changed(olds, news, RECREATE_KEYS):
+            container_id = str(_run(news).id)  # the port or image changed: a new container
+        else:
+            container_id = id_
+            reload(news["container_name"])  # only the nginx settings changed: graceful reload
+        return UpdateResult(outs={**news, "container_id": container_id})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        import docker.errors
+
+        try:
+            container = docker_client().containers.get(id_)
+        except docker.errors.NotFound:
+            return ReadResult(None, {})
+        if container.status not in ("running", "restarting"):
+            return ReadResult(None, {})
+        return ReadResult(id_, props)
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        remove_named(props["container_name"])
+        shutil.rmtree(props["config_dir"], ignore_errors=True)
+
+
+def write_config(config_dir: str, name: str, content: str, keep_existing: bool) -> None:
+    """Atomic write (rename in the mounted directory) so nginx never reads half a file."""
+    directory = Path(config_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    target = directory / name
+    if keep_existing and target.exists():
+        return
+    staging = directory / f".{name}.{os.getpid()}"
+    staging.write_text(content)
+    staging.chmod(0o644)
+    os.replace(staging, target)
+
+
+def reload(container_name: str) -> None:
+    container = docker_client().containers.get(container_name)
+    result = container.exec_run(["nginx", "-c", NGINX_CONF, "-s", "reload"], user=PROXY_UID)
+    if result.exit_code != 0:
+        raise RuntimeError(f"nginx reload in {container_name} failed: {result.output.decode(errors='replace')}")
+
+
+def _run(props: dict[str, Any]) -> Any:
+    s = props["settings"]  # numbers come back from Pulumi state as floats
+    remove_named(props["container_name"])
+    container = docker_client().containers.run(
+        props["image"],
+        ["nginx", "-c", NGINX_CONF, "-g", "daemon off;"],
+        name=props["container_name"],
+        detach=True,
+        user=PROXY_UID,
+        network=props["network_name"],
+        ports={f"{int(s['proxy_port'])}/tcp": (s["bind_address"], int(s["host_port"]))},
+        volumes={props["config_dir"]: {"bind": CONFIG_MOUNT, "mode": "ro"}},
+        labels={**owner_labels(props["owner"]), "org.modelstack.role": "proxy"},
+        read_only=True,
+        tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit=128 * 1024 * 1024,
+        pids_limit=64,
+        restart_policy={"Name": "unless-stopped"},
+    )
+    _wait_running(container)
+    return container
+
+
+def _wait_running(container: Any, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "running":
+            return
+        if container.status in ("exited", "dead"):
+            break
+        time.sleep(0.1)
+    logs = container.logs(tail=20).decode(errors="replace")
+    raise RuntimeError(f"proxy {container.name} did not start (status {container.status}):\n{logs}")
+
+
+def remove_named(name: str) -> None:
+    client = docker_client()
+    for container in client.containers.list(all=True, filters={"name": f"^/{name}$"}):
+        if OWNER_LABEL in container.labels:
+            container.remove(force=True)
+
+
+class Proxy(Resource, module="docker", name="Proxy"):
+    container_id: pulumi.Output[str]
+    container_name: pulumi.Output[str]
+    config_dir: pulumi.Output[str]
+
+    def __init__(self, name: str, *, owner: str, container_name: str, image: str, network_name: pulumi.Input[str],
+                 settings: dict[str, Any], config_dir: str, nginx_conf: str, parked_upstream: str,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {
+            "owner": owner, "container_name": container_name, "image": image, "network_name": network_name,
+            "settings": settings, "config_dir": config_dir, "nginx_conf": nginx_conf,
+            "parked_upstream": parked_upstream, "container_id": None,
+        }
+        super().__init__(ProxyProvider(), name, props, opts)

@@ -1,0 +1,211 @@
+"""Replicas: N hardened model containers behind the proxy, rolled out health-gated.
+
+A rollout starts the new replicas beside the old ones, waits until each answers /readyz and a
+warm-up inference, points the proxy at them (graceful reload), then drains and stops the old
+ones. A version that never gets ready is removed again and the rollout fails, while the old
+version keeps serving. Every step is idempotent, so an interrupted rollout converges on the
+next `pulumi up`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+from iac.providers.common import OWNER_LABEL, changed, docker_client, owner_labels
+from iac.providers.proxy import reload, write_config
+
+ROLE = "org.modelstack.role"
+VERSION = "org.modelstack.version"
+API_KEY_ENV = "MODELSTACK_API_KEY"
+DRAIN_S = 1.0  # old nginx workers finish their requests to the old replicas in this time
+DIFF_KEYS = ("version", "replicas", "healthy")
+
+
+class RolloutError(RuntimeError):
+    pass
+
+
+class ReplicasProvider(ResourceProvider):
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        names = rollout(props)
+        return CreateResult(id_=props["base_name"], outs={**props, "replica_names": names, "healthy": True})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        return DiffResult(changes=bool(changed(olds, news, DIFF_KEYS)), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        names = rollout(news)
+        return UpdateResult(outs={**news, "replica_names": names, "healthy": True})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        # Drift (a replica removed or stopped by hand) marks the state unhealthy, so the next
+        # `up` diffs against healthy=True and rolls the same version out again.
+        running = {c.name for c in _replicas(props["owner"]) if c.status == "running"}
+        healthy = set(props.get("replica_names") or []) <= running
+        state = {**props, "healthy": healthy}
+        return ReadResult(id_, state, inputs={k: v for k, v in state.items() if k not in ("replica_names",)})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        for container in _replicas(props["owner"]):
+            container.remove(force=True)
+
+
+def version_of(image_id: str, settings: dict[str, Any], api_key: str | None) -> str:
+    """What makes replicas interchangeable: same image, same limits, same key."""
+    blob = json.dumps({"image": image_id, "settings": settings, "key": hashlib.sha256((api_key or "").encode()).hexdigest()},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def rollout(props: dict[str, Any]) -> list[str]:
+    owner, version = props["owner"], props["version"]
+    wanted = [f"{props['base_name']}-{version}-{i}" for i in range(int(props["replicas"]))]
+    existing = {c.name: c for c in _replicas(owner)}
+    started = []
+    for name in wanted:
+        current = existing.get(name)
+        if current is not None and current.status == "running":
+            continue  # left by an interrupted rollout, or a scale-up: keep it
+        if current is not None:
+            current.remove(force=True)
+        started.append(_run(props, name))
+    try:
+        _wait_ready([docker_client().containers.get(name) for name in wanted], props)
+    except RolloutError:
+        for container in started:
+            container.remove(force=True)
+        raise
+    _switch_proxy(props, wanted)
+    _retire([c for name, c in existing.items() if name not in wanted])
+    return wanted
+
+
+def _run(props: dict[str, Any], name: str) -> Any:
+    s = props["settings"]  # numbers come back from Pulumi state as floats
+    env = {API_KEY_ENV: props["api_key"]} if props.get("api_key") else {}
+    return docker_client().containers.run(
+        props["image_id"],
+        name=name,
+        detach=True,
+        network=props["network_name"],
+        # Published on loopback only, on a free port: how the rollout probes readiness.
+        ports={f"{int(s['port'])}/tcp": ("127.0.0.1", None)},
+        environment=env,
+        labels={**owner_labels(props["owner"]), ROLE: "model", VERSION: props["version"]},
+        read_only=True,
+        tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        mem_limit=int(s["memory_bytes"]),
+        nano_cpus=int(float(s["cpus"]) * 1e9),
+        pids_limit=int(s["pids"]),
+        restart_policy={"Name": "unless-stopped"},
+    )
+
+
+def _wait_ready(containers: list[Any], props: dict[str, Any]) -> None:
+    pending = {c.name: c for c in containers}
+    deadline = time.monotonic() + float(props["ready_timeout_s"])
+    while pending and time.monotonic() < deadline:
+        for name, container in list(pending.items()):
+            container.reload()
+            if container.status in ("exited", "dead"):
+                continue
+            if _ready(container, props):
+                del pending[name]
+        if pending:
+            time.sleep(0.2)
+    if pending:
+        name, container = next(iter(pending.items()))
+        container.reload()
+        state = container.attrs.get("State", {})
+        detail = "killed: out of memory" if state.get("OOMKilled") else f"status {container.status}"
+        logs = container.logs(tail=15).decode(errors="replace").strip()
+        raise RolloutError(
+            f"new version {props['version']} did not become ready within {props['ready_timeout_s']:.0f} s "
+            f"({name}: {detail}); the previous version keeps serving.\nlast log lines of {name}:\n{logs}"
+        )
+
+
+def _ready(container: Any, props: dict[str, Any]) -> bool:
+    """/readyz answers 200 and one warm-up inference on zeros succeeds."""
+    port = int(props["settings"]["port"])
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    if not bindings:
+        return False
+    base = f"http://127.0.0.1:{bindings[0]['HostPort']}"
+    headers = {"Content-Type": "application/json"}
+    if props.get("api_key"):
+        headers["Authorization"] = f"Bearer {props['api_key']}"
+    zeros = {"instances": [_zeros(props["input_shape"])]}
+    try:
+        with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+            if response.status != 200:
+                return False
+        request = urllib.request.Request(f"{base}/v1/models/{props['model_name']}:predict",
+                                         data=json.dumps(zeros).encode(), headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _zeros(shape: list[Any]) -> Any:
+    if len(shape) == 1:
+        return [0.0] * int(shape[0])
+    return [_zeros(shape[1:]) for _ in range(int(shape[0]))]
+
+
+def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:
+    from iac.proxy_config import upstream_conf
+
+    write_config(props["config_dir"], "upstream.conf", upstream_conf(names, int(props["settings"]["port"])), keep_existing=False)
+    reload(props["proxy_name"])
+    _wait_serving(props)
+
+
+def _wait_serving(props: dict[str, Any], timeout_s: float = 15.0) -> None:
+    """The proxy answers with the new version (new nginx workers are up)."""
+    url = f"http://{props['probe_host']}:{int(props['settings']['host_port'])}/v1/models/{props['model_name']}/metadata"
+    headers = {"Authorization": f"Bearer {props['api_key']}"} if props.get("api_key") else {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as response:
+                if props["artifact_sha256"] in response.read().decode():
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RolloutError(f"the proxy did not serve version {props['version']} within {timeout_s:.0f} s of the switch")
+
+
+def _retire(containers: list[Any]) -> None:
+    if not containers:
+        return
+    time.sleep(DRAIN_S)
+    for container in containers:
+        try:
+            container.stop(timeout=10)  # SIGTERM: the server finishes in-flight requests
+        finally:
+            container.remove(force=True)
+
+
+def _replicas(owner: str) -> list[Any]:
+    return docker_client().containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})
+
+
+class Replicas(Resource, module="docker", name="Replicas"):
+    replica_names: pulumi.Output[list]
+    version: pulumi.Output[str]
+
+    def __init__(self, name: str, *, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(ReplicasProvider(), name, {**props, "replica_names": None, "healthy": True}, opts)
