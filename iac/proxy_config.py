@@ -5,7 +5,7 @@ from __future__ import annotations
 from iac.templating import render_template
 
 PROXY_PORT = 8080
-UPSTREAM_FILE = "/tmp/upstream.conf"
+UPSTREAM_FILE = "/etc/modelstack/upstream.conf"  # in the mounted config directory
 PARKED = "server 127.0.0.1:9 down;\n"  # nginx needs one server; this one is never used
 # Above any server limit, so the model server answers an oversized body with its own 413 message.
 PROXY_MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -223,8 +223,8 @@ class Deploy(_Strict):
     @classmethod
     def _memory(cls, value: str) -> str:
         match = MEMORY_RE.match(value)
-        if not match or memory_bytes(value) < 32 * 1024**2:
-            raise ValueError(f"{value!r} is not a memory size of at least 32Mi; write it like 512Mi or 2Gi")
+        if not match or memory_bytes(value) < 16 * 1024**2:
+            raise ValueError(f"{value!r} is not a memory size of at least 16Mi; write it like 512Mi or 2Gi")
         return value
 
     @field_validator("base_image")

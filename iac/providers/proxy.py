@@ -37,8 +37,8 @@ class ProxyProvider(ResourceProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         write_config(news["config_dir"], "nginx.conf", news["nginx_conf"], keep_existing=False)
-        if changed(olds, news, RECREATE_KEYS):
-            container_id = str(_run(news).id)  # the port or image changed: a new container
+        if changed(olds, news, RECREATE_KEYS) or not _running(news["container_name"]):
+            container_id = str(_run(news).id)  # the port or image changed, or it is down: a new container
         else:
             container_id = id_
             reload(news["container_name"])  # only the nginx settings changed: graceful reload
@@ -74,6 +74,15 @@ def write_config(config_dir: str, name: str, content: str, keep_existing: bool) 
     os.replace(staging, target)
 
 
+def _running(container_name: str) -> bool:
+    import docker.errors
+
+    try:
+        return bool(docker_client().containers.get(container_name).status == "running")
+    except docker.errors.NotFound:
+        return False
+
+
 def reload(container_name: str) -> None:
     container = docker_client().containers.get(container_name)
     result = container.exec_run(["nginx", "-c", NGINX_CONF, "-s", "reload"], user=PROXY_UID)
@@ -107,12 +116,16 @@ def _run(props: dict[str, Any]) -> Any:
 
 
 def _wait_running(container: Any, timeout_s: float = 15.0) -> None:
+    """Running, and still running a moment later (nginx exits at once on a bad config)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         container.reload()
-        if container.status == "running":
-            return
-        if container.status in ("exited", "dead"):
+        if container.status == "running" and container.attrs["RestartCount"] == 0:
+            time.sleep(0.5)
+            container.reload()
+            if container.status == "running" and container.attrs["RestartCount"] == 0:
+                return
+        if container.status in ("exited", "dead") or container.attrs["RestartCount"] > 0:
             break
         time.sleep(0.1)
     logs = container.logs(tail=20).decode(errors="replace")

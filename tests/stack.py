@@ -1,0 +1,122 @@
+"""A copy of stacks/digits in a temp dir with its own state, stack name and host port, driven
+through the real Pulumi CLI (.tools/bin/pulumi) against the real Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PULUMI = REPO / ".tools" / "bin" / "pulumi"
+OWNER_LABEL = "org.modelstack.owner"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, root: Path, example: Path) -> None:
+        if not PULUMI.is_file():
+            pytest.fail(f"{PULUMI} is missing: run `make setup` (scripts/pulumi_cli.sh)")
+        self.dir = root / "digits"
+        self.dir.mkdir()
+        for name in ("Pulumi.yaml", "__main__.py", "model.yaml"):
+            shutil.copy(REPO / "stacks" / "digits" / name, self.dir / name)
+        for sub in ("model", "data"):
+            shutil.copytree(example / sub, self.dir / sub)
+        (root / "state").mkdir()
+        pulumi_yaml = (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
+        (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
+        self.port = free_port()
+        self.edit_spec("host_port: 8501", f"host_port: {self.port}")
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.owner = f"digits/{self.name}/digits"
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{self.base_url}/v1/models/digits:predict"
+        self.env = {
+            **os.environ,
+            "PATH": f"{PULUMI.parent}:{os.environ['PATH']}",
+            "PULUMI_CONFIG_PASSPHRASE": "test",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_HOME": str(root / "pulumi-home"),
+        }
+
+    def edit_spec(self, old: str, new: str) -> None:
+        spec = self.dir / "model.yaml"
+        text = spec.read_text()
+        assert old in text, f"{old!r} not in model.yaml"
+        spec.write_text(text.replace(old, new))
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
+                             env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert run.returncode == 0, f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}"
+        return run
+
+    def pulumi(self, *args: str) -> str:
+        return self.run(*args).stdout
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.pulumi("stack", "output", "--json"))
+
+    def metadata(self) -> dict[str, Any]:
+        return get(f"{self.base_url}/v1/models/digits/metadata")["metadata"]["modelstack"]
+
+    def containers(self, role: str | None = None) -> list[Any]:
+        import docker
+
+        labels = [f"{OWNER_LABEL}={self.owner}"] + ([f"org.modelstack.role={role}"] if role else [])
+        return docker.from_env().containers.list(all=True, filters={"label": labels})
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def leftovers(owner: str) -> dict[str, list[str]]:
+    import docker
+
+    client = docker.from_env()
+    label = {"label": f"{OWNER_LABEL}={owner}"}
+    return {
+        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
+        "networks": [n.name for n in client.networks.list(filters=label)],
+        "images": [i.id for i in client.images.list(filters=label)],
+    }
+
+
+def healers(owner: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "iac.healer" in line and f"--owner {owner} " in line + " ":
+                pids.append(int(entry.name))
+    return pids
