@@ -338,6 +338,60 @@ def bench(
         raise typer.Exit(1)
 
 
+StackOpt = Annotated[str, typer.Option("--stack", help="The Pulumi stack the spec is deployed in")]
+
+
+@app.command()
+@user_errors
+def status(spec: SpecArg, stack: StackOpt = "dev") -> None:
+    """Show the endpoint, the version serving, and how many replicas are ready."""
+    from iac.load import load_resolved
+    from iac.ops import status as service_status
+
+    resolved = load_resolved(spec)
+    state = service_status(resolved, stack)
+    serving = state.serving
+    out.print(f"endpoint  {state.endpoint}")
+    if serving:
+        out.print(f"serving   {serving.get('variant')} (artifact {str(serving.get('artifact_sha256'))[:12]}, "
+                  f"{serving.get('size_bytes')} bytes, accuracy {serving.get('accuracy')})")
+    else:
+        out.print("serving   [red]nothing answers[/] (not deployed, or the proxy is down)")
+    out.print(f"replicas  {state.ready}/{resolved.spec.deploy.replicas} ready")
+    for name, container_status, health in state.replicas:
+        out.print(f"          {name}  {container_status}  {health}")
+    out.print(f"proxy     {state.proxy or 'missing'}")
+    out.print(f"healer    {'running' if state.healer else '[red]not running[/] (pulumi refresh, then pulumi up)'}")
+    if not serving or state.ready < resolved.spec.deploy.replicas:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def diff(spec: SpecArg) -> None:
+    """What changes in the model (variant, size, accuracy, signature) if this spec is rolled out.
+    Uses cached prep results; says which prep must run first."""
+    from rich.table import Table
+
+    from iac.load import load_resolved
+    from iac.ops import model_diff
+
+    resolved = load_resolved(spec)
+    changes, missing = model_diff(resolved)
+    if missing:
+        err.print(missing)
+        raise typer.Exit(1)
+    table = Table(title=f"model changes for {resolved.name}")
+    for column in ("", "deployed", "model.yaml"):
+        table.add_column(column)
+    for change in changes:
+        style = "bold yellow" if change.changed else ""
+        table.add_row(change.field, change.deployed, change.edited, style=style)
+    out.print(table)
+    count = sum(c.changed for c in changes)
+    out.print(f"{count} model change(s); `pulumi preview --diff` shows the infrastructure changes")
+
+
 def main() -> None:
     app()
 

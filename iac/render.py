@@ -43,8 +43,9 @@ def serving_config(spec: ResolvedSpec, report: dict[str, Any]) -> dict[str, Any]
             "quantization": report["quantization"],
             "artifact_sha256": report["artifact_sha256"],
             "model_sha256": report["model_sha256"],
-            "size_bytes": report["size_bytes"],
-            "accuracy": report["accuracy"],
+            # The report may have passed through Pulumi state, where every number is a float.
+            "size_bytes": int(report["size_bytes"]),
+            "accuracy": float(report["accuracy"]),
         },
     }
 

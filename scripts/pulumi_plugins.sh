@@ -2,6 +2,7 @@
 # Install the two Python plugins the Pulumi CLI looks for next to itself (or on PATH):
 #   pulumi-language-python        -> python -m iac.langhost      (our language host)
 #   pulumi-resource-pulumi-python -> python -m pulumi.dynamic    (the SDK's dynamic provider server)
+# each run through iac.plugin_guard, which ends the plugin when the CLI is gone.
 # Upstream ships both outside the pip package, and the language host cannot be built from Go
 # modules, so we write small wrappers bound to this checkout's virtualenv. Idempotent.
 set -euo pipefail
@@ -29,6 +30,7 @@ write_wrapper() {
 }
 
 mkdir -p "$bin"
-write_wrapper pulumi-language-python iac.langhost
-write_wrapper pulumi-resource-pulumi-python pulumi.dynamic
+# iac.plugin_guard ends a plugin whose CLI was killed, instead of leaving it running.
+write_wrapper pulumi-language-python "iac.plugin_guard iac.langhost"
+write_wrapper pulumi-resource-pulumi-python "iac.plugin_guard pulumi.dynamic"
 log "wrote pulumi-language-python and pulumi-resource-pulumi-python in $bin"

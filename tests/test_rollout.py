@@ -159,3 +159,31 @@ def test_replicas_run_hardened(stack: Stack) -> None:
     assert proxy.attrs["Config"]["User"] == "33:33" and proxy.attrs["HostConfig"]["ReadonlyRootfs"] is True
     published = proxy.attrs["HostConfig"]["PortBindings"]["8080/tcp"][0]
     assert published == {"HostIp": "127.0.0.1", "HostPort": str(stack.port)}
+
+
+def test_status_and_model_diff(stack: Stack) -> None:
+    import subprocess
+    import sys
+
+    spec = str(stack.dir / "model.yaml")
+    deadline = time.monotonic() + 30
+    while True:  # docker's healthcheck runs every 5 s
+        run = subprocess.run([sys.executable, "-m", "iac.cli", "status", spec, "--stack", stack.name],
+                             capture_output=True, text=True)
+        if run.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "2/2 ready" in run.stdout and stack.metadata()["variant"] in run.stdout and "healer    running" in run.stdout
+
+    serving = quantization(stack)
+    stack.edit_spec(f"quantization: {serving}", "quantization: float16")
+    try:
+        before = subprocess.run([sys.executable, "-m", "iac.cli", "diff", spec], capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "iac.cli", "prep", spec], capture_output=True, check=True)
+        after = subprocess.run([sys.executable, "-m", "iac.cli", "diff", spec], capture_output=True, text=True)
+    finally:
+        stack.edit_spec("quantization: float16", f"quantization: {serving}")
+    assert before.returncode == 1 and "modelstack prep" in before.stderr
+    assert after.returncode == 0, after.stderr
+    assert VARIANTS[serving] in after.stdout and "litert-float16" in after.stdout and "pixels[64]:float32" in after.stdout
