@@ -187,3 +187,33 @@ def test_status_and_model_diff(stack: Stack) -> None:
     assert before.returncode == 1 and "modelstack prep" in before.stderr
     assert after.returncode == 0, after.stderr
     assert VARIANTS[serving] in after.stdout and "litert-float16" in after.stdout and "pixels[64]:float32" in after.stdout
+
+
+def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Stack, body: dict) -> None:
+    import urllib.error
+    import urllib.request
+
+    key = "k3y-" + stack.name
+    stack.pulumi("config", "set", "--secret", "apiKey", key)
+    stack.edit_spec("  threads: 1\n", "  threads: 1\n  api_key_env: MODELSTACK_API_KEY\n")
+    try:
+        stack.pulumi("up", "--yes", "--skip-preview")
+        request = urllib.request.Request(stack.endpoint, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(request, timeout=10)
+        assert denied.value.code == 401
+        request.add_header("Authorization", f"Bearer {key}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+        replica = stack.containers("model")[0]
+        assert f"MODELSTACK_API_KEY={key}" in replica.attrs["Config"]["Env"]
+        image = docker.from_env().images.get(replica.image.id)
+        assert key not in json.dumps(image.attrs)
+        assert all(key not in (layer.get("CreatedBy") or "") for layer in image.history())
+        state = "".join(p.read_text(errors="replace") for p in (stack.dir.parent / "state").rglob("*.json"))
+        assert key not in state, "the key is stored encrypted in the stack's state"
+    finally:
+        stack.edit_spec("  threads: 1\n  api_key_env: MODELSTACK_API_KEY\n", "  threads: 1\n")
+        stack.pulumi("up", "--yes", "--skip-preview")

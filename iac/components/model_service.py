@@ -18,6 +18,7 @@ from iac.providers.proxy import Proxy
 from iac.providers.replicas import Replicas, version_of
 from iac.spec import ResolvedSpec
 from modelprep.cache import default_root
+from modelprep.errors import UserError
 from modelprep.prep import prep_key
 
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
@@ -60,13 +61,19 @@ class ModelService(pulumi.ComponentResource):
             parked_upstream=PARKED, opts=child,
         )
         settings = replica_settings(spec)
-        api_key = args.api_key or ""
+        key_env = spec.spec.serving.api_key_env
+        if key_env and args.api_key is None:
+            raise UserError.single(
+                spec.spec_file, "serving.api_key_env", f"asks for an API key in {key_env}, but the stack has none",
+                "set it with `pulumi config set --secret apiKey <key>`, or remove serving.api_key_env",
+            )
+        api_key = args.api_key if key_env else ""
         version = pulumi.Output.all(image.image_id, api_key).apply(lambda v: version_of(v[0], settings, v[1]))
         replicas = Replicas(
             f"{name}-replicas",
             props={
                 "owner": owner, "base_name": base, "image_id": image.image_id, "network_name": network.network_name,
-                "replicas": spec.spec.deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
+                "replicas": spec.spec.deploy.replicas, "settings": settings, "version": version, "api_key": api_key, "api_key_env": key_env,
                 "proxy_name": proxy.container_name, "config_dir": config_dir, "model_name": spec.name,
                 "input_shape": list(spec.spec.model.inputs[0].shape), "artifact_sha256": artifact.artifact_sha256,
                 "probe_host": probe_host(spec), "ready_timeout_s": spec.spec.deploy.ready_timeout,

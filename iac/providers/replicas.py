@@ -24,7 +24,6 @@ from iac.providers.proxy import reload, write_config
 
 ROLE = "org.modelstack.role"
 VERSION = "org.modelstack.version"
-API_KEY_ENV = "MODELSTACK_API_KEY"
 DRAIN_S = 1.0  # old nginx workers finish their requests to the old replicas in this time
 DIFF_KEYS = ("version", "replicas", "healthy")
 
@@ -90,7 +89,8 @@ def rollout(props: dict[str, Any]) -> list[str]:
 
 def _run(props: dict[str, Any], name: str) -> Any:
     s = props["settings"]  # numbers come back from Pulumi state as floats
-    env = {API_KEY_ENV: props["api_key"]} if props.get("api_key") else {}
+    # The key reaches the server as an environment variable of the container, never the image.
+    env = {props["api_key_env"]: props["api_key"]} if props.get("api_key_env") else {}
     return docker_client().containers.run(
         props["image_id"],
         name=name,
