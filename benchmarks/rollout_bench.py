@@ -36,8 +36,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from modelprep.examples.digits import train
-    from tests.load import Load
-    from tests.stack import Stack
+    from tests.loadgen import Load
+    from tests.deployed_stack import Stack
 
     root = Path(tempfile.mkdtemp(prefix="modelstack-rollout-bench-"))
     os.environ.setdefault("MODELSTACK_CACHE", str(root / "cache"))

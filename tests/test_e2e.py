@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.stack import Stack, get, healers, leftovers, post
+from deployed_stack import Stack, get, healers, leftovers, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(900)]
 

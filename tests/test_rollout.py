@@ -13,8 +13,8 @@ import docker
 import numpy as np
 import pytest
 
-from tests.load import Load
-from tests.stack import Stack, healers, leftovers
+from loadgen import Load
+from deployed_stack import Stack, healers, leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 VARIANTS = {"int8": "litert-int8", "dynamic": "litert-dynamic"}
