@@ -3,7 +3,8 @@
 A request thread calls ``Batcher.submit(batch)`` and blocks until its own rows come back. The
 worker takes the oldest queued request, then keeps collecting until the batch holds
 ``max_batch_size`` samples or ``max_latency_ms`` has passed since that oldest request arrived
-(with 0 it takes whatever queued while the previous batch ran, and never waits), runs one model
+(with 0 it takes whatever queued while the previous batch ran, and never waits; a request that
+finds the batcher idle then runs at once in its own thread), runs one model
 invocation on the concatenation, and hands each caller exactly its slice of the output, in
 order. A request larger than ``max_batch_size`` runs as a batch of its own; requests are never
 split or reordered. If the invocation fails, every caller in that batch gets the exception.
@@ -60,18 +61,35 @@ class Batcher:
         self._queued_rows = 0
         self._cond = threading.Condition(threading.Lock())
         self._stopping = False
+        self._running = 0  # batches executing now (the worker's, or one inline)
         self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._worker.start()
 
     def submit(self, rows: np.ndarray) -> np.ndarray:
         """Queue ``rows`` (first axis = samples), wait, return the model's output for them."""
-        item = _Pending(rows)
         with self._cond:
             if self._stopping:
                 raise BatcherStopped("the batcher is stopped")
-            self._queue.append(item)
-            self._queued_rows += len(rows)
-            self._cond.notify()
+            # Idle and not asked to wait: run in the caller's thread, skipping two thread
+            # hand-offs. Requests arriving meanwhile queue up and form the next batch.
+            inline = self.max_latency == 0 and not self._queue and not self._running
+            if inline:
+                self._running += 1
+            else:
+                item = _Pending(rows)
+                self._queue.append(item)
+                self._queued_rows += len(rows)
+                self._cond.notify()
+        if inline:
+            started = time.perf_counter()
+            try:
+                output = self._predict(rows)
+            finally:
+                with self._cond:
+                    self._running -= 1
+            if self._metrics is not None:
+                self._metrics.inference(len(rows), time.perf_counter() - started, (0.0,))
+            return output
         item.done.acquire()
         if item.error is not None:
             raise item.error
@@ -106,6 +124,7 @@ class Batcher:
                 rows += len(item.rows)
                 batch.append(item)
             self._queued_rows -= rows
+            self._running += 1
             return batch
 
     def _run(self) -> None:
@@ -113,7 +132,11 @@ class Batcher:
             batch = self._take()
             if batch is None:
                 return
-            self._execute(batch)
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._running -= 1
 
     def _execute(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

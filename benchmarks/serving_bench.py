@@ -1,0 +1,520 @@
+"""Serving benchmark: modelstack's server against a naive FastAPI+Keras endpoint and MLServer.
+
+    .venv/bin/python benchmarks/serving_bench.py [--duration 10] [--rounds 1] [--json out.json]
+
+Everything runs as local processes on 127.0.0.1, measured side by side in one run with the same
+load generator, wrk (closed loop: each connection sends its next request when the previous
+answer arrives; ``-t2``). Contenders, all pinned to one inference thread:
+
+  naive        Keras ``model.predict`` inside a FastAPI endpoint under uvicorn (1 worker),
+               TF intra/inter-op threads = 1, the digits .keras model, TF Serving row format
+  mlserver-pw0 MLServer 1.7 with a custom LiteRT runtime (its documented ``MLModel`` API),
+               ``parallel_workers: 0`` (inference in the server process), V2 JSON
+  mlserver-pw1 the same with ``parallel_workers: 1`` (MLServer's default: an inference process)
+  ours         ``python -m serving.server`` unbatched (max_batch_size 1), threads 1
+  ours-batch   the same with dynamic batching (max_batch_size 32, max_latency_ms 0)
+
+Models: the digits model (trained by ``modelprep.examples.digits``, int8 LiteRT artifact from
+``modelprep.prep``; the naive server runs the Keras original) and, for the batching floor, a
+convolutional model built here (32x32x3 input, two conv layers, two 2048-wide dense layers,
+random weights, float32 LiteRT, 50 MB) whose single-sample inference costs > 1 ms.
+
+Setup done by the script when missing (never touches the project's own packages):
+  * wrk: ``apt-get install -y wrk`` (Debian; needs root) — ``make test`` does not use it;
+  * .cache/bench-venv: a separate venv with mlserver==1.7.1 and ai-edge-litert==2.3.0;
+  * .cache/naive-deps: fastapi/uvicorn (pinned, ``pip install --target``), put on PYTHONPATH
+    of the project's Python for the naive server, which needs the project's TensorFlow.
+
+Floors (from the issue) are checked at the end and printed with the results table (markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PY = REPO / ".venv" / "bin" / "python"
+CACHE = REPO / ".cache"
+BENCH_VENV = CACHE / "bench-venv"
+NAIVE_DEPS = CACHE / "naive-deps"
+# uvloop 0.22+ breaks MLServer 1.7's inference worker processes ("no current event loop").
+MLSERVER_PINS = ["mlserver==1.7.1", "ai-edge-litert==2.3.0", "uvloop==0.21.0"]
+NAIVE_PINS = [
+    "fastapi==0.165.0", "starlette==1.10.0", "uvicorn==0.54.0", "h11==0.16.0", "anyio==4.16.0",
+    "sniffio==1.3.1", "annotated-doc==0.0.7", "click==8.3.1",
+]
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[serving-bench] {message}", file=sys.stderr, flush=True)
+
+
+def ensure_tools() -> None:
+    if shutil.which("wrk") is None:
+        log("installing wrk (apt-get install -y wrk)")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    if not (BENCH_VENV / "bin" / "mlserver").exists() or not _pinned(BENCH_VENV, MLSERVER_PINS):
+        log(f"creating {BENCH_VENV} with {' '.join(MLSERVER_PINS)}")
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(BENCH_VENV / "bin" / "pip"), "install", "-q", *MLSERVER_PINS], check=True)
+    if not (NAIVE_DEPS / "uvicorn").is_dir():
+        log(f"installing {' '.join(NAIVE_PINS)} into {NAIVE_DEPS}")
+        subprocess.run(
+            [str(PY), "-m", "pip", "install", "-q", "--no-deps", "--target", str(NAIVE_DEPS), *NAIVE_PINS],
+            check=True,
+        )
+
+
+def _pinned(venv: Path, pins: list[str]) -> bool:
+    listed = subprocess.run([str(venv / "bin" / "pip"), "freeze"], capture_output=True, text=True).stdout
+    have = {line.lower() for line in listed.splitlines()}
+    return all(pin.lower() in have for pin in pins)
+
+
+def prepare_models(work: Path) -> dict[str, Any]:
+    """Train + prep the digits model and build the conv model (cached in ``work``)."""
+    digits = work / "digits"
+    if not (digits / "model" / "digits.keras").is_file():
+        log("training the digits model")
+        subprocess.run([str(PY), "-m", "modelprep.examples.digits", str(digits)], check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spec = digits / "model.yaml"
+    spec.write_text(textwrap.dedent("""\
+        name: digits
+        model:
+          path: model/digits.keras
+          inputs:
+            - name: pixels
+              shape: [64]
+              dtype: float32
+        data:
+          calibration: data/calibration.npz
+          evaluation: data/evaluation.npz
+        optimize:
+          quantization: int8
+          max_accuracy_drop: 0.01
+        """))
+    conv = work / "conv"
+    conv.mkdir(parents=True, exist_ok=True)
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        sys.path.insert(0, {str(REPO)!r})
+        from iac.load import load_resolved
+        from iac.pipeline import prep_request
+        from modelprep.prep import prep
+        result = prep(prep_request(load_resolved({str(spec)!r})))
+        with np.load({str(digits / "data" / "evaluation.npz")!r}) as data:
+            sample = data["x"][0].tolist()
+        out = {{"digits_tflite": str(result.artifact_path), "digits_variant": result.report["variant"],
+               "digits_sample": sample}}
+        conv = {str(conv)!r}
+        import os
+        if not os.path.exists(conv + "/conv.tflite"):
+            import tensorflow as tf
+            tf.keras.utils.set_random_seed(0)
+            L = tf.keras.layers
+            inputs = tf.keras.Input((32, 32, 3), name="image")
+            x = L.Rescaling(1 / 255.0)(inputs)
+            x = L.MaxPool2D()(L.Conv2D(32, 3, padding="same", activation="relu")(x))
+            x = L.MaxPool2D()(L.Conv2D(64, 3, padding="same", activation="relu")(x))
+            x = L.Dense(2048, activation="relu")(L.Flatten()(x))
+            x = L.Dense(2048, activation="relu")(x)
+            model = tf.keras.Model(inputs, L.Dense(10, activation="softmax")(x))
+            model.save(conv + "/conv.keras")
+            open(conv + "/conv.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        from serving.runtime import LiteRTModel
+        import time
+        m = LiteRTModel(conv + "/conv.tflite", num_threads=1)
+        costs = {{}}
+        for n in (1, 32):
+            x = np.random.default_rng(0).uniform(0, 255, size=(n, 32, 32, 3)).astype(np.float32)
+            m.predict(x)
+            t = time.perf_counter(); k = 0
+            while time.perf_counter() - t < 1.0:
+                m.predict(x); k += 1
+            costs[n] = (time.perf_counter() - t) / k / n * 1000
+        out["conv_tflite"] = conv + "/conv.tflite"
+        out["conv_ms_per_sample"] = {{"batch_1": round(costs[1], 3), "batch_32": round(costs[32], 3)}}
+        print(json.dumps(out))
+        """)
+    log("prepping the digits model (cached) and building the conv model")
+    done = subprocess.run([str(PY), "-c", script], check=True, cwd=REPO, capture_output=True, text=True)
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    info["digits_keras"] = str(digits / "model" / "digits.keras")
+    return info
+
+
+# --- servers ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    argv: list[str]
+    port: int
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = REPO
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, logs: Path, timeout: float = 180.0) -> None:
+        self.log_path = logs / f"{self.name}.log"
+        handle = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} not ready after {timeout} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+NAIVE_APP = '''
+import os
+import numpy as np
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)
+tf.config.threading.set_inter_op_parallelism_threads(1)
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+model = tf.keras.models.load_model(os.environ["NAIVE_MODEL"])
+app = FastAPI()
+
+class PredictRequest(BaseModel):
+    instances: list[list[float]]
+
+@app.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+@app.post("/v1/models/digits:predict")
+def predict(request: PredictRequest):
+    x = np.array(request.instances, dtype=np.float32)
+    return {"predictions": model.predict(x, verbose=0).tolist()}
+'''
+
+MLSERVER_RUNTIME = '''
+"""A LiteRT runtime for MLServer, written against its documented custom-runtime API."""
+import threading
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+
+
+class LiteRTRuntime(MLModel):
+    async def load(self) -> bool:
+        self._interpreter = Interpreter(model_path=self.settings.parameters.uri, num_threads=1)
+        self._interpreter.allocate_tensors()
+        self._in = self._interpreter.get_input_details()[0]
+        self._out = self._interpreter.get_output_details()[0]
+        self._in_scale, self._in_zero = self._in["quantization"]
+        self._out_scale, self._out_zero = self._out["quantization"]
+        self._shape = tuple(self._in["shape"])
+        self._lock = threading.Lock()
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        if self._in_scale:
+            x = np.clip(np.round(x / self._in_scale) + self._in_zero, -128, 127).astype(self._in["dtype"])
+        with self._lock:
+            if x.shape != self._shape:
+                self._interpreter.resize_tensor_input(self._in["index"], list(x.shape))
+                self._interpreter.allocate_tensors()
+                self._shape = x.shape
+            self._interpreter.set_tensor(self._in["index"], x)
+            self._interpreter.invoke()
+            y = self._interpreter.get_tensor(self._out["index"])
+        if self._out_scale:
+            y = (y.astype(np.float32) - self._out_zero) * self._out_scale
+        return InferenceResponse(
+            model_name=self.name, outputs=[NumpyCodec.encode_output("output_0", y)]
+        )
+'''
+
+
+def naive_server(info: dict[str, Any], logs: Path) -> Server:
+    app_dir = logs / "naive"
+    app_dir.mkdir(exist_ok=True)
+    (app_dir / "naive_app.py").write_text(NAIVE_APP)
+    port = free_port()
+    return Server(
+        "naive", [str(PY), "-m", "uvicorn", "naive_app:app", "--host", "127.0.0.1", "--port", str(port),
+                  "--workers", "1"],
+        port, "/healthz", cwd=app_dir,
+        env={"PYTHONPATH": f"{NAIVE_DEPS}:{app_dir}", "NAIVE_MODEL": info["digits_keras"],
+             "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"},
+    )
+
+
+def mlserver_server(info: dict[str, Any], logs: Path, parallel_workers: int) -> Server:
+    root = logs / f"mlserver-pw{parallel_workers}"
+    (root / "digits").mkdir(parents=True, exist_ok=True)
+    (root / "litert_runtime.py").write_text(MLSERVER_RUNTIME)
+    port = free_port()
+    (root / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": parallel_workers, "debug": False,
+    }))
+    (root / "digits" / "model-settings.json").write_text(json.dumps({
+        "name": "digits", "implementation": "litert_runtime.LiteRTRuntime",
+        "parameters": {"uri": info["digits_tflite"]},
+    }))
+    return Server(
+        f"mlserver-pw{parallel_workers}", [str(BENCH_VENV / "bin" / "mlserver"), "start", str(root)], port,
+        "/v2/models/digits/ready", cwd=root, env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+    )
+
+
+def our_server(name: str, model: str, artifact: str, shape: list[int], input_name: str, logs: Path,
+               max_batch_size: int, max_latency_ms: float = 0.0) -> Server:
+    port = free_port()
+    config = logs / f"{name}.json"
+    config.write_text(json.dumps({
+        "model_name": model, "artifact": artifact, "host": "127.0.0.1", "port": port, "threads": 1,
+        "inputs": [{"name": input_name, "shape": shape, "dtype": "float32"}],
+        "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
+    }))
+    return Server(name, [str(PY), "-m", "serving.server"], port, "/readyz",
+                  env={"MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)})
+
+
+# --- load ------------------------------------------------------------------------------------------
+
+WRK_SCRIPT = '''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = io.open(os.getenv("BENCH_BODY"), "rb"):read()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests":%d,"duration_us":%d,"non2xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d,' ..
+    '"p50":%d,"p95":%d,"p99":%d,"max":%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+'''
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path) -> dict[str, Any]:
+    script = work / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    body_file = work / "body.json"
+    body_file.write_bytes(body)
+    env = {**os.environ, "BENCH_BODY": str(body_file)}
+    threads = str(min(2, concurrency))
+    warm = subprocess.run(["wrk", "-t", threads, "-c", str(concurrency), "-d", "2s", "-s", str(script), url],
+                          env=env, capture_output=True, text=True, check=True)
+    del warm
+    done = subprocess.run(
+        ["wrk", "-t", threads, "-c", str(concurrency), "-d", f"{duration:g}s", "--timeout", "10s",
+         "-s", str(script), url],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    raw = json.loads(line[len("RESULT "):])
+    errors = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    seconds = raw["duration_us"] / 1e6
+    return {
+        "throughput_rps": round((raw["requests"] - raw["non2xx"]) / seconds, 1),
+        "p50_ms": raw["p50"] / 1000, "p95_ms": raw["p95"] / 1000, "p99_ms": raw["p99"] / 1000,
+        "max_ms": raw["max"] / 1000, "requests": raw["requests"], "errors": errors,
+    }
+
+
+def check_response(url: str, body: bytes) -> None:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, url
+        json.loads(response.read())
+
+
+# --- main ------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (after 2 s warm-up)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every run; the median round is reported")
+    parser.add_argument("--work", type=Path, default=CACHE / "serving-bench")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    ensure_tools()
+    args.work.mkdir(parents=True, exist_ok=True)
+    info = prepare_models(args.work)
+    log(f"conv model cost per sample: {info['conv_ms_per_sample']} ms")
+    logs = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+    log(f"server logs in {logs}")
+
+    sample = info["digits_sample"]
+    v1_digits = json.dumps({"instances": [sample]}).encode()
+    v2_digits = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
+                                        "data": sample}]}).encode()
+    import random
+
+    rng = random.Random(0)
+    image = [[[rng.randint(0, 255) for _ in range(3)] for _ in range(32)] for _ in range(32)]
+    v1_conv = json.dumps({"instances": [image]}).encode()
+
+    runs: list[tuple[str, str, Server, str, bytes, int]] = []  # (model, label, server, path, body, c)
+    servers = {
+        "naive": naive_server(info, logs),
+        "mlserver-pw0": mlserver_server(info, logs, 0),
+        "mlserver-pw1": mlserver_server(info, logs, 1),
+        "ours": our_server("ours", "digits", info["digits_tflite"], [64], "pixels", logs, 1),
+        "ours-batch": our_server("ours-batch", "digits", info["digits_tflite"], [64], "pixels", logs, 32),
+        "conv-ours": our_server("conv-ours", "conv", info["conv_tflite"], [32, 32, 3], "image", logs, 1),
+        "conv-ours-batch": our_server("conv-ours-batch", "conv", info["conv_tflite"], [32, 32, 3], "image", logs, 32),
+    }
+    v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
+    plan = [
+        ("digits", "naive", "naive", v1, v1_digits, 16),
+        ("digits", "mlserver-pw0", "mlserver-pw0", v2, v2_digits, 16),
+        ("digits", "mlserver-pw1", "mlserver-pw1", v2, v2_digits, 16),
+        ("digits", "ours v1", "ours", v1, v1_digits, 16),
+        ("digits", "ours v2", "ours", v2, v2_digits, 16),
+        ("digits", "ours v1", "ours", v1, v1_digits, 64),
+        ("digits", "ours-batch v1", "ours-batch", v1, v1_digits, 16),
+        ("digits", "ours-batch v2", "ours-batch", v2, v2_digits, 16),
+        ("digits", "ours-batch v1", "ours-batch", v1, v1_digits, 64),
+        ("conv", "ours v1", "conv-ours", "/v1/models/conv:predict", v1_conv, 64),
+        ("conv", "ours-batch v1", "conv-ours-batch", "/v1/models/conv:predict", v1_conv, 64),
+    ]
+    results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    try:
+        for round_ in range(args.rounds):
+            for server_name in dict.fromkeys(entry[2] for entry in plan):
+                server = servers[server_name]
+                log(f"round {round_ + 1}: starting {server_name}")
+                server.start(logs)
+                try:
+                    for model, label, name, path, body, concurrency in plan:
+                        if name != server_name:
+                            continue
+                        url = f"http://127.0.0.1:{server.port}{path}"
+                        check_response(url, body)
+                        result = run_wrk(url, body, concurrency, args.duration, logs)
+                        log(f"  {model} {label} c={concurrency}: {result}")
+                        results.setdefault((model, label, concurrency), []).append(result)
+                finally:
+                    server.stop()
+    finally:
+        for server in servers.values():
+            server.stop()
+
+    table = {key: _median(rounds) for key, rounds in results.items()}
+    report = render(table, info, args)
+    print(report)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "results": [{"model": m, "server": s, "concurrency": c, **r} for (m, s, c), r in table.items()],
+            "rounds": {f"{m}|{s}|{c}": r for (m, s, c), r in results.items()},
+            "conv_ms_per_sample": info["conv_ms_per_sample"], "digits_variant": info["digits_variant"],
+        }, indent=2))
+    return 0
+
+
+def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(rounds, key=lambda r: r["throughput_rps"])
+    return ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2 - 1]
+
+
+def render(table: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        "| model | server | protocol | c | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (model, label, c), r in table.items():
+        server, _, protocol = label.partition(" ")
+        protocol = protocol or ("v2" if server.startswith("mlserver") else "v1")
+        lines.append(
+            f"| {model} | {server} | {protocol} | {c} | {r['throughput_rps']:,.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |"
+        )
+
+    def get(model: str, label: str, c: int) -> dict[str, Any]:
+        return table[(model, label, c)]
+
+    naive = get("digits", "naive", 16)
+    best_ours_v1 = max((get("digits", "ours v1", 16), get("digits", "ours-batch v1", 16)), key=lambda r: r["throughput_rps"])
+    best_ours_v2 = max((get("digits", "ours v2", 16), get("digits", "ours-batch v2", 16)), key=lambda r: r["throughput_rps"])
+    mls = max((get("digits", "mlserver-pw0", 16), get("digits", "mlserver-pw1", 16)), key=lambda r: r["throughput_rps"])
+    unb, bat = get("conv", "ours v1", 64), get("conv", "ours-batch v1", 64)
+    d_unb, d_bat = get("digits", "ours v1", 64), get("digits", "ours-batch v1", 64)
+    floors = [
+        ("ours >= 50x naive throughput at c=16 (TF Serving REST)",
+         best_ours_v1["throughput_rps"] / naive["throughput_rps"], 50.0, True),
+        ("ours >= 1.5x best established server (MLServer) at c=16 (V2 both)",
+         best_ours_v2["throughput_rps"] / mls["throughput_rps"], 1.5, best_ours_v2["p99_ms"] <= mls["p99_ms"]),
+        ("batching >= 2x unbatched throughput at c=64, conv model",
+         bat["throughput_rps"] / unb["throughput_rps"], 2.0, bat["p99_ms"] <= 2 * unb["p99_ms"]),
+        ("batching does not lose throughput on digits at c=64",
+         d_bat["throughput_rps"] / d_unb["throughput_rps"], 1.0, True),
+    ]
+    lines += ["", "| floor | ratio | needed | latency condition | holds |", "|---|---:|---:|---|---|"]
+    for name, ratio, need, latency_ok in floors:
+        lines.append(f"| {name} | {ratio:.1f}x | {need:g}x | {'ok' if latency_ok else 'FAILS'} | "
+                     f"{'yes' if ratio >= need and latency_ok else 'NO'} |")
+    lines += [
+        "",
+        f"conv model: {info['conv_ms_per_sample']['batch_1']:.2f} ms per sample alone, "
+        f"{info['conv_ms_per_sample']['batch_32']:.2f} ms per sample in batches of 32 (LiteRT, 1 thread); "
+        f"digits artifact: {info['digits_variant']}; wrk -t2, {args.duration:g} s per run after 2 s warm-up, "
+        f"median of {args.rounds} round(s); {os.cpu_count()} CPUs, load average at the end "
+        f"{os.getloadavg()[0]:.1f}.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
