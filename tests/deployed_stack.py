@@ -69,9 +69,11 @@ class Stack:
     def pulumi(self, *args: str) -> str:
         return self.run(*args).stdout
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
+        """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the stack."""
+        with open(self.dir.parent / f"pulumi-{len(list(self.dir.parent.glob('pulumi-*.log')))}.log", "wb") as log:
+            return subprocess.Popen([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
+                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.pulumi("stack", "output", "--json"))
