@@ -161,7 +161,9 @@ def test_concurrent_callers_get_their_own_results(
         samples = float(values["modelstack_batch_size_sum"])
         # Warm-up runs are not counted; the request rows all are, in fewer invocations.
         assert samples == sum(len(r) for r in requests)
-        assert invocations < len(requests)
+        assert invocations <= len(requests)
+        if max_latency_ms:  # with 0, an idle batcher runs requests inline: batches form only under load
+            assert invocations < len(requests)
     finally:
         assert server.stop() == 0
 
