@@ -31,11 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 EXAMPLES = {
-    # name: (trainer module, model file, input name, sample shape, objective)
-    "digits-mlp": ("modelprep.examples.digits", "digits.keras", "pixels", (64,), "smallest"),
-    "digits-cnn": ("modelprep.examples.digits_cnn", "digits_cnn.keras", "image", (32, 32, 1), "fastest"),
+    # name: (trainer module, model file, input name, sample shape, objective, pruning)
+    "digits-mlp": ("modelprep.examples.digits", "digits.keras", "pixels", (64,), "smallest",
+                   {"target_sparsity": 0.88, "epochs": 10}),
+    "digits-cnn": ("modelprep.examples.digits_cnn", "digits_cnn.keras", "image", (32, 32, 1), "fastest",
+                   {"target_sparsity": 0.9, "epochs": 4}),
 }
-PRUNING = {"target_sparsity": 0.85, "epochs": 4}
 CLUSTERING = {"clusters": 16, "epochs": 1}
 QAT = {"epochs": 1}
 
@@ -61,7 +62,7 @@ def run_example(name: str, workdir: Path, cache_dir: Path, budget: float) -> dic
     from modelprep.cache import Cache
     from modelprep.prep import PrepRequest, prep
 
-    module, model_file, input_name, shape, objective = EXAMPLES[name]
+    module, model_file, input_name, shape, objective, pruning = EXAMPLES[name]
     folder = workdir / name
     model_path = folder / "model" / model_file
     started = time.perf_counter()
@@ -73,7 +74,7 @@ def run_example(name: str, workdir: Path, cache_dir: Path, budget: float) -> dic
         model_path=str(model_path), model_sha256=None,
         calibration_path=str(folder / "data" / "calibration.npz"), evaluation_path=str(folder / "data" / "evaluation.npz"),
         input_name=input_name, sample_shape=shape, max_accuracy_drop=0.005, objective=objective,
-        pruning=PRUNING, clustering=CLUSTERING, qat=QAT, fine_tuning_path=str(folder / "data" / "train.npz"),
+        pruning=pruning, clustering=CLUSTERING, qat=QAT, fine_tuning_path=str(folder / "data" / "train.npz"),
         threads=1, all_variants=True, latency_budget_s=budget,
     )
     result = prep(request, Cache(cache_dir), progress=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
@@ -134,11 +135,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per latency loop")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse trained examples from here")
+    parser.add_argument("--examples", nargs="+", choices=list(EXAMPLES), default=list(EXAMPLES))
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="prep-bench-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="prep-bench-cache-"))  # fresh: every number is measured now
-    results = {name: run_example(name, workdir, cache_dir, args.budget) for name in EXAMPLES}
+    results = {name: run_example(name, workdir, cache_dir, args.budget) for name in args.examples}
 
     from rich.console import Console
     from rich.table import Table
@@ -162,9 +164,9 @@ def main() -> int:
     info = machine()
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {
-        "command": "python benchmarks/prep_bench.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/prep_bench.py", *sys.argv[1:]]),
         "machine": info, "threads": 1, "latency_budget_s": args.budget,
-        "settings": {"pruning": PRUNING, "clustering": CLUSTERING, "qat": QAT, "max_accuracy_drop": 0.005},
+        "settings": {"pruning": {n: e[5] for n, e in EXAMPLES.items() if n in results}, "clustering": CLUSTERING, "qat": QAT, "max_accuracy_drop": 0.005},
         "examples": {name: {"train_s": r["train_s"], "prep_s": r["prep_s"], "chosen": r["report"]["variant"],
                             "objective": r["report"]["objective"], "baselines": r["report"]["baselines"],
                             "variants": r["report"]["variants"]} for name, r in results.items()},

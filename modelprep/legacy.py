@@ -32,6 +32,13 @@ def check_convertible(model: Any, where: str = "model.path") -> None:
 
     problems: list[Problem] = []
     kind = type(model).__name__
+    if kind == "TFSMLayer":
+        raise UserError.single(
+            where, FIELD,
+            "the model is a SavedModel: its graph has no Keras layers that pruning, clustering and quantization-aware "
+            "training (Keras 2, tf_keras) could rebuild",
+            "point model.path at the .keras file the SavedModel was exported from, or " + FIX.split(", or ")[0],
+        )
     if kind not in ("Sequential", "Functional"):
         problems.append(Problem(
             where, FIELD,

@@ -277,17 +277,21 @@ class _Work:
                 measured[variant.name] = hit
             else:
                 missing.append(variant)
-        total = len(missing)
-        for done, variant in enumerate([v for v in missing if not v.needs_fine_tuning]):
-            self.step("variants", done, total)
+        total, done = len(missing), 0
+        if total:
+            self.step("convert and evaluate", 0, total)
+        for variant in [v for v in missing if not v.needs_fine_tuning]:
             measured[variant.name] = self._make(variant)
+            done += 1
+            self.step("convert and evaluate", done, total)
         tuned = [v for v in missing if v.needs_fine_tuning]
         if tuned:
             self.load()
             made = self._fine_tune(tuned)
             for variant in tuned:
                 measured[variant.name] = self._store(variant, made[variant.name]["artifact"], made[variant.name]["notes"])
-        self.step("variants", total, total)
+                done += 1
+                self.step("convert and evaluate", done, total)
 
         reference = measured["litert-float32"]
         baselines = [*keras_entries, {**reference, "name": "litert-float32", "chosen": False, "baseline": True}]
