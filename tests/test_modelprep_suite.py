@@ -395,3 +395,35 @@ def test_catalog_names_match_the_spec_enum() -> None:
     from iac.spec import VariantName
 
     assert [v.value for v in VariantName] == list(CATALOG)
+
+
+@pytest.mark.tf
+def test_a_pruning_schedule_longer_than_fine_tuning_is_a_user_error(tiny: Path, tmp_path: Path) -> None:
+    """Raised in the tfmot child process, reported here as the same UserError."""
+    request = _request(tiny, variants=("pruned-int8",), all_variants=False, pruning={**PRUNING, "end_step": 10_000})
+    with pytest.raises(UserError, match=r"optimize.pruning.end_step: pruning from step 0 to 10000 does not fit in the \d+ fine-tuning steps"):
+        prep(request, Cache(tmp_path))
+
+
+def test_the_cnn_stack_is_shaped_like_the_digits_stack(tmp_path: Path) -> None:
+    from iac.load import load_resolved
+    from iac.pipeline import prep_request
+
+    repo = Path(__file__).resolve().parent.parent
+    stack, digits = repo / "stacks" / "digits-cnn", repo / "stacks" / "digits"
+    for name in ("Pulumi.yaml", "__main__.py", ".pulumi-state/.gitignore", "model.yaml"):
+        assert (stack / name).is_file(), name
+    assert "url: file://./.pulumi-state" in (stack / "Pulumi.yaml").read_text()
+    assert (stack / ".pulumi-state/.gitignore").read_text() == (digits / ".pulumi-state/.gitignore").read_text()
+    folder = tmp_path / "cnn"
+    (folder / "model").mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "model.yaml").write_text((stack / "model.yaml").read_text())
+    for name in ("model/digits_cnn.keras", "data/calibration.npz", "data/evaluation.npz", "data/train.npz"):
+        (folder / name).write_bytes(b"placeholder")
+    request = prep_request(load_resolved(folder / "model.yaml"))
+    assert request.sample_shape == (32, 32, 1) and request.objective == "fastest" and request.quantization is None
+    assert request.pruning is not None and request.pruning["target_sparsity"] >= 0.8
+    assert request.fine_tuning_path == str((folder / "data" / "train.npz").resolve())
+    names = [c.variant.name for c in candidates(None, None, False, True, False, False, False) if c.eligible]
+    assert "pruned-int8" in names and not any(n.startswith("onnx") for n in names)
