@@ -196,6 +196,8 @@ def test_every_technique_is_built_measured_and_listed(suite: dict[str, Any]) -> 
     assert all(e["accuracy"] > 0.8 for e in report["variants"]), [(e["name"], e["accuracy"]) for e in report["variants"]]
     assert [b["name"] for b in report["baselines"]] == ["keras-predict", "keras-call", "litert-float32"]
     assert any(name.startswith("fine-tune") for name, _, _ in suite["steps"]), "progress reached the bars"
+    # tfmot ran in a child process: this process still runs Keras 3, untouched.
+    assert "tensorflow_model_optimization" not in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") is None
 
 
 @pytest.mark.tf
