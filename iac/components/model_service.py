@@ -96,3 +96,14 @@ class ModelService(pulumi.ComponentResource):
             "accuracy": artifact.accuracy,
         }
         self.register_outputs(self.outputs)
+
+
+def export_service(spec_path: str, api_key: pulumi.Input[str] | None = None) -> ModelService:
+    """What a stack's __main__.py does: load the spec, build its ModelService, export its outputs."""
+    from iac.load import load_resolved
+
+    spec = load_resolved(spec_path)
+    service = ModelService(spec.name, ModelServiceArgs(spec, pulumi.get_project(), pulumi.get_stack(), api_key))
+    for name, value in service.outputs.items():
+        pulumi.export(name, value)
+    return service
