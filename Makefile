@@ -14,10 +14,11 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test destroy clean
+.PHONY: help setup demo cnn test destroy clean
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
+	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
 	@echo "make destroy  pulumi destroy the demo stack"
 
 setup:
@@ -25,6 +26,13 @@ setup:
 
 $(STACK_DIR)/model/digits.keras:
 	python -m modelprep.examples.digits $(STACK_DIR)
+
+# The second example: a CNN on the digits upsampled to 32x32 (make cnn, then pulumi up in stacks/digits-cnn).
+stacks/digits-cnn/model/digits_cnn.keras:
+	python -m modelprep.examples.digits_cnn stacks/digits-cnn
+
+cnn: setup stacks/digits-cnn/model/digits_cnn.keras
+	modelstack prep stacks/digits-cnn/model.yaml
 
 demo: setup $(STACK_DIR)/model/digits.keras
 	modelstack validate $(STACK_DIR)/model.yaml
