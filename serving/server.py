@@ -103,6 +103,7 @@ SERVER_VERSION = "0.4.0"
 IDLE_TIMEOUT_S = 75.0
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
 DRAIN_TIMEOUT_S = 9.0
+SWITCH_INTERVAL_S = 0.0005
 
 _V1_ROUTE = re.compile(r"/v1/models/([^/:]+)(?:/versions/([^/:]+))?(/metadata|:predict)?")
 _V2_ROUTE = re.compile(r"/v2/models/([^/]+?)(?:/versions/([^/]+?))?(/ready|/infer)?")
@@ -768,6 +769,9 @@ def main() -> int:
         log_event(event="bind_error", host=config.host, port=config.port, error=str(exc))
         return 1
 
+    # Request threads hold the GIL only for short bursts; switching every 0.5 ms instead of 5 ms
+    # keeps one waiting thread from stalling for several intervals (a p99 cost, no throughput).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
