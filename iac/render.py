@@ -54,9 +54,8 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
            wheelhouse: Path | None = None) -> list[Path]:
     """Write the build context into `out_dir` (replacing what was there); returns its files."""
     wheelhouse = wheelhouse or default_wheelhouse()
-    wheels = sorted(wheelhouse.glob("*.whl"))
-    if not wheels:
-        raise UserError.single(str(wheelhouse), "", "the wheelhouse has no wheels", "run `make setup` (scripts/wheelhouse.sh)")
+    requirements = requirements_file(report)
+    wheels = wheels_for(requirements, wheelhouse)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
@@ -72,8 +71,8 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
         "Dockerfile": render_template("Dockerfile.j2", **context).encode(),
         ".dockerignore": render_template("dockerignore.j2", **context).encode(),
         "serving.json": (json.dumps(serving_config(spec, report), indent=2, sort_keys=True) + "\n").encode(),
-        "requirements.txt": (SERVING_PACKAGE / "requirements.txt").read_bytes(),
-        "model/model.tflite": artifact.read_bytes(),
+        "requirements.txt": requirements.read_bytes(),
+        f"model/{artifact_name(report)}": artifact.read_bytes(),
     }
     for source in sorted(SERVING_PACKAGE.glob("*.py")):
         files[f"app/serving/{source.name}"] = source.read_bytes()
@@ -86,12 +85,41 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
     return written
 
 
+def artifact_name(report: dict[str, Any]) -> str:
+    return Path(report.get("artifact_file") or "model.tflite").name
+
+
+def requirements_file(report: dict[str, Any]) -> Path:
+    """The image carries one runtime: LiteRT, or ONNX Runtime for an ONNX artifact."""
+    name = "requirements-onnx.txt" if report.get("runtime") == "onnx" else "requirements.txt"
+    return SERVING_PACKAGE / name
+
+
+def wheels_for(requirements: Path, wheelhouse: Path) -> list[Path]:
+    """The wheelhouse's wheels for the pinned packages in `requirements` (every transitive
+    dependency is pinned there, so nothing else is needed and nothing else is copied)."""
+    wanted = {_normalize(line.split("==")[0]) for line in requirements.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    wheels = sorted(w for w in wheelhouse.glob("*.whl") if _normalize(w.name.split("-")[0]) in wanted)
+    found = {_normalize(w.name.split("-")[0]) for w in wheels}
+    if found != wanted:
+        raise UserError.single(
+            str(wheelhouse), "", f"the wheelhouse lacks {', '.join(sorted(wanted - found))}",
+            "run `make setup` (scripts/wheelhouse.sh downloads the serving image's packages)",
+        )
+    return wheels
+
+
+def _normalize(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
 def context_inputs() -> dict[str, Any]:
     """Everything besides the spec and the artifact that shapes the context: hashed by the
     Pulumi program so a template, server or wheel change shows up in `pulumi preview`."""
     from modelprep.hashing import file_sha256
 
-    sources = sorted([*TEMPLATES.glob("*.j2"), *SERVING_PACKAGE.glob("*.py"), SERVING_PACKAGE / "requirements.txt"])
+    sources = sorted([*TEMPLATES.glob("*.j2"), *SERVING_PACKAGE.glob("*.py"), *SERVING_PACKAGE.glob("requirements*.txt")])
     return {
         "version": CONTEXT_VERSION,
         "sources": {str(p.relative_to(REPO)): file_sha256(p) for p in sources},

@@ -4,12 +4,13 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-req="$here/serving/requirements.txt"
+# One wheelhouse for both serving images: LiteRT (requirements.txt) and ONNX Runtime (-onnx).
+reqs=("$here/serving/requirements.txt" "$here/serving/requirements-onnx.txt")
 dest="${MODELSTACK_WHEELHOUSE:-$here/.cache/wheelhouse}"
 stamp="$dest/.requirements.sha256"
 log() { printf '[setup:wheelhouse] %s\n' "$*" >&2; }
 
-want="$(sha256sum "$req" | cut -d' ' -f1)"
+want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi
@@ -21,9 +22,11 @@ for n in $(seq 17 36); do platforms+=(--platform "manylinux_2_${n}_x86_64"); don
 
 rm -rf "$dest"
 mkdir -p "$dest"
-log "downloading $(grep -cv '^#' "$req") pinned packages for CPython 3.11 / glibc 2.36"
-python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir \
-  --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-  "${platforms[@]}" -r "$req" -d "$dest"
+log "downloading the pinned serving packages for CPython 3.11 / glibc 2.36"
+for req in "${reqs[@]}"; do
+  python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir \
+    --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+    "${platforms[@]}" --no-deps -r "$req" -d "$dest"
+done
 echo "$want" > "$stamp"
 log "$(ls "$dest"/*.whl | wc -l) wheels in $dest"

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended template change with:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -41,9 +42,15 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     artifact.write_bytes(b"tflite-bytes\n")
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    for name in ("numpy-2.2.6-cp311-cp311-manylinux_2_17_x86_64.whl", "ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_x86_64.whl"):
+    for requirement in _pinned("requirements.txt") | _pinned("requirements-onnx.txt"):
+        name = requirement.replace("==", "-").replace("-", "_", requirement.count("-")) + "-py3-none-any.whl"
         (wheels / name).write_bytes(name.encode())
     return example / "model.yaml", artifact, wheels
+
+
+def _pinned(requirements: str) -> set[str]:
+    text = (Path(__file__).resolve().parent.parent / "serving" / requirements).read_text()
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
 def _render(inputs: tuple[Path, Path, Path], out: Path) -> list[Path]:
@@ -66,7 +73,7 @@ def test_context_is_complete(inputs: tuple[Path, Path, Path], tmp_path: Path) ->
     out = tmp_path / "context"
     files = {p.relative_to(out).as_posix() for p in _render(inputs, out)}
     assert {"Dockerfile", "serving.json", "model/model.tflite", "app/serving/server.py", "app/serving/runtime.py"} <= files
-    assert sum(1 for f in files if f.startswith("wheels/")) == 2
+    assert sum(1 for f in files if f.startswith("wheels/")) == len(_pinned("requirements.txt"))
     assert (out / "model" / "model.tflite").read_bytes() == b"tflite-bytes\n"
     dockerfile = (out / "Dockerfile").read_text()
     assert "--no-index" in dockerfile and "USER 10001:10001" in dockerfile and "HEALTHCHECK" in dockerfile
@@ -86,3 +93,25 @@ def test_render_replaces_stale_files(inputs: tuple[Path, Path, Path], tmp_path: 
     (out / "stale.txt").write_text("old")
     _render(inputs, out)
     assert not (out / "stale.txt").exists()
+
+
+def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    spec, artifact, wheels = inputs
+    out = tmp_path / "context"
+    report = {**REPORT, "runtime": "onnx", "artifact_file": "model.onnx", "variant": "onnx-dynamic"}
+    files = {p.relative_to(out).as_posix() for p in render(load_resolved(spec), artifact, report, out, wheelhouse=wheels)}
+    assert "model/model.onnx" in files and "model/model.tflite" not in files
+    assert "onnxruntime==" in (out / "requirements.txt").read_text()
+    shipped = {f.split("/")[1].split("-")[0] for f in files if f.startswith("wheels/")}
+    assert "onnxruntime" in shipped and "ai_edge_litert" not in shipped
+    config = json.loads((out / "serving.json").read_text())
+    assert config["runtime"] == "onnx" and config["artifact"] == "/app/model/model.onnx"
+
+
+def test_missing_wheels_are_named(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from modelprep.errors import UserError
+
+    spec, artifact, wheels = inputs
+    next(wheels.glob("numpy-*.whl")).unlink()
+    with pytest.raises(UserError, match="lacks .*numpy.*make setup"):
+        render(load_resolved(spec), artifact, REPORT, tmp_path / "context", wheelhouse=wheels)
