@@ -54,6 +54,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import queue
 import re
 import signal
 import socket
@@ -150,9 +151,59 @@ def log_event(**fields: Any) -> None:
 
 
 def _write_log_line(line: str) -> None:
-    with _log_lock:  # keeps lines from different threads whole
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+    """Queue a line for the log writer thread (a request thread never waits for stderr)."""
+    if _log_writer[0] is None:
+        _start_log_writer()
+    _log_queue.put(line)
+
+
+# One writer thread owns stderr: request threads only append to a queue (no lock convoy around
+# a blocking write), and lines that queued up meanwhile go out in one write.
+_log_queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
+_log_writer: list[threading.Thread | None] = [None]
+
+
+def _start_log_writer() -> None:
+    with _log_lock:
+        if _log_writer[0] is None:
+            thread = threading.Thread(target=_log_writer_loop, name="log-writer", daemon=True)
+            thread.start()
+            _log_writer[0] = thread
+
+
+def _log_writer_loop() -> None:
+    while True:
+        item = _log_queue.get()
+        lines: list[str] = []
+        markers: list[threading.Event] = []
+        while True:
+            if isinstance(item, threading.Event):
+                markers.append(item)
+            else:
+                lines.append(item)
+            if len(lines) >= 1024:
+                break
+            try:
+                item = _log_queue.get_nowait()
+            except queue.Empty:
+                break
+        if lines:
+            try:
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):  # stderr closed: nothing useful left to do
+                pass
+        for marker in markers:
+            marker.set()
+
+
+def flush_logs(timeout: float = 2.0) -> None:
+    """Wait until every line queued so far is written (before the process exits)."""
+    if _log_writer[0] is None:
+        return
+    marker = threading.Event()
+    _log_queue.put(marker)
+    marker.wait(timeout)
 
 
 _second_stamp: tuple[int, str] = (0, "")
@@ -756,6 +807,13 @@ class RequestHandler(BaseHTTPRequestHandler):
 
 def main() -> int:
     """Serve the configured model until SIGTERM; return the process exit code."""
+    try:
+        return _serve()
+    finally:
+        flush_logs()
+
+
+def _serve() -> int:
     try:
         config = ServingConfig.load()
         api_key = read_api_key(config)
