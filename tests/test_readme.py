@@ -1,0 +1,40 @@
+"""The README's commands exist: every `modelstack <command>` and `make <target>` it shows."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+README = (REPO / "README.md").read_text()
+
+
+def test_every_modelstack_command_in_the_readme_exists() -> None:
+    commands = set(re.findall(r"^\s*modelstack (\w+)", README, flags=re.MULTILINE))
+    commands |= set(re.findall(r"`modelstack (\w+)", README))
+    assert {"validate", "prep", "render", "status", "diff"} <= commands
+    for command in sorted(commands):
+        run = subprocess.run([sys.executable, "-m", "iac.cli", command, "--help"], capture_output=True, text=True)
+        assert run.returncode == 0, f"`modelstack {command}` in the README does not exist: {run.stderr}"
+
+
+def test_every_make_target_in_the_readme_exists() -> None:
+    targets = set(re.findall(r"^make (\w+)", README, flags=re.MULTILINE)) | set(re.findall(r"`make (\w+)`", README))
+    assert {"demo", "test"} <= targets
+    makefile = (REPO / "Makefile").read_text()
+    for target in targets:
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), f"make {target} is not in the Makefile"
+
+
+def test_the_readme_opens_with_the_spec_and_its_fields_exist() -> None:
+    from iac.spec import ModelSpec
+
+    example = README.split("```yaml", 1)[1].split("```", 1)[0]
+    assert README.index("```yaml") < README.index("make demo")
+    spec_file = (REPO / "stacks" / "digits" / "model.yaml").read_text()
+    assert yaml.safe_load(example) == yaml.safe_load(spec_file), "the README shows stacks/digits/model.yaml"
+    assert set(ModelSpec.model_fields) <= set(re.findall(r"^(\w+):", example, flags=re.MULTILINE))
