@@ -29,7 +29,12 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for problem in exc.problems:
+            problems = exc.problems
+            if isinstance(kwargs.get("spec"), Path):  # modelprep names "model.yaml"; name the real file:line
+                from iac.load import locate
+
+                problems = locate(problems, kwargs["spec"])
+            for problem in problems:
                 err.print(f"[bold red]error[/] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper  # type: ignore[return-value]

@@ -181,3 +181,18 @@ def _known_fields(loc: Loc) -> str:
             break
         model = candidates[0]
     return ", ".join(model.model_fields)
+
+
+def locate(problems: list[Problem], spec_file: str | Path) -> list[Problem]:
+    """Point problems that modelprep reports against "model.yaml" at the real file and line."""
+    try:
+        doc = load(spec_file)
+    except UserError:
+        return problems
+    located = []
+    for p in problems:
+        if p.where == "model.yaml" and p.path:
+            loc = tuple(int(part) if part.isdigit() else part for part in p.path.split("."))
+            p = Problem(doc.where(loc), p.path, p.problem, p.fix)
+        located.append(p)
+    return located

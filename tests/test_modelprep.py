@@ -83,6 +83,8 @@ def test_cli_gate_failure_exits_nonzero(digits_example: Path, tmp_path: Path) ->
     run = subprocess.run([sys.executable, "-m", "iac.cli", "prep", str(spec)], capture_output=True, text=True, env=env)
     assert run.returncode == 2, run.stderr
     assert "optimize.max_accuracy_drop" in run.stderr and "Traceback" not in run.stderr
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "max_accuracy_drop" in text)
+    assert f"gate.yaml:{line}: optimize.max_accuracy_drop" in run.stderr, "the error names the spec's file and line"
     assert not list((tmp_path / "cache").rglob("*.tflite"))
 
 
