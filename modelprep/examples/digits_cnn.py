@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelprep.examples.digits import fit_and_save, seeded
 from modelprep.tf_env import tensorflow
 
 SEED = 11
@@ -42,6 +43,7 @@ def arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def build() -> object:
+    tensorflow()  # quiet TensorFlow before Keras imports it
     import keras
 
     layers = keras.layers
@@ -63,24 +65,8 @@ def build() -> object:
 
 
 def train(out_dir: str | Path, epochs: int = 8) -> Path:
-    tf = tensorflow()
-    import keras
-
-    out = Path(out_dir)
-    (out / "model").mkdir(parents=True, exist_ok=True)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    x_train, y_train, x_eval, y_eval = arrays()
-    keras.utils.set_random_seed(SEED)
-    tf.config.experimental.enable_op_determinism()
-    model = build()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32, verbose=0)
-    path = out / "model" / "digits_cnn.keras"
-    model.save(path)
-    np.savez(out / "data" / "calibration.npz", x=x_train[:300])
-    np.savez(out / "data" / "evaluation.npz", x=x_eval, y=y_eval)
-    np.savez(out / "data" / "train.npz", x=x_train, y=y_train)
-    return path
+    seeded(SEED)
+    return fit_and_save(build(), out_dir, "digits_cnn", arrays(), epochs)
 
 
 if __name__ == "__main__":
