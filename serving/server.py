@@ -54,7 +54,6 @@ from __future__ import annotations
 import hmac
 import json
 import os
-import queue
 import re
 import signal
 import socket
@@ -151,59 +150,42 @@ def log_event(**fields: Any) -> None:
 
 
 def _write_log_line(line: str) -> None:
-    """Queue a line for the log writer thread (a request thread never waits for stderr)."""
-    if _log_writer[0] is None:
-        _start_log_writer()
-    _log_queue.put(line)
+    """Buffer a line; the log flusher writes the buffer to stderr every ``LOG_FLUSH_S``.
 
-
-# One writer thread owns stderr: request threads only append to a queue (no lock convoy around
-# a blocking write), and lines that queued up meanwhile go out in one write.
-_log_queue: queue.SimpleQueue[str | threading.Event] = queue.SimpleQueue()
-_log_writer: list[threading.Thread | None] = [None]
-
-
-def _start_log_writer() -> None:
+    Request threads never block on stderr (no lock convoy around a write) and never wake another
+    thread per line; lines from one interval go out in one write, in order.
+    """
     with _log_lock:
-        if _log_writer[0] is None:
-            thread = threading.Thread(target=_log_writer_loop, name="log-writer", daemon=True)
+        _log_buffer.append(line)
+        if _log_flusher[0] is None:
+            thread = threading.Thread(target=_log_flusher_loop, name="log-flusher", daemon=True)
+            _log_flusher[0] = thread
             thread.start()
-            _log_writer[0] = thread
 
 
-def _log_writer_loop() -> None:
+LOG_FLUSH_S = 0.05
+_log_buffer: list[str] = []
+_log_flusher: list[threading.Thread | None] = [None]
+
+
+def _log_flusher_loop() -> None:
     while True:
-        item = _log_queue.get()
-        lines: list[str] = []
-        markers: list[threading.Event] = []
-        while True:
-            if isinstance(item, threading.Event):
-                markers.append(item)
-            else:
-                lines.append(item)
-            if len(lines) >= 1024:
-                break
-            try:
-                item = _log_queue.get_nowait()
-            except queue.Empty:
-                break
-        if lines:
-            try:
-                sys.stderr.write("\n".join(lines) + "\n")
-                sys.stderr.flush()
-            except (OSError, ValueError):  # stderr closed: nothing useful left to do
-                pass
-        for marker in markers:
-            marker.set()
+        time.sleep(LOG_FLUSH_S)
+        flush_logs()
 
 
-def flush_logs(timeout: float = 2.0) -> None:
-    """Wait until every line queued so far is written (before the process exits)."""
-    if _log_writer[0] is None:
-        return
-    marker = threading.Event()
-    _log_queue.put(marker)
-    marker.wait(timeout)
+def flush_logs() -> None:
+    """Write every buffered line now (the flusher does this periodically, main() at exit)."""
+    with _log_lock:
+        if not _log_buffer:
+            return
+        text = "\n".join(_log_buffer) + "\n"
+        _log_buffer.clear()
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed: nothing useful left to do
+            pass
 
 
 _second_stamp: tuple[int, str] = (0, "")
