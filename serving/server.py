@@ -235,6 +235,7 @@ class ModelState:
         self.api_key = api_key.encode() if api_key else None
         self.model: Runtime | None = None
         self.batcher: Batcher | None = None
+        self.sample_cost_s: float | None = None
         self.ready = False
         self.metrics = Metrics(ready=lambda: self.ready)
         self.status_loading = status_body("LOADING")
@@ -245,13 +246,14 @@ class ModelState:
         self.v2_ready_body = encode_json({"name": config.model_name, "ready": True}).encode()
         self.v2_loading_body = encode_json({"name": config.model_name, "ready": False}).encode()
 
-    def set_ready(self, model: Runtime) -> None:
+    def set_ready(self, model: Runtime, sample_cost_s: float | None = None) -> None:
         self.metadata_body = encode_json(metadata_document(self.config, model)).encode()
         self.v2_metadata_body = encode_json(v2_model_metadata(self.config, model)).encode()
         self.model = model
         if self.config.batching_enabled:
             self.batcher = Batcher(
-                model.predict, self.config.max_batch_size, self.config.max_latency_ms, self.metrics
+                model.predict, self.config.max_batch_size, self.config.max_latency_ms, self.metrics,
+                sample_cost_s=sample_cost_s,
             )
         self.ready = True  # set last: handlers read `ready` and then use the fields above
 
@@ -288,8 +290,19 @@ def load_model(state: ModelState) -> float:
     started = time.perf_counter()
     model.warm_up(warm_up_sizes(config))
     warm_up_ms = (time.perf_counter() - started) * 1000
-    state.set_ready(model)
+    state.sample_cost_s = _single_sample_cost(model)
+    state.set_ready(model, state.sample_cost_s)
     return warm_up_ms
+
+
+def _single_sample_cost(model: Runtime, runs: int = 15) -> float:
+    """Median seconds of one single-sample inference (the batcher's inline threshold)."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.warm_up((1,))
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
 
 
 def read_api_key(config: ServingConfig) -> str | None:
@@ -831,6 +844,8 @@ def _serve() -> int:
         event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3),
         runtime=config.resolved_runtime, threads=config.threads,
         max_batch_size=config.max_batch_size, max_latency_ms=config.max_latency_ms,
+        sample_ms=round((state.sample_cost_s or 0) * 1000, 4),
+        batching=("off" if state.batcher is None else "inline" if state.batcher.bypass else "on"),
         auth="api_key" if api_key else "none",
     )
 
