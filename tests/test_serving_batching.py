@@ -54,14 +54,14 @@ def test_batcher_gives_every_caller_its_own_rows() -> None:
 
 def test_batcher_waits_at_most_max_latency_and_runs_big_requests_alone() -> None:
     model = _Recorder()
-    batcher = Batcher(model, max_batch_size=4, max_latency_ms=50)
+    batcher = Batcher(model, max_batch_size=4, max_latency_ms=250)
     started = time.perf_counter()
     np.testing.assert_array_equal(batcher.submit(np.ones((1, 2))), np.full((1, 2), 2.0))
     waited = time.perf_counter() - started
-    assert 0.04 <= waited < 0.5  # a lone request waits for company, but not forever
+    assert 0.24 <= waited < 2.0  # a lone request waits for company, but not forever
     started = time.perf_counter()
     assert batcher.submit(np.ones((9, 2))).shape == (9, 2)  # over max_batch_size: its own batch
-    assert time.perf_counter() - started < 0.04  # a full batch does not wait
+    assert time.perf_counter() - started < 0.2  # a full batch does not wait the 250 ms
     batcher.stop()
     assert model.sizes == [1, 9]
 
