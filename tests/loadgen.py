@@ -15,19 +15,23 @@ from urllib.parse import urlsplit
 class LoadResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
-    seen: dict[str, int] = field(default_factory=dict)  # response "version" marker -> count
 
 
 class Load:
     """Send the same request from `concurrency` threads, each on a fresh connection per request
-    (so a proxy reload cannot race a reused keep-alive connection in the client)."""
+    (so a proxy reload cannot race a reused keep-alive connection in the client), each thread at
+    most `rate` requests a second: every connection leaves a socket in TIME_WAIT for 60 s, on the
+    client and on docker's port proxy, and at thousands a second the host runs out of ephemeral
+    ports (28,232 here) — the failures would be the load generator's, not the service's."""
 
-    def __init__(self, url: str, body: dict, concurrency: int = 8, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, body: dict, concurrency: int = 8, headers: dict[str, str] | None = None,
+                 rate: float = 30.0) -> None:
         parts = urlsplit(url)
         self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
         self.body = json.dumps(body).encode()
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.concurrency = concurrency
+        self.period = 1.0 / rate
         self.result = LoadResult()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -46,6 +50,7 @@ class Load:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 conn.request("POST", self.path, self.body, self.headers)
@@ -60,4 +65,4 @@ class Load:
                     self.result.ok += 1
                 else:
                     self.result.failures.append(f"{time.strftime('%H:%M:%S')} {outcome}")
-            time.sleep(0.002)  # a closed loop, not a flood: the rollout itself needs CPU too
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))

@@ -29,11 +29,11 @@ def test_up_predict_change_preview_up_destroy(digits_example: Path, tmp_path: Pa
             x, y = data["x"][:60], data["y"][:60]
         predicted = [int(np.argmax(post(stack.endpoint, {"instances": [row.tolist()]})["predictions"][0])) for row in x]
         assert sum(int(p == label) for p, label in zip(predicted, y)) >= 50
-        # Each built container passes the same protocol checks as the local server (directly, on the
-        # loopback port the rollout probes it on: /metrics are per replica).
+        # Each built container passes the same protocol checks as the local server (directly, at its
+        # address on the stack's network, as the rollout probes it: /metrics are per replica).
         for replica in stack.containers("model"):
-            port = replica.attrs["NetworkSettings"]["Ports"]["8501/tcp"][0]["HostPort"]
-            check_conformance(f"http://127.0.0.1:{port}", "digits", x[0].tolist())
+            address = replica.attrs["NetworkSettings"]["Networks"][f"modelstack-{stack.name}-digits"]["IPAddress"]
+            check_conformance(f"http://{address}:8501", "digits", x[0].tolist())
 
         stack.edit_spec("quantization: int8", "quantization: dynamic")
         preview = json.loads(stack.pulumi("preview", "--json"))

@@ -115,3 +115,15 @@ def test_missing_wheels_are_named(inputs: tuple[Path, Path, Path], tmp_path: Pat
     next(wheels.glob("numpy-*.whl")).unlink()
     with pytest.raises(UserError, match="lacks .*numpy.*make setup"):
         render(load_resolved(spec), artifact, REPORT, tmp_path / "context", wheelhouse=wheels)
+
+
+def test_proxy_config_matches_golden() -> None:
+    from iac.proxy_config import nginx_conf, upstream_conf
+
+    rendered = {"nginx.conf": nginx_conf("digits", 2), "upstream.conf": upstream_conf(["r-b", "r-a"], 8501)}
+    for name, text in rendered.items():
+        golden = GOLDEN / name
+        if os.environ.get("UPDATE_GOLDEN"):
+            golden.write_text(text)
+        assert text == golden.read_text(), f"{name} differs from {golden}"
+    assert "8080;" in rendered["nginx.conf"], "no reuseport: its sockets reset queued connections on reload"

@@ -96,8 +96,8 @@ def _run(props: dict[str, Any], name: str) -> Any:
         name=name,
         detach=True,
         network=props["network_name"],
-        # Published on loopback only, on a free port: how the rollout probes readiness.
-        ports={f"{int(s['port'])}/tcp": ("127.0.0.1", None)},
+        # No published port: only the proxy is reachable from outside; the rollout probes a
+        # replica at its address on the stack's network (this host routes to docker networks).
         environment=env,
         labels={**owner_labels(props["owner"]), ROLE: "model", VERSION: props["version"]},
         read_only=True,
@@ -137,11 +137,10 @@ def _wait_ready(containers: list[Any], props: dict[str, Any]) -> None:
 
 def _ready(container: Any, props: dict[str, Any]) -> bool:
     """/readyz answers 200 and one warm-up inference on zeros succeeds."""
-    port = int(props["settings"]["port"])
-    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
-    if not bindings:
+    address = replica_address(container, props["network_name"])
+    if not address:
         return False
-    base = f"http://127.0.0.1:{bindings[0]['HostPort']}"
+    base = f"http://{address}:{int(props['settings']['port'])}"
     headers = {"Content-Type": "application/json"}
     if props.get("api_key"):
         headers["Authorization"] = f"Bearer {props['api_key']}"
@@ -156,6 +155,11 @@ def _ready(container: Any, props: dict[str, Any]) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def replica_address(container: Any, network_name: str) -> str | None:
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    return (networks.get(network_name) or {}).get("IPAddress") or None
 
 
 def _zeros(shape: list[Any]) -> Any:
