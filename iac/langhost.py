@@ -73,6 +73,7 @@ def runner_command(request: language_pb2.RunRequest, engine_address: str) -> lis
         sys.executable,
         "-u",
         "-m",
+        "iac.plugin_guard",  # the program ends with the language host, even a killed one
         _RUNNER_MODULE,
         "--monitor",
         request.monitor_address,
