@@ -48,11 +48,14 @@ def heal_once(client: Any, owner: str, config_dir: Path) -> list[str]:
 
 def _reload_proxy(client: Any, owner: str) -> None:
     from iac.providers.common import OWNER_LABEL
-    from iac.providers.proxy import NGINX_CONF, PROXY_UID
+    from iac.providers.proxy import reload
 
     time.sleep(0.5)  # let the restarted replica's address be registered in docker's DNS
     for proxy in client.containers.list(filters={"label": [f"{OWNER_LABEL}={owner}", "org.modelstack.role=proxy"]}):
-        proxy.exec_run(["nginx", "-c", NGINX_CONF, "-s", "reload"], user=PROXY_UID)
+        try:
+            reload(proxy.name)
+        except RuntimeError:
+            pass  # nginx kept its old config; the next restart or rollout reloads it again
 
 
 def log(event: str, **fields: Any) -> None:

@@ -52,7 +52,7 @@ def served_metadata(spec: ResolvedSpec) -> dict[str, Any] | None:
 
 def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
     from iac.providers.common import OWNER_LABEL, docker_client
-    from iac.providers.healer import _alive
+    from iac.providers.healer import healer_pids
 
     owner = owner_of(spec, stack)
     containers = docker_client().containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
@@ -63,7 +63,7 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
             replicas.append((c.name, c.status, health))
         elif c.labels.get("org.modelstack.role") == "proxy":
             proxy = c.status
-    healer = any(_alive(int(p.name), owner) for p in Path("/proc").iterdir() if p.name.isdigit())
+    healer = bool(healer_pids(owner))
     metadata = served_metadata(spec)
     return ServiceStatus(endpoint(spec), owner, metadata.get("modelstack") if metadata else None,
                          sorted(replicas), proxy, healer)

@@ -121,13 +121,6 @@ def leftovers(owner: str) -> dict[str, list[str]]:
 
 
 def healers(owner: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "iac.healer" in line and f"--owner {owner} " in line + " ":
-                pids.append(int(entry.name))
-    return pids
+    from iac.providers.healer import healer_pids
+
+    return healer_pids(owner)

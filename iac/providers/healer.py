@@ -77,10 +77,14 @@ def _stop(pid: int, owner: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def healer_pids(owner: str) -> list[int]:
+    """Every running healer of `owner` (normally one; more only after an interrupted run)."""
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit() and _alive(int(entry.name), owner)]
+
+
 def _stop_all(owner: str) -> None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _alive(int(entry.name), owner):
-            _stop(int(entry.name), owner)
+    for pid in healer_pids(owner):
+        _stop(pid, owner)
 
 
 class Healer(Resource, module="modelstack", name="Healer"):
