@@ -8,6 +8,16 @@ OWNER_LABEL = "org.modelstack.owner"  # "<project>/<stack>/<service>": what `des
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's wire value for "not known until apply"
 
 
+# Every container of a stack runs like this: nothing writable but its tmpfs, no capabilities,
+# no privilege gain, and started again when it crashes (a `docker kill` is the healer's job).
+HARDENED: dict[str, Any] = {
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "restart_policy": {"Name": "unless-stopped"},
+}
+
+
 def docker_client() -> Any:
     import docker
 

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import OWNER_LABEL, changed, docker_client, owner_labels
+from iac.providers.common import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
 
 CONFIG_MOUNT = "/etc/modelstack"
 NGINX_CONF = f"{CONFIG_MOUNT}/nginx.conf"
@@ -103,13 +103,10 @@ def _run(props: dict[str, Any]) -> Any:
         ports={f"{int(s['proxy_port'])}/tcp": (s["bind_address"], int(s["host_port"]))},
         volumes={props["config_dir"]: {"bind": CONFIG_MOUNT, "mode": "ro"}},
         labels={**owner_labels(props["owner"]), "org.modelstack.role": "proxy"},
-        read_only=True,
         tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
         mem_limit=128 * 1024 * 1024,
         pids_limit=64,
-        restart_policy={"Name": "unless-stopped"},
+        **HARDENED,
     )
     _wait_running(container)
     return container

@@ -19,7 +19,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import OWNER_LABEL, changed, docker_client, owner_labels
+from iac.providers.common import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
 from iac.providers.proxy import reload, write_config
 
 ROLE = "org.modelstack.role"
@@ -77,7 +77,8 @@ def rollout(props: dict[str, Any]) -> list[str]:
             current.remove(force=True)
         started.append(_run(props, name))
     try:
-        _wait_ready([docker_client().containers.get(name) for name in wanted], props)
+        client = docker_client()
+        _wait_ready([client.containers.get(name) for name in wanted], props)
     except RolloutError:
         for container in started:
             container.remove(force=True)
@@ -100,14 +101,11 @@ def _run(props: dict[str, Any], name: str) -> Any:
         # replica at its address on the stack's network (this host routes to docker networks).
         environment=env,
         labels={**owner_labels(props["owner"]), ROLE: "model", VERSION: props["version"]},
-        read_only=True,
         tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
-        cap_drop=["ALL"],
-        security_opt=["no-new-privileges"],
         mem_limit=int(s["memory_bytes"]),
         nano_cpus=int(float(s["cpus"]) * 1e9),
         pids_limit=int(s["pids"]),
-        restart_policy={"Name": "unless-stopped"},
+        **HARDENED,
     )
 
 
