@@ -20,17 +20,14 @@ from typer.testing import CliRunner
 from conformance import check_conformance
 from iac.cli import app
 from serving.loadgen import run_load
-from test_serving import MODEL, SAMPLES, ServerProcess, _config, tflite_models  # noqa: F401
+from test_serving import MODEL, SAMPLES, ServerProcess, _config, ready_server, tflite_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = ServerProcess(_config(tflite_models["float32"], max_batch_size=8), tmp_path_factory.mktemp("bench"))
-    process.wait_for("ready")
-    yield process
-    process.stop()
+    yield from ready_server(_config(tflite_models["float32"], max_batch_size=8), tmp_path_factory.mktemp("bench"))
 
 
 @pytest.mark.tf

@@ -142,20 +142,22 @@ def _config(artifact: Path, **overrides: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def float_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(_config(tflite_models["float32"]), tmp_path_factory.mktemp("float-server"))
+def ready_server(config: dict[str, Any], folder: Path) -> Iterator[ServerProcess]:
+    """The body of a module-scoped server fixture: started and ready before the tests, stopped after."""
+    server = ServerProcess(config, folder)
     server.wait_for("ready")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def float_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from ready_server(_config(tflite_models["float32"]), tmp_path_factory.mktemp("float-server"))
 
 
 @pytest.fixture(scope="module")
 def int8_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(_config(tflite_models["int8"]), tmp_path_factory.mktemp("int8-server"))
-    server.wait_for("ready")
-    yield server
-    server.stop()
+    yield from ready_server(_config(tflite_models["int8"]), tmp_path_factory.mktemp("int8-server"))
 
 
 def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:

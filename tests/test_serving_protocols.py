@@ -23,7 +23,7 @@ from conformance import check_conformance
 from serving.config import InputSpec, ServingConfig
 from serving.protocols import ClientError, decode_infer_request
 from serving.server import ModelServer, ModelState
-from test_serving import MODEL, SAMPLES, ServerProcess, _config, _direct_predict, tflite_models  # noqa: F401
+from test_serving import MODEL, SAMPLES, ServerProcess, _config, _direct_predict, ready_server, tflite_models  # noqa: F401
 
 SPEC = InputSpec("features", (4,), "float32")
 API_KEY = "s3cret-key"
@@ -31,10 +31,7 @@ API_KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def v2_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(_config(tflite_models["float32"]), tmp_path_factory.mktemp("v2-server"))
-    server.wait_for("ready")
-    yield server
-    server.stop()
+    yield from ready_server(_config(tflite_models["float32"]), tmp_path_factory.mktemp("v2-server"))
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +40,7 @@ def keyed_server(
 ) -> Iterator[ServerProcess]:
     monkeypatch_module.setenv("TEST_MODELSTACK_API_KEY", API_KEY)
     config = _config(tflite_models["int8"], api_key_env="TEST_MODELSTACK_API_KEY", max_batch_size=8)
-    server = ServerProcess(config, tmp_path_factory.mktemp("keyed-server"))
-    server.wait_for("ready")
-    yield server
-    server.stop()
+    yield from ready_server(config, tmp_path_factory.mktemp("keyed-server"))
 
 
 @pytest.fixture(scope="module")
