@@ -237,29 +237,35 @@ def test_decode_accepts_integral_values_for_integer_inputs() -> None:
     assert not row_format and batch.dtype == np.int8 and batch.tolist() == [[1, 2], [-3, 4]]
 
 
-def test_not_ready_server_answers_503_but_is_healthy(tmp_path: Path) -> None:
+def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | None]]) -> dict[str, tuple[int, Any]]:
+    """Send `requests` to an in-process server whose model never loads; (status, JSON) by path."""
     config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
     server = ModelServer(("127.0.0.1", 0), ModelState(config))
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
         results = {}
-        for method, path, body in [
-            ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", f"/v1/models/{MODEL}", None),
-            ("GET", f"/v1/models/{MODEL}/metadata", None),
-            ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
-        ]:
+        for method, path, body in requests:
             conn.request(method, path, body=body)
             response = conn.getresponse()
             results[path] = (response.status, json.loads(response.read()))
-        assert results["/healthz"][0] == 200 and results["/readyz"][0] == 503
-        assert results[f"/v1/models/{MODEL}"][1]["model_version_status"][0]["state"] == "LOADING"
-        assert results[f"/v1/models/{MODEL}/metadata"][0] == 503
-        assert results[f"/v1/models/{MODEL}:predict"][0] == 503
-        assert "still loading" in results[f"/v1/models/{MODEL}:predict"][1]["error"]
         conn.close()
     finally:
         assert server.stop(timeout=5)
+    return results
+
+
+def test_not_ready_server_answers_503_but_is_healthy(tmp_path: Path) -> None:
+    results = ask_unloaded_server(tmp_path, [
+        ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", f"/v1/models/{MODEL}", None),
+        ("GET", f"/v1/models/{MODEL}/metadata", None),
+        ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
+    ])
+    assert results["/healthz"][0] == 200 and results["/readyz"][0] == 503
+    assert results[f"/v1/models/{MODEL}"][1]["model_version_status"][0]["state"] == "LOADING"
+    assert results[f"/v1/models/{MODEL}/metadata"][0] == 503
+    assert results[f"/v1/models/{MODEL}:predict"][0] == 503
+    assert "still loading" in results[f"/v1/models/{MODEL}:predict"][1]["error"]
 
 
 # --- runtime ------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,7 @@ from hypothesis import strategies as st
 from conformance import check_conformance
 from serving.config import InputSpec, ServingConfig
 from serving.protocols import ClientError, decode_infer_request
-from serving.server import ModelServer, ModelState
-from test_serving import MODEL, SAMPLES, ServerProcess, _config, _direct_predict, ready_server, tflite_models  # noqa: F401
+from test_serving import MODEL, SAMPLES, ServerProcess, _config, _direct_predict, ask_unloaded_server, ready_server, tflite_models  # noqa: F401
 
 SPEC = InputSpec("features", (4,), "float32")
 API_KEY = "s3cret-key"
@@ -131,28 +129,16 @@ def test_v2_decode_accepts_flat_and_nested_data() -> None:
 
 
 def test_not_ready_v2_routes_answer_503_but_live(tmp_path: Path) -> None:
-    config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
-    server = ModelServer(("127.0.0.1", 0), ModelState(config))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
-        seen = {}
-        for method, path, body in [
-            ("GET", "/v2/health/live", None), ("GET", "/v2/health/ready", None),
-            ("GET", f"/v2/models/{MODEL}/ready", None), ("GET", f"/v2/models/{MODEL}", None),
-            ("POST", f"/v2/models/{MODEL}/infer", b'{"inputs": []}'),
-        ]:
-            conn.request(method, path, body=body)
-            response = conn.getresponse()
-            seen[path] = (response.status, json.loads(response.read()))
-        conn.close()
-        assert seen["/v2/health/live"] == (200, {"live": True})
-        assert seen["/v2/health/ready"] == (503, {"ready": False})
-        assert seen[f"/v2/models/{MODEL}/ready"] == (503, {"name": MODEL, "ready": False})
-        assert seen[f"/v2/models/{MODEL}"][0] == 503
-        assert seen[f"/v2/models/{MODEL}/infer"][0] == 503
-    finally:
-        assert server.stop(timeout=5)
+    seen = ask_unloaded_server(tmp_path, [
+        ("GET", "/v2/health/live", None), ("GET", "/v2/health/ready", None),
+        ("GET", f"/v2/models/{MODEL}/ready", None), ("GET", f"/v2/models/{MODEL}", None),
+        ("POST", f"/v2/models/{MODEL}/infer", b'{"inputs": []}'),
+    ])
+    assert seen["/v2/health/live"] == (200, {"live": True})
+    assert seen["/v2/health/ready"] == (503, {"ready": False})
+    assert seen[f"/v2/models/{MODEL}/ready"] == (503, {"name": MODEL, "ready": False})
+    assert seen[f"/v2/models/{MODEL}"][0] == 503
+    assert seen[f"/v2/models/{MODEL}/infer"][0] == 503
 
 
 # --- API key -------------------------------------------------------------------------------------------
