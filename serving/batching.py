@@ -1,177 +1,198 @@
-"""Dynamic batching: request threads queue their samples, one worker thread runs them together.
+"""Dynamic batching on the event loop: requests queue their samples, batches run as one inference.
 
-A request thread calls ``Batcher.submit(batch)`` and blocks until its own rows come back. The
-worker takes the oldest queued request, then keeps collecting until the batch holds
-``max_batch_size`` samples or ``max_latency_ms`` has passed since that oldest request arrived
-(with 0 it takes whatever queued while the previous batch ran, and never waits; a request that
-finds the batcher idle then runs at once in its own thread), runs one model
-invocation on the concatenation, and hands each caller exactly its slice of the output, in
-order. A request larger than ``max_batch_size`` runs as a batch of its own; requests are never
-split or reordered. If the invocation fails, every caller in that batch gets the exception.
+Every predict/infer request goes through a ``Batcher``; with ``max_batch_size`` 1 (batching
+off) each request is its own batch, so the batched and the unbatched server share one code path
+and differ only in how many samples an invocation may hold.
 
-With ``max_latency_ms`` 0 and a model whose single-sample inference (measured at start-up) takes
-less than ``HANDOFF_COST_S``, requests always run inline, one at a time on the interpreter: for
-such a model a queue hand-off costs more than any batch saves (measured: the digits model lost
-~20% throughput at concurrency 64 when queued).
+A batch starts with the oldest queued request and takes the following ones, in order, while the
+total stays within ``max_batch_size`` samples; a request larger than that runs alone, and
+requests are never split or reordered. With ``max_latency_ms`` 0 nothing waits: the requests the
+loop read in one pass (and those that queued while the previous batch ran) form the next batch.
+With a positive ``max_latency_ms`` a batch that is not full waits until that long after its
+oldest request arrived. Each caller gets exactly its rows of the output; when the invocation
+fails every caller of that batch gets the exception.
+
+Where the model runs: a model whose single-sample inference (measured at start-up) is cheaper
+than handing work to another thread and back (``HANDOFF_COST_S``) runs on the loop thread;
+a slower one runs on one inference thread (the runtimes release the GIL while they compute), so
+the loop keeps reading and parsing the next requests meanwhile and they form the next batch.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from serving.metrics import Metrics
 
-# Roughly what handing a request to the worker thread and back costs (two thread wake-ups
-# and GIL hand-offs); a model whose single-sample inference is faster is run inline.
+# Roughly what handing a batch to the inference thread and back costs (two thread wake-ups and
+# GIL hand-offs); a model whose single-sample inference is faster runs on the loop thread.
 HANDOFF_COST_S = 0.0002
+
+Done = Callable[[np.ndarray | None, BaseException | None], None]
 
 
 class _Pending:
-    """One caller's rows; ``done`` is a lock held until the result (or error) is set."""
+    __slots__ = ("rows", "done", "enqueued")
 
-    __slots__ = ("rows", "enqueued", "result", "error", "done")
-
-    def __init__(self, rows: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, done: Done) -> None:
         self.rows = rows
+        self.done = done
         self.enqueued = time.perf_counter()
-        self.result: np.ndarray | None = None
-        self.error: BaseException | None = None
-        self.done = threading.Lock()
-        self.done.acquire()  # released by the worker: cheaper to wait on than an Event
-
-
-class BatcherStopped(RuntimeError):
-    """submit() after stop()."""
 
 
 class Batcher:
-    """Runs ``predict`` on batches of queued requests in one worker thread."""
+    """Queues requests' rows and runs them through ``predict`` in batches; lives on one loop."""
 
     def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         predict: Callable[[np.ndarray], np.ndarray],
-        max_batch_size: int,
-        max_latency_ms: float,
+        max_batch_size: int = 1,
+        max_latency_ms: float = 0.0,
         metrics: Metrics | None = None,
         sample_cost_s: float | None = None,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
+        self._loop = loop
         self._predict = predict
-        self.max_batch_size = max_batch_size
-        self.max_latency = max_latency_ms / 1000.0
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_latency = max_latency_ms / 1000.0 if self.max_batch_size > 1 else 0.0
         self._metrics = metrics
-        # A model this fast is never worth a queue: waiting for the running inference costs
-        # less than handing the request to another thread and back.
-        self.bypass = sample_cost_s is not None and sample_cost_s < HANDOFF_COST_S
+        self.offload = sample_cost_s is not None and sample_cost_s >= HANDOFF_COST_S
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="inference") if self.offload else None
+        )
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
-        self._cond = threading.Condition(threading.Lock())
-        self._stopping = False
-        self._running = 0  # batches executing now (the worker's, or one inline)
-        self._worker = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._worker.start()
+        self._wake: asyncio.Handle | None = None
+        self._wake_is_timer = False
+        self._running = False  # a batch is on the inference thread
+        self._idle = asyncio.Event()
+        self._idle.set()
 
-    def submit(self, rows: np.ndarray) -> np.ndarray:
-        """Queue ``rows`` (first axis = samples), wait, return the model's output for them."""
-        with self._cond:
-            if self._stopping:
-                raise BatcherStopped("the batcher is stopped")
-            # Idle and not asked to wait: run in the caller's thread, skipping two thread
-            # hand-offs. Requests arriving meanwhile queue up and form the next batch.
-            inline = self.max_latency == 0 and not self._queue and (not self._running or self.bypass)
-            if inline:
-                self._running += 1
+    @property
+    def mode(self) -> str:
+        """For the ready log: where batches run."""
+        return "thread" if self.offload else "loop"
+
+    def submit(self, rows: np.ndarray, done: Done) -> None:
+        """Queue ``rows`` (first axis = samples); ``done(output, error)`` is called on the loop."""
+        self._queue.append(_Pending(rows, done))
+        self._queued_rows += len(rows)
+        self._idle.clear()
+        self._schedule()
+
+    async def infer(self, rows: np.ndarray) -> np.ndarray:
+        """``submit`` as a coroutine: the output for ``rows``."""
+        future: asyncio.Future[np.ndarray] = self._loop.create_future()
+
+        def done(output: np.ndarray | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
             else:
-                item = _Pending(rows)
-                self._queue.append(item)
-                self._queued_rows += len(rows)
-                self._cond.notify()
-        if inline:
+                future.set_result(output)  # type: ignore[arg-type]
+
+        self.submit(rows, done)
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until every queued request has been answered."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    # -- scheduling --
+
+    def _schedule(self) -> None:
+        """Arrange the next batch: at the next pass of the loop, or when its window closes."""
+        if self._running or not self._queue:
+            return
+        wait = self._wait()
+        if self._wake is not None:
+            if not (self._wake_is_timer and wait <= 0):
+                return
+            self._wake.cancel()  # the batch filled up before its window closed
+        self._wake_is_timer = wait > 0
+        if wait > 0:
+            self._wake = self._loop.call_later(wait, self._run_next)
+        else:
+            self._wake = self._loop.call_soon(self._run_next)
+
+    def _wait(self) -> float:
+        """Seconds until the oldest queued request's batch is due (<= 0: due now)."""
+        if self.max_latency == 0 or self._queued_rows >= self.max_batch_size:
+            return 0.0
+        return self._queue[0].enqueued + self.max_latency - time.perf_counter()
+
+    def _take(self) -> list[_Pending]:
+        batch = [self._queue.popleft()]
+        rows = len(batch[0].rows)
+        while self._queue and rows + len(self._queue[0].rows) <= self.max_batch_size:
+            item = self._queue.popleft()
+            rows += len(item.rows)
+            batch.append(item)
+        self._queued_rows -= rows
+        return batch
+
+    def _run_next(self) -> None:
+        self._wake = None
+        if self.offload:
+            batch = self._take()
+            self._running = True
+            started = time.perf_counter()
+            future = self._loop.run_in_executor(self._executor, self._predict, _joined(batch))
+            future.add_done_callback(lambda f: self._finished(batch, started, f))
+            return
+        # On the loop thread: run every batch that is due now, answering each as it completes.
+        while self._queue and self._wait() <= 0:
+            batch = self._take()
             started = time.perf_counter()
             try:
-                output = self._predict(rows)
-            finally:
-                with self._cond:
-                    self._running -= 1
-            if self._metrics is not None:
-                self._metrics.inference(len(rows), time.perf_counter() - started, (0.0,))
-            return output
-        item.done.acquire()
-        if item.error is not None:
-            raise item.error
-        assert item.result is not None
-        return item.result
+                output, error = self._predict(_joined(batch)), None
+            except Exception as exc:  # every caller of this batch gets it
+                output, error = None, exc
+            self._deliver(batch, started, output, error)
+        if self._queue:
+            self._schedule()
+        else:
+            self._idle.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Run what is queued, then end the worker."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._worker.join(timeout)
+    def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:
+        self._running = False
+        error = future.exception()
+        self._deliver(batch, started, None if error else future.result(), error)
+        if self._queue:
+            self._schedule()
+        else:
+            self._idle.set()
 
-    def _take(self) -> list[_Pending] | None:
-        """Wait for work and collect one batch; None when stopped and drained."""
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            if self.max_latency > 0:
-                deadline = self._queue[0].enqueued + self.max_latency
-                while self._queued_rows < self.max_batch_size and not self._stopping:
-                    remaining = deadline - time.perf_counter()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-            batch = [self._queue.popleft()]
-            rows = len(batch[0].rows)
-            while self._queue and rows + len(self._queue[0].rows) <= self.max_batch_size:
-                item = self._queue.popleft()
-                rows += len(item.rows)
-                batch.append(item)
-            self._queued_rows -= rows
-            self._running += 1
-            return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if batch is None:
-                return
-            try:
-                self._execute(batch)
-            finally:
-                with self._cond:
-                    self._running -= 1
-
-    def _execute(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            if len(batch) == 1:
-                outputs: Any = [self._predict(batch[0].rows)]
-            else:
-                joined = self._predict(np.concatenate([item.rows for item in batch]))
-                bounds = np.cumsum([len(item.rows) for item in batch])[:-1]
-                outputs = np.split(joined, bounds)
-        except BaseException as exc:  # each caller re-raises it in its own thread
-            for item in batch:
-                item.error = exc
-                item.done.release()
-            return
+    def _deliver(
+        self, batch: list[_Pending], started: float, output: np.ndarray | None, error: BaseException | None
+    ) -> None:
         finished = time.perf_counter()
+        if error is not None or output is None:
+            for item in batch:
+                item.done(None, error or RuntimeError("the model returned no output"))
+            return
         if self._metrics is not None:
             self._metrics.inference(
-                sum(len(item.rows) for item in batch),
-                finished - started,
-                [started - item.enqueued for item in batch],
+                len(output), finished - started, [started - item.enqueued for item in batch]
             )
-        for item, output in zip(batch, outputs):
-            item.result = output
-            item.done.release()
+        start = 0
+        for item in batch:
+            end = start + len(item.rows)
+            item.done(output[start:end], None)
+            start = end
+
+
+def _joined(batch: list[_Pending]) -> np.ndarray:
+    return batch[0].rows if len(batch) == 1 else np.concatenate([item.rows for item in batch])

@@ -8,6 +8,7 @@ int8 with int8 input and output tensors.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -241,9 +242,11 @@ def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | N
     """Send `requests` to an in-process server whose model never loads; (status, JSON) by path."""
     config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
     server = ModelServer(("127.0.0.1", 0), ModelState(config))
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
         results = {}
         for method, path, body in requests:
             conn.request(method, path, body=body)
@@ -251,7 +254,8 @@ def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | N
             results[path] = (response.status, json.loads(response.read()))
         conn.close()
     finally:
-        assert server.stop(timeout=5)
+        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
     return results
 
 

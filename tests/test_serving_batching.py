@@ -6,11 +6,13 @@ SIGTERM must let queued requests finish.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import signal
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,35 +40,82 @@ class _Recorder:
         return batch * 2
 
 
-def test_batcher_gives_every_caller_its_own_rows() -> None:
+def _run(coro_fn: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await coro_fn(asyncio.get_running_loop())
+
+    asyncio.run(main())
+
+
+# offload=True: the model runs on the inference thread (a model slower than a hand-off).
+MODES = pytest.mark.parametrize("sample_cost_s", [None, 1.0], ids=["on-loop", "on-thread"])
+
+
+@MODES
+def test_batcher_gives_every_caller_its_own_rows(sample_cost_s: float | None) -> None:
     model = _Recorder(delay=0.002)
-    batcher = Batcher(model, max_batch_size=8, max_latency_ms=5)
     rng = np.random.default_rng(0)
     requests = [rng.normal(size=(int(rng.integers(1, 4)), 3)).astype(np.float32) for _ in range(200)]
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        results = list(pool.map(batcher.submit, requests))
-    batcher.stop()
-    for rows, result in zip(requests, results):
-        np.testing.assert_array_equal(result, rows * 2)
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        batcher = Batcher(loop, model, max_batch_size=8, max_latency_ms=5, sample_cost_s=sample_cost_s)
+
+        async def call(i: int) -> np.ndarray:
+            await asyncio.sleep(i % 7 * 0.001)  # arrivals spread over a few milliseconds
+            return await batcher.infer(requests[i])
+
+        results = await asyncio.gather(*(call(i) for i in range(len(requests))))
+        await batcher.drain()
+        batcher.close()
+        for rows, result in zip(requests, results):
+            np.testing.assert_array_equal(result, rows * 2)
+
+    _run(scenario)
     assert sum(model.sizes) == sum(len(r) for r in requests)
     assert max(model.sizes) <= 8 and max(model.sizes) > 1  # batches formed, never over the limit
 
 
+@MODES
+def test_requests_read_in_one_pass_run_as_one_batch(sample_cost_s: float | None) -> None:
+    """With max_latency_ms 0 nothing waits, yet what arrived together runs together."""
+    batched, unbatched = _Recorder(), _Recorder()
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        for model, size in ((batched, 8), (unbatched, 1)):
+            batcher = Batcher(loop, model, max_batch_size=size, max_latency_ms=0, sample_cost_s=sample_cost_s)
+            rows = [np.full((1, 2), i, np.float32) for i in range(10)]
+            results = await asyncio.gather(*(batcher.infer(r) for r in rows))
+            assert [int(r[0, 0]) for r in results] == [2 * i for i in range(10)]
+            batcher.close()
+
+    _run(scenario)
+    assert batched.sizes in ([8, 2], [1, 8, 1]) and unbatched.sizes == [1] * 10
+
+
 def test_batcher_waits_at_most_max_latency_and_runs_big_requests_alone() -> None:
     model = _Recorder()
-    batcher = Batcher(model, max_batch_size=4, max_latency_ms=250)
-    started = time.perf_counter()
-    np.testing.assert_array_equal(batcher.submit(np.ones((1, 2))), np.full((1, 2), 2.0))
-    waited = time.perf_counter() - started
-    assert 0.24 <= waited < 2.0  # a lone request waits for company, but not forever
-    started = time.perf_counter()
-    assert batcher.submit(np.ones((9, 2))).shape == (9, 2)  # over max_batch_size: its own batch
-    assert time.perf_counter() - started < 0.2  # a full batch does not wait the 250 ms
-    batcher.stop()
-    assert model.sizes == [1, 9]
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        batcher = Batcher(loop, model, max_batch_size=4, max_latency_ms=250)
+        started = time.perf_counter()
+        np.testing.assert_array_equal(await batcher.infer(np.ones((1, 2))), np.full((1, 2), 2.0))
+        waited = time.perf_counter() - started
+        assert 0.24 <= waited < 2.0  # a lone request waits for company, but not forever
+        started = time.perf_counter()
+        assert (await batcher.infer(np.ones((9, 2)))).shape == (9, 2)  # over max_batch_size: alone
+        assert time.perf_counter() - started < 0.2  # a full batch does not wait the 250 ms
+        small = asyncio.ensure_future(batcher.infer(np.ones((1, 2))))
+        await asyncio.sleep(0.01)
+        full = await asyncio.gather(*(batcher.infer(np.ones((1, 2))) for _ in range(3)))
+        assert len(full) == 3 and small.done()  # the batch filled up: it ran before its window closed
+        assert time.perf_counter() - started < 0.2
+
+    _run(scenario)
+    assert model.sizes == [1, 9, 4]
 
 
-def test_batcher_reports_model_errors_to_every_caller_and_keeps_running() -> None:
+@MODES
+def test_batcher_reports_model_errors_to_every_caller_and_keeps_running(sample_cost_s: float | None) -> None:
     calls = []
 
     def flaky(batch: np.ndarray) -> np.ndarray:
@@ -75,11 +124,17 @@ def test_batcher_reports_model_errors_to_every_caller_and_keeps_running() -> Non
             raise RuntimeError("boom")
         return batch
 
-    batcher = Batcher(flaky, max_batch_size=4, max_latency_ms=0)
-    with pytest.raises(RuntimeError, match="boom"):
-        batcher.submit(np.ones((1, 1)))
-    assert batcher.submit(np.ones((2, 1))).shape == (2, 1)
-    batcher.stop()
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        batcher = Batcher(loop, flaky, max_batch_size=4, max_latency_ms=0, sample_cost_s=sample_cost_s)
+        outcomes = await asyncio.gather(
+            batcher.infer(np.ones((1, 1))), batcher.infer(np.ones((1, 1))), return_exceptions=True
+        )
+        assert [str(o) for o in outcomes] == ["boom", "boom"]  # both callers of the failed batch
+        assert (await batcher.infer(np.ones((2, 1)))).shape == (2, 1)
+        batcher.close()
+
+    _run(scenario)
+    assert calls == [2, 2]
 
 
 def test_warm_up_sizes_cover_every_bucket() -> None:
@@ -162,8 +217,7 @@ def test_concurrent_callers_get_their_own_results(
         # Warm-up runs are not counted; the request rows all are, in fewer invocations.
         assert samples == sum(len(r) for r in requests)
         assert invocations <= len(requests)
-        if max_latency_ms:  # with 0, an idle batcher runs requests inline: batches form only under load
-            assert invocations < len(requests)
+        assert invocations < len(requests)  # 48 clients at once: batches formed
     finally:
         assert server.stop() == 0
 

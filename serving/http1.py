@@ -1,0 +1,334 @@
+"""HTTP/1.1 on an asyncio event loop: one small protocol object per connection, no thread per socket.
+
+Why an event loop: with one thread per connection the server spent its time switching threads
+(GIL and interpreter-lock hand-offs, about 16 context switches per request) rather than doing
+Python work. Here one thread reads every socket, and the requests read in one pass of the loop
+reach the batcher together, so they can run as one inference.
+
+The parser is strict instead of lenient: anything it does not understand is answered with a JSON
+4xx/5xx and the connection closes, so a proxy in front cannot disagree with it about where a
+request ends. Bodies need a ``Content-Length`` (chunked bodies get 411); the length is checked
+against the limit before the body is waited for (413). Requests on one connection are answered
+one at a time, in order (pipelined requests wait in the buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Protocol
+
+from serving.protocols import ClientError, _show, error_body
+
+JSON = b"application/json"
+MAX_LINE = 65536  # bytes per request or header line
+MAX_HEADERS = 100
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# After a response that closes the connection: stop writing, keep reading (and dropping) what
+# the client still sends for this long, so the response is not lost to a TCP reset.
+LINGER_S = 2.0
+
+
+class Headers:
+    """Request headers by lower-case name; a repeated header keeps all its values."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self) -> None:
+        self._values: dict[str, list[str]] = {}
+
+    def add(self, name: str, value: str) -> None:
+        self._values.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self._values.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return self._values.get(name.lower(), [])
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._values
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """One parsed request; ``route`` is the metrics label the application sets."""
+
+    method: str
+    target: str
+    version: str = "HTTP/1.1"
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    started: float = field(default_factory=time.perf_counter)
+    keep_alive: bool = False
+    route: str = "other"
+
+
+class Owner(Protocol):
+    """What a connection needs from the server that accepted it."""
+
+    draining: bool
+    max_body_bytes: int
+
+    def register(self, conn: HttpConnection) -> None: ...
+    def unregister(self, conn: HttpConnection) -> None: ...
+    def handle(self, request: Request, conn: HttpConnection) -> None: ...
+    def record(self, request: Request, status: int, remote: str) -> None: ...
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection: parse requests, hand them to the owner, write the answers."""
+
+    def __init__(self, owner: Owner) -> None:
+        self._owner = owner
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._head: Request | None = None  # request whose head is parsed, body not complete
+        self._head_size = 0
+        self._body_size = 0
+        self._continue_sent = False
+        self.request: Request | None = None  # handed to the owner, not answered yet
+        self._in_process = False
+        self._closing = False
+        self._peer_eof = False
+        self._reading_paused = False
+        self._linger: asyncio.TimerHandle | None = None
+        self.remote = ""
+        self.last_active = time.monotonic()
+
+    # -- asyncio callbacks --
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if peer else ""
+        self._owner.register(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        if self._closing:
+            return  # lingering after a closing response: drop what still arrives
+        self._buffer += data
+        if self.request is None:
+            self._process()
+        elif len(self._buffer) > self._owner.max_body_bytes + MAX_LINE and not self._reading_paused:
+            self._pause_reading()  # pipelining far ahead of our answers: let TCP push back
+
+    def eof_received(self) -> bool:
+        self._peer_eof = True
+        # Keep the socket open for writing while a request is being answered.
+        return self.request is not None and not self._closing
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._linger is not None:
+            self._linger.cancel()
+        if self._head is not None:  # gone mid-request: counted as nginx's 499, never sent
+            self._owner.record(self._head, 499, self.remote)
+            self._head = None
+        self._owner.unregister(self)
+
+    def pause_writing(self) -> None:  # the client does not read its answers: stop reading
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._resume_reading()
+
+    # -- state the server asks about --
+
+    @property
+    def idle(self) -> bool:
+        """No request in progress: nothing received since the last answer."""
+        return self.request is None and self._head is None and not self._buffer
+
+    def close(self) -> None:
+        """Close now (idle connections at shutdown, stalled ones after the idle timeout)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- parsing --
+
+    def _process(self) -> None:
+        """Parse and dispatch every complete request in the buffer, one at a time."""
+        if self._in_process:
+            return
+        self._in_process = True
+        try:
+            while self.request is None and not self._closing and self._transport is not None:
+                if self._head is None and not self._parse_head():
+                    return
+                head = self._head
+                assert head is not None
+                end = self._head_size + self._body_size
+                if len(self._buffer) < end:
+                    if (
+                        not self._continue_sent and head.version == "HTTP/1.1"
+                        and head.headers.get("expect").lower() == "100-continue"
+                    ):
+                        self._continue_sent = True  # the checks passed: tell the client to send
+                        self._transport.write(_CONTINUE)
+                    return
+                head.body = bytes(self._buffer[self._head_size:end])
+                del self._buffer[:end]
+                self._head = None
+                self.request = head
+                self._owner.handle(head, self)
+        finally:
+            self._in_process = False
+
+    def _parse_head(self) -> bool:
+        """Parse the request line and headers into ``self._head``; False when not complete."""
+        buffer = self._buffer
+        while buffer[:1] == b"\n" or buffer[:2] == b"\r\n":  # stray CRLFs between requests
+            del buffer[: 1 if buffer[:1] == b"\n" else 2]
+        ends = [i for i in (buffer.find(b"\n\r\n"), buffer.find(b"\n\n")) if i >= 0]
+        if not ends:
+            if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_LINE:
+                self._fail(Request("", ""), 431, f"a header line is longer than {MAX_LINE} bytes")
+            elif buffer.count(b"\n") > MAX_HEADERS:
+                self._fail(Request("", ""), 431, f"more than {MAX_HEADERS} header lines")
+            return False
+        end = min(ends)
+        self._head_size = end + (3 if buffer[end + 1:end + 2] == b"\r" else 2)
+        lines = bytes(buffer[:end]).split(b"\n")
+        line = lines[0].rstrip(b"\r").decode("latin-1")
+        request = Request("", "")
+        words = line.split()
+        if len(words) != 3 or not _TOKEN.fullmatch(words[0]):
+            return self._fail(request, 400, f"malformed request line {_show(line)}")
+        request.method, request.target, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            return self._fail(request, 505, f"{_show(version)} is not supported; use HTTP/1.1")
+        request.version = version
+        if len(lines) - 1 > MAX_HEADERS:
+            return self._fail(request, 431, f"more than {MAX_HEADERS} header lines")
+        headers = request.headers
+        for raw in lines[1:]:
+            if len(raw) > MAX_LINE:
+                return self._fail(request, 431, f"a header line is longer than {MAX_LINE} bytes")
+            name, colon, value = raw.rstrip(b"\r").decode("latin-1").partition(":")
+            # Obsolete line folding and spaces before the colon are rejected (RFC 9112 5.1, 5.2).
+            if not colon or not _TOKEN.fullmatch(name):
+                return self._fail(request, 400, f"malformed header line {_show(name + colon + value)}")
+            headers.add(name, value.strip(" \t"))
+        if request.method not in KNOWN_METHODS:
+            return self._fail(request, 501, f"Unsupported method ({request.method!r})")
+        tokens = {token.strip() for token in headers.get("connection").lower().split(",")}
+        request.keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+        try:
+            self._body_size = self._body_length(request)
+        except ClientError as exc:
+            return self._fail(request, exc.status, exc.message)
+        self._head = request
+        self._continue_sent = False
+        return True
+
+    def _body_length(self, request: Request) -> int:
+        """The body's length from Content-Length, checked before any of the body is awaited."""
+        headers = request.headers
+        if "transfer-encoding" in headers:
+            raise ClientError(411, "chunked transfer encoding is not supported; send a Content-Length header")
+        values = [v.strip() for v in headers.get_all("content-length")]
+        if not values:
+            if request.method in _BODY_METHODS:
+                raise ClientError(411, f"a Content-Length header is required for {request.method}")
+            return 0
+        if len(set(values)) != 1 or not (values[0].isascii() and values[0].isdigit()):
+            raise ClientError(400, f"Content-Length must be one non-negative integer, got {_show(values)}")
+        length = int(values[0])
+        limit = self._owner.max_body_bytes
+        if length > limit:
+            raise ClientError(413, f"the request body is {length} bytes; the limit is {limit} (max_body_bytes)")
+        return length
+
+    def _fail(self, request: Request, status: int, message: str) -> bool:
+        """Answer a request that cannot be parsed or framed, then close: the stream is out of sync."""
+        self.request = request
+        self.respond(request, status, error_body(message), close=True)
+        return False
+
+    # -- answering --
+
+    def respond(
+        self,
+        request: Request,
+        status: int,
+        body: bytes,
+        headers: tuple[tuple[str, str], ...] = (),
+        content_type: bytes = JSON,
+        close: bool = False,
+    ) -> None:
+        """Write the answer to ``request`` (one write), record it, go on with the next request."""
+        if request is not self.request:
+            return  # already answered
+        self.request = None
+        transport = self._transport
+        if transport is None:  # the client left while its request was being served
+            self._owner.record(request, 499, self.remote)
+            return
+        close = close or not request.keep_alive or self._owner.draining or self._peer_eof
+        parts = [
+            _STATUS_LINES[status], b"Content-Type: ", content_type, b"\r\nContent-Length: ",
+            str(len(body)).encode(), b"\r\n", date_header(),
+        ]
+        parts.extend(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers)
+        if close:
+            parts.append(b"Connection: close\r\n")
+        elif request.version == "HTTP/1.0":
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if request.method != "HEAD":
+            parts.append(body)
+        transport.write(b"".join(parts))
+        self._owner.record(request, status, self.remote)
+        if close:
+            self._close_after_write(transport)
+            return
+        if self._reading_paused:
+            self._resume_reading()
+        if self._buffer:
+            self._process()
+
+    def _close_after_write(self, transport: asyncio.Transport) -> None:
+        self._closing = True
+        self._head = None
+        self._buffer.clear()
+        if self._peer_eof or not transport.can_write_eof():
+            transport.close()  # flushes what is buffered, then closes
+            return
+        transport.write_eof()  # FIN after the response; the client's FIN then closes the socket
+        self._resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
+
+    def _pause_reading(self) -> None:
+        if self._transport is not None and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None and self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+
+_date: list[tuple[int, bytes]] = [(0, b"")]
+
+
+def date_header() -> bytes:
+    """The ``Date`` header line, formatted once per second."""
+    now = int(time.time())
+    second, line = _date[0]
+    if second != now:
+        line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode()
+        _date[0] = (now, line)
+    return line
