@@ -17,7 +17,9 @@ answer arrives; ``-t2``). Contenders, all pinned to one inference thread:
 Models: the digits model (trained by ``modelprep.examples.digits``, int8 LiteRT artifact from
 ``modelprep.prep``; the naive server runs the Keras original) and, for the batching floor, a
 convolutional model built here (32x32x3 input, two conv layers, two 2048-wide dense layers,
-random weights, float32 LiteRT, 50 MB) whose single-sample inference costs > 1 ms.
+random weights, float32 LiteRT, 50 MB) whose single-sample inference costs > 1 ms; and, measured
+without a floor, the issue-3 convolutional example (``modelprep.examples.digits_cnn``, float32
+LiteRT, > 1 ms per sample), whose per-sample cost does not fall with the batch size.
 
 Setup done by the script when missing (never touches the project's own packages):
   * wrk: ``apt-get install -y wrk`` (Debian; needs root) — ``make test`` does not use it;
@@ -112,6 +114,11 @@ def prepare_models(work: Path) -> dict[str, Any]:
           quantization: int8
           max_accuracy_drop: 0.01
         """))
+    cnn = work / "cnn"
+    if not (cnn / "model" / "digits_cnn.keras").is_file():
+        log("training the digits-cnn example (issue 3's convolutional model)")
+        subprocess.run([str(PY), "-m", "modelprep.examples.digits_cnn", str(cnn)], check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     conv = work / "conv"
     conv.mkdir(parents=True, exist_ok=True)
     script = textwrap.dedent(f"""
@@ -141,19 +148,29 @@ def prepare_models(work: Path) -> dict[str, Any]:
             model = tf.keras.Model(inputs, L.Dense(10, activation="softmax")(x))
             model.save(conv + "/conv.keras")
             open(conv + "/conv.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        cnn = {str(cnn)!r}
+        if not os.path.exists(cnn + "/cnn.tflite"):
+            from modelprep.convert import to_litert
+            open(cnn + "/cnn.tflite", "wb").write(to_litert(cnn + "/model/digits_cnn.keras", "float32", None))
         from serving.runtime import LiteRTModel
         import time
-        m = LiteRTModel(conv + "/conv.tflite", num_threads=1)
-        costs = {{}}
-        for n in (1, 32):
-            x = np.random.default_rng(0).uniform(0, 255, size=(n, 32, 32, 3)).astype(np.float32)
-            m.predict(x)
-            t = time.perf_counter(); k = 0
-            while time.perf_counter() - t < 1.0:
-                m.predict(x); k += 1
-            costs[n] = (time.perf_counter() - t) / k / n * 1000
+
+        def cost_ms(path, shape):
+            m = LiteRTModel(path, num_threads=1)
+            costs = {{}}
+            for n in (1, 32):
+                x = np.random.default_rng(0).uniform(0, 1, size=(n, *shape)).astype(np.float32)
+                m.predict(x)
+                t = time.perf_counter(); k = 0
+                while time.perf_counter() - t < 1.0:
+                    m.predict(x); k += 1
+                costs[n] = (time.perf_counter() - t) / k / n * 1000
+            return {{"batch_1": round(costs[1], 3), "batch_32": round(costs[32], 3)}}
+
         out["conv_tflite"] = conv + "/conv.tflite"
-        out["conv_ms_per_sample"] = {{"batch_1": round(costs[1], 3), "batch_32": round(costs[32], 3)}}
+        out["conv_ms_per_sample"] = cost_ms(out["conv_tflite"], (32, 32, 3))
+        out["cnn_tflite"] = cnn + "/cnn.tflite"
+        out["cnn_ms_per_sample"] = cost_ms(out["cnn_tflite"], (32, 32, 1))
         print(json.dumps(out))
         """)
     log("prepping the digits model (cached) and building the conv model")
@@ -393,7 +410,7 @@ def main() -> int:
     ensure_tools()
     args.work.mkdir(parents=True, exist_ok=True)
     info = prepare_models(args.work)
-    log(f"conv model cost per sample: {info['conv_ms_per_sample']} ms")
+    log(f"cost per sample: conv {info['conv_ms_per_sample']} ms, digits-cnn {info['cnn_ms_per_sample']} ms")
     logs = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     log(f"server logs in {logs}")
 
@@ -406,6 +423,7 @@ def main() -> int:
     rng = random.Random(0)
     image = [[[rng.randint(0, 255) for _ in range(3)] for _ in range(32)] for _ in range(32)]
     v1_conv = json.dumps({"instances": [image]}).encode()
+    v1_cnn = json.dumps({"instances": [[[[rng.random()] for _ in range(32)] for _ in range(32)]]}).encode()
 
     runs: list[tuple[str, str, Server, str, bytes, int]] = []  # (model, label, server, path, body, c)
     servers = {
@@ -416,6 +434,8 @@ def main() -> int:
         "ours-batch": our_server("ours-batch", "digits", info["digits_tflite"], [64], "pixels", logs, 32),
         "conv-ours": our_server("conv-ours", "conv", info["conv_tflite"], [32, 32, 3], "image", logs, 1),
         "conv-ours-batch": our_server("conv-ours-batch", "conv", info["conv_tflite"], [32, 32, 3], "image", logs, 32),
+        "cnn-ours": our_server("cnn-ours", "cnn", info["cnn_tflite"], [32, 32, 1], "image", logs, 1),
+        "cnn-ours-batch": our_server("cnn-ours-batch", "cnn", info["cnn_tflite"], [32, 32, 1], "image", logs, 32),
     }
     v1, v2 = "/v1/models/digits:predict", "/v2/models/digits/infer"
     # Runs that are compared sit next to each other (the machine's load drifts): MLServer right
@@ -432,6 +452,8 @@ def main() -> int:
         ("digits", "ours-batch v2", "ours-batch", v2, v2_digits, 16),
         ("conv", "ours v1", "conv-ours", "/v1/models/conv:predict", v1_conv, 64),
         ("conv", "ours-batch v1", "conv-ours-batch", "/v1/models/conv:predict", v1_conv, 64),
+        ("digits-cnn", "ours v1", "cnn-ours", "/v1/models/cnn:predict", v1_cnn, 64),
+        ("digits-cnn", "ours-batch v1", "cnn-ours-batch", "/v1/models/cnn:predict", v1_cnn, 64),
     ]
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     try:
@@ -463,7 +485,8 @@ def main() -> int:
         args.json.write_text(json.dumps({
             "results": [{"model": m, "server": s, "concurrency": c, **r} for (m, s, c), r in table.items()],
             "rounds": {f"{m}|{s}|{c}": r for (m, s, c), r in results.items()},
-            "conv_ms_per_sample": info["conv_ms_per_sample"], "digits_variant": info["digits_variant"],
+            "conv_ms_per_sample": info["conv_ms_per_sample"], "cnn_ms_per_sample": info["cnn_ms_per_sample"],
+            "digits_variant": info["digits_variant"],
         }, indent=2))
     return 0
 
@@ -523,10 +546,17 @@ def render(table: dict[tuple[str, str, int], dict[str, Any]], per_round: list[di
         detail = ", ".join(f"{'yes' if h else 'no'} ({c[i][3] and 'p99 ok' or 'p99 worse'}, {c[i][1]:.2f}x)"
                            for h, c in zip(held, checks))
         lines.append(f"| {name} | {statistics.median(ratios):.2f}x | {need:g}x | {sum(held)}/{len(held)}: {detail} |")
+    cnn = [r[("digits-cnn", "ours-batch v1", 64)]["throughput_rps"] / r[("digits-cnn", "ours v1", 64)]["throughput_rps"]
+           for r in per_round]
     lines += [
         "",
+        "Also measured (no floor): batching on the digits-cnn example (float32 LiteRT, c=64): "
+        + ", ".join(f"{ratio:.2f}x" for ratio in cnn) + " the unbatched throughput.",
+        "",
         f"conv model: {info['conv_ms_per_sample']['batch_1']:.2f} ms per sample alone, "
-        f"{info['conv_ms_per_sample']['batch_32']:.2f} ms per sample in batches of 32 (LiteRT, 1 thread); "
+        f"{info['conv_ms_per_sample']['batch_32']:.2f} ms per sample in batches of 32; digits-cnn (float32): "
+        f"{info['cnn_ms_per_sample']['batch_1']:.2f} ms alone, {info['cnn_ms_per_sample']['batch_32']:.2f} ms "
+        "in batches of 32 (LiteRT, 1 thread); "
         f"digits artifact: {info['digits_variant']}; wrk -t2, {args.duration:g} s per run after 2 s warm-up, "
         f"median of {args.rounds} round(s); {os.cpu_count()} CPUs, load average at the end "
         f"{os.getloadavg()[0]:.1f}.",

@@ -39,8 +39,10 @@ def owner_of(spec: ResolvedSpec, stack: str) -> str:
 
 
 def served_metadata(spec: ResolvedSpec) -> dict[str, Any] | None:
+    """The deployed server's metadata; the API key is read from the variable the spec names."""
     headers = {}
-    if key := os.environ.get("MODELSTACK_API_KEY"):
+    key_env = spec.spec.serving.api_key_env
+    if key_env and (key := os.environ.get(key_env)):
         headers["Authorization"] = f"Bearer {key}"
     url = f"{base_url(spec)}/v1/models/{spec.name}/metadata"
     try:

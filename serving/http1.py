@@ -27,6 +27,7 @@ from serving.protocols import ClientError, _show, error_body
 JSON = b"application/json"
 MAX_LINE = 65536  # bytes per request or header line
 MAX_HEADERS = 100
+MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes: bounds the re-scan of a dribbled head
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
@@ -197,6 +198,8 @@ class HttpConnection(asyncio.Protocol):
                 self._fail(Request("", ""), 431, f"a header line is longer than {MAX_LINE} bytes")
             elif buffer.count(b"\n") > MAX_HEADERS:
                 self._fail(Request("", ""), 431, f"more than {MAX_HEADERS} header lines")
+            elif len(buffer) > MAX_HEAD:
+                self._fail(Request("", ""), 431, f"the request head is longer than {MAX_HEAD} bytes")
             return False
         end = min(ends)
         self._head_size = end + (3 if buffer[end + 1:end + 2] == b"\r" else 2)

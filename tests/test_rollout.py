@@ -197,7 +197,7 @@ def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Stack, body: dict)
 
     key = "k3y-" + stack.name
     stack.pulumi("config", "set", "--secret", "apiKey", key)
-    stack.edit_spec("  threads: 1\n", "  threads: 1\n  api_key_env: MODELSTACK_API_KEY\n")
+    stack.edit_spec("  threads: 1\n", "  threads: 1\n  api_key_env: DIGITS_API_KEY\n")
     try:
         stack.pulumi("up", "--yes", "--skip-preview")
         request = urllib.request.Request(stack.endpoint, data=json.dumps(body).encode(),
@@ -210,12 +210,21 @@ def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Stack, body: dict)
             assert response.status == 200
 
         replica = stack.containers("model")[0]
-        assert f"MODELSTACK_API_KEY={key}" in replica.attrs["Config"]["Env"]
+        assert f"DIGITS_API_KEY={key}" in replica.attrs["Config"]["Env"]
         image = docker.from_env().images.get(replica.image.id)
         assert key not in json.dumps(image.attrs)
         assert all(key not in (layer.get("CreatedBy") or "") for layer in image.history())
         state = "".join(p.read_text(errors="replace") for p in (stack.dir.parent / "state").rglob("*.json"))
         assert key not in state, "the key is stored encrypted in the stack's state"
+
+        # `modelstack status` asks the server with the key from the variable the spec names.
+        import os
+        import subprocess
+        import sys
+
+        run = subprocess.run([sys.executable, "-m", "iac.cli", "status", str(stack.dir / "model.yaml"), "--stack", stack.name],
+                             capture_output=True, text=True, env={**os.environ, "DIGITS_API_KEY": key})
+        assert "serving   litert-" in run.stdout and "nothing answers" not in run.stdout, run.stdout + run.stderr
     finally:
-        stack.edit_spec("  threads: 1\n  api_key_env: MODELSTACK_API_KEY\n", "  threads: 1\n")
+        stack.edit_spec("  threads: 1\n  api_key_env: DIGITS_API_KEY\n", "  threads: 1\n")
         stack.pulumi("up", "--yes", "--skip-preview")

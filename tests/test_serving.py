@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -468,6 +469,46 @@ def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server:
     assert response.status == 200 and len(json.loads(response.read())["predictions"][0]) == 3
     assert conn.sock is first_socket  # four requests, one connection
     conn.close()
+    assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
+
+
+@pytest.mark.tf
+def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: ServerProcess) -> None:
+    def predict(values: list[int]) -> bytes:
+        body = json.dumps({"instances": [values]}).encode()
+        return f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+    requests = [predict([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
+    expected = [float_server.request("POST", f"/v1/models/{MODEL}:predict",
+                                     json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
+    with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+        sock.sendall(b"".join(requests))  # pipelined: six requests in one write
+        for i in range(6):
+            response = http.client.HTTPResponse(sock)
+            response.begin()
+            doc = json.loads(response.read())
+            assert response.status == 200 and doc == (expected[i] if i < 5 else {"status": "ok"})
+        for byte in predict([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
+            sock.sendall(bytes([byte]))
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 200 and len(json.loads(response.read())["predictions"][0]) == 3
+
+
+@pytest.mark.tf
+def test_client_leaving_mid_request_is_counted_and_harmless(float_server: ServerProcess) -> None:
+    head = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+            sock.sendall(head.encode() + b'{"instances"')  # then hang up before the rest of the body
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{float_server.port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        if 'modelstack_requests_total{route="other",status="499"} 3' in metrics:
+            break
+        time.sleep(0.05)
+    assert 'status="499"} 3' in metrics
     assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
 
 
