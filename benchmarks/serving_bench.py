@@ -151,7 +151,8 @@ def prepare_models(work: Path) -> dict[str, Any]:
         cnn = {str(cnn)!r}
         if not os.path.exists(cnn + "/cnn.tflite"):
             from modelprep.convert import to_litert
-            open(cnn + "/cnn.tflite", "wb").write(to_litert(cnn + "/model/digits_cnn.keras", "float32", None))
+            artifact = to_litert(cnn + "/model/digits_cnn.keras", "none", None)  # float32
+            open(cnn + "/cnn.tflite", "wb").write(artifact)
         from serving.runtime import LiteRTModel
         import time
 
