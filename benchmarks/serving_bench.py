@@ -426,7 +426,6 @@ def main() -> int:
     v1_conv = json.dumps({"instances": [image]}).encode()
     v1_cnn = json.dumps({"instances": [[[[rng.random()] for _ in range(32)] for _ in range(32)]]}).encode()
 
-    runs: list[tuple[str, str, Server, str, bytes, int]] = []  # (model, label, server, path, body, c)
     servers = {
         "naive": naive_server(info, logs),
         "mlserver-pw0": mlserver_server(info, logs, 0),

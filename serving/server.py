@@ -59,7 +59,7 @@ import socket
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -258,7 +258,7 @@ class ModelServer:
         self.max_body_bytes = state.config.max_body_bytes
         self._connections: set[HttpConnection] = set()
         self._closed: asyncio.Event | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         # Bound now, so a taken port fails before anything else starts and port 0 is known.
         self.socket = socket.create_server(address, backlog=1024, reuse_port=False)
