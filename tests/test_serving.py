@@ -482,17 +482,26 @@ def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: Ser
     expected = [float_server.request("POST", f"/v1/models/{MODEL}:predict",
                                      json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
     with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+        answers = sock.makefile("rb")  # one reader: several answers may arrive in one segment
         sock.sendall(b"".join(requests))  # pipelined: six requests in one write
         for i in range(6):
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            doc = json.loads(response.read())
-            assert response.status == 200 and doc == (expected[i] if i < 5 else {"status": "ok"})
+            status, doc = _read_response(answers)
+            assert status == 200 and doc == (expected[i] if i < 5 else {"status": "ok"})
         for byte in predict([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
             sock.sendall(bytes([byte]))
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        assert response.status == 200 and len(json.loads(response.read())["predictions"][0]) == 3
+        status, doc = _read_response(answers)
+        assert status == 200 and len(doc["predictions"][0]) == 3
+
+
+def _read_response(answers: Any) -> tuple[int, Any]:
+    """One HTTP/1.1 response with a Content-Length from a buffered reader: (status, JSON body)."""
+    status = int(answers.readline().split()[1])
+    length = 0
+    while (line := answers.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    return status, json.loads(answers.read(length))
 
 
 @pytest.mark.tf
