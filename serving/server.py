@@ -168,7 +168,7 @@ def warm_up_sizes(config: ServingConfig) -> tuple[int, ...]:
 
 
 def _single_sample_cost(model: Runtime, runs: int = 15) -> float:
-    """Median seconds of one single-sample inference (the batcher's inline threshold)."""
+    """Median seconds of one single-sample inference (whether the batcher runs the model on the loop or a thread)."""
     times = []
     for _ in range(runs):
         started = time.perf_counter()
