@@ -152,9 +152,12 @@ class Batcher:
             future = self._loop.run_in_executor(self._executor, self._predict, _joined(batch))
             future.add_done_callback(lambda f: self._finished(batch, started, f))
             return
-        # On the loop thread: run every batch that is due now, answering each as it completes.
-        while self._queue and self._wait() <= 0:
+        # On the loop thread: run the batches due now, answering each as it completes. Requests
+        # queued by those answers (a pipelining client) wait for the next pass, after the sockets.
+        budget = self._queued_rows
+        while self._queue and budget > 0 and self._wait() <= 0:
             batch = self._take()
+            budget -= sum(len(item.rows) for item in batch)
             started = time.perf_counter()
             try:
                 output, error = self._predict(_joined(batch)), None

@@ -27,14 +27,17 @@ from serving.protocols import ClientError, _show, error_body
 JSON = b"application/json"
 MAX_LINE = 65536  # bytes per request or header line
 MAX_HEADERS = 100
-MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes: bounds the re-scan of a dribbled head
+MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes
+# A request must be complete this long after its first byte arrived, however slowly it trickles.
+REQUEST_TIMEOUT_S = 30.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a header value (tab is)
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# After a response that closes the connection: stop writing, keep reading (and dropping) what
-# the client still sends for this long, so the response is not lost to a TCP reset.
+# After a response that closes the connection: send FIN, keep reading (and dropping) what the
+# client still sends for this long once the answer is out, so it is not lost to a TCP reset.
 LINGER_S = 2.0
 
 
@@ -102,9 +105,11 @@ class HttpConnection(asyncio.Protocol):
         self._closing = False
         self._peer_eof = False
         self._reading_paused = False
+        self._writing_paused = False
         self._linger: asyncio.TimerHandle | None = None
         self.remote = ""
-        self.last_active = time.monotonic()
+        self.last_active = time.monotonic()  # last byte read or written
+        self.partial_since: float | None = None  # first byte of a request not yet complete
 
     # -- asyncio callbacks --
 
@@ -119,16 +124,19 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if self._closing:
             return  # lingering after a closing response: drop what still arrives
+        if not self._buffer and self.partial_since is None:
+            self.partial_since = self.last_active
         self._buffer += data
         if self.request is None:
             self._process()
-        elif len(self._buffer) > self._owner.max_body_bytes + MAX_LINE and not self._reading_paused:
-            self._pause_reading()  # pipelining far ahead of our answers: let TCP push back
+        self._flow()
 
     def eof_received(self) -> bool:
         self._peer_eof = True
-        # Keep the socket open for writing while a request is being answered.
-        return self.request is not None and not self._closing
+        # A half-closed client still gets the answers to every complete request it sent.
+        if self._closing or (self.request is None and not self._process_after_eof()):
+            return False
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -140,10 +148,29 @@ class HttpConnection(asyncio.Protocol):
         self._owner.unregister(self)
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
-        self._pause_reading()
+        self._writing_paused = True
+        self._flow()
 
     def resume_writing(self) -> None:
-        self._resume_reading()
+        self._writing_paused = False
+        self.last_active = time.monotonic()
+        self._flow()
+        if self.request is None and self._buffer:
+            self._process()
+
+    def _flow(self) -> None:
+        """Read only while answers leave and the client is not far ahead of them."""
+        transport = self._transport
+        if transport is None or self._closing:
+            return
+        ahead = self.request is not None and len(self._buffer) > self._owner.max_body_bytes + MAX_HEAD
+        if self._writing_paused or ahead:
+            if not self._reading_paused:
+                self._reading_paused = True
+                transport.pause_reading()
+        elif self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
 
     # -- state the server asks about --
 
@@ -152,10 +179,24 @@ class HttpConnection(asyncio.Protocol):
         """No request in progress: nothing received since the last answer."""
         return self.request is None and self._head is None and not self._buffer
 
-    def close(self) -> None:
-        """Close now (idle connections at shutdown, stalled ones after the idle timeout)."""
+    def close(self, abort: bool = False) -> None:
+        """Close: idle connections at shutdown; with ``abort``, drop answers not yet sent too
+        (a client that stopped reading must not hold the server's memory)."""
         if self._transport is not None:
-            self._transport.close()
+            if abort:
+                self._transport.abort()
+            else:
+                self._transport.close()
+
+    def expire(self, now: float, idle_timeout: float) -> None:
+        """Called periodically: end a connection that is silent, stuck or too slow."""
+        if self._transport is None or self.request is not None:
+            return  # an answer is being computed
+        if self.partial_since is not None and now - self.partial_since > REQUEST_TIMEOUT_S and not self._closing:
+            self._fail(self._head or Request("", ""), 408,
+                       f"the request was not complete within {REQUEST_TIMEOUT_S:g} s")
+        elif now - self.last_active > idle_timeout:
+            self.close(abort=True)
 
     # -- parsing --
 
@@ -165,7 +206,13 @@ class HttpConnection(asyncio.Protocol):
             return
         self._in_process = True
         try:
-            while self.request is None and not self._closing and self._transport is not None:
+            while (
+                self.request is None and not self._closing and self._transport is not None
+                and not self._writing_paused
+            ):
+                if not self._buffer:
+                    self.partial_since = None
+                    return
                 if self._head is None and not self._parse_head():
                     return
                 head = self._head
@@ -183,9 +230,20 @@ class HttpConnection(asyncio.Protocol):
                 del self._buffer[:end]
                 self._head = None
                 self.request = head
+                self.partial_since = time.monotonic() if self._buffer else None
                 self._owner.handle(head, self)
         finally:
             self._in_process = False
+
+    def _process_after_eof(self) -> bool:
+        """After the client's FIN: answer what is complete; False when nothing is left to answer."""
+        self._process()
+        if self.request is None and not self._closing and self._transport is not None:
+            if self._head is not None:  # it hung up mid-request: nobody to answer
+                self._owner.record(self._head, 499, self.remote)
+                self._head = None
+            return False
+        return True
 
     def _parse_head(self) -> bool:
         """Parse the request line and headers into ``self._head``; False when not complete."""
@@ -202,12 +260,14 @@ class HttpConnection(asyncio.Protocol):
                 self._fail(Request("", ""), 431, f"the request head is longer than {MAX_HEAD} bytes")
             return False
         end = min(ends)
+        if end > MAX_HEAD:
+            return self._fail(Request("", ""), 431, f"the request head is longer than {MAX_HEAD} bytes")
         self._head_size = end + (3 if buffer[end + 1:end + 2] == b"\r" else 2)
         lines = bytes(buffer[:end]).split(b"\n")
         line = lines[0].rstrip(b"\r").decode("latin-1")
         request = Request("", "")
-        words = line.split()
-        if len(words) != 3 or not _TOKEN.fullmatch(words[0]):
+        words = line.split(" ")  # exactly one space between the three parts (RFC 9112 3)
+        if len(words) != 3 or not _TOKEN.fullmatch(words[0]) or not words[1] or _CONTROL.search(line):
             return self._fail(request, 400, f"malformed request line {_show(line)}")
         request.method, request.target, version = words
         if version not in ("HTTP/1.1", "HTTP/1.0"):
@@ -221,7 +281,7 @@ class HttpConnection(asyncio.Protocol):
                 return self._fail(request, 431, f"a header line is longer than {MAX_LINE} bytes")
             name, colon, value = raw.rstrip(b"\r").decode("latin-1").partition(":")
             # Obsolete line folding and spaces before the colon are rejected (RFC 9112 5.1, 5.2).
-            if not colon or not _TOKEN.fullmatch(name):
+            if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
                 return self._fail(request, 400, f"malformed header line {_show(name + colon + value)}")
             headers.add(name, value.strip(" \t"))
         if request.method not in KNOWN_METHODS:
@@ -279,7 +339,7 @@ class HttpConnection(asyncio.Protocol):
         if transport is None:  # the client left while its request was being served
             self._owner.record(request, 499, self.remote)
             return
-        close = close or not request.keep_alive or self._owner.draining or self._peer_eof
+        close = close or not request.keep_alive or self._owner.draining
         parts = [
             _STATUS_LINES[status], b"Content-Type: ", content_type, b"\r\nContent-Length: ",
             str(len(body)).encode(), b"\r\n", date_header(),
@@ -293,35 +353,45 @@ class HttpConnection(asyncio.Protocol):
         if request.method != "HEAD":
             parts.append(body)
         transport.write(b"".join(parts))
+        self.last_active = time.monotonic()
         self._owner.record(request, status, self.remote)
         if close:
             self._close_after_write(transport)
             return
-        if self._reading_paused:
-            self._resume_reading()
+        if self._in_process:
+            return  # the parsing loop goes on with the next request
+        if self._peer_eof:
+            if not self._process_after_eof():
+                self._close_after_write(transport)
+            return
         if self._buffer:
             self._process()
+        self._flow()
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:
         self._closing = True
         self._head = None
+        self.partial_since = None
         self._buffer.clear()
         if self._peer_eof or not transport.can_write_eof():
             transport.close()  # flushes what is buffered, then closes
             return
         transport.write_eof()  # FIN after the response; the client's FIN then closes the socket
-        self._resume_reading()
-        self._linger = asyncio.get_running_loop().call_later(LINGER_S, transport.abort)
-
-    def _pause_reading(self) -> None:
-        if self._transport is not None and not self._reading_paused:
-            self._reading_paused = True
-            self._transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._transport is not None and self._reading_paused:
+        if self._reading_paused:
             self._reading_paused = False
-            self._transport.resume_reading()
+            transport.resume_reading()  # to see the client's FIN; what it sends is dropped
+        self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+
+    def _end_linger(self) -> None:
+        """Abort once the answer has left (or the client stopped reading for the idle timeout)."""
+        transport = self._transport
+        if transport is None:
+            return
+        unsent = transport.get_write_buffer_size()
+        if unsent and time.monotonic() - self.last_active < LINGER_S * 30:
+            self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
+            return
+        transport.abort()
 
 
 _date: list[tuple[int, bytes]] = [(0, b"")]

@@ -57,6 +57,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import TYPE_CHECKING
@@ -291,6 +292,8 @@ class ModelServer:
             drained = True
         except TimeoutError:
             drained = False
+            for conn in list(self._connections):
+                conn.close(abort=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.state.batcher is not None:  # answers for clients that left are still computed
@@ -301,11 +304,10 @@ class ModelServer:
         return drained
 
     def _sweep(self) -> None:
-        """Close connections that have been silent for ``IDLE_TIMEOUT_S`` with nothing in flight."""
+        """End connections that are silent, stuck or too slow (see ``HttpConnection.expire``)."""
         now = time.monotonic()
         for conn in list(self._connections):
-            if conn.request is None and now - conn.last_active > IDLE_TIMEOUT_S:
-                conn.close()
+            conn.expire(now, IDLE_TIMEOUT_S)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
     # -- connection owner (serving.http1.Owner) --
@@ -510,8 +512,10 @@ async def _run(server: ModelServer, state: ModelState) -> int:
     host, port = server.address
     log_event(event="listening", host=host, port=port, model=config.model_name)
 
-    # Loading runs in a thread so the loop answers /healthz (and 503s) meanwhile.
-    loading = asyncio.ensure_future(loop.run_in_executor(None, load_model, config))
+    # Loading runs in a daemon thread so the loop answers /healthz (and 503s) meanwhile, and a
+    # SIGTERM during a long load exits at once instead of waiting for it.
+    loading: asyncio.Future[tuple[Runtime, float, float]] = loop.create_future()
+    threading.Thread(target=_load_in_background, args=(config, loop, loading), name="model-load", daemon=True).start()
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not loading.done():  # SIGTERM while loading: nothing to finish
@@ -540,6 +544,27 @@ async def _run(server: ModelServer, state: ModelState) -> int:
     state.close()
     log_event(event="stopped", drained=drained)
     return 0
+
+
+def _load_in_background(
+    config: ServingConfig, loop: asyncio.AbstractEventLoop, loading: asyncio.Future[tuple[Runtime, float, float]]
+) -> None:
+    def settle(result: tuple[Runtime, float, float] | None, error: BaseException | None) -> None:
+        if loading.done():
+            return
+        if error is not None:
+            loading.set_exception(error)
+        else:
+            loading.set_result(result)  # type: ignore[arg-type]
+
+    try:
+        result, error = load_model(config), None
+    except Exception as exc:
+        result, error = None, exc
+    try:
+        loop.call_soon_threadsafe(settle, result, error)
+    except RuntimeError:  # the loop is gone: the server stopped while loading
+        pass
 
 
 if __name__ == "__main__":

@@ -474,10 +474,7 @@ def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server:
 
 @pytest.mark.tf
 def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: ServerProcess) -> None:
-    def predict(values: list[int]) -> bytes:
-        body = json.dumps({"instances": [values]}).encode()
-        return f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-
+    predict = _predict_bytes
     requests = [predict([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
     expected = [float_server.request("POST", f"/v1/models/{MODEL}:predict",
                                      json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
@@ -519,6 +516,70 @@ def test_client_leaving_mid_request_is_counted_and_harmless(float_server: Server
         time.sleep(0.05)
     assert 'status="499"} 3' in metrics
     assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
+
+
+def _predict_bytes(values: list[int]) -> bytes:
+    body = json.dumps({"instances": [values]}).encode()
+    return f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+@pytest.mark.tf
+def test_half_closed_client_gets_every_answer(tflite_models: dict[str, Path], tmp_path: Path) -> None:
+    server = ServerProcess(_config(tflite_models["float32"], max_batch_size=8, max_latency_ms=50), tmp_path)
+    try:
+        server.wait_for("ready")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answers = sock.makefile("rb")
+            sock.sendall(b"".join(_predict_bytes([i, 1, 2, 3]) for i in range(5)))
+            sock.shutdown(socket.SHUT_WR)  # "that is all": the answers must still come
+            statuses = [_read_response(answers)[0] for _ in range(5)]
+            assert statuses == [200] * 5 and answers.read() == b""  # then the server closes
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.tf
+def test_client_that_never_reads_cannot_grow_the_server(float_server: ServerProcess) -> None:
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # small request, large answer
+    rss_before = _rss_kib(float_server.proc.pid)
+    with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+        sock.setblocking(False)
+        sent, deadline = 0, time.monotonic() + 4
+        while time.monotonic() < deadline and sent < 20_000_000:
+            try:
+                sent += sock.send(request * 1000)
+            except BlockingIOError:  # the server stopped reading: TCP pushes back
+                time.sleep(0.05)
+        assert sent < 20_000_000, "the server kept reading from a client that reads nothing"
+    grown_mib = (_rss_kib(float_server.proc.pid) - rss_before) / 1024
+    assert grown_mib < 30, f"server memory grew by {grown_mib:.0f} MiB"
+    assert float_server.request("GET", "/healthz")[0] == 200
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_request_not_complete_in_time_gets_408(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.http1
+
+    monkeypatch.setattr(serving.http1, "REQUEST_TIMEOUT_S", 0.5)
+    config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
+    server = ModelServer(("127.0.0.1", 0), ModelState(config))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            status, doc = _read_response(sock.makefile("rb"))
+        assert status == 408 and "not complete within 0.5 s" in doc["error"]
+    finally:
+        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 @pytest.mark.tf
