@@ -68,12 +68,12 @@ def tflite_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 class ServerProcess:
     """``python -m serving.server`` on 127.0.0.1 with its stderr collected line by line."""
 
-    def __init__(self, config: dict[str, Any], folder: Path) -> None:
+    def __init__(self, config: dict[str, Any], folder: Path, command: list[str] | None = None) -> None:
         config_path = folder / "serving.json"
         config_path.write_text(json.dumps(config))
         env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path), "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
+            command or [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []
@@ -626,6 +626,19 @@ def test_sigterm_finishes_in_flight_request_and_exits_0(tflite_models: dict[str,
     assert server.wait_for("stopped")["drained"] is True
     assert idle.sock is not None and idle.sock.recv(1) == b""  # the idle connection was closed
     idle.close()
+
+
+@pytest.mark.tf
+def test_sigterm_during_a_slow_load_exits_at_once(tflite_models: dict[str, Path], tmp_path: Path) -> None:
+    slow = ("import sys, time\nimport serving.server as s\nload = s.load_model\n"
+            "s.load_model = lambda config: (time.sleep(30), load(config))[1]\nsys.exit(s.main())\n")
+    server = ServerProcess(_config(tflite_models["float32"]), tmp_path, [sys.executable, "-c", slow])
+    server.wait_for("listening")
+    assert server.request("GET", "/readyz")[0] == 503
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0 and time.monotonic() - started < 5  # Docker kills at 10 s
+    assert server.wait_for("stopped")["drained"] is True
 
 
 def test_bad_config_exits_2_and_missing_artifact_exits_1(tmp_path: Path) -> None:
