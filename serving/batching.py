@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -90,16 +91,7 @@ class Batcher:
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """``submit`` as a coroutine: the output for ``rows``."""
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
-
-        def done(output: np.ndarray | None, error: BaseException | None) -> None:
-            if future.done():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(output)  # type: ignore[arg-type]
-
-        self.submit(rows, done)
+        self.submit(rows, lambda output, error: settle(future, output, error))
         return await future
 
     async def drain(self) -> None:
@@ -195,6 +187,16 @@ class Batcher:
             end = start + len(item.rows)
             item.done(output[start:end], None)
             start = end
+
+
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """Complete ``future`` with ``result`` or ``error``, unless it is already done (cancelled)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _joined(batch: list[_Pending]) -> np.ndarray:

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.batching import Batcher
+from serving.batching import Batcher, settle
 from serving.config import InputSpec, ServingConfig
 from serving.http1 import JSON, HttpConnection, Request
 from serving.logs import flush_logs, log_event, timestamp, write_line
@@ -549,20 +549,12 @@ async def _run(server: ModelServer, state: ModelState) -> int:
 def _load_in_background(
     config: ServingConfig, loop: asyncio.AbstractEventLoop, loading: asyncio.Future[tuple[Runtime, float, float]]
 ) -> None:
-    def settle(result: tuple[Runtime, float, float] | None, error: BaseException | None) -> None:
-        if loading.done():
-            return
-        if error is not None:
-            loading.set_exception(error)
-        else:
-            loading.set_result(result)  # type: ignore[arg-type]
-
     try:
         result, error = load_model(config), None
     except Exception as exc:
         result, error = None, exc
     try:
-        loop.call_soon_threadsafe(settle, result, error)
+        loop.call_soon_threadsafe(settle, loading, result, error)
     except RuntimeError:  # the loop is gone: the server stopped while loading
         pass
 

@@ -9,6 +9,7 @@ int8 with int8 input and output tensors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -239,24 +240,31 @@ def test_decode_accepts_integral_values_for_integer_inputs() -> None:
     assert not row_format and batch.dtype == np.int8 and batch.tolist() == [[1, 2], [-3, 4]]
 
 
-def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | None]]) -> dict[str, tuple[int, Any]]:
-    """Send `requests` to an in-process server whose model never loads; (status, JSON) by path."""
+@contextlib.contextmanager
+def unloaded_server(tmp_path: Path) -> Iterator[int]:
+    """An in-process server (its loop in a thread) whose model never loads; yields its port."""
     config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
     server = ModelServer(("127.0.0.1", 0), ModelState(config))
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.address[1], timeout=5)
+        yield server.address[1]
+    finally:
+        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | None]]) -> dict[str, tuple[int, Any]]:
+    """Send `requests` to an in-process server whose model never loads; (status, JSON) by path."""
+    with unloaded_server(tmp_path) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         results = {}
         for method, path, body in requests:
             conn.request(method, path, body=body)
             response = conn.getresponse()
             results[path] = (response.status, json.loads(response.read()))
         conn.close()
-    finally:
-        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
     return results
 
 
@@ -567,19 +575,11 @@ def test_request_not_complete_in_time_gets_408(tmp_path: Path, monkeypatch: pyte
     import serving.http1
 
     monkeypatch.setattr(serving.http1, "REQUEST_TIMEOUT_S", 0.5)
-    config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
-    server = ModelServer(("127.0.0.1", 0), ModelState(config))
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
-    try:
-        with socket.create_connection(("127.0.0.1", server.address[1]), timeout=10) as sock:
+    with unloaded_server(tmp_path) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
             status, doc = _read_response(sock.makefile("rb"))
-        assert status == 408 and "not complete within 0.5 s" in doc["error"]
-    finally:
-        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
+    assert status == 408 and "not complete within 0.5 s" in doc["error"]
 
 
 @pytest.mark.tf
