@@ -127,16 +127,14 @@ class HttpConnection(asyncio.Protocol):
         if not self._buffer and self.partial_since is None:
             self.partial_since = self.last_active
         self._buffer += data
-        if self.request is None:
-            self._process()
-        self._flow()
+        self._continue()
 
     def eof_received(self) -> bool:
         self._peer_eof = True
-        # A half-closed client still gets the answers to every complete request it sent.
-        if self._closing or (self.request is None and not self._process_after_eof()):
+        if self._closing:
             return False
-        return True
+        self._continue()  # a half-closed client still gets the answers to every complete request
+        return True  # the connection closes itself once they are written
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -154,9 +152,23 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self.last_active = time.monotonic()
-        self._flow()
+        self._continue()
+
+    def _continue(self) -> None:
+        """Go on after data arrived, an answer was written, or the client read its answers."""
+        transport = self._transport
+        if self._in_process or transport is None or self._closing:
+            return  # (inside the parsing loop, the loop goes on by itself)
         if self.request is None and self._buffer:
             self._process()
+        if self._peer_eof and self.request is None and not self._writing_paused and not self._closing:
+            # Every complete request is answered and nothing more will come.
+            if self._head is not None:  # it hung up mid-request: nobody to answer
+                self._owner.record(self._head, 499, self.remote)
+                self._head = None
+            self._close_after_write(transport)
+            return
+        self._flow()
 
     def _flow(self) -> None:
         """Read only while answers leave and the client is not far ahead of them."""
@@ -234,16 +246,6 @@ class HttpConnection(asyncio.Protocol):
                 self._owner.handle(head, self)
         finally:
             self._in_process = False
-
-    def _process_after_eof(self) -> bool:
-        """After the client's FIN: answer what is complete; False when nothing is left to answer."""
-        self._process()
-        if self.request is None and not self._closing and self._transport is not None:
-            if self._head is not None:  # it hung up mid-request: nobody to answer
-                self._owner.record(self._head, 499, self.remote)
-                self._head = None
-            return False
-        return True
 
     def _parse_head(self) -> bool:
         """Parse the request line and headers into ``self._head``; False when not complete."""
@@ -358,15 +360,7 @@ class HttpConnection(asyncio.Protocol):
         if close:
             self._close_after_write(transport)
             return
-        if self._in_process:
-            return  # the parsing loop goes on with the next request
-        if self._peer_eof:
-            if not self._process_after_eof():
-                self._close_after_write(transport)
-            return
-        if self._buffer:
-            self._process()
-        self._flow()
+        self._continue()
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:
         self._closing = True
