@@ -95,14 +95,12 @@ __all__ = [
 ]
 
 SERVER_VERSION = "0.4.0"
-# Idle keep-alive connections are closed after this long so silent clients cannot pin memory.
-IDLE_TIMEOUT_S = 75.0
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
 DRAIN_TIMEOUT_S = 9.0
 # The loop thread holds the GIL most of the time; switching every 0.5 ms instead of 5 ms lets the
 # inference thread take its result back without waiting several intervals (a p99 cost).
 SWITCH_INTERVAL_S = 0.0005
-# How often idle connections are checked against IDLE_TIMEOUT_S.
+# How often connections are checked for the timeouts in serving.http1.
 SWEEP_INTERVAL_S = 1.0
 
 _V1_ROUTE = re.compile(r"/v1/models/([^/:]+)(?:/versions/([^/:]+))?(/metadata|:predict)?")
@@ -200,14 +198,12 @@ def read_api_key(config: ServingConfig) -> str | None:
 
 
 class ModelState:
-    """What the routes share: the config, the model and batcher once ready, bodies, metrics."""
+    """What the routes share: the config, the batcher once the model is ready, bodies, metrics."""
 
     def __init__(self, config: ServingConfig, api_key: str | None = None) -> None:
         self.config = config
         self.api_key = api_key.encode() if api_key else None
-        self.model: Runtime | None = None
         self.batcher: Batcher | None = None
-        self.sample_cost_s: float | None = None
         self.ready = False
         self.metrics = Metrics(ready=lambda: self.ready)
         self.status_loading = status_body("LOADING")
@@ -222,8 +218,6 @@ class ModelState:
         """Serve ``model`` from now on (called on the loop thread)."""
         self.metadata_body = encode_json(metadata_document(self.config, model)).encode()
         self.v2_metadata_body = encode_json(v2_model_metadata(self.config, model)).encode()
-        self.model = model
-        self.sample_cost_s = sample_cost_s
         self.batcher = Batcher(
             loop, model.predict, self.config.max_batch_size, self.config.max_latency_ms,
             self.metrics, sample_cost_s=sample_cost_s,
@@ -307,7 +301,7 @@ class ModelServer:
         """End connections that are silent, stuck or too slow (see ``HttpConnection.expire``)."""
         now = time.monotonic()
         for conn in list(self._connections):
-            conn.expire(now, IDLE_TIMEOUT_S)
+            conn.expire(now)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
     # -- connection owner (serving.http1.Owner) --
