@@ -71,7 +71,6 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wake: asyncio.Handle | None = None
-        self._wake_is_timer = False
         self._running = False  # a batch is on the inference thread
         self._idle = asyncio.Event()
         self._idle.set()
@@ -110,10 +109,9 @@ class Batcher:
             return
         wait = self._wait()
         if self._wake is not None:
-            if not (self._wake_is_timer and wait <= 0):
+            if not (isinstance(self._wake, asyncio.TimerHandle) and wait <= 0):
                 return
             self._wake.cancel()  # the batch filled up before its window closed
-        self._wake_is_timer = wait > 0
         if wait > 0:
             self._wake = self._loop.call_later(wait, self._run_next)
         else:
@@ -125,7 +123,8 @@ class Batcher:
             return 0.0
         return self._queue[0].enqueued + self.max_latency - time.perf_counter()
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> tuple[list[_Pending], int]:
+        """The next batch and its number of rows."""
         batch = [self._queue.popleft()]
         rows = len(batch[0].rows)
         while self._queue and rows + len(self._queue[0].rows) <= self.max_batch_size:
@@ -133,12 +132,12 @@ class Batcher:
             rows += len(item.rows)
             batch.append(item)
         self._queued_rows -= rows
-        return batch
+        return batch, rows
 
     def _run_next(self) -> None:
         self._wake = None
         if self.offload:
-            batch = self._take()
+            batch, _ = self._take()
             self._running = True
             started = time.perf_counter()
             future = self._loop.run_in_executor(self._executor, self._predict, _joined(batch))
@@ -148,23 +147,23 @@ class Batcher:
         # queued by those answers (a pipelining client) wait for the next pass, after the sockets.
         budget = self._queued_rows
         while self._queue and budget > 0 and self._wait() <= 0:
-            batch = self._take()
-            budget -= sum(len(item.rows) for item in batch)
+            batch, rows = self._take()
+            budget -= rows
             started = time.perf_counter()
             try:
                 output, error = self._predict(_joined(batch)), None
             except Exception as exc:  # every caller of this batch gets it
                 output, error = None, exc
             self._deliver(batch, started, output, error)
-        if self._queue:
-            self._schedule()
-        else:
-            self._idle.set()
+        self._after_batch()
 
     def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:
         self._running = False
         error = future.exception()
         self._deliver(batch, started, None if error else future.result(), error)
+        self._after_batch()
+
+    def _after_batch(self) -> None:
         if self._queue:
             self._schedule()
         else:
