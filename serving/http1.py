@@ -30,6 +30,9 @@ MAX_HEADERS = 100
 MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes
 # A request must be complete this long after its first byte arrived, however slowly it trickles.
 REQUEST_TIMEOUT_S = 30.0
+# Idle keep-alive connections (and clients that stopped reading their answers) are cut off after
+# this long so silent clients cannot pin memory.
+IDLE_TIMEOUT_S = 75.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
@@ -39,6 +42,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a response that closes the connection: send FIN, keep reading (and dropping) what the
 # client still sends for this long once the answer is out, so it is not lost to a TCP reset.
 LINGER_S = 2.0
+LINGER_MAX_S = 60.0  # ... but no longer than this after the last write, if the answer cannot leave
 
 
 class Headers:
@@ -200,14 +204,14 @@ class HttpConnection(asyncio.Protocol):
             else:
                 self._transport.close()
 
-    def expire(self, now: float, idle_timeout: float) -> None:
+    def expire(self, now: float) -> None:
         """Called periodically: end a connection that is silent, stuck or too slow."""
         if self._transport is None or self.request is not None:
             return  # an answer is being computed
         if self.partial_since is not None and now - self.partial_since > REQUEST_TIMEOUT_S and not self._closing:
             self._fail(self._head or Request("", ""), 408,
                        f"the request was not complete within {REQUEST_TIMEOUT_S:g} s")
-        elif now - self.last_active > idle_timeout:
+        elif now - self.last_active > IDLE_TIMEOUT_S:
             self.close(abort=True)
 
     # -- parsing --
@@ -377,12 +381,12 @@ class HttpConnection(asyncio.Protocol):
         self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
 
     def _end_linger(self) -> None:
-        """Abort once the answer has left (or the client stopped reading for the idle timeout)."""
+        """Abort once the answer has left (or nothing could be written for ``LINGER_MAX_S``)."""
         transport = self._transport
         if transport is None:
             return
         unsent = transport.get_write_buffer_size()
-        if unsent and time.monotonic() - self.last_active < LINGER_S * 30:
+        if unsent and time.monotonic() - self.last_active < LINGER_MAX_S:
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
             return
         transport.abort()
