@@ -91,13 +91,18 @@ def _pinned(venv: Path, pins: list[str]) -> bool:
     return all(pin.lower() in have for pin in pins)
 
 
+def _trained(folder: Path, example: str, what: str) -> Path:
+    """``folder`` with ``modelprep.examples.<example>`` trained into it (once: cached)."""
+    if not (folder / "model" / f"{example}.keras").is_file():
+        log(f"training {what}")
+        subprocess.run([str(PY), "-m", f"modelprep.examples.{example}", str(folder)], check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return folder
+
+
 def prepare_models(work: Path) -> dict[str, Any]:
     """Train + prep the digits model and build the conv model (cached in ``work``)."""
-    digits = work / "digits"
-    if not (digits / "model" / "digits.keras").is_file():
-        log("training the digits model")
-        subprocess.run([str(PY), "-m", "modelprep.examples.digits", str(digits)], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    digits = _trained(work / "digits", "digits", "the digits model")
     spec = digits / "model.yaml"
     spec.write_text(textwrap.dedent("""\
         name: digits
@@ -114,11 +119,7 @@ def prepare_models(work: Path) -> dict[str, Any]:
           quantization: int8
           max_accuracy_drop: 0.01
         """))
-    cnn = work / "cnn"
-    if not (cnn / "model" / "digits_cnn.keras").is_file():
-        log("training the digits-cnn example (issue 3's convolutional model)")
-        subprocess.run([str(PY), "-m", "modelprep.examples.digits_cnn", str(cnn)], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cnn = _trained(work / "cnn", "digits_cnn", "the digits-cnn example (issue 3's convolutional model)")
     conv = work / "conv"
     conv.mkdir(parents=True, exist_ok=True)
     script = textwrap.dedent(f"""
