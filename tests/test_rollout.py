@@ -4,7 +4,10 @@ zero failed requests across rollouts and crashes, rollback, recovery, drift, har
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,15 +166,17 @@ def test_replicas_run_hardened(stack: Stack) -> None:
     assert published == {"HostIp": "127.0.0.1", "HostPort": str(stack.port)}
 
 
-def test_status_and_model_diff(stack: Stack) -> None:
-    import subprocess
-    import sys
+def modelstack(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the modelstack CLI; its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "iac.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **env})
 
+
+def test_status_and_model_diff(stack: Stack) -> None:
     spec = str(stack.dir / "model.yaml")
     deadline = time.monotonic() + 30
     while True:  # docker's healthcheck runs every 5 s
-        run = subprocess.run([sys.executable, "-m", "iac.cli", "status", spec, "--stack", stack.name],
-                             capture_output=True, text=True)
+        run = modelstack("status", spec, "--stack", stack.name)
         if run.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -181,9 +186,9 @@ def test_status_and_model_diff(stack: Stack) -> None:
     serving = quantization(stack)
     stack.edit_spec(f"quantization: {serving}", "quantization: float16")
     try:
-        before = subprocess.run([sys.executable, "-m", "iac.cli", "diff", spec], capture_output=True, text=True)
-        subprocess.run([sys.executable, "-m", "iac.cli", "prep", spec], capture_output=True, check=True)
-        after = subprocess.run([sys.executable, "-m", "iac.cli", "diff", spec], capture_output=True, text=True)
+        before = modelstack("diff", spec)
+        modelstack("prep", spec).check_returncode()
+        after = modelstack("diff", spec)
     finally:
         stack.edit_spec("quantization: float16", f"quantization: {serving}")
     assert before.returncode == 1 and "modelstack prep" in before.stderr
@@ -218,12 +223,7 @@ def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Stack, body: dict)
         assert key not in state, "the key is stored encrypted in the stack's state"
 
         # `modelstack status` asks the server with the key from the variable the spec names.
-        import os
-        import subprocess
-        import sys
-
-        run = subprocess.run([sys.executable, "-m", "iac.cli", "status", str(stack.dir / "model.yaml"), "--stack", stack.name],
-                             capture_output=True, text=True, env={**os.environ, "DIGITS_API_KEY": key})
+        run = modelstack("status", str(stack.dir / "model.yaml"), "--stack", stack.name, DIGITS_API_KEY=key)
         assert "serving   litert-" in run.stdout and "nothing answers" not in run.stdout, run.stdout + run.stderr
     finally:
         stack.edit_spec("  threads: 1\n  api_key_env: DIGITS_API_KEY\n", "  threads: 1\n")

@@ -482,8 +482,7 @@ def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server:
 
 @pytest.mark.tf
 def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: ServerProcess) -> None:
-    predict = _predict_bytes
-    requests = [predict([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
+    requests = [_predict_bytes([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
     expected = [float_server.request("POST", f"/v1/models/{MODEL}:predict",
                                      json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
     with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
@@ -492,7 +491,7 @@ def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: Ser
         for i in range(6):
             status, doc = _read_response(answers)
             assert status == 200 and doc == (expected[i] if i < 5 else {"status": "ok"})
-        for byte in predict([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
+        for byte in _predict_bytes([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
             sock.sendall(bytes([byte]))
         status, doc = _read_response(answers)
         assert status == 200 and len(doc["predictions"][0]) == 3
