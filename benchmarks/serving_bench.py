@@ -126,8 +126,8 @@ def prepare_models(work: Path) -> dict[str, Any]:
         import json, sys
         import numpy as np
         sys.path.insert(0, {str(REPO)!r})
-        from iac.load import load_resolved
-        from iac.pipeline import prep_request
+        from iac.spec.load import load_resolved
+        from modelprep.request import prep_request
         from modelprep.prep import prep
         result = prep(prep_request(load_resolved({str(spec)!r})))
         with np.load({str(digits / "data" / "evaluation.npz")!r}) as data:

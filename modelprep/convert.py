@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modelprep.errors import UserError
+from iac.spec.errors import UserError
 from modelprep.tf_env import tensorflow
 
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")

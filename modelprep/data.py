@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelprep.errors import UserError
+from iac.spec.errors import UserError
 
 
 @dataclass(frozen=True)

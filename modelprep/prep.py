@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modelprep.cache import Cache
-from modelprep.errors import Problem, UserError
+from iac.spec.errors import Problem, UserError
 from modelprep.hashing import file_sha256, json_sha256
 from modelprep.variants import CATALOG, Candidate, Variant, candidates
 
@@ -405,10 +405,10 @@ class _Work:
         return entries
 
     def _fine_tune(self, variants: list[Variant]) -> dict[str, dict[str, Any]]:
-        from modelprep import legacy
+        from modelprep import keras_bridge
 
         r = self.req
-        legacy.check_convertible(self.model, where=r.model_path)
+        keras_bridge.check_convertible(self.model, where=r.model_path)
         techniques: dict[str, dict[str, Any]] = {}
         for variant in variants:
             t = variant.technique

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from modelprep.errors import Problem
+from iac.spec.errors import Problem
 from modelprep.evaluate import loss_of
 
 

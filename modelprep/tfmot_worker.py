@@ -5,7 +5,7 @@ TF_USE_LEGACY_KERAS=1 for the whole process. The parent (Keras 3) stays untouche
 this module as `python -m modelprep.tfmot_worker JOB.json`:
 
 - the job names the Keras 3 model, the fine-tuning and calibration data, and the techniques;
-- the worker rebuilds the model in tf_keras (modelprep.legacy), applies each technique to its
+- the worker rebuilds the model in tf_keras (modelprep.keras_bridge), applies each technique to its
   own copy, fine-tunes, strips the training wrappers, converts to LiteRT and writes the files;
 - it reports on stdout, one JSON object a line: {"event": "progress", ...},
   {"event": "done", "outputs": {...}} or {"event": "error", "problems": [...]}.
@@ -40,7 +40,7 @@ def main(job_path: str) -> int:
     sys.stdout = sys.stderr
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from modelprep.errors import UserError
+    from iac.spec.errors import UserError
 
     job = json.loads(Path(job_path).read_text())
     try:
@@ -60,12 +60,12 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from modelprep import legacy
+    from modelprep import keras_bridge
 
     seed = int(job.get("seed", 7))
     tf_keras.utils.set_random_seed(seed)
     source = keras.models.load_model(job["model_path"], compile=False, safe_mode=True)
-    base = legacy.to_tf_keras(source)
+    base = keras_bridge.to_tf_keras(source)
     with np.load(job["train_path"], allow_pickle=False) as data:
         x = data["x"].astype(np.float32)
         y = data["y"] if "y" in data.files and job.get("use_labels", True) else None
@@ -131,7 +131,7 @@ def _loss_and_target(tf_keras: Any, metric: str, teacher: np.ndarray, y: np.ndar
 
 
 def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int) -> tuple[Any, dict[str, Any]]:
-    from modelprep.errors import UserError
+    from iac.spec.errors import UserError
 
     target = float(settings["target_sparsity"])
     begin = int(settings.get("begin_step") or 0)

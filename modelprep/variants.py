@@ -50,7 +50,7 @@ ONNX = ("onnx-float32", "onnx-dynamic", "onnx-static")
 # Runtimes the generated server runs today; a variant of another runtime is chosen only when
 # the spec names it in optimize.variants.
 DEFAULT_RUNTIMES = ("litert",)
-LEGACY_NAMES = {"none": "litert-float32", "dynamic": "litert-dynamic", "float16": "litert-float16", "int8": "litert-int8"}
+SHORTHAND_VARIANTS = {"none": "litert-float32", "dynamic": "litert-dynamic", "float16": "litert-float16", "int8": "litert-int8"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def candidates(
             return [Candidate(CATALOG[n], n in chosen, "" if n in chosen else "not in optimize.variants") for n in NAMES]
         return [Candidate(v, True) for v in listed]
     if quantization and not all_variants:
-        return [Candidate(CATALOG[LEGACY_NAMES[quantization]], True)]
+        return [Candidate(CATALOG[SHORTHAND_VARIANTS[quantization]], True)]
     names = list(POST_TRAINING)
     if int8_io or all_variants:
         names.append("litert-int8-io")
@@ -91,13 +91,13 @@ def candidates(
     if qat or all_variants:
         names.append("qat-int8")
     names += list(ONNX)
-    legacy = LEGACY_NAMES.get(quantization or "")
+    shorthand = SHORTHAND_VARIANTS.get(quantization or "")
     out = []
     for name in NAMES:
         if name not in names:
             continue
         variant = CATALOG[name]
-        if legacy and name != legacy:
+        if shorthand and name != shorthand:
             out.append(Candidate(variant, False, f"optimize.quantization is {quantization}"))
         elif variant.runtime not in DEFAULT_RUNTIMES:
             out.append(Candidate(variant, False, f"runtime {variant.runtime}: name it in optimize.variants to allow it"))

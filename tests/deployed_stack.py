@@ -121,6 +121,6 @@ def leftovers(owner: str) -> dict[str, list[str]]:
 
 
 def healers(owner: str) -> list[int]:
-    from iac.providers.healer import healer_pids
+    from iac.deploy.targets.docker.healer import healer_pids
 
     return healer_pids(owner)

@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conformance import check_conformance
-from iac.cli import app
-from serving.loadgen import run_load
+from iac.cli.app import app
+from iac.loadgen import run_load
 from test_serving import MODEL, SAMPLES, ServerProcess, _config, ready_server, tflite_models  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_serve_runs_the_spec_locally(digits_example: Path) -> None:
     """`modelstack serve` preps (cached), serves on the port, passes conformance, stops on SIGINT."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iac.cli", "serve", str(digits_example / "model.yaml"), "--port", "0",
+        [sys.executable, "-m", "iac.cli.app", "serve", str(digits_example / "model.yaml"), "--port", "0",
          "--max-batch-size", "8"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )

@@ -1,4 +1,4 @@
-"""The real Pulumi engine drives a Python project through our language host (iac.langhost).
+"""The real Pulumi engine drives a Python project through our language host (iac.pulumi_host.langhost).
 
 A throwaway project (tests/fixtures/pulumi_langhost) with a local file backend reads stack
 config (one plain, one secret value), manages a text file through a dynamic provider defined

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iac.load import load_resolved
-from iac.pipeline import prep_request
+from iac.spec.load import load_resolved
+from modelprep.request import prep_request
 from modelprep.cache import Cache
-from modelprep.errors import UserError
+from iac.spec.errors import UserError
 from modelprep.prep import PrepRequest, prep, prep_key
 
 pytestmark = pytest.mark.tf
@@ -80,7 +80,7 @@ def test_cli_gate_failure_exits_nonzero(digits_example: Path, tmp_path: Path) ->
     text = (digits_example / "model.yaml").read_text()
     spec.write_text(text.replace("data/evaluation.npz", str(hard)).replace("max_accuracy_drop: 0.01", "max_accuracy_drop: 0.0"))
     env = {**os.environ, "MODELSTACK_CACHE": str(tmp_path / "cache")}
-    run = subprocess.run([sys.executable, "-m", "iac.cli", "prep", str(spec)], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(spec)], capture_output=True, text=True, env=env)
     assert run.returncode == 2, run.stderr
     assert "optimize.max_accuracy_drop" in run.stderr and "Traceback" not in run.stderr
     line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "max_accuracy_drop" in text)
@@ -91,10 +91,10 @@ def test_cli_gate_failure_exits_nonzero(digits_example: Path, tmp_path: Path) ->
 def test_second_prep_does_no_tensorflow_work(digits_example: Path, tmp_path: Path) -> None:
     env = {**os.environ, "MODELSTACK_CACHE": str(tmp_path / "cache")}
     spec = digits_example / "model.yaml"
-    first = subprocess.run([sys.executable, "-m", "iac.cli", "prep", str(spec), "--json"], capture_output=True, text=True, env=env)
+    first = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(spec), "--json"], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
     probe = (
-        "import sys, json; from iac.load import load_resolved; from iac.pipeline import prep_request; "
+        "import sys, json; from iac.spec.load import load_resolved; from modelprep.request import prep_request; "
         "from modelprep.prep import prep; r = prep(prep_request(load_resolved(sys.argv[1]))); "
         "print(json.dumps({'cached': r.cached, 'tf': 'tensorflow' in sys.modules, 'key': r.key}))"
     )

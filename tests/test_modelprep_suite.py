@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from modelprep.cache import Cache
-from modelprep.errors import UserError
+from iac.spec.errors import UserError
 from modelprep.prep import PrepRequest, prep, prep_key
 from modelprep.select import choose, mark_gate, miss_problems
 from modelprep.variants import CATALOG, NAMES, candidates
@@ -255,7 +255,7 @@ def test_variants_restrict_the_candidates_and_allow_onnx(suite: dict[str, Any], 
 def test_cli_json_has_baselines_and_variants_and_all_variants(suite: dict[str, Any], tiny: Path, cache_dir: Path) -> None:
     # The spec's settings equal the suite's request, so every variant comes from the cache.
     env = {**os.environ, "MODELSTACK_CACHE": str(cache_dir)}
-    run = subprocess.run([sys.executable, "-m", "iac.cli", "prep", str(tiny / "model.yaml"), "--json", "--all-variants"],
+    run = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml"), "--json", "--all-variants"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
@@ -264,7 +264,7 @@ def test_cli_json_has_baselines_and_variants_and_all_variants(suite: dict[str, A
     assert sum(e["chosen"] for e in report["variants"]) == 1
     for entry in [*report["baselines"], *report["variants"]]:
         assert set(FIELDS) <= set(entry)
-    table = subprocess.run([sys.executable, "-m", "iac.cli", "prep", str(tiny / "model.yaml")],
+    table = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert table.returncode == 0, table.stderr[-3000:]
     assert "keras-predict" in table.stdout and "pruned-int8" in table.stdout and "chosen" in table.stdout
@@ -310,7 +310,7 @@ def test_ops_without_int8_kernels_fall_back_to_float_and_say_so(tmp_path: Path) 
 
 @pytest.mark.tf
 def test_subclassed_models_and_custom_layers_cannot_be_bridged() -> None:
-    from modelprep.legacy import check_convertible
+    from modelprep.keras_bridge import check_convertible
     from modelprep.tf_env import tensorflow
 
     tensorflow()
@@ -338,7 +338,7 @@ def test_subclassed_models_and_custom_layers_cannot_be_bridged() -> None:
 
 @pytest.mark.tf
 def test_the_bridge_copies_a_functional_model_exactly() -> None:
-    from modelprep.legacy import to_tf_keras
+    from modelprep.keras_bridge import to_tf_keras
     from modelprep.tf_env import tensorflow
 
     tensorflow()
@@ -394,7 +394,7 @@ def test_unknown_variant_or_objective_in_a_request_is_a_user_error(tiny: Path, t
 
 
 def test_catalog_names_match_the_spec_enum() -> None:
-    from iac.spec import VariantName
+    from iac.spec.models import VariantName
 
     assert [v.value for v in VariantName] == list(CATALOG)
 
@@ -408,8 +408,8 @@ def test_a_pruning_schedule_longer_than_fine_tuning_is_a_user_error(tiny: Path, 
 
 
 def test_the_cnn_stack_is_shaped_like_the_digits_stack(tmp_path: Path) -> None:
-    from iac.load import load_resolved
-    from iac.pipeline import prep_request
+    from iac.spec.load import load_resolved
+    from modelprep.request import prep_request
 
     repo = Path(__file__).resolve().parent.parent
     stack, digits = repo / "stacks" / "digits-cnn", repo / "stacks" / "digits"

@@ -18,7 +18,7 @@ def test_every_modelstack_command_in_the_readme_exists() -> None:
     commands |= set(re.findall(r"`modelstack (\w+)", README))
     assert {"validate", "prep", "render", "status", "diff"} <= commands
     for command in sorted(commands):
-        run = subprocess.run([sys.executable, "-m", "iac.cli", command, "--help"], capture_output=True, text=True)
+        run = subprocess.run([sys.executable, "-m", "iac.cli.app", command, "--help"], capture_output=True, text=True)
         assert run.returncode == 0, f"`modelstack {command}` in the README does not exist: {run.stderr}"
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from iac.load import load_resolved
-from iac.render import render
+from iac.spec.load import load_resolved
+from iac.build.render import render
 
 GOLDEN = Path(__file__).parent / "golden" / "digits"
 SPECS = Path(__file__).parent / "fixtures" / "specs"
@@ -109,7 +109,7 @@ def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(inputs: tuple[P
 
 
 def test_missing_wheels_are_named(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    from modelprep.errors import UserError
+    from iac.spec.errors import UserError
 
     spec, artifact, wheels = inputs
     next(wheels.glob("numpy-*.whl")).unlink()
@@ -118,7 +118,7 @@ def test_missing_wheels_are_named(inputs: tuple[Path, Path, Path], tmp_path: Pat
 
 
 def test_proxy_config_matches_golden() -> None:
-    from iac.proxy_config import nginx_conf, upstream_conf
+    from iac.build.proxy_config import nginx_conf, upstream_conf
 
     rendered = {"nginx.conf": nginx_conf("digits", 2), "upstream.conf": upstream_conf(["r-b", "r-a"], 8501)}
     for name, text in rendered.items():

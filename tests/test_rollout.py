@@ -168,7 +168,7 @@ def test_replicas_run_hardened(stack: Stack) -> None:
 
 def modelstack(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the modelstack CLI; its output captured as text."""
-    return subprocess.run([sys.executable, "-m", "iac.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "iac.cli.app", *args], capture_output=True, text=True,
                           env={**os.environ, **env})
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iac.load import load, load_resolved, validate
-from modelprep.errors import UserError
+from iac.spec.load import load, load_resolved, validate
+from iac.spec.errors import UserError
 
 SPECS = Path(__file__).parent / "fixtures" / "specs"
 REPO = Path(__file__).resolve().parent.parent
@@ -76,13 +76,13 @@ def test_spec_objects_are_frozen(spec_dir: Path) -> None:
 
 def test_cli_validate_exits_2_with_one_line_per_problem_and_no_traceback(spec_dir: Path) -> None:
     spec = _copy(SPECS / "invalid_optimize_quantization_unsupported.yaml", spec_dir)
-    run = subprocess.run([sys.executable, "-m", "iac.cli", "validate", str(spec)], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "iac.cli.app", "validate", str(spec)], capture_output=True, text=True)
     assert run.returncode == 2
     assert "optimize.quantization" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_committed_schema_matches_the_models() -> None:
-    from iac.spec import ModelSpec
+    from iac.spec.models import ModelSpec
 
     committed = json.loads((REPO / "docs" / "model.schema.json").read_text())
     assert committed == ModelSpec.model_json_schema(), "regenerate with: modelstack schema > docs/model.schema.json"

@@ -6,7 +6,7 @@ make the service require that key.
 
 import pulumi
 
-from iac.components.model_service import export_service
+from iac.deploy.service import export_service
 
 config = pulumi.Config()
 export_service(config.get("spec") or "model.yaml", api_key=config.get_secret("apiKey"))

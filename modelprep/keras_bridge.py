@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from modelprep.errors import Problem, UserError
+from iac.spec.errors import Problem, UserError
 
 FIELD = "optimize.variants"
 FIX = ("keep this model to post-training variants (litert-*, onnx-*) in optimize.variants, or rebuild it "

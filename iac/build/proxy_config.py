@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iac.templating import render_template
+from iac.build.templating import render_template
 
 PROXY_PORT = 8080
 UPSTREAM_FILE = "/etc/modelstack/upstream.conf"  # in the mounted config directory

@@ -16,7 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
+from iac.deploy.dynamic import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
 
 CONFIG_MOUNT = "/etc/modelstack"
 NGINX_CONF = f"{CONFIG_MOUNT}/nginx.conf"

@@ -17,7 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import changed
+from iac.deploy.dynamic import changed
 
 
 class HealerProvider(ResourceProvider):
@@ -46,7 +46,7 @@ def _start(props: dict[str, Any]) -> int:
     config_dir.mkdir(parents=True, exist_ok=True)
     with open(config_dir / "healer.log", "ab") as log:
         process = subprocess.Popen(
-            [props["python"], "-m", "iac.healer", "--owner", props["owner"], "--config-dir", str(config_dir)],
+            [props["python"], "-m", "iac.deploy.targets.docker.healer_daemon", "--owner", props["owner"], "--config-dir", str(config_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
         )
     time.sleep(0.3)
@@ -64,7 +64,7 @@ def _cmdline(pid: int) -> str:
 
 def _alive(pid: int, owner: str) -> bool:
     line = _cmdline(pid)
-    return "iac.healer" in line and f"--owner {owner} " in line + " "
+    return "iac.deploy.targets.docker.healer_daemon" in line and f"--owner {owner} " in line + " "
 
 
 def _stop(pid: int, owner: str) -> None:

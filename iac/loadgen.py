@@ -216,3 +216,54 @@ def _run(host: str, port: int, raw: list[bytes], concurrency: int, duration: flo
     for worker in workers:
         worker.join(timeout=10)
     return latencies, statuses
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    target: str
+    bodies: list[bytes]
+    headers: dict[str, str]
+
+
+def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> BenchPlan:
+    """Where `modelstack bench` sends what: bodies from the spec's evaluation data (and the API key
+    by the spec's rule) or one body from a file."""
+    import json
+
+    from iac.spec.errors import UserError
+
+    if protocol not in ("v1", "v2"):
+        raise UserError.single("--protocol", "", f"{protocol!r} is not a protocol", "use v1 or v2")
+    if (spec_path is None) == (body_path is None):
+        raise UserError.single("bench", "", "give the request body with exactly one of --spec or --body",
+                               "--spec model.yaml (evaluation data) or --body request.json")
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise UserError.single(url, "", "is not an http:// URL", "e.g. http://127.0.0.1:8501")
+    has_path = parts.path not in ("", "/")
+    if body_path is not None:
+        if not body_path.is_file():
+            raise UserError.single(str(body_path), "", "no such file", "give a file with one JSON request body")
+        if not has_path:
+            raise UserError.single(url, "", "has no path and --body does not say which model",
+                                   "give the full URL, e.g. http://127.0.0.1:8501/v1/models/NAME:predict")
+        return BenchPlan(url, [body_path.read_bytes()], {})
+
+    import numpy as np
+
+    from iac.service_client import api_key_headers
+    from iac.spec.load import load_resolved
+
+    spec = load_resolved(spec_path)
+    name, tensor = spec.name, spec.spec.model.inputs[0]
+    with np.load(spec.evaluation_path) as data:
+        samples = data["x"][:64]
+    if protocol == "v1":
+        bodies = [json.dumps({"instances": [s.tolist()]}).encode() for s in samples]
+        path = f"/v1/models/{name}:predict"
+    else:
+        bodies = [json.dumps({"inputs": [{"name": tensor.name, "shape": [1, *s.shape], "datatype": "FP32",
+                                          "data": s.ravel().tolist()}]}).encode() for s in samples]
+        path = f"/v2/models/{name}/infer"
+    target = url if has_path else url.rstrip("/") + path
+    return BenchPlan(target, bodies, api_key_headers(spec))

@@ -8,7 +8,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import changed
+from iac.deploy.dynamic import changed
 
 OUTPUTS = ("artifact_path", "artifact_sha256", "variant", "size_bytes", "accuracy", "baseline_accuracy", "report")
 

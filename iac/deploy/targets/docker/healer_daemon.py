@@ -6,7 +6,7 @@ so one small host process per stack watches the stack's containers and starts ag
   - a model replica, when the proxy's upstream.conf lists it (a replica a rollout retired is
     not listed, so it stays down), then reloads the proxy so nginx resolves its new address.
 
-    python -m iac.healer --owner digits/dev/digits --config-dir DIR
+    python -m iac.deploy.targets.docker.healer_daemon --owner digits/dev/digits --config-dir DIR
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def listed_replicas(config_dir: Path) -> set[str]:
 
 def heal_once(client: Any, owner: str, config_dir: Path) -> list[str]:
     """Start every dead container of `owner` that should run; returns their names."""
-    from iac.providers.common import OWNER_LABEL
+    from iac.deploy.dynamic import OWNER_LABEL
 
     wanted = listed_replicas(config_dir)
     healed = []
@@ -47,8 +47,8 @@ def heal_once(client: Any, owner: str, config_dir: Path) -> list[str]:
 
 
 def _reload_proxy(client: Any, owner: str) -> None:
-    from iac.providers.common import OWNER_LABEL
-    from iac.providers.proxy import reload
+    from iac.deploy.dynamic import OWNER_LABEL
+    from iac.deploy.targets.docker.proxy import reload
 
     time.sleep(0.5)  # let the restarted replica's address be registered in docker's DNS
     for proxy in client.containers.list(filters={"label": [f"{OWNER_LABEL}={owner}", "org.modelstack.role=proxy"]}):
@@ -63,7 +63,7 @@ def log(event: str, **fields: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iac.healer")
+    parser = argparse.ArgumentParser(prog="python -m iac.deploy.targets.docker.healer_daemon")
     parser.add_argument("--owner", required=True)
     parser.add_argument("--config-dir", required=True, type=Path)
     args = parser.parse_args(argv)

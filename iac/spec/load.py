@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelprep.errors import Problem, UserError
-from iac.spec import ModelSpec, ResolvedSpec
+from iac.spec.errors import Problem, UserError
+from iac.spec.models import ModelSpec, ResolvedSpec
 
 Loc = tuple[str | int, ...]
 

@@ -9,11 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from iac.spec import ResolvedSpec
-from iac.templating import TEMPLATES, render_template
-from modelprep.errors import UserError
+from iac.spec.models import ResolvedSpec
+from iac.build.templating import TEMPLATES, render_template
+from iac.spec.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVING_PACKAGE = REPO / "serving"
 SERVING_UID = 10001
 CONTEXT_VERSION = 1  # bump when the layout of the context changes
@@ -74,8 +74,8 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
         "requirements.txt": requirements.read_bytes(),
         f"model/{artifact_name(report)}": artifact.read_bytes(),
     }
-    for source in sorted(SERVING_PACKAGE.glob("*.py")):
-        files[f"app/serving/{source.name}"] = source.read_bytes()
+    for source in server_sources():
+        files[f"app/serving/{source.relative_to(SERVING_PACKAGE).as_posix()}"] = source.read_bytes()
     written = [_write(out_dir / name, content) for name, content in sorted(files.items())]
     for wheel in wheels:
         target = out_dir / "wheels" / wheel.name
@@ -114,12 +114,17 @@ def _normalize(name: str) -> str:
     return name.lower().replace("-", "_").replace(".", "_")
 
 
+def server_sources() -> list[Path]:
+    """The server's Python files (subpackages included): what the image runs, all of it."""
+    return sorted(p for p in SERVING_PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 def context_inputs() -> dict[str, Any]:
     """Everything besides the spec and the artifact that shapes the context: hashed by the
     Pulumi program so a template, server or wheel change shows up in `pulumi preview`."""
     from modelprep.hashing import file_sha256
 
-    sources = sorted([*TEMPLATES.glob("*.j2"), *SERVING_PACKAGE.glob("*.py"), *SERVING_PACKAGE.glob("requirements*.txt")])
+    sources = sorted([*TEMPLATES.glob("*.j2"), *server_sources(), *SERVING_PACKAGE.glob("requirements*.txt")])
     return {
         "version": CONTEXT_VERSION,
         "sources": {str(p.relative_to(REPO)): file_sha256(p) for p in sources},

@@ -10,7 +10,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import OWNER_LABEL, changed, docker_client, owner_labels
+from iac.deploy.dynamic import OWNER_LABEL, changed, docker_client, owner_labels
 
 
 class ImageProvider(ResourceProvider):
@@ -45,7 +45,7 @@ class ImageProvider(ResourceProvider):
 def _build(props: dict[str, Any]) -> str:
     import docker.errors
 
-    from iac.render import render
+    from iac.build.render import render
     from iac.spec import ResolvedSpec
 
     spec = ResolvedSpec.model_validate(props["spec"])

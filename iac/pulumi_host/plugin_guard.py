@@ -1,6 +1,6 @@
 """Run a Pulumi plugin module and exit when the CLI that started it is gone.
 
-    python -m iac.plugin_guard pulumi.dynamic ARGS...
+    python -m iac.pulumi_host.plugin_guard pulumi.dynamic ARGS...
 
 A CLI killed with SIGKILL cannot stop its plugins, and a Python plugin serving gRPC would
 otherwise live on forever (an interrupted rollout's provider kept running). Everything the

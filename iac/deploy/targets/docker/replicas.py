@@ -19,8 +19,8 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from iac.providers.common import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
-from iac.providers.proxy import reload, write_config
+from iac.deploy.dynamic import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
+from iac.deploy.targets.docker.proxy import reload, write_config
 
 ROLE = "org.modelstack.role"
 VERSION = "org.modelstack.version"
@@ -167,7 +167,7 @@ def _zeros(shape: list[Any]) -> Any:
 
 
 def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:
-    from iac.proxy_config import upstream_conf
+    from iac.build.proxy_config import upstream_conf
 
     write_config(props["config_dir"], "upstream.conf", upstream_conf(names, int(props["settings"]["port"])), keep_existing=False)
     reload(props["proxy_name"])

@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider
 
-from iac.providers.common import changed, docker_client, owner_labels
+from iac.deploy.dynamic import changed, docker_client, owner_labels
 
 
 class NetworkProvider(ResourceProvider):

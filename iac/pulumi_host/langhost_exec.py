@@ -1,8 +1,8 @@
-"""Runs one Pulumi Python program on behalf of the language host (`iac.langhost`).
+"""Runs one Pulumi Python program on behalf of the language host (`iac.pulumi_host.langhost`).
 
 The language host starts this module in a fresh interpreter for every `Run` call:
 
-    python -u -m iac.langhost_exec --monitor ADDR --engine ADDR --project P --stack S \
+    python -u -m iac.pulumi_host.langhost_exec --monitor ADDR --engine ADDR --project P --stack S \
         [--organization O] [--root-directory DIR] [--parallel N] [--dry-run] PROGRAM [ARGS...]
 
 A subprocess per run keeps the user's program (its imports, globals, threads and any crash)
@@ -29,7 +29,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-# Shared with iac.langhost; defined here so the host need not import the Pulumi SDK runtime.
+# Shared with iac.pulumi_host.langhost; defined here so the host need not import the Pulumi SDK runtime.
 BAIL_EXIT_CODE = 32
 
 # The SDK performs each blocking gRPC call in the loop's default executor; a thread per
@@ -57,7 +57,7 @@ class RunOptions:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> RunOptions:
-    parser = argparse.ArgumentParser(prog="iac.langhost_exec", description=__doc__)
+    parser = argparse.ArgumentParser(prog="iac.pulumi_host.langhost_exec", description=__doc__)
     parser.add_argument("--monitor", required=True, help="resource monitor address")
     parser.add_argument("--engine", default="", help="engine address (for logging)")
     parser.add_argument("--project", required=True)

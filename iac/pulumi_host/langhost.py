@@ -3,7 +3,7 @@
 The Pulumi CLI runs `python` projects through a plugin executable named
 `pulumi-language-python`. Upstream ships it as a Go binary that cannot be built from the Go
 module proxy, so `scripts/pulumi_plugins.sh` installs a wrapper under that name which runs
-`python -m iac.langhost` with this repository's virtualenv.
+`python -m iac.pulumi_host.langhost` with this repository's virtualenv.
 
 Protocol: the CLI starts the plugin with some flags and the engine's gRPC address as the last
 argument; the plugin serves the `LanguageRuntime` gRPC service on a free loopback port, prints
@@ -11,7 +11,7 @@ that port and a newline on stdout, and serves until it is killed. The CLI reads 
 from stdout, and relays whatever the plugin prints afterwards (the program's output) to the
 user.
 
-`Run` executes the program in a subprocess (`iac.langhost_exec`) with this same interpreter, so
+`Run` executes the program in a subprocess (`iac.pulumi_host.langhost_exec`) with this same interpreter, so
 each deployment gets a clean interpreter and the server survives whatever the program does.
 Dependencies are not installed here: they are managed by the project's virtualenv.
 """
@@ -35,9 +35,9 @@ import grpc
 from google.protobuf import empty_pb2
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
-from iac.langhost_exec import BAIL_EXIT_CODE
+from iac.pulumi_host.langhost_exec import BAIL_EXIT_CODE
 
-_RUNNER_MODULE = "iac.langhost_exec"
+_RUNNER_MODULE = "iac.pulumi_host.langhost_exec"
 # Lines of the program's stderr quoted in the error when it dies without reporting why.
 _STDERR_TAIL_LINES = 40
 # The engine sends whole stack configs and large messages; gRPC's 4 MiB default is too small.
@@ -73,7 +73,7 @@ def runner_command(request: language_pb2.RunRequest, engine_address: str) -> lis
         sys.executable,
         "-u",
         "-m",
-        "iac.plugin_guard",  # the program ends with the language host, even a killed one
+        "iac.pulumi_host.plugin_guard",  # the program ends with the language host, even a killed one
         _RUNNER_MODULE,
         "--monitor",
         request.monitor_address,
@@ -180,7 +180,7 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         return language_pb2.AboutResponse(
             executable=sys.executable,
             version=version,
-            metadata={"virtualenv": sys.prefix, "langhost": "iac.langhost"},
+            metadata={"virtualenv": sys.prefix, "langhost": "iac.pulumi_host.langhost"},
         )
 
     def GetProgramDependencies(self, request: Any, context: Any) -> Any:

@@ -1,0 +1,111 @@
+"""How the CLI shows things: the prep report, a load-test result, the service status, a model diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+def print_report(report: dict[str, Any], artifact: Path, cached: bool) -> None:
+    from rich.table import Table
+
+    console = out if out.is_terminal else Console(width=200)  # a pipe or a log gets the whole table
+    metric = report.get("metric", "accuracy")
+    table = Table(title=f"prep {report['key'][:12]}{' (cached)' if cached else ''}: objective {report.get('objective')}, "
+                        f"gate: lose at most {_loss(metric, report['max_accuracy_drop'])} of {metric}")
+    columns = ("name", "runtime", "bytes", "gzip", metric, "drop", "p50 µs", "p99 µs", "batch-32 /s", "")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right", no_wrap=True)
+    reference = next((b for b in report["baselines"] if b["name"] == "litert-float32"), None)
+    for entry in report["baselines"]:
+        table.add_row(*_cells(entry, metric), "baseline", style="dim")
+    table.add_section()
+    notes: list[str] = []
+    for entry in report["variants"]:
+        if entry.get("chosen"):
+            mark = "[bold green]chosen[/]"
+        elif not entry.get("passed_gate"):
+            mark = "[red]fails gate[/]"
+        elif not entry.get("eligible", True):
+            mark = "[yellow]listed only[/]"
+            notes.append(f"{entry['name']}: listed only ({entry.get('not_eligible_because', '')})")
+        else:
+            mark = "passes"
+        extra = entry.get("notes") or {}
+        if "sparsity" in extra:
+            mark += f" [dim]sparsity {extra['sparsity']:.2f}[/]"
+        if "int8_fallback" in extra:
+            notes.append(f"{entry['name']}: {extra['int8_fallback']}")
+        table.add_row(*_cells(entry, metric), mark, style="bold" if entry.get("chosen") else None)
+    console.print(table)
+    for note in dict.fromkeys(notes):
+        console.print(f"  note {note}", highlight=False, soft_wrap=True)
+    ratio = f"{report['size_bytes'] / reference['size_bytes']:.0%} of float32 LiteRT; " if reference else ""
+    console.print(f"chosen [bold]{report['variant']}[/] ({report['runtime']}): {report.get('choice', '')}; "
+                  f"{metric} drop {_loss(metric, report['accuracy_drop'])} (allowed {_loss(metric, report['max_accuracy_drop'])}); "
+                  f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
+    chart = artifact.parent / "report.png"
+    if chart.is_file():
+        console.print(f"chart {chart}", highlight=False, soft_wrap=True)
+
+
+def _loss(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric == "mae" else f"{value * 100:.2f} points"
+
+
+def _cells(entry: dict[str, Any], metric: str) -> list[str]:
+    drop = entry.get("accuracy_drop")
+    return [
+        entry["name"], entry["runtime"], f"{entry['size_bytes']:,}", f"{entry['gzip_bytes']:,}",
+        f"{entry['accuracy']:.4f}", "" if drop is None else (f"{drop:.4f}" if metric == "mae" else f"{drop * 100:.2f}"),
+        f"{entry['latency_p50_us']:,.1f}", f"{entry['latency_p99_us']:,.1f}", f"{entry['throughput_per_s']:,.0f}",
+    ]
+
+
+
+
+def print_bench(result: Any, target: str, concurrency: int, duration: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{target} · c={concurrency} · {duration:g} s · {result.processes} client processes")
+    for column in ("requests/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "requests", "errors"):
+        table.add_column(column, justify="right")
+    lat = result.latency_ms
+    table.add_row(f"{result.throughput_rps:,.1f}", f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}",
+                  f"{lat['max']:.2f}", f"{result.requests:,}", f"{result.errors:,}")
+    out.print(table)
+    if result.errors:
+        out.print(f"[red]{result.errors} errors[/]; statuses {result.statuses} (0 = connection error)")
+
+
+def print_status(state: Any, wanted_replicas: int) -> None:
+    serving = state.serving
+    out.print(f"endpoint  {state.endpoint}")
+    if serving:
+        out.print(f"serving   {serving.get('variant')} (artifact {str(serving.get('artifact_sha256'))[:12]}, "
+                  f"{serving.get('size_bytes')} bytes, accuracy {serving.get('accuracy')})")
+    else:
+        out.print("serving   [red]nothing answers[/] (not deployed, or the proxy is down)")
+    out.print(f"replicas  {state.ready}/{wanted_replicas} ready")
+    for name, container_status, health in state.replicas:
+        out.print(f"          {name}  {container_status}  {health}")
+    out.print(f"proxy     {state.proxy or 'missing'}")
+    out.print(f"healer    {'running' if state.healer else '[red]not running[/] (pulumi refresh, then pulumi up)'}")
+
+
+def print_diff(name: str, changes: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"model changes for {name}")
+    for column in ("", "deployed", "model.yaml"):
+        table.add_column(column)
+    for change in changes:
+        table.add_row(change.field, change.deployed, change.edited, style="bold yellow" if change.changed else "")
+    out.print(table)
+    count = sum(c.changed for c in changes)
+    out.print(f"{count} model change(s); `pulumi preview --diff` shows the infrastructure changes")

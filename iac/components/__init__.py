@@ -1,1 +1,0 @@
-"""Pulumi ComponentResources, one per module."""

@@ -1,0 +1,68 @@
+"""ModelService: the shared stages (artifact ▶ image) for one spec, then the deploy target it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from iac.build.keys import context_key
+from iac.deploy.artifact import ModelArtifact
+from iac.deploy.image import Image
+from iac.deploy.targets import TargetArgs, target_of
+from iac.spec.models import ResolvedSpec
+from modelprep.prep import prep_key
+from modelprep.request import prep_request, prep_request_dict
+
+
+@dataclass(frozen=True)
+class ModelServiceArgs:
+    spec: ResolvedSpec
+    project: str
+    stack: str
+    api_key: pulumi.Input[str] | None = None  # a Pulumi secret; reaches containers as an env var only
+
+
+class ModelService(pulumi.ComponentResource):
+    outputs: dict[str, pulumi.Output]
+
+    def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("modelstack:index:ModelService", name, None, opts)
+        spec = args.spec
+        owner = f"{args.project}/{args.stack}/{spec.name}"
+        base = f"modelstack-{args.stack}-{spec.name}"
+        child = pulumi.ResourceOptions(parent=self)
+
+        # Cheap content hashes (no TensorFlow, no docker build): what preview compares.
+        key = prep_key(prep_request(spec))
+        ctx_key = context_key(spec, key)
+
+        artifact = ModelArtifact(f"{name}-artifact", key=key, request=prep_request_dict(spec), opts=child)
+        image = Image(
+            f"{name}-image", owner=owner, tag=f"{base}:{ctx_key[:12]}", context_key=ctx_key,
+            spec=spec.model_dump(mode="json"), artifact_path=artifact.artifact_path,
+            artifact_sha256=artifact.artifact_sha256, report=artifact.report, opts=child,
+        )
+        target = target_of(spec).Target(
+            name, TargetArgs(spec, owner, base, image.image_id, artifact.artifact_sha256, args.api_key), opts=child,
+        )
+        self.outputs = {
+            **target.outputs,
+            "image_id": image.image_id,
+            "model_sha256": artifact.report.apply(lambda r: r["model_sha256"]),
+            "variant": artifact.variant,
+            "artifact_size_bytes": artifact.size_bytes,
+            "accuracy": artifact.accuracy,
+        }
+        self.register_outputs(self.outputs)
+
+
+def export_service(spec_path: str, api_key: pulumi.Input[str] | None = None) -> ModelService:
+    """What a stack's __main__.py does: load the spec, build its ModelService, export its outputs."""
+    from iac.spec.load import load_resolved
+
+    spec = load_resolved(spec_path)
+    service = ModelService(spec.name, ModelServiceArgs(spec, pulumi.get_project(), pulumi.get_stack(), api_key))
+    for name, value in service.outputs.items():
+        pulumi.export(name, value)
+    return service

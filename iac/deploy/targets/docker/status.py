@@ -1,0 +1,52 @@
+"""`modelstack status` for the Docker target: containers by owner label, the healer, what the proxy serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from iac.deploy.targets.docker.settings import base_url, endpoint
+from iac.service_client import served_metadata
+from iac.spec.models import ResolvedSpec
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    endpoint: str
+    owner: str
+    serving: dict[str, Any] | None  # the prep report the served model carries, None when nothing answers
+    replicas: list[tuple[str, str, str]]  # (name, status, health)
+    proxy: str | None
+    healer: bool
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for _, status, health in self.replicas if status == "running" and health == "healthy")
+
+
+def owner_of(spec: ResolvedSpec, stack: str) -> str:
+    """The owner label of a deployed spec: <Pulumi project>/<stack>/<service name>."""
+    project_file = Path(spec.spec_file).parent / "Pulumi.yaml"
+    project = yaml.safe_load(project_file.read_text())["name"] if project_file.is_file() else spec.name
+    return f"{project}/{stack}/{spec.name}"
+
+
+def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
+    from iac.deploy.dynamic import OWNER_LABEL, docker_client
+    from iac.deploy.targets.docker.healer import healer_pids
+
+    owner = owner_of(spec, stack)
+    containers = docker_client().containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
+    replicas, proxy = [], None
+    for c in containers:
+        health = c.attrs["State"].get("Health", {}).get("Status", "none")
+        if c.labels.get("org.modelstack.role") == "model":
+            replicas.append((c.name, c.status, health))
+        elif c.labels.get("org.modelstack.role") == "proxy":
+            proxy = c.status
+    metadata = served_metadata(base_url(spec), spec)
+    return ServiceStatus(endpoint(spec), owner, metadata.get("modelstack") if metadata else None,
+                         sorted(replicas), proxy, bool(healer_pids(owner)))

@@ -1,0 +1,62 @@
+"""`modelstack diff`: what changes in the served model if the edited spec is rolled out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from iac.service_client import served_metadata
+from iac.spec.models import ResolvedSpec
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    field: str
+    deployed: str
+    edited: str
+
+    @property
+    def changed(self) -> bool:
+        return self.deployed != self.edited
+
+
+def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
+    """What changes in the model if this spec is rolled out; (changes, None), or ([], why not)."""
+    from iac.deploy.targets import target_of
+    from modelprep.prep import cached_result
+    from modelprep.request import prep_request
+
+    cached = cached_result(prep_request(spec))
+    if cached is None:
+        return [], f"no prep result is cached for this spec yet: run `modelstack prep {spec.spec_file}` first"
+    metadata = served_metadata(target_of(spec).base_url(spec), spec)
+    deployed = (metadata or {}).get("modelstack", {})
+    signature = _served_signature(metadata or {})
+    report = cached.report
+    edited_signature = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype.value}" for t in spec.spec.model.inputs)
+    rows = [
+        ("variant", deployed.get("variant"), report["variant"]),
+        ("quantization", deployed.get("quantization"), report["quantization"]),
+        ("artifact bytes", deployed.get("size_bytes"), report["size_bytes"]),
+        ("accuracy", deployed.get("accuracy"), report["accuracy"]),
+        ("artifact sha256", str(deployed.get("artifact_sha256", ""))[:12] or None, report["artifact_sha256"][:12]),
+        ("input signature", signature, edited_signature),
+    ]
+    return [ModelChange(name, _show(old), _show(new)) for name, old, new in rows], None
+
+
+def _served_signature(metadata: dict[str, Any]) -> str | None:
+    try:
+        inputs = metadata["signature_def"]["signature_def"]["serving_default"]["inputs"]
+    except (KeyError, TypeError):
+        return None
+    parts = []
+    for name, tensor in sorted(inputs.items()):
+        dims = [int(d["size"]) for d in tensor["tensor_shape"]["dim"]][1:]
+        dtype = {"DT_FLOAT": "float32"}.get(tensor.get("dtype", ""), tensor.get("dtype", "?"))
+        parts.append(f"{name}{dims}:{dtype}")
+    return ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    return "—" if value is None else str(value)
