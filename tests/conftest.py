@@ -1,4 +1,5 @@
-"""Shared fixtures: a trained digits example, an isolated prep cache, and the no-skip rule."""
+"""Shared fixtures: a trained digits example from the pristine example spec, an isolated prep cache,
+and the no-skip rule. Tests never read stacks/*/model.yaml: the README tells users to edit those."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_SPECS = REPO / "modelprep" / "examples" / "specs"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Tests never touch the user's cache.
-    os.environ.setdefault("MODELSTACK_CACHE", str(Path(config.rootpath) / ".cache" / "test-prep"))
+    # Tests never touch the user's cache, whatever the shell exports.
+    os.environ["MODELSTACK_CACHE"] = str(Path(config.rootpath) / ".cache" / "test-prep")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -32,6 +34,6 @@ def digits_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from modelprep.examples.digits import train
 
     folder = tmp_path_factory.mktemp("digits")
-    shutil.copy(REPO / "stacks" / "digits" / "model.yaml", folder / "model.yaml")
+    shutil.copy(EXAMPLE_SPECS / "digits.yaml", folder / "model.yaml")
     train(folder)
     return folder

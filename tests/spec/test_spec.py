@@ -13,8 +13,8 @@ import pytest
 from iac.spec.load import load, load_resolved, validate
 from iac.spec.errors import UserError
 
-SPECS = Path(__file__).parent / "fixtures" / "specs"
-REPO = Path(__file__).resolve().parent.parent
+SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -88,6 +88,9 @@ def test_committed_schema_matches_the_models() -> None:
     assert committed == ModelSpec.model_json_schema(), "regenerate with: modelstack schema > docs/model.schema.json"
 
 
-def test_example_spec_points_at_the_schema() -> None:
-    first = (REPO / "stacks" / "digits" / "model.yaml").read_text().splitlines()[0]
-    assert first == "# yaml-language-server: $schema=../../docs/model.schema.json"
+@pytest.mark.parametrize("spec", sorted((REPO / "modelprep" / "examples" / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_example_specs_point_at_the_schema(spec: Path) -> None:
+    first = spec.read_text().splitlines()[0]
+    prefix = "# yaml-language-server: $schema="
+    assert first.startswith(prefix)
+    assert (spec.parent / first[len(prefix):]).resolve() == REPO / "docs" / "model.schema.json"

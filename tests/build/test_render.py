@@ -1,7 +1,7 @@
 """Render: golden files for what the templates produce, and byte-identical output for the same inputs.
 
 Regenerate the golden files after an intended template change with:
-    UPDATE_GOLDEN=1 python -m pytest tests/test_render.py
+    UPDATE_GOLDEN=1 python -m pytest tests/build/test_render.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from iac.spec.load import load_resolved
 from iac.build.render import render
 
 GOLDEN = Path(__file__).parent / "golden" / "digits"
-SPECS = Path(__file__).parent / "fixtures" / "specs"
+SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 RENDERED = ("Dockerfile", ".dockerignore", "serving.json", "requirements.txt")
 REPORT = {
     "variant": "litert-int8",
@@ -49,7 +49,7 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def _pinned(requirements: str) -> set[str]:
-    text = (Path(__file__).resolve().parent.parent / "serving" / requirements).read_text()
+    text = (Path(__file__).resolve().parents[2] / "serving" / requirements).read_text()
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
