@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.rollout_bench [--rounds 3] [--json out.json]
 
-Deploys a temporary copy of stacks/digits with 2 replicas, then measures, under a steady load
+Deploys a sandbox copy of the digits stack (iac.deploy.sandbox) with 2 replicas, then measures, under a steady load
 of 8 concurrent clients through the proxy:
   - `pulumi up` for a model change (the quantization flips int8 <-> dynamic; only the first
     flip preps, later ones find the artifact cached),
@@ -36,21 +36,21 @@ def main() -> int:
     args = parser.parse_args()
 
     from modelprep.examples.digits import train
-    from tests.loadgen import Load
-    from tests.deployed_stack import Stack
+    from iac.deploy.sandbox import Sandbox
+    from iac.loadgen import PacedLoad
 
     root = Path(tempfile.mkdtemp(prefix="modelstack-rollout-bench-"))
     os.environ.setdefault("MODELSTACK_CACHE", str(root / "cache"))
     example = root / "example"
     train(example)
-    stack = Stack(root, example)
+    stack = Sandbox(root, example)
     stack.pulumi("stack", "init", stack.name)
     with np.load(example / "data" / "evaluation.npz") as data:
         body = {"instances": [data["x"][0].tolist()]}
     results: dict[str, list[float]] = {"first_up": [], "rollout": [], "noop_preview": [], "noop_up": []}
     try:
         results["first_up"].append(timed(lambda: stack.pulumi("up", "--yes", "--skip-preview")))
-        with Load(stack.endpoint, body, concurrency=8) as load:
+        with PacedLoad(stack.endpoint, body, concurrency=8) as load:
             for i in range(2 * args.rounds):
                 old, new = ("int8", "dynamic") if i % 2 == 0 else ("dynamic", "int8")
                 stack.edit_spec(f"quantization: {old}", f"quantization: {new}")

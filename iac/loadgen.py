@@ -1,10 +1,14 @@
-"""A closed-loop HTTP load generator for ``modelstack bench`` (stdlib only, multi-process).
+"""Load generators (stdlib only, not in the image), in two modes:
 
-``concurrency`` keep-alive connections each send a request, wait for the response, and send the
-next, for ``duration`` seconds. The connections are spread over ``processes`` worker processes
-(default: one per CPU) so the generator is not limited by one interpreter's GIL. Bodies rotate
-through the given list. Latency is measured per request from the first byte sent to the last
-byte of the response; any non-2xx status or connection error counts as an error.
+- ``run_load``, the **bench** mode behind ``modelstack bench``: closed loop, as fast as it goes.
+  ``concurrency`` keep-alive connections each send a request, wait for the response, and send the
+  next, for ``duration`` seconds. The connections are spread over ``processes`` worker processes
+  (default: one per CPU) so the generator is not limited by one interpreter's GIL. Bodies rotate
+  through the given list. Latency is measured per request from the first byte sent to the last
+  byte of the response; any non-2xx status or connection error counts as an error.
+- ``PacedLoad``, the **paced** mode the rollout tests and benchmark run in the background: a few
+  threads at a bounded rate, a fresh connection per request, every failure recorded with its time,
+  until the ``with`` block ends.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -267,3 +271,64 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
         path = f"/v2/models/{name}/infer"
     target = url if has_path else url.rstrip("/") + path
     return BenchPlan(target, bodies, api_key_headers(spec))
+
+
+@dataclass
+class PacedResult:
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)  # "HH:MM:SS what went wrong", in order
+
+
+class PacedLoad:
+    """POST the same body from ``concurrency`` threads while the ``with`` block runs, each on a fresh
+    connection per request (so a proxy reload cannot race a reused keep-alive connection in the
+    client), each thread at most ``rate`` requests a second: every connection leaves a socket in
+    TIME_WAIT for 60 s, on the client and on docker's port proxy, and at thousands a second the host
+    runs out of ephemeral ports — the failures would be the load generator's, not the service's."""
+
+    def __init__(self, url: str, body: dict[str, Any], concurrency: int = 8, headers: dict[str, str] | None = None,
+                 rate: float = 30.0) -> None:
+        import json
+
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+        self.body = json.dumps(body).encode()
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.concurrency = concurrency
+        self.period = 1.0 / rate
+        self.result = PacedResult()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> PacedLoad:
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        import http.client
+
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                conn.request("POST", self.path, self.body, self.headers)
+                response = conn.getresponse()
+                payload = response.read()
+                conn.close()
+                outcome = None if 200 <= response.status < 300 else f"HTTP {response.status}: {payload[:200]!r}"
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                if outcome is None:
+                    self.result.ok += 1
+                else:
+                    self.result.failures.append(f"{time.strftime('%H:%M:%S')} {outcome}")
+            self._stop.wait(max(0.0, self.period - (time.monotonic() - started)))

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from conformance import check_conformance
-from deployed_stack import Stack, get, healers, leftovers, post
+from iac.deploy.sandbox import Sandbox, get, healers, leftovers, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(900)]
 
 
 def test_up_predict_change_preview_up_destroy(digits_example: Path, tmp_path: Path) -> None:
-    stack = Stack(tmp_path, digits_example)
+    stack = Sandbox(tmp_path, digits_example)
     stack.pulumi("stack", "init", stack.name)
     try:
         stack.pulumi("up", "--yes", "--skip-preview")

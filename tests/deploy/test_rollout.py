@@ -16,17 +16,17 @@ import docker
 import numpy as np
 import pytest
 
-from loadgen import Load
-from deployed_stack import Stack, healers, leftovers
+from iac.deploy.sandbox import Sandbox, healers, leftovers
+from iac.loadgen import PacedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 VARIANTS = {"int8": "litert-int8", "dynamic": "litert-dynamic"}
 
 
 @pytest.fixture(scope="module")
-def stack(digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """One deployed stack with 2 replicas for the whole module; destroyed at the end."""
-    stack = Stack(tmp_path_factory.mktemp("rollout"), digits_example)
+    stack = Sandbox(tmp_path_factory.mktemp("rollout"), digits_example)
     stack.pulumi("stack", "init", stack.name)
     try:
         stack.pulumi("up", "--yes", "--skip-preview")
@@ -43,24 +43,24 @@ def body(digits_example: Path) -> dict:
         return {"instances": [data["x"][0].tolist()]}
 
 
-def quantization(stack: Stack) -> str:
+def quantization(stack: Sandbox) -> str:
     return "int8" if "quantization: int8" in (stack.dir / "model.yaml").read_text() else "dynamic"
 
 
-def switch(stack: Stack) -> str:
+def switch(stack: Sandbox) -> str:
     old = quantization(stack)
     new = "dynamic" if old == "int8" else "int8"
     stack.edit_spec(f"quantization: {old}", f"quantization: {new}")
     return new
 
 
-def ready_replicas(stack: Stack) -> list[str]:
+def ready_replicas(stack: Sandbox) -> list[str]:
     return sorted(c.name for c in stack.containers("model") if c.status == "running")
 
 
-def test_five_rollouts_under_load_fail_no_request(stack: Stack, body: dict) -> None:
+def test_five_rollouts_under_load_fail_no_request(stack: Sandbox, body: dict) -> None:
     durations = []
-    with Load(stack.endpoint, body, concurrency=8) as load:
+    with PacedLoad(stack.endpoint, body, concurrency=8) as load:
         for _ in range(5):
             new = switch(stack)
             started = time.monotonic()
@@ -73,14 +73,14 @@ def test_five_rollouts_under_load_fail_no_request(stack: Stack, body: dict) -> N
     assert load.result.ok > 100
 
 
-def test_version_that_never_gets_ready_fails_while_the_old_one_serves(stack: Stack, body: dict) -> None:
+def test_version_that_never_gets_ready_fails_while_the_old_one_serves(stack: Sandbox, body: dict) -> None:
     serving = stack.metadata()["artifact_sha256"]
     before = ready_replicas(stack)
     switch(stack)
     stack.edit_spec("memory: 512Mi", "memory: 16Mi")  # the server cannot load its runtime in 16 MiB (out of memory)
     stack.edit_spec("ready_timeout: 60", "ready_timeout: 15")
     try:
-        with Load(stack.endpoint, body, concurrency=8) as load:
+        with PacedLoad(stack.endpoint, body, concurrency=8) as load:
             run = stack.run("up", "--yes", "--skip-preview", check=False)
         assert run.returncode != 0
         assert "did not become ready" in run.stdout and "previous version keeps serving" in run.stdout
@@ -94,9 +94,9 @@ def test_version_that_never_gets_ready_fails_while_the_old_one_serves(stack: Sta
     assert stack.metadata()["variant"] == VARIANTS[quantization(stack)]
 
 
-def test_killed_replica_is_back_within_30s_with_no_failed_request(stack: Stack, body: dict) -> None:
+def test_killed_replica_is_back_within_30s_with_no_failed_request(stack: Sandbox, body: dict) -> None:
     victim = stack.containers("model")[0]
-    with Load(stack.endpoint, body, concurrency=8) as load:
+    with PacedLoad(stack.endpoint, body, concurrency=8) as load:
         time.sleep(1)
         killed = time.monotonic()
         victim.kill()
@@ -114,7 +114,7 @@ def test_killed_replica_is_back_within_30s_with_no_failed_request(stack: Stack, 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_pulumi_up_killed_mid_rollout_then_recovery_converges(stack: Stack, sig: signal.Signals) -> None:
+def test_pulumi_up_killed_mid_rollout_then_recovery_converges(stack: Sandbox, sig: signal.Signals) -> None:
     new = switch(stack)
     process = stack.popen("up", "--yes", "--skip-preview")
     deadline = time.monotonic() + 120
@@ -138,7 +138,7 @@ def test_pulumi_up_killed_mid_rollout_then_recovery_converges(stack: Stack, sig:
     assert len(healers(stack.owner)) == 1
 
 
-def test_removed_replica_is_seen_by_refresh_and_recreated_by_up(stack: Stack) -> None:
+def test_removed_replica_is_seen_by_refresh_and_recreated_by_up(stack: Sandbox) -> None:
     stack.containers("model")[0].remove(force=True)
     time.sleep(1.5)  # the healer only restarts stopped containers; a removed one is drift
     preview = json.loads(stack.pulumi("preview", "--refresh", "--json"))
@@ -148,7 +148,7 @@ def test_removed_replica_is_seen_by_refresh_and_recreated_by_up(stack: Stack) ->
     assert len(ready_replicas(stack)) == 2
 
 
-def test_replicas_run_hardened(stack: Stack) -> None:
+def test_replicas_run_hardened(stack: Sandbox) -> None:
     replica = docker.from_env().containers.get(stack.containers("model")[0].id)
     host = replica.attrs["HostConfig"]
     config = replica.attrs["Config"]
@@ -172,7 +172,7 @@ def modelstack(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, **env})
 
 
-def test_status_and_model_diff(stack: Stack) -> None:
+def test_status_and_model_diff(stack: Sandbox) -> None:
     spec = str(stack.dir / "model.yaml")
     deadline = time.monotonic() + 30
     while True:  # docker's healthcheck runs every 5 s
@@ -196,7 +196,7 @@ def test_status_and_model_diff(stack: Stack) -> None:
     assert VARIANTS[serving] in after.stdout and "litert-float16" in after.stdout and "pixels[64]:float32" in after.stdout
 
 
-def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Stack, body: dict) -> None:
+def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Sandbox, body: dict) -> None:
     import urllib.error
     import urllib.request
 

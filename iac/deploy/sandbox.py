@@ -1,10 +1,18 @@
-"""A copy of stacks/digits in a temp dir with its own state, stack name and host port, driven
-through the real Pulumi CLI (.tools/bin/pulumi) against the real Docker Engine."""
+"""A throwaway deployed copy of the digits stack, driven through the real Pulumi CLI, for tests and benchmarks.
+
+A `Sandbox` is a fresh project folder with its own file-backend state, a random stack name and a
+free host port: `Pulumi.yaml` and `__main__.py` come from `stacks/digits`, `model.yaml` from the
+pristine example spec (`modelprep/examples/specs/digits.yaml`, never the user-editable
+`stacks/digits/model.yaml`), the model and data files from a trained example folder. The CLI runs
+with an environment the sandbox sets itself (passphrase, PULUMI_HOME, backend), whatever the
+caller's shell exports.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,18 +21,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
+from iac.deploy.dynamic import OWNER_LABEL
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PULUMI = REPO / ".tools" / "bin" / "pulumi"
-OWNER_LABEL = "org.modelstack.owner"
+STACK_FILES = REPO / "stacks" / "digits"  # Pulumi.yaml and __main__.py
+EXAMPLE_SPEC = REPO / "modelprep" / "examples" / "specs" / "digits.yaml"
+PASSPHRASE = "modelstack-sandbox"  # guards only the sandbox's own throwaway state
+# Variables of the caller's shell that would point the CLI at other state or another secret.
+_CALLER_ONLY = ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN", "PULUMI_STACK")
 
 
 def free_port() -> int:
     """A free port below the kernel's ephemeral range (32768+): a published port inside it
     competes with the host's own outgoing connections, which a load test makes by the thousand."""
-    import random
-
     for port in random.sample(range(20000, 32000), 200):
         with socket.socket() as sock:
             try:
@@ -35,14 +45,18 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
-class Stack:
+class Sandbox:
+    """`root/digits` (the project), `root/state` (its backend), `root/pulumi-home`; call `pulumi("stack",
+    "init", sandbox.name)` first and `pulumi("destroy", "--yes")` last."""
+
     def __init__(self, root: Path, example: Path) -> None:
         if not PULUMI.is_file():
-            pytest.fail(f"{PULUMI} is missing: run `make setup` (scripts/pulumi_cli.sh)")
+            raise RuntimeError(f"{PULUMI} is missing: run `make setup` (scripts/pulumi_cli.sh)")
         self.dir = root / "digits"
         self.dir.mkdir()
-        for name in ("Pulumi.yaml", "__main__.py", "model.yaml"):
-            shutil.copy(REPO / "stacks" / "digits" / name, self.dir / name)
+        for name in ("Pulumi.yaml", "__main__.py"):
+            shutil.copy(STACK_FILES / name, self.dir / name)
+        shutil.copy(EXAMPLE_SPEC, self.dir / "model.yaml")
         for sub in ("model", "data"):
             shutil.copytree(example / sub, self.dir / sub)
         (root / "state").mkdir()
@@ -54,10 +68,11 @@ class Stack:
         self.owner = f"digits/{self.name}/digits"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base_url}/v1/models/digits:predict"
+        inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
         self.env = {
-            **os.environ,
-            "PATH": f"{PULUMI.parent}:{os.environ['PATH']}",
-            "PULUMI_CONFIG_PASSPHRASE": "test",
+            **inherited,
+            "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_HOME": str(root / "pulumi-home"),
         }
@@ -65,21 +80,22 @@ class Stack:
     def edit_spec(self, old: str, new: str) -> None:
         spec = self.dir / "model.yaml"
         text = spec.read_text()
-        assert old in text, f"{old!r} not in model.yaml"
+        if old not in text:
+            raise ValueError(f"{old!r} not in {spec}")
         spec.write_text(text.replace(old, new))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
                              env=self.env, capture_output=True, text=True, timeout=timeout)
-        if check:
-            assert run.returncode == 0, f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}"
+        if check and run.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}")
         return run
 
     def pulumi(self, *args: str) -> str:
         return self.run(*args).stdout
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
-        """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the stack."""
+        """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the project."""
         with open(self.dir.parent / f"pulumi-{len(list(self.dir.parent.glob('pulumi-*.log')))}.log", "wb") as log:
             return subprocess.Popen([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -109,6 +125,7 @@ def get(url: str) -> dict[str, Any]:
 
 
 def leftovers(owner: str) -> dict[str, list[str]]:
+    """What the owner label still finds after `destroy`: containers, networks, images."""
     import docker
 
     client = docker.from_env()

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "bin"
 PULUMI = TOOLS_BIN / "pulumi"
 PLUGINS = ("pulumi-language-python", "pulumi-resource-pulumi-python")
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pulumi_langhost"
+FIXTURE = REPO / "tests" / "fixtures" / "pulumi_langhost"
 # One engine command takes 1-3 s here; the bound only turns a hang into a failure.
 COMMAND_TIMEOUT_S = 60
 
