@@ -42,7 +42,7 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
         ("artifact sha256", str(deployed.get("artifact_sha256", ""))[:12] or None, report["artifact_sha256"][:12]),
         ("input signature", signature, edited_signature),
     ]
-    return [ModelChange(name, _show(old), _show(new)) for name, old, new in rows], None
+    return [ModelChange(name, _cell(old), _cell(new)) for name, old, new in rows], None
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:
@@ -58,5 +58,5 @@ def _served_signature(metadata: dict[str, Any]) -> str | None:
     return ", ".join(parts)
 
 
-def _show(value: Any) -> str:
+def _cell(value: Any) -> str:
     return "—" if value is None else str(value)
