@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 OWNER_LABEL = "org.modelstack.owner"  # "<project>/<stack>/<service>": what `destroy` sweeps
@@ -19,9 +20,17 @@ HARDENED: dict[str, Any] = {
 
 
 def docker_client() -> Any:
+    """The docker SDK client every provider calls; `client_factory` makes it (tests swap in a fake)."""
+    return client_factory()
+
+
+def _client_from_env() -> Any:
     import docker
 
     return docker.from_env(timeout=300)
+
+
+client_factory: Callable[[], Any] = _client_from_env
 
 
 def owner_labels(owner: str) -> dict[str, str]:

@@ -46,7 +46,7 @@ def _build(props: dict[str, Any]) -> str:
     import docker.errors
 
     from iac.build.render import render
-    from iac.spec import ResolvedSpec
+    from iac.spec.models import ResolvedSpec
 
     spec = ResolvedSpec.model_validate(props["spec"])
     with tempfile.TemporaryDirectory(prefix="modelstack-context-") as tmp:

@@ -9,7 +9,7 @@ from iac.spec.models import ResolvedSpec
 
 def replica_settings(spec: ResolvedSpec) -> dict[str, Any]:
     """What a model container runs with; a change rolls out new replicas."""
-    from iac.spec import memory_bytes
+    from iac.spec.models import memory_bytes
 
     d = spec.spec.deploy
     return {
