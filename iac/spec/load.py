@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from iac.spec.errors import Problem, UserError
-from iac.spec.models import ModelSpec, ResolvedSpec
+from iac.spec.models import ModelFormat, ModelSpec, ResolvedSpec, Task
 
 Loc = tuple[str | int, ...]
 
@@ -91,6 +91,7 @@ def resolve(doc: SpecDocument, spec: ModelSpec) -> ResolvedSpec:
         model_path=str((base / spec.model.path).resolve()),
         calibration_path=str((base / spec.data.calibration).resolve()),
         evaluation_path=str((base / spec.data.evaluation).resolve()),
+        model_format=_format(base, spec),
     )
 
 
@@ -103,7 +104,7 @@ def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
     base = doc.path.parent
     problems: list[Problem] = []
     model = base / spec.model.path
-    if not (model.is_file() or (model / "saved_model.pb").is_file()):
+    if not (model.is_file() or (model / "saved_model.pb").is_file() or (model / "config.json").is_file()):
         problems.append(
             Problem(doc.where(("model", "path")), "model.path", f"{spec.model.path!r} does not exist (relative to {doc.path.name})",
                     "train or copy the model there, or fix the path")
@@ -115,7 +116,45 @@ def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
                 Problem(doc.where(("data", field)), f"data.{field}", f"{value!r} does not exist (relative to {doc.path.name})",
                         "create the .npz file or fix the path")
             )
+    return problems + _family_problems(doc, spec, _format(base, spec))
+
+
+def _format(base: Path, spec: ModelSpec) -> ModelFormat:
+    return spec.model.resolved_format((base / spec.model.path / "config.json").is_file())
+
+
+def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> list[Problem]:
+    """What only the model's format (written or inferred from its files) decides."""
+    m, problems = spec.model, []
+
+    def add(loc: Loc, problem: str, fix: str) -> None:
+        problems.append(Problem(doc.where(loc), ".".join(map(str, loc)), problem, fix))
+
+    if fmt == ModelFormat.huggingface:
+        if m.task is None:
+            add(("model",), "a huggingface model needs a task", "add task: sentence-embedding or task: text-classification")
+        for field in ("calibration", "evaluation"):
+            if getattr(spec.data, field).endswith(".npz"):
+                add(("data", field), "a text model reads texts, not arrays", "use a .txt file (one text per line) or .jsonl")
+        if spec.data.evaluation.endswith(".txt") and m.task == Task.text_classification:
+            add(("data", "evaluation"), "text-classification needs labelled texts", 'use .jsonl with {"text": ..., "label": ...} per line')
+        metric = spec.optimize.metric
+        allowed = ("cosine",) if m.task == Task.sentence_embedding else ("accuracy", "top_k")
+        if m.task is not None and metric.value not in allowed and "metric" in (doc.data.get("optimize") or {}):
+            add(("optimize", "metric"), f'"{metric.value}" does not score a {m.task.value} model', f"use {' or '.join(allowed)}")
+        if not (base_dir := doc.path.parent / m.path).joinpath("tokenizer.json").is_file() and base_dir.is_dir():
+            add(("model", "path"), f"{m.path!r} has no tokenizer.json", "save the tokenizer with the model (tokenizer.save_pretrained)")
+    else:
+        if m.inputs is None:
+            add(("model",), "a keras model needs its input signature", "add inputs with name, shape and dtype")
+        for field in ("calibration", "evaluation"):
+            if not getattr(spec.data, field).endswith(".npz"):
+                add(("data", field), "a Keras model reads arrays", "save them with numpy.savez as a .npz file")
+        if spec.optimize.metric.value == "cosine":
+            add(("optimize", "metric"), '"cosine" scores sentence embeddings', "use accuracy, top_k or mae")
     return problems
+
+
 
 
 def _problem(doc: SpecDocument, err: Any) -> Problem:

@@ -19,6 +19,7 @@ MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
 MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 DEFAULT_BASE_IMAGE = "modelstack-base:bookworm-py311"
 MODEL_SUFFIXES = (".keras", ".h5")
+TEXT_DATA_SUFFIXES = (".txt", ".jsonl")
 
 
 class Quantization(StrEnum):
@@ -30,44 +31,160 @@ class Quantization(StrEnum):
 
 class DType(StrEnum):
     float32 = "float32"
+    int32 = "int32"
+    int64 = "int64"
+    string = "string"  # text: one string per sample, tokenized by the server
+
+
+class ModelFormat(StrEnum):
+    keras = "keras"
+    huggingface = "huggingface"
+
+
+class Task(StrEnum):
+    sentence_embedding = "sentence-embedding"
+    text_classification = "text-classification"
+
+
+class Truncation(StrEnum):
+    truncate = "truncate"
+    refuse = "refuse"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
 
+class TokenizerSettings(_Strict):
+    """How the server turns a string into token ids (the tokenizer itself comes with the model)."""
+
+    max_length: Annotated[int, Field(ge=2, le=8192, description="Most tokens per text, special tokens included")] = 256
+    truncation: Annotated[Truncation, Field(
+        description="A longer text is cut to max_length (truncate) or answered with 413 (refuse)",
+    )] = Truncation.truncate
+
+
 class TensorSpec(_Strict):
-    """One model input: its name, the shape of one sample (no batch dimension), its dtype."""
+    """One model input: its name, the shape of one sample (no batch dimension), its dtype.
+    A `string` input is one text per sample: it has no shape, and the tokenizer settings apply."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-    shape: Annotated[list[Annotated[int, Field(ge=1, le=1_000_000)]], Field(min_length=1, max_length=6)]
+    shape: Annotated[
+        list[Annotated[int, Field(ge=1, le=1_000_000)]] | None, Field(min_length=1, max_length=6)
+    ] = None
     dtype: DType = DType.float32
+    tokenizer: TokenizerSettings | None = None
+
+    @model_validator(mode="after")
+    def _shape_for_kind(self) -> TensorSpec:
+        if self.dtype == DType.string:
+            if self.shape is not None:
+                raise ValueError("a string input holds one text per sample and takes no shape; remove shape")
+        else:
+            if self.shape is None:
+                raise ValueError(f"a {self.dtype.value} input needs the shape of one sample; add shape, e.g. [64]")
+            if self.tokenizer is not None:
+                raise ValueError(f"tokenizer settings apply to string inputs, not {self.dtype.value}; remove tokenizer or set dtype: string")
+        return self
+
+    @property
+    def text(self) -> bool:
+        return self.dtype == DType.string
+
+    @property
+    def tokenizing(self) -> TokenizerSettings:
+        return self.tokenizer or TokenizerSettings()
+
+
+TEXT_INPUT = TensorSpec(name="text", dtype=DType.string)
 
 
 class ModelSource(_Strict):
-    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, or a SavedModel directory, relative to model.yaml")]
+    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, or a Hugging Face "
+                                                         "model directory (config.json, tokenizer.json, model.safetensors), relative to model.yaml")]
+    format: Annotated[ModelFormat | None, Field(
+        description="keras or huggingface; default: huggingface for a directory holding config.json, else keras",
+    )] = None
+    task: Annotated[Task | None, Field(
+        description="For a Hugging Face model: sentence-embedding (mean-pooled, L2-normalised) or text-classification",
+    )] = None
+    labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]] | None, Field(
+        min_length=2, max_length=10_000,
+        description="text-classification: the class names in output order (default: the config's id2label)",
+    )] = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="Pin the model file's bytes")] = None
-    inputs: Annotated[list[TensorSpec], Field(min_length=1, max_length=1)]
+    inputs: Annotated[list[TensorSpec] | None, Field(
+        min_length=1, max_length=16,
+        description="The input signature, each input named; default for a Hugging Face model: one string input 'text'",
+    )] = None
 
     @field_validator("path")
     @classmethod
     def _known_format(cls, value: str) -> str:
         if not value.endswith(MODEL_SUFFIXES) and Path(value).suffix:
             raise ValueError(
-                f"{value!r} is not a Keras model; point it at a .keras or .h5 file or a SavedModel directory"
+                f"{value!r} is not a Keras model; point it at a .keras or .h5 file, a SavedModel directory "
+                "or a Hugging Face model directory"
             )
         return value
 
+    @field_validator("inputs")
+    @classmethod
+    def _unique_names(cls, value: list[TensorSpec] | None) -> list[TensorSpec] | None:
+        if value is not None and len({t.name for t in value}) != len(value):
+            raise ValueError("names an input twice; give each input its own name")
+        return value
+
+    @model_validator(mode="after")
+    def _family(self) -> ModelSource:
+        hf = self.format == ModelFormat.huggingface or (self.format is None and self.task is not None)
+        if hf and self.path.endswith(MODEL_SUFFIXES):
+            raise ValueError(f"{self.path!r} is a Keras file, not a Hugging Face model directory; "
+                             "remove task (and format) for a Keras model, or point path at a Hugging Face model directory")
+        if hf:
+            if self.task is None:
+                raise ValueError("a huggingface model needs a task; add task: sentence-embedding or task: text-classification")
+            texts = [t for t in self.inputs or [] if t.text]
+            if self.inputs is not None and (len(self.inputs) != 1 or not texts):
+                raise ValueError("a huggingface model takes one string input; list one input with dtype: string, or leave inputs out")
+        else:
+            if self.task is not None:
+                raise ValueError("task applies to huggingface models; remove task, or set format: huggingface")
+            if self.inputs is None and self.format == ModelFormat.keras:
+                raise ValueError("a keras model needs its input signature; add inputs with name, shape and dtype")
+            if any(t.text for t in self.inputs or []):
+                raise ValueError("string inputs need a tokenizer, which comes with a huggingface model; use format: huggingface")
+        if self.labels is not None:
+            if self.task != Task.text_classification:
+                raise ValueError("labels apply to task: text-classification; remove labels")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("names a label twice; give each class its own name")
+        return self
+
+    def resolved_format(self, directory_has_config: bool) -> ModelFormat:
+        """The format as written, else inferred: a directory with config.json (or a task) means Hugging Face."""
+        if self.format is not None:
+            return self.format
+        return ModelFormat.huggingface if directory_has_config or self.task is not None else ModelFormat.keras
+
+    @property
+    def signature(self) -> list[TensorSpec]:
+        """The inputs as written, or the one text input of a Hugging Face model."""
+        return list(self.inputs) if self.inputs is not None else [TEXT_INPUT]
+
 
 class DataFiles(_Strict):
-    calibration: Annotated[str, Field(description=".npz with an array 'x' of representative inputs")]
-    evaluation: Annotated[str, Field(description=".npz with arrays 'x' (inputs) and 'y' (labels)")]
+    calibration: Annotated[str, Field(description=".npz with an array 'x' of representative inputs "
+                                                  "(text models: .txt, one text per line, or .jsonl)")]
+    evaluation: Annotated[str, Field(description=".npz with arrays 'x' (inputs) and 'y' (labels); text models: .txt "
+                                                 "(one text per line) or .jsonl ({\"text\": ..., \"label\": ...} per line)")]
 
     @field_validator("calibration", "evaluation")
     @classmethod
     def _npz(cls, value: str) -> str:
-        if not value.endswith(".npz"):
-            raise ValueError(f"{value!r} is not an .npz file; save the arrays with numpy.savez as a .npz file")
+        if not value.endswith((".npz", *TEXT_DATA_SUFFIXES)):
+            raise ValueError(f"{value!r} is not an .npz, .txt or .jsonl file; save arrays with numpy.savez as a .npz file, "
+                             "or texts one per line in a .txt or .jsonl file")
         return value
 
 
@@ -81,6 +198,7 @@ class Metric(StrEnum):
     accuracy = "accuracy"
     top_k = "top_k"
     mae = "mae"
+    cosine = "cosine"  # embeddings: mean cosine similarity to the float model's outputs
 
 
 class VariantName(StrEnum):
@@ -97,6 +215,7 @@ class VariantName(StrEnum):
     onnx_float32 = "onnx-float32"
     onnx_dynamic = "onnx-dynamic"
     onnx_static = "onnx-static"
+    onnx_float16 = "onnx-float16"
 
 
 class PruningSchedule(StrEnum):
@@ -145,6 +264,9 @@ class Optimize(_Strict):
         Field(min_length=1, description="Restrict the candidates to these; the only way to allow onnx-* variants to be chosen"),
     ] = None
     int8_io: Annotated[bool, Field(description="Also try litert-int8-io (int8 inputs and outputs)")] = False
+    min_cosine: Annotated[float | None, Field(
+        ge=0.0, le=1.0, description="metric cosine: every evaluation text's embedding must reach this cosine to the float model's",
+    )] = None
     pruning: Pruning | None = None
     clustering: Clustering | None = None
     qat: QuantizationAwareTraining | None = None
@@ -269,7 +391,13 @@ class ResolvedSpec(BaseModel):
     model_path: str
     calibration_path: str
     evaluation_path: str
+    model_format: ModelFormat = ModelFormat.keras  # as written, or inferred from the model's files
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's input signature: as written, or the one text input of a Hugging Face model."""
+        return self.spec.model.signature
