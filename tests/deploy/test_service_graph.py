@@ -1,0 +1,146 @@
+"""The resource graph ModelService declares for the Docker target, under Pulumi mocks (no engine, no Docker)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
+
+# Each child's type token: dynamic providers register as pulumi-python:dynamic/<module>:<name>.
+TYPES = {
+    "artifact": "pulumi-python:dynamic/modelstack:ModelArtifact",
+    "image": "pulumi-python:dynamic/docker:Image",
+    "network": "pulumi-python:dynamic/docker:Network",
+    "proxy": "pulumi-python:dynamic/docker:Proxy",
+    "replicas": "pulumi-python:dynamic/docker:Replicas",
+    "healer": "pulumi-python:dynamic/modelstack:Healer",
+}
+
+
+class Recorder(MockMonitor):
+    """The mock monitor, also keeping each registration's parent URN (the URN alone shows only
+    the parent's type)."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.parents: dict[str, str] = {}
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        response = super().RegisterResource(request)
+        self.parents[response.urn] = request.parent
+        return response
+
+    def urn_of(self, type_: str, name: str) -> str:
+        """The one registered URN whose own type is `type_` and name is `name`."""
+        found = [urn for urn in self.parents if urn.endswith(f"{type_}::{name}")]
+        assert len(found) == 1, (type_, name, list(self.parents))
+        return found[0]
+
+
+class DeployMocks(Mocks):
+    """Each dynamic resource "creates" with what its provider would add to its inputs."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict]:
+        self.inputs[args.name] = args.inputs
+        if not args.custom:
+            return None, {}
+        outs = dict(args.inputs)
+        suffix = args.name.rsplit("-", 1)[-1]
+        if suffix == "artifact":
+            report = {"model_sha256": "m" * 64, "variant": "litert-int8"}
+            outs.update(artifact_path="/cache/a.tflite", artifact_sha256="a" * 64, variant="litert-int8",
+                        size_bytes=102400, accuracy=0.97, baseline_accuracy=0.975, report=report)
+        elif suffix == "image":
+            outs["image_id"] = "sha256:" + "1" * 64
+        elif suffix == "network":
+            outs["network_id"] = "n1"
+        elif suffix == "proxy":
+            outs["container_id"] = "c1"
+        elif suffix == "replicas":
+            outs["replica_names"] = [f"{args.inputs['base_name']}-{args.inputs['version']}-{i}"
+                                     for i in range(int(args.inputs["replicas"]))]
+        elif suffix == "healer":
+            outs["pid"] = 4242
+        return f"{args.name}-id", outs
+
+    def call(self, args: Any) -> tuple[dict, None]:
+        return {}, None
+
+
+@pytest.fixture
+def graph(spec_folder: Path) -> tuple[Recorder, DeployMocks, dict[str, Any]]:
+    """ModelService for the digits spec, registered against the mocks; its outputs resolved."""
+    from iac.deploy.service import ModelService, ModelServiceArgs
+    from iac.spec.load import load_resolved
+
+    mocks = DeployMocks()
+    monitor = Recorder(mocks)
+    pulumi.runtime.set_mocks(mocks, project="digits", stack="dev", preview=False, monitor=monitor)
+    spec = load_resolved(spec_folder / "model.yaml")
+    resolved: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def build() -> pulumi.Output:
+        service = ModelService("digits", ModelServiceArgs(spec, "digits", "dev"))
+        names = list(service.outputs)
+        return pulumi.Output.all(*service.outputs.values()).apply(lambda values: resolved.update(zip(names, values)))
+
+    build()
+    return monitor, mocks, resolved
+
+
+def test_children_are_named_after_the_component_and_parented_to_it(graph: tuple[Recorder, DeployMocks, dict]) -> None:
+    monitor, _, _ = graph
+    service = monitor.urn_of("modelstack:index:ModelService", "digits")
+    target = monitor.urn_of("modelstack:docker:Target", "digits")  # the target carries the service's name
+    assert monitor.parents[target] == service
+    for child in ("artifact", "image"):
+        assert monitor.parents[monitor.urn_of(TYPES[child], f"digits-{child}")] == service, child
+    for child in ("network", "proxy", "replicas", "healer"):
+        assert monitor.parents[monitor.urn_of(TYPES[child], f"digits-{child}")] == target, child
+    stack = monitor.urn_of("pulumi:pulumi:Stack", "digits-dev")
+    assert monitor.parents[service] == stack
+    assert len(monitor.parents) == 9, "the stack, the service, its target and six resources, nothing else"
+
+
+def test_inputs_wire_each_stage_to_the_next(graph: tuple[Recorder, DeployMocks, dict]) -> None:
+    _, mocks, _ = graph
+    owner, base = "digits/dev/digits", "modelstack-dev-digits"
+    image, replicas = mocks.inputs["digits-image"], mocks.inputs["digits-replicas"]
+    assert image["owner"] == owner and image["tag"].startswith(f"{base}:")
+    assert image["artifact_sha256"] == "a" * 64  # the artifact's output feeds the image
+    assert mocks.inputs["digits-network"]["network_name"] == base
+    proxy = mocks.inputs["digits-proxy"]
+    assert proxy["container_name"] == f"{base}-proxy" and proxy["network_name"] == base
+    assert proxy["settings"] == {"bind_address": "127.0.0.1", "host_port": 8501, "proxy_port": 8080}
+    assert replicas["image_id"] == "sha256:" + "1" * 64 and replicas["replicas"] == 2
+    assert replicas["proxy_name"] == f"{base}-proxy" and replicas["config_dir"] == proxy["config_dir"]
+    assert replicas["settings"]["memory_bytes"] == 512 * 1024**2
+    assert mocks.inputs["digits-healer"]["owner"] == owner
+
+
+def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -> None:
+    from iac.deploy.targets.docker.replicas import version_of
+    from iac.deploy.targets.docker.settings import replica_settings
+    from iac.spec.load import load_resolved
+
+    _, mocks, outputs = graph
+    version = version_of("sha256:" + "1" * 64, replica_settings(load_resolved(spec_folder / "model.yaml")), "")
+    assert mocks.inputs["digits-replicas"]["version"] == version
+    assert outputs == {
+        "endpoint": "http://127.0.0.1:8501/v1/models/digits:predict",
+        "base_url": "http://127.0.0.1:8501",
+        "version": version,
+        "replicas": 2,
+        "image_id": "sha256:" + "1" * 64,
+        "model_sha256": "m" * 64,
+        "variant": "litert-int8",
+        "artifact_size_bytes": 102400,
+        "accuracy": 0.97,
+    }
