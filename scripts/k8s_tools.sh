@@ -30,18 +30,18 @@ timed() { local t0=$SECONDS; "$@"; log "done in $((SECONDS - t0)) s"; }
 
 control_plane() {
   local v; v="$(gomod_version kubernetes k8s.io/kubernetes)"
-  stamped control-plane "$v" && return 0
+  local cmds="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy"
+  stamped control-plane "$v $cmds" && return 0
   need_go
-  log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet $v (first time: about 25 minutes)"
+  log "building $cmds $v (first time: about 25 minutes)"
   local major minor ld=""
   major="${v#v}"; major="${major%%.*}"; minor="${v#v*.}"; minor="${minor%%.*}"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
   done
   (cd "$here/tools/kubernetes" && go build -trimpath -ldflags "-s -w$ld" -o "$bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet)
-  stamp control-plane "$v"
+    $(printf 'k8s.io/kubernetes/cmd/%s ' $cmds))
+  stamp control-plane "$v $cmds"
 }
 
 etcd() {
