@@ -33,6 +33,8 @@ from typing import IO, Any
 
 import grpc
 from google.protobuf import empty_pb2
+from pulumi.automation._server import LanguageServer
+from pulumi.runtime._grpc_settings import _GRPC_CHANNEL_OPTIONS
 from pulumi.runtime.proto import language_pb2, language_pb2_grpc, plugin_pb2
 
 from iac.pulumi_host.langhost_exec import BAIL_EXIT_CODE
@@ -40,11 +42,9 @@ from iac.pulumi_host.langhost_exec import BAIL_EXIT_CODE
 _RUNNER_MODULE = "iac.pulumi_host.langhost_exec"
 # Lines of the program's stderr quoted in the error when it dies without reporting why.
 _STDERR_TAIL_LINES = 40
-# The engine sends whole stack configs and large messages; gRPC's 4 MiB default is too small.
-_GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 400 * 1024 * 1024),
-    ("grpc.max_send_message_length", 400 * 1024 * 1024),
-]
+# The SDK's own plugin servers (the dynamic provider among them) use these: 400 MiB messages, as
+# the engine sends whole stack configs and states; we send nothing that large.
+_GRPC_OPTIONS = _GRPC_CHANNEL_OPTIONS
 
 
 def _sdk_version() -> str:
@@ -127,10 +127,17 @@ def _exit_error(returncode: int, tail: Sequence[str]) -> str:
     return message
 
 
-class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
-    """The `LanguageRuntime` methods the CLI calls for preview/up/refresh/destroy/about."""
+class LanguageHost(LanguageServer):
+    """The `LanguageRuntime` methods the CLI calls for preview/up/refresh/destroy/about.
+
+    The SDK's `LanguageServer` (the Automation API's host for inline programs) answers
+    `GetRequiredPlugins` and `GetRequiredPackages` as we would (nothing to pre-install); its `Run`
+    runs a Python function inside the server, so ours replaces it with a program from disk run in
+    a fresh interpreter.
+    """
 
     def __init__(self, engine_address: str) -> None:
+        super().__init__(program=None)  # type: ignore[arg-type] - no inline program: Run is ours
         self.engine_address = engine_address
         self._runs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
@@ -158,13 +165,8 @@ class LanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
                 proc.terminate()
 
     # -- dependencies and metadata ---------------------------------------------------------
-
-    def GetRequiredPlugins(self, request: Any, context: Any) -> Any:
-        # Plugins (only the dynamic provider here) are loaded on demand; nothing to pre-install.
-        return language_pb2.GetRequiredPluginsResponse()
-
-    def GetRequiredPackages(self, request: Any, context: Any) -> Any:
-        return language_pb2.GetRequiredPackagesResponse()
+    # GetRequiredPlugins / GetRequiredPackages: the SDK's answer (none); the dynamic provider
+    # plugin is loaded on demand.
 
     def InstallDependencies(
         self, request: language_pb2.InstallDependenciesRequest, context: Any

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import runpy
 import sys
@@ -180,11 +179,12 @@ def _report(message: str) -> int:
 
 def run(opts: RunOptions) -> int:
     import grpc
+    from pulumi.automation._server import _suppress_unobserved_task_logging
     from pulumi.errors import RunError
     from pulumi.runtime.stack import run_in_stack
 
     # Faulted tasks nobody awaited are reported by the SDK itself; asyncio's copy is noise.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    _suppress_unobserved_task_logging()
     configure_runtime(opts)
     try:
         main_file = resolve_main_file(opts.program)
