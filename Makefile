@@ -16,13 +16,14 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv demo cnn test test-fast destroy clean
+.PHONY: help setup venv demo cnn test test-fast destroy clean proto
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
 	@echo "make test-fast  spec, render, serving framing, providers: no TensorFlow, Docker or Pulumi engine"
 	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
 	@echo "make destroy  pulumi destroy the demo stack"
+	@echo "make proto    regenerate the V2 gRPC stubs in serving/proto from grpc_service.proto"
 
 setup:
 	bash scripts/setup.sh
@@ -53,6 +54,10 @@ demo: setup $(STACK_DIR)/model/digits.keras
 
 test: setup
 	python -m pytest $(PYTEST_ARGS)
+
+# The generated stubs are committed; rerun after editing serving/proto/grpc_service.proto.
+proto:
+	bash scripts/gen_proto.sh
 
 # The fast tier: only the Python environment is set up; every test needing TensorFlow, Docker or the
 # Pulumi engine carries a marker and is left out.
