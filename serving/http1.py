@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Protocol
 
-from serving.protocols import ClientError, _show, error_body
+from serving.config import ServingConfig
+from serving.errors import ClientError, error_body
+from serving.errors import show as _show
+from serving.logs import log_event
+from serving.messages import JSON, Request, Response
 
-JSON = b"application/json"
 MAX_LINE = 65536  # bytes per request or header line
 MAX_HEADERS = 100
 MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes
@@ -42,43 +45,82 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a response that closes the connection: send FIN, keep reading (and dropping) what the
 # client still sends for this long once the answer is out, so it is not lost to a TCP reset.
 LINGER_S = 2.0
-LINGER_MAX_S = 60.0  # ... but no longer than this after the last write, if the answer cannot leave
+LINGER_MAX_S = 60.0
+# How often connections are checked for the timeouts above.
+SWEEP_INTERVAL_S = 1.0  # ... but no longer than this after the last write, if the answer cannot leave
 
 
-class Headers:
-    """Request headers by lower-case name; a repeated header keeps all its values."""
+class App(Protocol):
+    """What the front end calls for every request (``serving.app.App``)."""
 
-    __slots__ = ("_values",)
-
-    def __init__(self) -> None:
-        self._values: dict[str, list[str]] = {}
-
-    def add(self, name: str, value: str) -> None:
-        self._values.setdefault(name.lower(), []).append(value)
-
-    def get(self, name: str, default: str = "") -> str:
-        values = self._values.get(name.lower())
-        return values[0] if values else default
-
-    def get_all(self, name: str) -> list[str]:
-        return self._values.get(name.lower(), [])
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
+    def handle(self, request: Request, conn: HttpConnection) -> None: ...
+    def record(self, request: Request, status: int, remote: str) -> None: ...
 
 
-@dataclass(slots=True, eq=False)
-class Request:
-    """One parsed request; ``route`` is the metrics label the application sets."""
+class HttpServer:
+    """The listening socket and its connections; everything runs on one event loop."""
 
-    method: str
-    target: str
-    version: str = "HTTP/1.1"
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    started: float = field(default_factory=time.perf_counter)
-    keep_alive: bool = False
-    route: str = "other"
+    def __init__(self, address: tuple[str, int], app: App, config: ServingConfig) -> None:
+        self.app = app
+        self.draining = False
+        self.max_body_bytes = config.max_body_bytes
+        self.handle = app.handle
+        self.record = app.record
+        self._connections: set[HttpConnection] = set()
+        self._closed: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        # Bound now, so a taken port fails before anything else starts and port 0 is known.
+        self.socket = socket.create_server(address, backlog=1024, reuse_port=False)
+        self.address: tuple[str, int] = self.socket.getsockname()[:2]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self), sock=self.socket, backlog=1024
+        )
+        self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop accepting, close idle connections, wait for in-flight requests to finish.
+
+        Returns True when every connection closed within ``timeout``.
+        """
+        assert self._server is not None and self._closed is not None
+        self._server.close()  # no new connections; accepted ones carry on
+        self.draining = True  # from now on every response says "Connection: close"
+        log_event(event="draining", connections=len(self._connections))
+        for conn in list(self._connections):
+            if conn.idle:
+                conn.close()
+        if not self._connections:
+            self._closed.set()
+        try:
+            await asyncio.wait_for(self._closed.wait(), timeout)
+            drained = True
+        except TimeoutError:
+            drained = False
+            for conn in list(self._connections):
+                conn.close(abort=True)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        return drained
+
+    def _sweep(self) -> None:
+        """End connections that are silent, stuck or too slow (see ``HttpConnection.expire``)."""
+        now = time.monotonic()
+        for conn in list(self._connections):
+            conn.expire(now)
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
+
+    def register(self, conn: HttpConnection) -> None:
+        self._connections.add(conn)
+
+    def unregister(self, conn: HttpConnection) -> None:
+        self._connections.discard(conn)
+        if self.draining and not self._connections and self._closed is not None:
+            self._closed.set()
 
 
 class Owner(Protocol):
@@ -327,6 +369,10 @@ class HttpConnection(asyncio.Protocol):
         return False
 
     # -- answering --
+
+    def send(self, request: Request, response: Response, close: bool = False) -> None:
+        """Write ``response`` as the answer to ``request``."""
+        self.respond(request, response.status, response.body, response.headers, response.content_type, close)
 
     def respond(
         self,

@@ -1,8 +1,7 @@
 """The server's protocols: conformance of both APIs, V2 decoding, API key, metrics, ONNX, fuzzing.
 
-Servers run as subprocesses (``python -m serving.server``) like in test_serving.py, whose
-helpers and tiny models are reused. ``tests/conformance.py`` is the same check the e2e test runs
-against the deployed container.
+Servers run as subprocesses (``python -m serving.server``, or on FakeRuntime without TensorFlow).
+``tests/conformance.py`` is the same check the e2e test runs against the deployed container.
 """
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ from hypothesis import strategies as st
 
 from conformance import check_conformance
 from serving.config import InputSpec, ServingConfig
-from serving.protocols import ClientError, decode_infer_request
-from test_serving import MODEL, SAMPLES, ServerProcess, _config, _direct_predict, ask_unloaded_server, ready_server, tflite_models  # noqa: F401
+from serving.errors import ClientError
+from serving.v1 import decode_predict_request
+from serving.v2 import decode_infer_request
+from serving_support import MODEL, SAMPLES, ServerProcess, make_config, ready_server
 
 SPEC = InputSpec("features", (4,), "float32")
 API_KEY = "s3cret-key"
@@ -29,7 +30,7 @@ API_KEY = "s3cret-key"
 
 @pytest.fixture(scope="module")
 def v2_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from ready_server(_config(tflite_models["float32"]), tmp_path_factory.mktemp("v2-server"))
+    yield from ready_server(make_config(tflite_models["float32"]), tmp_path_factory.mktemp("v2-server"))
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +38,14 @@ def keyed_server(
     tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch
 ) -> Iterator[ServerProcess]:
     monkeypatch_module.setenv("TEST_MODELSTACK_API_KEY", API_KEY)
-    config = _config(tflite_models["int8"], api_key_env="TEST_MODELSTACK_API_KEY", max_batch_size=8)
+    config = make_config(tflite_models["int8"], api_key_env="TEST_MODELSTACK_API_KEY", max_batch_size=8)
     yield from ready_server(config, tmp_path_factory.mktemp("keyed-server"))
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:
+    from serving.runtime import LiteRTModel
+
+    return LiteRTModel(artifact, num_threads=1).predict(batch)
 
 
 def _base(server: ServerProcess) -> str:
@@ -128,8 +129,8 @@ def test_v2_decode_accepts_flat_and_nested_data() -> None:
     assert (id_a, id_b) == (None, "r")
 
 
-def test_not_ready_v2_routes_answer_503_but_live(tmp_path: Path) -> None:
-    seen = ask_unloaded_server(tmp_path, [
+def test_not_ready_v2_routes_answer_503_but_live(ask_unloaded_server) -> None:  # noqa: ANN001
+    seen = ask_unloaded_server([
         ("GET", "/v2/health/live", None), ("GET", "/v2/health/ready", None),
         ("GET", f"/v2/models/{MODEL}/ready", None), ("GET", f"/v2/models/{MODEL}", None),
         ("POST", f"/v2/models/{MODEL}/infer", b'{"inputs": []}'),
@@ -161,7 +162,7 @@ def test_api_key_is_required_except_on_health_routes(keyed_server: ServerProcess
 
 
 def test_api_key_env_unset_refuses_to_start(tmp_path: Path) -> None:
-    config = _config(tmp_path / "model.tflite", api_key_env="TEST_MODELSTACK_UNSET_KEY")
+    config = make_config(tmp_path / "model.tflite", api_key_env="TEST_MODELSTACK_UNSET_KEY")
     server = ServerProcess(config, tmp_path)
     assert server.proc.wait(timeout=20) == 2
     assert "TEST_MODELSTACK_UNSET_KEY is unset or empty" in server.wait_for("config_error")["error"]
@@ -251,7 +252,7 @@ def test_onnx_artifact_is_served_by_onnx_runtime(
     expected = np.exp(logits - logits.max(axis=1, keepdims=True))
     expected /= expected.sum(axis=1, keepdims=True)
 
-    server = ServerProcess(_config(path, threads=2, max_batch_size=4, max_latency_ms=1), tmp_path)
+    server = ServerProcess(make_config(path, threads=2, max_batch_size=4, max_latency_ms=1), tmp_path)
     try:
         ready = server.wait_for("ready")
         assert ready["runtime"] == "onnx" and ready["threads"] == 2
@@ -264,7 +265,7 @@ def test_onnx_artifact_is_served_by_onnx_runtime(
         assert server.stop() == 0
 
 
-def test_runtime_choice_follows_suffix_or_config() -> None:
+def test_runtime_choice_follows_suffix_ormake_config() -> None:
     base: dict[str, Any] = {"model_name": "m", "inputs": [{"name": "x", "shape": [1], "dtype": "float32"}]}
     assert ServingConfig.from_dict({**base, "artifact": "/a/model.onnx"}).resolved_runtime == "onnx"
     assert ServingConfig.from_dict({**base, "artifact": "/a/model.tflite"}).resolved_runtime == "litert"
@@ -359,7 +360,7 @@ def test_server_serves_after_fuzzing(v2_server: ServerProcess) -> None:
 
 def _decode_outcome(body: bytes, spec: InputSpec) -> tuple[str, Any]:
     try:
-        batch, row_format = __import__("serving.protocols").protocols.decode_predict_request(body, spec)
+        batch, row_format = decode_predict_request(body, spec)
         return "ok", (batch.dtype.str, batch.tolist(), row_format)
     except ClientError as exc:
         return "error", exc.status
@@ -383,13 +384,13 @@ _leaf = st.one_of(
 def test_orjson_and_flat_fast_path_decode_like_the_standard_library(
     data: Any, dtype: str, monkeypatch_module: pytest.MonkeyPatch
 ) -> None:
-    import serving.protocols as protocols
+    import serving.tensors as tensors
 
     spec = InputSpec("x", (3,), dtype)
     body = json.dumps({"instances": data}).encode()
     fast = _decode_outcome(body, spec)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(protocols, "_orjson_loads", None)
-        patch.setattr(protocols, "_flat_numeric", lambda data, spec: None)
+        patch.setattr(tensors, "_orjson_loads", None)
+        patch.setattr(tensors, "_flat_numeric", lambda data, spec: None)
         slow = _decode_outcome(body, spec)
     assert fast == slow

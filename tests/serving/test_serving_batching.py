@@ -21,8 +21,8 @@ import pytest
 
 from serving.batching import Batcher
 from serving.config import ServingConfig
-from serving.server import warm_up_sizes
-from test_serving import MODEL, ServerProcess, _config, tflite_models  # noqa: F401
+from serving.loading import warm_up_sizes
+from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config
 
 # --- the batcher alone -------------------------------------------------------------------------------
 
@@ -175,7 +175,7 @@ def test_concurrent_callers_get_their_own_results(
     variant: str, max_latency_ms: float, tflite_models: dict[str, Path], tmp_path: Path
 ) -> None:
     artifact = tflite_models[variant]
-    server = ServerProcess(_config(artifact, max_batch_size=16, max_latency_ms=max_latency_ms), tmp_path)
+    server = ServerProcess(make_config(artifact, max_batch_size=16, max_latency_ms=max_latency_ms), tmp_path)
     try:
         server.wait_for("ready")
         rng = np.random.default_rng(11)
@@ -222,10 +222,9 @@ def test_concurrent_callers_get_their_own_results(
         assert server.stop() == 0
 
 
-@pytest.mark.tf
-def test_sigterm_lets_queued_batch_requests_finish(tflite_models: dict[str, Path], tmp_path: Path) -> None:
+def test_sigterm_lets_queued_batch_requests_finish(tmp_path: Path) -> None:
     # A long batching window keeps the requests queued while SIGTERM arrives.
-    server = ServerProcess(_config(tflite_models["float32"], max_batch_size=64, max_latency_ms=600), tmp_path)
+    server = ServerProcess(make_config("fake.model", max_batch_size=64, max_latency_ms=600), tmp_path, FAKE_SERVER)
     server.wait_for("ready")
     body = json.dumps({"instances": [[1, 2, 3, 4]]}).encode()
     results: list[tuple[int, dict]] = []

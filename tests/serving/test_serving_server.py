@@ -1,166 +1,32 @@
-"""The model server: config validation, the LiteRT runtime, and the real HTTP server.
+"""The model server: config validation, decoding, the runtime, and the real HTTP server process.
 
-Server tests start ``python -m serving.server`` as a subprocess with a temp config (port 0; the
-bound port is read from the "listening" log line) and talk HTTP to it, the way the serving image
-runs it. Models are tiny Keras models converted to .tflite here: one float32, one full-integer
-int8 with int8 input and output tensors.
+Server tests start the server as a subprocess with a temp config (port 0; the bound port is read
+from the "listening" log line) and talk HTTP to it, the way the serving image runs it. HTTP and
+protocol behaviour runs against ``fake_server`` (FakeRuntime, no TensorFlow); tests marked ``tf``
+use tiny Keras models converted to .tflite: one float32, one full-integer int8.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
-import os
-import queue
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from serving.config import InputSpec, ServingConfig
-from serving.server import ClientError, ModelServer, ModelState, decode_predict_request
-
-REPO = Path(__file__).resolve().parent.parent
-MODEL = "tiny"
-METADATA = {"variant": "float32", "artifact_sha256": "ab" * 32, "accuracy": 0.97, "nested": {"k": [1, 2]}}
-SAMPLES = np.random.default_rng(7).normal(size=(5, 4)).astype(np.float32)
-
-
-# --- fixtures and helpers ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tflite_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 4 -> 8 -> 3 softmax Keras model as float32 and as full-integer int8 .tflite files."""
-    import tensorflow as tf
-
-    tf.keras.utils.set_random_seed(0)
-    inputs = tf.keras.Input(shape=(4,), name="features")
-    hidden = tf.keras.layers.Dense(8, activation="relu")(inputs)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax")(hidden))
-    folder = tmp_path_factory.mktemp("serving-models")
-
-    float_path = folder / "float32.tflite"
-    float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-
-    calibration = np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None]] for row in calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    int8_path = folder / "int8.tflite"
-    int8_path.write_bytes(converter.convert())
-    return {"float32": float_path, "int8": int8_path}
-
-
-class ServerProcess:
-    """``python -m serving.server`` on 127.0.0.1 with its stderr collected line by line."""
-
-    def __init__(self, config: dict[str, Any], folder: Path, command: list[str] | None = None) -> None:
-        config_path = folder / "serving.json"
-        config_path.write_text(json.dumps(config))
-        env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path), "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            command or [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        self.port = 0
-
-    def _collect(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if line.startswith("{"):
-                self._events.put(json.loads(line))
-
-    def wait_for(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                record = self._events.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    break  # exited and every line has been read
-                continue
-            if record.get("event") == "listening":
-                self.port = record["port"]
-            if record.get("event") == event:
-                return record
-        raise AssertionError(f"no {event!r} event; server log:\n{''.join(self.lines)}")
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines if line.startswith("{")]
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, http.client.HTTPResponse, Any]:
-        """One request on a fresh connection; JSON bodies are encoded and decoded."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-            conn.request(method, path, body=data, headers=headers or {})
-            response = conn.getresponse()
-            payload = response.read()
-            return response.status, response, json.loads(payload) if payload else None
-        finally:
-            conn.close()
-
-    def raw(self, data: bytes) -> tuple[int, dict[str, str], Any]:
-        """Send raw bytes and parse the one response (for requests http.client will not send)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
-            sock.sendall(data)
-            response = http.client.HTTPResponse(sock)
-            response.begin()
-            payload = response.read()
-            return response.status, dict(response.getheaders()), json.loads(payload)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=15)
-
-
-def _config(artifact: Path, **overrides: Any) -> dict[str, Any]:
-    return {
-        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0,
-        "threads": 1, "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
-        "max_body_bytes": 4096, "metadata": METADATA, **overrides,
-    }
-
-
-def ready_server(config: dict[str, Any], folder: Path) -> Iterator[ServerProcess]:
-    """The body of a module-scoped server fixture: started and ready before the tests, stopped after."""
-    server = ServerProcess(config, folder)
-    server.wait_for("ready")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def float_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from ready_server(_config(tflite_models["float32"]), tmp_path_factory.mktemp("float-server"))
-
-
-@pytest.fixture(scope="module")
-def int8_server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from ready_server(_config(tflite_models["int8"]), tmp_path_factory.mktemp("int8-server"))
+from serving.errors import ClientError
+from serving.v1 import decode_predict_request
+from serving_support import (
+    FAKE_SERVER, METADATA, MODEL, SAMPLES, FakeRuntime, ServerProcess, in_process_server, make_config,
+    predict_bytes, read_response, rss_kib,
+)
 
 
 def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:
@@ -240,36 +106,8 @@ def test_decode_accepts_integral_values_for_integer_inputs() -> None:
     assert not row_format and batch.dtype == np.int8 and batch.tolist() == [[1, 2], [-3, 4]]
 
 
-@contextlib.contextmanager
-def unloaded_server(tmp_path: Path) -> Iterator[int]:
-    """An in-process server (its loop in a thread) whose model never loads; yields its port."""
-    config = ServingConfig.from_dict(_config(tmp_path / "never-loaded.tflite"))
-    server = ModelServer(("127.0.0.1", 0), ModelState(config))
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
-    try:
-        yield server.address[1]
-    finally:
-        assert asyncio.run_coroutine_threadsafe(server.stop(timeout=5), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-
-
-def ask_unloaded_server(tmp_path: Path, requests: list[tuple[str, str, bytes | None]]) -> dict[str, tuple[int, Any]]:
-    """Send `requests` to an in-process server whose model never loads; (status, JSON) by path."""
-    with unloaded_server(tmp_path) as port:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        results = {}
-        for method, path, body in requests:
-            conn.request(method, path, body=body)
-            response = conn.getresponse()
-            results[path] = (response.status, json.loads(response.read()))
-        conn.close()
-    return results
-
-
-def test_not_ready_server_answers_503_but_is_healthy(tmp_path: Path) -> None:
-    results = ask_unloaded_server(tmp_path, [
+def test_not_ready_server_answers_503_but_is_healthy(ask_unloaded_server) -> None:  # noqa: ANN001
+    results = ask_unloaded_server([
         ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", f"/v1/models/{MODEL}", None),
         ("GET", f"/v1/models/{MODEL}/metadata", None),
         ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
@@ -407,21 +245,20 @@ def _model_path(path: str) -> str:
     return path
 
 
-@pytest.mark.tf
 @pytest.mark.parametrize(
     ("method", "path", "body", "headers", "status", "message"),
     [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS],
 )
 def test_bad_request_gets_json_error(
-    float_server: ServerProcess, method: str, path: str, body: bytes | None, headers: dict[str, str],
+    fake_server: ServerProcess, method: str, path: str, body: bytes | None, headers: dict[str, str],
     status: int, message: str,
 ) -> None:
     if "Content-Length" in headers:  # http.client would send its own
         length = headers["Content-Length"]
         head = f"{method} {_model_path(path)} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
-        got, response_headers, payload = float_server.raw(head.encode())
+        got, response_headers, payload = fake_server.raw(head.encode())
     else:
-        got, response, payload = float_server.request(method, _model_path(path), body, headers)
+        got, response, payload = fake_server.request(method, _model_path(path), body, headers)
         response_headers = dict(response.getheaders())
     assert got == status, payload
     assert message in payload["error"], payload
@@ -430,10 +267,9 @@ def test_bad_request_gets_json_error(
         assert response_headers["Allow"] in ("POST", "GET, HEAD")
     if status == 413:
         assert response_headers["Connection"] == "close"
-    assert float_server.proc.poll() is None
+    assert fake_server.proc.poll() is None
 
 
-@pytest.mark.tf
 @pytest.mark.parametrize(
     ("raw", "status", "message"),
     [
@@ -451,16 +287,15 @@ def test_bad_request_gets_json_error(
     ids=["no-length", "chunked", "conflicting-lengths", "bad-request-line", "http2", "space-in-name",
          "obs-fold", "unknown-method"],
 )
-def test_malformed_http_gets_json_error(float_server: ServerProcess, raw: bytes, status: int, message: str) -> None:
-    got, headers, payload = float_server.raw(raw)
+def test_malformed_http_gets_json_error(fake_server: ServerProcess, raw: bytes, status: int, message: str) -> None:
+    got, headers, payload = fake_server.raw(raw)
     assert (got, headers["Connection"]) == (status, "close")
     assert message in payload["error"], payload
-    assert float_server.proc.poll() is None
+    assert fake_server.proc.poll() is None
 
 
-@pytest.mark.tf
-def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server: ServerProcess) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", float_server.port, timeout=10)
+def test_keep_alive_survives_client_errors_and_the_server_stays_up(fake_server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", fake_server.port, timeout=10)
     path = f"/v1/models/{MODEL}:predict"
     conn.request("POST", path, body=b'{"instances": [[0, 0, 0, 0]]}')
     assert conn.getresponse().read() and conn.sock is not None
@@ -477,79 +312,59 @@ def test_keep_alive_survives_client_errors_and_the_server_stays_up(float_server:
     assert response.status == 200 and len(json.loads(response.read())["predictions"][0]) == 3
     assert conn.sock is first_socket  # four requests, one connection
     conn.close()
-    assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
+    assert fake_server.request("GET", "/healthz")[0] == 200 and fake_server.proc.poll() is None
 
 
-@pytest.mark.tf
-def test_pipelined_and_dribbled_requests_are_answered_in_order(float_server: ServerProcess) -> None:
-    requests = [_predict_bytes([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
-    expected = [float_server.request("POST", f"/v1/models/{MODEL}:predict",
+def test_pipelined_and_dribbled_requests_are_answered_in_order(fake_server: ServerProcess) -> None:
+    requests = [predict_bytes([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
+    expected = [fake_server.request("POST", f"/v1/models/{MODEL}:predict",
                                      json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
-    with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", fake_server.port), timeout=10) as sock:
         answers = sock.makefile("rb")  # one reader: several answers may arrive in one segment
         sock.sendall(b"".join(requests))  # pipelined: six requests in one write
         for i in range(6):
-            status, doc = _read_response(answers)
+            status, doc = read_response(answers)
             assert status == 200 and doc == (expected[i] if i < 5 else {"status": "ok"})
-        for byte in _predict_bytes([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
+        for byte in predict_bytes([9, 9, 9, 9]):  # one byte per write: the parser waits for the rest
             sock.sendall(bytes([byte]))
-        status, doc = _read_response(answers)
+        status, doc = read_response(answers)
         assert status == 200 and len(doc["predictions"][0]) == 3
 
 
-def _read_response(answers: Any) -> tuple[int, Any]:
-    """One HTTP/1.1 response with a Content-Length from a buffered reader: (status, JSON body)."""
-    status = int(answers.readline().split()[1])
-    length = 0
-    while (line := answers.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode("latin-1").partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    return status, json.loads(answers.read(length))
-
-
-@pytest.mark.tf
-def test_client_leaving_mid_request_is_counted_and_harmless(float_server: ServerProcess) -> None:
+def test_client_leaving_mid_request_is_counted_and_harmless(fake_server: ServerProcess) -> None:
     head = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
     for _ in range(3):
-        with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", fake_server.port), timeout=10) as sock:
             sock.sendall(head.encode() + b'{"instances"')  # then hang up before the rest of the body
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{float_server.port}/metrics", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{fake_server.port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         if 'modelstack_requests_total{route="other",status="499"} 3' in metrics:
             break
         time.sleep(0.05)
     assert 'status="499"} 3' in metrics
-    assert float_server.request("GET", "/healthz")[0] == 200 and float_server.proc.poll() is None
+    assert fake_server.request("GET", "/healthz")[0] == 200 and fake_server.proc.poll() is None
 
 
-def _predict_bytes(values: list[int]) -> bytes:
-    body = json.dumps({"instances": [values]}).encode()
-    return f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-
-
-@pytest.mark.tf
-def test_half_closed_client_gets_every_answer(tflite_models: dict[str, Path], tmp_path: Path) -> None:
-    server = ServerProcess(_config(tflite_models["float32"], max_batch_size=8, max_latency_ms=50), tmp_path)
+def test_half_closed_client_gets_every_answer(tmp_path: Path) -> None:
+    server = ServerProcess(make_config("fake.model", max_batch_size=8, max_latency_ms=50), tmp_path, FAKE_SERVER)
     try:
         server.wait_for("ready")
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             answers = sock.makefile("rb")
-            sock.sendall(b"".join(_predict_bytes([i, 1, 2, 3]) for i in range(5)))
+            sock.sendall(b"".join(predict_bytes([i, 1, 2, 3]) for i in range(5)))
             sock.shutdown(socket.SHUT_WR)  # "that is all": the answers must still come
-            statuses = [_read_response(answers)[0] for _ in range(5)]
+            statuses = [read_response(answers)[0] for _ in range(5)]
             assert statuses == [200] * 5 and answers.read() == b""  # then the server closes
     finally:
         assert server.stop() == 0
 
 
-@pytest.mark.tf
-def test_client_that_never_reads_cannot_grow_the_server(float_server: ServerProcess) -> None:
+def test_client_that_never_reads_cannot_grow_the_server(fake_server: ServerProcess) -> None:
     request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # small request, large answer
-    rss_before = _rss_kib(float_server.proc.pid)
-    with socket.create_connection(("127.0.0.1", float_server.port), timeout=10) as sock:
+    rss_before = rss_kib(fake_server.proc.pid)
+    with socket.create_connection(("127.0.0.1", fake_server.port), timeout=10) as sock:
         sock.setblocking(False)
         sent, deadline = 0, time.monotonic() + 4
         while time.monotonic() < deadline and sent < 20_000_000:
@@ -558,35 +373,27 @@ def test_client_that_never_reads_cannot_grow_the_server(float_server: ServerProc
             except BlockingIOError:  # the server stopped reading: TCP pushes back
                 time.sleep(0.05)
         assert sent < 20_000_000, "the server kept reading from a client that reads nothing"
-    grown_mib = (_rss_kib(float_server.proc.pid) - rss_before) / 1024
+    grown_mib = (rss_kib(fake_server.proc.pid) - rss_before) / 1024
     assert grown_mib < 30, f"server memory grew by {grown_mib:.0f} MiB"
-    assert float_server.request("GET", "/healthz")[0] == 200
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    assert fake_server.request("GET", "/healthz")[0] == 200
 
 
 def test_request_not_complete_in_time_gets_408(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import serving.http1
 
     monkeypatch.setattr(serving.http1, "REQUEST_TIMEOUT_S", 0.5)
-    with unloaded_server(tmp_path) as port:
+    with in_process_server(tmp_path) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
-            status, doc = _read_response(sock.makefile("rb"))
+            status, doc = read_response(sock.makefile("rb"))
     assert status == 408 and "not complete within 0.5 s" in doc["error"]
 
 
-@pytest.mark.tf
-def test_access_log_has_one_json_line_per_request(float_server: ServerProcess) -> None:
-    float_server.request("GET", "/readyz?probe=1")
+def test_access_log_has_one_json_line_per_request(fake_server: ServerProcess) -> None:
+    fake_server.request("GET", "/readyz?probe=1")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        lines = [r for r in float_server.records() if r.get("event") == "request" and r["path"] == "/readyz?probe=1"]
+        lines = [r for r in fake_server.records() if r.get("event") == "request" and r["path"] == "/readyz?probe=1"]
         if lines:
             break
         time.sleep(0.02)
@@ -594,9 +401,8 @@ def test_access_log_has_one_json_line_per_request(float_server: ServerProcess) -
     assert isinstance(lines[0]["duration_ms"], float) and lines[0]["duration_ms"] >= 0
 
 
-@pytest.mark.tf
-def test_sigterm_finishes_in_flight_request_and_exits_0(tflite_models: dict[str, Path], tmp_path: Path) -> None:
-    server = ServerProcess(_config(tflite_models["float32"]), tmp_path)
+def test_sigterm_finishes_in_flight_request_and_exits_0(tmp_path: Path) -> None:
+    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER)
     server.wait_for("ready")
     idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     idle.request("GET", "/healthz")
@@ -627,11 +433,8 @@ def test_sigterm_finishes_in_flight_request_and_exits_0(tflite_models: dict[str,
     idle.close()
 
 
-@pytest.mark.tf
-def test_sigterm_during_a_slow_load_exits_at_once(tflite_models: dict[str, Path], tmp_path: Path) -> None:
-    slow = ("import sys, time\nimport serving.server as s\nload = s.load_model\n"
-            "s.load_model = lambda config: (time.sleep(30), load(config))[1]\nsys.exit(s.main())\n")
-    server = ServerProcess(_config(tflite_models["float32"]), tmp_path, [sys.executable, "-c", slow])
+def test_sigterm_during_a_slow_load_exits_at_once(tmp_path: Path) -> None:
+    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER, env={"FAKE_LOAD_DELAY_S": "30"})
     server.wait_for("listening")
     assert server.request("GET", "/readyz")[0] == 503
     started = time.monotonic()
@@ -646,6 +449,6 @@ def test_bad_config_exits_2_and_missing_artifact_exits_1(tmp_path: Path) -> None
     error = bad.wait_for("config_error")["error"]
     assert "port: must be an integer" in error and "artifact: required field is missing" in error
 
-    missing = ServerProcess(_config(tmp_path / "nope.tflite"), tmp_path)
+    missing = ServerProcess(make_config(tmp_path / "nope.tflite"), tmp_path)
     assert missing.proc.wait(timeout=20) == 1
     assert "does not exist" in missing.wait_for("load_failed")["error"]

@@ -1,0 +1,122 @@
+"""Start-up, readiness and shutdown: bind, answer while the model loads, serve, drain on SIGTERM.
+
+The server binds and answers first, then loads and warms up the model in a thread, so
+``/healthz`` answers during loading and ``/readyz`` (and predict) answer 503 until the model is
+ready. A model that fails to load ends the process with exit code 1; a bad config with 2.
+SIGTERM (or SIGINT): stop accepting, close idle keep-alive connections, let in-flight and queued
+requests finish (up to ``DRAIN_TIMEOUT_S``), exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from serving import loading
+from serving.app import App
+from serving.auth import read_api_key
+from serving.batching import settle
+from serving.config import ServingConfig
+from serving.http1 import HttpServer
+from serving.logs import flush_logs, log_event
+from serving.state import ModelState
+
+if TYPE_CHECKING:
+    from serving.runtime import Runtime
+
+# SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
+DRAIN_TIMEOUT_S = 9.0
+# The loop thread holds the GIL most of the time; switching every 0.5 ms instead of 5 ms lets the
+# inference thread take its result back without waiting several intervals (a p99 cost).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def main() -> int:
+    """Serve the configured model until SIGTERM; return the process exit code."""
+    try:
+        return _serve()
+    finally:
+        flush_logs()
+
+
+def _serve() -> int:
+    try:
+        config = ServingConfig.load()
+        api_key = read_api_key(config)
+    except ValueError as exc:
+        log_event(event="config_error", error=str(exc))
+        return 2
+    state = ModelState(config, api_key)
+    try:
+        server = HttpServer((config.host, config.port), App(state), config)
+    except OSError as exc:
+        log_event(event="bind_error", host=config.host, port=config.port, error=str(exc))
+        return 1
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    return asyncio.run(run(server, state))
+
+
+async def run(server: HttpServer, state: ModelState) -> int:
+    """Serve until SIGTERM/SIGINT; the model loads while the server already answers."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    config = state.config
+    host, port = server.address
+    log_event(event="listening", host=host, port=port, model=config.model_name)
+
+    # Loading runs in a daemon thread so the loop answers /healthz (and 503s) meanwhile, and a
+    # SIGTERM during a long load exits at once instead of waiting for it.
+    load: asyncio.Future[tuple[Runtime, float, float]] = loop.create_future()
+    threading.Thread(target=_load_in_background, args=(config, loop, load), name="model-load", daemon=True).start()
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({load, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not load.done():  # SIGTERM while loading: nothing to finish
+        await server.stop(timeout=1.0)
+        log_event(event="stopped", drained=True)
+        return 0
+    try:
+        model, warm_up_ms, sample_cost_s = load.result()
+    except Exception as exc:  # any load failure is fatal: report it and exit non-zero
+        log_event(event="load_failed", artifact=config.artifact, error=f"{type(exc).__name__}: {exc}")
+        await server.stop(timeout=1.0)
+        return 1
+    state.set_ready(model, loop, sample_cost_s)
+    assert state.batcher is not None
+    log_event(
+        event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3),
+        runtime=config.resolved_runtime, threads=config.threads,
+        max_batch_size=config.max_batch_size, max_latency_ms=config.max_latency_ms,
+        sample_ms=round(sample_cost_s * 1000, 4), inference_on=state.batcher.mode,
+        batching="on" if config.batching_enabled else "off",
+        auth="api_key" if state.api_key else "none",
+    )
+
+    await stopping
+    drained = await server.stop(DRAIN_TIMEOUT_S)
+    if state.batcher is not None:  # answers for clients that left are still computed
+        try:
+            await asyncio.wait_for(state.batcher.drain(), 1.0)
+        except TimeoutError:
+            drained = False
+    state.close()
+    log_event(event="stopped", drained=drained)
+    return 0
+
+
+def _load_in_background(
+    config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[tuple[Runtime, float, float]]
+) -> None:
+    try:
+        loaded, error = loading.load_model(config), None
+    except Exception as exc:
+        loaded, error = None, exc
+    try:
+        loop.call_soon_threadsafe(settle, result, loaded, error)
+    except RuntimeError:  # the loop is gone: the server stopped while loading
+        pass

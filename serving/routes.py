@@ -1,0 +1,152 @@
+"""The one route table: dispatch, the ``Allow`` header, the 404 hint and the route docs all come from it.
+
+``<name>`` in a path is the served model's name; ``/versions/<version>`` may follow it (only
+version 1 exists). ``python -m serving.routes`` prints the table as it appears in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from serving import v1, v2
+from serving.auth import check_api_key
+from serving.errors import ClientError, show
+from serving.messages import Request, Response
+from serving.state import ModelState
+
+Reply = Callable[[Callable[[], Response]], None]
+# A handler answers now (a Response) or later: it returns None and calls reply(make_response).
+Handler = Callable[[ModelState, Request, Reply], "Response | None"]
+
+GET = ("GET", "HEAD")
+POST = ("POST",)
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def healthz(state: ModelState, request: Request, reply: Reply) -> Response:
+    return Response(200, b'{"status":"ok"}')
+
+
+def readyz(state: ModelState, request: Request, reply: Reply) -> Response:
+    return Response(200, b'{"status":"ready"}') if state.ready else Response(503, b'{"status":"loading"}')
+
+
+def metrics(state: ModelState, request: Request, reply: Reply) -> Response:
+    return Response(200, state.metrics.render(), PROMETHEUS)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: its metrics label, methods, path pattern, handler and one line of docs."""
+
+    name: str
+    methods: tuple[str, ...]
+    path: str
+    handler: Handler
+    doc: str
+    open: bool = False  # answered without the API key: probes must work without secrets
+    regex: re.Pattern[str] | None = field(default=None, compare=False)
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("v1_status", GET, "/v1/models/<name>", v1.model_status,
+          "TF Serving model status: `AVAILABLE` (or `LOADING` before the model is warmed up)"),
+    Route("v1_metadata", GET, "/v1/models/<name>/metadata", v1.model_metadata,
+          "TF Serving signature (`serving_default`) + the prep report under `metadata.modelstack`"),
+    Route("v1_predict", POST, "/v1/models/<name>:predict", v1.predict,
+          'row form `{"instances": [...]}` → `{"predictions": [...]}`; columnar form `{"inputs": ...}` '
+          '→ `{"outputs": [...]}`; instances may be `{"<input>": sample}` objects'),
+    Route("v2_server", GET, "/v2", v2.server_info, "Open Inference Protocol (KServe V2) server metadata"),
+    Route("v2_live", GET, "/v2/health/live", v2.server_live, '`{"live": true}`', open=True),
+    Route("v2_ready", GET, "/v2/health/ready", v2.server_ready,
+          '`{"ready": true}`; 503 `{"ready": false}` while loading', open=True),
+    Route("v2_model", GET, "/v2/models/<name>", v2.model_metadata,
+          "V2 model metadata: `name`, `versions`, `platform` (`tensorflow_lite` / `onnxruntime_onnx`), "
+          "`inputs`, `outputs` (`output_0`)"),
+    Route("v2_model_ready", GET, "/v2/models/<name>/ready", v2.model_ready,
+          '`{"name": ..., "ready": true}`; 503 while loading'),
+    Route("v2_infer", POST, "/v2/models/<name>/infer", v2.infer,
+          '`{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data", "parameters"?}], '
+          '"outputs"?: [{"name": "output_0"}]}` → `{"model_name", "model_version", "id"?, '
+          '"outputs": [{"name", "shape", "datatype", "data"}]}`'),
+    Route("metrics", GET, "/metrics", metrics, "Prometheus text exposition"),
+    Route("healthz", GET, "/healthz", healthz, "200 while the process is up", open=True),
+    Route("readyz", GET, "/readyz", readyz,
+          "200 once the model is loaded and warmed up, else 503 (the Docker health check)", open=True),
+)
+
+
+def _compile(path: str) -> re.Pattern[str] | None:
+    if "<name>" not in path:
+        return None
+    prefix, suffix = path.split("<name>")
+    return re.compile(
+        re.escape(prefix) + r"(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?" + re.escape(suffix)
+    )
+
+
+class Router:
+    """Finds the route for a request and checks the API key, the method and the model name."""
+
+    def __init__(self, routes: tuple[Route, ...], model_name: str, api_key: bytes | None) -> None:
+        self.routes = routes
+        self.model_name = model_name
+        self.api_key = api_key
+        self._fixed = {r.path: r for r in routes if "<name>" not in r.path}
+        self._patterns = [(r, _compile(r.path)) for r in routes if "<name>" in r.path]
+        self.hint = "try " + ", ".join(r.path for r in routes)
+        self._match = lru_cache(maxsize=1024)(self._find)
+
+    def _find(self, path: str) -> tuple[Route, str | None, str | None] | None:
+        route = self._fixed.get(path)
+        if route is not None:
+            return route, None, None
+        for route, regex in self._patterns:
+            assert regex is not None
+            match = regex.fullmatch(path)
+            if match is not None:
+                return route, match["name"], match["version"]
+        return None
+
+    def resolve(self, request: Request) -> Route:
+        """The request's route; ClientError 401/404/405 when it has none or may not use it."""
+        path = request.target.partition("?")[0]
+        found = self._match(path)
+        if found is None:
+            check_api_key(request.headers, self.api_key)  # no route listing for anonymous clients
+            raise ClientError(404, f"no route {show(path)}; {self.hint}")
+        route, name, version = found
+        request.route = route.name
+        if not route.open:
+            check_api_key(request.headers, self.api_key)
+        if request.method not in route.methods:
+            raise ClientError(
+                405,
+                f"{request.method} is not allowed on {path}; use {' or '.join(route.methods)}",
+                headers=(("Allow", ", ".join(route.methods)),),
+            )
+        if name is not None:
+            self._check_model(name, version)
+        return route
+
+    def _check_model(self, name: str, version: str | None) -> None:
+        served = self.model_name
+        if name != served:
+            raise ClientError(404, f"model {show(name)} is not served here; this server serves {show(served)}")
+        if version not in (None, "1"):
+            raise ClientError(404, f"model {show(name)} has no version {show(version)}; the only version is 1")
+
+
+def docs_table(routes: tuple[Route, ...] = ROUTES) -> str:
+    """The route table in Markdown, as docs/serving.md shows it."""
+    lines = ["| route | what |", "|---|---|"]
+    for route in routes:
+        lines.append(f"| `{route.methods[0]} {route.path}` | {route.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(docs_table(), end="")

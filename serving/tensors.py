@@ -1,0 +1,235 @@
+"""JSON bodies to numpy batches and back, shared by both protocols: parsing, shape walks, checked casts.
+
+Every problem with client data raises ``ClientError`` (400) naming the field and the value;
+nothing here raises anything else for client input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from itertools import chain
+from typing import Any
+
+import numpy as np
+
+from serving.config import InputSpec
+from serving.errors import ClientError, encode_json, show
+
+try:  # optional: the image installs it; without it the standard library does the work
+    import orjson
+
+    _orjson_loads: Any = orjson.loads
+    _orjson_dumps: Any = orjson.dumps
+    _ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson_loads = _orjson_dumps = None
+    _ORJSON_NUMPY = 0
+
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+class _NonFiniteNumber(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> float:
+    # Python's json accepts NaN/Infinity by default; they are not JSON and not valid features.
+    raise _NonFiniteNumber(f"{name} is not allowed; send finite numbers")
+
+
+_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body, turning every decoding failure into a 400.
+
+    orjson (when installed, as in the image) parses valid bodies several times faster; anything
+    it refuses is parsed again by the standard library, which either accepts it (e.g. integers
+    beyond 64 bits, which the checks after parsing then reject with a message) or explains
+    what is wrong, so the answer does not depend on which parser ran. orjson reads integers
+    beyond 64 bits as floats, so bodies with 20 digits in a row go to the standard library.
+    """
+    if _orjson_loads is not None and _LONG_DIGITS.search(body) is None:
+        try:
+            return _orjson_loads(body)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
+            pass
+    try:
+        return _json_decoder.decode(body.decode("utf-8"))
+    except _NonFiniteNumber as exc:
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ClientError(400, "malformed JSON: the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise ClientError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
+        raise ClientError(400, f"malformed JSON: {exc}") from None
+
+
+def dumps(document: dict[str, Any]) -> bytes:
+    """A response document as JSON bytes; numpy arrays in it are written as (nested) lists."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(document, option=_ORJSON_NUMPY)
+        except TypeError:  # a dtype orjson does not write (orjson.JSONEncodeError is a TypeError)
+            pass
+    return encode_json(_tolists(document)).encode()
+
+
+def _tolists(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _tolists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tolists(v) for v in value]
+    return value
+
+
+def check_finite_outputs(outputs: np.ndarray) -> None:
+    """A model output that is not finite is a server error (JSON cannot carry it)."""
+    if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
+        raise ValueError("the model produced NaN or infinite outputs")
+
+
+def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
+    """Validate nested lists against the input spec and convert them to a batch array."""
+    array = _flat_numeric(data, spec)
+    if array is None:
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
+            array = None
+    fits = array is not None and _numeric_batch_of(array, spec.shape)
+    if not fits or may_hold_bools:
+        # The slow walk runs only on failure (or possible booleans), to name the bad value.
+        problem = _find_problem(data, spec, field)
+        if problem:
+            raise ClientError(400, problem)
+    if array is None or not fits:  # the walk mirrors numpy's checks, so this is a backstop
+        raise ClientError(
+            400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
+        )
+    return cast(array, spec, field)
+
+
+def _flat_numeric(data: Any, spec: InputSpec) -> np.ndarray | None:
+    """Fast path: nested lists of exactly ``[n, *spec.shape]`` numbers as an array, else None.
+
+    ``np.asarray`` on nested lists inspects every level element by element; checking each
+    level's types and lengths and flattening it with ``itertools.chain`` runs in C, and numpy
+    then converts one flat list (straight to float32 for a float32 input). Anything unusual
+    returns None and takes the general path, which also produces the error messages.
+    """
+    if not isinstance(data, list) or not data:
+        return None
+    level: Any = data
+    try:
+        for want in spec.shape:
+            if set(map(type, level)) != {list} or set(map(len, level)) != {want}:
+                return None
+            level = list(chain.from_iterable(level))
+        if spec.dtype == "float32":
+            # Leaves that are not int/float (str, None, nested lists) make fromiter raise;
+            # booleans are caught by the caller's scan; overflow to inf by the finite check.
+            types = set(map(type, level))
+            if not types <= {int, float}:
+                return None
+            if int in types and not -(2**63) <= min(level) <= max(level) < 2**63:
+                return None  # the general path names the out-of-range integer
+            with np.errstate(over="ignore"):
+                flat = np.fromiter(level, dtype=np.float32, count=len(level))
+        else:
+            flat = np.array(level)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if flat.ndim != 1 or flat.dtype.kind not in "iuf":
+        return None
+    return flat.reshape(len(data), *spec.shape)
+
+
+def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
+    return (
+        array.dtype.kind in "iuf"
+        and array.ndim == len(sample_shape) + 1
+        and array.shape[0] > 0
+        and array.shape[1:] == sample_shape
+    )
+
+
+def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
+    """Walk the nested lists and describe the first value that does not fit the spec."""
+    dims: tuple[int | None, ...] = (None, *spec.shape)  # None: any non-zero batch size
+    stack: list[tuple[Any, str, int]] = [(data, field, 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth == len(dims):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f'{path}: expected a number for input "{spec.name}", got {show(value)}'
+            if isinstance(value, int) and not -(2**63) <= value < 2**64:
+                return f"{path}: integer {show(value)} is out of range for {spec.dtype}"
+            continue
+        want = dims[depth]
+        if not isinstance(value, list):
+            return (
+                f'{path}: expected an array (input "{spec.name}" takes shape '
+                f"{[-1, *spec.shape]}), got {show(value)}"
+            )
+        if want is None and not value:
+            return f"{path}: expected a non-empty batch of samples, got an empty array"
+        if want is not None and len(value) != want:
+            return (
+                f"{path}: expected {want} values (input \"{spec.name}\" takes samples of shape "
+                f"{list(spec.shape)}), got {len(value)}"
+            )
+        stack.extend((value[i], f"{path}[{i}]", depth + 1) for i in range(len(value) - 1, -1, -1))
+    return None
+
+
+def first_non_number(data: Any, field: str) -> str | None:
+    """Describe the first leaf that is not a number, walking iteratively (no recursion)."""
+    stack: list[tuple[Any, str]] = [(data, field)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, list):
+            stack.extend((value[i], f"{path}[{i}]") for i in range(len(value) - 1, -1, -1))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{path}: expected a number, got {show(value)}"
+        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+            return f"{path}: integer {show(value)} is out of range"
+    return None
+
+
+def check_integers(array: np.ndarray, dtype: np.dtype[Any], field: str, name: str) -> None:
+    """Values sent as an integer type must be integral and within that type's range."""
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
+        raise ClientError(400, f"{field}: {name} takes integers")
+    info = np.iinfo(dtype)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise ClientError(400, f"{field}: {name} takes values in {info.min}..{info.max}")
+
+
+def cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
+    """Cast to the input's dtype, rejecting values that do not survive the cast."""
+    target = np.dtype(spec.dtype)
+    if target.kind == "f":
+        with np.errstate(over="ignore"):
+            batch = array.astype(target)
+        if not np.isfinite(batch).all():
+            raise ClientError(
+                400,
+                f'{field}: input "{spec.name}" has non-finite values (NaN, Infinity or outside '
+                f"the {spec.dtype} range); send finite numbers",
+            )
+        return batch
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
+        raise ClientError(400, f'{field}: input "{spec.name}" takes integers ({spec.dtype})')
+    info = np.iinfo(target)
+    if array.min() < info.min or array.max() > info.max:
+        raise ClientError(
+            400, f'{field}: input "{spec.name}" takes {spec.dtype} values in {info.min}..{info.max}'
+        )
+    return array.astype(target)

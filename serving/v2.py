@@ -1,0 +1,255 @@
+"""Open Inference Protocol V2 (``/v2``, KServe's HTTP/REST JSON form): infer bodies to batches, responses, metadata, the routes.
+
+Tensor ``data`` may be flat (row-major) or nested in the tensor's shape. Handlers get the whole
+``Request`` (headers included) and answer a ``Response``, which may carry extra headers and any
+content type.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from serving.config import InputSpec, ServingConfig
+from serving.errors import ClientError, encode_json, kind, show
+from serving.messages import Request, Response
+from serving.tensors import cast, check_finite_outputs, check_integers, dumps, first_non_number, parse_json
+
+if TYPE_CHECKING:
+    from serving.runtime import Runtime
+    from serving.state import ModelState
+
+Reply = Callable[[Callable[[], Response]], None]
+
+# numpy dtype name -> V2 datatype, and back (BOOL and BYTES are not model inputs here).
+V2_DATATYPES = {
+    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
+    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
+    "uint64": "UINT64", "bool": "BOOL",
+}
+_V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
+_REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
+_INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
+_OUTPUT_FIELDS = ("name", "parameters")
+OUTPUT_NAME = "output_0"
+
+
+# --- documents (pure functions) ------------------------------------------------------------------
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    return {"name": "modelstack", "version": version, "extensions": []}
+
+
+def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
+    spec = config.input
+    return {
+        "name": config.model_name,
+        "versions": ["1"],
+        "platform": model.platform,
+        "inputs": [
+            {"name": spec.name, "datatype": V2_DATATYPES[spec.dtype], "shape": [-1, *spec.shape]}
+        ],
+        "outputs": [
+            {
+                "name": OUTPUT_NAME,
+                "datatype": V2_DATATYPES.get(model.output_dtype.name, model.output_dtype.name.upper()),
+                "shape": [-1, *model.output_shape],
+            }
+        ],
+    }
+
+
+def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str | None]:
+    """Turn a V2 infer body into an input batch; also return the request's ``id`` (or None)."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ClientError(400, f'the body must be a JSON object with "inputs", got {kind(payload)}')
+    _no_extra(payload, _REQUEST_FIELDS, "the request")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ClientError(400, f"id: must be a string, got {show(request_id)}")
+    _check_parameters(payload, "parameters")
+    if "outputs" in payload:
+        _check_requested_outputs(payload["outputs"])
+    inputs = payload.get("inputs")
+    if inputs is None:
+        raise ClientError(400, f'missing "inputs": a list with one tensor named "{spec.name}"')
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        got = f"{len(inputs)} tensors" if isinstance(inputs, list) else kind(inputs)
+        raise ClientError(
+            400, f'inputs: must be a list with exactly one tensor named "{spec.name}", got {got}'
+        )
+    tensor = inputs[0]
+    where = "inputs[0]"
+    if not isinstance(tensor, dict):
+        raise ClientError(
+            400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}"
+        )
+    _no_extra(tensor, _INPUT_FIELDS, where)
+    for key in ("name", "shape", "datatype", "data"):
+        if key not in tensor:
+            raise ClientError(400, f"{where}.{key}: required field is missing")
+    _check_parameters(tensor, f"{where}.parameters")
+    if tensor["name"] != spec.name:
+        raise ClientError(
+            400, f'{where}.name: this model\'s input is "{spec.name}", got {show(tensor["name"])}'
+        )
+    expected = [-1, *spec.shape]
+    shape = tensor["shape"]
+    if not (
+        isinstance(shape, list)
+        and len(shape) == len(expected)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        and shape[0] >= 1
+        and list(shape[1:]) == list(spec.shape)
+    ):
+        raise ClientError(
+            400,
+            f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
+            f"got {show(shape)}",
+        )
+    datatype = tensor["datatype"]
+    if datatype not in _V2_NUMPY:
+        raise ClientError(
+            400,
+            f'{where}.datatype: input "{spec.name}" takes {V2_DATATYPES[spec.dtype]} (or another '
+            f"numeric type: {', '.join(_V2_NUMPY)}), got {show(datatype)}",
+        )
+    field = f"{where}.data"
+    may_hold_bools = b"true" in body or b"false" in body
+    array = _tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
+    sent = _V2_NUMPY[datatype]
+    if sent.kind in "iu":
+        check_integers(array, sent, field, f"datatype {datatype}")
+    return cast(array, spec, field), request_id
+
+
+def _tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
+    """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
+    if not isinstance(data, list):
+        raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
+    count = math.prod(shape)
+    try:
+        array: np.ndarray | None = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
+        array = None
+    if array is None or array.dtype.kind not in "iuf" or may_hold_bools:
+        problem = first_non_number(data, field)
+        if problem:
+            raise ClientError(400, f'{problem} (input "{name}")')
+        if array is None or array.dtype.kind not in "iuf":
+            raise ClientError(
+                400, f'{field}: input "{name}" must be numbers, flat or nested in shape {shape}'
+            )
+    if array.ndim != 1 and list(array.shape) != list(shape):
+        raise ClientError(
+            400, f"{field}: nested data has shape {list(array.shape)}, but shape says {shape}; "
+            "send it flat (row-major) or nested in that shape",
+        )
+    if array.size != count:
+        raise ClientError(
+            400, f"{field}: shape {shape} needs {count} values, got {array.size}"
+        )
+    return array.reshape(shape)
+
+
+def _check_requested_outputs(outputs: Any) -> None:
+    if not isinstance(outputs, list):
+        raise ClientError(400, f"outputs: must be a list of {{\"name\": ...}} objects, got {kind(outputs)}")
+    for i, item in enumerate(outputs):
+        where = f"outputs[{i}]"
+        if not isinstance(item, dict):
+            raise ClientError(400, f'{where}: must be an object with "name", got {kind(item)}')
+        _no_extra(item, _OUTPUT_FIELDS, where)
+        _check_parameters(item, f"{where}.parameters")
+        if item.get("name") != OUTPUT_NAME:
+            raise ClientError(
+                400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(item.get("name"))}'
+            )
+
+
+def _check_parameters(holder: dict[str, Any], where: str) -> None:
+    params = holder.get("parameters")
+    if params is None:
+        return
+    if not isinstance(params, dict):
+        raise ClientError(400, f"{where}: must be an object, got {kind(params)}")
+    for key in ("binary_data", "binary_data_output", "binary_data_size"):
+        if params.get(key):
+            raise ClientError(
+                400, f"{where}.{key}: the binary tensor data extension is not supported; send JSON data"
+            )
+
+
+def _no_extra(holder: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    extra = sorted(key for key in holder if key not in allowed)
+    if extra:
+        raise ClientError(
+            400,
+            f"{where}: unexpected field(s) {', '.join(map(show, extra))}; allowed: {', '.join(allowed)}",
+        )
+
+
+def encode_infer_response(model_name: str, outputs: np.ndarray, request_id: str | None) -> bytes:
+    """The V2 response: one output tensor, data flattened row-major."""
+    datatype = V2_DATATYPES.get(outputs.dtype.name, outputs.dtype.name.upper())
+    document: dict[str, Any] = {"model_name": model_name, "model_version": "1"}
+    if request_id is not None:
+        document["id"] = request_id
+    check_finite_outputs(outputs)
+    flat = np.ascontiguousarray(outputs).reshape(-1)
+    document["outputs"] = [
+        {"name": OUTPUT_NAME, "shape": list(outputs.shape), "datatype": datatype, "data": flat}
+    ]
+    return dumps(document)
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+_LIVE = Response(200, b'{"live":true}')
+_READY = Response(200, b'{"ready":true}')
+_NOT_READY = Response(503, b'{"ready":false}')
+
+
+def server_live(state: ModelState, request: Request, reply: Reply) -> Response:
+    return _LIVE
+
+
+def server_ready(state: ModelState, request: Request, reply: Reply) -> Response:
+    return _READY if state.ready else _NOT_READY
+
+
+def server_info(state: ModelState, request: Request, reply: Reply) -> Response:
+    from serving.state import SERVER_VERSION
+
+    return Response(200, state.memo("v2_server", lambda: encode_json(server_metadata(SERVER_VERSION)).encode()))
+
+
+def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    state.require_ready()
+    model = state.model
+    assert model is not None
+    return Response(200, state.memo("v2_model", lambda: encode_json(model_metadata_document(state.config, model)).encode()))
+
+
+def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
+    ready = state.ready
+    return Response(200 if ready else 503, encode_json({"name": state.config.model_name, "ready": ready}).encode())
+
+
+def infer(state: ModelState, request: Request, reply: Reply) -> None:
+    batcher = state.require_ready()
+    batch, request_id = decode_infer_request(request.body, state.config.input)
+    model_name = state.config.model_name
+
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
+        return Response(200, encode_infer_response(model_name, outputs, request_id))
+
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))

@@ -1,0 +1,28 @@
+"""The real model server with FakeRuntime in place of LiteRT: HTTP tests without model files or TensorFlow.
+
+``FAKE_LOAD_DELAY_S`` makes loading take that long (for start-up and shutdown tests).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import serving.runtime  # noqa: E402
+from serving.lifecycle import main  # noqa: E402
+from serving_support import FakeRuntime  # noqa: E402
+
+
+def _load_fake(config: object) -> FakeRuntime:
+    time.sleep(float(os.environ.get("FAKE_LOAD_DELAY_S", "0")))
+    return FakeRuntime()
+
+
+serving.runtime.load_runtime = _load_fake  # type: ignore[assignment]
+
+if __name__ == "__main__":
+    sys.exit(main())
