@@ -59,8 +59,10 @@ def machine() -> dict[str, Any]:
 def run_example(name: str, workdir: Path, cache_dir: Path, budget: float) -> dict[str, Any]:
     import importlib
 
+    from iac.spec.models import Clustering, Optimize, Pruning, QuantizationAwareTraining
     from modelprep.cache import Cache
-    from modelprep.prep import PrepRequest, prep
+    from modelprep.prep import prep
+    from modelprep.request import PrepRequest
 
     module, model_file, input_name, shape, objective, pruning = EXAMPLES[name]
     folder = workdir / name
@@ -73,12 +75,13 @@ def run_example(name: str, workdir: Path, cache_dir: Path, budget: float) -> dic
     request = PrepRequest(
         model_path=str(model_path), model_sha256=None,
         calibration_path=str(folder / "data" / "calibration.npz"), evaluation_path=str(folder / "data" / "evaluation.npz"),
-        input_name=input_name, sample_shape=shape, max_accuracy_drop=0.005, objective=objective,
-        pruning=pruning, clustering=CLUSTERING, qat=QAT, fine_tuning_path=str(folder / "data" / "train.npz"),
+        input_name=input_name, sample_shape=shape, fine_tuning_path=str(folder / "data" / "train.npz"),
+        optimize=Optimize(max_accuracy_drop=0.005, objective=objective, pruning=Pruning(**pruning),
+                          clustering=Clustering(**CLUSTERING), qat=QuantizationAwareTraining(**QAT)),
         threads=1, all_variants=True, latency_budget_s=budget,
     )
     result = prep(request, Cache(cache_dir), progress=lambda msg: print(f"[{name}] {msg}", file=sys.stderr, flush=True))
-    return {"report": result.report, "train_s": round(trained - started, 1), "prep_s": round(time.perf_counter() - trained, 1),
+    return {"report": result.report.model_dump(mode="json", exclude_none=True), "train_s": round(trained - started, 1), "prep_s": round(time.perf_counter() - trained, 1),
             "chart": str(result.chart_path)}
 
 

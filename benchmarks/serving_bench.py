@@ -132,7 +132,7 @@ def prepare_models(work: Path) -> dict[str, Any]:
         result = prep(prep_request(load_resolved({str(spec)!r})))
         with np.load({str(digits / "data" / "evaluation.npz")!r}) as data:
             sample = data["x"][0].tolist()
-        out = {{"digits_tflite": str(result.artifact_path), "digits_variant": result.report["variant"],
+        out = {{"digits_tflite": str(result.artifact_path), "digits_variant": result.report.variant,
                "digits_sample": sample}}
         conv = {str(conv)!r}
         import os

@@ -22,27 +22,32 @@ class ModelChange:
 
 def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
     """What changes in the model if this spec is rolled out; (changes, None), or ([], why not)."""
+    from pydantic import ValidationError
+
     from iac.deploy.targets import target_of
     from modelprep.prep import cached_result
+    from modelprep.report import ServedModel
     from modelprep.request import prep_request
 
     cached = cached_result(prep_request(spec))
     if cached is None:
         return [], f"no prep result is cached for this spec yet: run `modelstack prep {spec.spec_file}` first"
-    metadata = served_metadata(target_of(spec).base_url(spec), spec)
-    deployed = (metadata or {}).get("modelstack", {})
-    signature = _served_signature(metadata or {})
-    report = cached.report
+    metadata = served_metadata(target_of(spec).base_url(spec), spec) or {}
+    try:
+        deployed: ServedModel | None = ServedModel.model_validate(metadata.get("modelstack"))
+    except ValidationError:  # nothing deployed, or a server that does not say
+        deployed = None
+    edited = cached.report.served()
     edited_signature = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype.value}" for t in spec.spec.model.inputs)
-    rows = [
-        ("variant", deployed.get("variant"), report["variant"]),
-        ("quantization", deployed.get("quantization"), report["quantization"]),
-        ("artifact bytes", deployed.get("size_bytes"), report["size_bytes"]),
-        ("accuracy", deployed.get("accuracy"), report["accuracy"]),
-        ("artifact sha256", str(deployed.get("artifact_sha256", ""))[:12] or None, report["artifact_sha256"][:12]),
-        ("input signature", signature, edited_signature),
+    rows: list[tuple[str, Any, Any]] = [
+        ("variant", deployed and deployed.variant, edited.variant),
+        ("quantization", deployed and deployed.quantization, edited.quantization),
+        ("artifact bytes", deployed and deployed.size_bytes, edited.size_bytes),
+        ("accuracy", deployed and deployed.accuracy, edited.accuracy),
+        ("artifact sha256", deployed and deployed.artifact_sha256[:12], edited.artifact_sha256[:12]),
+        ("input signature", _served_signature(metadata), edited_signature),
     ]
-    return [ModelChange(name, _cell(old), _cell(new)) for name, old, new in rows], None
+    return [ModelChange(name, _show(old), _show(new)) for name, old, new in rows], None
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:

@@ -3,42 +3,45 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+
+from modelprep.report import PrepReport
 
 
-def chart_png(report: dict[str, Any]) -> bytes:
+def chart_png(report: PrepReport) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = report["metric"]
-    names = {e["name"] for e in report["variants"]}
-    entries = [*(b for b in report["baselines"] if b["name"] not in names), *report["variants"]]
+    metric = report.metric.value
+    names = {e.name for e in report.variants}
+    entries = [*(b for b in report.baselines if b.name not in names), *report.variants]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), dpi=100)
     for axis, field, label in ((left, "size_bytes", "artifact size (bytes, log)"),
                                (right, "latency_p50_us", "single-sample latency p50 (µs, log)")):
         for e in entries:
-            if e.get("baseline"):
+            if e.baseline:
                 style = {"marker": "s", "color": "grey"}
-            elif e.get("chosen"):
+            elif e.chosen:
                 style = {"marker": "*", "color": "tab:green", "s": 220}
-            elif e.get("passed_gate"):
+            elif e.passed_gate:
                 style = {"marker": "o", "color": "tab:blue"}
             else:
                 style = {"marker": "x", "color": "tab:red"}
-            axis.scatter(e[field], e["accuracy"], **style)
-            axis.annotate(e["name"], (e[field], e["accuracy"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            x = getattr(e, field)
+            axis.scatter(x, e.accuracy, **style)
+            axis.annotate(e.name, (x, e.accuracy), fontsize=7, xytext=(4, 3), textcoords="offset points")
         axis.set_xscale("log")
         axis.set_xlabel(label)
         axis.set_ylabel(metric)
         axis.grid(True, alpha=0.3)
-    limit = report["baseline_accuracy"] - report["max_accuracy_drop"] if metric != "mae" else report["baseline_accuracy"] + report["max_accuracy_drop"]
+    allowed = report.max_accuracy_drop
+    limit = report.baseline_accuracy + (allowed if metric == "mae" else -allowed)
     for axis in (left, right):
         axis.axhline(limit, color="tab:red", linestyle="--", linewidth=0.8, label="accuracy gate")
         axis.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"modelprep {report['key'][:12]}: chosen {report.get('variant', 'none')} "
-                 f"(objective {report['objective']}; grey = baselines, red x = failed the gate)", fontsize=10)
+    fig.suptitle(f"modelprep {report.key[:12]}: chosen {report.variant} "
+                 f"(objective {report.objective.value}; grey = baselines, red x = failed the gate)", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})

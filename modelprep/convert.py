@@ -45,20 +45,21 @@ def load_model(path: str | Path, field: str = "model.path") -> Any:
 
 
 def to_litert(model_path: str | Path, quantization: str, calibration: np.ndarray | None) -> bytes:
-    """The artifact bytes only (kept for callers of the first version)."""
-    return convert_litert(model_path, quantization, calibration).artifact
+    """The artifact bytes only, for callers that need no notes; a failure names the model file."""
+    return convert_litert(model_path, quantization, calibration, where=str(model_path)).artifact
 
 
 def convert_litert(model_path: str | Path | Any, quantization: str, calibration: np.ndarray | None,
-                   int8_io: bool = False) -> Converted:
+                   int8_io: bool = False, *, where: str) -> Converted:
     """Convert; int8 is full-integer quantization calibrated on `calibration`. When an op has
     no int8 kernel, the conversion is retried letting that op run in float (the notes name
     those ops). `int8_io` makes the inputs and outputs int8 too. The batch dimension stays
-    dynamic, so the server can run several samples at once."""
+    dynamic, so the server can run several samples at once. A conversion that fails is a
+    UserError at `where` (the spec's line that asked for the variant)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(quantization)
     if quantization == "int8" and calibration is None:
-        raise UserError.single("model.yaml", "data.calibration", "int8 needs representative inputs", "name a calibration .npz")
+        raise ValueError("int8 conversion needs calibration inputs")
     tf = tensorflow()
 
     def converter_for(fallback: bool) -> Any:
@@ -99,14 +100,14 @@ def convert_litert(model_path: str | Path | Any, quantization: str, calibration:
         return Converted(artifact, notes)
     if quantization != "int8":
         raise UserError.single(
-            "model.yaml", "optimize.variants", f"{quantization!r} conversion failed ({first})",
+            where, "optimize.variants", f"{quantization!r} conversion failed ({first})",
             "choose another variant for this model",
         )
     try:
         artifact = _run(converter_for(True))
     except Exception as exc:
         raise UserError.single(
-            "model.yaml", "optimize.variants",
+            where, "optimize.variants",
             f"int8 conversion failed even with float fallback for ops without int8 kernels ({_first_line(exc)})",
             "drop the int8 variants (keep litert-dynamic or litert-float16) for this model",
         ) from None
@@ -157,8 +158,8 @@ def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
 
 
 # --------------------------------------------------------------------------------------- ONNX
-def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str) -> bytes:
-    """Export the float model to ONNX (opset 17) with a dynamic batch."""
+def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str, *, where: str) -> bytes:
+    """Export the float model to ONNX (opset 17) with a dynamic batch; a failure is a UserError at `where`."""
     tf = tensorflow()
     import tf2onnx
 
@@ -169,7 +170,7 @@ def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str) -> bytes
             proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET)
     except Exception as exc:
         raise UserError.single(
-            "model.yaml", "optimize.variants", f"ONNX export failed ({_first_line(exc)})",
+            where, "optimize.variants", f"ONNX export failed ({_first_line(exc)})",
             "drop the onnx-* variants for this model",
         ) from None
     return proto.SerializeToString()

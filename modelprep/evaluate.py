@@ -1,5 +1,5 @@
-"""Run a model the way it will be served and score it: predictions with Keras, LiteRT or
-ONNX Runtime, the metric the spec names, and single-sample / batch latency with threads pinned.
+"""Scoring and timing: Keras predictions for the baseline, the metric the spec names, and
+single-sample / batch latency loops (the artifacts run through serving's runtimes, see measure.py).
 
 Latency loops are time-bounded: a warm-up, then as many calls as fit in the budget (at least
 a floor count, at most a ceiling), so a slow baseline (Keras `model.predict`, ~ms a call)
@@ -20,104 +20,13 @@ THROUGHPUT_BATCH = 32
 METRICS = ("accuracy", "top_k", "mae")
 
 
-# ---------------------------------------------------------------------------------- runners
-class LiteRTRunner:
-    """A LiteRT interpreter with a dynamic batch; quantizes inputs / dequantizes outputs when
-    the artifact has integer I/O, so callers always pass and get float32."""
-
-    def __init__(self, artifact: bytes, threads: int = 1) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_content=artifact, num_threads=threads)
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
-        self._batch = -1
-
-    def _resize(self, n: int, sample_shape: tuple[int, ...]) -> None:
-        if n != self._batch:
-            self.interpreter.resize_tensor_input(self.input["index"], [n, *sample_shape])
-            self.interpreter.allocate_tensors()
-            self.input = self.interpreter.get_input_details()[0]
-            self.output = self.interpreter.get_output_details()[0]
-            self._batch = n
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self._resize(len(x), tuple(x.shape[1:]))
-        self.interpreter.set_tensor(self.input["index"], _to_input(x, self.input))
-        self.interpreter.invoke()
-        return _from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
-
-    def prepared(self, x: np.ndarray) -> Callable[[], None]:
-        """A call with the input already set: what the latency loop times."""
-        self._resize(len(x), tuple(x.shape[1:]))
-        value = _to_input(x, self.input)
-        index = self.input["index"]
-        interpreter = self.interpreter
-
-        def call() -> None:
-            interpreter.set_tensor(index, value)
-            interpreter.invoke()
-
-        return call
-
-
-class OnnxRunner:
-    def __init__(self, artifact: bytes, threads: int = 1) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x.astype(np.float32)})[0]
-
-    def prepared(self, x: np.ndarray) -> Callable[[], None]:
-        feed = {self.input_name: x.astype(np.float32)}
-        session = self.session
-        return lambda: session.run(None, feed)
-
-
+# ----------------------------------------------------------------------------------- Keras
 def keras_predict(model: Any, x: np.ndarray) -> np.ndarray:
-    outputs = [np.asarray(_first(model(x[i : i + BATCH], training=False))) for i in range(0, len(x), BATCH)]
+    outputs = [np.asarray(first_output(model(x[i : i + BATCH], training=False))) for i in range(0, len(x), BATCH)]
     return np.concatenate(outputs)
 
 
-def litert_predict(artifact: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    runner = LiteRTRunner(artifact, threads)
-    return np.concatenate([runner(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
-
-
-def onnx_predict(artifact: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    runner = OnnxRunner(artifact, threads)
-    return np.concatenate([runner(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
-
-
-def runner_for(runtime: str, artifact: bytes, threads: int) -> LiteRTRunner | OnnxRunner:
-    return LiteRTRunner(artifact, threads) if runtime == "litert" else OnnxRunner(artifact, threads)
-
-
-def _to_input(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
-    dtype = details["dtype"]
-    if np.issubdtype(dtype, np.integer):
-        scale, zero = details["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-    return x.astype(dtype)
-
-
-def _from_output(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
-    if np.issubdtype(y.dtype, np.integer):
-        scale, zero = details["quantization"]
-        return (y.astype(np.float32) - zero) * scale
-    return y.copy()
-
-
-def _first(out: Any) -> Any:
+def first_output(out: Any) -> Any:
     if isinstance(out, dict):
         return next(iter(out.values()))
     if isinstance(out, (list, tuple)):

@@ -1,43 +1,147 @@
-"""The prep stage's input: the spec's model, data and optimize sections as one `PrepRequest`."""
+"""The prep stage's input and its content keys: the spec's optimize section plus what prep needs resolved.
+
+`PrepRequest` is frozen plain data (it travels through Pulumi state as JSON). The keys hash
+bytes and settings, never paths, and run no TensorFlow, so `pulumi preview` can compute them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from iac.spec.models import ResolvedSpec
-from modelprep.prep import PrepRequest
+from pydantic import BaseModel, ConfigDict
+
+from iac.spec.models import Locations, Metric, Optimize, ResolvedSpec
+from modelprep.hashing import file_sha256, json_sha256
+from modelprep.variants import Candidate, Variant, candidates
+
+# Bump when conversion or evaluation changes, so cached artifacts are rebuilt.
+PREP_VERSION = 3
+
+
+class PrepRequest(BaseModel):
+    """What prep works on: the optimize section as the user wrote it (defaults filled in by the
+    spec's models), the files it names as absolute paths, the input signature and the threads."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_path: str
+    model_sha256: str | None = None
+    calibration_path: str
+    evaluation_path: str
+    fine_tuning_path: str | None = None  # .npz x (and y); default: calibration x, distilled
+    input_name: str
+    sample_shape: tuple[int, ...]
+    optimize: Optimize = Optimize()
+    threads: int = 1
+    all_variants: bool = False
+    latency_budget_s: float = 0.4  # time per latency loop; not part of any key
+    locations: Locations = Locations()  # where the spec's fields are written; not part of any key
+
+    def where(self, path: str) -> str:
+        """Where the spec writes a field, for errors: `where("optimize.variants")` → "model.yaml:14"."""
+        return self.locations.where(path)
+
+    def changed(self, **changes: Any) -> PrepRequest:
+        """A validated copy; `optimize` may be given as a dict of the fields that change."""
+        data = self.model_dump()
+        if isinstance(changes.get("optimize"), dict):
+            changes["optimize"] = {**data["optimize"], **changes["optimize"]}
+        return PrepRequest.model_validate({**data, **changes})
+
+    def candidates(self) -> list[Candidate]:
+        o = self.optimize
+        return candidates(
+            None if o.variants is None else tuple(v.value for v in o.variants),
+            None if o.quantization is None else o.quantization.value,
+            o.int8_io, o.pruning is not None, o.clustering is not None, o.qat is not None, self.all_variants,
+        )
 
 
 def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
-    s = spec.spec
-    o = s.optimize
-    tensor = s.model.inputs[0]
-    fine_tuning = None
-    if o.fine_tuning_data is not None:
-        fine_tuning = str((Path(spec.spec_file).parent / o.fine_tuning_data).resolve())
+    tensor = spec.spec.model.inputs[0]
     return PrepRequest(
         model_path=spec.model_path,
-        model_sha256=s.model.sha256,
+        model_sha256=spec.spec.model.sha256,
         calibration_path=spec.calibration_path,
         evaluation_path=spec.evaluation_path,
+        fine_tuning_path=spec.fine_tuning_path,
         input_name=tensor.name,
         sample_shape=tuple(tensor.shape),
-        quantization=None if o.quantization is None else o.quantization.value,
-        max_accuracy_drop=o.max_accuracy_drop,
-        objective=o.objective.value,
-        metric=o.metric.value,
-        top_k=o.top_k,
-        variants=None if o.variants is None else tuple(v.value for v in o.variants),
-        int8_io=o.int8_io,
-        pruning=None if o.pruning is None else o.pruning.model_dump(mode="json"),
-        clustering=None if o.clustering is None else o.clustering.model_dump(mode="json"),
-        qat=None if o.qat is None else o.qat.model_dump(mode="json"),
-        fine_tuning_path=fine_tuning,
-        threads=s.serving.threads,
+        optimize=spec.spec.optimize,
+        threads=spec.spec.serving.threads,
         all_variants=all_variants,
+        locations=spec.locations,
     )
 
 
-def prep_request_dict(spec: ResolvedSpec) -> dict[str, Any]:
-    return prep_request(spec).to_dict()
+def prep_key(req: PrepRequest) -> str:
+    """Content address of the result: the bytes of every input plus the settings."""
+    return json_sha256({"version": PREP_VERSION, **data_hashes(req), "settings": _settings(req)})
+
+
+def data_hashes(req: PrepRequest) -> dict[str, str | None]:
+    return {
+        "model": file_sha256(req.model_path),
+        "calibration": file_sha256(req.calibration_path),
+        "evaluation": file_sha256(req.evaluation_path),
+        "fine_tuning": file_sha256(req.fine_tuning_path) if req.fine_tuning_path else None,
+    }
+
+
+def variant_key(req: PrepRequest, variant: Variant, hashes: dict[str, str | None]) -> str:
+    """Content address of one measured variant: what makes it and how it is judged, nothing
+    about the choice, so a changed objective or gate re-measures nothing."""
+    o = req.optimize
+    settings: dict[str, Any] = {"quantization": variant.quantization, "int8_io": variant.name == "litert-int8-io"}
+    if variant.technique in TECHNIQUES:
+        field = TECHNIQUES[variant.technique]
+        settings[field] = technique_settings(o, variant.technique)
+    return json_sha256({
+        "version": PREP_VERSION, "variant": variant.name,
+        "data": hashes if variant.needs_fine_tuning else {k: v for k, v in hashes.items() if k != "fine_tuning"},
+        "settings": canon(settings), "metric": o.metric.value, "top_k": _top_k(o), "threads": req.threads,
+        "input": [req.input_name, list(req.sample_shape)],
+    })
+
+
+def baseline_key(req: PrepRequest, hashes: dict[str, str | None]) -> str:
+    """Content address of the Keras baselines' measures."""
+    o = req.optimize
+    return json_sha256({"version": PREP_VERSION, "baseline": "keras", "model": hashes["model"],
+                        "evaluation": hashes["evaluation"], "metric": o.metric.value, "top_k": _top_k(o),
+                        "threads": req.threads})
+
+
+# The spec field that configures each fine-tuning technique.
+TECHNIQUES = {"pruned": "pruning", "clustered": "clustering", "qat": "qat"}
+
+
+def technique_settings(o: Optimize, technique: str) -> dict[str, Any]:
+    """The technique's settings with the spec's defaults filled in (the spec's models own them)."""
+    from iac.spec.models import Clustering, Pruning, QuantizationAwareTraining
+
+    default = {"pruned": Pruning, "clustered": Clustering, "qat": QuantizationAwareTraining}[technique]()
+    given = getattr(o, TECHNIQUES[technique])
+    return (given or default).model_dump(mode="json")
+
+
+def _top_k(o: Optimize) -> int | None:
+    return o.top_k if o.metric == Metric.top_k else None
+
+
+def _settings(req: PrepRequest) -> dict[str, Any]:
+    optimize = req.optimize.model_dump(mode="json", exclude={"fine_tuning_data"})  # data is keyed by its bytes
+    return canon({**optimize, "model_sha256": req.model_sha256, "input_name": req.input_name,
+                   "sample_shape": list(req.sample_shape), "threads": req.threads, "all_variants": req.all_variants})
+
+
+def canon(value: Any) -> Any:
+    """JSON-stable form: tuples as lists, integral floats as ints (1.0 and 1 hash alike), and
+    no None values (a missing field means its default)."""
+    if isinstance(value, dict):
+        return {k: canon(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [canon(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -4,7 +4,8 @@ tensorflow-model-optimization needs Keras 2 (`tf_keras`) and, when imported, set
 TF_USE_LEGACY_KERAS=1 for the whole process. The parent (Keras 3) stays untouched by running
 this module as `python -m modelprep.tfmot_worker JOB.json`:
 
-- the job names the Keras 3 model, the fine-tuning and calibration data, and the techniques;
+- the job names the Keras 3 model, the fine-tuning and calibration data, the techniques, and
+  where the spec writes the fields a problem may point at;
 - the worker rebuilds the model in tf_keras (modelprep.keras_bridge), applies each technique to its
   own copy, fine-tunes, strips the training wrappers, converts to LiteRT and writes the files;
 - it reports on stdout, one JSON object a line: {"event": "progress", ...},
@@ -88,7 +89,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         notes: dict[str, Any] = {}
         if name == "pruned":
             total = steps_per_epoch * epochs
-            schedule, notes = _pruning_schedule(tfmot, technique, total)
+            schedule, notes = _pruning_schedule(tfmot, technique, total, job["where"]["optimize.pruning.end_step"])
             model = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
             callbacks.append(tfmot.sparsity.keras.UpdatePruningStep())
         elif name == "clustered":
@@ -130,7 +131,7 @@ def _loss_and_target(tf_keras: Any, metric: str, teacher: np.ndarray, y: np.ndar
     return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities), y.astype(np.int64)
 
 
-def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int) -> tuple[Any, dict[str, Any]]:
+def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int, where: str) -> tuple[Any, dict[str, Any]]:
     from iac.spec.errors import UserError
 
     target = float(settings["target_sparsity"])
@@ -142,7 +143,7 @@ def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int) ->
     end = int(end)
     if begin >= total_steps or end >= total_steps or end <= begin:
         raise UserError.single(
-            "model.yaml", "optimize.pruning.end_step",
+            where, "optimize.pruning.end_step",
             f"pruning from step {begin} to {end} does not fit in the {total_steps} fine-tuning steps "
             f"({settings['epochs']} epochs of the fine-tuning data)",
             "lower begin_step/end_step, or raise optimize.pruning.epochs",

@@ -27,11 +27,11 @@ class OnnxModel:
 
     platform = "onnxruntime_onnx"
 
-    def __init__(self, path: str | os.PathLike[str], num_threads: int = 1) -> None:
+    def __init__(self, path: str | os.PathLike[str], num_threads: int = 1, content: bytes | None = None) -> None:
         import onnxruntime as ort
 
         model_path = Path(path)
-        if not model_path.is_file():
+        if content is None and not model_path.is_file():
             raise FileNotFoundError(f"model artifact {model_path} does not exist")
         self.path = model_path
         self.num_threads = num_threads
@@ -41,7 +41,7 @@ class OnnxModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         self._session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path) if content is None else content, sess_options=options, providers=["CPUExecutionProvider"]
         )
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
@@ -57,6 +57,11 @@ class OnnxModel:
         self._input_name: str = self._input.name
         self._input_dtype: np.dtype[Any] = np.dtype(_ORT_DTYPES[self._input.type])
         self._output_dtype: np.dtype[Any] = np.dtype(_ORT_DTYPES[self._output.type])
+
+    @classmethod
+    def from_bytes(cls, content: bytes, num_threads: int = 1) -> OnnxModel:
+        """The same model from the artifact's bytes (what modelprep measures before anything is written)."""
+        return cls("<memory>.onnx", num_threads=num_threads, content=content)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

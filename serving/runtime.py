@@ -3,7 +3,8 @@
 Both classes offer what the HTTP layer and the batcher need: ``input_shape``, ``output_shape``
 (per sample, -1 for a dynamic dimension), ``input_dtype``, ``input_quantized``, ``output_dtype``,
 ``platform``, ``predict(batch)`` (thread-safe) and ``warm_up(batch_sizes)``. ``load_runtime``
-picks one from the config (``runtime``, or the artifact's suffix).
+picks one from the config (``runtime``, or the artifact's suffix). modelprep measures every
+variant through these same classes (``from_bytes``), so the gate judges the outputs the server gives.
 
 ``LiteRTModel`` hides the TFLite tensor plumbing: it quantizes float inputs for int8/uint8
 models, dequantizes quantized outputs, and keeps one interpreter per batch-size bucket (powers of
@@ -85,16 +86,19 @@ class LiteRTModel:
         path: str | os.PathLike[str],
         num_threads: int = 1,
         max_bucket: int = DEFAULT_MAX_BUCKET,
+        content: bytes | None = None,
     ) -> None:
         # Imported here so importing this module (e.g. for config checks) stays cheap.
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = Path(path)
-        if not model_path.is_file():
-            raise FileNotFoundError(f"model artifact {model_path} does not exist")
+        if content is None:
+            if not model_path.is_file():
+                raise FileNotFoundError(f"model artifact {model_path} does not exist")
+            content = model_path.read_bytes()
         self.path = model_path
         self.num_threads = num_threads
-        self._content = model_path.read_bytes()  # shared by every bucket's interpreter
+        self._content = content  # shared by every bucket's interpreter
         self._make = lambda: Interpreter(model_content=self._content, num_threads=num_threads)
         interpreter = self._make()
         inputs = interpreter.get_input_details()
@@ -120,6 +124,11 @@ class LiteRTModel:
         interpreter.allocate_tensors()
         first = int(self._input["shape"][0]) if len(self._input["shape"]) else 1
         self._slots[first] = _Slot(interpreter, first)
+
+    @classmethod
+    def from_bytes(cls, content: bytes, num_threads: int = 1, max_bucket: int = DEFAULT_MAX_BUCKET) -> LiteRTModel:
+        """The same model from the artifact's bytes (what modelprep measures before anything is written)."""
+        return cls("<memory>.tflite", num_threads=num_threads, max_bucket=max_bucket, content=content)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from iac.spec.models import ResolvedSpec
 from iac.build.templating import TEMPLATES, render_template
 from iac.spec.errors import UserError
+from iac.spec.models import ResolvedSpec
+from modelprep.report import PrepReport
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_PACKAGE = REPO / "serving"
@@ -23,13 +24,13 @@ def default_wheelhouse() -> Path:
     return Path(os.environ.get("MODELSTACK_WHEELHOUSE") or REPO / ".cache" / "wheelhouse")
 
 
-def serving_config(spec: ResolvedSpec, report: dict[str, Any]) -> dict[str, Any]:
-    """What the server reads at start-up (serving/config.py)."""
+def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
+    """What the server reads at start-up (serving/config.py); its `metadata` is what /metadata shows."""
     s = spec.spec
     return {
         "model_name": s.name,
-        "artifact": f"/app/model/{Path(report.get('artifact_file') or 'model.tflite').name}",
-        "runtime": report.get("runtime", "litert"),
+        "artifact": f"/app/model/{artifact_name(report)}",
+        "runtime": report.runtime,
         "host": "0.0.0.0",
         "port": s.serving.port,
         "threads": s.serving.threads,
@@ -38,19 +39,11 @@ def serving_config(spec: ResolvedSpec, report: dict[str, Any]) -> dict[str, Any]
         "max_body_bytes": s.serving.max_body_bytes,
         "api_key_env": s.serving.api_key_env,
         "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.value} for t in s.model.inputs],
-        "metadata": {
-            "variant": report["variant"],
-            "quantization": report["quantization"],
-            "artifact_sha256": report["artifact_sha256"],
-            "model_sha256": report["model_sha256"],
-            # The report may have passed through Pulumi state, where every number is a float.
-            "size_bytes": int(report["size_bytes"]),
-            "accuracy": float(report["accuracy"]),
-        },
+        "metadata": report.served().model_dump(mode="json"),
     }
 
 
-def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: Path,
+def render(spec: ResolvedSpec, artifact: Path, report: PrepReport, out_dir: Path,
            wheelhouse: Path | None = None) -> list[Path]:
     """Write the build context into `out_dir` (replacing what was there); returns its files."""
     wheelhouse = wheelhouse or default_wheelhouse()
@@ -64,8 +57,8 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
         "base_image": spec.spec.deploy.base_image,
         "port": spec.spec.serving.port,
         "uid": SERVING_UID,
-        "artifact_sha256": report["artifact_sha256"],
-        "variant": report["variant"],
+        "artifact_sha256": report.artifact_sha256,
+        "variant": report.variant,
     }
     files = {
         "Dockerfile": render_template("Dockerfile.j2", **context).encode(),
@@ -85,13 +78,13 @@ def render(spec: ResolvedSpec, artifact: Path, report: dict[str, Any], out_dir: 
     return written
 
 
-def artifact_name(report: dict[str, Any]) -> str:
-    return Path(report.get("artifact_file") or "model.tflite").name
+def artifact_name(report: PrepReport) -> str:
+    return Path(report.artifact_file).name
 
 
-def requirements_file(report: dict[str, Any]) -> Path:
+def requirements_file(report: PrepReport) -> Path:
     """The image carries one runtime: LiteRT, or ONNX Runtime for an ONNX artifact."""
-    name = "requirements-onnx.txt" if report.get("runtime") == "onnx" else "requirements.txt"
+    name = "requirements-onnx.txt" if report.runtime == "onnx" else "requirements.txt"
     return SERVING_PACKAGE / name
 
 

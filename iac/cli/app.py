@@ -28,12 +28,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            problems = exc.problems
-            if isinstance(kwargs.get("spec"), Path):  # modelprep names "model.yaml"; name the real file:line
-                from iac.spec.load import locate
-
-                problems = locate(problems, kwargs["spec"])
-            for problem in problems:
+            for problem in exc.problems:
                 err.print(f"[bold red]error[/] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper  # type: ignore[return-value]
@@ -78,7 +73,9 @@ def prep(
     resolved = load_resolved(spec)
     result = _run_prep_with_progress(prep_request(resolved, all_variants=all_variants))
     if as_json:
-        sys.stdout.write(json.dumps(result.report, indent=2, sort_keys=True) + "\n")
+        from modelprep.prep import report_json
+
+        sys.stdout.write(report_json(result.report) + "\n")
         return
     views.print_report(result.report, result.artifact_path, result.cached)
 
@@ -172,7 +169,7 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="modelstack-serve-") as folder:
         config_path = Path(folder) / "serving.json"
         config_path.write_text(json.dumps(config, indent=2))
-        err.print(f"serving {resolved.name!r} ({result.report.get('variant')}, {config['runtime']}) on "
+        err.print(f"serving {resolved.name!r} ({result.report.variant}, {config['runtime']}) on "
                   f"http://{host}:{port} — Ctrl-C stops; JSON logs follow", highlight=False, soft_wrap=True)
         env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

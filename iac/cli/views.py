@@ -3,51 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from modelprep.report import Measure, PrepReport
 
 out = Console()
 err = Console(stderr=True)
 
 
-def print_report(report: dict[str, Any], artifact: Path, cached: bool) -> None:
+def print_report(report: PrepReport, artifact: Path, cached: bool) -> None:
     from rich.table import Table
 
     console = out if out.is_terminal else Console(width=200)  # a pipe or a log gets the whole table
-    metric = report.get("metric", "accuracy")
-    table = Table(title=f"prep {report['key'][:12]}{' (cached)' if cached else ''}: objective {report.get('objective')}, "
-                        f"gate: lose at most {_loss(metric, report['max_accuracy_drop'])} of {metric}")
+    metric = report.metric.value
+    table = Table(title=f"prep {report.key[:12]}{' (cached)' if cached else ''}: objective {report.objective.value}, "
+                        f"gate: lose at most {_loss(metric, report.max_accuracy_drop)} of {metric}")
     columns = ("name", "runtime", "bytes", "gzip", metric, "drop", "p50 µs", "p99 µs", "batch-32 /s", "")
     for column in columns:
         table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right", no_wrap=True)
-    reference = next((b for b in report["baselines"] if b["name"] == "litert-float32"), None)
-    for entry in report["baselines"]:
+    for entry in report.baselines:
         table.add_row(*_cells(entry, metric), "baseline", style="dim")
     table.add_section()
     notes: list[str] = []
-    for entry in report["variants"]:
-        if entry.get("chosen"):
+    for entry in report.variants:
+        if entry.chosen:
             mark = "[bold green]chosen[/]"
-        elif not entry.get("passed_gate"):
+        elif not entry.passed_gate:
             mark = "[red]fails gate[/]"
-        elif not entry.get("eligible", True):
+        elif not entry.eligible:
             mark = "[yellow]listed only[/]"
-            notes.append(f"{entry['name']}: listed only ({entry.get('not_eligible_because', '')})")
+            notes.append(f"{entry.name}: listed only ({entry.not_eligible_because or ''})")
         else:
             mark = "passes"
-        extra = entry.get("notes") or {}
-        if "sparsity" in extra:
-            mark += f" [dim]sparsity {extra['sparsity']:.2f}[/]"
-        if "int8_fallback" in extra:
-            notes.append(f"{entry['name']}: {extra['int8_fallback']}")
-        table.add_row(*_cells(entry, metric), mark, style="bold" if entry.get("chosen") else None)
+        if entry.notes.sparsity is not None:
+            mark += f" [dim]sparsity {entry.notes.sparsity:.2f}[/]"
+        if entry.notes.int8_fallback:
+            notes.append(f"{entry.name}: {entry.notes.int8_fallback}")
+        table.add_row(*_cells(entry, metric), mark, style="bold" if entry.chosen else None)
     console.print(table)
     for note in dict.fromkeys(notes):
         console.print(f"  note {note}", highlight=False, soft_wrap=True)
-    ratio = f"{report['size_bytes'] / reference['size_bytes']:.0%} of float32 LiteRT; " if reference else ""
-    console.print(f"chosen [bold]{report['variant']}[/] ({report['runtime']}): {report.get('choice', '')}; "
-                  f"{metric} drop {_loss(metric, report['accuracy_drop'])} (allowed {_loss(metric, report['max_accuracy_drop'])}); "
+    reference = report.reference
+    ratio = f"{report.size_bytes / reference.size_bytes:.0%} of float32 LiteRT; " if reference else ""
+    console.print(f"chosen [bold]{report.variant}[/] ({report.runtime}): {report.choice}; "
+                  f"{metric} drop {_loss(metric, report.accuracy_drop)} (allowed {_loss(metric, report.max_accuracy_drop)}); "
                   f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
     chart = artifact.parent / "report.png"
     if chart.is_file():
@@ -58,15 +60,13 @@ def _loss(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric == "mae" else f"{value * 100:.2f} points"
 
 
-def _cells(entry: dict[str, Any], metric: str) -> list[str]:
-    drop = entry.get("accuracy_drop")
+def _cells(entry: Measure, metric: str) -> list[str]:
+    drop = entry.accuracy_drop
     return [
-        entry["name"], entry["runtime"], f"{entry['size_bytes']:,}", f"{entry['gzip_bytes']:,}",
-        f"{entry['accuracy']:.4f}", "" if drop is None else (f"{drop:.4f}" if metric == "mae" else f"{drop * 100:.2f}"),
-        f"{entry['latency_p50_us']:,.1f}", f"{entry['latency_p99_us']:,.1f}", f"{entry['throughput_per_s']:,.0f}",
+        entry.name, entry.runtime, f"{entry.size_bytes:,}", f"{entry.gzip_bytes:,}",
+        f"{entry.accuracy:.4f}", "" if drop is None else (f"{drop:.4f}" if metric == "mae" else f"{drop * 100:.2f}"),
+        f"{entry.latency_p50_us:,.1f}", f"{entry.latency_p99_us:,.1f}", f"{entry.throughput_per_s:,.0f}",
     ]
-
-
 
 
 def print_bench(result: Any, target: str, concurrency: int, duration: float) -> None:

@@ -9,6 +9,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from iac.deploy.dynamic import changed
+from modelprep.report import PrepReport
 
 OUTPUTS = ("artifact_path", "artifact_sha256", "variant", "size_bytes", "accuracy", "baseline_accuracy", "report")
 
@@ -39,21 +40,26 @@ class ModelArtifactProvider(ResourceProvider):
 
 def _prep(props: dict[str, Any]) -> dict[str, Any]:
     from modelprep.cache import Cache
-    from modelprep.prep import PrepRequest, prep
+    from modelprep.prep import prep
+    from modelprep.request import PrepRequest
 
-    # Pulumi drops None-valued properties and turns ints into floats; from_dict undoes both.
-    result = prep(PrepRequest.from_dict(props["request"]), Cache())
+    # The typed request takes back what Pulumi state did to it (ints as floats, None dropped).
+    result = prep(PrepRequest.model_validate(props["request"]), Cache())
     if result.key != props["key"]:
         raise RuntimeError(f"model inputs changed during the update (key {result.key[:12]} != {props['key'][:12]}); run `pulumi up` again")
-    report = result.report
+    return outputs_of(str(result.artifact_path), result.report)
+
+
+def outputs_of(artifact_path: str, report: PrepReport) -> dict[str, Any]:
+    """The resource's outputs, every one read from the report."""
     return {
-        "artifact_path": str(result.artifact_path),
-        "artifact_sha256": report["artifact_sha256"],
-        "variant": report["variant"],
-        "size_bytes": report["size_bytes"],
-        "accuracy": report["accuracy"],
-        "baseline_accuracy": report["baseline_accuracy"],
-        "report": report,
+        "artifact_path": artifact_path,
+        "artifact_sha256": report.artifact_sha256,
+        "variant": report.variant,
+        "size_bytes": report.size_bytes,
+        "accuracy": report.accuracy,
+        "baseline_accuracy": report.baseline_accuracy,
+        "report": report.model_dump(mode="json", exclude_none=True),
     }
 
 
@@ -64,8 +70,13 @@ class ModelArtifact(Resource, module="modelstack", name="ModelArtifact"):
     size_bytes: pulumi.Output[int]
     accuracy: pulumi.Output[float]
     baseline_accuracy: pulumi.Output[float]
-    report: pulumi.Output[dict]
+    report: pulumi.Output[dict]  # PrepReport.model_dump(mode="json"); `typed_report` validates it back
 
     def __init__(self, name: str, key: str, request: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         props = {"key": key, "request": request, **{k: None for k in OUTPUTS}}
         super().__init__(ModelArtifactProvider(), name, props, opts)
+
+    @property
+    def typed_report(self) -> pulumi.Output[PrepReport]:
+        """The report as the typed model (state hands every number back as a float)."""
+        return self.report.apply(PrepReport.model_validate)

@@ -47,11 +47,13 @@ def _build(props: dict[str, Any]) -> str:
 
     from iac.build.render import render
     from iac.spec.models import ResolvedSpec
+    from modelprep.report import PrepReport
 
     spec = ResolvedSpec.model_validate(props["spec"])
+    report = PrepReport.model_validate(props["report"])  # from state, where every number came back a float
     with tempfile.TemporaryDirectory(prefix="modelstack-context-") as tmp:
         context = Path(tmp) / "context"
-        render(spec, Path(props["artifact_path"]), props["report"], context)
+        render(spec, Path(props["artifact_path"]), report, context)
         try:
             image, _logs = docker_client().images.build(
                 path=str(context), tag=props["tag"], labels=owner_labels(props["owner"]),

@@ -11,8 +11,7 @@ from iac.deploy.artifact import ModelArtifact
 from iac.deploy.image import Image
 from iac.deploy.targets import TargetArgs, target_of
 from iac.spec.models import ResolvedSpec
-from modelprep.prep import prep_key
-from modelprep.request import prep_request, prep_request_dict
+from modelprep.request import prep_key, prep_request
 
 
 @dataclass(frozen=True)
@@ -34,13 +33,17 @@ class ModelService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
 
         # Cheap content hashes (no TensorFlow, no docker build): what preview compares.
-        key = prep_key(prep_request(spec))
+        request = prep_request(spec)
+        key = prep_key(request)
         ctx_key = context_key(spec, key)
 
-        artifact = ModelArtifact(f"{name}-artifact", key=key, request=prep_request_dict(spec), opts=child)
+        # The request without where the spec's lines are: editing a comment changes no resource.
+        artifact = ModelArtifact(f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
+                                 opts=child)
+        report = artifact.typed_report
         image = Image(
             f"{name}-image", owner=owner, tag=f"{base}:{ctx_key[:12]}", context_key=ctx_key,
-            spec=spec.model_dump(mode="json"), artifact_path=artifact.artifact_path,
+            spec=spec.model_dump(mode="json", exclude={"locations"}), artifact_path=artifact.artifact_path,
             artifact_sha256=artifact.artifact_sha256, report=artifact.report, opts=child,
         )
         target = target_of(spec).Target(
@@ -49,10 +52,10 @@ class ModelService(pulumi.ComponentResource):
         self.outputs = {
             **target.outputs,
             "image_id": image.image_id,
-            "model_sha256": artifact.report.apply(lambda r: r["model_sha256"]),
-            "variant": artifact.variant,
-            "artifact_size_bytes": artifact.size_bytes,
-            "accuracy": artifact.accuracy,
+            "model_sha256": report.apply(lambda r: r.model_sha256),
+            "variant": report.apply(lambda r: r.variant),
+            "artifact_size_bytes": report.apply(lambda r: r.size_bytes),
+            "accuracy": report.apply(lambda r: r.accuracy),
         }
         self.register_outputs(self.outputs)
 

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from iac.spec.errors import Problem, UserError
-from iac.spec.models import ModelFormat, ModelSpec, ResolvedSpec, Task
+from iac.spec.models import Locations, ModelFormat, ModelSpec, ResolvedSpec, Task
 
 Loc = tuple[str | int, ...]
 
@@ -27,12 +27,13 @@ class SpecDocument:
     data: Any
     lines: dict[Loc, int]
 
+    @property
+    def locations(self) -> Locations:
+        return Locations(file=self.path.name, lines={".".join(map(str, loc)): line for loc, line in self.lines.items()})
+
     def where(self, loc: Loc) -> str:
         """file:line of the deepest part of `loc` that exists in the file."""
-        for end in range(len(loc), -1, -1):
-            if loc[:end] in self.lines:
-                return f"{self.path.name}:{self.lines[loc[:end]]}"
-        return f"{self.path.name}:1"
+        return self.locations.where(".".join(map(str, loc)))
 
 
 def load(path: str | Path) -> SpecDocument:
@@ -91,6 +92,8 @@ def resolve(doc: SpecDocument, spec: ModelSpec) -> ResolvedSpec:
         model_path=str((base / spec.model.path).resolve()),
         calibration_path=str((base / spec.data.calibration).resolve()),
         evaluation_path=str((base / spec.data.evaluation).resolve()),
+        fine_tuning_path=None if spec.optimize.fine_tuning_data is None else str((base / spec.optimize.fine_tuning_data).resolve()),
+        locations=doc.locations,
         model_format=_format(base, spec),
     )
 
@@ -153,8 +156,6 @@ def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> li
         if spec.optimize.metric.value == "cosine":
             add(("optimize", "metric"), '"cosine" scores sentence embeddings', "use accuracy, top_k or mae")
     return problems
-
-
 
 
 def _problem(doc: SpecDocument, err: Any) -> Problem:
@@ -220,18 +221,3 @@ def _known_fields(loc: Loc) -> str:
             break
         model = candidates[0]
     return ", ".join(model.model_fields)
-
-
-def locate(problems: list[Problem], spec_file: str | Path) -> list[Problem]:
-    """Point problems that modelprep reports against "model.yaml" at the real file and line."""
-    try:
-        doc = load(spec_file)
-    except UserError:
-        return problems
-    located = []
-    for p in problems:
-        if p.where == "model.yaml" and p.path:
-            loc = tuple(int(part) if part.isdigit() else part for part in p.path.split("."))
-            p = Problem(doc.where(loc), p.path, p.problem, p.fix)
-        located.append(p)
-    return located

@@ -380,6 +380,24 @@ def memory_bytes(value: str) -> int:
     return int(match.group(1)) * MEMORY_UNITS[match.group(2)]
 
 
+class Locations(BaseModel):
+    """Where each field of a spec file was written, so any stage can say `model.yaml:14` in an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str = "model.yaml"  # the spec file's name, as errors show it
+    lines: dict[str, int] = {}  # dotted field path ("optimize.variants", "model.inputs.0") → line
+
+    def where(self, path: str) -> str:
+        """file:line of the deepest part of the dotted `path` that the file spells out."""
+        parts = path.split(".") if path else []
+        for end in range(len(parts), -1, -1):
+            line = self.lines.get(".".join(parts[:end]))
+            if line is not None:
+                return f"{self.file}:{line}"
+        return self.file
+
+
 class ResolvedSpec(BaseModel):
     """The spec with every default filled in and every path absolute. Plain data: it is
     passed to Pulumi providers as JSON and must round-trip."""
@@ -391,11 +409,17 @@ class ResolvedSpec(BaseModel):
     model_path: str
     calibration_path: str
     evaluation_path: str
+    fine_tuning_path: str | None = None
+    locations: Locations = Locations()
     model_format: ModelFormat = ModelFormat.keras  # as written, or inferred from the model's files
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def where(self, path: str) -> str:
+        """Where a field is written, e.g. `where("optimize.variants")` → "model.yaml:14"."""
+        return self.locations.where(path)
 
     @property
     def inputs(self) -> list[TensorSpec]:

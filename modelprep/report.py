@@ -1,0 +1,146 @@
+"""The prep stage's output: every measured variant, the gate, the choice and the chosen artifact, typed.
+
+`PrepReport` is the one source for what later stages show: the Pulumi outputs, serving.json's
+metadata (and so the server's /metadata), the CLI table, the chart and `modelstack diff`. It is
+plain data: `model_dump(mode="json")` goes through Pulumi state, where every number becomes a
+float, and `PrepReport.model_validate` gives back the same report, ints as ints.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from iac.spec.models import Metric, Objective
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Notes(_Data):
+    """What a technique or a conversion says about the variant it made."""
+
+    int8_fallback: str | None = None  # ops that run in float32 in an int8 model
+    float_ops: list[str] | None = None
+    sparsity: float | None = None  # pruning: the share of zero weights after stripping
+    begin_step: int | None = None
+    end_step: int | None = None
+    frequency: int | None = None
+    steps: int | None = None
+    unique_weights_per_kernel: int | None = None  # clustering
+
+
+class Measure(_Data):
+    """One measured row: a baseline (Keras, the float32 LiteRT reference) or a candidate variant."""
+
+    name: str
+    runtime: str  # keras | litert | onnx
+    technique: str  # baseline | ptq | pruned | clustered | qat | onnx
+    quantization: str
+    description: str | None = None
+    artifact_file: str | None = None
+    sha256: str | None = None
+    size_bytes: int
+    gzip_bytes: int
+    metric: Metric
+    accuracy: float  # the metric's value on the evaluation data
+    outputs_sha256: str | None = None  # sha256 of the float32 evaluation outputs the runtime gave
+    latency_p50_us: float
+    latency_p99_us: float
+    throughput_per_s: float
+    latency_calls: int
+    threads: int
+    notes: Notes = Notes()
+    baseline: bool = False
+    eligible: bool = True  # may be chosen; otherwise measured and listed only
+    not_eligible_because: str | None = None
+    accuracy_drop: float | None = None  # set by the gate: loss against the Keras baseline
+    passed_gate: bool | None = None
+    balanced_score: float | None = None  # set when the objective is balanced
+    chosen: bool = False
+
+
+class InputSignature(_Data):
+    name: str
+    shape: list[int]
+    dtype: str = "float32"
+
+
+class ServedModel(_Data):
+    """What the server says about its model under /metadata's `modelstack` (serving.json's `metadata`)."""
+
+    variant: str
+    quantization: str
+    artifact_sha256: str
+    model_sha256: str
+    size_bytes: int
+    accuracy: float
+
+
+class PrepReport(_Data):
+    """A passing prep: the top-level fields after `choice` describe the chosen variant."""
+
+    key: str
+    metric: Metric
+    top_k: int | None = None  # set for metric top_k
+    objective: Objective
+    max_accuracy_drop: float
+    baseline_accuracy: float
+    model_sha256: str
+    threads: int
+    input: InputSignature
+    evaluation_samples: int
+    baselines: list[Measure]
+    variants: list[Measure]
+    choice: str  # why the chosen variant won
+    variant: str
+    runtime: str
+    quantization: str
+    artifact_file: str
+    artifact_sha256: str
+    size_bytes: int
+    gzip_bytes: int
+    accuracy: float
+    accuracy_drop: float
+    latency_p50_us: float
+    latency_p99_us: float
+    throughput_per_s: float
+
+    @model_validator(mode="after")
+    def _one_chosen(self) -> PrepReport:
+        chosen = [v.name for v in self.variants if v.chosen]
+        if chosen != [self.variant]:
+            raise ValueError(f"exactly the chosen variant {self.variant!r} must be marked chosen, not {chosen}")
+        return self
+
+    @property
+    def chosen(self) -> Measure:
+        return next(v for v in self.variants if v.chosen)
+
+    @property
+    def reference(self) -> Measure | None:
+        """The float32 LiteRT baseline every size and speed is compared with."""
+        return next((b for b in self.baselines if b.name == "litert-float32"), None)
+
+    def served(self) -> ServedModel:
+        return ServedModel(
+            variant=self.variant, quantization=self.quantization, artifact_sha256=self.artifact_sha256,
+            model_sha256=self.model_sha256, size_bytes=self.size_bytes, accuracy=self.accuracy,
+        )
+
+    @classmethod
+    def of(cls, *, key: str, metric: Metric, top_k: int, objective: Objective, max_accuracy_drop: float,
+           baseline_accuracy: float, model_sha256: str, threads: int, input: InputSignature, evaluation_samples: int,
+           baselines: list[Measure], variants: list[Measure], choice: str) -> PrepReport:
+        """The report with its top-level fields taken from the one variant marked chosen."""
+        c = next(v for v in variants if v.chosen)
+        assert c.artifact_file is not None and c.sha256 is not None and c.accuracy_drop is not None
+        return cls(
+            key=key, metric=metric, top_k=top_k if metric == Metric.top_k else None, objective=objective,
+            max_accuracy_drop=max_accuracy_drop, baseline_accuracy=baseline_accuracy, model_sha256=model_sha256,
+            threads=threads, input=input, evaluation_samples=evaluation_samples, baselines=baselines,
+            variants=variants, choice=choice, variant=c.name, runtime=c.runtime, quantization=c.quantization,
+            artifact_file=c.artifact_file, artifact_sha256=c.sha256, size_bytes=c.size_bytes, gzip_bytes=c.gzip_bytes,
+            accuracy=c.accuracy, accuracy_drop=c.accuracy_drop, latency_p50_us=c.latency_p50_us,
+            latency_p99_us=c.latency_p99_us, throughput_per_s=c.throughput_per_s,
+        )
