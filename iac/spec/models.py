@@ -331,8 +331,195 @@ class Serving(_Strict):
         return value
 
 
+CPU_RE = re.compile(r"^(?:[1-9][0-9]*m|[0-9]+(?:\.[0-9]{1,3})?)$")
+REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_NAME_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^(|[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
+PERCENT_RE = re.compile(r"^(100|[1-9]?[0-9])%$")
+
+
+def cpu_millis(value: str) -> int:
+    """A Kubernetes CPU quantity (250m, 0.5, 2) in millicores."""
+    return int(value[:-1]) if value.endswith("m") else round(float(value) * 1000)
+
+
+class ServiceType(StrEnum):
+    cluster_ip = "ClusterIP"
+    node_port = "NodePort"
+    load_balancer = "LoadBalancer"
+
+
+class Resources(_Strict):
+    """A CPU and memory quantity pair, as Kubernetes writes them (cpu: 250m or 0.5; memory: 256Mi)."""
+
+    cpu: Annotated[str, Field(description="CPU: millicores like 250m, or cores like 0.5 or 2")]
+    memory: Annotated[str, Field(description="Memory, e.g. 256Mi or 1Gi")]
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu(cls, value: object) -> object:
+        text = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not CPU_RE.match(text) or cpu_millis(text) < 1:
+            raise ValueError(f"{value!r} is not a CPU quantity; write millicores like 250m or cores like 0.5")
+        return text
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_RE.match(value) or memory_bytes(value) < 16 * 1024**2:
+            raise ValueError(f"{value!r} is not a memory size of at least 16Mi; write it like 256Mi or 1Gi")
+        return value
+
+
+class PodResources(_Strict):
+    """What the scheduler reserves for each pod (requests) and what it may use at most (limits)."""
+
+    requests: Annotated[Resources, Field(default_factory=lambda: Resources(cpu="250m", memory="256Mi"))]
+    limits: Annotated[Resources, Field(default_factory=lambda: Resources(cpu="1", memory="512Mi"))]
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> PodResources:
+        if cpu_millis(self.requests.cpu) > cpu_millis(self.limits.cpu):
+            raise ValueError(f"requests.cpu {self.requests.cpu} is above limits.cpu {self.limits.cpu}; "
+                             "lower the request or raise the limit")
+        if memory_bytes(self.requests.memory) > memory_bytes(self.limits.memory):
+            raise ValueError(f"requests.memory {self.requests.memory} is above limits.memory {self.limits.memory}; "
+                             "lower the request or raise the limit")
+        return self
+
+
+class Autoscaling(_Strict):
+    """A HorizontalPodAutoscaler (autoscaling/v2) owns the replica count between min and max."""
+
+    min_replicas: Annotated[int, Field(ge=1, le=10_000)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=10_000)] = 10
+    cpu_utilization: Annotated[int | None, Field(
+        ge=1, le=1000, description="Target average CPU use, in percent of the pods' CPU request",
+    )] = 70
+    requests_in_flight: Annotated[float | None, Field(
+        gt=0, le=100_000,
+        description="Target average requests in flight per pod (the server's modelstack_requests_in_flight "
+                    "gauge); needs a custom metrics adapter such as prometheus-adapter in the cluster",
+    )] = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}; "
+                             "make max_replicas at least min_replicas")
+        if self.cpu_utilization is None and self.requests_in_flight is None:
+            raise ValueError("has no target; set cpu_utilization, requests_in_flight or both")
+        return self
+
+
+class DisruptionBudget(_Strict):
+    """A PodDisruptionBudget: how many pods voluntary disruptions (node drains) may take at once."""
+
+    min_available: Annotated[int | str | None, Field(description="Pods that must stay up: a count or a percentage like 50%")] = None
+    max_unavailable: Annotated[int | str | None, Field(
+        description="Pods that may be down: a count or a percentage (default: 1 when min_available is not set)",
+    )] = None
+
+    @field_validator("min_available", "max_unavailable")
+    @classmethod
+    def _count_or_percent(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, bool) or (isinstance(value, int) and value < 0) or (isinstance(value, str) and not PERCENT_RE.match(value)):
+            raise ValueError(f"{value!r} is not a pod count or a percentage; write a whole number like 1 or a percentage like 50%")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> DisruptionBudget:
+        if self.min_available is not None and self.max_unavailable is not None:
+            raise ValueError("sets both min_available and max_unavailable; keep one and remove the other")
+        return self
+
+    @property
+    def effective(self) -> dict[str, int | str]:
+        """What the PodDisruptionBudget says: the one bound set, else at most 1 pod down."""
+        if self.min_available is not None:
+            return {"min_available": self.min_available}
+        return {"max_unavailable": 1 if self.max_unavailable is None else self.max_unavailable}
+
+
+class Toleration(_Strict):
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: Annotated[str | None, Field(max_length=63)] = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Kubernetes(_Strict):
+    """Where and how the Kubernetes target runs the image (deploy.target: kubernetes)."""
+
+    kubeconfig: Annotated[str | None, Field(
+        description="Kubeconfig file, relative to model.yaml or absolute; default: the usual rules ($KUBECONFIG, else ~/.kube/config)",
+    )] = None
+    context: Annotated[str | None, Field(min_length=1, description="Kubeconfig context; default: its current context")] = None
+    namespace: Annotated[str, Field(description="Namespace the service runs in (it must exist)")] = "default"
+    registry: Annotated[str, Field(
+        description="Registry (and path) the image is pushed to, e.g. 127.0.0.1:5000 or registry.example.com/ml; "
+                    "pods pull it by digest",
+    )]
+    replicas: Annotated[int, Field(ge=0, le=10_000, description="Pods (without autoscaling)")] = 2
+    resources: Annotated[PodResources, Field(default_factory=PodResources)]
+    autoscaling: Annotated[Autoscaling | None, Field(description="Scale with a HorizontalPodAutoscaler; replicas is then ignored")] = None
+    disruption_budget: DisruptionBudget = DisruptionBudget()
+    service_type: ServiceType = ServiceType.cluster_ip
+    labels: Annotated[dict[str, str], Field(description="Extra labels on every object and pod")] = {}
+    annotations: Annotated[dict[str, str], Field(description="Extra annotations on every object and pod")] = {}
+    node_selector: Annotated[dict[str, str], Field(description="Schedule pods only on nodes with these labels")] = {}
+    tolerations: Annotated[list[Toleration], Field(max_length=32, description="Taints the pods tolerate")] = []
+    startup_timeout: Annotated[int, Field(ge=5, le=3600, description="Seconds a pod has to load and warm up its model before it is restarted")] = 120
+    progress_deadline: Annotated[int, Field(
+        ge=10, le=3600, description="Seconds a rollout may go without progress before `pulumi up` fails (the old pods keep serving)",
+    )] = 180
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not NAMESPACE_RE.match(value):
+            raise ValueError(f"{value!r} is not a namespace name; use lower-case letters, digits and '-' "
+                             "(at most 63, starting and ending with a letter or digit)")
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if not REGISTRY_RE.match(value):
+            raise ValueError(f"{value!r} is not a registry address; write a host with an optional :port and /path and no tag, "
+                             "e.g. 127.0.0.1:5000 or registry.example.com/ml")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not LABEL_NAME_RE.match(key):
+                raise ValueError(f"{key!r} is not a label name; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')")
+            if not LABEL_VALUE_RE.match(item):
+                raise ValueError(f"{item!r} (label {key}) is not a label value; use at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit")
+            if key.startswith("app.kubernetes.io/") or key.startswith("modelstack.dev/"):
+                raise ValueError(f"{key!r} is set by modelstack; choose another label name")
+        return value
+
+    @field_validator("annotations", "node_selector")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_NAME_RE.match(key):
+                raise ValueError(f"{key!r} is not a valid key; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')")
+        return value
+
+
+DOCKER_ONLY = {"replicas": "replicas", "cpus": "resources", "memory": "resources", "bind_address": "service_type",
+               "host_port": "service_type", "ready_timeout": "progress_deadline"}
+
+
 class Deploy(_Strict):
-    target: Literal["docker"] = "docker"
+    target: Annotated[Literal["docker", "kubernetes"], Field(
+        description="docker: one Docker host; kubernetes: a cluster, with the settings in deploy.kubernetes",
+    )] = "docker"
     replicas: Annotated[int, Field(ge=1, le=16, description="Model containers behind the proxy")] = 1
     cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
     memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
@@ -340,6 +527,7 @@ class Deploy(_Strict):
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
     host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
     ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
+    kubernetes: Annotated[Kubernetes | None, Field(description="The kubernetes target's settings (required for it)")] = None
 
     @field_validator("memory")
     @classmethod
@@ -358,6 +546,22 @@ class Deploy(_Strict):
                 f"use {DEFAULT_BASE_IMAGE} or another image named modelstack-*"
             )
         return value
+
+    @model_validator(mode="after")
+    def _target_settings(self) -> Deploy:
+        if self.target == "kubernetes":
+            if self.kubernetes is None:
+                raise ValueError("target kubernetes needs its settings; add deploy.kubernetes with at least registry "
+                                 "(where the image is pushed, e.g. registry: 127.0.0.1:5000)")
+            docker_only = [name for name in DOCKER_ONLY if name in self.model_fields_set]
+            if docker_only:
+                where = ", ".join(dict.fromkeys(f"deploy.kubernetes.{DOCKER_ONLY[n]}" for n in docker_only))
+                raise ValueError(f"{', '.join(docker_only)} set the docker target; with target kubernetes, "
+                                 f"remove them and use {where}")
+        elif self.kubernetes is not None:
+            raise ValueError(f"deploy.kubernetes applies to target kubernetes, not {self.target}; "
+                             "set target: kubernetes, or remove deploy.kubernetes")
+        return self
 
 
 class ModelSpec(_Strict):
