@@ -394,22 +394,15 @@ class Autoscaling(_Strict):
 
     min_replicas: Annotated[int, Field(ge=1, le=10_000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] = 10
-    cpu_utilization: Annotated[int | None, Field(
+    cpu_utilization: Annotated[int, Field(
         ge=1, le=1000, description="Target average CPU use, in percent of the pods' CPU request",
     )] = 70
-    requests_in_flight: Annotated[float | None, Field(
-        gt=0, le=100_000,
-        description="Target average requests in flight per pod (the server's modelstack_requests_in_flight "
-                    "gauge); needs a custom metrics adapter such as prometheus-adapter in the cluster",
-    )] = None
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}; "
                              "make max_replicas at least min_replicas")
-        if self.cpu_utilization is None and self.requests_in_flight is None:
-            raise ValueError("has no target; set cpu_utilization, requests_in_flight or both")
         return self
 
 
