@@ -229,8 +229,9 @@ def status(spec: SpecArg, stack: StackOpt = "dev") -> None:
 
     resolved = load_resolved(spec)
     state = target_of(resolved).status(resolved, stack)
-    views.print_status(state, resolved.spec.deploy.replicas)
-    if not state.serving or state.ready < resolved.spec.deploy.replicas:
+    wanted = getattr(state, "wanted", resolved.spec.deploy.replicas)  # a target may know its own count
+    views.print_status(state, wanted)
+    if not state.serving or state.ready < wanted:
         raise typer.Exit(1)
 
 

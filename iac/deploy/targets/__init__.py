@@ -19,7 +19,7 @@ from typing import Any
 
 from iac.spec.models import ResolvedSpec
 
-TARGETS = {"docker": "iac.deploy.targets.docker"}
+TARGETS = {"docker": "iac.deploy.targets.docker", "kubernetes": "iac.deploy.targets.kubernetes"}
 
 
 @dataclass(frozen=True)

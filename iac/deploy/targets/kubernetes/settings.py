@@ -1,0 +1,98 @@
+"""What the Kubernetes target derives from a spec: object names, labels, the kubeconfig, the in-cluster URLs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from iac.spec.models import Kubernetes, ResolvedSpec
+
+MANAGED_BY = "modelstack"
+DRAIN_MARGIN_S = 6  # terminationGracePeriod = preStop delay + the server's drain time + this
+PRESTOP_DELAY_S = 5  # endpoints drop the pod before SIGTERM reaches the server
+TMP_SIZE = "16Mi"  # the only writable path (/tmp), like the Docker target's tmpfs
+
+
+def settings(spec: ResolvedSpec) -> Kubernetes:
+    k = spec.spec.deploy.kubernetes
+    if k is None:  # validation guarantees it for target kubernetes
+        raise ValueError("deploy.kubernetes is missing")
+    return k
+
+
+def selector_labels(spec: ResolvedSpec) -> dict[str, str]:
+    """What the Deployment, Service, PDB and NetworkPolicy select pods by (never changes for a service)."""
+    return {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/instance": spec.name}
+
+
+def object_labels(spec: ResolvedSpec) -> dict[str, str]:
+    return {**settings(spec).labels, **selector_labels(spec), "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def kubeconfig_path(spec: ResolvedSpec) -> str | None:
+    """The kubeconfig the spec names (relative to model.yaml), else None: the provider and the client
+    then follow the usual rules ($KUBECONFIG, else ~/.kube/config)."""
+    written = settings(spec).kubeconfig
+    if written is None:
+        return None
+    path = Path(os.path.expanduser(written))
+    return str(path if path.is_absolute() else (Path(spec.spec_file).parent / path).resolve())
+
+
+def repository(spec: ResolvedSpec) -> str:
+    """Where the image is pushed: <registry>/<service name>."""
+    return f"{settings(spec).registry}/{spec.name}"
+
+
+def service_host(spec: ResolvedSpec) -> str:
+    return f"{spec.name}.{settings(spec).namespace}.svc.cluster.local"
+
+
+def cluster_base_url(spec: ResolvedSpec) -> str:
+    """The service's URL inside the cluster (the endpoint the stack exports)."""
+    return f"http://{service_host(spec)}:{spec.spec.serving.port}"
+
+
+def cluster_endpoint(spec: ResolvedSpec) -> str:
+    return f"{cluster_base_url(spec)}/v1/models/{spec.name}:predict"
+
+
+def api_client(spec: ResolvedSpec) -> Any:
+    """A Kubernetes API client for the spec's cluster (kubeconfig and context as the provider uses them)."""
+    from kubernetes import client
+
+    return client.ApiClient(configuration=_configuration(spec))
+
+
+def _configuration(spec: ResolvedSpec) -> Any:
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig_path(spec), context=settings(spec).context,
+                            client_configuration=configuration, persist_config=False)
+    return configuration
+
+
+def base_url(spec: ResolvedSpec) -> str:
+    """Where this host reaches the service: a load balancer's address, else the Service's cluster IP
+    (reachable from a node of the cluster, e.g. the local one); the in-cluster name when the API
+    cannot be asked."""
+    try:
+        from kubernetes import client
+
+        service = client.CoreV1Api(api_client(spec)).read_namespaced_service(
+            spec.name, settings(spec).namespace, _request_timeout=5)
+    except Exception:  # noqa: BLE001 - no cluster, no service: the in-cluster name is still the answer
+        return cluster_base_url(spec)
+    ingress = (service.status.load_balancer.ingress or []) if service.status and service.status.load_balancer else []
+    for point in ingress:
+        if point.ip or point.hostname:
+            return f"http://{point.ip or point.hostname}:{spec.spec.serving.port}"
+    if service.spec.cluster_ip and service.spec.cluster_ip != "None":
+        return f"http://{service.spec.cluster_ip}:{spec.spec.serving.port}"
+    return cluster_base_url(spec)
+
+
+def endpoint(spec: ResolvedSpec) -> str:
+    return f"{base_url(spec)}/v1/models/{spec.name}:predict"

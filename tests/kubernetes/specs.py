@@ -1,0 +1,44 @@
+"""The pristine digits example spec, pointed at a Kubernetes cluster (the tests never use stacks/*)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "modelprep" / "examples" / "specs" / "digits.yaml"
+KWOK_PLACEMENT: dict[str, Any] = {
+    "node_selector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+def kubernetes_deploy(registry: str, kubeconfig: str | None, namespace: str, **settings: Any) -> dict[str, Any]:
+    k: dict[str, Any] = {"namespace": namespace, "registry": registry, **settings}
+    if kubeconfig is not None:
+        k["kubeconfig"] = kubeconfig
+    return {"target": "kubernetes", "kubernetes": k}
+
+
+def write_kubernetes_spec(folder: Path, deploy: dict[str, Any], **changes: Any) -> Path:
+    """The example spec at folder/model.yaml with its deploy section replaced (and top-level changes,
+    e.g. optimize={...}); the model and data files are the caller's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["deploy"] = deploy
+    doc.update(changes)
+    path = folder / "model.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def copy_example_files(source: Path, folder: Path) -> None:
+    """The trained model and the data files of an example folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in ("model", "data"):
+        if (folder / part).exists():
+            shutil.rmtree(folder / part)
+        shutil.copytree(source / part, folder / part)
