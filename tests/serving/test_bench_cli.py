@@ -1,4 +1,4 @@
-"""`modelstack bench` (the multi-process load generator) and `modelstack serve` (local server)."""
+"""`modelstack bench` (the multi-process load generator) against the server, and `modelstack serve`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,15 @@ from typer.testing import CliRunner
 from conformance import check_conformance
 from iac.cli.app import app
 from iac.loadgen import run_load
-from test_serving import MODEL, SAMPLES, ServerProcess, _config, ready_server, tflite_models  # noqa: F401
-
-REPO = Path(__file__).resolve().parent.parent
+from serving_support import MODEL, REPO, SAMPLES, ServerProcess
 
 
-@pytest.fixture(scope="module")
-def server(tflite_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from ready_server(_config(tflite_models["float32"], max_batch_size=8), tmp_path_factory.mktemp("bench"))
+@pytest.fixture()
+def server(fake_server: ServerProcess) -> ServerProcess:
+    """The real server over a numpy stand-in model: the load generator needs no TensorFlow."""
+    return fake_server
 
 
-@pytest.mark.tf
 def test_run_load_measures_throughput_and_percentiles(server: ServerProcess) -> None:
     url = f"http://127.0.0.1:{server.port}/v1/models/{MODEL}:predict"
     bodies = [json.dumps({"instances": [row.tolist()]}).encode() for row in SAMPLES]
@@ -41,7 +38,6 @@ def test_run_load_measures_throughput_and_percentiles(server: ServerProcess) -> 
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
 
 
-@pytest.mark.tf
 def test_bench_cli_json_and_errors(server: ServerProcess, tmp_path: Path) -> None:
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"instances": SAMPLES[:2].tolist()}))
