@@ -30,6 +30,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOP_LEVEL_FIELDS = (
     "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env",
+    "grpc_port",
 )
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
@@ -71,6 +72,8 @@ class ServingConfig:
     max_latency_ms: float = 0.0
     # Name of the environment variable holding the API key; None = no authentication.
     api_key_env: str | None = None
+    # The Open Inference Protocol's gRPC service on this port (0: an ephemeral one); None = off.
+    grpc_port: int | None = None
 
     @property
     def batching_enabled(self) -> bool:
@@ -135,13 +138,19 @@ class ServingConfig:
                 f"api_key_env: must be null or an environment variable name, got {_show(api_key_env)}"
             )
 
+        grpc_port = data.get("grpc_port")
+        if grpc_port is not None:
+            grpc_port = _check_int(grpc_port, "grpc_port", 0, 65535, errors)
+            if grpc_port and grpc_port == port:
+                errors.append(f"grpc_port: must differ from port ({port}), got {grpc_port}")
+
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
             model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
             host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
-            api_key_env=api_key_env,
+            api_key_env=api_key_env, grpc_port=grpc_port,
         )
 
     @classmethod

@@ -17,32 +17,39 @@ calls under ``grpc_*`` route kinds with the HTTP status a call's code correspond
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
+from serving import v2
+from serving.auth import check_api_key
 from serving.bytes_tensors import TensorDataError
+from serving.errors import ClientError
 from serving.logs import log_event, timestamp, write_line
+from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
 from serving.proto import grpc_service_pb2_grpc as pb_grpc
-from serving.v2_binary import DATATYPES, RAW_DTYPES, tensor_from_bytes, tensor_to_bytes
+from serving.state import SERVER_VERSION
+from serving.tensors import cast, check_finite_outputs
+from serving.v2_binary import RAW_DTYPES, tensor_from_bytes, tensor_to_bytes
 
 if TYPE_CHECKING:
-    from serving.batching import Batcher
-    from serving.config import ServingConfig
-    from serving.metrics import Metrics
+    from serving.state import ModelState
 
-__all__ = ["GrpcFrontEnd", "InferenceService", "cast_to_input"]
+__all__ = ["GrpcFrontEnd", "InferenceService"]
 
-OUTPUT_NAME = "output_0"
 _SERVICE = "/inference.GRPCInferenceService/"
-# The gRPC code a client error maps to, and the HTTP status the metrics and log count it as.
+# The gRPC code for each client error status, and back: the HTTP status metrics and log count.
+_CODE_OF_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 _HTTP_STATUS = {
     grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.NOT_FOUND: 404,
@@ -56,68 +63,21 @@ _CONTENTS_FIELD = {
     "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
-_V2_DATATYPE = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
-    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
-    "uint64": "UINT64", "bool": "BOOL",
-}
-
-
-class State(Protocol):
-    """What the service reads from the server's model state (``serving.server.ModelState``)."""
-
-    config: ServingConfig
-    api_key: bytes | None
-    ready: bool
-    batcher: Batcher | None
-    metrics: Metrics
-    v2_metadata_body: bytes  # the HTTP API's V2 model metadata document, set when ready
-
-
-class _CallError(Exception):
-    """A client error: the gRPC status code and its message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def cast_to_input(array: np.ndarray, target_dtype: str, name: str, where: str) -> np.ndarray:
-    """Convert a decoded tensor to the model input's dtype; values that do not survive are an error."""
-    target = np.dtype(target_dtype)
-    if array.dtype == object:
-        raise TensorDataError(
-            f'{where}: input "{name}" takes {_V2_DATATYPE.get(target.name, target.name)} numbers, '
-            "not BYTES"
-        )
-    if target.kind == "f":
-        with np.errstate(over="ignore", invalid="ignore"):
-            batch = array.astype(target)
-        if not np.isfinite(batch).all():
-            raise TensorDataError(
-                f'{where}: input "{name}" has non-finite values (NaN, Infinity or outside the '
-                f"{target.name} range); send finite numbers"
-            )
-        return batch
-    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
-        raise TensorDataError(f'{where}: input "{name}" takes integers ({target.name})')
-    info = np.iinfo(target)
-    if array.size and (array.min() < info.min or array.max() > info.max):
-        raise TensorDataError(
-            f'{where}: input "{name}" takes {target.name} values in {info.min}..{info.max}'
-        )
-    return array.astype(target)
+_WRONG_KEY = (
+    "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
+)
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     """The six RPCs, answered from the shared model state; every handler runs on the loop."""
 
-    def __init__(self, state: State, server_version: str) -> None:
+    def __init__(self, state: ModelState) -> None:
         self.state = state
+        document = v2.server_metadata(SERVER_VERSION)
         self._server_metadata = pb.ServerMetadataResponse(
-            name="modelstack", version=server_version, extensions=["binary_tensor_data"]
+            name=document["name"], version=document["version"], extensions=document["extensions"]
         )
+        self._model_metadata: pb.ModelMetadataResponse | None = None
 
     # -- the RPCs --
 
@@ -142,7 +102,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         def answer() -> pb.ModelMetadataResponse:
             self._check_model(request.name, request.version)
-            return _metadata_message(json.loads(self._ready().v2_metadata_body))
+            self.state.require_ready()
+            if self._model_metadata is None:
+                assert self.state.model is not None
+                document = v2.model_metadata_document(self.state.config, self.state.model)
+                self._model_metadata = _metadata_message(document)
+            return self._model_metadata
 
         return await self._call("grpc_model", context, answer)
 
@@ -152,14 +117,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         try:
             self._check_key(context)
             self._check_model(request.model_name, request.model_version)
-            state = self._ready()
-            batch = self._input(request, state.config)
-            assert state.batcher is not None
-            outputs = await state.batcher.infer(batch)
-            response = self._response(request, outputs)
-        except _CallError as exc:
-            self._record(route, exc.code, started, context)
-            await context.abort(exc.code, exc.message)
+            batcher = self.state.require_ready()
+            batch = _input(request, self.state)
+            response = self._response(request, await batcher.infer(batch))
+        except ClientError as exc:
+            code = _CODE_OF_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            self._record(route, code, started, context)
+            await context.abort(code, exc.message)
         except Exception:
             log_event(event="internal_error", method="gRPC", path=_SERVICE + "ModelInfer",
                       error=traceback.format_exc())
@@ -177,9 +141,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             if not open_:
                 self._check_key(context)
             response = answer()
-        except _CallError as exc:
-            self._record(route, exc.code, started, context)
-            await context.abort(exc.code, exc.message)
+        except ClientError as exc:
+            code = _CODE_OF_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            self._record(route, code, started, context)
+            await context.abort(code, exc.message)
         self._record(route, grpc.StatusCode.OK, started, context)
         return response
 
@@ -195,113 +160,77 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     def _check_key(self, context: Any) -> None:
-        expected = self.state.api_key
-        if expected is None:
+        """The HTTP rule (``serving.auth``) on the call's metadata: ``authorization`` or ``x-api-key``."""
+        if self.state.api_key is None:
             return
-        sent = ""
-        authorization = ""
+        headers = Headers()
         for key, value in context.invocation_metadata() or ():
-            if key == "x-api-key" and not sent:
-                sent = value if isinstance(value, str) else value.decode("latin-1")
-            elif key == "authorization" and not authorization:
-                authorization = value if isinstance(value, str) else value.decode("latin-1")
-        if not sent and authorization:
-            scheme, _, credentials = authorization.partition(" ")
-            sent = credentials.strip() if scheme.lower() == "bearer" else ""
-        # compare_digest: the time taken does not depend on where the first difference is.
-        if not sent or not hmac.compare_digest(sent.encode("latin-1", "replace"), expected):
-            raise _CallError(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or "
-                "'x-api-key: <key>'",
-            )
+            if key in ("authorization", "x-api-key"):
+                headers.add(key, value if isinstance(value, str) else value.decode("latin-1"))
+        try:
+            check_api_key(headers, self.state.api_key)
+        except ClientError:
+            raise ClientError(401, _WRONG_KEY) from None
 
     def _check_model(self, name: str, version: str) -> None:
         served = self.state.config.model_name
         if name != served:
-            raise _CallError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model {json.dumps(name)} is not served here; this server serves {json.dumps(served)}",
+            raise ClientError(
+                404, f"model {json.dumps(name)} is not served here; this server serves {json.dumps(served)}"
             )
         if version not in ("", "1"):
-            raise _CallError(
-                grpc.StatusCode.NOT_FOUND,
-                f"model {json.dumps(name)} has no version {json.dumps(version)}; the only version is 1",
+            raise ClientError(
+                404, f"model {json.dumps(name)} has no version {json.dumps(version)}; the only version is 1"
             )
-
-    def _ready(self) -> State:
-        state = self.state
-        if not state.ready:
-            raise _CallError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"model {json.dumps(state.config.model_name)} is still loading; retry when "
-                "ServerReady answers ready",
-            )
-        return state
-
-    def _input(self, request: pb.ModelInferRequest, config: ServingConfig) -> np.ndarray:
-        """The request's one input tensor, checked and converted to the model's input dtype."""
-        spec = config.input
-        bad = grpc.StatusCode.INVALID_ARGUMENT
-        if len(request.inputs) != 1:
-            raise _CallError(
-                bad, f'inputs: must hold exactly one tensor named "{spec.name}", got {len(request.inputs)}'
-            )
-        for i, output in enumerate(request.outputs):
-            if output.name != OUTPUT_NAME:
-                raise _CallError(
-                    bad, f'outputs[{i}].name: the model has one output, "{OUTPUT_NAME}", got {json.dumps(output.name)}'
-                )
-        tensor = request.inputs[0]
-        where = "inputs[0]"
-        if tensor.name != spec.name:
-            raise _CallError(bad, f'{where}.name: this model\'s input is "{spec.name}", got {json.dumps(tensor.name)}')
-        shape = list(tensor.shape)
-        expected = [-1, *spec.shape]
-        if len(shape) != len(expected) or shape[0] < 1 or shape[1:] != list(spec.shape):
-            raise _CallError(
-                bad,
-                f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), got {shape}',
-            )
-        numeric = [d for d in DATATYPES if d not in ("BYTES", "BOOL")]
-        if tensor.datatype not in numeric:
-            raise _CallError(
-                bad,
-                f'{where}.datatype: input "{spec.name}" takes {_V2_DATATYPE[spec.dtype]} (or another '
-                f"numeric type: {', '.join(numeric)}), got {json.dumps(tensor.datatype)}",
-            )
-        try:
-            if request.raw_input_contents:
-                if len(request.raw_input_contents) != 1:
-                    raise TensorDataError(
-                        f"raw_input_contents: one entry per input is needed (1), got "
-                        f"{len(request.raw_input_contents)}"
-                    )
-                if tensor.HasField("contents"):
-                    raise TensorDataError(
-                        f"{where}.contents: give the tensor either as raw_input_contents or as "
-                        "typed contents, not both"
-                    )
-                array = tensor_from_bytes(request.raw_input_contents[0], tensor.datatype, shape, where)
-            else:
-                array = _from_contents(tensor, shape, where)
-            return cast_to_input(array, spec.dtype, spec.name, where)
-        except TensorDataError as exc:
-            raise _CallError(bad, str(exc)) from None
 
     def _response(self, request: pb.ModelInferRequest, outputs: np.ndarray) -> pb.ModelInferResponse:
-        if outputs.dtype.kind == "f" and not np.isfinite(outputs).all():
-            raise ValueError("the model produced NaN or infinite outputs")
-        datatype = _V2_DATATYPE.get(outputs.dtype.name, outputs.dtype.name.upper())
+        check_finite_outputs(outputs)
+        datatype = v2.V2_DATATYPES.get(outputs.dtype.name, outputs.dtype.name.upper())
         return pb.ModelInferResponse(
             model_name=self.state.config.model_name,
             model_version="1",
             id=request.id,
             outputs=[pb.ModelInferResponse.InferOutputTensor(
-                name=OUTPUT_NAME, datatype=datatype, shape=outputs.shape
+                name=v2.OUTPUT_NAME, datatype=datatype, shape=outputs.shape
             )],
             raw_output_contents=[tensor_to_bytes(outputs)],
         )
+
+
+def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
+    """The request's one input tensor, checked like the HTTP API's and cast to the model's input dtype."""
+    spec = state.config.input
+    if len(request.inputs) != 1:
+        raise ClientError(
+            400, f'inputs: must hold exactly one tensor named "{spec.name}", got {len(request.inputs)}'
+        )
+    for i, output in enumerate(request.outputs):
+        if output.name != v2.OUTPUT_NAME:
+            raise ClientError(
+                400, f'outputs[{i}].name: the model has one output, "{v2.OUTPUT_NAME}", got {json.dumps(output.name)}'
+            )
+    tensor = request.inputs[0]
+    where = "inputs[0]"
+    shape = list(tensor.shape)
+    v2.check_input_tensor(tensor.name, shape, tensor.datatype, spec, where)
+    try:
+        if request.raw_input_contents:
+            if len(request.raw_input_contents) != 1:
+                raise TensorDataError(
+                    "raw_input_contents: one entry per input is needed (1), got "
+                    f"{len(request.raw_input_contents)}"
+                )
+            if tensor.HasField("contents"):
+                raise TensorDataError(
+                    f"{where}.contents: give the tensor either as raw_input_contents or as typed "
+                    "contents, not both"
+                )
+            array = tensor_from_bytes(request.raw_input_contents[0], tensor.datatype, shape, where)
+        else:
+            array = _from_contents(tensor, shape, where)
+    except TensorDataError as exc:
+        raise ClientError(400, str(exc)) from None
+    return cast(array, spec, where)
 
 
 _METHOD_OF_ROUTE = {
@@ -322,7 +251,7 @@ def _from_contents(tensor: Any, shape: list[int], where: str) -> np.ndarray:
     for other in set(_CONTENTS_FIELD.values()) - {field}:
         if len(getattr(contents, other)):
             raise TensorDataError(
-                f"{where}.contents.{other}: a {datatype} tensor's elements go in {field}"
+                f"{where}.contents.{other}: {datatype} elements go in {field}"
             )
     values = getattr(contents, field)
     count = math.prod(shape)
@@ -358,12 +287,11 @@ def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
 class GrpcFrontEnd:
     """The grpc.aio server on the running loop: bind, serve, drain."""
 
-    def __init__(self, state: State, host: str, port: int, server_version: str) -> None:
+    def __init__(self, state: ModelState, host: str, port: int) -> None:
         self.state = state
         self.host = host
         self.requested_port = port
         self.port = 0
-        self._server_version = server_version
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -374,9 +302,7 @@ class GrpcFrontEnd:
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", -1),
         ])
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(self.state, self._server_version), server
-        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.state), server)
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:
             port = server.add_insecure_port(f"{host}:{self.requested_port}")

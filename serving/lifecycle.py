@@ -25,6 +25,7 @@ from serving.logs import flush_logs, log_event
 from serving.state import ModelState
 
 if TYPE_CHECKING:
+    from serving.grpc_service import GrpcFrontEnd
     from serving.runtime import Runtime
 
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
@@ -68,7 +69,14 @@ async def run(server: HttpServer, state: ModelState) -> int:
     await server.start()
     config = state.config
     host, port = server.address
-    log_event(event="listening", host=host, port=port, model=config.model_name)
+    try:
+        grpc_front = await _start_grpc(state)
+    except OSError as exc:
+        log_event(event="bind_error", host=config.host, port=config.grpc_port, error=str(exc))
+        await server.stop(timeout=1.0)
+        return 1
+    log_event(event="listening", host=host, port=port, model=config.model_name,
+              grpc_port=grpc_front.port if grpc_front else None)
 
     # Loading runs in a daemon thread so the loop answers /healthz (and 503s) meanwhile, and a
     # SIGTERM during a long load exits at once instead of waiting for it.
@@ -77,14 +85,14 @@ async def run(server: HttpServer, state: ModelState) -> int:
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({load, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not load.done():  # SIGTERM while loading: nothing to finish
-        await server.stop(timeout=1.0)
+        await _stop(server, grpc_front, 1.0)
         log_event(event="stopped", drained=True)
         return 0
     try:
         model, warm_up_ms, sample_cost_s = load.result()
     except Exception as exc:  # any load failure is fatal: report it and exit non-zero
         log_event(event="load_failed", artifact=config.artifact, error=f"{type(exc).__name__}: {exc}")
-        await server.stop(timeout=1.0)
+        await _stop(server, grpc_front, 1.0)
         return 1
     state.set_ready(model, loop, sample_cost_s)
     assert state.batcher is not None
@@ -98,7 +106,7 @@ async def run(server: HttpServer, state: ModelState) -> int:
     )
 
     await stopping
-    drained = await server.stop(DRAIN_TIMEOUT_S)
+    drained = await _stop(server, grpc_front, DRAIN_TIMEOUT_S)
     if state.batcher is not None:  # answers for clients that left are still computed
         try:
             await asyncio.wait_for(state.batcher.drain(), 1.0)
@@ -107,6 +115,25 @@ async def run(server: HttpServer, state: ModelState) -> int:
     state.close()
     log_event(event="stopped", drained=drained)
     return 0
+
+
+async def _start_grpc(state: ModelState) -> GrpcFrontEnd | None:
+    """The V2 gRPC service on ``grpc_port`` (same loop, state and batcher), or None when it is off."""
+    if state.config.grpc_port is None:
+        return None
+    from serving.grpc_service import GrpcFrontEnd  # grpcio loads only when gRPC is on
+
+    front = GrpcFrontEnd(state, state.config.host, state.config.grpc_port)
+    await front.start()
+    return front
+
+
+async def _stop(server: HttpServer, grpc_front: GrpcFrontEnd | None, timeout: float) -> bool:
+    """Drain HTTP and gRPC together: no new connections or calls, in-flight ones get ``timeout``."""
+    if grpc_front is None:
+        return await server.stop(timeout=timeout)
+    drained, _ = await asyncio.gather(server.stop(timeout=timeout), grpc_front.stop(timeout))
+    return drained
 
 
 def _load_in_background(

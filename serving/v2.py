@@ -1,6 +1,9 @@
-"""Open Inference Protocol V2 (``/v2``, KServe's HTTP/REST JSON form): infer bodies to batches, responses, metadata, the routes.
+"""Open Inference Protocol V2 (``/v2``, KServe's HTTP/REST form): infer bodies to batches, responses, metadata, the routes.
 
-Tensor ``data`` may be flat (row-major) or nested in the tensor's shape. Handlers get the whole
+Tensor ``data`` may be flat (row-major) or nested in the tensor's shape, or, with the binary
+tensor data extension (``serving.v2_binary``), raw bytes after a JSON header; outputs go back
+as binary when the request asks (``binary_data`` on the output, ``binary_data_output`` on the
+request), as ``tritonclient.http`` does by default. Handlers get the whole
 ``Request`` (headers included) and answer a ``Response``, which may carry extra headers and any
 content type.
 """
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving import v2_binary
+from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
@@ -35,13 +40,14 @@ _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 _INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
 _OUTPUT_FIELDS = ("name", "parameters")
 OUTPUT_NAME = "output_0"
+_HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
 
 
 # --- documents (pure functions) ------------------------------------------------------------------
 
 
 def server_metadata(version: str) -> dict[str, Any]:
-    return {"name": "modelstack", "version": version, "extensions": []}
+    return {"name": "modelstack", "version": version, "extensions": ["binary_tensor_data"]}
 
 
 def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
@@ -64,7 +70,27 @@ def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, 
 
 
 def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str | None]:
-    """Turn a V2 infer body into an input batch; also return the request's ``id`` (or None)."""
+    """Turn a V2 infer body (JSON only) into an input batch; also return the request's ``id`` (or None)."""
+    batch, request_id, _ = decode_infer(body, spec)
+    return batch, request_id
+
+
+def decode_infer(
+    body: bytes, spec: InputSpec, header_length: str | None = None
+) -> tuple[np.ndarray, str | None, bool]:
+    """A V2 infer body as (input batch, request ``id`` or None, whether the output goes back binary).
+
+    With ``header_length`` (the ``Inference-Header-Content-Length`` value) the body is the
+    binary data extension's: that many bytes of JSON, then the bytes of the input whose
+    ``parameters.binary_data_size`` says how many are its own (``serving.v2_binary``).
+    """
+    tail: memoryview | None = None
+    if header_length is not None:
+        try:
+            size = v2_binary.header_length(header_length, len(body))
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+        body, tail = body[:size], memoryview(body)[size:]
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ClientError(400, f'the body must be a JSON object with "inputs", got {kind(payload)}')
@@ -72,7 +98,7 @@ def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str 
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError(400, f"id: must be a string, got {show(request_id)}")
-    _check_parameters(payload, "parameters")
+    _check_parameters(payload, "parameters", "binary_data_output")
     if "outputs" in payload:
         _check_requested_outputs(payload["outputs"])
     inputs = payload.get("inputs")
@@ -90,16 +116,50 @@ def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str 
             400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}"
         )
     _no_extra(tensor, _INPUT_FIELDS, where)
-    for key in ("name", "shape", "datatype", "data"):
+    _check_parameters(tensor, f"{where}.parameters", "binary_data_size")
+    binary = "binary_data_size" in (tensor.get("parameters") or {})
+    if binary and "data" in tensor:
+        raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
+    for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise ClientError(400, f"{where}.{key}: required field is missing")
-    _check_parameters(tensor, f"{where}.parameters")
-    if tensor["name"] != spec.name:
-        raise ClientError(
-            400, f'{where}.name: this model\'s input is "{spec.name}", got {show(tensor["name"])}'
-        )
+    shape, datatype = tensor["shape"], tensor["datatype"]
+    check_input_tensor(tensor["name"], shape, datatype, spec, where)
+    binary_output = _binary_output(payload)
+    if binary:
+        if tail is None:
+            raise ClientError(
+                400,
+                f"{where}.parameters.binary_data_size: binary tensor data needs the "
+                "Inference-Header-Content-Length header (the size of the JSON part of the body)",
+            )
+        try:
+            reader = v2_binary.BinaryTail(tail)
+            raw = reader.take(tensor["parameters"]["binary_data_size"], where)
+            array = v2_binary.tensor_from_bytes(raw, datatype, shape, where)
+            reader.finish()
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+        return cast(array, spec, where), request_id, binary_output
+    if tail is not None and len(tail):
+        try:
+            v2_binary.BinaryTail(tail).finish()
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+    field = f"{where}.data"
+    may_hold_bools = b"true" in body or b"false" in body
+    array = _tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
+    sent = _V2_NUMPY[datatype]
+    if sent.kind in "iu":
+        check_integers(array, sent, field, f"datatype {datatype}")
+    return cast(array, spec, field), request_id, binary_output
+
+
+def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, where: str) -> None:
+    """The tensor's name, shape (batch first) and datatype must fit the model's input (HTTP and gRPC)."""
+    if name != spec.name:
+        raise ClientError(400, f'{where}.name: this model\'s input is "{spec.name}", got {show(name)}')
     expected = [-1, *spec.shape]
-    shape = tensor["shape"]
     if not (
         isinstance(shape, list)
         and len(shape) == len(expected)
@@ -112,20 +172,18 @@ def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str 
             f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
             f"got {show(shape)}",
         )
-    datatype = tensor["datatype"]
     if datatype not in _V2_NUMPY:
         raise ClientError(
             400,
             f'{where}.datatype: input "{spec.name}" takes {V2_DATATYPES[spec.dtype]} (or another '
             f"numeric type: {', '.join(_V2_NUMPY)}), got {show(datatype)}",
         )
-    field = f"{where}.data"
-    may_hold_bools = b"true" in body or b"false" in body
-    array = _tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
-    sent = _V2_NUMPY[datatype]
-    if sent.kind in "iu":
-        check_integers(array, sent, field, f"datatype {datatype}")
-    return cast(array, spec, field), request_id
+
+
+def _binary_output(payload: dict[str, Any]) -> bool:
+    """Whether the (one) output goes back as binary: its own parameter, else the request's."""
+    outputs = payload.get("outputs") or [{}]
+    return v2_binary.binary_outputs_wanted(payload.get("parameters"), outputs[0].get("parameters"))
 
 
 def _tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
@@ -165,23 +223,31 @@ def _check_requested_outputs(outputs: Any) -> None:
         if not isinstance(item, dict):
             raise ClientError(400, f'{where}: must be an object with "name", got {kind(item)}')
         _no_extra(item, _OUTPUT_FIELDS, where)
-        _check_parameters(item, f"{where}.parameters")
+        _check_parameters(item, f"{where}.parameters", "binary_data")
         if item.get("name") != OUTPUT_NAME:
             raise ClientError(
                 400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(item.get("name"))}'
             )
 
 
-def _check_parameters(holder: dict[str, Any], where: str) -> None:
+def _check_parameters(holder: dict[str, Any], where: str, binary_key: str) -> None:
+    """``parameters`` is an object; of the binary data extension's keys only ``binary_key`` belongs here."""
     params = holder.get("parameters")
     if params is None:
         return
     if not isinstance(params, dict):
         raise ClientError(400, f"{where}: must be an object, got {kind(params)}")
     for key in ("binary_data", "binary_data_output", "binary_data_size"):
-        if params.get(key):
+        if key not in params:
+            continue
+        if key == binary_key or (binary_key == "binary_data" and key == "binary_data_output"):
+            if key != "binary_data_size" and not isinstance(params[key], bool):
+                raise ClientError(400, f"{where}.{key}: must be true or false, got {show(params[key])}")
+        elif params[key]:
             raise ClientError(
-                400, f"{where}.{key}: the binary tensor data extension is not supported; send JSON data"
+                400,
+                f"{where}.{key}: not a parameter here; the binary data extension takes "
+                "binary_data_size on inputs, binary_data on outputs and binary_data_output on the request",
             )
 
 
@@ -206,6 +272,21 @@ def encode_infer_response(model_name: str, outputs: np.ndarray, request_id: str 
         {"name": OUTPUT_NAME, "shape": list(outputs.shape), "datatype": datatype, "data": flat}
     ]
     return dumps(document)
+
+
+def encode_binary_infer_response(model_name: str, outputs: np.ndarray, request_id: str | None) -> tuple[bytes, int]:
+    """The V2 response with the output as binary data: (body, length of its JSON header)."""
+    check_finite_outputs(outputs)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": "1"}
+    if request_id is not None:
+        document["id"] = request_id
+    raw = v2_binary.tensor_to_bytes(outputs)
+    document["outputs"] = [{
+        "name": OUTPUT_NAME, "shape": list(outputs.shape),
+        "datatype": V2_DATATYPES.get(outputs.dtype.name, outputs.dtype.name.upper()),
+        "parameters": {"binary_data_size": len(raw)},
+    }]
+    return v2_binary.encode_binary_body(encode_json(document).encode(), [raw])
 
 
 # --- routes ------------------------------------------------------------------------------------
@@ -243,13 +324,17 @@ def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
 
 def infer(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
-    batch, request_id = decode_infer_request(request.body, state.config.input)
+    header_length = request.headers.get(v2_binary.HEADER_LENGTH) or None
+    batch, request_id, binary_output = decode_infer(request.body, state.config.input, header_length)
     model_name = state.config.model_name
 
     def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
         if error is not None:
             raise error
         assert outputs is not None
+        if binary_output:
+            body, length = encode_binary_infer_response(model_name, outputs, request_id)
+            return Response(200, body, v2_binary.OCTET_STREAM, headers=((_HEADER_LENGTH_NAME, str(length)),))
         return Response(200, encode_infer_response(model_name, outputs, request_id))
 
     batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))

@@ -109,7 +109,7 @@ def test_v2_infer_matches_direct_runtime(v2_server: ServerProcess, tflite_models
         (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4], "x": 0}]}', 'inputs[0]: unexpected field(s) "x"'),
         (b'{"id": 5, "inputs": []}', "id: must be a string"),
         (b'{"outputs": [{"name": "probs"}], "inputs": []}', 'the model has one output, "output_0"'),
-        (b'{"parameters": {"binary_data_output": true}, "inputs": []}', "binary tensor data extension"),
+        (b'{"parameters": {"binary_data_output": "yes"}, "inputs": []}', "parameters.binary_data_output: must be true or false"),
         (b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply"),
     ],
 )

@@ -1,0 +1,307 @@
+"""The V2 gRPC service: tritonclient.grpc in its defaults, typed contents, errors, API key, drain.
+
+Servers are ``python -m serving.server`` subprocesses with ``grpc_port: 0`` (an ephemeral port,
+read from the "listening" log line) on a tiny ONNX model (tests/serving/v2_fixtures.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from serving.proto import grpc_service_pb2 as pb
+from serving.proto import grpc_service_pb2_grpc as pb_grpc
+from v2_fixtures import API_KEY, MODEL, SAMPLES, V2Server, expected_outputs, server_config, started, tiny_onnx_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_onnx_model(tmp_path_factory.mktemp("grpc-model"))
+
+
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[V2Server]:
+    yield from started(server_config(model_path, max_batch_size=8), tmp_path_factory.mktemp("grpc-server"))
+
+
+@pytest.fixture(scope="module")
+def keyed(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[V2Server]:
+    config = server_config(model_path, api_key_env="V2_TEST_API_KEY")
+    yield from started(config, tmp_path_factory.mktemp("grpc-keyed"), env={"V2_TEST_API_KEY": API_KEY})
+
+
+def _stub(server: V2Server) -> tuple[grpc.Channel, pb_grpc.GRPCInferenceServiceStub]:
+    channel = grpc.insecure_channel(server.grpc_url)
+    return channel, pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def _infer_request(**overrides: object) -> pb.ModelInferRequest:
+    fields: dict[str, object] = {
+        "model_name": MODEL,
+        "inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[1, 4])],
+        "raw_input_contents": [SAMPLES[:1].tobytes()],
+    }
+    fields.update(overrides)
+    return pb.ModelInferRequest(**fields)
+
+
+# --- the standard client --------------------------------------------------------------------------
+
+
+def test_tritonclient_grpc_health_and_metadata(server: V2Server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert not _raises(lambda: client.is_model_ready("other"))
+    meta = client.get_model_metadata(MODEL, as_json=True)
+    assert meta["name"] == MODEL and meta["versions"] == ["1"] and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "4"]}]
+    assert meta["outputs"] == [{"name": "output_0", "datatype": "FP32", "shape": ["-1", "3"]}]
+    server_meta = client.get_server_metadata(as_json=True)
+    assert server_meta["name"] == "modelstack" and "binary_tensor_data" in server_meta["extensions"]
+
+
+def _raises(call: object) -> bool:
+    try:
+        call()  # type: ignore[operator]
+    except InferenceServerException:
+        return False
+    return True
+
+
+def test_tritonclient_grpc_infer_in_its_defaults(server: V2Server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = [grpcclient.InferInput("features", [5, 4], "FP32")]
+    inputs[0].set_data_from_numpy(SAMPLES)
+    result = client.infer(MODEL, inputs, request_id="req-7")
+    output = result.as_numpy("output_0")
+    assert output.shape == (5, 3) and output.dtype == np.float32
+    np.testing.assert_allclose(output, expected_outputs(SAMPLES), rtol=1e-5)
+    assert result.get_response().id == "req-7" and result.get_response().model_version == "1"
+    # Asked for by name, and an integer tensor converted to the float input.
+    outputs = [grpcclient.InferRequestedOutput("output_0")]
+    ints = np.array([[1, 2, 3, 4]], dtype=np.int32)
+    inputs = [grpcclient.InferInput("features", [1, 4], "INT32")]
+    inputs[0].set_data_from_numpy(ints)
+    output = client.infer(MODEL, inputs, outputs=outputs, model_version="1").as_numpy("output_0")
+    np.testing.assert_allclose(output, expected_outputs(ints), rtol=1e-5)
+
+
+def test_tritonclient_grpc_many_concurrent_calls_batch_together(server: V2Server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    failures: list[BaseException] = []
+
+    def call(row: int) -> None:
+        try:
+            inputs = [grpcclient.InferInput("features", [1, 4], "FP32")]
+            inputs[0].set_data_from_numpy(SAMPLES[row:row + 1])
+            for _ in range(20):
+                output = client.infer(MODEL, inputs).as_numpy("output_0")
+                np.testing.assert_allclose(output, expected_outputs(SAMPLES[row:row + 1]), rtol=1e-5)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=call, args=(i % 5,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures[:3]
+
+
+def test_tritonclient_grpc_bad_input_is_invalid_argument_with_the_fix(server: V2Server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    words = [grpcclient.InferInput("features", [1, 4], "BYTES")]
+    words[0].set_data_from_numpy(np.array([[b"a", b"b", b"c", b"d"]], dtype=object))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, words)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert 'inputs[0].datatype: input "features" takes FP32' in info.value.message()
+    assert 'got "BYTES"' in info.value.message()
+
+
+# --- the protocol as raw messages -----------------------------------------------------------------
+
+
+def test_typed_contents_are_accepted_for_every_typed_datatype(server: V2Server) -> None:
+    channel, stub = _stub(server)
+    with channel:
+        cases = {
+            "FP32": ("fp32_contents", SAMPLES[:2].ravel().tolist()),
+            "FP64": ("fp64_contents", SAMPLES[:2].ravel().tolist()),
+            "INT8": ("int_contents", [1, -2, 3, 4, 5, 6, 7, -8]),
+            "INT64": ("int64_contents", [1, 2, 3, 4, 5, 6, 7, 8]),
+            "UINT16": ("uint_contents", [1, 2, 3, 4, 5, 6, 7, 8]),
+            "UINT64": ("uint64_contents", [1, 2, 3, 4, 5, 6, 7, 8]),
+        }
+        for datatype, (field, values) in cases.items():
+            tensor = pb.ModelInferRequest.InferInputTensor(
+                name="features", datatype=datatype, shape=[2, 4], contents=pb.InferTensorContents(**{field: values})
+            )
+            response = stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL, inputs=[tensor], id="x"))
+            assert response.id == "x" and list(response.outputs[0].shape) == [2, 3], datatype
+            output = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 3)
+            batch = np.array(values, dtype=np.float64).astype(np.float32).reshape(2, 4)
+            np.testing.assert_allclose(output, expected_outputs(batch), rtol=1e-5, err_msg=datatype)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "message"),
+    [
+        ({"model_name": "other"}, grpc.StatusCode.NOT_FOUND, 'model "other" is not served here'),
+        ({"model_version": "2"}, grpc.StatusCode.NOT_FOUND, 'no version "2"; the only version is 1'),
+        ({"inputs": []}, grpc.StatusCode.INVALID_ARGUMENT, 'exactly one tensor named "features", got 0'),
+        ({"raw_input_contents": [b"\x00" * 12]}, grpc.StatusCode.INVALID_ARGUMENT,
+         "12 bytes of binary data, but shape [1, 4] of FP32 needs 16"),
+        ({"raw_input_contents": [b"\x00" * 16, b""]}, grpc.StatusCode.INVALID_ARGUMENT, "one entry per input"),
+        ({"raw_input_contents": [np.array([1, 2, np.nan, 4], dtype="<f4").tobytes()]},
+         grpc.StatusCode.INVALID_ARGUMENT, "non-finite values"),
+        ({"raw_input_contents": []}, grpc.StatusCode.INVALID_ARGUMENT,
+         "contents.fp32_contents: shape [1, 4] needs 4 element(s), got 0"),
+        ({"outputs": [pb.ModelInferRequest.InferRequestedOutputTensor(name="probs")]},
+         grpc.StatusCode.INVALID_ARGUMENT, 'the model has one output, "output_0"'),
+        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 4])]},
+         grpc.StatusCode.INVALID_ARGUMENT, 'this model\'s input is "features", got "x"'),
+        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[1, 5])]},
+         grpc.StatusCode.INVALID_ARGUMENT, "takes shape [-1, 4] (batch first, at least 1), got [1, 5]"),
+        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP16", shape=[1, 4],
+                                                           contents=pb.InferTensorContents(fp32_contents=[1] * 4))],
+          "raw_input_contents": []},
+         grpc.StatusCode.INVALID_ARGUMENT, "FP16 has no typed contents field; send it as raw_input_contents"),
+        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="INT8", shape=[1, 4],
+                                                           contents=pb.InferTensorContents(int_contents=[1, 2, 300, 4]))],
+          "raw_input_contents": []},
+         grpc.StatusCode.INVALID_ARGUMENT, "INT8 takes values in -128..127"),
+        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="INT32", shape=[1, 4],
+                                                           contents=pb.InferTensorContents(fp32_contents=[1] * 4))],
+          "raw_input_contents": []},
+         grpc.StatusCode.INVALID_ARGUMENT, "INT32 elements go in int_contents"),
+    ],
+)
+def test_model_infer_rejects_bad_requests_with_a_message(
+    server: V2Server, overrides: dict[str, object], code: grpc.StatusCode, message: str
+) -> None:
+    channel, stub = _stub(server)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(_infer_request(**overrides))
+    assert info.value.code() == code and message in info.value.details(), info.value.details()
+
+
+def test_messages_over_the_body_limit_are_refused(server: V2Server) -> None:
+    channel, stub = _stub(server)
+    big = np.zeros((5000, 4), dtype=np.float32)  # 80 KB > max_body_bytes 64 KiB
+    tensor = pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[5000, 4])
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(pb.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=[big.tobytes()]))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_grpc_calls_are_counted_and_logged(server: V2Server) -> None:
+    import urllib.request
+
+    channel, stub = _stub(server)
+    with channel:
+        stub.ModelInfer(_infer_request())
+        with pytest.raises(grpc.RpcError):
+            stub.ModelInfer(_infer_request(model_name="other"))
+    time.sleep(0.2)  # the log is written every 50 ms
+    with urllib.request.urlopen(f"http://{server.http_url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'modelstack_requests_total{route="grpc_infer",status="200"}' in metrics
+    assert 'modelstack_requests_total{route="grpc_infer",status="404"}' in metrics
+    lines = [r for r in server.records() if r.get("method") == "gRPC"]
+    assert any(r["path"] == "/inference.GRPCInferenceService/ModelInfer" and r["grpc_code"] == "NOT_FOUND"
+               for r in lines)
+
+
+# --- API key, readiness, drain --------------------------------------------------------------------
+
+
+def test_api_key_rule_is_the_http_one(keyed: V2Server) -> None:
+    client = grpcclient.InferenceServerClient(keyed.grpc_url)
+    assert client.is_server_live() and client.is_server_ready()  # open, like the HTTP probes
+    inputs = [grpcclient.InferInput("features", [1, 4], "FP32")]
+    inputs[0].set_data_from_numpy(SAMPLES[:1])
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, inputs)
+    assert info.value.status() == "StatusCode.UNAUTHENTICATED" and "Bearer" in info.value.message()
+    with pytest.raises(InferenceServerException):
+        client.infer(MODEL, inputs, headers={"authorization": "Bearer wrong"})
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata(MODEL)
+    for headers in ({"authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}):
+        output = client.infer(MODEL, inputs, headers=headers).as_numpy("output_0")
+        np.testing.assert_allclose(output, expected_outputs(SAMPLES[:1]), rtol=1e-5)
+
+
+def test_sigterm_drains_grpc_calls_in_flight(model_path: Path, tmp_path: Path) -> None:
+    server = V2Server(server_config(model_path), tmp_path)
+    try:
+        server.wait_for("ready")
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        inputs = [grpcclient.InferInput("features", [1, 4], "FP32")]
+        inputs[0].set_data_from_numpy(SAMPLES[:1])
+        results: list[object] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    results.append(client.infer(MODEL, inputs))
+                except InferenceServerException as exc:
+                    errors.append(exc)
+                    return
+
+        worker = threading.Thread(target=loop)
+        worker.start()
+        time.sleep(0.5)
+        assert server.stop() == 0  # SIGTERM: exits 0 after draining
+        stop.set()
+        worker.join(timeout=10)
+        assert results
+        events = [r.get("event") for r in server.records()]
+        assert "draining" in events and events[-1] == "stopped"
+        # A call that reaches the server after the drain began is refused (UNAVAILABLE, or
+        # CANCELLED when it raced the shutdown inside grpc core), never left hanging.
+        assert all(exc.status() in ("StatusCode.UNAVAILABLE", "StatusCode.CANCELLED") for exc in errors), [
+            str(e) for e in errors
+        ]
+    finally:
+        server.stop()
+
+
+def test_grpc_port_taken_is_a_bind_error(model_path: Path, tmp_path: Path, server: V2Server) -> None:
+    clash = V2Server(server_config(model_path, grpc_port=server.grpc_port), tmp_path)
+    assert clash.proc.wait(timeout=20) == 1
+    assert any(r.get("event") == "bind_error" for r in clash.records()), clash.lines
+
+
+def test_descriptors_match_the_standard_client_field_by_field() -> None:
+    """Same message names and field numbers as tritonclient's copy of the protocol."""
+    from tritonclient.grpc import service_pb2 as triton
+
+    for name in ("ServerLiveResponse", "ServerReadyResponse", "ModelReadyRequest", "ModelReadyResponse",
+                 "ServerMetadataResponse", "ModelMetadataRequest", "ModelMetadataResponse", "ModelInferRequest",
+                 "ModelInferResponse", "InferParameter", "InferTensorContents"):
+        ours, theirs = getattr(pb, name).DESCRIPTOR, getattr(triton, name).DESCRIPTOR
+        assert ours.full_name == theirs.full_name
+        _same_fields(ours, theirs)
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert service.full_name == "inference.GRPCInferenceService"
+
+
+def _same_fields(ours: object, theirs: object) -> None:
+    for field in ours.fields:  # type: ignore[attr-defined]
+        other = theirs.fields_by_name[field.name]  # type: ignore[attr-defined]
+        assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), field.full_name
+        if field.message_type is not None:
+            _same_fields(field.message_type, other.message_type)
