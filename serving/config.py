@@ -19,6 +19,19 @@ from typing import Any
 CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
 DEFAULT_CONFIG_PATH = "/app/serving.json"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# Front-end limits (serving.http1): integer fields with their default and allowed range.
+LIMITS: dict[str, tuple[int, int, int]] = {
+    "max_connections": (1024, 1, 1_000_000),
+    "max_buffered_bytes": (64 * 1024 * 1024, 1024, 2**40),
+    "max_header_bytes": (64 * 1024, 1024, 16 * 1024 * 1024),
+    "max_headers": (100, 4, 10_000),
+}
+# Timeouts in seconds: a request must be complete this long after its first byte; an idle
+# keep-alive connection (or one whose client stopped reading) is closed after this long.
+TIMEOUTS: dict[str, tuple[float, float, float]] = {
+    "request_timeout_s": (30.0, 0.1, 3600.0),
+    "idle_timeout_s": (75.0, 0.1, 86400.0),
+}
 
 # dtypes a client may send for an input; the runtime casts or quantizes them to the
 # model's tensor type.
@@ -29,7 +42,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _TOP_LEVEL_FIELDS = (
     "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
-    "runtime", "max_batch_size", "max_latency_ms", "api_key_env",
+    "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
     "grpc_port",
 )
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
@@ -74,6 +87,14 @@ class ServingConfig:
     api_key_env: str | None = None
     # The Open Inference Protocol's gRPC service on this port (0: an ephemeral one); None = off.
     grpc_port: int | None = None
+    # Front-end limits: over max_connections or max_buffered_bytes (request bytes held across
+    # all connections) a client gets 503 with Retry-After; over the head limits 431.
+    max_connections: int = LIMITS["max_connections"][0]
+    max_buffered_bytes: int = LIMITS["max_buffered_bytes"][0]
+    max_header_bytes: int = LIMITS["max_header_bytes"][0]
+    max_headers: int = LIMITS["max_headers"][0]
+    request_timeout_s: float = TIMEOUTS["request_timeout_s"][0]
+    idle_timeout_s: float = TIMEOUTS["idle_timeout_s"][0]
 
     @property
     def batching_enabled(self) -> bool:
@@ -144,13 +165,27 @@ class ServingConfig:
             if grpc_port and grpc_port == port:
                 errors.append(f"grpc_port: must differ from port ({port}), got {grpc_port}")
 
+        limits = {
+            key: _check_int(data.get(key, default), key, low, high, errors)
+            for key, (default, low, high) in LIMITS.items()
+        }
+        timeouts = {
+            key: _check_number(data.get(key, default), key, low, high, errors)
+            for key, (default, low, high) in TIMEOUTS.items()
+        }
+        if not errors and limits["max_buffered_bytes"] < max_body:
+            errors.append(
+                f"max_buffered_bytes: must be at least max_body_bytes ({max_body}), "
+                f"got {limits['max_buffered_bytes']}"
+            )
+
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
             model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
             host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
-            api_key_env=api_key_env, grpc_port=grpc_port,
+            api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port,
         )
 
     @classmethod
@@ -216,6 +251,13 @@ def _check_int(value: Any, where: str, low: int, high: int, errors: list[str]) -
         errors.append(f"{where}: must be an integer in {low}..{high}, got {_show(value)}")
         return low
     return value
+
+
+def _check_number(value: Any, where: str, low: float, high: float, errors: list[str]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        errors.append(f"{where}: must be a number in {low:g}..{high:g}, got {_show(value)}")
+        return low
+    return float(value)
 
 
 def _check_inputs(value: Any, errors: list[str]) -> list[InputSpec]:

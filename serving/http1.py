@@ -1,53 +1,55 @@
-"""HTTP/1.1 on an asyncio event loop: one small protocol object per connection, no thread per socket.
+"""HTTP/1.1 front end on one asyncio event loop: llhttp (through httptools) parses, this module frames, limits and answers.
 
-Why an event loop: with one thread per connection the server spent its time switching threads
-(GIL and interpreter-lock hand-offs, about 16 context switches per request) rather than doing
-Python work. Here one thread reads every socket, and the requests read in one pass of the loop
-reach the batcher together, so they can run as one inference.
+httptools hands over the parts of each request as llhttp finds them; what a server does around
+a parser is written here, because no well-kept library offers it short of a whole framework
+(whose per-request tasks and ASGI dictionaries cost more than our work per request): answers to
+pipelined requests in order, backpressure (no reading while answers cannot leave), timeouts
+(408 for a request not complete in time, idle connections closed), a lingering close, the checks
+before any body is awaited (413 from ``Content-Length``, 100 Continue only after them), and caps
+on heads (431), connections and request bytes held across connections (503 with
+``Retry-After``). Every refusal is a JSON error naming the part of the request and the fix.
 
-The parser is strict instead of lenient: anything it does not understand is answered with a JSON
-4xx/5xx and the connection closes, so a proxy in front cannot disagree with it about where a
-request ends. Bodies need a ``Content-Length`` (chunked bodies get 411); the length is checked
-against the limit before the body is waited for (413). Requests on one connection are answered
-one at a time, in order (pipelined requests wait in the buffer).
+llhttp runs in its strict mode: it refuses bare CR, bytes that do not belong in a request line
+or header, conflicting ``Content-Length`` headers, and anything that could frame a request
+differently from a proxy in front. Chunked request bodies are decoded by llhttp and held to the
+same body cap. Upgrade, CONNECT, HTTP/0.9 and HTTP/2 (also the prior-knowledge preface) are
+refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import resource
 import socket
 import time
+from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Protocol
+from typing import Any, Protocol
+
+import httptools
 
 from serving.config import ServingConfig
-from serving.errors import ClientError, error_body
-from serving.errors import show as _show
+from serving.errors import ClientError, error_body, show
 from serving.logs import log_event
 from serving.messages import JSON, Request, Response
 
-MAX_LINE = 65536  # bytes per request or header line
-MAX_HEADERS = 100
-MAX_HEAD = 2 * MAX_LINE  # request line + headers, in bytes
-# A request must be complete this long after its first byte arrived, however slowly it trickles.
-REQUEST_TIMEOUT_S = 30.0
-# Idle keep-alive connections (and clients that stopped reading their answers) are cut off after
-# this long so silent clients cannot pin memory.
-IDLE_TIMEOUT_S = 75.0
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a header value (tab is)
+# Request targets are visible ASCII only (RFC 9112 3.2): no tab, space, control or 8-bit bytes.
+_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a response that closes the connection: send FIN, keep reading (and dropping) what the
 # client still sends for this long once the answer is out, so it is not lost to a TCP reset.
 LINGER_S = 2.0
-LINGER_MAX_S = 60.0
-# How often connections are checked for the timeouts above.
-SWEEP_INTERVAL_S = 1.0  # ... but no longer than this after the last write, if the answer cannot leave
+LINGER_MAX_S = 60.0  # ... but no longer than this after the last write, if the answer cannot leave
+# How often connections are checked for their timeouts.
+SWEEP_INTERVAL_S = 1.0
+# Accept errors (e.g. EMFILE) are logged at most once per this many seconds, with a count.
+ACCEPT_ERROR_LOG_S = 5.0
+_RETRY = (("Retry-After", "1"),)
 
 
 class App(Protocol):
@@ -57,25 +59,50 @@ class App(Protocol):
     def record(self, request: Request, status: int, remote: str) -> None: ...
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (each connection is a file); return both."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # e.g. an unlimited hard limit the kernel caps lower
+            pass
+    return soft, hard
+
+
 class HttpServer:
-    """The listening socket and its connections; everything runs on one event loop."""
+    """The listening socket, its connections, and the caps shared by all of them."""
 
     def __init__(self, address: tuple[str, int], app: App, config: ServingConfig) -> None:
         self.app = app
         self.draining = False
         self.max_body_bytes = config.max_body_bytes
-        self.handle = app.handle
-        self.record = app.record
+        self.max_buffered_bytes = config.max_buffered_bytes
+        self.max_header_bytes = config.max_header_bytes
+        self.max_headers = config.max_headers
+        self.max_connections = config.max_connections
+        self.request_timeout_s = config.request_timeout_s
+        self.idle_timeout_s = config.idle_timeout_s
+        self.buffered = 0  # request bytes held across connections (heads, bodies, reserved lengths)
         self._connections: set[HttpConnection] = set()
         self._closed: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        self._accept_errors = 0
+        self._accept_logged = 0.0
         # Bound now, so a taken port fails before anything else starts and port 0 is known.
         self.socket = socket.create_server(address, backlog=1024, reuse_port=False)
         self.address: tuple[str, int] = self.socket.getsockname()[:2]
 
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._default_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_error)
         self._closed = asyncio.Event()
         self._server = await loop.create_server(
             lambda: HttpConnection(self), sock=self.socket, backlog=1024
@@ -114,8 +141,32 @@ class HttpServer:
             conn.expire(now)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
-    def register(self, conn: HttpConnection) -> None:
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Accept errors (out of file descriptors, memory) come in bursts: log a bounded few."""
+        error = context.get("exception")
+        message = str(context.get("message", ""))
+        if "accept" not in message.lower() and not (isinstance(error, OSError) and "accept" in repr(context)):
+            if self._default_handler is not None:
+                self._default_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        self._accept_errors += 1
+        now = time.monotonic()
+        if now - self._accept_logged >= ACCEPT_ERROR_LOG_S:
+            log_event(event="accept_error", error=f"{message}: {error}", count=self._accept_errors,
+                      connections=len(self._connections))
+            self._accept_errors = 0
+            self._accept_logged = now
+
+    # -- what connections ask --
+
+    def register(self, conn: HttpConnection) -> bool:
+        """Track a new connection; False when the connection cap is reached."""
+        if len(self._connections) >= self.max_connections or self.draining:
+            return False
         self._connections.add(conn)
+        return True
 
     def unregister(self, conn: HttpConnection) -> None:
         self._connections.discard(conn)
@@ -123,31 +174,41 @@ class HttpServer:
             self._closed.set()
 
 
-class Owner(Protocol):
-    """What a connection needs from the server that accepted it."""
+class _Refusal:
+    """A request that cannot be served, answered in its turn and then the connection closes."""
 
-    draining: bool
-    max_body_bytes: int
+    __slots__ = ("request", "error")
 
-    def register(self, conn: HttpConnection) -> None: ...
-    def unregister(self, conn: HttpConnection) -> None: ...
-    def handle(self, request: Request, conn: HttpConnection) -> None: ...
-    def record(self, request: Request, status: int, remote: str) -> None: ...
+    def __init__(self, request: Request, error: ClientError) -> None:
+        self.request = request
+        self.error = error
 
 
 class HttpConnection(asyncio.Protocol):
-    """One keep-alive connection: parse requests, hand them to the owner, write the answers."""
+    """One keep-alive connection: parse requests, hand them to the app in order, write the answers."""
 
-    def __init__(self, owner: Owner) -> None:
-        self._owner = owner
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._app = server.app
+        self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._head: Request | None = None  # request whose head is parsed, body not complete
+        self._pending: deque[Request | _Refusal] = deque()  # complete, waiting for their turn
+        self.request: Request | None = None  # handed to the app, not answered yet
+        # The message being parsed: its parts so far and the bytes it holds against the cap.
+        self._parsing: Request | None = None
+        self._in_head = False
+        self._url: list[bytes] = []
         self._head_size = 0
+        self._head_held = 0
+        self._header_count = 0
+        self._body: list[bytes] = []
         self._body_size = 0
-        self._continue_sent = False
-        self.request: Request | None = None  # handed to the owner, not answered yet
-        self._in_process = False
+        self._chunked = False
+        self._held = 0
+        self._expect_continue = False
+        self._broken = False  # a refusal is queued: nothing after it is parsed
+        self._error: ClientError | None = None  # raised by a parser callback, for data_received
+        self._dispatching = False
         self._closing = False
         self._peer_eof = False
         self._reading_paused = False
@@ -160,19 +221,47 @@ class HttpConnection(asyncio.Protocol):
     # -- asyncio callbacks --
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
-        self._owner.register(self)
+        if not self._server.register(self):  # over the cap: answer at once, then close
+            self._broken = True
+            request = self.request = Request("", "")
+            message = (f"the server has {self._server.max_connections} connections open "
+                       "(max_connections); retry shortly")
+            self.respond(request, 503, error_body(message), _RETRY, close=True)
 
     def data_received(self, data: bytes) -> None:
         self.last_active = time.monotonic()
-        if self._closing:
-            return  # lingering after a closing response: drop what still arrives
-        if not self._buffer and self.partial_since is None:
+        if self._closing or self._broken:
+            return  # lingering after a closing response, or after a refusal: drop what arrives
+        server = self._server
+        if self._in_head:  # head bytes are held inside the parser until the head is complete
+            self._head_held += len(data)
+            server.buffered += len(data)
+        elif self._parsing is None and self.partial_since is None:
             self.partial_since = self.last_active
-        self._buffer += data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            error, self._error = self._error, None  # what our callback raised (httptools keeps no cause)
+            self._refuse(error if error is not None else ClientError(400, _malformed(exc)))
+        except httptools.HttpParserUpgrade:
+            self._refuse(_upgrade_refused())
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(ClientError(400, "malformed request line or unknown method; send "
+                                          "'GET|HEAD|POST <target> HTTP/1.1' followed by CRLF"))
+        except httptools.HttpParserError as exc:
+            if str(exc).startswith("Pause on PRI"):  # the HTTP/2 prior-knowledge preface
+                self._refuse(ClientError(505, "HTTP/2 is not supported here; send HTTP/1.1 requests"))
+            else:
+                self._refuse(ClientError(400, _malformed(exc)))
+        else:
+            if self._in_head and self._head_held > 2 * server.max_header_bytes:
+                # Padding llhttp keeps inside one field (spaces, an endless value) counts too.
+                self._refuse(ClientError(431, _head_too_long(server.max_header_bytes)))
+            elif server.buffered > server.max_buffered_bytes and self._parsing is not None:
+                self._refuse(_busy())
         self._continue()
 
     def eof_received(self) -> bool:
@@ -186,10 +275,15 @@ class HttpConnection(asyncio.Protocol):
         self._transport = None
         if self._linger is not None:
             self._linger.cancel()
-        if self._head is not None:  # gone mid-request: counted as nginx's 499, never sent
-            self._owner.record(self._head, 499, self.remote)
-            self._head = None
-        self._owner.unregister(self)
+        if self._parsing is not None and not self._in_head:  # gone mid-body: nginx's 499, never sent
+            self._app.record(self._parsing, 499, self.remote)
+        self._drop_parsing()
+        while self._pending:
+            item = self._pending.popleft()
+            request = item.request if isinstance(item, _Refusal) else item
+            self._server.buffered -= request.held
+            request.held = 0
+        self._server.unregister(self)
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
         self._writing_paused = True
@@ -200,29 +294,175 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self._continue()
 
+    # -- llhttp callbacks (httptools calls them from feed_data) --
+
+    def on_message_begin(self) -> None:
+        self._parsing = Request("", "")
+        self._in_head = True
+        self._url = []
+        self._head_size = self._header_count = self._body_size = 0
+        self._body = []
+        self._chunked = self._expect_continue = False
+        if self.partial_since is None:
+            self.partial_since = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._guard(self._on_url, url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._guard(self._on_header, name, value)
+
+    def on_headers_complete(self) -> None:
+        self._guard(self._on_headers_complete)
+
+    def on_body(self, body: bytes) -> None:
+        self._guard(self._on_body, body)
+
+    def _guard(self, callback: Any, *args: Any) -> None:
+        """Run a parser callback; a ClientError it raises is kept for ``data_received``."""
+        try:
+            callback(*args)
+        except ClientError as exc:
+            self._error = exc
+            raise
+
+    def _on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_size += len(url)
+        if self._head_size > self._server.max_header_bytes:
+            raise ClientError(431, _head_too_long(self._server.max_header_bytes))
+
+    def _on_header(self, name: bytes, value: bytes) -> None:
+        server = self._server
+        self._header_count += 1
+        if self._header_count > server.max_headers:
+            raise ClientError(431, f"the request has more than {server.max_headers} header fields "
+                                   "(max_headers); send fewer")
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > server.max_header_bytes:
+            raise ClientError(431, _head_too_long(server.max_header_bytes))
+        assert self._parsing is not None
+        self._parsing.headers.add(name.decode("latin-1"), value.decode("latin-1"))
+
+    def _on_headers_complete(self) -> None:
+        request = self._parsing
+        assert request is not None
+        server = self._server
+        server.buffered -= self._head_held
+        self._head_held = 0
+        self._in_head = False
+        parser = self._parser
+        target = b"".join(self._url)
+        request.method = parser.get_method().decode("latin-1")
+        request.target = target.decode("latin-1")
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise ClientError(505, f"HTTP/{version} is not supported; send HTTP/1.1 requests")
+        request.version = "HTTP/" + version
+        if _BAD_TARGET.search(target):
+            raise ClientError(400, f"the request target {show(request.target)} has characters that must be "
+                                   "percent-encoded (space, tab, control or non-ASCII bytes)")
+        if request.method not in KNOWN_METHODS:
+            raise ClientError(501, f"Unsupported method ({request.method!r}); use GET, HEAD or POST")
+        headers = request.headers
+        hosts = headers.get_all("host")
+        if len(hosts) > 1 or (version == "1.1" and not hosts):
+            raise ClientError(400, f"an HTTP/1.1 request needs exactly one Host header, got {len(hosts)}")
+        if "upgrade" in headers:
+            raise _upgrade_refused()
+        tokens = {t.strip().lower() for value in headers.get_all("connection") for t in value.split(",")}
+        # Two Connection headers that disagree: close wins.
+        request.keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+        length = 0
+        if "transfer-encoding" in headers:
+            codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
+            if codings != ["chunked"]:  # llhttp checked that chunked comes last
+                raise ClientError(501, f"Transfer-Encoding {show(', '.join(codings))} is not supported; "
+                                       "send the body as is, with Content-Length or chunked only")
+            self._chunked = True
+        elif "content-length" in headers:
+            length = int(headers.get("content-length"))  # llhttp checked: one value, digits only
+            if length > server.max_body_bytes:
+                raise ClientError(413, f"the request body is {length} bytes; the limit is "
+                                       f"{server.max_body_bytes} (max_body_bytes)")
+        elif request.method in _BODY_METHODS:
+            raise ClientError(411, f"a Content-Length header (or chunked transfer encoding) is required "
+                                   f"for {request.method}")
+        if length:
+            if server.buffered + length > server.max_buffered_bytes:
+                raise _busy()
+            server.buffered += length
+            self._held = length
+        self._expect_continue = (
+            version == "1.1" and (length > 0 or self._chunked)
+            and headers.get("expect").lower() == "100-continue"
+        )
+
+    def _on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._body_size += len(body)
+        if self._chunked:
+            server = self._server
+            if self._body_size > server.max_body_bytes:
+                raise ClientError(413, f"the chunked request body is over {server.max_body_bytes} bytes "
+                                       "(max_body_bytes)")
+            server.buffered += len(body)
+            self._held += len(body)
+            if server.buffered > server.max_buffered_bytes:
+                raise _busy()
+
+    def on_message_complete(self) -> None:
+        request = self._parsing
+        assert request is not None
+        body = self._body
+        request.body = body[0] if len(body) == 1 else b"".join(body)
+        request.held = self._held
+        self._held = 0
+        self._body = []
+        self._parsing = None
+        self.partial_since = None
+        self._pending.append(request)
+
+    # -- going on --
+
     def _continue(self) -> None:
         """Go on after data arrived, an answer was written, or the client read its answers."""
         transport = self._transport
-        if self._in_process or transport is None or self._closing:
-            return  # (inside the parsing loop, the loop goes on by itself)
-        if self.request is None and self._buffer:
-            self._process()
-        if self._peer_eof and self.request is None and not self._writing_paused and not self._closing:
+        if self._dispatching or transport is None or self._closing:
+            return  # (inside the dispatch loop, the loop goes on by itself)
+        self._dispatching = True
+        try:
+            while (self.request is None and self._pending and not self._writing_paused
+                   and not self._closing and self._transport is not None):
+                item = self._pending.popleft()
+                if isinstance(item, _Refusal):
+                    error = item.error
+                    self.request = item.request
+                    self.respond(item.request, error.status, error_body(error.message), error.headers, close=True)
+                else:
+                    self.request = item
+                    self._app.handle(item, self)
+            if (self._expect_continue and self.request is None and not self._pending
+                    and self._parsing is not None and not self._in_head and not self._closing):
+                self._expect_continue = False  # its turn, and the checks passed: ask for the body
+                transport.write(_CONTINUE)
+        finally:
+            self._dispatching = False
+        if (self._peer_eof and self.request is None and not self._pending and not self._writing_paused
+                and not self._closing):
             # Every complete request is answered and nothing more will come.
-            if self._head is not None:  # it hung up mid-request: nobody to answer
-                self._owner.record(self._head, 499, self.remote)
-                self._head = None
+            if self._parsing is not None and not self._in_head:  # hung up mid-request: nobody to answer
+                self._app.record(self._parsing, 499, self.remote)
             self._close_after_write(transport)
             return
         self._flow()
 
     def _flow(self) -> None:
-        """Read only while answers leave and the client is not far ahead of them."""
+        """Read only while answers leave and no complete request waits for its turn."""
         transport = self._transport
         if transport is None or self._closing:
             return
-        ahead = self.request is not None and len(self._buffer) > self._owner.max_body_bytes + MAX_HEAD
-        if self._writing_paused or ahead:
+        if self._writing_paused or (self.request is not None and self._pending):
             if not self._reading_paused:
                 self._reading_paused = True
                 transport.pause_reading()
@@ -230,12 +470,27 @@ class HttpConnection(asyncio.Protocol):
             self._reading_paused = False
             transport.resume_reading()
 
+    def _refuse(self, error: ClientError) -> None:
+        """Queue the answer to a request that cannot be parsed or served; then the connection closes."""
+        request = self._parsing or Request("", "")
+        self._drop_parsing()
+        self._broken = True
+        self._pending.append(_Refusal(request, error))
+
+    def _drop_parsing(self) -> None:
+        """Give back what the message being parsed holds against the buffer cap."""
+        self._server.buffered -= self._held + self._head_held
+        self._held = self._head_held = 0
+        self._parsing = None
+        self._in_head = False
+        self._body = []
+
     # -- state the server asks about --
 
     @property
     def idle(self) -> bool:
         """No request in progress: nothing received since the last answer."""
-        return self.request is None and self._head is None and not self._buffer
+        return self.request is None and self._parsing is None and not self._pending
 
     def close(self, abort: bool = False) -> None:
         """Close: idle connections at shutdown; with ``abort``, drop answers not yet sent too
@@ -248,125 +503,16 @@ class HttpConnection(asyncio.Protocol):
 
     def expire(self, now: float) -> None:
         """Called periodically: end a connection that is silent, stuck or too slow."""
-        if self._transport is None or self.request is not None:
+        if self._transport is None or self.request is not None or self._pending:
             return  # an answer is being computed
-        if self.partial_since is not None and now - self.partial_since > REQUEST_TIMEOUT_S and not self._closing:
-            self._fail(self._head or Request("", ""), 408,
-                       f"the request was not complete within {REQUEST_TIMEOUT_S:g} s")
-        elif now - self.last_active > IDLE_TIMEOUT_S:
+        server = self._server
+        if (self.partial_since is not None and now - self.partial_since > server.request_timeout_s
+                and not self._closing and not self._broken):
+            self._refuse(ClientError(408, f"the request was not complete within "
+                                          f"{server.request_timeout_s:g} s (request_timeout_s)"))
+            self._continue()
+        elif now - self.last_active > server.idle_timeout_s:
             self.close(abort=True)
-
-    # -- parsing --
-
-    def _process(self) -> None:
-        """Parse and dispatch every complete request in the buffer, one at a time."""
-        if self._in_process:
-            return
-        self._in_process = True
-        try:
-            while (
-                self.request is None and not self._closing and self._transport is not None
-                and not self._writing_paused
-            ):
-                if not self._buffer:
-                    self.partial_since = None
-                    return
-                if self._head is None and not self._parse_head():
-                    return
-                head = self._head
-                assert head is not None
-                end = self._head_size + self._body_size
-                if len(self._buffer) < end:
-                    if (
-                        not self._continue_sent and head.version == "HTTP/1.1"
-                        and head.headers.get("expect").lower() == "100-continue"
-                    ):
-                        self._continue_sent = True  # the checks passed: tell the client to send
-                        self._transport.write(_CONTINUE)
-                    return
-                head.body = bytes(self._buffer[self._head_size:end])
-                del self._buffer[:end]
-                self._head = None
-                self.request = head
-                self.partial_since = time.monotonic() if self._buffer else None
-                self._owner.handle(head, self)
-        finally:
-            self._in_process = False
-
-    def _parse_head(self) -> bool:
-        """Parse the request line and headers into ``self._head``; False when not complete."""
-        buffer = self._buffer
-        while buffer[:1] == b"\n" or buffer[:2] == b"\r\n":  # stray CRLFs between requests
-            del buffer[: 1 if buffer[:1] == b"\n" else 2]
-        ends = [i for i in (buffer.find(b"\n\r\n"), buffer.find(b"\n\n")) if i >= 0]
-        if not ends:
-            if len(buffer) - (buffer.rfind(b"\n") + 1) > MAX_LINE:
-                self._fail(Request("", ""), 431, f"a header line is longer than {MAX_LINE} bytes")
-            elif buffer.count(b"\n") > MAX_HEADERS:
-                self._fail(Request("", ""), 431, f"more than {MAX_HEADERS} header lines")
-            elif len(buffer) > MAX_HEAD:
-                self._fail(Request("", ""), 431, f"the request head is longer than {MAX_HEAD} bytes")
-            return False
-        end = min(ends)
-        if end > MAX_HEAD:
-            return self._fail(Request("", ""), 431, f"the request head is longer than {MAX_HEAD} bytes")
-        self._head_size = end + (3 if buffer[end + 1:end + 2] == b"\r" else 2)
-        lines = bytes(buffer[:end]).split(b"\n")
-        line = lines[0].rstrip(b"\r").decode("latin-1")
-        request = Request("", "")
-        words = line.split(" ")  # exactly one space between the three parts (RFC 9112 3)
-        if len(words) != 3 or not _TOKEN.fullmatch(words[0]) or not words[1] or _CONTROL.search(line):
-            return self._fail(request, 400, f"malformed request line {_show(line)}")
-        request.method, request.target, version = words
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            return self._fail(request, 505, f"{_show(version)} is not supported; use HTTP/1.1")
-        request.version = version
-        if len(lines) - 1 > MAX_HEADERS:
-            return self._fail(request, 431, f"more than {MAX_HEADERS} header lines")
-        headers = request.headers
-        for raw in lines[1:]:
-            if len(raw) > MAX_LINE:
-                return self._fail(request, 431, f"a header line is longer than {MAX_LINE} bytes")
-            name, colon, value = raw.rstrip(b"\r").decode("latin-1").partition(":")
-            # Obsolete line folding and spaces before the colon are rejected (RFC 9112 5.1, 5.2).
-            if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-                return self._fail(request, 400, f"malformed header line {_show(name + colon + value)}")
-            headers.add(name, value.strip(" \t"))
-        if request.method not in KNOWN_METHODS:
-            return self._fail(request, 501, f"Unsupported method ({request.method!r})")
-        tokens = {token.strip() for token in headers.get("connection").lower().split(",")}
-        request.keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-        try:
-            self._body_size = self._body_length(request)
-        except ClientError as exc:
-            return self._fail(request, exc.status, exc.message)
-        self._head = request
-        self._continue_sent = False
-        return True
-
-    def _body_length(self, request: Request) -> int:
-        """The body's length from Content-Length, checked before any of the body is awaited."""
-        headers = request.headers
-        if "transfer-encoding" in headers:
-            raise ClientError(411, "chunked transfer encoding is not supported; send a Content-Length header")
-        values = [v.strip() for v in headers.get_all("content-length")]
-        if not values:
-            if request.method in _BODY_METHODS:
-                raise ClientError(411, f"a Content-Length header is required for {request.method}")
-            return 0
-        if len(set(values)) != 1 or not (values[0].isascii() and values[0].isdigit()):
-            raise ClientError(400, f"Content-Length must be one non-negative integer, got {_show(values)}")
-        length = int(values[0])
-        limit = self._owner.max_body_bytes
-        if length > limit:
-            raise ClientError(413, f"the request body is {length} bytes; the limit is {limit} (max_body_bytes)")
-        return length
-
-    def _fail(self, request: Request, status: int, message: str) -> bool:
-        """Answer a request that cannot be parsed or framed, then close: the stream is out of sync."""
-        self.request = request
-        self.respond(request, status, error_body(message), close=True)
-        return False
 
     # -- answering --
 
@@ -387,11 +533,27 @@ class HttpConnection(asyncio.Protocol):
         if request is not self.request:
             return  # already answered
         self.request = None
+        self._server.buffered -= request.held
+        request.held = 0
         transport = self._transport
         if transport is None:  # the client left while its request was being served
-            self._owner.record(request, 499, self.remote)
+            self._app.record(request, 499, self.remote)
             return
-        close = close or not request.keep_alive or self._owner.draining
+        close = close or not request.keep_alive or self._server.draining or (self._broken and not self._pending)
+        head = self._head_bytes(request, status, body, headers, content_type, close)
+        transport.write(head if request.method == "HEAD" else head + body)
+        self.last_active = time.monotonic()
+        self._app.record(request, status, self.remote)
+        if close:
+            self._close_after_write(transport)
+            return
+        self._continue()
+
+    @staticmethod
+    def _head_bytes(
+        request: Request, status: int, body: bytes, headers: tuple[tuple[str, str], ...],
+        content_type: bytes, close: bool,
+    ) -> bytes:
         parts = [
             _STATUS_LINES[status], b"Content-Type: ", content_type, b"\r\nContent-Length: ",
             str(len(body)).encode(), b"\r\n", date_header(),
@@ -402,21 +564,12 @@ class HttpConnection(asyncio.Protocol):
         elif request.version == "HTTP/1.0":
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        if request.method != "HEAD":
-            parts.append(body)
-        transport.write(b"".join(parts))
-        self.last_active = time.monotonic()
-        self._owner.record(request, status, self.remote)
-        if close:
-            self._close_after_write(transport)
-            return
-        self._continue()
+        return b"".join(parts)
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:
         self._closing = True
-        self._head = None
+        self._drop_parsing()
         self.partial_since = None
-        self._buffer.clear()
         if self._peer_eof or not transport.can_write_eof():
             transport.close()  # flushes what is buffered, then closes
             return
@@ -436,6 +589,26 @@ class HttpConnection(asyncio.Protocol):
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
             return
         transport.abort()
+
+
+def _malformed(exc: Exception) -> str:
+    reason = str(exc) or type(exc).__name__
+    return f"malformed request: {reason}; send a valid HTTP/1.1 request (RFC 9112)"
+
+
+def _head_too_long(limit: int) -> str:
+    return (f"the request line and headers are longer than {limit} bytes (max_header_bytes); "
+            "send a shorter target or fewer/shorter headers")
+
+
+def _busy() -> ClientError:
+    return ClientError(503, "the server holds too many request bytes right now (max_buffered_bytes); "
+                            "retry shortly", close=True, headers=_RETRY)
+
+
+def _upgrade_refused() -> ClientError:
+    return ClientError(400, "protocol upgrades are not supported (Upgrade header or CONNECT); "
+                            "send plain HTTP/1.1 requests")
 
 
 _date: list[tuple[int, bytes]] = [(0, b"")]

@@ -1,6 +1,7 @@
 """The real model server with FakeRuntime in place of LiteRT: HTTP tests without model files or TensorFlow.
 
-``FAKE_LOAD_DELAY_S`` makes loading take that long (for start-up and shutdown tests).
+``FAKE_LOAD_DELAY_S`` makes loading take that long (for start-up and shutdown tests);
+``FAKE_EVENT_LOOP=asyncio`` runs the standard library's loop instead of uvloop.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if os.environ.get("FAKE_EVENT_LOOP") == "asyncio":
+    sys.modules["uvloop"] = None  # type: ignore[assignment]  # makes `import uvloop` fail
 
 import serving.runtime  # noqa: E402
 from serving.lifecycle import main  # noqa: E402

@@ -57,14 +57,14 @@ class ServerProcess:
     """``python -m serving.server`` (or ``command``) on 127.0.0.1 with its stderr collected line by line."""
 
     def __init__(self, config: dict[str, Any], folder: Path, command: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, preexec_fn: Any = None) -> None:
         config_path = folder / "serving.json"
         config_path.write_text(json.dumps(config))
         full_env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path), "PYTHONPATH": str(REPO),
                     **(env or {})}
         self.proc = subprocess.Popen(
             command or [sys.executable, "-m", "serving.server"], cwd=REPO, env=full_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
