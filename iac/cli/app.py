@@ -138,6 +138,9 @@ def predict(
 def serve(
     spec: SpecArg,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port)")] = 8501,
+    grpc_port: Annotated[int | None, typer.Option(
+        help="Port of the V2 gRPC service (default: serving.grpc_port, or any free port with --port 0; "
+             "0: any free port; -1: off)")] = None,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     max_batch_size: Annotated[int | None, typer.Option(help="Override serving.max_batch_size")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Override serving.max_latency_ms")] = None,
@@ -159,6 +162,10 @@ def serve(
         result = run_prep(prep_request(resolved), progress=lambda msg: status.update(f"prep: {msg}"))
     config = serving_config(resolved, result.report)
     config.update(artifact=str(result.artifact_path), host=host, port=port)
+    if grpc_port is not None:
+        config["grpc_port"] = None if grpc_port < 0 else grpc_port
+    elif port == 0 and config.get("grpc_port") is not None:
+        config["grpc_port"] = 0  # any free port for HTTP: the same for gRPC
     for key, value in (("max_batch_size", max_batch_size), ("max_latency_ms", max_latency_ms), ("threads", threads)):
         if value is not None:
             config[key] = value
@@ -169,8 +176,9 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="modelstack-serve-") as folder:
         config_path = Path(folder) / "serving.json"
         config_path.write_text(json.dumps(config, indent=2))
+        grpc = f" and gRPC {host}:{config['grpc_port']}" if config.get("grpc_port") is not None else ""
         err.print(f"serving {resolved.name!r} ({result.report.variant}, {config['runtime']}) on "
-                  f"http://{host}:{port} — Ctrl-C stops; JSON logs follow", highlight=False, soft_wrap=True)
+                  f"http://{host}:{port}{grpc} — Ctrl-C stops; JSON logs follow", highlight=False, soft_wrap=True)
         env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "serving.server"], env=env)

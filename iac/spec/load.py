@@ -119,7 +119,16 @@ def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
                 Problem(doc.where(("data", field)), f"data.{field}", f"{value!r} does not exist (relative to {doc.path.name})",
                         "create the .npz file or fix the path")
             )
-    return problems + _family_problems(doc, spec, _format(base, spec))
+    return problems + _family_problems(doc, spec, _format(base, spec)) + _section_problems(doc, spec)
+
+
+def _section_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
+    """Settings of one section that another section's settings rule out."""
+    if spec.deploy.grpc_host_port is not None and spec.serving.grpc_port is None:
+        return [Problem(doc.where(("deploy", "grpc_host_port")), "deploy.grpc_host_port",
+                        "publishes the gRPC service, but serving.grpc_port is null (off)",
+                        "set serving.grpc_port (e.g. 8001) or remove deploy.grpc_host_port")]
+    return []
 
 
 def _format(base: Path, spec: ModelSpec) -> ModelFormat:

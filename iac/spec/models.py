@@ -301,6 +301,11 @@ class Optimize(_Strict):
 
 class Serving(_Strict):
     port: Annotated[int, Field(ge=1024, le=65535, description="Port the server listens on inside the container")] = 8501
+    grpc_port: Annotated[int | None, Field(
+        ge=1024, le=65535,
+        description="Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) "
+                    "inside the container, beside the HTTP port; null turns it off",
+    )] = 8001
     threads: Annotated[int, Field(ge=1, le=64, description="Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)")] = 1
     max_batch_size: Annotated[int, Field(
         ge=0, le=1024,
@@ -319,6 +324,12 @@ class Serving(_Strict):
                     "health checks; the key is read from this environment variable when the "
                     "container starts, never stored in the image (e.g. MODELSTACK_API_KEY)",
     )] = None
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> Serving:
+        if self.grpc_port == self.port:
+            raise ValueError(f"grpc_port and port are both {self.port}; give the gRPC service its own port, e.g. 8001")
+        return self
 
     @field_validator("api_key_env")
     @classmethod
@@ -506,7 +517,7 @@ class Kubernetes(_Strict):
 
 
 DOCKER_ONLY = {"replicas": "replicas", "cpus": "resources", "memory": "resources", "bind_address": "service_type",
-               "host_port": "service_type", "ready_timeout": "progress_deadline"}
+               "host_port": "service_type", "grpc_host_port": "service_type", "ready_timeout": "progress_deadline"}
 
 
 class Deploy(_Strict):
@@ -519,6 +530,10 @@ class Deploy(_Strict):
     base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
     host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
+    grpc_host_port: Annotated[int | None, Field(
+        ge=1024, le=65535,
+        description="The proxy's gRPC port on the host (to serving.grpc_port of the replicas); null: gRPC is not published",
+    )] = None
     ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
     kubernetes: Annotated[Kubernetes | None, Field(description="The kubernetes target's settings (required for it)")] = None
 
@@ -539,6 +554,12 @@ class Deploy(_Strict):
                 f"use {DEFAULT_BASE_IMAGE} or another image named modelstack-*"
             )
         return value
+
+    @model_validator(mode="after")
+    def _two_host_ports(self) -> Deploy:
+        if self.grpc_host_port == self.host_port:
+            raise ValueError(f"grpc_host_port and host_port are both {self.host_port}; publish gRPC on its own port, e.g. 8001")
+        return self
 
     @model_validator(mode="after")
     def _target_settings(self) -> Deploy:

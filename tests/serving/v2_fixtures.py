@@ -71,12 +71,19 @@ def server_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
 class V2Server:
     """``python -m serving.server`` with its log read line by line; ports come from "listening"."""
 
-    def __init__(self, config: dict[str, Any], folder: Path, env: dict[str, str] | None = None) -> None:
-        path = folder / "serving.json"
-        path.write_text(json.dumps(config))
+    def __init__(
+        self, config: dict[str, Any] | None, folder: Path | None, env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+    ) -> None:
+        """Serve ``config`` (written to ``folder``), or run ``argv`` instead when it is given."""
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
+        if argv is None:
+            assert config is not None and folder is not None
+            path = folder / "serving.json"
+            path.write_text(json.dumps(config))
+            env["MODELSTACK_SERVING_CONFIG"] = str(path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.server"], cwd=REPO,
-            env={**os.environ, **(env or {}), "MODELSTACK_SERVING_CONFIG": str(path), "PYTHONPATH": str(REPO)},
+            argv or [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.lines: list[str] = []
