@@ -4,7 +4,7 @@
 
 Trains the digits MLP and the digits CNN (scikit-learn's digits; nothing is downloaded) into
 a work folder, runs `prep` with every technique on each (fresh cache, threads=1 as the server
-runs), prints one table, writes results.json and results.md, and checks the issue's floors:
+runs), prints one table, writes results.json and results.md, and checks the floors:
 
 1. int8: at most 30% of the float32 LiteRT artifact's bytes, accuracy drop at most 0.5 points;
 2. pruning (sparsity >= 80%) then int8, gzipped: at least 10x smaller than the float32 LiteRT

@@ -17,7 +17,6 @@ import numpy as np
 
 BATCH = 256
 THROUGHPUT_BATCH = 32
-METRICS = ("accuracy", "top_k", "mae")
 
 
 # ----------------------------------------------------------------------------------- Keras

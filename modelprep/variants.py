@@ -67,7 +67,7 @@ def candidates(
     """What to try, in catalog order.
 
     - `variants` given: exactly those, all eligible.
-    - else `quantization` given (the first spec form): that one LiteRT variant.
+    - else `quantization` given (the shorthand): that one LiteRT variant.
     - else: the post-training LiteRT variants, plus int8 I/O / pruning / clustering / QAT when
       the spec configures them, plus the ONNX variants, measured for comparison but chosen
       only when named in `variants` (the server must be built for that runtime).
