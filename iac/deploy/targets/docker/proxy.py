@@ -28,6 +28,7 @@ class ProxyProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         write_config(props["config_dir"], "nginx.conf", props["nginx_conf"], keep_existing=False)
         write_config(props["config_dir"], "upstream.conf", props["parked_upstream"], keep_existing=True)
+        write_config(props["config_dir"], "upstream-grpc.conf", props["parked_upstream"], keep_existing=True)
         container = _run(props)
         return CreateResult(id_=str(container.id), outs={**props, "container_id": str(container.id)})
 
@@ -37,6 +38,7 @@ class ProxyProvider(ResourceProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         write_config(news["config_dir"], "nginx.conf", news["nginx_conf"], keep_existing=False)
+        write_config(news["config_dir"], "upstream-grpc.conf", news["parked_upstream"], keep_existing=True)
         if changed(olds, news, RECREATE_KEYS) or not _running(news["container_name"]):
             container_id = str(_run(news).id)  # the port or image changed, or it is down: a new container
         else:
@@ -92,6 +94,9 @@ def reload(container_name: str) -> None:
 
 def _run(props: dict[str, Any]) -> Any:
     s = props["settings"]  # numbers come back from Pulumi state as floats
+    ports = {f"{int(s['proxy_port'])}/tcp": (s["bind_address"], int(s["host_port"]))}
+    if s.get("grpc_host_port") is not None:
+        ports[f"{int(s['proxy_grpc_port'])}/tcp"] = (s["bind_address"], int(s["grpc_host_port"]))
     remove_named(props["container_name"])
     container = docker_client().containers.run(
         props["image"],
@@ -100,7 +105,7 @@ def _run(props: dict[str, Any]) -> Any:
         detach=True,
         user=PROXY_UID,
         network=props["network_name"],
-        ports={f"{int(s['proxy_port'])}/tcp": (s["bind_address"], int(s["host_port"]))},
+        ports=ports,
         volumes={props["config_dir"]: {"bind": CONFIG_MOUNT, "mode": "ro"}},
         labels={**owner_labels(props["owner"]), "org.modelstack.role": "proxy"},
         tmpfs={"/tmp": "rw,noexec,nosuid,size=64m"},

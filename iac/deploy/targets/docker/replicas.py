@@ -169,7 +169,11 @@ def _zeros(shape: list[Any]) -> Any:
 def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:
     from iac.build.proxy_config import upstream_conf
 
-    write_config(props["config_dir"], "upstream.conf", upstream_conf(names, int(props["settings"]["port"])), keep_existing=False)
+    settings = props["settings"]
+    write_config(props["config_dir"], "upstream.conf", upstream_conf(names, int(settings["port"])), keep_existing=False)
+    if settings.get("grpc_port") is not None:  # the proxy publishes gRPC: the same replicas at their gRPC port
+        write_config(props["config_dir"], "upstream-grpc.conf", upstream_conf(names, int(settings["grpc_port"])),
+                     keep_existing=False)
     reload(props["proxy_name"])
     _wait_serving(props)
 

@@ -12,20 +12,31 @@ def replica_settings(spec: ResolvedSpec) -> dict[str, Any]:
     from iac.spec.models import memory_bytes
 
     d = spec.spec.deploy
-    return {
+    settings = {
         "port": spec.spec.serving.port,
         "host_port": d.host_port,
         "cpus": d.cpus,
         "memory_bytes": memory_bytes(d.memory),
         "pids": 256,
     }
+    if publishes_grpc(spec):  # the proxy's gRPC upstream lists the replicas at this port
+        settings["grpc_port"] = spec.spec.serving.grpc_port
+    return settings
+
+
+def publishes_grpc(spec: ResolvedSpec) -> bool:
+    """The proxy passes gRPC on deploy.grpc_host_port to the replicas' serving.grpc_port."""
+    return spec.spec.deploy.grpc_host_port is not None and spec.spec.serving.grpc_port is not None
 
 
 def proxy_settings(spec: ResolvedSpec) -> dict[str, Any]:
-    from iac.build.proxy_config import PROXY_PORT
+    from iac.build.proxy_config import PROXY_GRPC_PORT, PROXY_PORT
 
     d = spec.spec.deploy
-    return {"bind_address": str(d.bind_address), "host_port": d.host_port, "proxy_port": PROXY_PORT}
+    settings = {"bind_address": str(d.bind_address), "host_port": d.host_port, "proxy_port": PROXY_PORT}
+    if publishes_grpc(spec):
+        settings.update(grpc_host_port=d.grpc_host_port, proxy_grpc_port=PROXY_GRPC_PORT)
+    return settings
 
 
 def probe_host(spec: ResolvedSpec) -> str:
@@ -40,3 +51,8 @@ def base_url(spec: ResolvedSpec) -> str:
 
 def endpoint(spec: ResolvedSpec) -> str:
     return f"{base_url(spec)}/v1/models/{spec.spec.name}:predict"
+
+
+def grpc_target(spec: ResolvedSpec) -> str | None:
+    """host:port of the proxy's gRPC service (what a gRPC client dials), or None when not published."""
+    return f"{probe_host(spec)}:{spec.spec.deploy.grpc_host_port}" if publishes_grpc(spec) else None

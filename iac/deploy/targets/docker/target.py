@@ -10,7 +10,9 @@ from iac.deploy.targets.docker.healer import Healer
 from iac.deploy.targets.docker.network import Network
 from iac.deploy.targets.docker.proxy import Proxy
 from iac.deploy.targets.docker.replicas import Replicas, version_of
-from iac.deploy.targets.docker.settings import base_url, endpoint, probe_host, proxy_settings, replica_settings
+from iac.deploy.targets.docker.settings import (
+    base_url, endpoint, grpc_target, probe_host, proxy_settings, publishes_grpc, replica_settings,
+)
 from iac.spec.errors import UserError
 from modelprep.cache import default_root
 
@@ -32,7 +34,7 @@ class Target(pulumi.ComponentResource):
         proxy = Proxy(
             f"{name}-proxy", owner=owner, container_name=f"{base}-proxy", image=PROXY_IMAGE,
             network_name=network.network_name, settings=proxy_settings(spec), config_dir=config_dir,
-            nginx_conf=nginx_conf(spec.name, spec.spec.deploy.replicas),
+            nginx_conf=nginx_conf(spec.name, spec.spec.deploy.replicas, grpc=publishes_grpc(spec)),
             parked_upstream=PARKED, opts=child,
         )
         settings = replica_settings(spec)
@@ -65,4 +67,6 @@ class Target(pulumi.ComponentResource):
             "version": replicas.version,
             "replicas": replicas.replica_names.apply(len),
         }
+        if publishes_grpc(spec):
+            self.outputs["grpc_target"] = replicas.version.apply(lambda _: grpc_target(spec))
         self.register_outputs(self.outputs)
