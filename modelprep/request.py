@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from iac.spec.models import Locations, Metric, Optimize, ResolvedSpec
 from modelprep.hashing import file_sha256, json_sha256
+from modelprep.transformers.request import TextRequest
 from modelprep.variants import Candidate, Variant, candidates
 
 # Bump when conversion or evaluation changes, so cached artifacts are rebuilt.
@@ -36,6 +37,7 @@ class PrepRequest(BaseModel):
     all_variants: bool = False
     latency_budget_s: float = 0.4  # time per latency loop; not part of any key
     locations: Locations = Locations()  # where the spec's fields are written; not part of any key
+    text: TextRequest | None = None  # a Hugging Face text model (modelprep.transformers); None for Keras
 
     def where(self, path: str) -> str:
         """Where the spec writes a field, for errors: `where("optimize.variants")` → "model.yaml:14"."""
@@ -49,7 +51,17 @@ class PrepRequest(BaseModel):
         return PrepRequest.model_validate({**data, **changes})
 
     def candidates(self) -> list[Candidate]:
+        """What to try. A variant the spec knows but this model family cannot make (one for
+        another family) is a UserError at the spec's line."""
+        from iac.spec.errors import UserError
+        from modelprep.variants import CATALOG
+
         o = self.optimize
+        foreign = [v.value for v in o.variants or [] if v.value not in CATALOG]
+        if foreign:
+            raise UserError.single(self.where("optimize.variants"), "optimize.variants",
+                                   f"{', '.join(foreign)} cannot be made from a Keras model",
+                                   f"use some of {', '.join(CATALOG)}")
         return candidates(
             None if o.variants is None else tuple(v.value for v in o.variants),
             None if o.quantization is None else o.quantization.value,
@@ -58,6 +70,10 @@ class PrepRequest(BaseModel):
 
 
 def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
+    if spec.model_format.value == "huggingface":
+        from modelprep.transformers.request import text_prep_request
+
+        return text_prep_request(spec, all_variants)
     tensor = spec.spec.model.inputs[0]
     return PrepRequest(
         model_path=spec.model_path,
@@ -132,7 +148,8 @@ def _top_k(o: Optimize) -> int | None:
 def _settings(req: PrepRequest) -> dict[str, Any]:
     optimize = req.optimize.model_dump(mode="json", exclude={"fine_tuning_data"})  # data is keyed by its bytes
     return canon({**optimize, "model_sha256": req.model_sha256, "input_name": req.input_name,
-                   "sample_shape": list(req.sample_shape), "threads": req.threads, "all_variants": req.all_variants})
+                   "sample_shape": list(req.sample_shape), "threads": req.threads, "all_variants": req.all_variants,
+                   "text": None if req.text is None else req.text.model_dump(mode="json")})
 
 
 def canon(value: Any) -> Any:

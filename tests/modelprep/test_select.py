@@ -86,7 +86,16 @@ def test_candidates_default_legacy_restricted_and_all() -> None:
     assert not {"clustered-int8"} & {c.variant.name for c in configured}
 
 
-def test_catalog_names_are_spec_variant_names() -> None:
-    from iac.spec.models import VariantName
+def test_catalog_names_are_spec_variant_names_and_others_are_located_errors() -> None:
+    from iac.spec.errors import UserError
+    from iac.spec.models import Locations, VariantName
+    from modelprep.request import PrepRequest
 
-    assert [v.value for v in VariantName] == list(CATALOG), "every name a spec may write is one prep can make"
+    spec_names = [v.value for v in VariantName]
+    assert set(CATALOG) <= set(spec_names), "every variant prep makes is one a spec may name"
+    request = PrepRequest(model_path="m.keras", calibration_path="c.npz", evaluation_path="e.npz", input_name="x",
+                          sample_shape=(4,), locations=Locations(file="model.yaml", lines={"optimize.variants": 17}))
+    for name in set(spec_names) - set(CATALOG):  # another model family's variants
+        with pytest.raises(UserError) as info:
+            request.changed(optimize={"variants": [name]}).candidates()
+        assert str(info.value).startswith(f"model.yaml:17: optimize.variants: {name} cannot be made from a Keras model")
