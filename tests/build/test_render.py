@@ -15,27 +15,12 @@ import pytest
 
 from iac.build.render import render
 from iac.spec.load import load_resolved
-from modelprep.report import InputSignature, Measure, PrepReport
+from prep_reports import passing_report
 
 GOLDEN = Path(__file__).parent / "golden" / "digits"
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 RENDERED = ("Dockerfile", ".dockerignore", "serving.json", "requirements.txt")
-def _report(**chosen: object) -> PrepReport:
-    """A passing prep's report whose chosen variant is litert-int8 (or what `chosen` changes)."""
-    variant = Measure(
-        name="litert-int8", runtime="litert", technique="ptq", quantization="int8", artifact_file="model.tflite",
-        sha256="a" * 64, size_bytes=13, gzip_bytes=12, metric="accuracy", accuracy=0.99, latency_p50_us=8.0,
-        latency_p99_us=9.0, throughput_per_s=1000.0, latency_calls=100, threads=1, accuracy_drop=0.0,
-        passed_gate=True, chosen=True,
-    ).model_copy(update=chosen)
-    return PrepReport.of(
-        key="k" * 64, metric="accuracy", top_k=5, objective="smallest", max_accuracy_drop=0.01, baseline_accuracy=0.99,
-        model_sha256="b" * 64, threads=1, input=InputSignature(name="pixels", shape=[64]), evaluation_samples=360,
-        baselines=[], variants=[variant], choice="smallest artifact",
-    )
-
-
-REPORT = _report()
+REPORT = passing_report()
 
 
 @pytest.fixture()
@@ -107,7 +92,7 @@ def test_render_replaces_stale_files(inputs: tuple[Path, Path, Path], tmp_path: 
 def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     spec, artifact, wheels = inputs
     out = tmp_path / "context"
-    report = _report(runtime="onnx", artifact_file="model.onnx", name="onnx-dynamic", quantization="dynamic")
+    report = passing_report(runtime="onnx", artifact_file="model.onnx", name="onnx-dynamic", quantization="dynamic")
     files = {p.relative_to(out).as_posix() for p in render(load_resolved(spec), artifact, report, out, wheelhouse=wheels)}
     assert "model/model.onnx" in files and "model/model.tflite" not in files
     assert "onnxruntime==" in (out / "requirements.txt").read_text()

@@ -10,6 +10,7 @@ import pytest
 
 from fake_docker import FakeDocker
 from iac.deploy.dynamic import OWNER_LABEL, UNKNOWN
+from prep_reports import passing_report
 
 OWNER = "digits/dev/digits"
 LABELS = {OWNER_LABEL: OWNER}
@@ -297,7 +298,8 @@ def spec_json(spec_folder: Path) -> dict[str, Any]:
 
 def image_props(spec: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
     return {"owner": OWNER, "tag": "modelstack-dev-digits:0123456789ab", "context_key": "k1", "spec": spec or {},
-            "artifact_path": "/cache/model.tflite", "artifact_sha256": "a" * 64, "report": {}, **changes}
+            "artifact_path": "/cache/model.tflite", "artifact_sha256": "a" * 64,
+            "report": passing_report().model_dump(mode="json"), **changes}
 
 
 def test_image_diff_updates_in_place() -> None:

@@ -9,6 +9,8 @@ import pulumi
 import pytest
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
 
+from prep_reports import passing_report
+
 # Each child's type token: dynamic providers register as pulumi-python:dynamic/<module>:<name>.
 TYPES = {
     "artifact": "pulumi-python:dynamic/modelstack:ModelArtifact",
@@ -53,9 +55,10 @@ class DeployMocks(Mocks):
         outs = dict(args.inputs)
         suffix = args.name.rsplit("-", 1)[-1]
         if suffix == "artifact":
-            report = {"model_sha256": "m" * 64, "variant": "litert-int8"}
-            outs.update(artifact_path="/cache/a.tflite", artifact_sha256="a" * 64, variant="litert-int8",
-                        size_bytes=102400, accuracy=0.97, baseline_accuracy=0.975, report=report)
+            report = passing_report(size_bytes=102400, accuracy=0.97).model_copy(update={"model_sha256": "m" * 64})
+            outs.update(artifact_path="/cache/a.tflite", artifact_sha256=report.artifact_sha256, variant=report.variant,
+                        size_bytes=report.size_bytes, accuracy=report.accuracy, baseline_accuracy=report.baseline_accuracy,
+                        report=report.model_dump(mode="json"))
         elif suffix == "image":
             outs["image_id"] = "sha256:" + "1" * 64
         elif suffix == "network":
