@@ -27,7 +27,8 @@ def converted(req: PrepRequest, model: Any, calibration_x: Any, variant: Variant
     from modelprep import convert
 
     progress(f"converting {variant.name}")
-    where = req.where("optimize.variants")
+    # A failed conversion points at the field that asked for the variant.
+    where = req.where("optimize.quantization" if req.optimize.quantization is not None else "optimize.variants")
     if variant.runtime == "litert":
         result = convert.convert_litert(
             model if not Path(req.model_path).is_dir() else req.model_path, variant.quantization, calibration_x,

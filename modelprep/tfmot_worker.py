@@ -135,8 +135,9 @@ def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int, wh
     from iac.spec.errors import UserError
 
     target = float(settings["target_sparsity"])
-    begin = int(settings.get("begin_step") or 0)
-    frequency = max(1, min(int(settings.get("frequency") or 10), max(1, total_steps // 4)))
+    # The settings come with the spec's defaults filled in; only end_step may be absent (None).
+    begin = int(settings["begin_step"])
+    frequency = max(1, min(int(settings["frequency"]), max(1, total_steps // 4)))
     end = settings.get("end_step")
     if end is None:  # reach the target at 70% of fine-tuning, on a pruning step, then recover
         end = begin + frequency * max(1, int((0.7 * total_steps - begin) // frequency))
@@ -148,7 +149,7 @@ def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int, wh
             f"({settings['epochs']} epochs of the fine-tuning data)",
             "lower begin_step/end_step, or raise optimize.pruning.epochs",
         )
-    if settings.get("schedule", "polynomial") == "constant":
+    if settings["schedule"] == "constant":
         schedule = tfmot.sparsity.keras.ConstantSparsity(target, begin_step=begin, end_step=end, frequency=frequency)
     else:
         schedule = tfmot.sparsity.keras.PolynomialDecay(
