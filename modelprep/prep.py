@@ -81,6 +81,10 @@ def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lamb
     from modelprep.select import decide
 
     cache = cache or Cache()
+    if req.text is not None:  # a Hugging Face text model: its own room
+        from modelprep.transformers.prep import prep_text
+
+        return prep_text(req, cache, progress, step or (lambda *_: None))
     hit = cached_result(req, cache)
     if hit is not None:
         progress(f"cache hit {hit.key[:12]}: no TensorFlow work")

@@ -28,6 +28,8 @@ class Notes(_Data):
     frequency: int | None = None
     steps: int | None = None
     unique_weights_per_kernel: int | None = None  # clustering
+    cosine_min: float | None = None  # metric cosine: the lowest cosine to the float model over the evaluation texts
+    fused_ops: dict[str, int] | None = None  # text models: operators ONNX Runtime's BERT optimizer fused
 
 
 class Measure(_Data):

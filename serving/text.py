@@ -1,0 +1,212 @@
+"""Text models in the server: the tokenizer (the `tokenizers` library only), padding per batch, and the ONNX text runtime.
+
+A text artifact is one ONNX file whose metadata carries what the server needs beside the graph:
+the tokenizer.json, the task, the class labels, and the spec's max_length and truncation. Prep
+measures every variant through `TextModel`, the class the server runs, so what the gate
+approved is what is served.
+
+Batches pad to the longest text in the batch, rounded up to a bucket of `BUCKET` tokens (a few
+distinct shapes, so ONNX Runtime's per-shape work is reused), never to max_length: short
+requests do not pay for long ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+META_PREFIX = "modelstack."
+BUCKET = 8
+INPUTS = ("input_ids", "attention_mask")
+
+
+class TextError(ValueError):
+    """A client's text cannot be used; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    task: str  # sentence-embedding | text-classification
+    max_length: int
+    truncation: str  # truncate | refuse
+    labels: tuple[str, ...] = ()
+    output: str = "sentence_embedding"
+
+    def metadata(self, tokenizer_json: str) -> dict[str, str]:
+        """The ONNX metadata_props that make an artifact a text model."""
+        return {
+            f"{META_PREFIX}task": self.task, f"{META_PREFIX}max_length": str(self.max_length),
+            f"{META_PREFIX}truncation": self.truncation, f"{META_PREFIX}labels": json.dumps(list(self.labels)),
+            f"{META_PREFIX}output": self.output, f"{META_PREFIX}tokenizer": tokenizer_json,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str]) -> TextSettings:
+        return cls(
+            task=meta[f"{META_PREFIX}task"], max_length=int(meta[f"{META_PREFIX}max_length"]),
+            truncation=meta[f"{META_PREFIX}truncation"], labels=tuple(json.loads(meta[f"{META_PREFIX}labels"])),
+            output=meta.get(f"{META_PREFIX}output", "sentence_embedding"),
+        )
+
+
+def is_text_metadata(meta: dict[str, str]) -> bool:
+    return f"{META_PREFIX}tokenizer" in meta
+
+
+class TextTokenizer:
+    """tokenizer.json → token ids, with the spec's truncation; the file's own padding and truncation are replaced."""
+
+    def __init__(self, tokenizer_json: str, max_length: int, truncation: str) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(tokenizer_json)
+        self._tok.no_padding()
+        self.max_length = max_length
+        self.truncation = truncation
+        if truncation == "truncate":
+            self._tok.enable_truncation(max_length)
+        else:
+            self._tok.no_truncation()
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids per text; over-long texts are cut, or refused with 413, per the settings."""
+        encodings = self._tok.encode_batch(texts) if len(texts) > 1 else [self._tok.encode(texts[0])]
+        ids = [e.ids for e in encodings]
+        if self.truncation == "refuse":
+            for i, row in enumerate(ids):
+                if len(row) > self.max_length:
+                    raise TextError(
+                        f"text {i} has {len(row)} tokens, more than max_length {self.max_length}; "
+                        "shorten it or split it into several texts", status=413,
+                    )
+        return ids
+
+
+def check_texts(values: Any, where: str = "instances") -> list[str]:
+    """A list of non-empty strings (str, or UTF-8 bytes); anything else is a 400 naming the item."""
+    items = list(values.reshape(-1)) if isinstance(values, np.ndarray) else list(values)
+    texts: list[str] = []
+    for i, value in enumerate(items):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TextError(f"{where}[{i}] is not valid UTF-8 (byte {exc.start}); send UTF-8 text") from None
+        if not isinstance(value, str):
+            raise TextError(f"{where}[{i}] is {_kind(value)}, not a string; send text")
+        if not value.strip():
+            raise TextError(f"{where}[{i}] is an empty string; send some text")
+        texts.append(value)
+    if not texts:
+        raise TextError(f"{where} holds no texts; send at least one")
+    return texts
+
+
+def pad(ids: list[list[int]], bucket: int = BUCKET, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64, padded with 0 to the longest row rounded up to `bucket`."""
+    longest = max(len(r) for r in ids)
+    width = -(-longest // bucket) * bucket
+    if limit is not None:
+        width = max(min(width, limit), longest)
+    input_ids = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+class TextModel:
+    """An ONNX text artifact: texts in, L2-normalised embeddings or class probabilities out.
+
+    `predict` takes a 1-D array (or list) of strings, the batcher's concatenated samples."""
+
+    platform = "onnxruntime_onnx"
+
+    def __init__(self, path: str | os.PathLike[str], num_threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model artifact {self.path} does not exist")
+        self.num_threads = num_threads
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
+        meta = dict(self._session.get_modelmeta().custom_metadata_map)
+        if not is_text_metadata(meta):
+            raise ValueError(f"model artifact {self.path} is not a text model (no tokenizer in its metadata)")
+        self.settings = TextSettings.from_metadata(meta)
+        self.tokenizer = TextTokenizer(meta[f"{META_PREFIX}tokenizer"], self.settings.max_length, self.settings.truncation)
+        names = [i.name for i in self._session.get_inputs()]
+        if sorted(names) != sorted(INPUTS):
+            raise ValueError(f"model artifact {self.path}: a text model takes {', '.join(INPUTS)}, not {', '.join(names)}")
+        self._output_name = self._session.get_outputs()[0].name
+        self._width = int(self._session.get_outputs()[0].shape[-1]) if isinstance(self._session.get_outputs()[0].shape[-1], int) else -1
+
+    # the interface the server and the batcher use ----------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (self._width,)
+
+    @property
+    def input_dtype(self) -> np.dtype[Any]:
+        return np.dtype(object)
+
+    @property
+    def input_quantized(self) -> bool:
+        return False
+
+    @property
+    def output_dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.float32)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.settings.labels
+
+    def predict(self, batch: Any) -> np.ndarray:
+        return self.run_ids(self.tokenizer.encode(check_texts(batch)))
+
+    def run_ids(self, ids: list[list[int]]) -> np.ndarray:
+        return self.run_padded(*pad(ids))
+
+    def run_padded(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._session.run([self._output_name], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        return out.astype(np.float32, copy=False)
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
+        result = np.zeros(0)
+        for size in batch_sizes:
+            result = self.predict(np.array(["warm up"] * size, dtype=object))
+        return result
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
