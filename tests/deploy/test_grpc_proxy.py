@@ -26,7 +26,7 @@ def test_nginx_conf_has_a_grpc_server_only_when_asked() -> None:
     assert conf.startswith(plain.split("    upstream model {")[0])  # the same settings before the upstreams
     assert "upstream model_grpc {\n        include /etc/modelstack/upstream-grpc.conf;\n        keepalive 64;" in conf
     assert "listen 8081 http2;" in conf and "grpc_pass grpc://model_grpc;" in conf
-    assert "grpc_next_upstream error timeout unavailable non_idempotent;" in conf
+    assert "grpc_next_upstream error timeout non_idempotent;" in conf
     assert "grpc_next_upstream_tries 3;" in conf
     assert conf.count("{") == conf.count("}")
 
