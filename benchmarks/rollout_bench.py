@@ -2,8 +2,8 @@
 
     .venv/bin/python -m benchmarks.rollout_bench [--rounds 3] [--json out.json]
 
-Deploys a sandbox copy of the digits stack (iac.deploy.sandbox) with 2 replicas, then measures, under a steady load
-of 8 concurrent clients through the proxy:
+Deploys a sandbox copy of the digits stack (`iac.deploy.sandbox`) with 2 replicas, then measures,
+under a steady paced load (`iac.loadgen.PacedLoad`) of 8 concurrent clients through the proxy:
   - `pulumi up` for a model change (the quantization flips int8 <-> dynamic; only the first
     flip preps, later ones find the artifact cached),
   - a no-op `pulumi preview` and a no-op `pulumi up`,
