@@ -47,7 +47,7 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
         ("artifact sha256", deployed and deployed.artifact_sha256[:12], edited.artifact_sha256[:12]),
         ("input signature", _served_signature(metadata), edited_signature),
     ]
-    return [ModelChange(name, _show(old), _show(new)) for name, old, new in rows], None
+    return [ModelChange(name, _cell(old), _cell(new)) for name, old, new in rows], None
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:
