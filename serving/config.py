@@ -35,7 +35,7 @@ TIMEOUTS: dict[str, tuple[float, float, float]] = {
 
 # dtypes a client may send for an input; the runtime casts or quantizes them to the
 # model's tensor type.
-SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
+SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "string")
 
 # The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

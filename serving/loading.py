@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
     """Fail start-up when the config's input does not fit the artifact's input tensor."""
+    if spec.dtype == "string":
+        if model.input_dtype != np.dtype(object):
+            raise ValueError(f"inputs[0].dtype string needs a text model, but the artifact takes {model.input_dtype.name}")
+        return
     model_shape = model.input_shape
     if len(model_shape) != len(spec.shape) or any(
         m not in (-1, c) for m, c in zip(model_shape, spec.shape)

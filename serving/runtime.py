@@ -53,6 +53,10 @@ class Runtime(Protocol):
 def load_runtime(config: ServingConfig) -> Runtime:
     """The runtime for the config's artifact, with the config's thread count."""
     max_bucket = max(DEFAULT_MAX_BUCKET, _bucket(config.max_batch_size))
+    if config.input.dtype == "string":  # a text model: tokenizer and ONNX graph in one artifact
+        from serving.text import TextModel
+
+        return TextModel(config.artifact, num_threads=config.threads)
     if config.resolved_runtime == "onnx":
         from serving.onnx_runtime import OnnxModel
 

@@ -97,6 +97,10 @@ def check_finite_outputs(outputs: np.ndarray) -> None:
 
 def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
     """Validate nested lists against the input spec and convert them to a batch array."""
+    if spec.dtype == "string":  # text: one string per sample, tokenized by the model (serving.text)
+        from serving.text import text_batch
+
+        return text_batch(data, field)
     array = _flat_numeric(data, spec)
     if array is None:
         try:

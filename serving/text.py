@@ -20,17 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from serving.errors import ClientError, show
+
 META_PREFIX = "modelstack."
 BUCKET = 8
 INPUTS = ("input_ids", "attention_mask")
 
 
-class TextError(ValueError):
-    """A client's text cannot be used; `status` is the HTTP status to answer with."""
+class TextError(ClientError):
+    """A client's text cannot be used (400, or 413 for a text over max_length with truncation refuse)."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,61 @@ class TextModel:
         for size in batch_sizes:
             result = self.predict(np.array(["warm up"] * size, dtype=object))
         return result
+
+
+# --- request decoding: both protocols hand text inputs here ------------------------------------------
+
+
+def text_batch(data: Any, field: str) -> np.ndarray:
+    """TF Serving rows/columns for a string input: a list of strings (or [string] rows) → object array."""
+    if not isinstance(data, list) or not data:
+        raise TextError(f"{field}: must be a non-empty array of texts, got {_kind(data) if data != [] else 'an empty array'}")
+    rows = [row[0] if isinstance(row, list) and len(row) == 1 else row for row in data]
+    return np.array(check_texts(rows, field), dtype=object)
+
+
+def v2_text_batch(tensor: dict[str, Any], tail: Any, binary: bool, name: str, where: str) -> np.ndarray:
+    """A V2 BYTES tensor of shape [n] or [n, 1], JSON strings or binary (length-prefixed) elements → object array."""
+    from serving import v2_binary
+    from serving.bytes_tensors import TensorDataError
+
+    for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
+        if key not in tensor:
+            raise TextError(f"{where}.{key}: required field is missing")
+    if tensor["name"] != name:
+        raise TextError(f'{where}.name: this model\'s input is "{name}", got {show(tensor["name"])}')
+    shape = tensor["shape"]
+    if not (isinstance(shape, list) and len(shape) in (1, 2) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            and shape[0] >= 1 and shape[1:] in ([], [1])):
+        raise TextError(f'{where}.shape: input "{name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}')
+    if tensor["datatype"] != "BYTES":
+        raise TextError(f'{where}.datatype: input "{name}" takes text as BYTES, got {show(tensor["datatype"])}')
+    count = shape[0]
+    if binary:
+        if tail is None:
+            raise TextError(f"{where}.parameters.binary_data_size: binary tensor data needs the "
+                            "Inference-Header-Content-Length header (the size of the JSON part of the body)")
+        try:
+            reader = v2_binary.BinaryTail(tail)
+            values = v2_binary.tensor_from_bytes(reader.take(tensor["parameters"]["binary_data_size"], where), "BYTES",
+                                                 [count], where)
+            reader.finish()
+        except TensorDataError as exc:
+            raise TextError(str(exc)) from None
+        return np.array(check_texts(list(values), f"{where}.data"), dtype=object)
+    data = tensor["data"]
+    if not isinstance(data, list):
+        raise TextError(f'{where}.data: must be an array of strings for input "{name}", got {_kind(data)}')
+    flat = [row[0] if isinstance(row, list) and len(row) == 1 else row for row in data]
+    if len(flat) != count:
+        raise TextError(f"{where}.data: shape {shape} needs {count} texts, got {len(flat)}")
+    return np.array(check_texts(flat, f"{where}.data"), dtype=object)
+
+
+def labelled(outputs: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Class probabilities as rows naming the most likely label and each label's probability."""
+    return [{"label": labels[int(np.argmax(row))], "probabilities": {k: float(v) for k, v in zip(labels, row)}}
+            for row in outputs]
 
 
 def _kind(value: Any) -> str:

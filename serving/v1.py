@@ -22,7 +22,7 @@ _PREDICT_FIELDS = ("instances", "inputs", "signature_name")
 _TF_DTYPES = {
     "float32": "DT_FLOAT", "float16": "DT_HALF", "float64": "DT_DOUBLE", "int8": "DT_INT8",
     "uint8": "DT_UINT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
-    "bool": "DT_BOOL",
+    "bool": "DT_BOOL", "string": "DT_STRING",
 }
 
 
@@ -100,9 +100,14 @@ def _unwrap_columns(inputs: Any, name: str) -> Any:
     return inputs
 
 
-def encode_outputs(key: str, outputs: np.ndarray) -> bytes:
-    """``{"<key>": outputs}`` as JSON bytes; a model output that is not finite is a server error."""
+def encode_outputs(key: str, outputs: np.ndarray, labels: tuple[str, ...] = ()) -> bytes:
+    """``{"<key>": outputs}`` as JSON bytes; a model output that is not finite is a server error.
+    A classifier with class names answers each row as its label and every label's probability."""
     check_finite_outputs(outputs)
+    if labels:
+        from serving.text import labelled
+
+        return dumps({key: labelled(outputs, labels)})
     return dumps({key: np.ascontiguousarray(outputs)})
 
 
@@ -170,6 +175,6 @@ def predict(state: ModelState, request: Request, reply: Reply) -> None:
         if error is not None:
             raise error
         assert outputs is not None
-        return Response(200, encode_outputs(key, outputs))
+        return Response(200, encode_outputs(key, outputs, getattr(state.model, "labels", ())))
 
     batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))

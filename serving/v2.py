@@ -57,7 +57,7 @@ def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, 
         "versions": ["1"],
         "platform": model.platform,
         "inputs": [
-            {"name": spec.name, "datatype": V2_DATATYPES[spec.dtype], "shape": [-1, *spec.shape]}
+            {"name": spec.name, "datatype": V2_DATATYPES.get(spec.dtype, "BYTES"), "shape": [-1, *spec.shape]}
         ],
         "outputs": [
             {
@@ -120,6 +120,10 @@ def decode_infer(
     binary = "binary_data_size" in (tensor.get("parameters") or {})
     if binary and "data" in tensor:
         raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
+    if spec.dtype == "string":  # text: a BYTES tensor, one string per sample (serving.text)
+        from serving.text import v2_text_batch
+
+        return v2_text_batch(tensor, tail, binary, spec.name, where), request_id, _binary_output(payload)
     for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise ClientError(400, f"{where}.{key}: required field is missing")
