@@ -324,11 +324,46 @@ class Serving(_Strict):
                     "health checks; the key is read from this environment variable when the "
                     "container starts, never stored in the image (e.g. MODELSTACK_API_KEY)",
     )] = None
+    max_connections: Annotated[int, Field(
+        ge=1, le=1_000_000,
+        description="Connections open at once; a connection over this gets 503 with Retry-After",
+    )] = 1024
+    max_buffered_bytes: Annotated[int, Field(
+        ge=1024, le=2**40,
+        description="Request bytes held across all connections (heads, bodies, announced "
+                    "Content-Lengths); a request over this gets 503 with Retry-After. At least "
+                    "max_body_bytes",
+    )] = 64 * 1024**2
+    max_header_bytes: Annotated[int, Field(
+        ge=1024, le=16 * 1024**2,
+        description="Request line and header fields of one request; longer heads get 431",
+    )] = 64 * 1024
+    max_headers: Annotated[int, Field(
+        ge=4, le=10_000, description="Header fields of one request; more get 431",
+    )] = 100
+    request_timeout_s: Annotated[float, Field(
+        ge=0.1, le=3600.0,
+        description="Seconds a request may take to arrive, from its first byte; slower ones get 408",
+    )] = 30.0
+    idle_timeout_s: Annotated[float, Field(
+        ge=0.1, le=86400.0,
+        description="Seconds an idle keep-alive connection (or one whose client stopped reading) stays open",
+    )] = 75.0
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:
         if self.grpc_port == self.port:
             raise ValueError(f"grpc_port and port are both {self.port}; give the gRPC service its own port, e.g. 8001")
+        return self
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_body(self) -> Serving:
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) is below max_body_bytes "
+                f"({self.max_body_bytes}): no request of the largest size could be held; raise "
+                "max_buffered_bytes or lower max_body_bytes"
+            )
         return self
 
     @field_validator("api_key_env")
