@@ -39,7 +39,7 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
         "max_latency_ms": s.serving.max_latency_ms,
         "max_body_bytes": s.serving.max_body_bytes,
         "api_key_env": s.serving.api_key_env,
-        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype.value} for t in s.model.inputs],
+        "inputs": [{"name": t.name, "shape": list(t.shape or []), "dtype": t.dtype.value} for t in spec.inputs],
         "metadata": report.served().model_dump(mode="json"),
     }
 
@@ -86,6 +86,8 @@ def artifact_name(report: PrepReport) -> str:
 
 def requirements_file(report: PrepReport) -> Path:
     """The image carries one runtime: LiteRT, or ONNX Runtime for an ONNX artifact."""
+    if report.input.dtype == "string":  # a text model: ONNX Runtime and the tokenizer
+        return SERVING_PACKAGE / "requirements-text.txt"
     name = "requirements-onnx.txt" if report.runtime == "onnx" else "requirements.txt"
     return SERVING_PACKAGE / name
 

@@ -110,3 +110,33 @@ def test_classifier_outputs_probabilities_and_scores_accuracy(tiny_classifier: P
     assert model.labels == ("negative", "neutral", "positive")
     probs = model.predict(np.array(texts[:5], dtype=object))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_render_gives_a_text_serving_config_and_the_tokenizer_requirements(text_prep, embedding_stack: Path, tmp_path: Path) -> None:
+    from iac.build.render import render
+
+    _, _, result = text_prep
+    files = render(load_resolved(embedding_stack), result.artifact_path, result.report, tmp_path / "ctx")
+    names = {f.relative_to(tmp_path / "ctx").as_posix() for f in files}
+    assert "model/model.onnx" in names and "app/serving/text.py" in names
+    config = json.loads((tmp_path / "ctx" / "serving.json").read_text())
+    assert config["inputs"] == [{"name": "text", "shape": [], "dtype": "string"}] and config["runtime"] == "onnx"
+    assert "tokenizers==" in (tmp_path / "ctx" / "requirements.txt").read_text()
+    assert any(n.startswith("wheels/tokenizers-") for n in names)
+
+
+def test_float_model_gives_each_text_the_same_vector_alone_and_in_a_mixed_batch(text_prep, tmp_path: Path) -> None:
+    import hashlib
+
+    from serving.text import TextModel
+
+    _, cache, result = text_prep
+    float_entry = next(v for v in result.report.variants if v.name == "onnx-float32")
+    artifact = next(p for p in cache.root.glob("*/candidate.bin") if hashlib.sha256(p.read_bytes()).hexdigest() == float_entry.sha256)
+    (tmp_path / "model.onnx").write_bytes(artifact.read_bytes())
+    model = TextModel(tmp_path / "model.onnx")
+    texts = sentences(24, seed=3, longest=40)
+    together = model.predict(np.array(texts, dtype=object))
+    for text, row in zip(texts, together):
+        np.testing.assert_allclose(model.predict(np.array([text], dtype=object))[0], row, atol=2e-5)
+
