@@ -6,6 +6,7 @@ read from the "listening" log line) on a tiny ONNX model (tests/serving/v2_fixtu
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -305,3 +306,16 @@ def _same_fields(ours: object, theirs: object) -> None:
         assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), field.full_name
         if field.message_type is not None:
             _same_fields(field.message_type, other.message_type)
+
+
+def test_serving_config_grpc_port() -> None:
+    from serving.config import ServingConfig
+
+    base = {"model_name": MODEL, "artifact": "m.tflite", "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    assert ServingConfig.from_dict(base).grpc_port is None  # absent: gRPC off
+    assert ServingConfig.from_dict({**base, "grpc_port": 8001}).grpc_port == 8001
+    assert ServingConfig.from_dict({**base, "port": 0, "grpc_port": 0}).grpc_port == 0  # both ephemeral
+    for bad, message in ((8501, "grpc_port: must differ from port (8501)"), ("8001", "grpc_port: must be an integer"),
+                         (70000, "grpc_port: must be an integer in 0..65535")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ServingConfig.from_dict({**base, "grpc_port": bad})
