@@ -71,7 +71,8 @@ ROUTES: tuple[Route, ...] = (
     Route("v2_infer", POST, "/v2/models/<name>/infer", v2.infer,
           '`{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data", "parameters"?}], '
           '"outputs"?: [{"name": "output_0"}]}` → `{"model_name", "model_version", "id"?, '
-          '"outputs": [{"name", "shape", "datatype", "data"}]}`'),
+          '"outputs": [{"name", "shape", "datatype", "data"}]}`; or binary tensor data after a JSON header '
+          '(`Inference-Header-Content-Length`, below)'),
     Route("metrics", GET, "/metrics", metrics, "Prometheus text exposition"),
     Route("healthz", GET, "/healthz", healthz, "200 while the process is up", open=True),
     Route("readyz", GET, "/readyz", readyz,
