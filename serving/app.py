@@ -61,9 +61,12 @@ class App:
         """The request metrics and the access-log line, once per answered request."""
         elapsed = time.perf_counter() - request.started
         self.state.metrics.request(request.route, status, elapsed)
-        # Hand-built JSON: this runs for every request, json.dumps of a dict costs more.
+        # Hand-built JSON: this runs for every request. Methods are tokens and addresses need no
+        # escaping; a target (visible ASCII) needs it only with a quote or a backslash.
+        target = request.target
+        path = json.dumps(target) if '"' in target or "\\" in target else f'"{target}"'
         write_line(
-            f'{{"ts":"{timestamp()}","event":"request","method":{json.dumps(request.method)},'
-            f'"path":{json.dumps(request.target)},"status":{status},'
-            f'"duration_ms":{elapsed * 1000:.3f},"remote":{json.dumps(remote)}}}'
+            f'{{"ts":"{timestamp()}","event":"request","method":"{request.method}",'
+            f'"path":{path},"status":{status},'
+            f'"duration_ms":{elapsed * 1000:.3f},"remote":"{remote}"}}'
         )

@@ -19,7 +19,6 @@ refused.
 from __future__ import annotations
 
 import asyncio
-import re
 import resource
 import socket
 import time
@@ -37,8 +36,6 @@ from serving.messages import JSON, Request, Response
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-# Request targets are visible ASCII only (RFC 9112 3.2): no tab, space, control or 8-bit bytes.
-_BAD_TARGET = re.compile(rb"[^\x21-\x7e]")
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # After a response that closes the connection: send FIN, keep reading (and dropping) what the
@@ -307,44 +304,35 @@ class HttpConnection(asyncio.Protocol):
             self.partial_since = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
-        self._guard(self._on_url, url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._guard(self._on_header, name, value)
-
-    def on_headers_complete(self) -> None:
-        self._guard(self._on_headers_complete)
-
-    def on_body(self, body: bytes) -> None:
-        self._guard(self._on_body, body)
-
-    def _guard(self, callback: Any, *args: Any) -> None:
-        """Run a parser callback; a ClientError it raises is kept for ``data_received``."""
-        try:
-            callback(*args)
-        except ClientError as exc:
-            self._error = exc
-            raise
-
-    def _on_url(self, url: bytes) -> None:
         self._url.append(url)
         self._head_size += len(url)
         if self._head_size > self._server.max_header_bytes:
-            raise ClientError(431, _head_too_long(self._server.max_header_bytes))
+            raise self._stop(ClientError(431, _head_too_long(self._server.max_header_bytes)))
 
-    def _on_header(self, name: bytes, value: bytes) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
         server = self._server
         self._header_count += 1
         if self._header_count > server.max_headers:
-            raise ClientError(431, f"the request has more than {server.max_headers} header fields "
-                                   "(max_headers); send fewer")
+            raise self._stop(ClientError(431, f"the request has more than {server.max_headers} header "
+                                              "fields (max_headers); send fewer"))
         self._head_size += len(name) + len(value) + 4
         if self._head_size > server.max_header_bytes:
-            raise ClientError(431, _head_too_long(server.max_header_bytes))
-        assert self._parsing is not None
-        self._parsing.headers.add(name.decode("latin-1"), value.decode("latin-1"))
+            raise self._stop(ClientError(431, _head_too_long(server.max_header_bytes)))
+        self._parsing.headers.add(name.decode("latin-1"), value.decode("latin-1"))  # type: ignore[union-attr]
 
-    def _on_headers_complete(self) -> None:
+    def on_headers_complete(self) -> None:
+        try:
+            self._check_head()
+        except ClientError as exc:
+            raise self._stop(exc) from None
+
+    def _stop(self, error: ClientError) -> ClientError:
+        """Keep a callback's error for ``data_received`` (httptools raises its own in its place)."""
+        self._error = error
+        return error
+
+    def _check_head(self) -> None:
+        """The checks made once the head is complete, before any of the body is awaited."""
         request = self._parsing
         assert request is not None
         server = self._server
@@ -352,36 +340,34 @@ class HttpConnection(asyncio.Protocol):
         self._head_held = 0
         self._in_head = False
         parser = self._parser
-        target = b"".join(self._url)
-        request.method = parser.get_method().decode("latin-1")
-        request.target = target.decode("latin-1")
+        url = self._url
+        request.target = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        request.method = method = parser.get_method().decode("latin-1")
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise ClientError(505, f"HTTP/{version} is not supported; send HTTP/1.1 requests")
         request.version = "HTTP/" + version
-        if _BAD_TARGET.search(target):
-            raise ClientError(400, f"the request target {show(request.target)} has characters that must be "
-                                   "percent-encoded (space, tab, control or non-ASCII bytes)")
-        if request.method not in KNOWN_METHODS:
-            raise ClientError(501, f"Unsupported method ({request.method!r}); use GET, HEAD or POST")
+        # (llhttp refuses spaces, tabs, controls and bytes >= 0x80 in the target itself.)
+        if method not in KNOWN_METHODS:
+            raise ClientError(501, f"Unsupported method ({method!r}); use GET, HEAD or POST")
         headers = request.headers
-        hosts = headers.get_all("host")
-        if len(hosts) > 1 or (version == "1.1" and not hosts):
+        values = headers.values
+        hosts = values.get("host", ())
+        if len(hosts) != 1 and (hosts or version == "1.1"):
             raise ClientError(400, f"an HTTP/1.1 request needs exactly one Host header, got {len(hosts)}")
-        if "upgrade" in headers:
+        if "upgrade" in values:
             raise _upgrade_refused()
-        tokens = {t.strip().lower() for value in headers.get_all("connection") for t in value.split(",")}
-        # Two Connection headers that disagree: close wins.
-        request.keep_alive = "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
+        # llhttp reads every Connection header: any "close" token wins over keep-alive.
+        request.keep_alive = parser.should_keep_alive()
         length = 0
-        if "transfer-encoding" in headers:
+        if "transfer-encoding" in values:
             codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
             if codings != ["chunked"]:  # llhttp checked that chunked comes last
                 raise ClientError(501, f"Transfer-Encoding {show(', '.join(codings))} is not supported; "
                                        "send the body as is, with Content-Length or chunked only")
             self._chunked = True
-        elif "content-length" in headers:
-            length = int(headers.get("content-length"))  # llhttp checked: one value, digits only
+        elif "content-length" in values:
+            length = int(values["content-length"][0])  # llhttp checked: one value, digits only
             if length > server.max_body_bytes:
                 raise ClientError(413, f"the request body is {length} bytes; the limit is "
                                        f"{server.max_body_bytes} (max_body_bytes)")
@@ -394,22 +380,22 @@ class HttpConnection(asyncio.Protocol):
             server.buffered += length
             self._held = length
         self._expect_continue = (
-            version == "1.1" and (length > 0 or self._chunked)
+            "expect" in values and version == "1.1" and (length > 0 or self._chunked)
             and headers.get("expect").lower() == "100-continue"
         )
 
-    def _on_body(self, body: bytes) -> None:
+    def on_body(self, body: bytes) -> None:
         self._body.append(body)
         self._body_size += len(body)
         if self._chunked:
             server = self._server
             if self._body_size > server.max_body_bytes:
-                raise ClientError(413, f"the chunked request body is over {server.max_body_bytes} bytes "
-                                       "(max_body_bytes)")
+                raise self._stop(ClientError(413, f"the chunked request body is over {server.max_body_bytes} "
+                                                  "bytes (max_body_bytes)"))
             server.buffered += len(body)
             self._held += len(body)
             if server.buffered > server.max_buffered_bytes:
-                raise _busy()
+                raise self._stop(_busy())
 
     def on_message_complete(self) -> None:
         request = self._parsing
@@ -554,17 +540,14 @@ class HttpConnection(asyncio.Protocol):
         request: Request, status: int, body: bytes, headers: tuple[tuple[str, str], ...],
         content_type: bytes, close: bool,
     ) -> bytes:
-        parts = [
-            _STATUS_LINES[status], b"Content-Type: ", content_type, b"\r\nContent-Length: ",
-            str(len(body)).encode(), b"\r\n", date_header(),
-        ]
-        parts.extend(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers)
+        extra = b"".join(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers) if headers else b""
         if close:
-            parts.append(b"Connection: close\r\n")
+            extra += b"Connection: close\r\n"
         elif request.version == "HTTP/1.0":
-            parts.append(b"Connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            extra += b"Connection: keep-alive\r\n"
+        return b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+            _STATUS_LINES[status], content_type, len(body), date_header(), extra,
+        )
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:
         self._closing = True

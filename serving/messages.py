@@ -23,6 +23,11 @@ class Headers:
         values = self._values.get(name.lower())
         return values[0] if values else default
 
+    @property
+    def values(self) -> dict[str, list[str]]:
+        """Every header: lower-case name -> its values in arrival order."""
+        return self._values
+
     def get_all(self, name: str) -> list[str]:
         return self._values.get(name.lower(), [])
 

@@ -7,8 +7,6 @@ nothing here raises anything else for client input.
 from __future__ import annotations
 
 import json
-import re
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -26,7 +24,9 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson_loads = _orjson_dumps = None
     _ORJSON_NUMPY = 0
 
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+# Digits -> "1", every other byte -> "0": a run of 20 digits is then a substring search.
+_DIGIT_MAP = bytes(49 if 48 <= i <= 57 else 48 for i in range(256))
+_LONG_DIGITS = b"1" * 20
 
 
 class _NonFiniteNumber(ValueError):
@@ -50,7 +50,7 @@ def parse_json(body: bytes) -> Any:
     what is wrong, so the answer does not depend on which parser ran. orjson reads integers
     beyond 64 bits as floats, so bodies with 20 digits in a row go to the standard library.
     """
-    if _orjson_loads is not None and _LONG_DIGITS.search(body) is None:
+    if _orjson_loads is not None and _LONG_DIGITS not in body.translate(_DIGIT_MAP):
         try:
             return _orjson_loads(body)
         except ValueError:  # orjson.JSONDecodeError is a ValueError
@@ -101,12 +101,10 @@ def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True
         from serving.text import text_batch
 
         return text_batch(data, field)
-    array = _flat_numeric(data, spec)
-    if array is None:
-        try:
-            array = np.asarray(data)
-        except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
-            array = None
+    try:
+        array: np.ndarray | None = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
+        array = None
     fits = array is not None and _numeric_batch_of(array, spec.shape)
     if not fits or may_hold_bools:
         # The slow walk runs only on failure (or possible booleans), to name the bad value.
@@ -118,41 +116,6 @@ def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True
             400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
         )
     return cast(array, spec, field)
-
-
-def _flat_numeric(data: Any, spec: InputSpec) -> np.ndarray | None:
-    """Fast path: nested lists of exactly ``[n, *spec.shape]`` numbers as an array, else None.
-
-    ``np.asarray`` on nested lists inspects every level element by element; checking each
-    level's types and lengths and flattening it with ``itertools.chain`` runs in C, and numpy
-    then converts one flat list (straight to float32 for a float32 input). Anything unusual
-    returns None and takes the general path, which also produces the error messages.
-    """
-    if not isinstance(data, list) or not data:
-        return None
-    level: Any = data
-    try:
-        for want in spec.shape:
-            if set(map(type, level)) != {list} or set(map(len, level)) != {want}:
-                return None
-            level = list(chain.from_iterable(level))
-        if spec.dtype == "float32":
-            # Leaves that are not int/float (str, None, nested lists) make fromiter raise;
-            # booleans are caught by the caller's scan; overflow to inf by the finite check.
-            types = set(map(type, level))
-            if not types <= {int, float}:
-                return None
-            if int in types and not -(2**63) <= min(level) <= max(level) < 2**63:
-                return None  # the general path names the out-of-range integer
-            with np.errstate(over="ignore"):
-                flat = np.fromiter(level, dtype=np.float32, count=len(level))
-        else:
-            flat = np.array(level)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if flat.ndim != 1 or flat.dtype.kind not in "iuf":
-        return None
-    return flat.reshape(len(data), *spec.shape)
 
 
 def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
@@ -220,8 +183,11 @@ def cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
     """Cast to the input's dtype, rejecting values that do not survive the cast."""
     target = np.dtype(spec.dtype)
     if target.kind == "f":
-        with np.errstate(over="ignore"):
-            batch = array.astype(target)
+        if array.dtype == target:
+            batch = array
+        else:
+            with np.errstate(over="ignore"):
+                batch = array.astype(target)
         if not np.isfinite(batch).all():
             raise ClientError(
                 400,

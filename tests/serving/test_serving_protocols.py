@@ -381,7 +381,7 @@ _leaf = st.one_of(
     ),
     dtype=st.sampled_from(["float32", "int8", "int32"]),
 )
-def test_orjson_and_flat_fast_path_decode_like_the_standard_library(
+def test_orjson_decodes_like_the_standard_library(
     data: Any, dtype: str, monkeypatch_module: pytest.MonkeyPatch
 ) -> None:
     import serving.tensors as tensors
@@ -391,6 +391,5 @@ def test_orjson_and_flat_fast_path_decode_like_the_standard_library(
     fast = _decode_outcome(body, spec)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tensors, "_orjson_loads", None)
-        patch.setattr(tensors, "_flat_numeric", lambda data, spec: None)
         slow = _decode_outcome(body, spec)
     assert fast == slow
