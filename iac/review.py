@@ -38,7 +38,7 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
     except ValidationError:  # nothing deployed, or a server that does not say
         deployed = None
     edited = cached.report.served()
-    edited_signature = ", ".join(f"{t.name}{list(t.shape)}:{t.dtype.value}" for t in spec.spec.model.inputs)
+    edited_signature = ", ".join(f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in spec.inputs)
     rows: list[tuple[str, Any, Any]] = [
         ("variant", deployed and deployed.variant, edited.variant),
         ("quantization", deployed and deployed.quantization, edited.quantization),

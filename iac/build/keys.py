@@ -16,7 +16,7 @@ def context_key(spec: ResolvedSpec, prep_key: str) -> str:
         {
             "prep": prep_key,
             "name": s.name,
-            "inputs": [t.model_dump(mode="json") for t in s.model.inputs],
+            "inputs": [t.model_dump(mode="json", exclude_none=True) for t in spec.inputs],
             "serving": s.serving.model_dump(mode="json"),
             "base_image": s.deploy.base_image,
             "context": context_inputs(),

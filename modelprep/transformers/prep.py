@@ -341,3 +341,16 @@ def _npy(array: np.ndarray) -> bytes:
 
 def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def variant_artifacts(req: PrepRequest, cache: Cache) -> dict[str, bytes]:
+    """The bytes of every variant a prep of `req` measured (for benchmarks and comparisons)."""
+    from modelprep.prep import CANDIDATE_FILE
+
+    keys = _keys(req, data_hashes(req))
+    out = {}
+    for name in VARIANTS:
+        entry = cache.get(keys[name])
+        if entry is not None:
+            out[name] = (entry / CANDIDATE_FILE).read_bytes()
+    return out

@@ -161,6 +161,8 @@ def replica_address(container: Any, network_name: str) -> str | None:
 
 
 def _zeros(shape: list[Any]) -> Any:
+    if not shape:  # a text input: one string per sample
+        return "warm-up"
     if len(shape) == 1:
         return [0.0] * int(shape[0])
     return [_zeros(shape[1:]) for _ in range(int(shape[0]))]

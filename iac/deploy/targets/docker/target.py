@@ -52,7 +52,7 @@ class Target(pulumi.ComponentResource):
                 "owner": owner, "base_name": base, "image_id": args.image_id, "network_name": network.network_name,
                 "replicas": spec.spec.deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
                 "api_key_env": key_env, "proxy_name": proxy.container_name, "config_dir": config_dir,
-                "model_name": spec.name, "input_shape": list(spec.spec.model.inputs[0].shape),
+                "model_name": spec.name, "input_shape": list(spec.inputs[0].shape or []),
                 "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
                 "ready_timeout_s": spec.spec.deploy.ready_timeout,
             },
