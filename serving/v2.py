@@ -328,7 +328,10 @@ def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
 
 def infer(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
-    header_length = request.headers.get(v2_binary.HEADER_LENGTH) or None
+    lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
+    if len(lengths) > 1:
+        raise ClientError(400, f"{_HEADER_LENGTH_NAME}: sent {len(lengths)} times; send it once")
+    header_length = lengths[0] if lengths else None
     batch, request_id, binary_output = decode_infer(request.body, state.config.input, header_length)
     model_name = state.config.model_name
 

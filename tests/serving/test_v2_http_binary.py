@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,18 @@ def test_binary_requests_that_do_not_add_up_get_400_naming_the_tensor(
     status, _, answer = _post(server, body, headers)
     assert status == 400, answer
     assert message in json.loads(answer)["error"], answer
+
+
+def test_the_header_length_sent_twice_is_400(server: V2Server) -> None:
+    document = json.dumps({"inputs": [_tensor(parameters={"binary_data_size": 16})]}).encode()
+    head = (f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(document) + 16}\r\n"
+            f"Inference-Header-Content-Length: {len(document)}\r\nInference-Header-Content-Length: 1\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head.encode() + document + b"\x00" * 16)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 400
+        assert "Inference-Header-Content-Length: sent 2 times" in json.loads(response.read())["error"]
 
 
 def test_binary_data_size_without_the_header_is_400(server: V2Server) -> None:
