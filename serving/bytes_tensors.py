@@ -55,6 +55,30 @@ def decode_bytes(raw: bytes | memoryview, count: int, where: str) -> np.ndarray:
     return out
 
 
+def split_bytes(raw: bytes | memoryview, where: str) -> list[bytes]:
+    """Every length-prefixed element in ``raw``, however many there are (the caller checks the count)."""
+    view = memoryview(raw).cast("B")
+    elements: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise TensorDataError(
+                f"{where}: BYTES element {len(elements)}: its 4-byte length is cut off "
+                f"({len(view) - offset} byte(s) left); each element is a 4-byte little-endian length "
+                "followed by that many bytes"
+            )
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise TensorDataError(
+                f"{where}: BYTES element {len(elements)} says {length} bytes, but only "
+                f"{len(view) - offset} remain; check the element lengths"
+            )
+        elements.append(bytes(view[offset:offset + length]))
+        offset += length
+    return elements
+
+
 def encode_bytes(elements: np.ndarray | list[Any]) -> bytes:
     """The binary form of a BYTES tensor (row-major); ``str`` elements are encoded as UTF-8."""
     flat = elements.ravel().tolist() if isinstance(elements, np.ndarray) else list(elements)

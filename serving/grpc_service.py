@@ -28,7 +28,7 @@ import numpy as np
 
 from serving import v2
 from serving.auth import check_api_key
-from serving.bytes_tensors import TensorDataError
+from serving.bytes_tensors import TensorDataError, split_bytes
 from serving.errors import ClientError
 from serving.logs import log_event, timestamp, write_line
 from serving.messages import Headers
@@ -213,6 +213,8 @@ def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
             )
     tensor = request.inputs[0]
     where = "inputs[0]"
+    if spec.dtype == "string":
+        return _text_input(request, tensor, spec.name, where)
     shape = list(tensor.shape)
     v2.check_input_tensor(tensor.name, shape, tensor.datatype, spec, where)
     try:
@@ -233,6 +235,27 @@ def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
     return cast(array, spec, where)
+
+
+def _text_input(request: pb.ModelInferRequest, tensor: Any, name: str, where: str) -> np.ndarray:
+    """A text model's input: one BYTES element per sample, checked by the HTTP API's rules (``serving.text``)."""
+    from serving.text import v2_text_batch
+
+    elements: list[bytes] = []
+    if tensor.datatype == "BYTES":  # any other datatype is refused below, with the HTTP API's message
+        try:
+            if len(request.raw_input_contents) > 1:
+                raise TensorDataError(
+                    f"raw_input_contents: one entry per input is needed (1), got {len(request.raw_input_contents)}"
+                )
+            if request.raw_input_contents:
+                elements = split_bytes(request.raw_input_contents[0], where)
+            else:
+                elements = list(tensor.contents.bytes_contents)
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+    document = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype, "data": elements}
+    return v2_text_batch(document, None, False, name, where)
 
 
 _METHOD_OF_ROUTE = {

@@ -319,3 +319,37 @@ def test_serving_config_grpc_port() -> None:
                          (70000, "grpc_port: must be an integer in 0..65535")):
         with pytest.raises(ValueError, match=re.escape(message)):
             ServingConfig.from_dict({**base, "grpc_port": bad})
+
+
+def test_a_text_model_takes_bytes_raw_or_typed_with_the_http_rules() -> None:
+    from v2_fixtures import FakeTextModel, grpc_in_process
+
+    config = {"model_name": "texts", "artifact": "t.onnx", "inputs": [{"name": "text", "shape": [], "dtype": "string"}]}
+    with grpc_in_process(config, FakeTextModel()) as target:
+        client = grpcclient.InferenceServerClient(target)
+        assert client.get_model_metadata("texts", as_json=True)["inputs"][0]["datatype"] == "BYTES"
+        inputs = [grpcclient.InferInput("text", [2], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array(["héllo", "hi"], dtype=object))  # raw, length-prefixed UTF-8
+        assert client.infer("texts", inputs).as_numpy("output_0").tolist() == [[5.0, 1.0], [2.0, 1.0]]
+
+        channel = grpc.insecure_channel(target)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        typed = pb.ModelInferRequest.InferInputTensor(
+            name="text", datatype="BYTES", shape=[3, 1], contents=pb.InferTensorContents(bytes_contents=[b"a", b"bb", b"ccc"])
+        )
+        answer = stub.ModelInfer(pb.ModelInferRequest(model_name="texts", inputs=[typed]))
+        assert np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(3, 2)[:, 0].tolist() == [1.0, 2.0, 3.0]
+        for tensor, raw, message in (
+            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="FP32", shape=[1]), [b"\0" * 4],
+             'input "text" takes text as BYTES, got "FP32"'),
+            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2]), [b"\x01\0\0\0a"],
+             "shape [2] needs 2 texts, got 1"),
+            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]), [b"\x09\0\0\0a"],
+             "BYTES element 0 says 9 bytes, but only 1 remain"),
+            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]), [b"\x01\0\0\0\xff"],
+             "is not valid UTF-8"),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(pb.ModelInferRequest(model_name="texts", inputs=[tensor], raw_input_contents=raw))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details(), info.value.details()
+        channel.close()

@@ -175,3 +175,14 @@ def test_binary_outputs_wanted_output_parameter_wins_over_the_request() -> None:
 def test_encode_binary_body_puts_tensors_after_the_header() -> None:
     body, length = encode_binary_body(b'{"a":1}', [b"\x01\x02", b"\x03"])
     assert body == b'{"a":1}\x01\x02\x03' and length == 7
+
+
+def test_split_bytes_takes_every_element_and_names_a_cut() -> None:
+    from serving.bytes_tensors import split_bytes
+
+    assert split_bytes(encode_bytes([b"a", b"", b"xyz"]), "t") == [b"a", b"", b"xyz"]
+    assert split_bytes(b"", "t") == []
+    with pytest.raises(TensorDataError, match="element 1: its 4-byte length is cut off"):
+        split_bytes(encode_bytes([b"a"]) + b"\x01", "t")
+    with pytest.raises(TensorDataError, match="element 0 says 5 bytes, but only 2 remain"):
+        split_bytes(struct.pack("<I", 5) + b"ab", "t")

@@ -7,6 +7,8 @@ again here in numpy for the expected answers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import queue
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +144,43 @@ def started(config: dict[str, Any], folder: Path, env: dict[str, str] | None = N
         yield server
     finally:
         server.stop()
+
+
+class FakeTextModel:
+    """A stand-in text runtime: each text's length in characters and 1, as float32 (no tokenizer, no ONNX)."""
+
+    platform = "fake_text"
+    input_shape: tuple[int, ...] = ()
+    output_shape = (2,)
+    output_dtype = np.dtype(np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.array([[len(text), 1.0] for text in batch.reshape(-1)], dtype=np.float32)
+
+
+@contextlib.contextmanager
+def grpc_in_process(config: dict[str, Any], model: Any) -> Iterator[str]:
+    """The gRPC front end on its own event loop in a thread, serving ``model``; yields host:port."""
+    from serving.config import ServingConfig
+    from serving.grpc_service import GrpcFrontEnd
+    from serving.state import ModelState
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    state = ModelState(ServingConfig.from_dict(config))
+
+    async def start() -> GrpcFrontEnd:
+        state.set_ready(model, loop)
+        front = GrpcFrontEnd(state, "127.0.0.1", 0)
+        await front.start()
+        return front
+
+    front = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=10)
+    try:
+        yield f"127.0.0.1:{front.port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(front.stop(1.0), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        state.close()
