@@ -8,9 +8,11 @@ routes). grpc.aio measured faster than the synchronous grpcio server with a thre
 worker threads must hand each request to the loop's batcher and wait for it (docs/serving.md).
 
 ModelInfer takes the input as ``raw_input_contents`` (the tensor's little-endian bytes) or as
-typed ``contents``; the output goes back as ``raw_output_contents``. Client errors are
+typed ``contents`` (a text model's as BYTES, checked by ``serving.text``); the output goes back
+as ``raw_output_contents``. Client errors are
 INVALID_ARGUMENT (bad tensor), NOT_FOUND (model or version), UNAUTHENTICATED (key),
-UNAVAILABLE (still loading or draining), RESOURCE_EXHAUSTED (message over ``max_body_bytes``);
+UNAVAILABLE (still loading or draining), RESOURCE_EXHAUSTED (message over ``max_body_bytes``, or
+more than ``max_connections`` calls in progress);
 each message names the field and the fix, like the HTTP API's 4xx bodies. Metrics count gRPC
 calls under ``grpc_*`` route kinds with the HTTP status a call's code corresponds to.
 """
@@ -321,12 +323,18 @@ class GrpcFrontEnd:
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (OSError when it cannot bind)."""
-        limit = self.state.config.max_body_bytes
-        server = grpc.aio.server(options=[
-            ("grpc.so_reuseport", 0),  # a taken port is an error, as for the HTTP socket
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", -1),
-        ])
+        config = self.state.config
+        server = grpc.aio.server(
+            # The HTTP front end's bounds, in gRPC's terms: calls in progress at once (more get
+            # RESOURCE_EXHAUSTED), the message size, idle connections closed (clients reconnect).
+            maximum_concurrent_rpcs=config.max_connections,
+            options=[
+                ("grpc.so_reuseport", 0),  # a taken port is an error, as for the HTTP socket
+                ("grpc.max_receive_message_length", config.max_body_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.max_connection_idle_ms", int(config.idle_timeout_s * 1000)),
+            ],
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.state), server)
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:

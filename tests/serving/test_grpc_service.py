@@ -353,3 +353,24 @@ def test_a_text_model_takes_bytes_raw_or_typed_with_the_http_rules() -> None:
                 stub.ModelInfer(pb.ModelInferRequest(model_name="texts", inputs=[tensor], raw_input_contents=raw))
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details(), info.value.details()
         channel.close()
+
+
+def test_calls_over_max_connections_are_refused_with_resource_exhausted() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from v2_fixtures import SlowModel, grpc_in_process
+
+    config = {"model_name": MODEL, "artifact": "m.tflite", "max_connections": 2,
+              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    with grpc_in_process(config, SlowModel(0.5), sample_cost_s=0.5) as target:
+        def call(_: int) -> str:
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_infer_request(), timeout=10)
+                    return "OK"
+                except grpc.RpcError as exc:
+                    return exc.code().name
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = sorted(pool.map(call, range(6)))
+    assert "OK" in codes and "RESOURCE_EXHAUSTED" in codes and set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes

@@ -159,7 +159,7 @@ class FakeTextModel:
 
 
 @contextlib.contextmanager
-def grpc_in_process(config: dict[str, Any], model: Any) -> Iterator[str]:
+def grpc_in_process(config: dict[str, Any], model: Any, sample_cost_s: float | None = None) -> Iterator[str]:
     """The gRPC front end on its own event loop in a thread, serving ``model``; yields host:port."""
     from serving.config import ServingConfig
     from serving.grpc_service import GrpcFrontEnd
@@ -171,7 +171,7 @@ def grpc_in_process(config: dict[str, Any], model: Any) -> Iterator[str]:
     state = ModelState(ServingConfig.from_dict(config))
 
     async def start() -> GrpcFrontEnd:
-        state.set_ready(model, loop)
+        state.set_ready(model, loop, sample_cost_s)  # a cost >= 0.2 ms: inference on a thread
         front = GrpcFrontEnd(state, "127.0.0.1", 0)
         await front.start()
         return front
@@ -184,3 +184,19 @@ def grpc_in_process(config: dict[str, Any], model: Any) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         state.close()
+
+
+class SlowModel:
+    """The tiny model's shape, answering after ``seconds`` (on the batcher's inference thread)."""
+
+    platform = "slow"
+    input_shape = (4,)
+    output_shape = (3,)
+    output_dtype = np.dtype(np.float32)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        time.sleep(self.seconds)
+        return expected_outputs(batch)
