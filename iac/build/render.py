@@ -39,6 +39,12 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
         "max_latency_ms": s.serving.max_latency_ms,
         "max_body_bytes": s.serving.max_body_bytes,
         "api_key_env": s.serving.api_key_env,
+        "max_connections": s.serving.max_connections,
+        "max_buffered_bytes": s.serving.max_buffered_bytes,
+        "max_header_bytes": s.serving.max_header_bytes,
+        "max_headers": s.serving.max_headers,
+        "request_timeout_s": s.serving.request_timeout_s,
+        "idle_timeout_s": s.serving.idle_timeout_s,
         "inputs": [{"name": t.name, "shape": list(t.shape or []), "dtype": t.dtype.value} for t in spec.inputs],
         "metadata": report.served().model_dump(mode="json"),
     }
