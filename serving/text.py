@@ -112,6 +112,13 @@ def check_texts(values: Any, where: str = "instances") -> list[str]:
     return texts
 
 
+def _length_bucket(tokens: int) -> int:
+    """Texts run together when their lengths share a bucket: 8-token steps up to 32, then doubling (64, 128, ...)."""
+    if tokens <= 32:
+        return -(-tokens // BUCKET) * BUCKET
+    return 1 << (tokens - 1).bit_length()
+
+
 def pad(ids: list[list[int]], bucket: int = BUCKET, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(input_ids, attention_mask) int64, padded with 0 to the longest row rounded up to `bucket`."""
     longest = max(len(r) for r in ids)
@@ -186,7 +193,21 @@ class TextModel:
         return self.run_ids(self.tokenizer.encode(check_texts(batch)))
 
     def run_ids(self, ids: list[list[int]]) -> np.ndarray:
-        return self.run_padded(*pad(ids))
+        """Run texts grouped by length bucket: each group pads to its own longest text, so a batch that
+        joins short and long requests does not pad the short ones to the long ones' length."""
+        groups: dict[int, list[int]] = {}
+        for i, row in enumerate(ids):
+            groups.setdefault(_length_bucket(len(row)), []).append(i)
+        if len(groups) == 1:
+            return self.run_padded(*pad(ids))
+        out: np.ndarray | None = None
+        for members in groups.values():
+            result = self.run_padded(*pad([ids[i] for i in members]))
+            if out is None:
+                out = np.empty((len(ids), *result.shape[1:]), dtype=np.float32)
+            out[members] = result
+        assert out is not None
+        return out
 
     def run_padded(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._session.run([self._output_name], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
