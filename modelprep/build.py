@@ -1,5 +1,8 @@
-"""Building the candidates: each variant's artifact bytes, by LiteRT or ONNX conversion of the loaded
-model, or by fine-tuning (pruning, clustering, QAT) in the tfmot worker process."""
+"""Building the candidates: each variant's artifact bytes, converted or fine-tuned.
+
+Post-training variants are LiteRT or ONNX conversions of the loaded model; pruning, clustering and
+QAT fine-tune in the tfmot worker process (Keras 2 stays out of this one).
+"""
 
 from __future__ import annotations
 

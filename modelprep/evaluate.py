@@ -1,5 +1,4 @@
-"""Scoring and timing: Keras predictions for the baseline, the metric the spec names, and
-single-sample / batch latency loops (the artifacts run through serving's runtimes, see measure.py).
+"""Scoring and timing: the metric the spec names, Keras predictions, and time-bounded latency loops.
 
 Latency loops are time-bounded: a warm-up, then as many calls as fit in the budget (at least
 a floor count, at most a ceiling), so a slow baseline (Keras `model.predict`, ~ms a call)

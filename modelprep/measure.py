@@ -1,6 +1,8 @@
-"""Measuring: every artifact runs through the runtime classes the server runs (serving.runtime's LiteRT,
-serving.onnx_runtime's ONNX Runtime) for its metric, its evaluation outputs and its latency; the
-Keras baselines run the original model."""
+"""Measuring: each variant's metric, evaluation outputs and latency, run exactly as the server runs it.
+
+Artifacts run through the server's own runtime classes (serving.runtime's LiteRT, serving.onnx_runtime's
+ONNX Runtime); the Keras baselines run the original model.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The prep stage end to end, and its cache: model + data + optimize settings → every candidate built,
-measured with the runtime that serves it, gated, one chosen, the result stored by content.
+"""The prep stage end to end: build, measure and gate every candidate, choose one, cache the result.
+
+From the model, the data and the optimize settings, every candidate is built, measured with the
+runtime that serves it, gated, one chosen by the objective, and the result stored by content.
 
 `prep_key` (modelprep.request) is cheap (it hashes bytes, runs no TensorFlow) so `pulumi preview`
 can show what would change; `prep` does the work once per key. Every variant is also cached under
