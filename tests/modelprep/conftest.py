@@ -100,13 +100,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("suite-cache")
 
 
-@pytest.fixture(scope="module")
-def tiny_request(tiny: Path) -> Callable[..., PrepRequest]:
+def _requests(folder: Path) -> Callable[..., PrepRequest]:
     """The tiny model's request with every technique, and any field changed (`optimize` as a dict
     of the optimize fields that change)."""
     base = PrepRequest(
-        model_path=str(tiny / "model" / "tiny.keras"), calibration_path=str(tiny / "data" / "calibration.npz"),
-        evaluation_path=str(tiny / "data" / "evaluation.npz"), fine_tuning_path=str(tiny / "data" / "train.npz"),
+        model_path=str(folder / "model" / "tiny.keras"), calibration_path=str(folder / "data" / "calibration.npz"),
+        evaluation_path=str(folder / "data" / "evaluation.npz"), fine_tuning_path=str(folder / "data" / "train.npz"),
         input_name="image", sample_shape=(8, 8, 1),
         optimize=Optimize(max_accuracy_drop=0.05, pruning=Pruning(**PRUNING), clustering=Clustering(**CLUSTERING),
                           qat=QuantizationAwareTraining(**QAT)),
@@ -117,6 +116,21 @@ def tiny_request(tiny: Path) -> Callable[..., PrepRequest]:
         return base.changed(**changes)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_request(tiny: Path) -> Callable[..., PrepRequest]:
+    """Requests for the trained tiny model."""
+    return _requests(tiny)
+
+
+@pytest.fixture
+def paper_request(tmp_path: Path) -> Callable[..., PrepRequest]:
+    """Requests like the tiny model's over placeholder files: keys and validation, no TensorFlow."""
+    for name in ("model/tiny.keras", "data/calibration.npz", "data/evaluation.npz", "data/train.npz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(name.encode())
+    return _requests(tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -129,11 +129,11 @@ def test_cli_json_has_baselines_and_variants_and_all_variants(suite: dict[str, A
     assert "report.png" in table.stdout
 
 
-def test_request_survives_pulumi_state(tiny_request: Request) -> None:
+def test_request_survives_pulumi_state(paper_request: Request) -> None:
     """Pulumi state turns ints into floats and drops None: the typed request and its key do not change."""
     from modelprep.request import prep_key
 
-    req = tiny_request(optimize={"variants": ["litert-int8"]}, all_variants=False)
+    req = paper_request(optimize={"variants": ["litert-int8"]}, all_variants=False)
 
     def as_state(value: Any) -> Any:
         if isinstance(value, dict):
@@ -250,12 +250,12 @@ def test_corrupt_model_and_pin_mismatch_are_user_errors(tiny_request: Request, t
         prep(tiny_request(model_sha256="1" * 64), Cache(tmp_path))
 
 
-def test_unknown_variant_or_objective_cannot_reach_prep(tiny_request: Request) -> None:
+def test_unknown_variant_or_objective_cannot_reach_prep(paper_request: Request) -> None:
     """The spec's models own the names and the defaults: a request holds only what they accept."""
     from pydantic import ValidationError
 
     with pytest.raises(ValidationError) as info:
-        tiny_request(optimize={"variants": ["litert-int4"], "objective": "tiniest"})
+        paper_request(optimize={"variants": ["litert-int4"], "objective": "tiniest"})
     assert {e["loc"][:2] for e in info.value.errors()} == {("optimize", "objective"), ("optimize", "variants")}
 
 
