@@ -354,3 +354,11 @@ def variant_artifacts(req: PrepRequest, cache: Cache) -> dict[str, bytes]:
         if entry is not None:
             out[name] = (entry / CANDIDATE_FILE).read_bytes()
     return out
+
+
+def float_outputs(req: PrepRequest, cache: Cache) -> np.ndarray | None:
+    """The float model's outputs on the evaluation texts (the TensorFlow baseline a prep of `req` stored)."""
+    from modelprep.prep import OUTPUTS
+
+    entry = cache.get(_keys(req, data_hashes(req))["baseline"])
+    return None if entry is None else np.load(entry / OUTPUTS)
