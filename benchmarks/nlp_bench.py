@@ -132,6 +132,20 @@ def single_sentence(models: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     return out
 
 
+def tokenizer_parity(model: Any, texts: list[str]) -> dict[str, Any]:
+    """The server's tokenizer against transformers' BertTokenizerFast and BertTokenizer (vocab.txt) on MiniLM."""
+    from transformers import BertTokenizer, BertTokenizerFast
+
+    folder = WORK / "minilm" / "model"
+    ours = model.tokenizer.encode(texts)
+    out: dict[str, Any] = {"texts": len(texts)}
+    for name, tok in (("fast", BertTokenizerFast.from_pretrained(str(folder))),
+                      ("slow", BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True))):
+        theirs = tok(texts, truncation=True, max_length=model.tokenizer.max_length)["input_ids"]
+        out[f"mismatches_{name}"] = sum(a != b for a, b in zip(ours, theirs))
+    return out
+
+
 def tokenizer_cost(model: Any, texts: list[str]) -> dict[str, float]:
     tok = model.tokenizer
     times = []
@@ -278,6 +292,7 @@ def main() -> int:
             log("one short sentence, 1 thread")
             out["single_sentence"] = single_sentence(models, texts)
             out["tokenizer"] = tokenizer_cost(f32, texts)
+            out["tokenizer_parity"] = tokenizer_parity(f32, texts)
         tokenizer_path = WORK / "minilm" / "model" / "tokenizer.json"
         float_path, int8_path = folder / "onnx-float32.onnx", folder / "onnx-dynamic.onnx"
         log(f"serving at c=16 for {args.duration:.0f} s each: ours (int8, batching) and FastAPI + ORT float32")

@@ -51,7 +51,9 @@ def write_folder(out: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
     config["id2label"] = {str(i): s for i, s in enumerate(SENTIMENTS)}
     config["label2id"] = {s: i for i, s in enumerate(SENTIMENTS)}
     (model / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    save_file({"classifier.weight": weight.astype(np.float32), "classifier.bias": bias.astype(np.float32)},
+    # contiguous copies: safetensors writes an array's memory as is, and scikit-learn's coef_ is Fortran-ordered
+    save_file({"classifier.weight": np.ascontiguousarray(weight, dtype=np.float32),
+               "classifier.bias": np.ascontiguousarray(bias, dtype=np.float32)},
               str(model / "classifier.safetensors"), metadata={"format": "pt"})
     return model
 
