@@ -2,7 +2,7 @@
 
 httptools hands over the parts of each request as llhttp finds them; what a server does around
 a parser is written here, because no well-kept library offers it short of a whole framework
-(whose per-request tasks and ASGI dictionaries cost more than our work per request): answers to
+(whose per-request tasks and ASGI dictionaries would come on top of our own work): answers to
 pipelined requests in order, backpressure (no reading while answers cannot leave), timeouts
 (408 for a request not complete in time, idle connections closed), a lingering close, the checks
 before any body is awaited (413 from ``Content-Length``, 100 Continue only after them), and caps
@@ -221,10 +221,11 @@ class HttpConnection(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
-        if not self._server.register(self):  # over the cap: answer at once, then close
+        if not self._server.register(self):  # over the cap, or shutting down: answer at once, then close
             self._broken = True
             request = self.request = Request("", "")
-            message = (f"the server has {self._server.max_connections} connections open "
+            message = ("the server is shutting down; retry shortly" if self._server.draining else
+                       f"the server has {self._server.max_connections} connections open "
                        "(max_connections); retry shortly")
             self.respond(request, 503, error_body(message), _RETRY, close=True)
 

@@ -21,7 +21,7 @@ from serving.auth import read_api_key
 from serving.batching import settle
 from serving.config import ServingConfig
 from serving.http1 import HttpServer, raise_open_file_limit
-from serving.logs import flush_logs, log_event
+from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
 
 if TYPE_CHECKING:
@@ -73,6 +73,15 @@ def _loop_factory() -> Any:
 async def run(server: HttpServer, state: ModelState) -> int:
     """Serve until SIGTERM/SIGINT; the model loads while the server already answers."""
     loop = asyncio.get_running_loop()
+    flush_on(loop)
+    try:
+        return await _serve_until_stopped(loop, server, state)
+    finally:
+        stop_flushing()
+
+
+async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServer, state: ModelState) -> int:
+    """Start, load the model, serve until SIGTERM/SIGINT, drain; the exit code."""
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

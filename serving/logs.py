@@ -1,13 +1,20 @@
-"""JSON log lines on stderr: one per event, one per request, written in bulk.
+"""JSON log lines on stderr: one per event, one per request, written in bulk by the event loop.
 
-The event loop must never block on stderr, so lines go to a buffer that a small thread writes out
-every ``LOG_FLUSH_S`` (and ``flush_logs()`` at exit): lines from one interval leave in one write,
-in order.
+Lines go to a buffer that a callback on the serving loop writes out every ``LOG_FLUSH_S``
+without ever blocking: to a pipe or terminal it writes only what the pipe takes at once (a pipe
+that reports room takes ``PIPE_BUF`` bytes without blocking) and keeps the rest for the next
+turn. There is no writer thread: a thread that wakes to write takes the GIL from the loop, and
+on a busy machine the loop then waits until that thread gets a CPU. Before the loop runs and at
+exit (``flush_logs()``) lines are written directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import select
+import stat
 import sys
 import threading
 import time
@@ -18,11 +25,11 @@ LOG_FLUSH_S = 0.05
 # counted and dropped rather than held in memory or allowed to block the server.
 MAX_BUFFERED_LINES = 100_000
 
-_lock = threading.Lock()  # guards the buffer only; never held while writing
-_write_lock = threading.Lock()  # one writer at a time, so lines keep their order
+_lock = threading.Lock()  # guards the buffer: lines may come from other threads
 _buffer: list[str] = []
+_unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
 _dropped = [0]
-_flusher: list[threading.Thread | None] = [None]
+_loop: list[asyncio.AbstractEventLoop | None] = [None]
 _second_stamp: tuple[int, str] = (0, "")
 
 
@@ -32,41 +39,79 @@ def log_event(**fields: Any) -> None:
 
 
 def write_line(line: str) -> None:
-    """Buffer one already-formatted JSON line."""
+    """Buffer one already-formatted JSON line (written at once while no loop flushes them)."""
     with _lock:
         if len(_buffer) >= MAX_BUFFERED_LINES:
             _dropped[0] += 1
             return
         _buffer.append(line)
-        if _flusher[0] is None:
-            thread = threading.Thread(target=_flush_forever, name="log-flusher", daemon=True)
-            _flusher[0] = thread
-            thread.start()
-
-
-def _flush_forever() -> None:
-    while True:
-        time.sleep(LOG_FLUSH_S)
+    if _loop[0] is None:
         flush_logs()
 
 
+def flush_on(loop: asyncio.AbstractEventLoop) -> None:
+    """From now on ``loop`` writes the buffered lines every ``LOG_FLUSH_S``, never blocking."""
+    _loop[0] = loop
+
+    def tick() -> None:
+        if _loop[0] is loop and not loop.is_closed():
+            _flush(block=False)
+            loop.call_later(LOG_FLUSH_S, tick)
+
+    loop.call_later(LOG_FLUSH_S, tick)
+
+
+def stop_flushing() -> None:
+    """Back to writing lines at once (the loop is ending), after writing what is buffered."""
+    _loop[0] = None
+    flush_logs()
+
+
 def flush_logs() -> None:
-    """Write every buffered line now (the buffer is swapped out first: a slow stderr delays only
-    this writer, never the threads adding lines)."""
-    with _write_lock:
-        with _lock:
-            if not _buffer and not _dropped[0]:
-                return
-            lines = _buffer[:]
-            _buffer.clear()
-            dropped, _dropped[0] = _dropped[0], 0
-        if dropped:
-            lines.append(json.dumps({"ts": timestamp(), "event": "log_lines_dropped", "count": dropped}))
+    """Write every buffered line now, waiting for stderr if need be."""
+    _flush(block=True)
+
+
+def _flush(block: bool) -> None:
+    with _lock:
+        lines = _buffer[:]
+        _buffer.clear()
+        dropped, _dropped[0] = _dropped[0], 0
+    if dropped:
+        lines.append(json.dumps({"ts": timestamp(), "event": "log_lines_dropped", "count": dropped}))
+    data = _unsent[0] + ("\n".join(lines) + "\n").encode() if lines else _unsent[0]
+    if not data:
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced (e.g. captured by a test runner)
         try:
-            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.write(data.decode())
             sys.stderr.flush()
-        except (OSError, ValueError):  # stderr closed: nothing useful left to do
+        except (OSError, ValueError):
             pass
+        _unsent[0] = b""
+        return
+    try:
+        sys.stderr.flush()  # whatever was printed directly goes first
+        _unsent[0] = data[_write(fd, data, block):]
+    except OSError:  # stderr closed: nothing useful left to do
+        _unsent[0] = b""
+
+
+def _write(fd: int, data: bytes, block: bool) -> int:
+    """Write ``data`` to ``fd``; unless ``block``, only what it takes without waiting."""
+    if block or stat.S_ISREG(os.fstat(fd).st_mode):  # a file never makes a writer wait long
+        view, written = memoryview(data), 0
+        while written < len(data):
+            written += os.write(fd, view[written:])
+        return written
+    written = 0
+    while written < len(data):
+        if not select.select([], [fd], [], 0)[1]:
+            break
+        written += os.write(fd, data[written:written + select.PIPE_BUF])
+    return written
 
 
 def timestamp() -> str:

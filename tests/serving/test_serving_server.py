@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -448,3 +450,37 @@ def test_bad_config_exits_2_and_missing_artifact_exits_1(tmp_path: Path) -> None
     missing = ServerProcess(make_config(tmp_path / "nope.tflite"), tmp_path)
     assert missing.proc.wait(timeout=20) == 1
     assert "does not exist" in missing.wait_for("load_failed")["error"]
+
+
+def test_a_log_reader_that_stops_reading_never_stalls_the_server(tmp_path: Path) -> None:
+    # stderr is a pipe nobody reads: it fills after a few hundred lines, and the server goes on.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "serving.json"
+    config.write_text(json.dumps(make_config("fake.model", port=port)))
+    env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config)}
+    proc = subprocess.Popen(FAKE_SERVER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        started = time.monotonic()
+        for _ in range(2000):  # about 300 KB of access-log lines, several times a pipe's capacity
+            conn.request("GET", "/healthz?" + "x" * 64)
+            response = conn.getresponse()
+            assert response.status == 200
+            response.read()
+        conn.close()
+        assert time.monotonic() - started < 15
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        proc.stderr.read()  # let it write the rest and exit
+        assert proc.wait(timeout=15) == 0
