@@ -19,7 +19,7 @@ from typing import Any
 CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
 DEFAULT_CONFIG_PATH = "/app/serving.json"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-# Front-end limits (serving.http1): integer fields with their default and allowed range.
+# Front-end limits (serving.listener, serving.http1): integer fields with their default and allowed range.
 LIMITS: dict[str, tuple[int, int, int]] = {
     "max_connections": (1024, 1, 1_000_000),
     "max_buffered_bytes": (64 * 1024 * 1024, 1024, 2**40),

@@ -20,7 +20,7 @@ from serving.app import App
 from serving.auth import read_api_key
 from serving.batching import settle
 from serving.config import ServingConfig
-from serving.http1 import HttpServer, raise_open_file_limit
+from serving.listener import HttpServer, raise_open_file_limit
 from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
 

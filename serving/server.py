@@ -1,6 +1,7 @@
 """Entry point of the serving image: ``python -m serving.server`` serves the configured model.
 
-The pieces: ``serving.http1`` (connections, parsing, limits), ``serving.app`` and
+The pieces: ``serving.listener`` (the socket, shared caps, drain), ``serving.http1`` (one
+connection: parsing, framing, per-request limits), ``serving.app`` and
 ``serving.routes`` (the route table and dispatch), ``serving.v1`` / ``serving.v2`` (the two
 protocols), ``serving.tensors`` (JSON to numpy), ``serving.lifecycle`` (start-up, readiness,
 drain), ``serving.loading`` (the model), ``serving.batching`` (dynamic batching). The config

@@ -127,7 +127,7 @@ def in_process_server(tmp_path: Path, ready: bool = False, **overrides: Any) -> 
     loaded; yields its port."""
     from serving.app import App
     from serving.config import ServingConfig
-    from serving.http1 import HttpServer
+    from serving.listener import HttpServer
     from serving.state import ModelState
 
     config = ServingConfig.from_dict(make_config(tmp_path / "never-loaded.tflite", **overrides))
