@@ -4,16 +4,16 @@ It runs on grpc.aio in the server's own process and event loop, so it shares eve
 HTTP routes share: the model state (readiness, metadata), the batcher (gRPC and HTTP requests
 batch together), the metrics, the access log and the API key rule (metadata ``authorization:
 Bearer <key>`` or ``x-api-key: <key>``; ServerLive and ServerReady are open like the HTTP health
-routes). grpc.aio measured faster than the synchronous grpcio server with a thread pool, whose
-worker threads must hand each request to the loop's batcher and wait for it (docs/serving.md).
+routes). grpc.aio served more calls than the synchronous grpcio server with a thread pool, whose
+worker threads must hand each call to the loop's batcher and wait for it, in every round of
+benchmarks/v2_bench.py (docs/serving.md).
 
 ModelInfer takes the input as ``raw_input_contents`` (the tensor's little-endian bytes) or as
 typed ``contents`` (a text model's as BYTES, checked by ``serving.text``); the output goes back
-as ``raw_output_contents``. Client errors are
-INVALID_ARGUMENT (bad tensor), NOT_FOUND (model or version), UNAUTHENTICATED (key),
-UNAVAILABLE (still loading or draining), RESOURCE_EXHAUSTED (message over ``max_body_bytes``, or
-more than ``max_connections`` calls in progress);
-each message names the field and the fix, like the HTTP API's 4xx bodies. Metrics count gRPC
+as ``raw_output_contents``. Client errors are INVALID_ARGUMENT (bad tensor), NOT_FOUND (model or
+version), UNAUTHENTICATED (key), UNAVAILABLE (still loading or draining), RESOURCE_EXHAUSTED
+(message over ``max_body_bytes``, or more than ``max_connections`` calls in progress); each
+message names the field and the fix, like the HTTP API's 4xx bodies. Metrics count gRPC
 calls under ``grpc_*`` route kinds with the HTTP status a call's code corresponds to.
 """
 
