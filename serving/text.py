@@ -80,7 +80,9 @@ class TextTokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text; over-long texts are cut, or refused with 413, per the settings."""
-        encodings = self._tok.encode_batch(texts) if len(texts) > 1 else [self._tok.encode(texts[0])]
+        # One by one: encode_batch fans out to a thread pool of every core, which fights the model's
+        # threads for the CPU; a text costs tens of microseconds either way.
+        encodings = [self._tok.encode(t) for t in texts]
         ids = [e.ids for e in encodings]
         if self.truncation == "refuse":
             for i, row in enumerate(ids):
