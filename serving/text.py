@@ -115,10 +115,9 @@ def check_texts(values: Any, where: str = "instances") -> list[str]:
 
 
 def _length_bucket(tokens: int) -> int:
-    """Texts run together when their lengths share a bucket: 8-token steps up to 32, then doubling (64, 128, ...)."""
-    if tokens <= 32:
-        return -(-tokens // BUCKET) * BUCKET
-    return 1 << (tokens - 1).bit_length()
+    """Texts run together when their lengths share a bucket: 8-token steps up to 64, 16 to 128, then 32."""
+    step = BUCKET if tokens <= 64 else 2 * BUCKET if tokens <= 128 else 4 * BUCKET
+    return -(-tokens // step) * step
 
 
 def pad(ids: list[list[int]], bucket: int = BUCKET, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -195,8 +194,8 @@ class TextModel:
         return self.run_ids(self.tokenizer.encode(check_texts(batch)))
 
     def run_ids(self, ids: list[list[int]]) -> np.ndarray:
-        """Run texts grouped by length bucket: each group pads to its own longest text, so a batch that
-        joins short and long requests does not pad the short ones to the long ones' length."""
+        """Run texts grouped by length bucket (`_length_bucket`): each group pads to its own longest text,
+        so a batch that joins short and long requests does not pad the short ones to the long ones' length."""
         groups: dict[int, list[int]] = {}
         for i, row in enumerate(ids):
             groups.setdefault(_length_bucket(len(row)), []).append(i)
