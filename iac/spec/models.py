@@ -602,7 +602,9 @@ class Deploy(_Strict):
             if self.kubernetes is None:
                 raise ValueError("target kubernetes needs its settings; add deploy.kubernetes with at least registry "
                                  "(where the image is pushed, e.g. registry: 127.0.0.1:5000)")
-            docker_only = [name for name in DOCKER_ONLY if name in self.model_fields_set]
+            # Compared with the defaults, not with what was written: the spec comes back from Pulumi
+            # state with every field filled in.
+            docker_only = [name for name in DOCKER_ONLY if getattr(self, name) != type(self).model_fields[name].default]
             if docker_only:
                 where = ", ".join(dict.fromkeys(f"deploy.kubernetes.{DOCKER_ONLY[n]}" for n in docker_only))
                 raise ValueError(f"{', '.join(docker_only)} set the docker target; with target kubernetes, "
