@@ -5,9 +5,8 @@ the tokenizer.json, the task, the class labels, and the spec's max_length and tr
 measures every variant through `TextModel`, the class the server runs, so what the gate
 approved is what is served.
 
-Batches pad to the longest text in the batch, rounded up to a bucket of `BUCKET` tokens (a few
-distinct shapes, so ONNX Runtime's per-shape work is reused), never to max_length: short
-requests do not pay for long ones.
+A batch runs in groups of similar length, each padded to its own longest text (never to
+max_length), so short requests do not pay for long ones.
 """
 
 from __future__ import annotations
