@@ -2,7 +2,7 @@
 
     python -m modelprep.examples.minilm stacks/minilm
 
-links model/ to the installed MiniLM folder (scripts/nlp_assets.sh installs it) and writes
+links model/'s files to the installed MiniLM folder's (scripts/nlp_assets.sh installs it) and writes
 data/calibration.txt and data/evaluation.txt (1,000 held-out tweets, read from the installed
 package at run time and never committed).
 """
@@ -23,20 +23,26 @@ def write_texts(path: Path, texts: list[str]) -> None:
     path.write_text("".join(" ".join(t.split()) + "\n" for t in texts), encoding="utf-8")
 
 
-def link_model(out: Path, source: Path) -> Path:
-    target = out / "model"
-    if target.is_symlink() or target.exists():
-        if target.resolve() == source.resolve():
-            return target
-        target.unlink() if target.is_symlink() else None
-    out.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(source, target_is_directory=True)
+def link_tree(source: Path, target: Path, skip: tuple[str, ...] = ()) -> Path:
+    """`target` as real folders whose files link to `source`'s (no copy of the weights; the folder is
+    ignored by git like every stack's model/, and content hashes walk it like any folder)."""
+    if target.is_symlink():  # an older layout: model/ itself a link
+        target.unlink()
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        link = target / item.name
+        if item.name in skip:
+            continue
+        if item.is_dir():
+            link_tree(item, link)
+        elif not (link.exists() or link.is_symlink()):
+            link.symlink_to(item)
     return target
 
 
 def main(out_dir: str) -> None:
     out = Path(out_dir)
-    link_model(out, minilm_dir())
+    link_tree(minilm_dir(), out / "model")
     train, test = split(tweets(), EVALUATION_TEXTS)
     write_texts(out / "data" / "evaluation.txt", [t for t, _ in test])
     write_texts(out / "data" / "calibration.txt", [t for t, _ in train[:CALIBRATION_TEXTS]])

@@ -38,14 +38,10 @@ def embeddings(texts: list[str]) -> np.ndarray:
 def write_folder(out: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
     from safetensors.numpy import save_file
 
+    from modelprep.examples.minilm import link_tree
+
     source = minilm_dir()
-    model = out / "model"
-    model.mkdir(parents=True, exist_ok=True)
-    for item in source.iterdir():
-        target = model / item.name
-        if item.name == "config.json" or target.exists() or target.is_symlink():
-            continue
-        target.symlink_to(item, target_is_directory=item.is_dir())
+    model = link_tree(source, out / "model", skip=("config.json",))
     config = json.loads((source / "config.json").read_text())
     config["architectures"] = ["BertForSequenceClassification"]
     config["id2label"] = {str(i): s for i, s in enumerate(SENTIMENTS)}
