@@ -10,6 +10,7 @@ caller's shell exports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -19,6 +20,7 @@ import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from iac.deploy.dynamic import OWNER_LABEL
@@ -93,6 +95,19 @@ class Sandbox:
 
     def pulumi(self, *args: str) -> str:
         return self.run(*args).stdout
+
+    @contextlib.contextmanager
+    def deployed(self) -> Iterator[Sandbox]:
+        """`stack init` and `up` on entry; `destroy` on exit, then nothing of the stack may be left."""
+        self.pulumi("stack", "init", self.name)
+        try:
+            self.pulumi("up", "--yes", "--skip-preview")
+            yield self
+        finally:
+            self.pulumi("destroy", "--yes")
+            left = leftovers(self.owner)
+            if left != {"containers": [], "networks": [], "images": []} or healers(self.owner):
+                raise AssertionError(f"destroy left {left} and healers {healers(self.owner)}")
 
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the project."""

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from iac.deploy.sandbox import Sandbox, free_port, healers, leftovers
+from iac.deploy.sandbox import Sandbox, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 VARIANTS = {"int8": "litert-int8", "dynamic": "litert-dynamic"}
@@ -25,14 +25,8 @@ def stack(digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     stack = Sandbox(tmp_path_factory.mktemp("grpc-rollout"), digits_example)
     grpc_port = free_port()
     stack.edit_spec(f"  host_port: {stack.port}\n", f"  host_port: {stack.port}\n  grpc_host_port: {grpc_port}\n")
-    stack.pulumi("stack", "init", stack.name)
-    try:
-        stack.pulumi("up", "--yes", "--skip-preview")
+    with stack.deployed():
         yield stack
-    finally:
-        stack.pulumi("destroy", "--yes")
-        assert leftovers(stack.owner) == {"containers": [], "networks": [], "images": []}
-        assert healers(stack.owner) == []
 
 
 @pytest.fixture(scope="module")

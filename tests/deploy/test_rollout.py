@@ -18,7 +18,7 @@ import docker
 import numpy as np
 import pytest
 
-from iac.deploy.sandbox import Sandbox, healers, leftovers
+from iac.deploy.sandbox import Sandbox, healers
 from iac.loadgen import PacedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
@@ -29,14 +29,8 @@ VARIANTS = {"int8": "litert-int8", "dynamic": "litert-dynamic"}
 def stack(digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """One deployed stack with 2 replicas for the whole module; destroyed at the end."""
     stack = Sandbox(tmp_path_factory.mktemp("rollout"), digits_example)
-    stack.pulumi("stack", "init", stack.name)
-    try:
-        stack.pulumi("up", "--yes", "--skip-preview")
+    with stack.deployed():
         yield stack
-    finally:
-        stack.pulumi("destroy", "--yes")
-        assert leftovers(stack.owner) == {"containers": [], "networks": [], "images": []}
-        assert healers(stack.owner) == []
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ int8 inputs and outputs (where the runtime quantizes the float inputs itself).""
 from __future__ import annotations
 
 import json
-import random
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,20 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from iac.deploy.sandbox import free_port
+
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.tf, pytest.mark.timeout(600)]
 
 OWNER = "tests/served-outputs"
-
-
-def _free_port() -> int:
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 def _call(url: str, body: Any = None) -> Any:
@@ -80,7 +69,7 @@ def test_the_container_serves_exactly_the_outputs_prep_measured(variant: str, di
     tag = f"modelstack-test-outputs:{variant}-{uuid.uuid4().hex[:8]}"
     image, _logs = client.images.build(path=str(tmp_path / "context"), tag=tag, rm=True, forcerm=True, pull=False,
                                        labels={"org.modelstack.owner": OWNER})
-    port = _free_port()
+    port = free_port()
     container = client.containers.run(
         image.id, detach=True, ports={"8501/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
         tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"}, labels={"org.modelstack.owner": OWNER},
