@@ -56,12 +56,15 @@ class FakeRuntime:
 class ServerProcess:
     """``python -m serving.server`` (or ``command``) on 127.0.0.1 with its stderr collected line by line."""
 
-    def __init__(self, config: dict[str, Any], folder: Path, command: list[str] | None = None,
+    def __init__(self, config: dict[str, Any] | None, folder: Path | None, command: list[str] | None = None,
                  env: dict[str, str] | None = None, preexec_fn: Any = None) -> None:
-        config_path = folder / "serving.json"
-        config_path.write_text(json.dumps(config))
-        full_env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path), "PYTHONPATH": str(REPO),
-                    **(env or {})}
+        """Serve ``config`` (written to ``folder``); with ``config=None``, ``command`` brings its own."""
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        if config is not None:
+            assert folder is not None
+            config_path = folder / "serving.json"
+            config_path.write_text(json.dumps(config))
+            full_env["MODELSTACK_SERVING_CONFIG"] = str(config_path)
         self.proc = subprocess.Popen(
             command or [sys.executable, "-m", "serving.server"], cwd=REPO, env=full_env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
@@ -71,6 +74,7 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
         self.port = 0
+        self.grpc_port = 0
 
     def _collect(self) -> None:
         assert self.proc.stderr is not None
@@ -79,7 +83,7 @@ class ServerProcess:
             if line.startswith("{"):
                 self._events.put(json.loads(line))
 
-    def wait_for(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_for(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -90,9 +94,18 @@ class ServerProcess:
                 continue
             if record.get("event") == "listening":
                 self.port = record["port"]
+                self.grpc_port = record.get("grpc_port") or 0
             if record.get("event") == event:
                 return record
         raise AssertionError(f"no {event!r} event; server log:\n{''.join(self.lines)}")
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def records(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines if line.startswith("{")]
@@ -115,10 +128,10 @@ class ServerProcess:
         """Send raw bytes and parse the one response (for requests http.client will not send)."""
         return raw_request(self.port, data)
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=15)
+        return self.proc.wait(timeout=timeout)
 
 
 @contextlib.contextmanager

@@ -9,12 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import queue
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serving_support import ServerProcess
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 WEIGHTS = np.array(
     [[0.5, -0.25, 0.1], [0.3, 0.2, -0.4], [-0.6, 0.1, 0.25], [0.05, 0.45, -0.15]], dtype=np.float32
@@ -71,69 +65,12 @@ def server_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
     }
 
 
-class V2Server:
-    """``python -m serving.server`` with its log read line by line; ports come from "listening"."""
+class V2Server(ServerProcess):
+    """The server process, argument order as the V2 tests call it (``argv`` runs instead of a config)."""
 
-    def __init__(
-        self, config: dict[str, Any] | None, folder: Path | None, env: dict[str, str] | None = None,
-        argv: list[str] | None = None,
-    ) -> None:
-        """Serve ``config`` (written to ``folder``), or run ``argv`` instead when it is given."""
-        env = {**os.environ, **(env or {}), "PYTHONPATH": str(REPO)}
-        if argv is None:
-            assert config is not None and folder is not None
-            path = folder / "serving.json"
-            path.write_text(json.dumps(config))
-            env["MODELSTACK_SERVING_CONFIG"] = str(path)
-        self.proc = subprocess.Popen(
-            argv or [sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-        self.port = 0
-        self.grpc_port = 0
-
-    def _collect(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if line.startswith("{"):
-                self._events.put(json.loads(line))
-
-    def wait_for(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                record = self._events.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and not self._reader.is_alive():
-                    break
-                continue
-            if record.get("event") == "listening":
-                self.port = record["port"]
-                self.grpc_port = record.get("grpc_port") or 0
-            if record.get("event") == event:
-                return record
-        raise AssertionError(f"no {event!r} event; server log:\n{''.join(self.lines)}")
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines if line.startswith("{")]
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
+    def __init__(self, config: dict[str, Any] | None, folder: Path | None, env: dict[str, str] | None = None,
+                 argv: list[str] | None = None) -> None:
+        super().__init__(config, folder, command=argv, env=env)
 
 
 def started(config: dict[str, Any], folder: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
