@@ -6,12 +6,14 @@ Everything but the gRPC server is the real server's: the config, the model loadi
 the batcher on an asyncio loop, and the same ``InferenceService`` handlers. Each pool thread
 hands its call to the loop (``run_coroutine_threadsafe``) and waits for the answer, which is what
 a synchronous server must do to share the loop's batcher. Only ``ModelInfer`` and the health RPCs
-are bridged; the script prints ``ready PORT`` and serves until SIGTERM.
+are bridged; the script prints ``ready PORT``, then ``ok N`` (ModelInfer calls answered OK so
+far, from the metrics) on each SIGUSR1, and serves until SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +47,12 @@ class Bridge(pb_grpc.GRPCInferenceServiceServicer):
         return self._run(self.service.ServerReady, request, context)
 
 
+def ok_calls(state: ModelState) -> int:
+    """ModelInfer calls answered OK so far, read from the metrics' text."""
+    found = re.search(rb'modelstack_requests_total\{route="grpc_infer",status="200"\} (\d+)', state.metrics.render())
+    return int(found.group(1)) if found else 0
+
+
 async def main(threads: int) -> None:
     config = ServingConfig.load()
     loop = asyncio.get_running_loop()
@@ -58,6 +66,7 @@ async def main(threads: int) -> None:
     print(f"ready {port}", flush=True)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: print(f"ok {ok_calls(state)}", flush=True))
     await stop.wait()
     server.stop(1).wait()
 

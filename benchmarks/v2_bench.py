@@ -11,16 +11,25 @@ protocol's cost dominates, not the model's. The same sample goes out three ways:
   v2-binary   the same route with the binary data extension, as tritonclient.http sends it by
               default (JSON header + 12,288 raw bytes, the output asked for as binary)
   grpc-raw    ModelInfer with raw_input_contents, as tritonclient.grpc sends it
+  grpc-ghz    the same calls from ghz instead of h2load: the same server under a heavier load
+              generator, to show what the generator costs (no floor)
   grpc-sync   the same calls to the same handlers on the synchronous grpcio server (16 pool
               threads handing each call to the loop's batcher; benchmarks/grpc_sync_variant.py),
               the alternative to grpc.aio that the server does not use: measured to show why
 
-Load generators, each closed-loop at the same concurrency, one thread / one OS thread so the
-generator leaves the server the same CPU in every contender: wrk (-t1, a Lua script that sends
-the body and its headers) for HTTP; ghz (Go, ``go install github.com/bojand/ghz/cmd/ghz``,
-``--cpus 1``, one HTTP/2 connection as gRPC clients use) for gRPC, with the request serialized
-from our own .proto. Rounds are interleaved (json, binary, grpc, json, ...); the floors are
-checked in each round and the median round is reported.
+Load generators, each closed-loop at the same concurrency on one thread: wrk (-t1, a Lua
+script that sends the body and its headers) for HTTP; h2load (nghttp2's HTTP/2 load generator,
+C, Debian's nghttp2-client; -t1 -c1 -m16: one HTTP/2 connection with 16 calls in flight, as gRPC
+clients use) for gRPC, sending the unary call as gRPC frames it on the wire: the 5-byte length
+prefix and the ModelInferRequest serialized from our own .proto, with ``content-type:
+application/grpc`` and ``te: trailers``. h2load does not read trailers, so it cannot see a
+call's grpc-status: a call counts only when the server counted it OK (its metrics, or the sync
+variant's count), and the answer is checked with tritonclient.grpc before anything is
+measured. ghz (Go, ``go install github.com/bojand/ghz/cmd/ghz``, ``--cpus 1``, one connection)
+runs too, as grpc-ghz. Every run reports the generator's CPU (its rusage) and the server's CPU
+per answered call (/proc/<pid>/stat). Rounds are interleaved (binary, json, grpc, ghz, sync,
+binary, ...: each floor's two sides run back to back); the floors are checked in each round and
+the median round is reported.
 
 Floors (issue: serving front end): v2-binary >= 1.5x v2-json; grpc-raw >= 3x v2-json.
 """
@@ -30,10 +39,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +53,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 PY = REPO / ".venv" / "bin" / "python"
@@ -59,10 +71,11 @@ def log(message: str) -> None:
 
 
 def ensure_tools() -> str:
-    """wrk from Debian, ghz built from its Go module into .tools/bin (both once)."""
-    if shutil.which("wrk") is None:
-        log("installing wrk (apt-get install -y wrk)")
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    """wrk and h2load from Debian, ghz built from its Go module into .tools/bin (each once)."""
+    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+        if shutil.which(tool) is None:
+            log(f"installing {tool} (apt-get install -y {package})")
+            subprocess.run(["apt-get", "install", "-y", "-q", package], check=True, stdout=subprocess.DEVNULL)
     ghz = REPO / ".tools" / "bin" / "ghz"
     if not ghz.exists():
         log(f"building ghz (go install {GHZ_MODULE})")
@@ -120,6 +133,12 @@ class SyncVariant:
             raise RuntimeError(f"the sync variant did not start; see {logs / 'sync-variant.log'}")
         self.grpc_port = int(line.split()[1])
 
+    def ok_calls(self) -> int:
+        """ModelInfer calls the variant answered OK so far (it prints the count on SIGUSR1)."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        return int(self.proc.stdout.readline().split()[1])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -154,6 +173,13 @@ class OurServer:
                 time.sleep(0.3)
         raise RuntimeError("the server did not get ready in 60 s")
 
+    def ok_calls(self) -> int:
+        """ModelInfer calls answered OK so far, from the server's metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        found = re.search(r'modelstack_requests_total\{route="grpc_infer",status="200"\} (\d+)', text)
+        return int(found.group(1)) if found else 0
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -183,19 +209,25 @@ def bodies(work: Path) -> dict[str, Any]:
         inputs=[pb.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 32, 32, 3])],
         raw_input_contents=[raw],
     )
-    files = {"json": work / "v2.json", "binary": work / "v2.bin", "grpc": work / "infer.pb"}
+    files = {"json": work / "v2.json", "binary": work / "v2.bin", "grpc": work / "infer.pb",
+             "grpc-frame": work / "infer.grpc"}
     files["json"].write_bytes(json_body)
     files["binary"].write_bytes(header + raw)
-    files["grpc"].write_bytes(message.SerializeToString())
+    serialized = message.SerializeToString()
+    files["grpc"].write_bytes(serialized)
+    # One gRPC message as it goes on the wire: not compressed (0), then its length, big-endian.
+    files["grpc-frame"].write_bytes(b"\0" + struct.pack(">I", len(serialized)) + serialized)
+    grpc_size = len(files["grpc-frame"].read_bytes())
     return {"files": files, "header_length": len(header), "sizes": {
-        "v2-json": len(json_body), "v2-binary": len(header) + len(raw), "grpc-raw": len(files["grpc"].read_bytes()),
-        "grpc-sync": len(files["grpc"].read_bytes()),
+        "v2-json": len(json_body), "v2-binary": len(header) + len(raw), "grpc-raw": grpc_size,
+        "grpc-ghz": grpc_size, "grpc-sync": grpc_size,
     }}
 
 
-def check_answers(server: OurServer, info: dict[str, Any]) -> None:
+def check_answers(server: OurServer, info: dict[str, Any], sync: SyncVariant) -> None:
     """Each form gets a 200 / OK with the same output before anything is measured."""
     import numpy as np
+    import tritonclient.grpc as grpcclient
 
     sys.path.insert(0, str(REPO))
     import grpc
@@ -217,6 +249,14 @@ def check_answers(server: OurServer, info: dict[str, Any]) -> None:
         from_grpc = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
     np.testing.assert_allclose(from_binary, from_json, rtol=1e-6)
     np.testing.assert_allclose(from_grpc, from_json, rtol=1e-6)
+    sample = np.frombuffer(pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes()).raw_input_contents[0],
+                           dtype="<f4").reshape(1, 32, 32, 3)
+    for port in (server.grpc_port, sync.grpc_port):  # the client the gRPC rows stand for
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        tensor = grpcclient.InferInput("image", [1, 32, 32, 3], "FP32")
+        tensor.set_data_from_numpy(sample)
+        np.testing.assert_allclose(client.infer(MODEL, [tensor]).as_numpy("output_0").ravel(), from_json, rtol=1e-6)
+        client.close()
 
 
 WRK_SCRIPT = '''
@@ -239,7 +279,7 @@ end
 
 
 def run_wrk(url: str, body: Path, header_length: int | None, concurrency: int, duration: float,
-            work: Path) -> dict[str, Any]:
+            work: Path, meter: Meter) -> dict[str, Any]:
     script = work / "v2.lua"
     script.write_text(WRK_SCRIPT)
     env = {
@@ -249,7 +289,8 @@ def run_wrk(url: str, body: Path, header_length: int | None, concurrency: int, d
     }
     argv = ["wrk", "-t1", "-c", str(concurrency), "--timeout", "10s", "-s", str(script), url]
     subprocess.run([*argv[:1], *argv[1:], "-d", "2s"], env=env, capture_output=True, check=True)  # warm-up
-    done = subprocess.run([*argv, "-d", f"{duration:g}s"], env=env, capture_output=True, text=True, check=True)
+    with meter:
+        done = subprocess.run([*argv, "-d", f"{duration:g}s"], env=env, capture_output=True, text=True, check=True)
     raw = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[7:])
     seconds = raw["duration_us"] / 1e6
     errors = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
@@ -257,7 +298,7 @@ def run_wrk(url: str, body: Path, header_length: int | None, concurrency: int, d
             "p99_ms": raw["p99"] / 1000, "errors": errors}
 
 
-def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: float) -> dict[str, Any]:
+def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: float, meter: Meter) -> dict[str, Any]:
     argv = [
         ghz, "--insecure", "--proto", str(REPO / "serving" / "proto" / "grpc_service.proto"),
         "--import-paths", str(REPO), "--call", "inference.GRPCInferenceService.ModelInfer",
@@ -265,7 +306,8 @@ def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: floa
         "--format", "json", f"127.0.0.1:{port}",
     ]
     subprocess.run([*argv, "-z", "2s"], capture_output=True, check=True)  # warm-up
-    done = subprocess.run([*argv, "-z", f"{duration:g}s"], capture_output=True, text=True, check=True)
+    with meter:
+        done = subprocess.run([*argv, "-z", f"{duration:g}s"], capture_output=True, text=True, check=True)
     report = json.loads(done.stdout)
     ok = report.get("statusCodeDistribution", {}).get("OK", 0)
     # ghz ends a timed run by closing its connection: the calls in flight then (at most one per
@@ -275,6 +317,70 @@ def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: floa
     return {"rps": round(ok / (report["total"] / 1e9), 1), "p50_ms": latencies.get(50, 0) / 1e6,
             "p99_ms": latencies.get(99, 0) / 1e6, "errors": report["count"] - ok - min(cut, concurrency),
             "cut_at_end": cut}
+
+
+def run_h2load(port: int, frame: Path, concurrency: int, duration: float, work: Path,
+               ok_calls: Callable[[], int], meter: Meter) -> dict[str, Any]:
+    """h2load sending unary ModelInfer calls; a call counts when the server counted it OK."""
+    requests = work / "h2load.log"
+    argv = [
+        "h2load", "-t1", "-c1", "-m", str(concurrency), "-d", str(frame),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
+    ]
+    subprocess.run([*argv, "-D", "2"], capture_output=True, check=True)  # warm-up
+    before = ok_calls()
+    with meter:
+        done = subprocess.run([*argv, "-D", f"{duration:g}", "--log-file", str(requests)],
+                              capture_output=True, text=True, check=True)
+    ok = ok_calls() - before
+    seconds = float(re.search(r"finished in ([\d.]+)s", done.stdout).group(1))
+    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", done.stdout)
+    answered, succeeded, failed, errored, timeout = (int(x) for x in counts.groups())
+    # Lines: start (us since the epoch), HTTP status, duration (us); sorted for the percentiles.
+    latencies = sorted(int(line.split()[2]) for line in requests.read_text().splitlines() if line.strip())
+    # The server counts a call before its answer leaves, so a call cut off by the end of the run
+    # counts there and not here; a call h2load saw answered that the server did not count OK
+    # ended with a gRPC error (HTTP 200 and grpc-status in the trailers).
+    return {"rps": round(min(ok, succeeded) / seconds, 1),
+            "p50_ms": latencies[len(latencies) // 2] / 1000, "p99_ms": latencies[int(len(latencies) * 0.99)] / 1000,
+            "errors": max(0, succeeded - ok) + (answered - succeeded) + failed + errored + timeout,
+            "answered": succeeded, "server_ok": ok}
+
+
+class Meter:
+    """Around a measured run: the load generator's CPU (its rusage) and the server's (/proc/<pid>/stat)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.figures: dict[str, float] = {}
+
+    def _server_cpu(self) -> float:
+        fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> Meter:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._start = (time.monotonic(), usage.ru_utime + usage.ru_stime, self._server_cpu())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall, generator, server = self._start
+        self.figures = {"seconds": time.monotonic() - wall,
+                        "generator_cpu_s": usage.ru_utime + usage.ru_stime - generator,
+                        "server_cpu_s": self._server_cpu() - server}
+
+    def add_to(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with the generator's CPU (% of a core) and the server's CPU per answered call."""
+        seconds = self.figures["seconds"]
+        calls = max(row["rps"] * seconds, 1.0)
+        row["generator_cpu_pct"] = round(100 * self.figures["generator_cpu_s"] / seconds, 1)
+        row["generator_cpu_ms_per_call"] = round(1000 * self.figures["generator_cpu_s"] / calls, 4)
+        row["server_cpu_pct"] = round(100 * self.figures["server_cpu_s"] / seconds, 1)
+        row["server_cpu_ms_per_call"] = round(1000 * self.figures["server_cpu_s"] / calls, 4)
+        return row
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -296,21 +402,30 @@ def main() -> int:
     sync = SyncVariant(artifact, work)
     rounds: list[dict[str, dict[str, Any]]] = []
     try:
-        check_answers(server, info)
+        check_answers(server, info, sync)
         url = f"http://127.0.0.1:{server.port}/v2/models/{MODEL}/infer"
+        files, c, d = info["files"], args.concurrency, args.duration
+        # Each floor's pair runs back to back (binary, json, grpc), so a change in the machine's
+        # other load between runs moves both sides of a ratio as little as it can.
+        contenders: dict[str, Callable[[Meter], dict[str, Any]]] = {
+            "v2-binary": lambda m: run_wrk(url, files["binary"], info["header_length"], c, d, work, m),
+            "v2-json": lambda m: run_wrk(url, files["json"], None, c, d, work, m),
+            "grpc-raw": lambda m: run_h2load(server.grpc_port, files["grpc-frame"], c, d, work, server.ok_calls, m),
+            "grpc-ghz": lambda m: run_ghz(ghz, server.grpc_port, files["grpc"], c, d, m),
+            "grpc-sync": lambda m: run_h2load(sync.grpc_port, files["grpc-frame"], c, d, work, sync.ok_calls, m),
+        }
         for number in range(1, args.rounds + 1):
             load = round(os.getloadavg()[0], 2)
-            result = {
-                "v2-json": run_wrk(url, info["files"]["json"], None, args.concurrency, args.duration, work),
-                "v2-binary": run_wrk(url, info["files"]["binary"], info["header_length"], args.concurrency,
-                                     args.duration, work),
-                "grpc-raw": run_ghz(ghz, server.grpc_port, info["files"]["grpc"], args.concurrency, args.duration),
-                "grpc-sync": run_ghz(ghz, sync.grpc_port, info["files"]["grpc"], args.concurrency, args.duration),
-            }
+            result = {}
+            for name, run in contenders.items():
+                meter = Meter(sync.proc.pid if name == "grpc-sync" else server.proc.pid)
+                result[name] = meter.add_to(run(meter))
             for row in result.values():
                 row["load1_before_round"] = load
             rounds.append(result)
-            log(f"round {number}: " + ", ".join(f"{k} {v['rps']:,.0f} req/s" for k, v in result.items()))
+            log(f"round {number} (load {load}): " + ", ".join(
+                f"{k} {v['rps']:,.0f} req/s ({v['server_cpu_ms_per_call']:.3f} ms server CPU/call, "
+                f"generator {v['generator_cpu_pct']:.0f}%)" for k, v in result.items()))
     finally:
         server.stop()
         sync.stop()
@@ -331,24 +446,31 @@ def floors(rounds: list[dict[str, dict[str, Any]]]) -> list[tuple[str, float, fl
 
 
 def render(rounds: list[dict[str, dict[str, Any]]], info: dict[str, Any], args: argparse.Namespace) -> str:
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[name][key] for r in rounds)
+
     lines = [
-        f"| c={args.concurrency} | body bytes | req/s (median of {len(rounds)}) | per round | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        f"| c={args.concurrency} | body bytes | req/s (median of {len(rounds)}) | per round | p50 ms | p99 ms | "
+        "errors | server CPU ms/call | generator CPU |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("v2-json", "v2-binary", "grpc-raw", "grpc-sync"):
+    for name in ("v2-json", "v2-binary", "grpc-raw", "grpc-ghz", "grpc-sync"):
         values = sorted(rounds, key=lambda r: r[name]["rps"])
         middle = values[len(values) // 2][name]
         per_round = " / ".join(f"{r[name]['rps']:,.0f}" for r in rounds)
         errors = sum(r[name]["errors"] for r in rounds)
         lines.append(f"| {name} | {info['sizes'][name]:,} | {middle['rps']:,.0f} | {per_round} | "
-                     f"{middle['p50_ms']:.2f} | {middle['p99_ms']:.2f} | {errors} |")
-    lines += ["", "| floor | median ratio | needed | held in every round |", "|---|---:|---:|---|"]
-    for label, ratio, needed, ok in floors(rounds):
-        lines.append(f"| {label} | {ratio:.2f}x | {needed}x | {'yes' if ok else 'NO'} |")
+                     f"{middle['p50_ms']:.2f} | {middle['p99_ms']:.2f} | {errors} | "
+                     f"{median(name, 'server_cpu_ms_per_call'):.3f} | {median(name, 'generator_cpu_pct'):.0f}% |")
+    lines += ["", "| floor | per round | median | needed | held in every round |", "|---|---|---:|---:|---|"]
+    for (fast, slow, _), (label, ratio, needed, ok) in zip(FLOORS, floors(rounds)):
+        per_round = ", ".join(f"{r[fast]['rps'] / r[slow]['rps']:.2f}x" for r in rounds)
+        lines.append(f"| {label} | {per_round} | {ratio:.2f}x | {needed}x | {'yes' if ok else 'NO'} |")
     loads = [r["v2-json"]["load1_before_round"] for r in rounds]
     lines += ["", f"Machine: {os.cpu_count()} cores, load average (1 min) before each round: "
-                  f"{', '.join(f'{x:.2f}' for x in loads)}; wrk -t1 and ghz --cpus 1, {args.duration:g} s per run "
-                  "after a 2 s warm-up, rounds interleaved."]
+                  f"{', '.join(f'{x:.2f}' for x in loads)}; wrk -t1, h2load -t1 -c1 -m{args.concurrency}, "
+                  f"ghz --cpus 1; {args.duration:g} s per run after a 2 s warm-up, rounds interleaved; "
+                  "CPU columns: medians over the rounds (generator CPU in % of one core)."]
     return "\n".join(lines)
 
 
