@@ -27,8 +27,10 @@ class App:
     """Routes requests to handlers; client errors become JSON 4xx, anything else a logged 500."""
 
     def __init__(self, state: ModelState, routes: tuple[Route, ...] = ROUTES) -> None:
+        from serving.multi import routes_for
+
         self.state = state
-        self.router = Router(routes, state.config.model_name, state.api_key)
+        self.router = Router(routes_for(state.config, routes), state.config.model_name, state.api_key)
 
     def handle(self, request: Request, conn: Responder) -> None:
         """Answer ``request`` now, or once its handler calls back (the batcher has its output)."""

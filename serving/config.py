@@ -110,7 +110,7 @@ class ServingConfig:
 
     @property
     def input(self) -> InputSpec:
-        """The single input (validation guarantees exactly one)."""
+        """The first input: the only one, except for models with several (``serving.multi``)."""
         return self.inputs[0]
 
     @classmethod
@@ -264,14 +264,17 @@ def _check_inputs(value: Any, errors: list[str]) -> list[InputSpec]:
     if value is _MISSING:
         return []
     if not isinstance(value, list):
-        errors.append(f"inputs: must be a list with exactly one input, got {_kind(value)}")
+        errors.append(f"inputs: must be a list of inputs, got {_kind(value)}")
         return []
-    if len(value) != 1:
-        errors.append(
-            f"inputs: must list exactly one input (multi-input models are not supported), "
-            f"got {len(value)}"
-        )
-    return [spec for i, item in enumerate(value) if (spec := _check_input(item, i, errors))]
+    if not value:
+        errors.append("inputs: must list at least one input, got an empty list")
+    specs = [spec for i, item in enumerate(value) if (spec := _check_input(item, i, errors))]
+    names = [spec.name for spec in specs]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(f"inputs: the name {_show(name)} is given more than once; each input needs its own name")
+    if len(value) > 1 and any(spec.dtype == "string" for spec in specs):
+        errors.append("inputs: a text model takes one string input; a model with several inputs takes numeric ones")
+    return specs
 
 
 def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:

@@ -203,6 +203,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
 def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
     """The request's one input tensor, checked like the HTTP API's and cast to the model's input dtype."""
+    if len(state.config.inputs) > 1:  # several named inputs: one batch of named tensors
+        from serving.multi import grpc_batch
+
+        return grpc_batch(request, state.config.inputs, _from_contents)
     spec = state.config.input
     if len(request.inputs) != 1:
         raise ClientError(

@@ -65,7 +65,12 @@ def load_model(config: ServingConfig) -> tuple[Runtime, float, float]:
     from serving.runtime import load_runtime
 
     model = load_runtime(config)
-    check_model_matches_config(model, config.input)
+    if len(config.inputs) > 1:  # several named inputs: each checked by name
+        from serving.multi_runtime import check_feeds
+
+        check_feeds(model.feeds, config.inputs, config.artifact)  # type: ignore[attr-defined]
+    else:
+        check_model_matches_config(model, config.input)
     started = time.perf_counter()
     model.warm_up(warm_up_sizes(config))
     warm_up_ms = (time.perf_counter() - started) * 1000

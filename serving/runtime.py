@@ -53,6 +53,10 @@ class Runtime(Protocol):
 def load_runtime(config: ServingConfig) -> Runtime:
     """The runtime for the config's artifact, with the config's thread count."""
     max_bucket = max(DEFAULT_MAX_BUCKET, _bucket(config.max_batch_size))
+    if len(config.inputs) > 1:  # several named inputs (serving.multi)
+        from serving.multi_runtime import load_multi_runtime
+
+        return load_multi_runtime(config)  # type: ignore[no-any-return]
     if config.input.dtype == "string":  # a text model: tokenizer and ONNX graph in one artifact
         from serving.text import TextModel
 

@@ -51,13 +51,13 @@ def server_metadata(version: str) -> dict[str, Any]:
 
 
 def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
-    spec = config.input
     return {
         "name": config.model_name,
         "versions": ["1"],
         "platform": model.platform,
         "inputs": [
             {"name": spec.name, "datatype": V2_DATATYPES.get(spec.dtype, "BYTES"), "shape": [-1, *spec.shape]}
+            for spec in config.inputs
         ],
         "outputs": [
             {

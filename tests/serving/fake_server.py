@@ -17,11 +17,13 @@ if os.environ.get("FAKE_EVENT_LOOP") == "asyncio":
 
 import serving.runtime  # noqa: E402
 from serving.lifecycle import main  # noqa: E402
-from serving_support import FakeRuntime  # noqa: E402
+from serving_support import FakeRecommender, FakeRuntime  # noqa: E402
 
 
-def _load_fake(config: object) -> FakeRuntime:
+def _load_fake(config: object) -> FakeRuntime | FakeRecommender:
     time.sleep(float(os.environ.get("FAKE_LOAD_DELAY_S", "0")))
+    if len(getattr(config, "inputs", ())) > 1:  # several inputs: the fake recommender
+        return FakeRecommender()
     return FakeRuntime()
 
 

@@ -53,6 +53,39 @@ class FakeRuntime:
         return out
 
 
+class FakeRecommender:
+    """Two integer id inputs -> one score, in numpy: a dot product of fixed embeddings."""
+
+    platform = "fake"
+    output_shape = (1,)
+    output_dtype = np.dtype(np.float32)
+    feeds = {"user_id": ((1,), np.dtype(np.int32)), "item_id": ((1,), np.dtype(np.int32))}
+    users = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32)
+    items = np.random.default_rng(2).normal(size=(80, 4)).astype(np.float32)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        users = self.users[np.asarray(batch["user_id"])[:, 0] % 50]
+        items = self.items[np.asarray(batch["item_id"])[:, 0] % 80]
+        return (users * items).sum(axis=1, keepdims=True).astype(np.float32)
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
+        from serving.multi import zeros
+
+        out = np.zeros((1, 1), np.float32)
+        for size in batch_sizes:
+            out = self.predict(zeros(RECOMMENDER_INPUTS, size))
+        return out
+
+
+def _recommender_inputs() -> list[Any]:
+    from serving.config import InputSpec
+
+    return [InputSpec("user_id", (1,), "int32"), InputSpec("item_id", (1,), "int32")]
+
+
+RECOMMENDER_INPUTS = _recommender_inputs()
+
+
 class ServerProcess:
     """``python -m serving.server`` (or ``command``) on 127.0.0.1 with its stderr collected line by line."""
 

@@ -69,10 +69,12 @@ def test_config_reports_every_problem_at_once() -> None:
         assert expected in message, message
 
 
-def test_config_rejects_multiple_inputs_and_unreadable_files(tmp_path: Path) -> None:
+def test_config_rejects_repeated_input_names_and_unreadable_files(tmp_path: Path) -> None:
     spec = {"name": "x", "shape": [1], "dtype": "float32"}
-    with pytest.raises(ValueError, match="exactly one input"):
+    with pytest.raises(ValueError, match='"x" is given more than once'):
         ServingConfig.from_dict({"model_name": "m", "artifact": "a", "inputs": [spec, spec]})
+    with pytest.raises(ValueError, match="at least one input"):
+        ServingConfig.from_dict({"model_name": "m", "artifact": "a", "inputs": []})
     with pytest.raises(ValueError, match="cannot read file"):
         ServingConfig.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{")

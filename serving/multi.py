@@ -1,0 +1,353 @@
+"""Models with several named inputs: requests to one batch of named tensors, through both protocols.
+
+A batch is a numpy structured array with one field per input (``batch["user_id"]`` is that
+input's ``(n, *shape)`` tensor), so the batcher concatenates and splits it like any array and
+the runtimes read each input by name. Single-input models never come here: their routes and
+decoding are unchanged.
+
+Integer inputs (ids) take integers only: a JSON float, or a V2 floating-point datatype, is a 400
+naming the input, even when the value is whole. An input whose sample shape is ``[1]`` may be
+sent as a bare value per sample (``{"user_id": 3}``, ``"inputs": {"user_id": [3, 4]}``, V2 shape
+``[n]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from serving import v1, v2, v2_binary
+from serving.bytes_tensors import TensorDataError
+from serving.config import InputSpec, ServingConfig
+from serving.errors import ClientError, encode_json, kind, show
+from serving.messages import Request, Response
+from serving.tensors import cast, check_integers, parse_json, to_batch
+
+if TYPE_CHECKING:
+    from serving.runtime import Runtime
+    from serving.state import ModelState
+
+Reply = Callable[[Callable[[], Response]], None]
+
+
+def is_multi(config: ServingConfig) -> bool:
+    """Whether the config's model takes several inputs (this module's requests)."""
+    return len(config.inputs) > 1
+
+
+def feeds_dtype(inputs: Sequence[InputSpec]) -> np.dtype[Any]:
+    """The structured dtype of a batch: one field per input, with its sample shape."""
+    return np.dtype([(spec.name, np.dtype(spec.dtype), tuple(spec.shape)) for spec in inputs])
+
+
+def pack(inputs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One batch from each input's tensor (all with the same number of samples)."""
+    n = len(arrays[inputs[0].name])
+    batch = np.empty(n, dtype=feeds_dtype(inputs))
+    for spec in inputs:
+        batch[spec.name] = arrays[spec.name]
+    return batch
+
+
+def unpack(batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Each input's contiguous tensor from a batch made by ``pack``."""
+    names = batch.dtype.names or ()
+    return {name: np.ascontiguousarray(batch[name]) for name in names}
+
+
+def zeros(inputs: Sequence[InputSpec], n: int) -> np.ndarray:
+    """A batch of n all-zero samples (warm-up)."""
+    return np.zeros(n, dtype=feeds_dtype(inputs))
+
+
+# --- checks shared by the protocols --------------------------------------------------------------
+
+
+def _names(inputs: Sequence[InputSpec]) -> str:
+    return ", ".join(f'"{spec.name}"' for spec in inputs)
+
+
+def _check_names(given: Sequence[str], inputs: Sequence[InputSpec], where: str) -> None:
+    """Every input exactly once, nothing else."""
+    known = {spec.name for spec in inputs}
+    for name in given:
+        if name not in known:
+            raise ClientError(
+                400, f"{where}: unexpected input {show(name)}; this model takes {_names(inputs)}"
+            )
+    seen: set[str] = set()
+    for name in given:
+        if name in seen:
+            raise ClientError(400, f'{where}: input "{name}" is given more than once')
+        seen.add(name)
+    for spec in inputs:
+        if spec.name not in seen:
+            raise ClientError(
+                400, f'{where}: missing input "{spec.name}"; this model takes {_names(inputs)}'
+            )
+
+
+def _same_batch(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec], where: str) -> None:
+    first = inputs[0].name
+    n = len(arrays[first])
+    for spec in inputs[1:]:
+        if len(arrays[spec.name]) != n:
+            raise ClientError(
+                400,
+                f'{where}: input "{spec.name}" has {len(arrays[spec.name])} samples but "{first}" has '
+                f"{n}; every input needs the same batch size",
+            )
+
+
+def _integers_only(array: np.ndarray, spec: InputSpec, field: str) -> None:
+    if np.dtype(spec.dtype).kind in "iu" and array.dtype.kind == "f":
+        raise ClientError(400, f'{field}: input "{spec.name}" takes integers ({spec.dtype}), got numbers with a fraction or exponent')
+
+
+def _json_tensor(data: Any, spec: InputSpec, field: str, may_hold_bools: bool) -> np.ndarray:
+    """One input's samples from JSON: checked against the spec, integer inputs integers only."""
+    if spec.shape == (1,) and isinstance(data, list) and data and not isinstance(data[0], list):
+        data = [[value] for value in data]  # bare values, one per sample
+    array = to_batch(data, spec, field, may_hold_bools)
+    if np.dtype(spec.dtype).kind in "iu":
+        sent = np.asarray(data)
+        _integers_only(sent, spec, field)
+    return array
+
+
+# --- TF Serving REST ------------------------------------------------------------------------------
+
+
+def decode_predict(body: bytes, inputs: Sequence[InputSpec]) -> tuple[np.ndarray, bool]:
+    """A TF Serving predict body for several inputs: (batch, whether it was row format)."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ClientError(400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}')
+    extra = sorted(key for key in payload if key not in ("instances", "inputs", "signature_name"))
+    if extra:
+        raise ClientError(
+            400,
+            f"unexpected field(s) {', '.join(map(show, extra))}; the body takes "
+            '"instances" (row format) or "inputs" (columnar format)',
+        )
+    signature = payload.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        raise ClientError(400, f'signature_name: only "serving_default" is served, got {show(signature)}')
+    if ("instances" in payload) == ("inputs" in payload):
+        raise ClientError(
+            400, 'give either "instances" (row format) or "inputs" (columnar format), not both and not neither'
+        )
+    bools = b"true" in body or b"false" in body
+    arrays: dict[str, np.ndarray] = {}
+    if "instances" in payload:
+        instances = payload["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise ClientError(
+                400, f'"instances" must be a non-empty array of objects with the inputs {_names(inputs)}'
+            )
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise ClientError(
+                    400, f"instances[{i}]: expected an object with the inputs {_names(inputs)}, got {show(instance)}"
+                )
+            _check_names(list(instance), inputs, f"instances[{i}]")
+        for spec in inputs:
+            column = [instance[spec.name] for instance in instances]
+            arrays[spec.name] = _json_tensor(column, spec, f"instances[*].{spec.name}", bools)
+        return pack(inputs, arrays), True
+    columns = payload["inputs"]
+    if not isinstance(columns, dict):
+        raise ClientError(
+            400, f'"inputs" must be an object with one batch per input ({_names(inputs)}), got {kind(columns)}'
+        )
+    _check_names(list(columns), inputs, '"inputs"')
+    for spec in inputs:
+        arrays[spec.name] = _json_tensor(columns[spec.name], spec, f"inputs.{spec.name}", bools)
+    _same_batch(arrays, inputs, '"inputs"')
+    return pack(inputs, arrays), False
+
+
+def v1_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
+    """TF Serving's metadata with every input of the signature."""
+    document = v1.metadata_document(config, model)
+    signature = document["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    signature["inputs"] = {spec.name: v1._tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs}
+    return document
+
+
+def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    state.require_ready()
+    model = state.model
+    assert model is not None
+    return Response(200, state.memo("v1_metadata", lambda: encode_json(v1_metadata_document(state.config, model)).encode()))
+
+
+def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
+    batcher = state.require_ready()
+    batch, row_format = decode_predict(request.body, state.config.inputs)
+    key = "predictions" if row_format else "outputs"
+
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
+        return Response(200, v1.encode_outputs(key, outputs))
+
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+
+
+# --- Open Inference Protocol V2 (HTTP JSON / binary, gRPC) ---------------------------------------
+
+
+def _check_tensor(spec: InputSpec, shape: Any, datatype: Any, where: str) -> list[int]:
+    """The tensor's shape and datatype against the input; returns the shape with the sample's dims."""
+    if spec.shape == (1,) and isinstance(shape, list) and len(shape) == 1:
+        shape = [*shape, 1]  # bare values, one per sample
+    v2.check_input_tensor(spec.name, shape, datatype, spec, where)
+    if np.dtype(spec.dtype).kind in "iu" and not str(datatype).startswith(("INT", "UINT")):
+        raise ClientError(
+            400, f'{where}.datatype: input "{spec.name}" takes integers ({v2.V2_DATATYPES[spec.dtype]}), got {show(datatype)}'
+        )
+    return list(shape)
+
+
+def decode_infer(
+    body: bytes, inputs: Sequence[InputSpec], header_length: str | None = None
+) -> tuple[np.ndarray, str | None, bool]:
+    """A V2 infer body (JSON, or the binary extension's) for several inputs: (batch, id, binary output)."""
+    tail: memoryview | None = None
+    if header_length is not None:
+        try:
+            size = v2_binary.header_length(header_length, len(body))
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+        body, tail = body[:size], memoryview(body)[size:]
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        raise ClientError(400, f'the body must be a JSON object with "inputs", got {kind(payload)}')
+    v2._no_extra(payload, v2._REQUEST_FIELDS, "the request")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ClientError(400, f"id: must be a string, got {show(request_id)}")
+    v2._check_parameters(payload, "parameters", "binary_data_output")
+    if "outputs" in payload:
+        v2._check_requested_outputs(payload["outputs"])
+    tensors = payload.get("inputs")
+    if not isinstance(tensors, list):
+        raise ClientError(400, f"inputs: must be a list with one tensor per input ({_names(inputs)}), got {kind(tensors)}")
+    for i, tensor in enumerate(tensors):
+        if not isinstance(tensor, dict):
+            raise ClientError(400, f"inputs[{i}]: must be an object with name, shape, datatype and data, got {kind(tensor)}")
+        if "name" not in tensor:
+            raise ClientError(400, f"inputs[{i}].name: required field is missing")
+    _check_names([t["name"] for t in tensors], inputs, "inputs")
+    specs = {spec.name: spec for spec in inputs}
+    reader = v2_binary.BinaryTail(tail) if tail is not None else None
+    bools = b"true" in body or b"false" in body
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        for i, tensor in enumerate(tensors):
+            where = f"inputs[{i}]"
+            spec = specs[tensor["name"]]
+            v2._no_extra(tensor, v2._INPUT_FIELDS, where)
+            v2._check_parameters(tensor, f"{where}.parameters", "binary_data_size")
+            binary = "binary_data_size" in (tensor.get("parameters") or {})
+            if binary and "data" in tensor:
+                raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
+            for key in ("shape", "datatype") if binary else ("shape", "datatype", "data"):
+                if key not in tensor:
+                    raise ClientError(400, f"{where}.{key}: required field is missing")
+            shape = _check_tensor(spec, tensor["shape"], tensor["datatype"], where)
+            datatype = tensor["datatype"]
+            if binary:
+                if reader is None:
+                    raise ClientError(
+                        400,
+                        f"{where}.parameters.binary_data_size: binary tensor data needs the "
+                        "Inference-Header-Content-Length header (the size of the JSON part of the body)",
+                    )
+                raw = reader.take(tensor["parameters"]["binary_data_size"], where)
+                array = v2_binary.tensor_from_bytes(raw, datatype, shape, where)
+                arrays[spec.name] = cast(array, spec, where)
+                continue
+            field = f"{where}.data"
+            array = v2._tensor_array(tensor["data"], shape, field, spec.name, bools)
+            if np.dtype(spec.dtype).kind in "iu":
+                _integers_only(array, spec, field)
+            sent = v2._V2_NUMPY[datatype]
+            if sent.kind in "iu":
+                check_integers(array, sent, field, f"datatype {datatype}")
+            arrays[spec.name] = cast(array, spec, field)
+        if reader is not None:
+            reader.finish()
+    except TensorDataError as exc:
+        raise ClientError(400, str(exc)) from None
+    _same_batch(arrays, inputs, "inputs")
+    return pack(inputs, arrays), request_id, v2._binary_output(payload)
+
+
+def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
+    batcher = state.require_ready()
+    lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
+    if len(lengths) > 1:
+        raise ClientError(400, f"Inference-Header-Content-Length: sent {len(lengths)} times; send it once")
+    batch, request_id, binary_output = decode_infer(request.body, state.config.inputs, lengths[0] if lengths else None)
+    model_name = state.config.model_name
+
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
+        if binary_output:
+            body, length = v2.encode_binary_infer_response(model_name, outputs, request_id)
+            return Response(200, body, v2_binary.OCTET_STREAM, headers=(("Inference-Header-Content-Length", str(length)),))
+        return Response(200, v2.encode_infer_response(model_name, outputs, request_id))
+
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+
+
+def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callable[[Any, list[int], str], np.ndarray]) -> np.ndarray:
+    """A gRPC ModelInferRequest's tensors (raw contents in input order, or typed contents) as a batch."""
+    _check_names([t.name for t in request.inputs], inputs, "inputs")
+    for i, output in enumerate(request.outputs):
+        if output.name != v2.OUTPUT_NAME:
+            raise ClientError(
+                400, f'outputs[{i}].name: the model has one output, "{v2.OUTPUT_NAME}", got {show(output.name)}'
+            )
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise ClientError(
+            400, f"raw_input_contents: one entry per input is needed ({len(request.inputs)}), got {len(raw)}"
+        )
+    specs = {spec.name: spec for spec in inputs}
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        for i, tensor in enumerate(request.inputs):
+            where = f"inputs[{i}]"
+            spec = specs[tensor.name]
+            shape = _check_tensor(spec, list(tensor.shape), tensor.datatype, where)
+            if raw:
+                if tensor.HasField("contents"):
+                    raise TensorDataError(
+                        f"{where}.contents: give the tensor either as raw_input_contents or as typed contents, not both"
+                    )
+                array = v2_binary.tensor_from_bytes(raw[i], tensor.datatype, shape, where)
+            else:
+                array = from_contents(tensor, shape, where)
+            arrays[spec.name] = cast(array, spec, where)
+    except TensorDataError as exc:
+        raise ClientError(400, str(exc)) from None
+    _same_batch(arrays, inputs, "inputs")
+    return pack(inputs, arrays)
+
+
+def routes_for(config: ServingConfig, routes: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The route table with the predict, infer and metadata handlers of several inputs."""
+    if not is_multi(config):
+        return routes
+    from dataclasses import replace
+
+    handlers = {"v1_predict": v1_predict, "v1_metadata": v1_metadata, "v2_infer": v2_infer}
+    return tuple(replace(r, handler=handlers[r.name]) if r.name in handlers else r for r in routes)
