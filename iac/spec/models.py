@@ -511,8 +511,10 @@ class Kubernetes(_Strict):
     tolerations: Annotated[list[Toleration], Field(max_length=32, description="Taints the pods tolerate")] = []
     startup_timeout: Annotated[int, Field(ge=5, le=3600, description="Seconds a pod has to load and warm up its model before it is restarted")] = 120
     progress_deadline: Annotated[int, Field(
-        ge=10, le=3600, description="Seconds a rollout may go without progress before `pulumi up` fails (the old pods keep serving)",
-    )] = 180
+        ge=10, le=7200,
+        description="Seconds a rollout may take before `pulumi up` fails; Kubernetes also marks it failed after this "
+                    "long without progress. The old pods keep serving",
+    )] = 300
 
     @field_validator("namespace")
     @classmethod

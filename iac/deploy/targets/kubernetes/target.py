@@ -36,7 +36,7 @@ class Target(pulumi.ComponentResource):
         )
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = object_labels(spec)
-        meta = {"name": spec.name, "namespace": k.namespace, "labels": labels, "annotations": dict(k.annotations)}
+        meta = {"name": spec.name, "namespace": k.namespace, "labels": labels, "annotations": dict(k.annotations) or None}
 
         pushed = Push(f"{name}-push", repository=repository(spec), image_id=args.image_id,
                       opts=pulumi.ResourceOptions(parent=self))
@@ -93,9 +93,10 @@ class Target(pulumi.ComponentResource):
 
 
 def rollout_timeout_s(k: Kubernetes) -> int:
-    """The provider's own wait: past the progress deadline (which fails the rollout first) and the
-    longest a pod may take to start."""
-    return k.progress_deadline + k.startup_timeout + 60
+    """How long the provider waits for a rollout. It reports Kubernetes' ProgressDeadlineExceeded only
+    as a warning and keeps waiting, so its own timeout is what fails `pulumi up`: the deadline, plus
+    a margin for the API calls."""
+    return k.progress_deadline + 30
 
 
 def grace_period_s() -> int:
@@ -134,7 +135,7 @@ def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulum
         "image": image,
         "image_pull_policy": "IfNotPresent",
         "ports": [{"name": "http", "container_port": port, "protocol": "TCP"}],
-        "env": env,
+        "env": env or None,
         "resources": {"requests": {"cpu": k.resources.requests.cpu, "memory": k.resources.requests.memory},
                       "limits": {"cpu": k.resources.limits.cpu, "memory": k.resources.limits.memory}},
         # Ready once the model is loaded and warmed up; restarted when the process stops answering;
