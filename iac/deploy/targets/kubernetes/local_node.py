@@ -18,6 +18,11 @@ from iac.deploy.targets.kubernetes.local import (
 )
 
 CNI_BIN = "/usr/lib/cni"
+# The kubelet sets these kernel settings to its own defaults; they are saved before it starts and put back after.
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys",
+                   "kernel/keys/root_maxbytes")
+# Chains the kubelet adds to the host's firewall (kube-proxy --cleanup removes kube-proxy's own).
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
 
 def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, int]) -> None:
@@ -61,6 +66,8 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
         "containerRuntimeEndpoint": f"unix://{socket_path}", "maxPods": 40, "serializeImagePulls": False,
         "syncFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
     }))
+    (root / "sysctls.json").write_text(json.dumps(
+        {name: Path("/proc/sys", name).read_text().strip() for name in KUBELET_SYSCTLS}))
     node_kubeconfig = _kubeconfig(root / "node.kubeconfig", pki, "node", server)
     _spawn(root, "kubelet", [
         str(BIN / "kubelet"), f"--config={config}", f"--kubeconfig={node_kubeconfig}",
@@ -108,6 +115,24 @@ def stop_node(cluster: LocalCluster) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
     subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
     _remove_kubepods_cgroups()
+    _remove_kubelet_chains()
+    saved = root / "sysctls.json"
+    if saved.exists():
+        for name, value in json.loads(saved.read_text()).items():
+            try:
+                Path("/proc/sys", name).write_text(value)
+            except OSError:
+                pass
+
+
+def _remove_kubelet_chains() -> None:
+    for command in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            for hook in ("INPUT", "OUTPUT"):
+                subprocess.run([command, "-t", table, "-D", hook, "-j", "KUBE-FIREWALL"], capture_output=True, check=False)
+            for chain in KUBELET_CHAINS:
+                subprocess.run([command, "-t", table, "-F", chain], capture_output=True, check=False)
+                subprocess.run([command, "-t", table, "-X", chain], capture_output=True, check=False)
 
 
 def _remove_pod_containers() -> None:
