@@ -41,7 +41,7 @@ def converted(req: PrepRequest, model: Any, calibration_x: Any, variant: Variant
             progress(f"{variant.name}: {result.notes['int8_fallback']}")
         return result.artifact, result.notes
     if "onnx-float32" not in onnx_float:
-        onnx_float["onnx-float32"] = convert.to_onnx(model, req.sample_shape, req.input_name, where=where)
+        onnx_float["onnx-float32"] = convert.to_onnx(model, req.sample_shape, req.input_name, where=where, inputs=req.inputs)
     artifact = onnx_float["onnx-float32"]
     if variant.quantization != "none":
         artifact = convert.onnx_quantize(artifact, variant.quantization, calibration_x)

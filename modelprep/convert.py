@@ -61,13 +61,22 @@ def convert_litert(model_path: str | Path | Any, quantization: str, calibration:
     if quantization == "int8" and calibration is None:
         raise ValueError("int8 conversion needs calibration inputs")
     tf = tensorflow()
+    exported = tempfile.TemporaryDirectory(prefix="modelprep-export-")
 
     def converter_for(fallback: bool) -> Any:
         if isinstance(model_path, (str, Path)) and Path(model_path).is_dir():
             converter = tf.lite.TFLiteConverter.from_saved_model(str(model_path))
         else:
             model = load_model(model_path) if isinstance(model_path, (str, Path)) else model_path
-            converter = tf.lite.TFLiteConverter.from_keras_model(model)
+            if len(getattr(model, "inputs", None) or ()) > 1:
+                # Several named inputs: the converter's Keras path cannot trace them; the model's
+                # own SavedModel export keeps each input's name and dtype in the signature.
+                if not any(Path(exported.name).iterdir()):
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        model.export(exported.name)
+                converter = tf.lite.TFLiteConverter.from_saved_model(exported.name)
+            else:
+                converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if quantization == "dynamic":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantization == "float16":
@@ -85,6 +94,11 @@ def convert_litert(model_path: str | Path | Any, quantization: str, calibration:
                 converter.inference_output_type = tf.int8
         return converter
 
+    with exported:
+        return _convert_litert(converter_for, quantization, where)
+
+
+def _convert_litert(converter_for: Any, quantization: str, where: str) -> Converted:
     try:
         artifact = _run(converter_for(False))
     except Exception as exc:  # the converter reports unsupported ops as generic errors
@@ -152,19 +166,35 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _representative(calibration: np.ndarray) -> Iterator[list[np.ndarray]]:
+def _representative(calibration: np.ndarray) -> Iterator[Any]:
+    if calibration.dtype.names is not None:  # several inputs: each by name, integer ids as integers
+        for i in range(min(len(calibration), 500)):
+            sample = calibration[i : i + 1]
+            yield {name: _calibration_tensor(sample[name]) for name in calibration.dtype.names}
+        return
     for sample in calibration[:500]:
         yield [sample[np.newaxis, ...].astype(np.float32)]
 
 
+def _calibration_tensor(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values if values.dtype.kind in "iu" else values.astype(np.float32))
+
+
 # --------------------------------------------------------------------------------------- ONNX
-def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str, *, where: str) -> bytes:
-    """Export the float model to ONNX (opset 17) with a dynamic batch; a failure is a UserError at `where`."""
+def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str, *, where: str,
+            inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None) -> bytes:
+    """Export the float model to ONNX (opset 17) with a dynamic batch; a failure is a UserError at `where`.
+    With several `inputs` (name, sample shape, dtype), the graph takes each by name in its dtype."""
     tf = tensorflow()
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, *sample_shape), tf.float32, name=input_name),)
-    function = tf.function(lambda x: model(x, training=False))
+    if inputs is not None:
+        names = [name for name, _, _ in inputs]
+        spec = tuple(tf.TensorSpec((None, *shape), tf.as_dtype(dtype), name=name) for name, shape, dtype in inputs)
+        function = tf.function(lambda *args: model(dict(zip(names, args)), training=False))
+    else:
+        spec = (tf.TensorSpec((None, *sample_shape), tf.float32, name=input_name),)
+        function = tf.function(lambda x: model(x, training=False))
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET)
@@ -199,12 +229,16 @@ def onnx_quantize(float_model: bytes, mode: str, calibration: np.ndarray | None 
 
             class Reader(CalibrationDataReader):
                 def __init__(self, name: str) -> None:
-                    self.samples = iter(calibration[i : i + 1].astype(np.float32) for i in range(min(len(calibration), 300)))
+                    self.samples = iter(calibration[i : i + 1] for i in range(min(len(calibration), 300)))
                     self.name = name
 
                 def get_next(self) -> dict[str, np.ndarray] | None:
                     sample = next(self.samples, None)
-                    return None if sample is None else {self.name: sample}
+                    if sample is None:
+                        return None
+                    if sample.dtype.names is not None:  # several inputs, by name
+                        return {n: _calibration_tensor(sample[n]) for n in sample.dtype.names}
+                    return {self.name: sample.astype(np.float32)}
 
             import onnx
 

@@ -20,8 +20,16 @@ THROUGHPUT_BATCH = 32
 
 # ----------------------------------------------------------------------------------- Keras
 def keras_predict(model: Any, x: np.ndarray) -> np.ndarray:
-    outputs = [np.asarray(first_output(model(x[i : i + BATCH], training=False))) for i in range(0, len(x), BATCH)]
+    outputs = [np.asarray(first_output(model(keras_input(x[i : i + BATCH]), training=False))) for i in range(0, len(x), BATCH)]
     return np.concatenate(outputs)
+
+
+def keras_input(x: np.ndarray) -> Any:
+    """What a Keras model takes: the array, or for several inputs (a structured array, one field
+    per input) a dict of each input's tensor by name."""
+    if x.dtype.names is None:
+        return x
+    return {name: np.ascontiguousarray(x[name]) for name in x.dtype.names}
 
 
 def first_output(out: Any) -> Any:

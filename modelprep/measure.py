@@ -30,8 +30,17 @@ class Measured:
     outputs: np.ndarray
 
 
-def runtime_for(runtime: str, artifact: bytes, threads: int) -> Any:
-    """The server's runtime for an artifact's bytes, with the server's thread count."""
+def runtime_for(runtime: str, artifact: bytes, threads: int,
+                inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None) -> Any:
+    """The server's runtime for an artifact's bytes, with the server's thread count; with
+    several ``inputs``, the server's runtime that feeds each by name."""
+    if inputs is not None:
+        from serving.config import InputSpec
+        from serving.multi_runtime import LiteRTFeedsModel, OnnxFeedsModel
+
+        specs = [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in inputs]
+        feeds = OnnxFeedsModel if runtime == "onnx" else LiteRTFeedsModel
+        return feeds.from_bytes(artifact, specs, num_threads=threads)
     if runtime == "onnx":
         from serving.onnx_runtime import OnnxModel
 
@@ -46,7 +55,7 @@ def measure_variant(req: PrepRequest, variant: Variant, artifact: bytes, notes: 
     """Score the variant on the evaluation data and time it, exactly as the server runs it:
     float32 inputs in, the runtime's own quantization and dequantization, its outputs out."""
     o = req.optimize
-    model = runtime_for(variant.runtime, artifact, req.threads)
+    model = runtime_for(variant.runtime, artifact, req.threads, req.inputs)
     outputs = model.predict(x)
     value = evaluate.score(o.metric.value, outputs, y, o.top_k)
     one, batch = samples(x, 1), samples(x, evaluate.THROUGHPUT_BATCH)
@@ -69,6 +78,7 @@ def keras_baselines(req: PrepRequest, model: Any, x: np.ndarray, y: np.ndarray,
     value = round(evaluate.score(o.metric.value, evaluate.keras_predict(model, x), y, o.top_k), 6)
     size, packed = path_bytes(req.model_path)
     one, batch = samples(x, 1), samples(x, evaluate.THROUGHPUT_BATCH)
+    one, batch = evaluate.keras_input(one), evaluate.keras_input(batch)
     timings = []
     predict = getattr(model, "predict", None)
     if predict is not None:

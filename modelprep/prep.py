@@ -132,9 +132,15 @@ class _Work:
         r = self.req
         labels = "value" if r.optimize.metric.value == "mae" else "class"
         self.progress("loading data")
-        self.calibration = load_npz(r.calibration_path, "data.calibration", r.sample_shape, need_labels=False, labels=labels)
-        self.evaluation = load_npz(r.evaluation_path, "data.evaluation", r.sample_shape, need_labels=True, labels=labels)
-        if r.fine_tuning_path:
+        if r.inputs is not None:  # several named inputs: one array per input name
+            from modelprep.data import load_npz_inputs
+
+            self.calibration = load_npz_inputs(r.calibration_path, "data.calibration", r.inputs, need_labels=False, labels=labels)
+            self.evaluation = load_npz_inputs(r.evaluation_path, "data.evaluation", r.inputs, need_labels=True, labels=labels)
+        else:
+            self.calibration = load_npz(r.calibration_path, "data.calibration", r.sample_shape, need_labels=False, labels=labels)
+            self.evaluation = load_npz(r.evaluation_path, "data.evaluation", r.sample_shape, need_labels=True, labels=labels)
+        if r.fine_tuning_path and r.inputs is None:  # (fine-tuning variants are refused for several inputs)
             load_npz(r.fine_tuning_path, "optimize.fine_tuning_data", r.sample_shape, need_labels=False, labels=labels)
         self.progress("loading model")
         _pin_tf_threads(r.threads)
@@ -145,7 +151,7 @@ class _Work:
         import numpy as np
 
         with np.load(self.req.evaluation_path, allow_pickle=False) as data:
-            return int(len(data["x"]))
+            return int(len(data["x" if self.req.inputs is None else self.req.inputs[0][0]]))
 
     def run(self) -> tuple[list[Measure], list[Measure]]:
         """(baselines: Keras and the float32 LiteRT reference, candidates in catalog order)."""

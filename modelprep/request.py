@@ -32,6 +32,8 @@ class PrepRequest(BaseModel):
     fine_tuning_path: str | None = None  # .npz x (and y); default: calibration x, distilled
     input_name: str
     sample_shape: tuple[int, ...]
+    # A model with several named inputs: (name, sample shape, dtype) of each; None for one input.
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None
     optimize: Optimize = Optimize()
     threads: int = 1
     all_variants: bool = False
@@ -62,11 +64,28 @@ class PrepRequest(BaseModel):
             raise UserError.single(self.where("optimize.variants"), "optimize.variants",
                                    f"{', '.join(foreign)} cannot be made from a Keras model",
                                    f"use some of {', '.join(CATALOG)}")
-        return candidates(
+        made = candidates(
             None if o.variants is None else tuple(v.value for v in o.variants),
             None if o.quantization is None else o.quantization.value,
             o.int8_io, o.pruning is not None, o.clustering is not None, o.qat is not None, self.all_variants,
         )
+        if self.inputs is None:
+            return made
+        # Several inputs: integer ids must stay integer (int8 variants quantize float tensors only,
+        # so int8 inputs are refused), and the fine-tuning worker feeds one input tensor.
+        refused = [c.variant.name for c in made if c.variant.name == "litert-int8-io" or c.variant.needs_fine_tuning]
+        if refused:
+            field = "optimize.variants" if o.variants is not None else (
+                "optimize.int8_io" if "litert-int8-io" in refused and o.int8_io else "optimize.variants")
+            raise UserError.single(
+                self.where(field), field,
+                f"{', '.join(refused)} cannot be made for a model with several inputs "
+                f"({', '.join(name for name, _, _ in self.inputs)}): int8 inputs would turn integer ids into "
+                "quantized numbers, and pruning, clustering and QAT fine-tune through one input tensor",
+                "use litert-float32, litert-dynamic, litert-float16, litert-int8 (float tensors quantized, ids "
+                "stay integer) or the onnx-* variants",
+            )
+        return made
 
 
 def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
@@ -75,7 +94,9 @@ def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
 
         return text_prep_request(spec, all_variants)
     tensor = spec.spec.model.inputs[0]
+    several = spec.spec.model.inputs if len(spec.spec.model.inputs or []) > 1 else None
     return PrepRequest(
+        inputs=None if several is None else tuple((t.name, tuple(t.shape or ()), t.dtype.value) for t in several),
         model_path=spec.model_path,
         model_sha256=spec.spec.model.sha256,
         calibration_path=spec.calibration_path,
@@ -117,6 +138,7 @@ def variant_key(req: PrepRequest, variant: Variant, hashes: dict[str, str | None
         "data": hashes if variant.needs_fine_tuning else {k: v for k, v in hashes.items() if k != "fine_tuning"},
         "settings": canon(settings), "metric": o.metric.value, "top_k": _top_k(o), "threads": req.threads,
         "input": [req.input_name, list(req.sample_shape)],
+        **({} if req.inputs is None else {"inputs": canon(req.inputs)}),
     })
 
 
@@ -148,7 +170,7 @@ def _top_k(o: Optimize) -> int | None:
 def _settings(req: PrepRequest) -> dict[str, Any]:
     optimize = req.optimize.model_dump(mode="json", exclude={"fine_tuning_data"})  # data is keyed by its bytes
     return canon({**optimize, "model_sha256": req.model_sha256, "input_name": req.input_name,
-                   "sample_shape": list(req.sample_shape), "threads": req.threads, "all_variants": req.all_variants,
+                   "sample_shape": list(req.sample_shape), "inputs": req.inputs, "threads": req.threads, "all_variants": req.all_variants,
                    "text": None if req.text is None else req.text.model_dump(mode="json")})
 
 
