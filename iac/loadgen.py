@@ -260,6 +260,23 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
 
     spec = load_resolved(spec_path)
     name, tensor = spec.name, spec.spec.model.inputs[0]
+    inputs = spec.spec.model.inputs or []
+    if len(inputs) > 1:  # several named inputs: rows of {name: sample} (V1), one tensor per input (V2)
+        with np.load(spec.evaluation_path) as data:
+            columns = {t.name: data[t.name][:64] for t in inputs}
+        count = len(columns[inputs[0].name])
+        if protocol == "v1":
+            bodies = [json.dumps({"instances": [{n: c[i].tolist() for n, c in columns.items()}]}).encode()
+                      for i in range(count)]
+            path = f"/v1/models/{name}:predict"
+        else:
+            bodies = [json.dumps({"inputs": [
+                {"name": t.name, "shape": [1, *columns[t.name][i].shape], "datatype": t.dtype.value.upper()
+                 .replace("FLOAT", "FP"), "data": columns[t.name][i].ravel().tolist()} for t in inputs
+            ]}).encode() for i in range(count)]
+            path = f"/v2/models/{name}/infer"
+        target = url if has_path else url.rstrip("/") + path
+        return BenchPlan(target, bodies, api_key_headers(spec))
     with np.load(spec.evaluation_path) as data:
         samples = data["x"][:64]
     if protocol == "v1":

@@ -142,7 +142,11 @@ def _ready(container: Any, props: dict[str, Any]) -> bool:
     headers = {"Content-Type": "application/json"}
     if props.get("api_key"):
         headers["Authorization"] = f"Bearer {props['api_key']}"
-    zeros = {"instances": [_zeros(props["input_shape"])]}
+    if props.get("inputs"):  # several named inputs: one zero sample of each, integers for integer inputs
+        zeros = {"instances": [{name: _zeros(shape, 0 if dtype.startswith(("int", "uint")) else 0.0)
+                                for name, shape, dtype in props["inputs"]}]}
+    else:
+        zeros = {"instances": [_zeros(props["input_shape"])]}
     try:
         with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
             if response.status != 200:
@@ -160,12 +164,12 @@ def replica_address(container: Any, network_name: str) -> str | None:
     return (networks.get(network_name) or {}).get("IPAddress") or None
 
 
-def _zeros(shape: list[Any]) -> Any:
+def _zeros(shape: list[Any], zero: float = 0.0) -> Any:
     if not shape:  # a text input: one string per sample
         return "warm-up"
     if len(shape) == 1:
-        return [0.0] * int(shape[0])
-    return [_zeros(shape[1:]) for _ in range(int(shape[0]))]
+        return [zero] * int(shape[0])
+    return [_zeros(shape[1:], zero) for _ in range(int(shape[0]))]
 
 
 def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:

@@ -53,6 +53,9 @@ class Target(pulumi.ComponentResource):
                 "replicas": spec.spec.deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
                 "api_key_env": key_env, "proxy_name": proxy.container_name, "config_dir": config_dir,
                 "model_name": spec.name, "input_shape": list(spec.inputs[0].shape or []),
+                # several named inputs: the warm-up request names each (absent for one input)
+                **({"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
+                   if len(spec.inputs) > 1 else {}),
                 "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
                 "ready_timeout_s": spec.spec.deploy.ready_timeout,
             },

@@ -1,0 +1,43 @@
+"""The clients the deploy stage and the CLI send to a model with several inputs: the replica warm-up and the bench bodies decode on the server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from iac.deploy.targets.docker.replicas import _zeros
+from iac.loadgen import bench_plan
+from serving.config import InputSpec
+from serving.multi import decode_infer, decode_predict
+
+REPO = Path(__file__).resolve().parents[2]
+INPUTS = [InputSpec("user_id", (1,), "int32"), InputSpec("item_id", (1,), "int32")]
+
+
+def test_warm_up_body_takes_integers_for_integer_inputs() -> None:
+    props_inputs = [["user_id", [1], "int32"], ["item_id", [1], "int32"]]
+    body = {"instances": [{name: _zeros(shape, 0 if dtype.startswith("int") else 0.0)
+                           for name, shape, dtype in props_inputs}]}
+    batch, rows = decode_predict(json.dumps(body).encode(), INPUTS)
+    assert rows and batch["user_id"].tolist() == [[0]]
+    assert _zeros([2]) == [0.0, 0.0]  # one input: as before
+
+
+def test_bench_bodies_name_each_input(tmp_path: Path) -> None:
+    shutil.copy(REPO / "modelprep" / "examples" / "specs" / "recommender.yaml", tmp_path / "model.yaml")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "recommender.keras").write_bytes(b"placeholder")
+    (tmp_path / "data").mkdir()
+    ids = np.arange(5, dtype=np.int32)[:, None]
+    np.savez(tmp_path / "data" / "calibration.npz", user_id=ids, item_id=ids)
+    np.savez(tmp_path / "data" / "evaluation.npz", user_id=ids, item_id=ids + 1, y=np.ones((5, 1), np.float32))
+    v1 = bench_plan("http://127.0.0.1:8521", tmp_path / "model.yaml", None, "v1")
+    assert v1.target.endswith("/v1/models/recommender:predict") and len(v1.bodies) == 5
+    batch, _ = decode_predict(v1.bodies[2], INPUTS)
+    assert batch["item_id"].tolist() == [[3]]
+    v2 = bench_plan("http://127.0.0.1:8521", tmp_path / "model.yaml", None, "v2")
+    batch, _, _ = decode_infer(v2.bodies[4], INPUTS)
+    assert batch["user_id"].tolist() == [[4]] and batch["item_id"].tolist() == [[5]]
