@@ -42,6 +42,16 @@ stacks/digits-cnn/model/digits_cnn.keras:
 cnn: setup stacks/digits-cnn/model/digits_cnn.keras
 	modelstack prep stacks/digits-cnn/model.yaml
 
+# The recommender: two integer inputs, user id and item id -> score (make recommender, then pulumi up
+# in stacks/recommender).
+.PHONY: recommender
+stacks/recommender/model/recommender.keras:
+	python -m modelprep.examples.recommender stacks/recommender
+
+recommender: setup stacks/recommender/model/recommender.keras
+	modelstack validate stacks/recommender/model.yaml
+	modelstack prep stacks/recommender/model.yaml
+
 demo: setup $(STACK_DIR)/model/digits.keras
 	modelstack validate $(STACK_DIR)/model.yaml
 	modelstack prep $(STACK_DIR)/model.yaml
