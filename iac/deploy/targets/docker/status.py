@@ -24,7 +24,12 @@ class ServiceStatus:
 
     @property
     def ready(self) -> int:
-        return sum(1 for _, status, health in self.replicas if status == "running" and health == "healthy")
+        return sum(1 for _, status, health in self.replicas if status == "running" and health in READY)
+
+
+# Docker's first HEALTHCHECK runs one interval after the start; until then a replica whose /readyz
+# answers (what the rollout gates on) is ready, and says its Docker check is still to come.
+READY = ("healthy", "ready (Docker check pending)")
 
 
 def owner_of(spec: ResolvedSpec, stack: str) -> str:
@@ -44,9 +49,25 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
     for c in containers:
         health = c.attrs["State"].get("Health", {}).get("Status", "none")
         if c.labels.get("org.modelstack.role") == "model":
+            if c.status == "running" and health == "starting" and _answers_readyz(c, spec.spec.serving.port):
+                health = READY[1]
             replicas.append((c.name, c.status, health))
         elif c.labels.get("org.modelstack.role") == "proxy":
             proxy = c.status
     metadata = served_metadata(base_url(spec), spec)
     return ServiceStatus(endpoint(spec), owner, metadata.get("modelstack") if metadata else None,
                          sorted(replicas), proxy, bool(healer_pids(owner)))
+
+
+def _answers_readyz(container: Any, port: int) -> bool:
+    """Ask the replica itself, at its address on the stack's bridge network (reachable from this host)."""
+    import urllib.request
+
+    for network in container.attrs["NetworkSettings"]["Networks"].values():
+        if address := network.get("IPAddress"):
+            try:
+                with urllib.request.urlopen(f"http://{address}:{port}/readyz", timeout=1) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+    return False
