@@ -99,6 +99,7 @@ def decide(req: PrepRequest, key: str, model_sha256: str, evaluation_samples: in
     return PrepReport.of(
         key=key, metric=o.metric, top_k=o.top_k, objective=o.objective, max_accuracy_drop=allowed,
         baseline_accuracy=reference, model_sha256=model_sha256, threads=req.threads,
-        input=InputSignature(name=req.input_name, shape=list(req.sample_shape)), evaluation_samples=evaluation_samples,
+        input=InputSignature(name=req.input_name, shape=list(req.sample_shape),
+                             **({} if req.inputs is None else {"dtype": req.inputs[0][2]})), evaluation_samples=evaluation_samples,
         baselines=gated(baselines, reference, metric, allowed), variants=entries, choice=why,
     )
