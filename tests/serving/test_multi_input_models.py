@@ -1,4 +1,4 @@
-"""The recommender example's model (two integer inputs) exported to ONNX and served by the real server over both protocols."""
+"""The recommender example's model (two integer inputs) converted to LiteRT and exported to ONNX, served by the real server over both protocols."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 from serving_support import ServerProcess, ready_server
 
 pytestmark = pytest.mark.tf
 
 
+Exported = tuple[Path, np.ndarray, np.ndarray, np.ndarray, Path]
+
+
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     import keras
     import tensorflow as tf
     import tf2onnx
@@ -36,21 +40,25 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray
     path = tmp_path_factory.mktemp("recommender") / "model.onnx"
     path.write_bytes(proto.SerializeToString())
     expected = model.predict({"user_id": users[:8], "item_id": items[:8]}, verbose=0)
-    return path, users[:8], items[:8], expected
+    from modelprep.convert import convert_litert
+
+    litert = path.with_suffix(".tflite")
+    litert.write_bytes(convert_litert(model, "none", None, where="test").artifact)
+    return path, users[:8], items[:8], expected, litert
 
 
-@pytest.fixture(scope="module")
-def server(exported: tuple[Path, np.ndarray, np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["onnx", "litert"])
+def server(request: pytest.FixtureRequest, exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     config = {
-        "model_name": "recommender", "artifact": str(exported[0]), "host": "127.0.0.1", "port": 0, "grpc_port": 0,
+        "model_name": "recommender", "artifact": str(exported[0] if request.param == "onnx" else exported[4]), "host": "127.0.0.1", "port": 0, "grpc_port": 0,
         "inputs": [{"name": "user_id", "shape": [1], "dtype": "int32"}, {"name": "item_id", "shape": [1], "dtype": "int32"}],
         "max_batch_size": 8,
     }
     yield from ready_server(config, tmp_path_factory.mktemp("recommender-server"))
 
 
-def test_recommender_over_v1_and_grpc(server: ServerProcess, exported: tuple[Path, np.ndarray, np.ndarray, np.ndarray]) -> None:
-    _, users, items, expected = exported
+def test_recommender_over_v1_v2_binary_and_grpc(server: ServerProcess, exported: Exported) -> None:
+    _, users, items, expected, _ = exported
     rows = [{"user_id": int(u), "item_id": int(i)} for u, i in zip(users[:, 0], items[:, 0])]
     status, _, body = server.request("POST", "/v1/models/recommender:predict", {"instances": rows})
     assert status == 200, body
@@ -65,3 +73,13 @@ def test_recommender_over_v1_and_grpc(server: ServerProcess, exported: tuple[Pat
         np.testing.assert_allclose(result.as_numpy("output_0"), expected, rtol=1e-4, atol=1e-5)
     finally:
         client.close()
+    http = httpclient.InferenceServerClient(server.http_url)
+    try:
+        user = httpclient.InferInput("user_id", list(users.shape), "INT32")
+        user.set_data_from_numpy(users.astype(np.int32))
+        item = httpclient.InferInput("item_id", list(items.shape), "INT32")
+        item.set_data_from_numpy(items.astype(np.int32))
+        result = http.infer("recommender", [item, user])  # in any order: by name
+        np.testing.assert_allclose(result.as_numpy("output_0"), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        http.close()
