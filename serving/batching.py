@@ -146,7 +146,8 @@ class Batcher:
         # On the loop thread: run the batches due now, answering each as it completes. Requests
         # queued by those answers (a pipelining client) wait for the next pass, after the sockets.
         budget = self._queued_rows
-        while self._queue and budget > 0 and self._wait() <= 0:
+        queue = self._queue
+        while queue and budget > 0 and (self.max_latency == 0 or self._wait() <= 0):
             batch, rows = self._take()
             budget -= rows
             started = time.perf_counter()
@@ -181,6 +182,9 @@ class Batcher:
             self._metrics.inference(
                 len(output), finished - started, [started - item.enqueued for item in batch]
             )
+        if len(batch) == 1:  # (unbatched: every batch) the output is the caller's rows
+            batch[0].done(output, None)
+            return
         start = 0
         for item in batch:
             end = start + len(item.rows)

@@ -199,7 +199,13 @@ class HttpConnection(asyncio.Protocol):
         self._head_size += len(name) + len(value) + 4
         if self._head_size > server.max_header_bytes:
             raise self._stop(ClientError(431, _head_too_long(server.max_header_bytes)))
-        self._parsing.headers.add(name.decode("latin-1"), value.decode("latin-1"))  # type: ignore[union-attr]
+        key = name.decode("latin-1").lower()
+        values = self._parsing.headers.values  # type: ignore[union-attr]
+        same = values.get(key)
+        if same is None:
+            values[key] = [value.decode("latin-1")]
+        else:
+            same.append(value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         try:

@@ -71,20 +71,31 @@ class Metrics:
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request and observe its duration."""
+        key = (route, status)
         with self._lock:
-            key = (route, status)
-            self._requests[key] = self._requests.get(key, 0) + 1
+            requests = self._requests
+            requests[key] = requests.get(key, 0) + 1
             histogram = self._durations.get(route)
             if histogram is None:
                 histogram = self._durations[route] = Histogram(LATENCY_BUCKETS)
-            histogram.observe(seconds)
+            histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            histogram.sum += seconds
+            histogram.count += 1
 
     def inference(self, batch_size: int, seconds: float, queued_seconds: Sequence[float] = ()) -> None:
         with self._lock:
-            self._batch.observe(batch_size)
-            self._inference.observe(seconds)
+            batch, inference, queue = self._batch, self._inference, self._queue
+            batch.counts[bisect_left(BATCH_BUCKETS, batch_size)] += 1
+            batch.sum += batch_size
+            batch.count += 1
+            inference.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            inference.sum += seconds
+            inference.count += 1
+            counts = queue.counts
             for wait in queued_seconds:
-                self._queue.observe(wait)
+                counts[bisect_left(LATENCY_BUCKETS, wait)] += 1
+                queue.sum += wait
+            queue.count += len(queued_seconds)
 
     def render(self) -> bytes:
         """The text exposition of every series."""

@@ -202,7 +202,7 @@ class LiteRTModel:
             if n == 1:
                 return self._invoke(slot, tensor)
             return np.concatenate([self._invoke(slot, tensor[i : i + 1]) for i in range(n)])
-        size = _bucket(n)
+        size = n if n & (n - 1) == 0 else _bucket(n)  # a power of two is its own bucket
         slot = self._slots.get(size) or self._new_slot(size)
         if size != n:
             padded = np.zeros((size, *tensor.shape[1:]), dtype=tensor.dtype)
@@ -231,7 +231,7 @@ class LiteRTModel:
     def _to_input_tensor(self, batch: np.ndarray) -> np.ndarray:
         target = self._input_dtype
         tensor: np.ndarray
-        if self.input_quantized and batch.dtype.kind == "f":
+        if self._in_scale != 0.0 and batch.dtype.kind == "f":
             info = np.iinfo(target)
             scaled = np.round(batch.astype(np.float32) / self._in_scale) + self._in_zero
             tensor = np.clip(scaled, info.min, info.max).astype(target)

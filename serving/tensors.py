@@ -180,12 +180,22 @@ def check_integers(array: np.ndarray, dtype: np.dtype[Any], field: str, name: st
 
 
 _FLOAT_LIMITS = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+# float64 values whose sum of squares is at most this are all finite and within half the target's
+# range (NaN and overflowing squares fail the comparison): one reduction for the usual body.
+_SAFE_SQUARES = {np.dtype(t): (float(np.finfo(t).max) / 2) ** 2 for t in (np.float16, np.float32)}
+_FLOAT64 = np.dtype(np.float64)
+_DTYPES: dict[str, np.dtype[Any]] = {}
 
 
 def cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
     """Cast to the input's dtype, rejecting values that do not survive the cast."""
-    target = np.dtype(spec.dtype)
+    target = _DTYPES.get(spec.dtype)
+    if target is None:
+        target = _DTYPES[spec.dtype] = np.dtype(spec.dtype)
     if target.kind == "f":
+        squares = _SAFE_SQUARES.get(target)
+        if squares is not None and array.dtype == _FLOAT64 and np.vdot(array, array) <= squares:
+            return array.astype(target)
         # NaN fails both comparisons and infinities the range: two reductions check it all, on
         # the values as sent, so the cast below cannot overflow.
         limit = _FLOAT_LIMITS[target]

@@ -36,6 +36,9 @@ def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bo
         raise ClientError(
             400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}'
         )
+    if len(payload) == 1 and "instances" in payload:  # the usual body: nothing else to check
+        data = _unwrap_rows(payload["instances"], spec.name)
+        return to_batch(data, spec, "instances", b"true" in body or b"false" in body), True
     extra = sorted(key for key in payload if key not in _PREDICT_FIELDS)
     if extra:
         raise ClientError(
@@ -103,12 +106,19 @@ def _unwrap_columns(inputs: Any, name: str) -> Any:
 def encode_outputs(key: str, outputs: np.ndarray, labels: tuple[str, ...] = ()) -> bytes:
     """``{"<key>": outputs}`` as JSON bytes; a model output that is not finite is a server error.
     A classifier with class names answers each row as its label and every label's probability."""
-    check_finite_outputs(outputs)
     if labels:
+        check_finite_outputs(outputs)
         from serving.text import labelled
 
         return dumps({key: labelled(outputs, labels)})
-    return dumps({key: np.ascontiguousarray(outputs)})
+    try:
+        body = dumps({key: np.ascontiguousarray(outputs)})
+    except ValueError:  # the standard library's encoder refuses NaN: say what is wrong instead
+        check_finite_outputs(outputs)
+        raise
+    if b"null" in body:  # orjson writes NaN and infinities as null, and nothing else here is null
+        check_finite_outputs(outputs)
+    return body
 
 
 def status_body(state: str) -> bytes:
