@@ -4,9 +4,9 @@ It runs on grpc.aio in the server's own process and event loop, so it shares eve
 HTTP routes share: the model state (readiness, metadata), the batcher (gRPC and HTTP requests
 batch together), the metrics, the access log and the API key rule (metadata ``authorization:
 Bearer <key>`` or ``x-api-key: <key>``; ServerLive and ServerReady are open like the HTTP health
-routes). grpc.aio served more calls than the synchronous grpcio server with a thread pool, whose
-worker threads must hand each call to the loop's batcher and wait for it, in every round of
-benchmarks/v2_bench.py (docs/serving.md).
+routes). grpc.aio cost less CPU per call than the synchronous grpcio server with a thread pool,
+whose worker threads must hand each call to the loop's batcher and wait for it, in every round
+of benchmarks/v2_bench.py (docs/serving.md).
 
 ModelInfer takes the input as ``raw_input_contents`` (the tensor's little-endian bytes) or as
 typed ``contents`` (a text model's as BYTES, checked by ``serving.text``); the output goes back
