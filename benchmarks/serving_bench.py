@@ -32,6 +32,8 @@ Setup done by the script when missing (never touches the project's own packages)
     of the project's Python for the naive server, which needs the project's TensorFlow.
 
 Floors (from the issue) are checked at the end and printed with the results table (markdown).
+Each run also records the server process's CPU time per request (user + system from
+``/proc/<pid>/stat`` over the measured run, ``cpu_us_per_request``), printed for the raw-ASGI pair.
 """
 
 from __future__ import annotations
@@ -378,7 +380,16 @@ end
 '''
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path, threads: int = 2) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path, threads: int = 2,
+            pid: int | None = None) -> dict[str, Any]:
+    """One wrk run; with the server's ``pid``, also its CPU time per request (user + system), which
+    the machine's other load disturbs far less than throughput does."""
     script = work / "bench.lua"
     script.write_text(WRK_SCRIPT)
     body_file = work / "body.json"
@@ -389,11 +400,13 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path
     warm = subprocess.run(["wrk", "-t", threads_arg, "-c", str(concurrency), "-d", "2s", "-s", str(script), url],
                           env=env, capture_output=True, text=True, check=True)
     del warm
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     done = subprocess.run(
         ["wrk", "-t", threads_arg, "-c", str(concurrency), "-d", f"{duration:g}s", "--timeout", "10s",
          "-s", str(script), url],
         env=env, capture_output=True, text=True, check=True,
     )
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
     line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
     raw = json.loads(line[len("RESULT "):])
     errors = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
@@ -402,6 +415,7 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path
         "throughput_rps": round((raw["requests"] - raw["non2xx"]) / seconds, 1),
         "p50_ms": raw["p50"] / 1000, "p95_ms": raw["p95"] / 1000, "p99_ms": raw["p99"] / 1000,
         "max_ms": raw["max"] / 1000, "requests": raw["requests"], "errors": errors, "load1_before": round(load, 1),
+        **({"cpu_us_per_request": round(cpu / raw["requests"] * 1e6, 1)} if cpu is not None and raw["requests"] else {}),
     }
 
 
@@ -493,7 +507,8 @@ def main() -> int:
                             continue
                         url = f"http://127.0.0.1:{server.port}{path}"
                         check_response(url, body)
-                        result = run_wrk(url, body, concurrency, args.duration, logs, *threads)
+                        assert server.proc is not None
+                        result = run_wrk(url, body, concurrency, args.duration, logs, *threads, pid=server.proc.pid)
                         log(f"  {model} {label} c={concurrency}: {result}")
                         results.setdefault((model, label, concurrency), []).append(result)
                 finally:
@@ -597,7 +612,10 @@ def render(table: dict[tuple[str, str, int], dict[str, Any]], per_round: list[di
             lines += ["", f"ours / raw ASGI per round ({wrk}, c=16): " + "; ".join(
                 f"round {i + 1}: {o['throughput_rps'] / w['throughput_rps']:.2f}x "
                 f"({o['throughput_rps']:,.0f} vs {w['throughput_rps']:,.0f} req/s), "
-                f"p99 {o['p99_ms']:.2f} vs {w['p99_ms']:.2f} ms" for i, (o, w) in enumerate(pairs))]
+                f"p99 {o['p99_ms']:.2f} vs {w['p99_ms']:.2f} ms"
+                + (f", server CPU {o['cpu_us_per_request']:.1f} vs {w['cpu_us_per_request']:.1f} µs/request"
+                   if "cpu_us_per_request" in o and "cpu_us_per_request" in w else "")
+                for i, (o, w) in enumerate(pairs))]
     if cnn:
         lines += ["", "Also measured (no floor): batching on the digits-cnn example (float32 LiteRT, c=64): "
                   + ", ".join(f"{ratio:.2f}x" for ratio in cnn) + " the unbatched throughput."]
