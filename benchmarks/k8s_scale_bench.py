@@ -41,6 +41,8 @@ class AvailabilityWatch:
         self.api, self.name = api, name
         self.lowest: int | None = None
         self.events = 0
+        self.started: float | None = None  # the first event of a rollout: fewer updated replicas than wanted
+        self.finished: float | None = None  # the last event where every replica is updated and available
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -52,6 +54,11 @@ class AvailabilityWatch:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    @property
+    def rollout_s(self) -> float | None:
+        """The Deployment's own rollout, as the watch saw it (no prep, build or push in it)."""
+        return None if self.started is None or self.finished is None else round(self.finished - self.started, 1)
+
     def _run(self) -> None:
         from kubernetes import client, watch
 
@@ -61,10 +68,15 @@ class AvailabilityWatch:
             try:
                 for event in stream.stream(apps.list_namespaced_deployment, NAMESPACE,
                                            field_selector=f"metadata.name={self.name}", timeout_seconds=5):
-                    status = event["object"].status
+                    status, wanted = event["object"].status, int(event["object"].spec.replicas or 0)
                     available = int(status.available_replicas or 0)
                     self.events += 1
                     self.lowest = available if self.lowest is None else min(self.lowest, available)
+                    now = time.monotonic()
+                    if int(status.updated_replicas or 0) < wanted and self.started is None:
+                        self.started = now
+                    if self.started is not None and int(status.updated_replicas or 0) == wanted == available:
+                        self.finished = now
                     if self._stop.is_set():
                         break
             finally:
@@ -174,6 +186,7 @@ def main() -> int:
             with AvailabilityWatch(api, "digits") as watch:
                 results["model_change_up_s"] = round(timed(stack.up), 1)
             results["model_change_lowest_available"] = watch.lowest
+            results["model_change_rollout_s"] = watch.rollout_s
             results["model_change_watch_events"] = watch.events
 
             stack.edit_kubernetes(replicas=args.big)
@@ -185,6 +198,7 @@ def main() -> int:
             with AvailabilityWatch(api, "digits") as watch, PeakMemory() as memory:
                 results["big_model_change_up_s"] = round(timed(stack.up), 1)
             results["big_model_change_lowest_available"] = watch.lowest
+            results["big_model_change_rollout_s"] = watch.rollout_s
             results["big_model_change_provider_peak_mib"] = round(memory.peak_mib, 1)
             results["destroy_s"] = round(timed(stack.destroy), 1)
         finally:
