@@ -85,7 +85,8 @@ class Batcher:
         self._queue.append(_Pending(rows, done))
         self._queued_rows += len(rows)
         self._idle.clear()
-        self._schedule()
+        if self._wake is None or self.max_latency != 0:  # else the next batch is already due this pass
+            self._schedule()
 
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """``submit`` as a coroutine: the output for ``rows``."""

@@ -118,8 +118,9 @@ def timestamp() -> str:
     """UTC ISO-8601 with milliseconds; the seconds part is formatted once per second."""
     global _second_stamp
     now = time.time()
-    second, stamp = _second_stamp
-    if int(now) != second:
+    second = int(now)
+    last, stamp = _second_stamp
+    if second != last:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        _second_stamp = (int(now), stamp)
-    return f"{stamp}.{int(now % 1 * 1000):03d}Z"
+        _second_stamp = (second, stamp)
+    return f"{stamp}.{int((now - second) * 1000):03d}Z"

@@ -88,6 +88,7 @@ class LiteRTModel:
     """A .tflite model ready to run batches; ``predict`` may be called from any thread."""
 
     platform = "tensorflow_lite"
+    labels: tuple[str, ...] = ()  # no class names (a text classifier has them); read per request
 
     def __init__(
         self,
