@@ -22,7 +22,7 @@ Models: the digits model (trained by ``modelprep.examples.digits``, int8 LiteRT 
 ``modelprep.prep``; the naive server runs the Keras original) and, for the batching floor, a
 convolutional model built here (32x32x3 input, two conv layers, two 2048-wide dense layers,
 random weights, float32 LiteRT, 50 MB) whose single-sample inference costs > 1 ms; and, measured
-without a floor, the issue-3 convolutional example (``modelprep.examples.digits_cnn``, float32
+without a floor, the digits-cnn convolutional example (``modelprep.examples.digits_cnn``, float32
 LiteRT, > 1 ms per sample), whose per-sample cost does not fall with the batch size.
 
 Setup done by the script when missing (never touches the project's own packages):
@@ -31,7 +31,7 @@ Setup done by the script when missing (never touches the project's own packages)
   * .cache/naive-deps: fastapi/uvicorn (pinned, ``pip install --target``), put on PYTHONPATH
     of the project's Python for the naive server, which needs the project's TensorFlow.
 
-Floors (from the issue) are checked at the end and printed with the results table (markdown).
+The floors are checked at the end and printed with the results table (markdown).
 Each run also records the server process's CPU time per request (user + system from
 ``/proc/<pid>/stat`` over the measured run, ``cpu_us_per_request``), printed for the raw-ASGI pair.
 """
@@ -125,7 +125,7 @@ def prepare_models(work: Path) -> dict[str, Any]:
           quantization: int8
           max_accuracy_drop: 0.01
         """))
-    cnn = _trained(work / "cnn", "digits_cnn", "the digits-cnn example (issue 3's convolutional model)")
+    cnn = _trained(work / "cnn", "digits_cnn", "the digits-cnn example (a convolutional model)")
     conv = work / "conv"
     conv.mkdir(parents=True, exist_ok=True)
     script = textwrap.dedent(f"""
@@ -475,7 +475,7 @@ def main() -> int:
         ("digits", "naive", "naive", v1, v1_digits, 16),
         ("digits", "mlserver-pw1", "mlserver-pw1", v2, v2_digits, 16),
         ("digits", "mlserver-pw0", "mlserver-pw0", v2, v2_digits, 16),
-        # The HTTP layer against the library ceiling, as the issue measured it (wrk -t1), and the
+        # The HTTP layer against the library ceiling, measured with wrk -t1 as well, and the
         # same pair with wrk -t2 (the docs' earlier figures): raw right before ours.
         ("digits", "raw-asgi v1 t1", "raw-asgi", v1, v1_digits, 16, 1),
         ("digits", "raw-asgi v1", "raw-asgi", v1, v1_digits, 16),

@@ -31,7 +31,7 @@ per answered call (/proc/<pid>/stat). Rounds are interleaved (binary, json, grpc
 binary, ...: each floor's two sides run back to back); the floors are checked in each round and
 the median round is reported.
 
-Floors (issue: serving front end): v2-binary >= 1.5x v2-json; grpc-raw >= 3x v2-json.
+Floors: v2-binary >= 1.5x v2-json; grpc-raw >= 3x v2-json.
 """
 
 from __future__ import annotations
