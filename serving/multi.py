@@ -217,23 +217,7 @@ def decode_infer(
     body: bytes, inputs: Sequence[InputSpec], header_length: str | None = None
 ) -> tuple[np.ndarray, str | None, bool]:
     """A V2 infer body (JSON, or the binary extension's) for several inputs: (batch, id, binary output)."""
-    tail: memoryview | None = None
-    if header_length is not None:
-        try:
-            size = v2_binary.header_length(header_length, len(body))
-        except TensorDataError as exc:
-            raise ClientError(400, str(exc)) from None
-        body, tail = body[:size], memoryview(body)[size:]
-    payload = parse_json(body)
-    if not isinstance(payload, dict):
-        raise ClientError(400, f'the body must be a JSON object with "inputs", got {kind(payload)}')
-    v2._no_extra(payload, v2._REQUEST_FIELDS, "the request")
-    request_id = payload.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ClientError(400, f"id: must be a string, got {show(request_id)}")
-    v2._check_parameters(payload, "parameters", "binary_data_output")
-    if "outputs" in payload:
-        v2._check_requested_outputs(payload["outputs"])
+    payload, tail, request_id = v2.read_envelope(body, header_length)
     tensors = payload.get("inputs")
     if not isinstance(tensors, list):
         raise ClientError(400, f"inputs: must be a list with one tensor per input ({_names(inputs)}), got {kind(tensors)}")

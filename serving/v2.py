@@ -75,15 +75,9 @@ def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str 
     return batch, request_id
 
 
-def decode_infer(
-    body: bytes, spec: InputSpec, header_length: str | None = None
-) -> tuple[np.ndarray, str | None, bool]:
-    """A V2 infer body as (input batch, request ``id`` or None, whether the output goes back binary).
-
-    With ``header_length`` (the ``Inference-Header-Content-Length`` value) the body is the
-    binary data extension's: that many bytes of JSON, then the bytes of the input whose
-    ``parameters.binary_data_size`` says how many are its own (``serving.v2_binary``).
-    """
+def read_envelope(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview | None, str | None]:
+    """What every V2 infer body shares, checked: the JSON object (the first ``header_length`` bytes
+    with the binary data extension), the binary tail after it, and the request ``id``."""
     tail: memoryview | None = None
     if header_length is not None:
         try:
@@ -101,6 +95,19 @@ def decode_infer(
     _check_parameters(payload, "parameters", "binary_data_output")
     if "outputs" in payload:
         _check_requested_outputs(payload["outputs"])
+    return payload, tail, request_id
+
+
+def decode_infer(
+    body: bytes, spec: InputSpec, header_length: str | None = None
+) -> tuple[np.ndarray, str | None, bool]:
+    """A V2 infer body as (input batch, request ``id`` or None, whether the output goes back binary).
+
+    With ``header_length`` (the ``Inference-Header-Content-Length`` value) the body is the
+    binary data extension's: that many bytes of JSON, then the bytes of the input whose
+    ``parameters.binary_data_size`` says how many are its own (``serving.v2_binary``).
+    """
+    payload, tail, request_id = read_envelope(body, header_length)
     inputs = payload.get("inputs")
     if inputs is None:
         raise ClientError(400, f'missing "inputs": a list with one tensor named "{spec.name}"')
