@@ -38,7 +38,10 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
     except ValidationError:  # nothing deployed, or a server that does not say
         deployed = None
     edited = cached.report.served()
-    edited_signature = ", ".join(f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in spec.inputs)
+    # Sorted by name, as the served signature is read back (TF Serving's inputs are a mapping).
+    edited_signature = ", ".join(
+        f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name)
+    )
     rows: list[tuple[str, Any, Any]] = [
         ("variant", deployed and deployed.variant, edited.variant),
         ("quantization", deployed and deployed.quantization, edited.quantization),
@@ -51,6 +54,9 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:
+    from serving.v1 import _TF_DTYPES  # the names the server writes; read back the same way
+
+    dtypes = {tf_name: name for name, tf_name in _TF_DTYPES.items()}
     try:
         inputs = metadata["signature_def"]["signature_def"]["serving_default"]["inputs"]
     except (KeyError, TypeError):
@@ -58,7 +64,7 @@ def _served_signature(metadata: dict[str, Any]) -> str | None:
     parts = []
     for name, tensor in sorted(inputs.items()):
         dims = [int(d["size"]) for d in tensor["tensor_shape"]["dim"]][1:]
-        dtype = {"DT_FLOAT": "float32"}.get(tensor.get("dtype", ""), tensor.get("dtype", "?"))
+        dtype = dtypes.get(tensor.get("dtype", ""), tensor.get("dtype", "?"))
         parts.append(f"{name}{dims}:{dtype}")
     return ", ".join(parts)
 
