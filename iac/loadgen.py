@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 
@@ -296,7 +296,34 @@ class PacedResult:
     failures: list[str] = field(default_factory=list)  # "HH:MM:SS what went wrong", in order
 
 
-class PacedLoad:
+class ThreadedLoad:
+    """``threads`` threads each running ``_loop`` (until ``_stop`` is set) while the ``with`` block
+    runs; on exit each is waited for up to ``join_timeout`` seconds. Subclasses write ``_loop``."""
+
+    join_timeout: float = 30.0
+
+    def __init__(self, threads: int) -> None:
+        self.concurrency = threads
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> Self:
+        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.join_timeout)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class PacedLoad(ThreadedLoad):
     """POST the same body from ``concurrency`` threads while the ``with`` block runs, each on a fresh
     connection per request (so a proxy reload cannot race a reused keep-alive connection in the
     client), each thread at most ``rate`` requests a second: every connection leaves a socket in
@@ -311,23 +338,9 @@ class PacedLoad:
         self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
         self.body = json.dumps(body).encode()
         self.headers = {"Content-Type": "application/json", **(headers or {})}
-        self.concurrency = concurrency
+        super().__init__(concurrency)
         self.period = 1.0 / rate
         self.result = PacedResult()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> PacedLoad:
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(self.concurrency)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
 
     def _loop(self) -> None:
         import http.client

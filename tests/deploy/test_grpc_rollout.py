@@ -3,7 +3,6 @@ clients through nginx, and zero failed gRPC calls while rollouts replace every r
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from iac.deploy.sandbox import Sandbox, free_port
+from iac.loadgen import ThreadedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 VARIANTS = {"int8": "litert-int8", "dynamic": "litert-dynamic"}
@@ -35,19 +35,19 @@ def sample(digits_example: Path) -> np.ndarray:
         return data["x"][:1].astype(np.float32)
 
 
-class GrpcLoad:
+class GrpcLoad(ThreadedLoad):
     """Threads calling ModelInfer through the proxy with tritonclient.grpc, each with its own channel,
     until the block ends (or ``limit_s`` passes); every failed call is kept."""
 
+    join_timeout = 60.0
+
     def __init__(self, target: str, sample: np.ndarray, threads: int = 4, limit_s: float = 600.0) -> None:
+        super().__init__(threads)
         self.target, self.sample, self.limit_s = target, sample, limit_s
         self.ok = 0
         self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
-    def _run(self) -> None:
+    def _loop(self) -> None:
         client = grpcclient.InferenceServerClient(self.target)
         inputs = [grpcclient.InferInput("pixels", list(self.sample.shape), "FP32")]
         inputs[0].set_data_from_numpy(self.sample)
@@ -63,16 +63,6 @@ class GrpcLoad:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
             time.sleep(0.005)  # paced: a steady stream of calls, not a saturating one
         client.close()
-
-    def __enter__(self) -> GrpcLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
 
 
 def _grpc_target(stack: Sandbox) -> str:
