@@ -27,12 +27,8 @@ def stack(cluster: object, digits_example: Path, tmp_path_factory: pytest.TempPa
                                disruption_budget={"min_available": 2}, labels={"team": "ml"},
                                progress_deadline=20, **KWOK_PLACEMENT)
     stack = K8sSandbox(tmp_path_factory.mktemp("kwok-stack"), digits_example, deploy)
-    stack.init()
-    try:
-        stack.up()
+    with stack.deployed():
         yield stack
-    finally:
-        stack.destroy()
 
 
 def _apis(cluster: object) -> tuple:
