@@ -47,30 +47,6 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
-def pulumi_env(pulumi_home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The CLI's environment: the caller's, less what would point it at other state or another secret,
-    with the sandbox's passphrase, PULUMI_HOME and the bundled CLI first on PATH (then ``extra``)."""
-    inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
-    return {
-        **inherited,
-        "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
-        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        "PULUMI_HOME": str(pulumi_home),
-        **(extra or {}),
-    }
-
-
-def run_pulumi(cwd: Path, env: dict[str, str], args: tuple[str, ...], check: bool, timeout: float,
-               stdout_tail: int = 4000) -> subprocess.CompletedProcess[str]:
-    """Run the bundled CLI in ``cwd``; with ``check``, a failure raises with the ends of its output."""
-    run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=cwd,
-                         env=env, capture_output=True, text=True, timeout=timeout)
-    if check and run.returncode != 0:
-        raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-stdout_tail:]}\n{run.stderr[-3000:]}")
-    return run
-
-
 class Sandbox:
     """`root/digits` (the project), `root/state` (its backend), `root/pulumi-home`; call `pulumi("stack",
     "init", sandbox.name)` first and `pulumi("destroy", "--yes")` last."""
@@ -94,7 +70,14 @@ class Sandbox:
         self.owner = f"digits/{self.name}/digits"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base_url}/v1/models/digits:predict"
-        self.env = pulumi_env(root / "pulumi-home")
+        inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
+        self.env = {
+            **inherited,
+            "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_HOME": str(root / "pulumi-home"),
+        }
 
     def edit_spec(self, old: str, new: str) -> None:
         spec = self.dir / "model.yaml"
@@ -104,7 +87,11 @@ class Sandbox:
         spec.write_text(text.replace(old, new))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return run_pulumi(self.dir, self.env, args, check, timeout)
+        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
+                             env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and run.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}")
+        return run
 
     def pulumi(self, *args: str) -> str:
         return self.run(*args).stdout

@@ -27,8 +27,12 @@ def stack(cluster: object, digits_example: Path, tmp_path_factory: pytest.TempPa
                                disruption_budget={"min_available": 2}, labels={"team": "ml"},
                                progress_deadline=20, **KWOK_PLACEMENT)
     stack = K8sSandbox(tmp_path_factory.mktemp("kwok-stack"), digits_example, deploy)
-    with stack.deployed():
+    stack.init()
+    try:
+        stack.up()
         yield stack
+    finally:
+        stack.destroy()
 
 
 def _apis(cluster: object) -> tuple:

@@ -30,8 +30,12 @@ def stack(real_node: object, digits_example: Path, tmp_path_factory: pytest.Temp
     deploy = kubernetes_deploy(real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=2, resources=SMALL,
                                progress_deadline=90, startup_timeout=60)
     stack = K8sSandbox(tmp_path_factory.mktemp("pods-stack"), digits_example, deploy)
-    with stack.deployed():
+    stack.init()
+    try:
+        stack.up()
         yield stack
+    finally:
+        stack.destroy()
 
 
 @pytest.fixture(scope="module")

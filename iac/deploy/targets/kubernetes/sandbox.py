@@ -5,26 +5,24 @@ PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin.""
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from iac.deploy.sandbox import EXAMPLE_SPEC, PULUMI, STACK_FILES, pulumi_env, run_pulumi
+from iac.deploy.sandbox import _CALLER_ONLY, EXAMPLE_SPEC, PASSPHRASE, PULUMI, STACK_FILES
 
 REPO = Path(__file__).resolve().parents[4]
 PULUMI_HOME = REPO / ".tools" / "pulumi-home"
 
 
 class K8sSandbox:
-    """`root/digits` (the project), `root/state` (its backend); `init()` first, `destroy()` last (or both
-    with `deployed()`)."""
+    """`root/digits` (the project), `root/state` (its backend); `init()` first, `destroy()` last."""
 
     def __init__(self, root: Path, example: Path, deploy: dict[str, Any], **changes: Any) -> None:
         if not PULUMI.is_file():
@@ -40,10 +38,16 @@ class K8sSandbox:
         (self.dir / "Pulumi.yaml").write_text(project)
         self.name = f"k{uuid.uuid4().hex[:8]}"
         self.write_spec(deploy, **changes)
-        self.env = pulumi_env(PULUMI_HOME, {
+        inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
+        self.env = {
+            **inherited,
+            "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_HOME": str(PULUMI_HOME),
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
-        })
+        }
 
     @property
     def spec_path(self) -> Path:
@@ -75,7 +79,11 @@ class K8sSandbox:
         self.pulumi("stack", "init", self.name)
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return run_pulumi(self.dir, self.env, args, check, timeout, stdout_tail=5000)
+        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
+                             env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and run.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-5000:]}\n{run.stderr[-3000:]}")
+        return run
 
     def pulumi(self, *args: str, timeout: float = 900) -> str:
         return self.run(*args, timeout=timeout).stdout
@@ -85,16 +93,6 @@ class K8sSandbox:
 
     def destroy(self) -> str:
         return self.pulumi("destroy", "--yes", "--suppress-progress")
-
-    @contextlib.contextmanager
-    def deployed(self) -> Iterator[K8sSandbox]:
-        """`init()` and `up()` on entry; `destroy()` on exit."""
-        self.init()
-        try:
-            self.up()
-            yield self
-        finally:
-            self.destroy()
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.pulumi("stack", "output", "--json"))
