@@ -21,7 +21,7 @@ import numpy as np
 from serving import v1, v2, v2_binary
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
-from serving.errors import ClientError, encode_json, kind, show
+from serving.errors import ClientError, kind, show
 from serving.messages import Request, Response
 from serving.tensors import cast, check_integers, parse_json, to_batch
 
@@ -178,10 +178,7 @@ def v1_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any
 
 
 def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    state.require_ready()
-    model = state.model
-    assert model is not None
-    return Response(200, state.memo("v1_metadata", lambda: encode_json(v1_metadata_document(state.config, model)).encode()))
+    return Response(200, state.model_document("v1_metadata", v1_metadata_document))
 
 
 def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:

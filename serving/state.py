@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serving.batching import Batcher
 from serving.config import ServingConfig
-from serving.errors import ClientError, show
+from serving.errors import ClientError, encode_json, show
 from serving.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -45,6 +45,13 @@ class ModelState:
         if body is None:
             body = self._memo[key] = make()
         return body
+
+    def model_document(self, key: str, build: Callable[[ServingConfig, Runtime], dict[str, Any]]) -> bytes:
+        """A metadata document about the loaded model, JSON-encoded once and reused; 503 while loading."""
+        self.require_ready()
+        model = self.model
+        assert model is not None
+        return self.memo(key, lambda: encode_json(build(self.config, model)).encode())
 
     def require_ready(self) -> Batcher:
         """The batcher, or a 503 (with ``Retry-After``) while the model is still loading."""

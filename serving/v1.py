@@ -170,10 +170,7 @@ def model_status(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    state.require_ready()
-    model = state.model
-    assert model is not None
-    return Response(200, state.memo("v1_metadata", lambda: encode_json(metadata_document(state.config, model)).encode()))
+    return Response(200, state.model_document("v1_metadata", metadata_document))
 
 
 def predict(state: ModelState, request: Request, reply: Reply) -> None:

@@ -322,10 +322,7 @@ def server_info(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    state.require_ready()
-    model = state.model
-    assert model is not None
-    return Response(200, state.memo("v2_model", lambda: encode_json(model_metadata_document(state.config, model)).encode()))
+    return Response(200, state.model_document("v2_model", model_metadata_document))
 
 
 def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
