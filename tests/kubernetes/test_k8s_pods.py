@@ -63,6 +63,20 @@ def _served(stack: object) -> dict:
     return get(f"{base_url(_spec(stack))}/v1/models/digits/metadata")["metadata"]["modelstack"]
 
 
+def _settled(stack: object, wanted: str, key: str = "variant", timeout: float = 60.0) -> dict:
+    """What the Service serves once kube-proxy has caught up: old pods keep answering through their preStop
+    delay until their endpoints leave the iptables rules, so a rollout's end is read as several replies in a
+    row from the new version, not as one reply."""
+    deadline, in_a_row, served = time.monotonic() + timeout, 0, {}
+    while time.monotonic() < deadline:
+        served = _served(stack)
+        in_a_row = in_a_row + 1 if served[key] == wanted else 0
+        if in_a_row == 8:
+            return served
+        time.sleep(0.25)
+    raise AssertionError(f"the Service still serves {key}={served.get(key)!r}, not {wanted!r}, {timeout:.0f} s after up")
+
+
 def _switch(stack: object) -> str:
     optimize = stack.spec()["optimize"]
     new = "dynamic" if optimize["quantization"] == "int8" else "int8"
@@ -88,8 +102,7 @@ def test_model_change_rolls_under_load_with_no_failed_request(stack: object, bod
         started = time.monotonic()
         stack.up()
         took = time.monotonic() - started
-        time.sleep(2)
-    assert _served(stack)["variant"] == VARIANTS[new]
+        _settled(stack, VARIANTS[new])
     print(f"rollout under load: {took:.1f} s; {load.result.ok} requests served, {len(load.result.failures)} failed")
     assert load.result.failures == []
     assert load.result.ok > 50
@@ -99,7 +112,7 @@ def test_a_version_that_never_gets_ready_never_takes_traffic(stack: object, body
     from iac.loadgen import PacedLoad
 
     serving = _served(stack)["artifact_sha256"]
-    _switch(stack)
+    new = _switch(stack)
     tiny = {"requests": {"cpu": "100m", "memory": "16Mi"}, "limits": {"cpu": "1", "memory": "16Mi"}}
     stack.edit_kubernetes(resources=tiny)  # the server cannot load its runtime in 16 MiB
     try:
@@ -114,7 +127,7 @@ def test_a_version_that_never_gets_ready_never_takes_traffic(stack: object, body
         stack.edit_kubernetes(resources=SMALL)
     print(f"never-ready rollout failed after {took:.1f} s; {load.result.ok} requests served meanwhile")
     stack.up()  # the next up with a good spec converges
-    assert _served(stack)["artifact_sha256"] != serving
+    assert _settled(stack, VARIANTS[new])["artifact_sha256"] != serving
 
 
 def test_status_and_model_diff(stack: object) -> None:
