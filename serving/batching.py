@@ -16,9 +16,6 @@ Where the model runs: a model whose single-sample inference (measured at start-u
 than handing work to another thread and back (``HANDOFF_COST_S``) runs on the loop thread;
 a slower one runs on one inference thread (the runtimes release the GIL while they compute), so
 the loop keeps reading and parsing the next requests meanwhile and they form the next batch.
-With batching off and the model on the loop thread there is nothing to wait for or to join:
-``answer`` and ``infer`` then run the model at once, in the caller's turn (``inline``), and
-queue only behind requests already queued.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +36,6 @@ from serving.metrics import Metrics
 HANDOFF_COST_S = 0.0002
 
 Done = Callable[[np.ndarray | None, BaseException | None], None]
-R = TypeVar("R")
 
 
 class _Pending:
@@ -78,8 +74,6 @@ class Batcher:
         self._running = False  # a batch is on the inference thread
         self._idle = asyncio.Event()
         self._idle.set()
-        # Batching off, model on the loop thread: a request's batch is itself, due at once.
-        self.inline = self.max_batch_size == 1 and not self.offload
 
     @property
     def mode(self) -> str:
@@ -94,28 +88,8 @@ class Batcher:
         if self._wake is None or self.max_latency != 0:  # else the next batch is already due this pass
             self._schedule()
 
-    def answer(
-        self, rows: np.ndarray, make: Callable[[np.ndarray], R], reply: Callable[[Callable[[], R]], None],
-    ) -> R | None:
-        """``make(output)`` for ``rows``: returned now when the batcher runs inline, else handed to
-        ``reply`` (as a callable that makes it, or raises the inference's error) once the batch ran."""
-        if self.inline and not self._queue:
-            return make(self.run_now(rows))
-        self.submit(rows, lambda output, error: reply(lambda: make(_result(output, error))))
-        return None
-
-    def run_now(self, rows: np.ndarray) -> np.ndarray:
-        """Run ``rows`` as a batch of their own on this thread (``inline``); errors propagate."""
-        started = time.perf_counter()
-        output = self._predict(rows)
-        if self._metrics is not None:
-            self._metrics.inference(len(output), time.perf_counter() - started, _NOT_QUEUED)
-        return output
-
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """``submit`` as a coroutine: the output for ``rows``."""
-        if self.inline and not self._queue:
-            return self.run_now(rows)
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
         self.submit(rows, lambda output, error: settle(future, output, error))
         return await future
@@ -227,16 +201,6 @@ def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-_NOT_QUEUED = (0.0,)
-
-
-def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:
-    if error is not None:
-        raise error
-    assert output is not None
-    return output
 
 
 def _joined(batch: list[_Pending]) -> np.ndarray:

@@ -181,12 +181,18 @@ def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
     return Response(200, state.model_document("v1_metadata", v1_metadata_document))
 
 
-def v1_predict(state: ModelState, request: Request, reply: Reply) -> Response | None:
+def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
     batch, row_format = decode_predict(request.body, state.config.inputs)
     key = "predictions" if row_format else "outputs"
 
-    return batcher.answer(batch, lambda outputs: Response(200, v1.encode_outputs(key, outputs)), reply)
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
+        return Response(200, v1.encode_outputs(key, outputs))
+
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
 
 
 # --- Open Inference Protocol V2 (HTTP JSON / binary, gRPC) ---------------------------------------
@@ -263,7 +269,7 @@ def decode_infer(
     return pack(inputs, arrays), request_id, v2._binary_output(payload)
 
 
-def v2_infer(state: ModelState, request: Request, reply: Reply) -> Response | None:
+def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
     lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
     if len(lengths) > 1:
@@ -271,13 +277,16 @@ def v2_infer(state: ModelState, request: Request, reply: Reply) -> Response | No
     batch, request_id, binary_output = decode_infer(request.body, state.config.inputs, lengths[0] if lengths else None)
     model_name = state.config.model_name
 
-    def answer(outputs: np.ndarray) -> Response:
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
         if binary_output:
             body, length = v2.encode_binary_infer_response(model_name, outputs, request_id)
             return Response(200, body, v2_binary.OCTET_STREAM, headers=(("Inference-Header-Content-Length", str(length)),))
         return Response(200, v2.encode_infer_response(model_name, outputs, request_id))
 
-    return batcher.answer(batch, answer, reply)
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
 
 
 def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callable[[Any, list[int], str], np.ndarray]) -> np.ndarray:

@@ -173,9 +173,15 @@ def model_metadata(state: ModelState, request: Request, reply: Reply) -> Respons
     return Response(200, state.model_document("v1_metadata", metadata_document))
 
 
-def predict(state: ModelState, request: Request, reply: Reply) -> Response | None:
+def predict(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
     batch, row_format = decode_predict_request(request.body, state.config.input)
     key = "predictions" if row_format else "outputs"
-    labels = getattr(state.model, "labels", ())
-    return batcher.answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)
+
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
+        return Response(200, encode_outputs(key, outputs, getattr(state.model, "labels", ())))
+
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))

@@ -330,7 +330,7 @@ def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
     return Response(200 if ready else 503, encode_json({"name": state.config.model_name, "ready": ready}).encode())
 
 
-def infer(state: ModelState, request: Request, reply: Reply) -> Response | None:
+def infer(state: ModelState, request: Request, reply: Reply) -> None:
     batcher = state.require_ready()
     lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
     if len(lengths) > 1:
@@ -339,10 +339,13 @@ def infer(state: ModelState, request: Request, reply: Reply) -> Response | None:
     batch, request_id, binary_output = decode_infer(request.body, state.config.input, header_length)
     model_name = state.config.model_name
 
-    def answer(outputs: np.ndarray) -> Response:
+    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
+        if error is not None:
+            raise error
+        assert outputs is not None
         if binary_output:
             body, length = encode_binary_infer_response(model_name, outputs, request_id)
             return Response(200, body, v2_binary.OCTET_STREAM, headers=((_HEADER_LENGTH_NAME, str(length)),))
         return Response(200, encode_infer_response(model_name, outputs, request_id))
 
-    return batcher.answer(batch, answer, reply)
+    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
