@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from collections.abc import Callable
 from typing import Protocol
 
 from serving.errors import ClientError, error_body
-from serving.logs import log_event, timestamp, write_line
+from serving.logs import log_event, write_request
 from serving.messages import Request, Response
 from serving.routes import ROUTES, Route, Router
 from serving.state import ModelState
@@ -63,12 +62,4 @@ class App:
         """The request metrics and the access-log line, once per answered request."""
         elapsed = time.perf_counter() - request.started
         self.state.metrics.request(request.route, status, elapsed)
-        # Hand-built JSON: this runs for every request. Methods are tokens and addresses need no
-        # escaping; a target (visible ASCII) needs it only with a quote or a backslash.
-        target = request.target
-        path = json.dumps(target) if '"' in target or "\\" in target else f'"{target}"'
-        write_line(
-            f'{{"ts":"{timestamp()}","event":"request","method":"{request.method}",'
-            f'"path":{path},"status":{status},'
-            f'"duration_ms":{elapsed * 1000:.3f},"remote":"{remote}"}}'
-        )
+        write_request(request.method, request.target, status, elapsed, remote)

@@ -148,6 +148,7 @@ class Batcher:
         # queued by those answers (a pipelining client) wait for the next pass, after the sockets.
         budget = self._queued_rows
         queue = self._queue
+        done = []
         while queue and budget > 0 and (self.max_latency == 0 or self._wait() <= 0):
             batch, rows = self._take()
             budget -= rows
@@ -156,7 +157,9 @@ class Batcher:
                 output, error = self._predict(_joined(batch)), None
             except Exception as exc:  # every caller of this batch gets it
                 output, error = None, exc
-            self._deliver(batch, started, output, error)
+            done.append((batch, started, output, error))
+        for args in done:
+            self._deliver(*args)
         self._after_batch()
 
     def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:

@@ -1,5 +1,8 @@
 """JSON log lines on stderr: one per event, one per request, written in bulk by the event loop.
 
+Access-log lines are kept as their fields (``write_request``) and formatted when the buffer is
+written out: the formatting runs in bulk, off the path between a request and its answer.
+
 Lines go to a buffer that a callback on the serving loop writes out every ``LOG_FLUSH_S``
 without ever blocking: to a pipe or terminal it writes only what the pipe takes at once (a pipe
 that reports room takes ``PIPE_BUF`` bytes without blocking) and keeps the rest for the next
@@ -26,7 +29,8 @@ LOG_FLUSH_S = 0.05
 MAX_BUFFERED_LINES = 100_000
 
 _lock = threading.Lock()  # guards the buffer: lines may come from other threads
-_buffer: list[str] = []
+# A line, or an access-log entry (time, method, target, status, seconds, remote) formatted at flush.
+_buffer: list[str | tuple[float, str, str, int, float, str]] = []
 _unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
 _dropped = [0]
 _loop: list[asyncio.AbstractEventLoop | None] = [None]
@@ -47,6 +51,29 @@ def write_line(line: str) -> None:
         _buffer.append(line)
     if _loop[0] is None:
         flush_logs()
+
+
+def write_request(method: str, target: str, status: int, seconds: float, remote: str) -> None:
+    """Buffer one access-log line, formatted when it is written out."""
+    entry = (time.time(), method, target, status, seconds, remote)
+    with _lock:
+        if len(_buffer) >= MAX_BUFFERED_LINES:
+            _dropped[0] += 1
+            return
+        _buffer.append(entry)
+    if _loop[0] is None:
+        flush_logs()
+
+
+def _request_line(entry: str | tuple[float, str, str, int, float, str]) -> str:
+    if isinstance(entry, str):
+        return entry
+    at, method, target, status, seconds, remote = entry
+    # Methods are tokens and addresses need no escaping; a target (visible ASCII) needs it only
+    # with a quote or a backslash.
+    path = json.dumps(target) if '"' in target or "\\" in target else f'"{target}"'
+    return (f'{{"ts":"{timestamp(at)}","event":"request","method":"{method}","path":{path},'
+            f'"status":{status},"duration_ms":{seconds * 1000:.3f},"remote":"{remote}"}}')
 
 
 def flush_on(loop: asyncio.AbstractEventLoop) -> None:
@@ -79,7 +106,7 @@ def _flush(block: bool) -> None:
         dropped, _dropped[0] = _dropped[0], 0
     if dropped:
         lines.append(json.dumps({"ts": timestamp(), "event": "log_lines_dropped", "count": dropped}))
-    data = _unsent[0] + ("\n".join(lines) + "\n").encode() if lines else _unsent[0]
+    data = _unsent[0] + ("\n".join(map(_request_line, lines)) + "\n").encode() if lines else _unsent[0]
     if not data:
         return
     try:
@@ -114,10 +141,12 @@ def _write(fd: int, data: bytes, block: bool) -> int:
     return written
 
 
-def timestamp() -> str:
-    """UTC ISO-8601 with milliseconds; the seconds part is formatted once per second."""
+def timestamp(now: float | None = None) -> str:
+    """UTC ISO-8601 with milliseconds (of ``now``, default the current time); the seconds part is
+    formatted once per second."""
     global _second_stamp
-    now = time.time()
+    if now is None:
+        now = time.time()
     second = int(now)
     last, stamp = _second_stamp
     if second != last:
