@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-LOG_FLUSH_S = 0.05
+LOG_FLUSH_S = 0.01
 # Lines kept while stderr does not take them (a stalled log reader); beyond this they are
 # counted and dropped rather than held in memory or allowed to block the server.
 MAX_BUFFERED_LINES = 100_000
