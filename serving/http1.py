@@ -12,8 +12,8 @@ on heads (431), connections and request bytes held across connections (503 with
 llhttp runs in its strict mode: it refuses bare CR, bytes that do not belong in a request line
 or header, conflicting ``Content-Length`` headers, and anything that could frame a request
 differently from a proxy in front. Chunked request bodies are decoded by llhttp and held to the
-same body cap. Upgrade, CONNECT, HTTP/0.9 and HTTP/2 (also the prior-knowledge preface) are
-refused.
+same body cap; compressed bodies (``Content-Encoding``) get 415. Upgrade, CONNECT, HTTP/0.9 and
+HTTP/2 (also the prior-knowledge preface) are refused.
 """
 
 from __future__ import annotations
@@ -261,6 +261,11 @@ class HttpConnection(asyncio.Protocol):
         elif request.method in _BODY_METHODS:
             raise ClientError(411, f"a Content-Length header (or chunked transfer encoding) is required "
                                    f"for {request.method}")
+        if "content-encoding" in values:  # a compressed body would reach the decoders as it is
+            codings = [c.strip().lower() for v in headers.get_all("content-encoding") for c in v.split(",")]
+            if any(c not in ("identity", "") for c in codings):
+                raise ClientError(415, f"Content-Encoding {show(', '.join(codings))} is not supported; "
+                                       "send the body uncompressed, without Content-Encoding")
         if length:
             if server.buffered + length > server.max_buffered_bytes:
                 raise _busy()

@@ -293,6 +293,16 @@ def test_chunked_bodies_are_decoded_and_held_to_the_body_cap(server: ServerProce
     _refused(server.port, head_gzip + chunks, 501, "Transfer-Encoding")
 
 
+def test_compressed_bodies_are_refused_with_415(server: ServerProcess) -> None:
+    for coding in (b"gzip", b"identity, br", b"deflate"):
+        head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\n".encode()
+        _refused(server.port, head + b"Content-Encoding: " + coding + b"\r\n\r\n" + BODY, 415, "uncompressed")
+    head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(BODY)}\r\nContent-Encoding: identity\r\n\r\n"
+    [answer] = _final(_exchange(server.port, head.encode() + BODY))
+    assert answer["status"] == 200 and b"predictions" in answer["body"]
+    _alive(server)
+
+
 @pytest.mark.parametrize(("data", "status", "words"), [
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 400, "upgrade"),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
