@@ -29,8 +29,9 @@ LOG_FLUSH_S = 0.01
 MAX_BUFFERED_LINES = 100_000
 
 _lock = threading.Lock()  # guards the buffer: lines may come from other threads
-# A line, or an access-log entry (time, method, target, status, seconds, remote) formatted at flush.
-_buffer: list[str | tuple[float, str, str, int, float, str]] = []
+# An access-log entry: time, method, target, status, seconds, remote; formatted at flush.
+_Entry = tuple[float, str, str, int, float, str]
+_buffer: list[str | _Entry] = []
 _unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
 _dropped = [0]
 _loop: list[asyncio.AbstractEventLoop | None] = [None]
@@ -42,8 +43,9 @@ def log_event(**fields: Any) -> None:
     write_line(json.dumps({"ts": timestamp(), **fields}, separators=(",", ":"), default=str))
 
 
-def write_line(line: str) -> None:
-    """Buffer one already-formatted JSON line (written at once while no loop flushes them)."""
+def write_line(line: str | _Entry) -> None:
+    """Buffer one already-formatted JSON line, or an access-log entry (written at once while no loop
+    flushes them)."""
     with _lock:
         if len(_buffer) >= MAX_BUFFERED_LINES:
             _dropped[0] += 1
@@ -55,17 +57,10 @@ def write_line(line: str) -> None:
 
 def write_request(method: str, target: str, status: int, seconds: float, remote: str) -> None:
     """Buffer one access-log line, formatted when it is written out."""
-    entry = (time.time(), method, target, status, seconds, remote)
-    with _lock:
-        if len(_buffer) >= MAX_BUFFERED_LINES:
-            _dropped[0] += 1
-            return
-        _buffer.append(entry)
-    if _loop[0] is None:
-        flush_logs()
+    write_line((time.time(), method, target, status, seconds, remote))
 
 
-def _request_line(entry: str | tuple[float, str, str, int, float, str]) -> str:
+def _request_line(entry: str | _Entry) -> str:
     if isinstance(entry, str):
         return entry
     at, method, target, status, seconds, remote = entry
