@@ -1,8 +1,9 @@
 """Dynamic batching on the event loop: requests queue their samples, batches run as one inference.
 
-Every predict/infer request goes through a ``Batcher``; with ``max_batch_size`` 1 (batching
+Every HTTP predict/infer request goes through a ``Batcher``; with ``max_batch_size`` 1 (batching
 off) each request is its own batch, so the batched and the unbatched server share one code path
-and differ only in how many samples an invocation may hold.
+and differ only in how many samples an invocation may hold. (One exception: a gRPC call, a task
+of its own, runs an unbatched model on the loop at once; see ``infer``.)
 
 A batch starts with the oldest queued request and takes the following ones, in order, while the
 total stays within ``max_batch_size`` samples; a request larger than that runs alone, and
@@ -156,9 +157,9 @@ class Batcher:
             future.add_done_callback(lambda f: self._finished(batch, started, f))
             return
         # On the loop thread: run the batches due now, then answer them: inference in one stretch,
-        # encoding and writing in another, each warm in the CPU's caches (measured: ~15% less CPU
-        # per request than answering each batch as it completes). Requests queued by those answers
-        # (a pipelining client) wait for the next pass, after the sockets.
+        # encoding and writing in another, each warm in the CPU's caches (measured together with
+        # the access log formatted at flush: 49.7 against 59.3 us of server CPU per request).
+        # Requests queued by those answers (a pipelining client) wait for the next pass.
         budget = self._queued_rows
         queue = self._queue
         done: list[tuple[list[_Pending], float, np.ndarray | None, BaseException | None]] = []
