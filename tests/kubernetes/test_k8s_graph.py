@@ -101,6 +101,9 @@ def test_restricted_pods_pulled_by_digest(folder: Path) -> None:
     annotations = spec["template"]["metadata"]["annotations"]
     assert set(annotations) == {"modelstack.dev/model-key", "modelstack.dev/image-key"}
     assert outputs["endpoint"] == "http://digits.models.svc.cluster.local:8501/v1/models/digits:predict"
+    assert outputs["grpc_target"] == "digits.models.svc.cluster.local:8001"
+    assert container["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"},
+                                  {"name": "grpc", "containerPort": 8001, "protocol": "TCP"}]
     assert outputs["image_digest"] == "sha256:" + "d" * 64 and outputs["replicas"] == 3
     assert _of(mocks, "pulumi-python:dynamic/kubernetes:Push")["image_id"] == "sha256:" + "1" * 64
 
@@ -108,14 +111,27 @@ def test_restricted_pods_pulled_by_digest(folder: Path) -> None:
 def test_service_budget_policy_account(folder: Path) -> None:
     mocks, _ = _graph(folder, service_type="NodePort", labels={"team": "ml"}, disruption_budget={"min_available": "50%"})
     service = _of(mocks, "kubernetes:core/v1:Service")
-    assert service["spec"]["type"] == "NodePort" and service["spec"]["ports"][0]["port"] == 8501
+    assert service["spec"]["type"] == "NodePort"
+    assert service["spec"]["ports"] == [  # HTTP, and the V2 gRPC service (serving.grpc_port, 8001 by default)
+        {"name": "http", "port": 8501, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8001, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+    ]
     assert service["metadata"]["labels"]["team"] == "ml"
     assert _of(mocks, "kubernetes:policy/v1:PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
     policy = _of(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []
+    assert policy["ingress"] == [{"ports": [{"port": 8501, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}]}]
     assert _of(mocks, "kubernetes:core/v1:ServiceAccount")["automountServiceAccountToken"] is False
     assert not [t for t, _ in mocks.resources.values() if "HorizontalPodAutoscaler" in t]
     assert not [t for t, _ in mocks.resources.values() if t == "kubernetes:core/v1:Secret"]
+
+
+def test_grpc_off_leaves_only_http(folder: Path) -> None:
+    mocks, outputs = _graph(folder, serving={"port": 8501, "threads": 1, "grpc_port": None})
+    assert [p["name"] for p in _of(mocks, "kubernetes:core/v1:Service")["spec"]["ports"]] == ["http"]
+    (container,) = _of(mocks, "kubernetes:apps/v1:Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"}]
+    assert "grpc_target" not in outputs
 
 
 def test_autoscaling_owns_the_replica_count(folder: Path) -> None:

@@ -1,5 +1,5 @@
 """The Kubernetes target with real pods (a kubelet on this host, cri-dockerd, a bridge CNI, kube-proxy):
-digits deployed and answering through its Service, a model change rolled under load with no failed
+digits deployed and answering through its Service (HTTP and gRPC), a model change rolled under load with no failed
 request, a version that never gets ready never taking traffic, `modelstack status` and `diff`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -92,6 +93,26 @@ def test_digits_answers_through_the_service(stack: object, body: dict) -> None:
     scores = post(url, body)["predictions"][0]
     assert len(scores) == 10 and abs(sum(scores) - 1) < 0.02  # int8 outputs are quantized
     assert _served(stack)["variant"] == VARIANTS[stack.spec()["optimize"]["quantization"]]
+
+
+def test_grpc_answers_through_the_service(stack: object, body: dict) -> None:
+    """tritonclient.grpc, in its defaults, on the Service's gRPC port (cluster IP, kube-proxy): the same
+    scores as the HTTP route."""
+    import tritonclient.grpc as grpcclient
+
+    from iac.deploy.sandbox import post
+
+    host = urlsplit(_endpoint(stack)).hostname
+    client = grpcclient.InferenceServerClient(f"{host}:{_spec(stack).spec.serving.grpc_port}")
+    try:
+        assert client.is_server_ready() and client.is_model_ready("digits")
+        sample = np.asarray(body["instances"], dtype=np.float32)
+        inputs = [grpcclient.InferInput("pixels", list(sample.shape), "FP32")]
+        inputs[0].set_data_from_numpy(sample)
+        scores = client.infer("digits", inputs).as_numpy("output_0")
+    finally:
+        client.close()
+    np.testing.assert_allclose(scores, post(_endpoint(stack), body)["predictions"], rtol=1e-6, atol=1e-6)
 
 
 def test_model_change_rolls_under_load_with_no_failed_request(stack: object, body: dict) -> None:

@@ -54,6 +54,12 @@ def cluster_base_url(spec: ResolvedSpec) -> str:
     return f"http://{service_host(spec)}:{spec.spec.serving.port}"
 
 
+def cluster_grpc_address(spec: ResolvedSpec) -> str | None:
+    """host:port of the service's gRPC port inside the cluster; None when gRPC is off."""
+    port = spec.spec.serving.grpc_port
+    return None if port is None else f"{service_host(spec)}:{port}"
+
+
 def cluster_endpoint(spec: ResolvedSpec) -> str:
     return f"{cluster_base_url(spec)}/v1/models/{spec.name}:predict"
 

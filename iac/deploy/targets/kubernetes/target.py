@@ -11,8 +11,8 @@ from iac.build.keys import context_key
 from iac.deploy.targets import TargetArgs
 from iac.deploy.targets.kubernetes.push import Push
 from iac.deploy.targets.kubernetes.settings import (
-    DRAIN_MARGIN_S, PRESTOP_DELAY_S, TMP_SIZE, cluster_base_url, cluster_endpoint, kubeconfig_path,
-    object_labels, repository, selector_labels, settings,
+    DRAIN_MARGIN_S, PRESTOP_DELAY_S, TMP_SIZE, cluster_base_url, cluster_endpoint, cluster_grpc_address,
+    kubeconfig_path, object_labels, repository, selector_labels, settings,
 )
 from iac.spec.errors import UserError
 from iac.spec.models import Kubernetes, ResolvedSpec
@@ -65,8 +65,7 @@ class Target(pulumi.ComponentResource):
         )
         service = k8s.core.v1.Service(
             f"{name}-service", metadata=meta,
-            spec={"type": k.service_type.value, "selector": selector_labels(spec),
-                  "ports": [{"name": "http", "port": spec.spec.serving.port, "target_port": "http", "protocol": "TCP"}]},
+            spec={"type": k.service_type.value, "selector": selector_labels(spec), "ports": service_ports(spec)},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
         )
         k8s.policy.v1.PodDisruptionBudget(
@@ -89,6 +88,9 @@ class Target(pulumi.ComponentResource):
             "namespace": pulumi.Output.from_input(k.namespace),
             "service": service.metadata.apply(lambda m: m["name"] if isinstance(m, dict) else m.name),
         }
+        grpc_target = cluster_grpc_address(spec)
+        if grpc_target is not None:  # the V2 gRPC service's host:port inside the cluster, as gRPC clients take it
+            self.outputs["grpc_target"] = deployment.metadata.apply(lambda _: grpc_target)
         self.register_outputs(self.outputs)
 
 
@@ -124,7 +126,6 @@ def container_security() -> dict:
 
 def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulumi.Input[str], env: list) -> dict:
     k = settings(spec)
-    port = spec.spec.serving.port
 
     def probe(path: str, failures: int, period: int = PROBE_PERIOD_S) -> dict:
         return {"http_get": {"path": path, "port": "http"}, "period_seconds": period,
@@ -134,7 +135,7 @@ def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulum
         "name": "model",
         "image": image,
         "image_pull_policy": "IfNotPresent",
-        "ports": [{"name": "http", "container_port": port, "protocol": "TCP"}],
+        "ports": [{"name": name, "container_port": number, "protocol": "TCP"} for name, number in serving_ports(spec)],
         "env": env or None,
         "resources": {"requests": {"cpu": k.resources.requests.cpu, "memory": k.resources.requests.memory},
                       "limits": {"cpu": k.resources.limits.cpu, "memory": k.resources.limits.memory}},
@@ -174,12 +175,25 @@ def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulum
     return body
 
 
+def serving_ports(spec: ResolvedSpec) -> list[tuple[str, int]]:
+    """The server's ports by name: HTTP, and the V2 gRPC service unless ``serving.grpc_port`` is null."""
+    serving = spec.spec.serving
+    return [("http", serving.port)] + ([("grpc", serving.grpc_port)] if serving.grpc_port is not None else [])
+
+
+def service_ports(spec: ResolvedSpec) -> list[dict]:
+    """The Service's ports, one per serving port; gRPC is marked as cleartext HTTP/2 for meshes and gateways."""
+    return [{"name": name, "port": number, "target_port": name, "protocol": "TCP",
+             **({"app_protocol": "kubernetes.io/h2c"} if name == "grpc" else {})}
+            for name, number in serving_ports(spec)]
+
+
 def network_policy_spec(spec: ResolvedSpec) -> dict:
-    """Ingress only to the serving port; no egress at all (the server calls nothing)."""
+    """Ingress only to the serving ports; no egress at all (the server calls nothing)."""
     return {
         "pod_selector": {"match_labels": selector_labels(spec)},
         "policy_types": ["Ingress", "Egress"],
-        "ingress": [{"ports": [{"port": spec.spec.serving.port, "protocol": "TCP"}]}],
+        "ingress": [{"ports": [{"port": number, "protocol": "TCP"} for _, number in serving_ports(spec)]}],
         "egress": [],
     }
 
