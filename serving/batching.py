@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from serving.metrics import Metrics
 HANDOFF_COST_S = 0.0002
 
 Done = Callable[[np.ndarray | None, BaseException | None], None]
+R = TypeVar("R")
 
 
 class _Pending:
@@ -88,6 +89,13 @@ class Batcher:
         self._idle.clear()
         if self._wake is None or self.max_latency != 0:  # else the next batch is already due this pass
             self._schedule()
+
+    def submit_answer(
+        self, rows: np.ndarray, make: Callable[[np.ndarray], R], reply: Callable[[Callable[[], R]], None],
+    ) -> None:
+        """``submit`` for a route handler: once the batch ran, ``reply`` gets a callable that makes the
+        answer from the output (or raises the batch's error, for the handler's error handling)."""
+        self.submit(rows, lambda output, error: reply(lambda: make(_result(output, error))))
 
     async def infer(self, rows: np.ndarray) -> np.ndarray:
         """``submit`` as a coroutine: the output for ``rows``.
@@ -211,6 +219,13 @@ class Batcher:
 
 
 _NOT_QUEUED = (0.0,)
+
+
+def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:
+    if error is not None:
+        raise error
+    assert output is not None
+    return output
 
 
 def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

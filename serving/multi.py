@@ -182,17 +182,7 @@ def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
-    batcher = state.require_ready()
-    batch, row_format = decode_predict(request.body, state.config.inputs)
-    key = "predictions" if row_format else "outputs"
-
-    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
-        if error is not None:
-            raise error
-        assert outputs is not None
-        return Response(200, v1.encode_outputs(key, outputs))
-
-    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+    v1.run_predict(state, request, reply, lambda body: decode_predict(body, state.config.inputs))
 
 
 # --- Open Inference Protocol V2 (HTTP JSON / binary, gRPC) ---------------------------------------
@@ -270,23 +260,7 @@ def decode_infer(
 
 
 def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
-    batcher = state.require_ready()
-    lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
-    if len(lengths) > 1:
-        raise ClientError(400, f"Inference-Header-Content-Length: sent {len(lengths)} times; send it once")
-    batch, request_id, binary_output = decode_infer(request.body, state.config.inputs, lengths[0] if lengths else None)
-    model_name = state.config.model_name
-
-    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
-        if error is not None:
-            raise error
-        assert outputs is not None
-        if binary_output:
-            body, length = v2.encode_binary_infer_response(model_name, outputs, request_id)
-            return Response(200, body, v2_binary.OCTET_STREAM, headers=(("Inference-Header-Content-Length", str(length)),))
-        return Response(200, v2.encode_infer_response(model_name, outputs, request_id))
-
-    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+    v2.run_infer(state, request, reply, lambda body, length: decode_infer(body, state.config.inputs, length))
 
 
 def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callable[[Any, list[int], str], np.ndarray]) -> np.ndarray:

@@ -174,14 +174,16 @@ def model_metadata(state: ModelState, request: Request, reply: Reply) -> Respons
 
 
 def predict(state: ModelState, request: Request, reply: Reply) -> None:
+    run_predict(state, request, reply, lambda body: decode_predict_request(body, state.config.input))
+
+
+def run_predict(
+    state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes], tuple[np.ndarray, bool]],
+) -> None:
+    """A predict request: ``decode`` turns the body into a batch (and says whether it was row format);
+    the batcher runs it and the answer is ``{"predictions"|"outputs": ...}``."""
     batcher = state.require_ready()
-    batch, row_format = decode_predict_request(request.body, state.config.input)
+    batch, row_format = decode(request.body)
     key = "predictions" if row_format else "outputs"
-
-    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
-        if error is not None:
-            raise error
-        assert outputs is not None
-        return Response(200, encode_outputs(key, outputs, getattr(state.model, "labels", ())))
-
-    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+    labels = getattr(state.model, "labels", ())
+    batcher.submit_answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)

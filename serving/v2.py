@@ -331,21 +331,26 @@ def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def infer(state: ModelState, request: Request, reply: Reply) -> None:
+    run_infer(state, request, reply, lambda body, length: decode_infer(body, state.config.input, length))
+
+
+Decoded = tuple[np.ndarray, Any, bool]  # the batch, the request's id, whether outputs go back binary
+
+
+def run_infer(state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes, str | None], Decoded]) -> None:
+    """An infer request: ``decode`` takes the body and its ``Inference-Header-Content-Length`` (sent at
+    most once); the batcher runs the batch and the answer is JSON, or binary when the request asked."""
     batcher = state.require_ready()
     lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
     if len(lengths) > 1:
         raise ClientError(400, f"{_HEADER_LENGTH_NAME}: sent {len(lengths)} times; send it once")
-    header_length = lengths[0] if lengths else None
-    batch, request_id, binary_output = decode_infer(request.body, state.config.input, header_length)
+    batch, request_id, binary_output = decode(request.body, lengths[0] if lengths else None)
     model_name = state.config.model_name
 
-    def answer(outputs: np.ndarray | None, error: BaseException | None) -> Response:
-        if error is not None:
-            raise error
-        assert outputs is not None
+    def answer(outputs: np.ndarray) -> Response:
         if binary_output:
             body, length = encode_binary_infer_response(model_name, outputs, request_id)
             return Response(200, body, v2_binary.OCTET_STREAM, headers=((_HEADER_LENGTH_NAME, str(length)),))
         return Response(200, encode_infer_response(model_name, outputs, request_id))
 
-    batcher.submit(batch, lambda outputs, error: reply(lambda: answer(outputs, error)))
+    batcher.submit_answer(batch, answer, reply)
