@@ -26,13 +26,8 @@ def stack(cluster: object, digits_example: Path, tmp_path_factory: pytest.TempPa
                                autoscaling={"min_replicas": 3, "max_replicas": 6, "cpu_utilization": 60},
                                disruption_budget={"min_available": 2}, labels={"team": "ml"},
                                progress_deadline=20, **KWOK_PLACEMENT)
-    stack = K8sSandbox(tmp_path_factory.mktemp("kwok-stack"), digits_example, deploy)
-    stack.init()
-    try:
-        stack.up()
+    with K8sSandbox(tmp_path_factory.mktemp("kwok-stack"), digits_example, deploy).deployed() as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 def _apis(cluster: object) -> tuple:

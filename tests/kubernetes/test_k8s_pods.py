@@ -30,13 +30,8 @@ def stack(real_node: object, digits_example: Path, tmp_path_factory: pytest.Temp
 
     deploy = kubernetes_deploy(real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=2, resources=SMALL,
                                progress_deadline=90, startup_timeout=60)
-    stack = K8sSandbox(tmp_path_factory.mktemp("pods-stack"), digits_example, deploy)
-    stack.init()
-    try:
-        stack.up()
+    with K8sSandbox(tmp_path_factory.mktemp("pods-stack"), digits_example, deploy).deployed() as stack:
         yield stack
-    finally:
-        stack.destroy()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,13 @@ PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,16 @@ class K8sSandbox:
 
     def init(self) -> None:
         self.pulumi("stack", "init", self.name)
+
+    @contextlib.contextmanager
+    def deployed(self) -> Iterator[K8sSandbox]:
+        """`init` and `up` on entry; `destroy` on exit (what a test's stack fixture does)."""
+        self.init()
+        try:
+            self.up()
+            yield self
+        finally:
+            self.destroy()
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
