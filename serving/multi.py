@@ -125,16 +125,7 @@ def decode_predict(body: bytes, inputs: Sequence[InputSpec]) -> tuple[np.ndarray
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ClientError(400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}')
-    extra = sorted(key for key in payload if key not in ("instances", "inputs", "signature_name"))
-    if extra:
-        raise ClientError(
-            400,
-            f"unexpected field(s) {', '.join(map(show, extra))}; the body takes "
-            '"instances" (row format) or "inputs" (columnar format)',
-        )
-    signature = payload.get("signature_name", "serving_default")
-    if signature != "serving_default":
-        raise ClientError(400, f'signature_name: only "serving_default" is served, got {show(signature)}')
+    v1.check_predict_fields(payload)
     if ("instances" in payload) == ("inputs" in payload):
         raise ClientError(
             400, 'give either "instances" (row format) or "inputs" (columnar format), not both and not neither'

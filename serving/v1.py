@@ -39,18 +39,7 @@ def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bo
     if len(payload) == 1 and "instances" in payload:  # the usual body: nothing else to check
         data = _unwrap_rows(payload["instances"], spec.name)
         return to_batch(data, spec, "instances", b"true" in body or b"false" in body), True
-    extra = sorted(key for key in payload if key not in _PREDICT_FIELDS)
-    if extra:
-        raise ClientError(
-            400,
-            f"unexpected field(s) {', '.join(map(show, extra))}; the body takes "
-            '"instances" (row format) or "inputs" (columnar format)',
-        )
-    signature = payload.get("signature_name", "serving_default")
-    if signature != "serving_default":
-        raise ClientError(
-            400, f'signature_name: only "serving_default" is served, got {show(signature)}'
-        )
+    check_predict_fields(payload)
     if "instances" in payload and "inputs" in payload:
         raise ClientError(
             400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
@@ -66,6 +55,23 @@ def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bo
     # JSON booleans can only come from these tokens, so bodies without them skip the bool scan.
     may_hold_bools = b"true" in body or b"false" in body
     return to_batch(data, spec, field, may_hold_bools), row_format
+
+
+def check_predict_fields(payload: dict[str, Any]) -> None:
+    """A predict body's fields are among "instances", "inputs" and "signature_name" (only the
+    served signature)."""
+    extra = sorted(key for key in payload if key not in _PREDICT_FIELDS)
+    if extra:
+        raise ClientError(
+            400,
+            f"unexpected field(s) {', '.join(map(show, extra))}; the body takes "
+            '"instances" (row format) or "inputs" (columnar format)',
+        )
+    signature = payload.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        raise ClientError(
+            400, f'signature_name: only "serving_default" is served, got {show(signature)}'
+        )
 
 
 def _unwrap_rows(instances: Any, name: str) -> Any:
