@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving.multi import unpack, zeros
+from serving.runtime import DEFAULT_MAX_BUCKET, artifact_bytes
 
 if TYPE_CHECKING:
     from serving.config import InputSpec, ServingConfig
-
-DEFAULT_MAX_BUCKET = 64
 
 
 def load_multi_runtime(config: ServingConfig) -> Any:
@@ -63,10 +62,7 @@ class LiteRTFeedsModel:
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = Path(path)
-        if content is None:
-            if not model_path.is_file():
-                raise FileNotFoundError(f"model artifact {model_path} does not exist")
-            content = model_path.read_bytes()
+        content = artifact_bytes(model_path, content)
         self.path = model_path
         self._inputs = list(inputs)
         self._make = lambda: Interpreter(model_content=content, num_threads=num_threads)

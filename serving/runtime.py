@@ -68,6 +68,15 @@ def load_runtime(config: ServingConfig) -> Runtime:
     return LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket)
 
 
+def artifact_bytes(path: Path, content: bytes | None) -> bytes:
+    """The model file's bytes (``content`` when given, e.g. a variant measured in memory)."""
+    if content is not None:
+        return content
+    if not path.is_file():
+        raise FileNotFoundError(f"model artifact {path} does not exist")
+    return path.read_bytes()
+
+
 def _bucket(n: int) -> int:
     """The smallest power of two >= n."""
     return 1 << max(n - 1, 0).bit_length()
@@ -101,10 +110,7 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = Path(path)
-        if content is None:
-            if not model_path.is_file():
-                raise FileNotFoundError(f"model artifact {model_path} does not exist")
-            content = model_path.read_bytes()
+        content = artifact_bytes(model_path, content)
         self.path = model_path
         self.num_threads = num_threads
         self._content = content  # shared by every bucket's interpreter
