@@ -43,18 +43,7 @@ def load_npz(path: str | Path, field: str, sample_shape: tuple[int, ...], need_l
         raise UserError.single(str(path), field, f"'x' must hold finite numbers (dtype {x.dtype})", "convert it to float32 and drop NaN/inf rows")
     if len(x) == 0:
         raise UserError.single(str(path), field, "'x' holds no samples", "add at least one sample")
-    y = arrays.get("y")
-    if need_labels and y is None:
-        raise UserError.single(str(path), field, "has no labels: array 'y' is missing", "save the labels as y=... beside x")
-    if y is not None:
-        if y.shape[:1] != x.shape[:1]:
-            raise UserError.single(str(path), field, f"'y' has {len(y)} labels for {len(x)} samples", "save one label per sample")
-        if labels == "class" and not (np.issubdtype(y.dtype, np.integer) or _integral(y)):
-            raise UserError.single(
-                str(path), field, f"'y' holds {y.dtype} values that are not class ids, but optimize.metric scores classes",
-                "save integer class ids as y, or set optimize.metric: mae for a regression model",
-            )
-        y = y.astype(np.int64) if labels == "class" else y.astype(np.float32)
+    y = _labels(arrays, len(x), labels, need_labels, path, field, "beside x")
     return Dataset(x=x.astype(np.float32), y=y)
 
 
@@ -105,19 +94,28 @@ def load_npz_inputs(path: str | Path, field: str, inputs: tuple[tuple[str, tuple
     n = next(iter(sizes.values()))
     if n == 0:
         raise UserError.single(str(path), field, "holds no samples", "add at least one sample")
+    y = _labels(arrays, n, labels, need_labels, path, field, "beside the inputs")
+    return Dataset(x=pack(specs, columns), y=y)
+
+
+def _labels(arrays: dict[str, np.ndarray], n: int, labels: str, need_labels: bool, path: str | Path, field: str,
+            beside: str) -> np.ndarray | None:
+    """Array 'y': one label per sample, class ids (int64) or targets (float32); None when absent and
+    not needed."""
     y = arrays.get("y")
     if need_labels and y is None:
-        raise UserError.single(str(path), field, "has no labels: array 'y' is missing", "save the labels as y=... beside the inputs")
-    if y is not None:
-        if len(y) != n:
-            raise UserError.single(str(path), field, f"'y' has {len(y)} labels for {n} samples", "save one label per sample")
-        if labels == "class" and not (np.issubdtype(y.dtype, np.integer) or _integral(y)):
-            raise UserError.single(
-                str(path), field, f"'y' holds {y.dtype} values that are not class ids, but optimize.metric scores classes",
-                "save integer class ids as y, or set optimize.metric: mae for a regression model",
-            )
-        y = y.astype(np.int64) if labels == "class" else y.astype(np.float32)
-    return Dataset(x=pack(specs, columns), y=y)
+        raise UserError.single(str(path), field, "has no labels: array 'y' is missing", f"save the labels as y=... {beside}")
+    if y is None:
+        return None
+    if y.shape[:1] != (n,):
+        raise UserError.single(str(path), field, f"'y' has {len(y) if y.ndim else 0} labels for {n} samples",
+                               "save one label per sample")
+    if labels == "class" and not (np.issubdtype(y.dtype, np.integer) or _integral(y)):
+        raise UserError.single(
+            str(path), field, f"'y' holds {y.dtype} values that are not class ids, but optimize.metric scores classes",
+            "save integer class ids as y, or set optimize.metric: mae for a regression model",
+        )
+    return y.astype(np.int64) if labels == "class" else y.astype(np.float32)
 
 
 def _integral(y: np.ndarray) -> bool:
