@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving.multi import unpack, zeros
-from serving.runtime import DEFAULT_MAX_BUCKET, artifact_bytes
+from serving.runtime import DEFAULT_MAX_BUCKET, artifact_bytes, bucket_for, dequantize, tensor_quantization
 
 if TYPE_CHECKING:
     from serving.config import InputSpec, ServingConfig
@@ -48,10 +48,6 @@ def check_feeds(feeds: dict[str, tuple[tuple[int, ...], np.dtype[Any]]], inputs:
             raise ValueError(f"inputs[{i}].dtype {spec.dtype} cannot feed the model's {dtype.name} input {spec.name!r}")
 
 
-def _bucket(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 class LiteRTFeedsModel:
     """A .tflite model with several inputs, fed by name through its signature."""
 
@@ -79,7 +75,7 @@ class LiteRTFeedsModel:
             raise ValueError(f"model artifact {model_path}: expected one output tensor, found {len(outputs)}")
         self._details = details
         self._output = outputs[0]
-        self._out_scale, self._out_zero = _quantization(self._output)
+        self._out_scale, self._out_zero = tensor_quantization(self._output)
         self._index = {name: int(d["index"]) for name, d in details.items()}
         self._dtype = {name: np.dtype(d["dtype"]) for name, d in details.items()}
         self.feeds = {
@@ -87,7 +83,7 @@ class LiteRTFeedsModel:
             for name, d in details.items()
         }
         self._sample = {name: tuple(max(int(x), 1) for x in d["shape"][1:]) for name, d in details.items()}
-        self.max_bucket = _bucket(max_bucket)
+        self.max_bucket = bucket_for(max_bucket)
         self._slots: dict[int, tuple[Any, threading.Lock]] = {}
         self._lock = threading.Lock()
 
@@ -115,9 +111,7 @@ class LiteRTFeedsModel:
             raw = np.concatenate([
                 self._run({k: v[i : i + step] for k, v in tensors.items()}, min(step, n - i)) for i in range(0, n, step)
             ])
-        if self._out_scale == 0.0:
-            return raw
-        return (raw.astype(np.float32) - np.float32(self._out_zero)) * np.float32(self._out_scale)
+        return dequantize(raw, self._out_scale, self._out_zero)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
         result = np.zeros(0)
@@ -139,7 +133,7 @@ class LiteRTFeedsModel:
         return slot
 
     def _run(self, tensors: dict[str, np.ndarray], n: int) -> np.ndarray:
-        size = _bucket(n)
+        size = bucket_for(n)
         interpreter, lock = self._slot(size)
         with lock:
             for name, index in self._index.items():
@@ -215,10 +209,3 @@ def _plain(name: str) -> str:
     """A LiteRT tensor name without the converter's signature prefix and output suffix."""
     name = name.split(":")[0]
     return name[len("serving_default_"):] if name.startswith("serving_default_") else name
-
-
-def _quantization(details: dict[str, Any]) -> tuple[float, int]:
-    scale, zero_point = details.get("quantization", (0.0, 0))
-    if np.dtype(details["dtype"]).kind not in "iu" or not scale:
-        return 0.0, 0
-    return float(scale), int(zero_point)

@@ -52,7 +52,7 @@ class Runtime(Protocol):
 
 def load_runtime(config: ServingConfig) -> Runtime:
     """The runtime for the config's artifact, with the config's thread count."""
-    max_bucket = max(DEFAULT_MAX_BUCKET, _bucket(config.max_batch_size))
+    max_bucket = max(DEFAULT_MAX_BUCKET, bucket_for(config.max_batch_size))
     if len(config.inputs) > 1:  # several named inputs (serving.multi)
         from serving.multi_runtime import load_multi_runtime
 
@@ -77,7 +77,7 @@ def artifact_bytes(path: Path, content: bytes | None) -> bytes:
     return path.read_bytes()
 
 
-def _bucket(n: int) -> int:
+def bucket_for(n: int) -> int:
     """The smallest power of two >= n."""
     return 1 << max(n - 1, 0).bit_length()
 
@@ -128,12 +128,12 @@ class LiteRTModel:
         self._input_index: int = self._input["index"]
         self._output_index: int = self._output["index"]
         self._input_dtype: np.dtype[Any] = np.dtype(self._input["dtype"])
-        self._in_scale, self._in_zero = _quantization(self._input)
-        self._out_scale, self._out_zero = _quantization(self._output)
+        self._in_scale, self._in_zero = tensor_quantization(self._input)
+        self._out_scale, self._out_zero = tensor_quantization(self._output)
         signature = self._input.get("shape_signature", self._input["shape"])
         self._dynamic_batch = len(signature) > 0 and int(signature[0]) == -1
         self._sample_shape = tuple(max(int(d), 1) for d in self._input["shape"][1:])
-        self.max_bucket = _bucket(max_bucket) if self._dynamic_batch else 1
+        self.max_bucket = bucket_for(max_bucket) if self._dynamic_batch else 1
         self._slots: dict[int, _Slot] = {}
         self._slots_lock = threading.Lock()
         interpreter.allocate_tensors()
@@ -209,7 +209,7 @@ class LiteRTModel:
             if n == 1:
                 return self._invoke(slot, tensor)
             return np.concatenate([self._invoke(slot, tensor[i : i + 1]) for i in range(n)])
-        size = n if n & (n - 1) == 0 else _bucket(n)  # a power of two is its own bucket
+        size = n if n & (n - 1) == 0 else bucket_for(n)  # a power of two is its own bucket
         slot = self._slots.get(size) or self._new_slot(size)
         if size != n:
             padded = np.zeros((size, *tensor.shape[1:]), dtype=tensor.dtype)
@@ -247,12 +247,17 @@ class LiteRTModel:
         return tensor
 
     def _from_output_tensor(self, raw: np.ndarray) -> np.ndarray:
-        if self._out_scale == 0.0:
-            return raw
-        return (raw.astype(np.float32) - np.float32(self._out_zero)) * np.float32(self._out_scale)
+        return dequantize(raw, self._out_scale, self._out_zero)
 
 
-def _quantization(details: dict[str, Any]) -> tuple[float, int]:
+def dequantize(raw: np.ndarray, scale: float, zero: int) -> np.ndarray:
+    """A quantized output as float32 (``scale`` 0: not quantized, returned as it is)."""
+    if scale == 0.0:
+        return raw
+    return (raw.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+
+
+def tensor_quantization(details: dict[str, Any]) -> tuple[float, int]:
     """(scale, zero_point) of an integer tensor with per-tensor quantization, else (0.0, 0)."""
     scale, zero_point = details.get("quantization", (0.0, 0))
     if np.dtype(details["dtype"]).kind not in "iu" or not scale:
