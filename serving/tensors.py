@@ -24,9 +24,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     _orjson_loads = _orjson_dumps = None
     _ORJSON_NUMPY = 0
 
-# Digits -> "1", every other byte -> "0": a run of 20 digits is then a substring search.
+# Digits -> "1", every other byte -> "0": a run of digits is then a substring search.
 _DIGIT_MAP = bytes(49 if 48 <= i <= 57 else 48 for i in range(256))
-_LONG_DIGITS = b"1" * 20
+# Integers orjson cannot hold exactly are above 2**64 - 1 (20 digits) or below -2**63 (19 digits
+# after a minus sign). A shorter run of digits cannot be one, so the scan looks for 19 in a row.
+_RUN_19 = b"1" * 19
+_DOT, _MINUS, _NOT_INTEGER_AFTER = ord("."), ord("-"), frozenset(b".eE")
+_MAX_UINT64, _MIN_INT64 = str(2**64 - 1).encode(), str(2**63).encode()
 
 
 class _NonFiniteNumber(ValueError):
@@ -48,9 +52,9 @@ def parse_json(body: bytes) -> Any:
     it refuses is parsed again by the standard library, which either accepts it (e.g. integers
     beyond 64 bits, which the checks after parsing then reject with a message) or explains
     what is wrong, so the answer does not depend on which parser ran. orjson reads integers
-    beyond 64 bits as floats, so bodies with 20 digits in a row go to the standard library.
+    beyond 64 bits as floats, so bodies holding one go to the standard library.
     """
-    if _orjson_loads is not None and _LONG_DIGITS not in body.translate(_DIGIT_MAP):
+    if _orjson_loads is not None and not has_wide_integer(body):
         try:
             return _orjson_loads(body)
         except ValueError:  # orjson.JSONDecodeError is a ValueError
@@ -67,6 +71,30 @@ def parse_json(body: bytes) -> Any:
         raise ClientError(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal longer than Python's 4300-digit limit
         raise ClientError(400, f"malformed JSON: {exc}") from None
+
+
+def has_wide_integer(body: bytes) -> bool:
+    """Whether ``body`` holds an integer literal outside -2**63..2**64-1 (orjson would make it a float).
+
+    Long digit runs are common in float bodies: ``json.dumps`` writes a float32 value such as
+    0.000190001606 with 17 significant digits, 20 digits in a row after the point. Those are
+    fractions, and orjson reads them exactly; only a run that is a whole integer literal (no
+    point before it, no point or exponent after it) counts.
+    """
+    digits = body.translate(_DIGIT_MAP)
+    size = len(body)
+    start = digits.find(_RUN_19)
+    while start >= 0:
+        end = digits.find(b"0", start)
+        if end < 0:
+            end = size
+        before = body[start - 1] if start else 0
+        if before != _DOT and (end == size or body[end] not in _NOT_INTEGER_AFTER):
+            run = body[start:end]  # same-length digit strings compare as their numbers
+            if len(run) > 20 or (len(run) == 20 and run > _MAX_UINT64) or (before == _MINUS and run > _MIN_INT64):
+                return True
+        start = digits.find(_RUN_19, end)
+    return False
 
 
 def dumps(document: dict[str, Any]) -> bytes:
