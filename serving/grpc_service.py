@@ -32,7 +32,7 @@ from serving import v2
 from serving.auth import check_api_key
 from serving.bytes_tensors import TensorDataError, split_bytes
 from serving.errors import ClientError
-from serving.logs import log_event, timestamp, write_line
+from serving.logs import log_event, write_request
 from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
 from serving.proto import grpc_service_pb2_grpc as pb_grpc
@@ -67,9 +67,6 @@ _CONTENTS_FIELD = {
 }
 # Output datatype by numpy dtype (a dict lookup: ``dtype.name`` costs more on every call).
 _DATATYPE_OF = {np.dtype(name): datatype for name, datatype in v2.V2_DATATYPES.items()}
-# Access-log pieces that repeat: the middle of a line by (route, code), a client's quoted address.
-_LOG_MIDDLE: dict[tuple[str, grpc.StatusCode], str] = {}
-_QUOTED_PEERS: dict[str, str] = {}
 _WRONG_KEY = (
     "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 )
@@ -161,20 +158,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         elapsed = time.perf_counter() - started
         status = _HTTP_STATUS.get(code, 500)
         self.state.metrics.request(route, status, elapsed)
-        # The line's fixed middle and the client's quoted address are formatted once each.
-        middle = _LOG_MIDDLE.get((route, code))
-        if middle is None:
-            middle = _LOG_MIDDLE[(route, code)] = (
-                f'","event":"request","method":"gRPC","path":"{_SERVICE}{_METHOD_OF_ROUTE[route]}",'
-                f'"status":{status},"grpc_code":"{code.name}","duration_ms":'
-            )
-        peer = context.peer()
-        remote = _QUOTED_PEERS.get(peer)
-        if remote is None:
-            if len(_QUOTED_PEERS) >= 1024:
-                _QUOTED_PEERS.clear()
-            remote = _QUOTED_PEERS[peer] = json.dumps(peer)
-        write_line(f'{{"ts":"{timestamp()}{middle}{elapsed * 1000:.3f},"remote":{remote}}}')
+        write_request("gRPC", _PATH_OF_ROUTE[route], status, elapsed, context.peer(), code.name)
 
     def _check_key(self, context: Any) -> None:
         """The HTTP rule (``serving.auth``) on the call's metadata: ``authorization`` or ``x-api-key``."""
@@ -293,9 +277,11 @@ def _text_input(request: pb.ModelInferRequest, tensor: Any, name: str, where: st
     return v2_text_batch(document, None, False, name, where)
 
 
-_METHOD_OF_ROUTE = {
-    "grpc_live": "ServerLive", "grpc_ready": "ServerReady", "grpc_model_ready": "ModelReady",
-    "grpc_server": "ServerMetadata", "grpc_model": "ModelMetadata", "grpc_infer": "ModelInfer",
+_PATH_OF_ROUTE = {
+    route: _SERVICE + method for route, method in (
+        ("grpc_live", "ServerLive"), ("grpc_ready", "ServerReady"), ("grpc_model_ready", "ModelReady"),
+        ("grpc_server", "ServerMetadata"), ("grpc_model", "ModelMetadata"), ("grpc_infer", "ModelInfer"),
+    )
 }
 
 

@@ -29,8 +29,9 @@ LOG_FLUSH_S = 0.01
 MAX_BUFFERED_LINES = 100_000
 
 _lock = threading.Lock()  # guards the buffer: lines may come from other threads
-# An access-log entry: time, method, target, status, seconds, remote; formatted at flush.
-_Entry = tuple[float, str, str, int, float, str]
+# An access-log entry, HTTP or gRPC: time, method, target, status, seconds, remote, gRPC code
+# (None for HTTP); formatted at flush.
+_Entry = tuple[float, str, str, int, float, str, "str | None"]
 _buffer: list[str | _Entry] = []
 _unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
 _dropped = [0]
@@ -55,20 +56,26 @@ def write_line(line: str | _Entry) -> None:
         flush_logs()
 
 
-def write_request(method: str, target: str, status: int, seconds: float, remote: str) -> None:
-    """Buffer one access-log line, formatted when it is written out."""
-    write_line((time.time(), method, target, status, seconds, remote))
+def write_request(method: str, target: str, status: int, seconds: float, remote: str,
+                  grpc_code: str | None = None) -> None:
+    """Buffer one access-log line, formatted when it is written out. A gRPC call gives its method
+    as ``"gRPC"``, the RPC's path as the target and its status code's name."""
+    write_line((time.time(), method, target, status, seconds, remote, grpc_code))
 
 
 def _request_line(entry: str | _Entry) -> str:
     if isinstance(entry, str):
         return entry
-    at, method, target, status, seconds, remote = entry
-    # Methods are tokens and addresses need no escaping; a target (visible ASCII) needs it only
-    # with a quote or a backslash.
-    path = json.dumps(target) if '"' in target or "\\" in target else f'"{target}"'
-    return (f'{{"ts":"{timestamp(at)}","event":"request","method":"{method}","path":{path},'
-            f'"status":{status},"duration_ms":{seconds * 1000:.3f},"remote":"{remote}"}}')
+    at, method, target, status, seconds, remote, grpc_code = entry
+    # Methods, HTTP client addresses and code names are tokens; a target (visible ASCII) or a
+    # gRPC peer needs escaping only with a quote or a backslash.
+    code = f',"grpc_code":"{grpc_code}"' if grpc_code else ""
+    return (f'{{"ts":"{timestamp(at)}","event":"request","method":"{method}","path":{_quoted(target)},'
+            f'"status":{status}{code},"duration_ms":{seconds * 1000:.3f},"remote":{_quoted(remote)}}}')
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text) if '"' in text or "\\" in text else f'"{text}"'
 
 
 def flush_on(loop: asyncio.AbstractEventLoop) -> None:

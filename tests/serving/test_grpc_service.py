@@ -6,6 +6,7 @@ read from the "listening" log line) on a tiny ONNX model (tests/serving/v2_fixtu
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -213,14 +214,28 @@ def test_grpc_calls_are_counted_and_logged(server: V2Server) -> None:
         stub.ModelInfer(_infer_request())
         with pytest.raises(grpc.RpcError):
             stub.ModelInfer(_infer_request(model_name="other"))
-    time.sleep(0.2)  # the log is written every 50 ms
+    time.sleep(0.2)  # the log is written every 10 ms
     with urllib.request.urlopen(f"http://{server.http_url}/metrics", timeout=5) as response:
         metrics = response.read().decode()
     assert 'modelstack_requests_total{route="grpc_infer",status="200"}' in metrics
     assert 'modelstack_requests_total{route="grpc_infer",status="404"}' in metrics
     lines = [r for r in server.records() if r.get("method") == "gRPC"]
     assert any(r["path"] == "/inference.GRPCInferenceService/ModelInfer" and r["grpc_code"] == "NOT_FOUND"
-               for r in lines)
+               and r["status"] == 404 for r in lines)
+    ok = next(r for r in lines if r["grpc_code"] == "OK")
+    assert ok["status"] == 200 and "127.0.0.1" in ok["remote"] and ok["duration_ms"] >= 0
+
+
+def test_access_log_lines_of_both_protocols_share_one_format() -> None:
+    from serving.logs import _request_line
+
+    http = json.loads(_request_line((0.0, "POST", '/v1/"x"', 200, 0.0012, "10.0.0.1", None)))
+    call = json.loads(_request_line((0.0, "gRPC", "/inference.GRPCInferenceService/ModelInfer", 404, 0.0012,
+                                     'ipv6:[::1]:5"0', "NOT_FOUND")))
+    assert list(http) == ["ts", "event", "method", "path", "status", "duration_ms", "remote"]
+    assert list(call) == ["ts", "event", "method", "path", "status", "grpc_code", "duration_ms", "remote"]
+    assert http["path"] == '/v1/"x"' and call["remote"] == 'ipv6:[::1]:5"0'  # escaped where needed
+    assert call["grpc_code"] == "NOT_FOUND" and call["duration_ms"] == http["duration_ms"] == 1.2
 
 
 # --- API key, readiness, drain --------------------------------------------------------------------
