@@ -13,9 +13,9 @@ protocol's cost dominates, not the model's. The same sample goes out three ways:
   grpc-raw    ModelInfer with raw_input_contents, as tritonclient.grpc sends it
   grpc-ghz    the same calls from ghz instead of h2load: the same server under a heavier load
               generator, to show what the generator costs (no floor)
-  grpc-sync   the same calls to the same handlers on the synchronous grpcio server (16 pool
-              threads handing each call to the loop's batcher; benchmarks/grpc_sync_variant.py),
-              the alternative to grpc.aio that the server does not use: measured to show why
+  grpc-aio    the same calls to the same handlers with grpc.aio as the transport instead of tonic
+              (benchmarks/grpc_aio_variant.py; the server's transport until 2026-12-02): the
+              best Python gRPC server, measured to show why the server does not use it
 
 Load generators, each closed-loop at the same concurrency on one thread: wrk (-t1, a Lua
 script that sends the body and its headers) for HTTP; h2load (nghttp2's HTTP/2 load generator,
@@ -23,11 +23,11 @@ C, Debian's nghttp2-client; -t1 -c1 -m16: one HTTP/2 connection with 16 calls in
 clients use) for gRPC, sending the unary call as gRPC frames it on the wire: the 5-byte length
 prefix and the ModelInferRequest serialized from our own .proto, with ``content-type:
 application/grpc`` and ``te: trailers``. h2load does not read trailers, so it cannot see a
-call's grpc-status: a call counts only when the server counted it OK (its metrics, or the sync
+call's grpc-status: a call counts only when the server counted it OK (its metrics, or the grpc.aio
 variant's count), and the answer is checked with tritonclient.grpc before anything is
 measured. ghz (Go, ``go install github.com/bojand/ghz/cmd/ghz``, ``--cpus 1``, one connection)
 runs too, as grpc-ghz. Every run reports the generator's CPU (its rusage) and the server's CPU
-per answered call (/proc/<pid>/stat). Rounds are interleaved (binary, json, grpc, ghz, sync,
+per answered call (/proc/<pid>/stat). Rounds are interleaved (binary, json, grpc, ghz, aio,
 binary, ...: each floor's two sides run back to back); the floors are checked in each round and
 the median round is reported.
 
@@ -112,25 +112,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class SyncVariant:
-    """benchmarks/grpc_sync_variant.py: the same model and handlers on grpcio's thread-pool server."""
+class AioVariant:
+    """benchmarks/grpc_aio_variant.py: the same model and handlers on grpc.aio instead of tonic."""
 
-    def __init__(self, artifact: Path, logs: Path, threads: int = 16) -> None:
-        config = logs / "sync-variant.json"
+    def __init__(self, artifact: Path, logs: Path) -> None:
+        config = logs / "aio-variant.json"
         config.write_text(json.dumps({
             "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 1, "grpc_port": 0,
             "threads": 1, "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],
         }))
         self.proc = subprocess.Popen(
-            [str(PY), str(REPO / "benchmarks" / "grpc_sync_variant.py"), str(threads)], cwd=REPO,
-            stdout=subprocess.PIPE, stderr=(logs / "sync-variant.log").open("wb"), text=True,
+            [str(PY), str(REPO / "benchmarks" / "grpc_aio_variant.py")], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=(logs / "aio-variant.log").open("wb"), text=True,
             env={**os.environ, "MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)},
             start_new_session=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("ready "):
-            raise RuntimeError(f"the sync variant did not start; see {logs / 'sync-variant.log'}")
+            raise RuntimeError(f"the grpc.aio variant did not start; see {logs / 'aio-variant.log'}")
         self.grpc_port = int(line.split()[1])
 
     def ok_calls(self) -> int:
@@ -220,11 +220,11 @@ def bodies(work: Path) -> dict[str, Any]:
     grpc_size = len(files["grpc-frame"].read_bytes())
     return {"files": files, "header_length": len(header), "sizes": {
         "v2-json": len(json_body), "v2-binary": len(header) + len(raw), "grpc-raw": grpc_size,
-        "grpc-ghz": grpc_size, "grpc-sync": grpc_size,
+        "grpc-ghz": grpc_size, "grpc-aio": grpc_size,
     }}
 
 
-def check_answers(server: OurServer, info: dict[str, Any], sync: SyncVariant) -> None:
+def check_answers(server: OurServer, info: dict[str, Any], aio: AioVariant) -> None:
     """Each form gets a 200 / OK with the same output before anything is measured."""
     import numpy as np
     import tritonclient.grpc as grpcclient
@@ -251,7 +251,7 @@ def check_answers(server: OurServer, info: dict[str, Any], sync: SyncVariant) ->
     np.testing.assert_allclose(from_grpc, from_json, rtol=1e-6)
     sample = np.frombuffer(pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes()).raw_input_contents[0],
                            dtype="<f4").reshape(1, 32, 32, 3)
-    for port in (server.grpc_port, sync.grpc_port):  # the client the gRPC rows stand for
+    for port in (server.grpc_port, aio.grpc_port):  # the client the gRPC rows stand for
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = grpcclient.InferInput("image", [1, 32, 32, 3], "FP32")
         tensor.set_data_from_numpy(sample)
@@ -399,10 +399,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="v2-bench-"))
     info = bodies(work)
     server = OurServer(artifact, work)
-    sync = SyncVariant(artifact, work)
+    aio = AioVariant(artifact, work)
     rounds: list[dict[str, dict[str, Any]]] = []
     try:
-        check_answers(server, info, sync)
+        check_answers(server, info, aio)
         url = f"http://127.0.0.1:{server.port}/v2/models/{MODEL}/infer"
         files, c, d = info["files"], args.concurrency, args.duration
         # Each floor's pair runs back to back (binary, json, grpc), so a change in the machine's
@@ -412,13 +412,13 @@ def main() -> int:
             "v2-json": lambda m: run_wrk(url, files["json"], None, c, d, work, m),
             "grpc-raw": lambda m: run_h2load(server.grpc_port, files["grpc-frame"], c, d, work, server.ok_calls, m),
             "grpc-ghz": lambda m: run_ghz(ghz, server.grpc_port, files["grpc"], c, d, m),
-            "grpc-sync": lambda m: run_h2load(sync.grpc_port, files["grpc-frame"], c, d, work, sync.ok_calls, m),
+            "grpc-aio": lambda m: run_h2load(aio.grpc_port, files["grpc-frame"], c, d, work, aio.ok_calls, m),
         }
         for number in range(1, args.rounds + 1):
             load = round(os.getloadavg()[0], 2)
             result = {}
             for name, run in contenders.items():
-                meter = Meter(sync.proc.pid if name == "grpc-sync" else server.proc.pid)
+                meter = Meter(aio.proc.pid if name == "grpc-aio" else server.proc.pid)
                 result[name] = meter.add_to(run(meter))
             for row in result.values():
                 row["load1_before_round"] = load
@@ -428,7 +428,7 @@ def main() -> int:
                 f"generator {v['generator_cpu_pct']:.0f}%)" for k, v in result.items()))
     finally:
         server.stop()
-        sync.stop()
+        aio.stop()
 
     print(render(rounds, info, args))
     if args.json:
@@ -454,7 +454,7 @@ def render(rounds: list[dict[str, dict[str, Any]]], info: dict[str, Any], args: 
         "errors | server CPU ms/call | generator CPU |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for name in ("v2-json", "v2-binary", "grpc-raw", "grpc-ghz", "grpc-sync"):
+    for name in ("v2-json", "v2-binary", "grpc-raw", "grpc-ghz", "grpc-aio"):
         values = sorted(rounds, key=lambda r: r[name]["rps"])
         middle = values[len(values) // 2][name]
         per_round = " / ".join(f"{r[name]['rps']:,.0f}" for r in rounds)

@@ -24,9 +24,12 @@ rm -rf "$dest"
 mkdir -p "$dest"
 log "downloading the pinned serving packages for CPython 3.11 / glibc 2.36"
 for req in "${reqs[@]}"; do
+  # modelstack-grpc is built here, not downloaded (scripts/grpc_front.sh adds it after this).
+  grep -v '^modelstack-grpc==' "$req" > "$dest/.requirements.txt"
   python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir \
     --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
-    "${platforms[@]}" --no-deps -r "$req" -d "$dest"
+    "${platforms[@]}" --no-deps -r "$dest/.requirements.txt" -d "$dest"
 done
+rm -f "$dest/.requirements.txt"
 echo "$want" > "$stamp"
 log "$(ls "$dest"/*.whl | wc -l) wheels in $dest"

@@ -98,18 +98,7 @@ class Batcher:
         self.submit(rows, lambda output, error: reply(lambda: make(_result(output, error))))
 
     async def infer(self, rows: np.ndarray) -> np.ndarray:
-        """``submit`` as a coroutine: the output for ``rows``.
-
-        With batching off and the model on the loop thread the call runs the model at once, unless
-        requests are queued: each gRPC call is a task of its own, so there is no pass of reads to
-        keep together, and skipping the queue and its future cost ~20% of the server's CPU per
-        ModelInfer (benchmarks/v2_bench.py: 0.40-0.51 ms against 0.51-0.60 ms per call)."""
-        if self.max_batch_size == 1 and not self.offload and not self._queue:
-            started = time.perf_counter()
-            output = self._predict(rows)
-            if self._metrics is not None:
-                self._metrics.inference(len(output), time.perf_counter() - started, _NOT_QUEUED)
-            return output
+        """``submit`` as a coroutine: the output for ``rows``."""
         future: asyncio.Future[np.ndarray] = self._loop.create_future()
         self.submit(rows, lambda output, error: settle(future, output, error))
         return await future
@@ -216,9 +205,6 @@ class Batcher:
             end = start + len(item.rows)
             item.done(output[start:end], None)
             start = end
-
-
-_NOT_QUEUED = (0.0,)
 
 
 def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:

@@ -1,32 +1,37 @@
 """The Open Inference Protocol's gRPC service (``inference.GRPCInferenceService``) beside the HTTP API.
 
-It runs on grpc.aio in the server's own process and event loop, so it shares everything the
-HTTP routes share: the model state (readiness, metadata), the batcher (gRPC and HTTP requests
-batch together), the metrics, the access log and the API key rule (metadata ``authorization:
-Bearer <key>`` or ``x-api-key: <key>``; ServerLive and ServerReady are open like the HTTP health
-routes). grpc.aio cost less CPU per call than the synchronous grpcio server with a thread pool,
-whose worker threads must hand each call to the loop's batcher and wait for it, in every round
-of benchmarks/v2_bench.py (docs/serving.md).
+The transport is tonic (Rust; ``native/grpc_front``, the Python module ``modelstack_grpc``) on
+its own threads: HTTP/2, gRPC framing and the call bounds cost a few microseconds there and none
+of the GIL. What the protocol means is here, on the server's event loop, so gRPC shares
+everything the HTTP routes share: the model state (readiness, metadata), the batcher (gRPC and
+HTTP requests batch together), the metrics, the access log and the API key rule (metadata
+``authorization: Bearer <key>`` or ``x-api-key: <key>``; ServerLive and ServerReady are open like
+the HTTP health routes). The loop takes the waiting calls in bulk when the transport's eventfd
+becomes readable, parses each message with protobuf and answers it with serialized bytes or a
+status. grpc.aio, the best Python gRPC server, cost ~0.3 ms of CPU per call on its own; the
+V2 benchmark keeps it as a variant (benchmarks/v2_bench.py, docs/serving.md).
 
 ModelInfer takes the input as ``raw_input_contents`` (the tensor's little-endian bytes) or as
 typed ``contents`` (a text model's as BYTES, checked by ``serving.text``); the output goes back
-as ``raw_output_contents``. Client errors are INVALID_ARGUMENT (bad tensor), NOT_FOUND (model or
-version), UNAUTHENTICATED (key), UNAVAILABLE (still loading or draining), RESOURCE_EXHAUSTED
-(message over ``max_body_bytes``, or more than ``max_connections`` calls in progress); each
-message names the field and the fix, like the HTTP API's 4xx bodies. Metrics count gRPC
-calls under ``grpc_*`` route kinds with the HTTP status a call's code corresponds to.
+as ``raw_output_contents``. Client errors are INVALID_ARGUMENT (bad tensor or message), NOT_FOUND
+(model or version), UNAUTHENTICATED (key), UNAVAILABLE (still loading or draining),
+RESOURCE_EXHAUSTED (message over ``max_body_bytes``, or more than ``max_connections`` calls in
+progress); each message names the field and the fix, like the HTTP API's 4xx bodies. Metrics
+count gRPC calls under ``grpc_*`` route kinds with the HTTP status a call's code corresponds to.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from serving import v2
 from serving.auth import check_api_key
@@ -35,7 +40,6 @@ from serving.errors import ClientError
 from serving.logs import log_event, write_request
 from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
-from serving.proto import grpc_service_pb2_grpc as pb_grpc
 from serving.state import SERVER_VERSION
 from serving.tensors import cast, check_finite_outputs
 from serving.v2_binary import RAW_DTYPES, tensor_from_bytes, tensor_to_bytes
@@ -46,18 +50,22 @@ if TYPE_CHECKING:
 __all__ = ["GrpcFrontEnd", "InferenceService"]
 
 _SERVICE = "/inference.GRPCInferenceService/"
+# gRPC status codes (their numbers on the wire) and names, for answers and the access log.
+OK, CANCELLED, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = (
+    0, 1, 3, 5, 8, 13, 14, 16)
+CODE_NAMES = {
+    OK: "OK", CANCELLED: "CANCELLED", INVALID_ARGUMENT: "INVALID_ARGUMENT", NOT_FOUND: "NOT_FOUND",
+    RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED", INTERNAL: "INTERNAL", UNAVAILABLE: "UNAVAILABLE",
+    UNAUTHENTICATED: "UNAUTHENTICATED",
+}
 # The gRPC code for each client error status, and back: the HTTP status metrics and log count.
-_CODE_OF_STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-    404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-_HTTP_STATUS = {
-    grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.CANCELLED: 499,
-}
+_CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED,
+                   503: UNAVAILABLE}
+_HTTP_STATUS = {OK: 200, INVALID_ARGUMENT: 400, UNAUTHENTICATED: 401, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 413,
+                UNAVAILABLE: 503, INTERNAL: 500, CANCELLED: 499}
+# What a call's answer goes to: (code, serialized response) for OK, (code, message) otherwise.
+Answer = Callable[[int, "bytes | str"], None]
+
 # Typed contents field for each datatype (the protocol carries narrow integers in wide fields).
 _CONTENTS_FIELD = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
@@ -72,102 +80,108 @@ _WRONG_KEY = (
 )
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    """The six RPCs, answered from the shared model state; every handler runs on the loop."""
+class InferenceService:
+    """The six RPCs, answered from the shared model state on the loop, whatever the transport."""
 
     def __init__(self, state: ModelState) -> None:
         self.state = state
         document = v2.server_metadata(SERVER_VERSION)
         self._server_metadata = pb.ServerMetadataResponse(
             name=document["name"], version=document["version"], extensions=document["extensions"]
-        )
-        self._model_metadata: pb.ModelMetadataResponse | None = None
+        ).SerializeToString()
+        self._model_metadata: bytes | None = None
         self._response_heads: dict[tuple[np.dtype, tuple[int, ...]], bytes] = {}
+        # method -> (request type, route kind, open without a key, quick answer or None for ModelInfer)
+        self._methods: dict[str, tuple[Any, str, bool, Callable[[Any], bytes] | None]] = {
+            "ServerLive": (pb.ServerLiveRequest, "grpc_live", True, self._live),
+            "ServerReady": (pb.ServerReadyRequest, "grpc_ready", True, self._ready),
+            "ModelReady": (pb.ModelReadyRequest, "grpc_model_ready", False, self._model_ready),
+            "ServerMetadata": (pb.ServerMetadataRequest, "grpc_server", False, lambda _: self._server_metadata),
+            "ModelMetadata": (pb.ModelMetadataRequest, "grpc_model", False, self._model_metadata_bytes),
+            "ModelInfer": (pb.ModelInferRequest, "grpc_infer", False, None),
+        }
+
+    def handle(self, method: str, message: bytes, peer: str, authorization: str | None, api_key: str | None,
+               answer: Answer) -> None:
+        """Answer one call: parse, check the key, run; ``answer`` gets its code and bytes or message."""
+        started = time.perf_counter()
+        request_type, route, open_, quick = self._methods[method]
+
+        def finish(code: int, payload: bytes | str) -> None:
+            elapsed = time.perf_counter() - started
+            status = _HTTP_STATUS.get(code, 500)
+            self.state.metrics.request(route, status, elapsed)
+            write_request("gRPC", _SERVICE + method, status, elapsed, peer, CODE_NAMES.get(code, str(code)))
+            answer(code, payload)
+
+        try:
+            try:
+                request = request_type.FromString(message)
+            except DecodeError:
+                raise ClientError(400, f"the {request_type.__name__} message does not parse; send it as "
+                                       "the protocol's grpc_service.proto defines it") from None
+            if not open_:
+                self._check_key(authorization, api_key)
+            if quick is None:
+                self._infer(request, finish)
+            else:
+                finish(OK, quick(request))
+        except ClientError as exc:
+            finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
+        except Exception:
+            _internal_error(method)
+            finish(INTERNAL, "internal server error; see the server log")
 
     # -- the RPCs --
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
-        return await self._call("grpc_live", context, lambda: pb.ServerLiveResponse(live=True), open_=True)
+    def _live(self, request: pb.ServerLiveRequest) -> bytes:
+        return pb.ServerLiveResponse(live=True).SerializeToString()
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        return await self._call(
-            "grpc_ready", context, lambda: pb.ServerReadyResponse(ready=self.state.ready), open_=True
-        )
+    def _ready(self, request: pb.ServerReadyRequest) -> bytes:
+        return pb.ServerReadyResponse(ready=self.state.ready).SerializeToString()
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        def answer() -> pb.ModelReadyResponse:
-            self._check_model(request.name, request.version)
-            return pb.ModelReadyResponse(ready=self.state.ready)
+    def _model_ready(self, request: pb.ModelReadyRequest) -> bytes:
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.state.ready).SerializeToString()
 
-        return await self._call("grpc_model_ready", context, answer)
+    def _model_metadata_bytes(self, request: pb.ModelMetadataRequest) -> bytes:
+        self._check_model(request.name, request.version)
+        self.state.require_ready()
+        if self._model_metadata is None:
+            assert self.state.model is not None
+            document = v2.model_metadata_document(self.state.config, self.state.model)
+            self._model_metadata = _metadata_message(document).SerializeToString()
+        return self._model_metadata
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return await self._call("grpc_server", context, lambda: self._server_metadata)
+    def _infer(self, request: pb.ModelInferRequest, finish: Answer) -> None:
+        self._check_model(request.model_name, request.model_version)
+        batcher = self.state.require_ready()
+        batch = _input(request, self.state)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        def answer() -> pb.ModelMetadataResponse:
-            self._check_model(request.name, request.version)
-            self.state.require_ready()
-            if self._model_metadata is None:
-                assert self.state.model is not None
-                document = v2.model_metadata_document(self.state.config, self.state.model)
-                self._model_metadata = _metadata_message(document)
-            return self._model_metadata
+        def reply(make: Callable[[], bytes]) -> None:
+            try:
+                payload = make()
+            except ClientError as exc:
+                finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
+            except Exception:
+                _internal_error("ModelInfer")
+                finish(INTERNAL, "internal server error; see the server log")
+            else:
+                finish(OK, payload)
 
-        return await self._call("grpc_model", context, answer)
-
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        started = time.perf_counter()
-        route = "grpc_infer"
-        try:
-            if self.state.api_key is not None:
-                self._check_key(context)
-            self._check_model(request.model_name, request.model_version)
-            batcher = self.state.require_ready()
-            batch = _input(request, self.state)
-            response = self._response(request, await batcher.infer(batch))
-        except ClientError as exc:
-            code = _CODE_OF_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-            self._record(route, code, started, context)
-            await context.abort(code, exc.message)
-        except Exception:
-            log_event(event="internal_error", method="gRPC", path=_SERVICE + "ModelInfer",
-                      error=traceback.format_exc())
-            self._record(route, grpc.StatusCode.INTERNAL, started, context)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error; see the server log")
-        self._record(route, grpc.StatusCode.OK, started, context)
-        return response
+        batcher.submit_answer(batch, lambda outputs: self._response(request, outputs), reply)
 
     # -- helpers --
 
-    async def _call(self, route: str, context: Any, answer: Any, open_: bool = False) -> Any:
-        """Run a quick RPC: key check (unless open), answer, metrics and access log."""
-        started = time.perf_counter()
-        try:
-            if not open_:
-                self._check_key(context)
-            response = answer()
-        except ClientError as exc:
-            code = _CODE_OF_STATUS.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
-            self._record(route, code, started, context)
-            await context.abort(code, exc.message)
-        self._record(route, grpc.StatusCode.OK, started, context)
-        return response
-
-    def _record(self, route: str, code: grpc.StatusCode, started: float, context: Any) -> None:
-        elapsed = time.perf_counter() - started
-        status = _HTTP_STATUS.get(code, 500)
-        self.state.metrics.request(route, status, elapsed)
-        write_request("gRPC", _PATH_OF_ROUTE[route], status, elapsed, context.peer(), code.name)
-
-    def _check_key(self, context: Any) -> None:
+    def _check_key(self, authorization: str | None, api_key: str | None) -> None:
         """The HTTP rule (``serving.auth``) on the call's metadata: ``authorization`` or ``x-api-key``."""
         if self.state.api_key is None:
             return
         headers = Headers()
-        for key, value in context.invocation_metadata() or ():
-            if key in ("authorization", "x-api-key"):
-                headers.add(key, value if isinstance(value, str) else value.decode("latin-1"))
+        if authorization is not None:
+            headers.add("authorization", authorization)
+        if api_key is not None:
+            headers.add("x-api-key", api_key)
         try:
             check_api_key(headers, self.state.api_key)
         except ClientError:
@@ -184,10 +198,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 404, f"model {json.dumps(name)} has no version {json.dumps(version)}; the only version is 1"
             )
 
-    def _response(self, request: pb.ModelInferRequest, outputs: np.ndarray) -> pb.ModelInferResponse:
+    def _response(self, request: pb.ModelInferRequest, outputs: np.ndarray) -> bytes:
         check_finite_outputs(outputs)
         # Everything but the id and the output's bytes depends only on the output's dtype and
-        # shape: serialized once per pair, parsed back per call (cheaper than building it).
+        # shape: serialized once per pair. Serialized messages concatenate (protobuf merges them
+        # field by field), so the answer is that head, the id's field and the output's field.
         key = (outputs.dtype, outputs.shape)
         head = self._response_heads.get(key)
         if head is None:
@@ -201,12 +216,12 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     name=v2.OUTPUT_NAME, datatype=datatype, shape=outputs.shape
                 )],
             ).SerializeToString()
-        response = pb.ModelInferResponse.FromString(head)
-        request_id = request.id
-        if request_id:
-            response.id = request_id
-        response.raw_output_contents.append(tensor_to_bytes(outputs))
-        return response
+        tail = pb.ModelInferResponse(id=request.id, raw_output_contents=[tensor_to_bytes(outputs)])
+        return head + tail.SerializeToString()
+
+
+def _internal_error(method: str) -> None:
+    log_event(event="internal_error", method="gRPC", path=_SERVICE + method, error=traceback.format_exc())
 
 
 def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
@@ -277,14 +292,6 @@ def _text_input(request: pb.ModelInferRequest, tensor: Any, name: str, where: st
     return v2_text_batch(document, None, False, name, where)
 
 
-_PATH_OF_ROUTE = {
-    route: _SERVICE + method for route, method in (
-        ("grpc_live", "ServerLive"), ("grpc_ready", "ServerReady"), ("grpc_model_ready", "ModelReady"),
-        ("grpc_server", "ServerMetadata"), ("grpc_model", "ModelMetadata"), ("grpc_infer", "ModelInfer"),
-    )
-}
-
-
 def _from_contents(tensor: Any, shape: list[int], where: str) -> np.ndarray:
     """A tensor from typed ``contents``: the datatype's field must hold exactly the elements."""
     datatype = tensor.datatype
@@ -331,42 +338,55 @@ def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
 
 
 class GrpcFrontEnd:
-    """The grpc.aio server on the running loop: bind, serve, drain."""
+    """The tonic transport on its threads, its calls answered on the running loop: bind, serve, drain."""
 
     def __init__(self, state: ModelState, host: str, port: int) -> None:
         self.state = state
+        self.service = InferenceService(state)
         self.host = host
         self.requested_port = port
         self.port = 0
-        self._server: grpc.aio.Server | None = None
+        self._server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (OSError when it cannot bind)."""
+        from modelstack_grpc import Server  # the native transport loads only when gRPC is on
+
         config = self.state.config
-        server = grpc.aio.server(
-            # The HTTP front end's bounds, in gRPC's terms: calls in progress at once (more get
-            # RESOURCE_EXHAUSTED), the message size, idle connections closed (clients reconnect).
-            maximum_concurrent_rpcs=config.max_connections,
-            options=[
-                ("grpc.so_reuseport", 0),  # a taken port is an error, as for the HTTP socket
-                ("grpc.max_receive_message_length", config.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
-                ("grpc.max_connection_idle_ms", int(config.idle_timeout_s * 1000)),
-            ],
-        )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(self.state), server)
-        host = f"[{self.host}]" if ":" in self.host else self.host
         try:
-            port = server.add_insecure_port(f"{host}:{self.requested_port}")
-        except RuntimeError as exc:  # grpcio raises when the address cannot be bound
-            raise OSError(f"cannot bind gRPC to {host}:{self.requested_port}: {exc}") from None
-        if port == 0:
-            raise OSError(f"cannot bind gRPC to {host}:{self.requested_port}")
-        await server.start()
-        self._server, self.port = server, port
-        return port
+            # The HTTP front end's bounds, in gRPC's terms: calls in progress at once (more get
+            # RESOURCE_EXHAUSTED), the message size, dead connections closed after keepalive pings.
+            server = Server(self.host, self.requested_port, max_message_bytes=config.max_body_bytes,
+                            max_in_flight=config.max_connections, idle_timeout_s=config.idle_timeout_s)
+        except OSError as exc:
+            raise OSError(f"cannot bind gRPC to {self.host}:{self.requested_port}: {exc}") from None
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(server.fileno(), self._take_calls)
+        self._server, self.port = server, server.port
+        return self.port
+
+    def _take_calls(self) -> None:
+        server, handle = self._server, self.service.handle
+        for call_id, method, message, peer, authorization, api_key in server.take():
+            def answer(code: int, payload: bytes | str, call_id: int = call_id) -> None:
+                if code == OK:
+                    server.reply(call_id, payload)
+                else:
+                    server.abort(call_id, code, payload)
+
+            handle(method, message, peer, authorization, api_key, answer)
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls and give the ones in flight up to ``grace`` seconds to finish."""
-        if self._server is not None:
-            await self._server.stop(grace)
+        server = self._server
+        if server is None:
+            return
+        server.begin_stop()
+        deadline = time.monotonic() + grace
+        while not server.stopped() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # calls in flight keep being answered meanwhile
+        if self._loop is not None:
+            self._loop.remove_reader(server.fileno())
+        server.close()
+        self._server = None

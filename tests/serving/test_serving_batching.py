@@ -137,32 +137,6 @@ def test_batcher_reports_model_errors_to_every_caller_and_keeps_running(sample_c
     assert calls == [2, 2]
 
 
-def test_infer_with_batching_off_runs_at_once_and_is_counted() -> None:
-    """A gRPC call with batching off and the model on the loop runs in its own turn (no queue, no
-    loop pass) and still shows in the batch and inference metrics; with batching on it queues."""
-    from serving.metrics import Metrics
-
-    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
-        metrics = Metrics()
-        model = _Recorder()
-        unbatched = Batcher(loop, model, max_batch_size=1, metrics=metrics, sample_cost_s=None)
-        rows = np.arange(6, dtype=np.float32).reshape(2, 3)
-        task = asyncio.ensure_future(unbatched.infer(rows))
-        await asyncio.sleep(0)  # one pass: enough only when nothing was queued
-        assert task.done()
-        np.testing.assert_array_equal(task.result(), rows * 2)
-        text = metrics.render().decode()
-        assert 'modelstack_batch_size_bucket{le="2.0"} 1' in text
-        assert "modelstack_inference_duration_seconds_count 1" in text
-
-        batched = Batcher(loop, model, max_batch_size=8, sample_cost_s=None)
-        first, second = batched.infer(rows), batched.infer(rows[:1])
-        outputs = await asyncio.gather(first, second)
-        assert [len(o) for o in outputs] == [2, 1] and model.sizes[-1] == 3  # one batch of both
-
-    _run(scenario)
-
-
 def test_warm_up_sizes_cover_every_bucket() -> None:
     base = {"model_name": "m", "artifact": "a.tflite", "inputs": [{"name": "x", "shape": [1], "dtype": "float32"}]}
     assert warm_up_sizes(ServingConfig.from_dict(base)) == (1,)
