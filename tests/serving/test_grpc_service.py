@@ -389,3 +389,44 @@ def test_calls_over_max_connections_are_refused_with_resource_exhausted() -> Non
         with ThreadPoolExecutor(6) as pool:
             codes = sorted(pool.map(call, range(6)))
     assert "OK" in codes and "RESOURCE_EXHAUSTED" in codes and set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes
+
+
+def test_calls_that_time_out_or_are_cancelled_give_their_slot_back() -> None:
+    """A client that stops waiting (deadline, cancel) frees its place under max_connections."""
+    from v2_fixtures import SlowModel, grpc_in_process
+
+    config = {"model_name": MODEL, "artifact": "m.tflite", "max_connections": 2,
+              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    with grpc_in_process(config, SlowModel(0.3), sample_cost_s=0.3) as target, grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(_infer_request(), timeout=0.05)
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        futures = [stub.ModelInfer.future(_infer_request()) for _ in range(2)]
+        for future in futures:
+            future.cancel()
+        time.sleep(1.5)  # the abandoned calls' inferences end; their answers find no one waiting
+        answers = [stub.ModelInfer(_infer_request(), timeout=10) for _ in range(3)]
+        assert all(len(a.raw_output_contents) == 1 for a in answers)
+
+
+def test_unknown_methods_and_compressed_messages_get_a_status_not_a_hang(server: V2Server) -> None:
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        unknown = channel.unary_unary("/inference.GRPCInferenceService/ModelExplain")
+        with pytest.raises(grpc.RpcError) as info:
+            unknown(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        other = channel.unary_unary("/other.Service/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            other(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        garbage = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        with pytest.raises(grpc.RpcError) as info:
+            garbage(b"\xff\xff\xff", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in info.value.details()
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(_infer_request(), timeout=5, compression=grpc.Compression.Gzip)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED and "gzip" in info.value.details()
+        assert len(stub.ModelInfer(_infer_request(), timeout=5).raw_output_contents) == 1  # still serving
