@@ -37,9 +37,14 @@ def handlers(service: InferenceService, loop: asyncio.AbstractEventLoop) -> grpc
     def bridge(method: str) -> Any:
         async def call(message: bytes, context: grpc.aio.ServicerContext) -> bytes:
             answered: asyncio.Future[tuple[int, Any]] = loop.create_future()
+
+            def answer(code: int, payload: Any) -> bool:
+                answered.set_result((code, payload))
+                return True
+
             metadata = dict(context.invocation_metadata() or ())
             service.handle(method, message, context.peer(), metadata.get("authorization"),
-                           metadata.get("x-api-key"), lambda code, payload: answered.set_result((code, payload)))
+                           metadata.get("x-api-key"), answer)
             code, payload = await answered
             if code:
                 await context.abort(grpc.StatusCode[CODE_NAMES[code]], payload)

@@ -63,8 +63,9 @@ _CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 
                    503: UNAVAILABLE}
 _HTTP_STATUS = {OK: 200, INVALID_ARGUMENT: 400, UNAUTHENTICATED: 401, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 413,
                 UNAVAILABLE: 503, INTERNAL: 500, CANCELLED: 499}
-# What a call's answer goes to: (code, serialized response) for OK, (code, message) otherwise.
-Answer = Callable[[int, "bytes | str"], None]
+# What a call's answer goes to: (code, serialized response) for OK, (code, message) otherwise;
+# it returns whether the client was still there to get it.
+Answer = Callable[[int, "bytes | str"], bool]
 
 # Typed contents field for each datatype (the protocol carries narrow integers in wide fields).
 _CONTENTS_FIELD = {
@@ -103,16 +104,14 @@ class InferenceService:
 
     def handle(self, method: str, message: bytes, peer: str, authorization: str | None, api_key: str | None,
                answer: Answer) -> None:
-        """Answer one call: parse, check the key, run; ``answer`` gets its code and bytes or message."""
+        """Answer one call: parse, check the key, run; ``answer`` gets its code and bytes or message.
+        The call is recorded once answered."""
         started = time.perf_counter()
-        request_type, route, open_, quick = self._methods[method]
+        request_type, _, open_, quick = self._methods[method]
 
         def finish(code: int, payload: bytes | str) -> None:
-            elapsed = time.perf_counter() - started
-            status = _HTTP_STATUS.get(code, 500)
-            self.state.metrics.request(route, status, elapsed)
-            write_request("gRPC", _SERVICE + method, status, elapsed, peer, CODE_NAMES.get(code, str(code)))
-            answer(code, payload)
+            delivered = answer(code, payload)
+            self.record(method, code if delivered else CANCELLED, time.perf_counter() - started, peer)
 
         try:
             try:
@@ -131,6 +130,12 @@ class InferenceService:
         except Exception:
             _internal_error(method)
             finish(INTERNAL, "internal server error; see the server log")
+
+    def record(self, method: str, code: int, seconds: float, peer: str) -> None:
+        """The call's metrics and access-log line (CANCELLED when its client had gone)."""
+        status = _HTTP_STATUS.get(code, 500)
+        self.state.metrics.request(self._methods[method][1], status, seconds)
+        write_request("gRPC", _SERVICE + method, status, seconds, peer, CODE_NAMES.get(code, str(code)))
 
     # -- the RPCs --
 
@@ -153,7 +158,7 @@ class InferenceService:
             self._model_metadata = _metadata_message(document).SerializeToString()
         return self._model_metadata
 
-    def _infer(self, request: pb.ModelInferRequest, finish: Answer) -> None:
+    def _infer(self, request: pb.ModelInferRequest, finish: Callable[[int, bytes | str], None]) -> None:
         self._check_model(request.model_name, request.model_version)
         batcher = self.state.require_ready()
         batch = _input(request, self.state)
@@ -355,10 +360,10 @@ class GrpcFrontEnd:
 
         config = self.state.config
         try:
-            # The HTTP front end's bounds, in gRPC's terms: calls in progress at once (more get
-            # RESOURCE_EXHAUSTED), the message size, dead connections closed after keepalive pings.
+            # The HTTP front end's bounds, in gRPC's terms (serving.config, docs/serving.md).
             server = Server(self.host, self.requested_port, max_message_bytes=config.max_body_bytes,
-                            max_in_flight=config.max_connections, idle_timeout_s=config.idle_timeout_s)
+                            max_in_flight=config.max_connections, max_buffered_bytes=config.max_buffered_bytes,
+                            max_connections=config.max_connections, keepalive_s=config.idle_timeout_s)
         except OSError as exc:
             raise OSError(f"cannot bind gRPC to {self.host}:{self.requested_port}: {exc}") from None
         self._loop = asyncio.get_running_loop()
@@ -367,26 +372,33 @@ class GrpcFrontEnd:
         return self.port
 
     def _take_calls(self) -> None:
-        server, handle = self._server, self.service.handle
-        for call_id, method, message, peer, authorization, api_key in server.take():
-            def answer(code: int, payload: bytes | str, call_id: int = call_id) -> None:
+        server, service = self._server, self.service
+        for call_id, method, message, peer, authorization, api_key, cancelled in server.take():
+            if cancelled:  # the client went away before the call was taken: recorded, not run
+                service.record(method, CANCELLED, 0.0, peer)
+                continue
+
+            def answer(code: int, payload: bytes | str, call_id: int = call_id) -> bool:
                 if code == OK:
-                    server.reply(call_id, payload)
-                else:
-                    server.abort(call_id, code, payload)
+                    return server.reply(call_id, payload)
+                return server.abort(call_id, code, payload)
 
-            handle(method, message, peer, authorization, api_key, answer)
+            service.handle(method, message, peer, authorization, api_key, answer)
 
-    async def stop(self, grace: float) -> None:
-        """Refuse new calls and give the ones in flight up to ``grace`` seconds to finish."""
+    async def stop(self, grace: float) -> bool:
+        """Refuse new connections and calls; give the calls in flight up to ``grace`` seconds to be
+        answered; return whether they all were."""
         server = self._server
         if server is None:
-            return
+            return True
         server.begin_stop()
         deadline = time.monotonic() + grace
-        while not server.stopped() and time.monotonic() < deadline:
+        # Connections that never finish their handshake do not hold the drain: calls do.
+        while server.in_flight() and not server.stopped() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # calls in flight keep being answered meanwhile
+        drained = server.in_flight() == 0
         if self._loop is not None:
             self._loop.remove_reader(server.fileno())
         server.close()
         self._server = None
+        return drained

@@ -145,7 +145,7 @@ async def _start_grpc(state: ModelState) -> GrpcFrontEnd | None:
     """The V2 gRPC service on ``grpc_port`` (same loop, state and batcher), or None when it is off."""
     if state.config.grpc_port is None:
         return None
-    from serving.grpc_service import GrpcFrontEnd  # grpcio loads only when gRPC is on
+    from serving.grpc_service import GrpcFrontEnd  # the gRPC transport loads only when gRPC is on
 
     front = GrpcFrontEnd(state, state.config.host, state.config.grpc_port)
     await front.start()
@@ -156,8 +156,8 @@ async def _stop(server: HttpServer, grpc_front: GrpcFrontEnd | None, timeout: fl
     """Drain HTTP and gRPC together: no new connections or calls, in-flight ones get ``timeout``."""
     if grpc_front is None:
         return await server.stop(timeout=timeout)
-    drained, _ = await asyncio.gather(server.stop(timeout=timeout), grpc_front.stop(timeout))
-    return drained
+    drained, calls_drained = await asyncio.gather(server.stop(timeout=timeout), grpc_front.stop(timeout))
+    return drained and calls_drained
 
 
 def _load_in_background(

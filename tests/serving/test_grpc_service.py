@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -391,22 +392,29 @@ def test_calls_over_max_connections_are_refused_with_resource_exhausted() -> Non
     assert "OK" in codes and "RESOURCE_EXHAUSTED" in codes and set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes
 
 
-def test_calls_that_time_out_or_are_cancelled_give_their_slot_back() -> None:
-    """A client that stops waiting (deadline, cancel) frees its place under max_connections."""
+def test_calls_that_time_out_or_are_cancelled_hold_their_slot_until_answered_then_give_it_back() -> None:
+    """A client that stops waiting (deadline, cancel) does not free its place under max_connections
+    while the server still works on its call (the work is bounded, not just the waiting); once
+    answered, the place is free again."""
     from v2_fixtures import SlowModel, grpc_in_process
 
     config = {"model_name": MODEL, "artifact": "m.tflite", "max_connections": 2,
               "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
     with grpc_in_process(config, SlowModel(0.3), sample_cost_s=0.3) as target, grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        for _ in range(3):
+        for _ in range(2):
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelInfer(_infer_request(), timeout=0.05)
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # The client's deadline, or the server's answer to it (tonic says CANCELLED "Timeout expired").
+            assert info.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(_infer_request(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # both places still at work
+        time.sleep(1.0)
         futures = [stub.ModelInfer.future(_infer_request()) for _ in range(2)]
         for future in futures:
             future.cancel()
-        time.sleep(1.5)  # the abandoned calls' inferences end; their answers find no one waiting
+        time.sleep(1.0)  # the abandoned calls end; their answers find no one waiting
         answers = [stub.ModelInfer(_infer_request(), timeout=10) for _ in range(3)]
         assert all(len(a.raw_output_contents) == 1 for a in answers)
 
@@ -430,3 +438,118 @@ def test_unknown_methods_and_compressed_messages_get_a_status_not_a_hang(server:
             stub.ModelInfer(_infer_request(), timeout=5, compression=grpc.Compression.Gzip)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED and "gzip" in info.value.details()
         assert len(stub.ModelInfer(_infer_request(), timeout=5).raw_output_contents) == 1  # still serving
+
+
+# --- the transport's bounds -------------------------------------------------------------------------
+
+
+def _serves_again(target: str, deadline_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                return len(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_infer_request(), timeout=2)
+                           .raw_output_contents) == 1
+            except grpc.RpcError:
+                time.sleep(0.2)
+    return False
+
+
+def test_running_out_of_file_descriptors_pauses_accepting_and_is_logged_never_fatal(
+    model_path: Path, tmp_path: Path
+) -> None:
+    import resource
+    import socket
+
+    def few_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+
+    server = V2Server(server_config(model_path), tmp_path, preexec_fn=few_files)
+    try:
+        server.wait_for("ready")
+        held = []
+        for _ in range(300):  # more than the process may open
+            try:
+                held.append(socket.create_connection(("127.0.0.1", server.grpc_port), timeout=1))
+            except OSError:
+                break
+        time.sleep(1.0)
+        for sock in held:
+            sock.close()
+        assert _serves_again(server.grpc_url)
+        errors = [r for r in server.records() if r.get("event") == "grpc_accept_error"]
+        assert errors and "Too many open files" in errors[0]["error"], server.lines[-5:]
+        assert len(errors) <= 3  # at most one line a second
+    finally:
+        assert server.stop() == 0
+
+
+def test_connections_over_max_connections_are_closed_at_once(model_path: Path, tmp_path: Path) -> None:
+    import socket
+
+    server = V2Server(server_config(model_path, max_connections=3), tmp_path)
+    try:
+        server.wait_for("ready")
+        socks = [socket.create_connection(("127.0.0.1", server.grpc_port), timeout=2) for _ in range(6)]
+        closed = 0
+        for sock in socks:
+            try:
+                closed += sock.recv(64) == b""  # the others get the server's HTTP/2 SETTINGS
+            except (TimeoutError, ConnectionResetError):
+                closed += 1
+        assert closed >= 3
+        for sock in socks:
+            sock.close()
+        assert _serves_again(server.grpc_url)
+    finally:
+        server.stop()
+
+
+def test_messages_held_across_calls_are_capped_by_max_buffered_bytes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from v2_fixtures import SlowModel, grpc_in_process
+
+    config = {"model_name": MODEL, "artifact": "m.tflite", "max_body_bytes": 65536, "max_buffered_bytes": 131072,
+              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    rows = np.zeros((3750, 4), dtype=np.float32)  # 60,000 bytes a message: two fit, a third does not
+    tensor = pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=list(rows.shape))
+    big = pb.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=[rows.tobytes()])
+    with grpc_in_process(config, SlowModel(0.4), sample_cost_s=0.4) as target:
+        def call(_: int) -> str:
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(big, timeout=20)
+                    return "OK"
+                except grpc.RpcError as exc:
+                    assert "max_buffered_bytes" in exc.details(), exc.details()
+                    return exc.code().name
+
+        with ThreadPoolExecutor(6) as pool:
+            codes = list(pool.map(call, range(6)))
+        assert "OK" in codes and "RESOURCE_EXHAUSTED" in codes, codes
+        assert _serves_again(target)
+
+
+def test_sigterm_closes_the_listener_at_once_and_answers_the_calls_in_flight(model_path: Path, tmp_path: Path) -> None:
+    import socket
+
+    server = V2Server(server_config(model_path, max_batch_size=8, max_latency_ms=1500), tmp_path)
+    try:
+        server.wait_for("ready")
+        answers: list[object] = []
+        client = threading.Thread(target=lambda: answers.append(_serves_again(server.grpc_url, 8)))
+        client.start()
+        time.sleep(0.5)  # the call waits in the batching window
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for("draining")
+        time.sleep(0.2)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.grpc_port), timeout=2).close()
+        client.join(timeout=10)
+        assert answers == [True]
+        assert server.proc.wait(timeout=15) == 0
+        stopped = [r for r in server.records() if r.get("event") == "stopped"]
+        assert stopped and stopped[0]["drained"] is True
+    finally:
+        server.stop()

@@ -69,8 +69,8 @@ class V2Server(ServerProcess):
     """The server process, argument order as the V2 tests call it (``argv`` runs instead of a config)."""
 
     def __init__(self, config: dict[str, Any] | None, folder: Path | None, env: dict[str, str] | None = None,
-                 argv: list[str] | None = None) -> None:
-        super().__init__(config, folder, command=argv, env=env)
+                 argv: list[str] | None = None, preexec_fn: Any = None) -> None:
+        super().__init__(config, folder, command=argv, env=env, preexec_fn=preexec_fn)
 
 
 def started(config: dict[str, Any], folder: Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
