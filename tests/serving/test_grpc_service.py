@@ -538,7 +538,13 @@ def test_sigterm_closes_the_listener_at_once_and_answers_the_calls_in_flight(mod
     try:
         server.wait_for("ready")
         answers: list[object] = []
-        client = threading.Thread(target=lambda: answers.append(_serves_again(server.grpc_url, 8)))
+
+        def one_call() -> None:
+            with grpc.insecure_channel(server.grpc_url) as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                answers.append(len(stub.ModelInfer(_infer_request(), timeout=10).raw_output_contents) == 1)
+
+        client = threading.Thread(target=one_call)
         client.start()
         time.sleep(0.5)  # the call waits in the batching window
         server.proc.send_signal(signal.SIGTERM)
