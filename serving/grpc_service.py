@@ -363,7 +363,8 @@ class GrpcFrontEnd:
             # The HTTP front end's bounds, in gRPC's terms (serving.config, docs/serving.md).
             server = Server(self.host, self.requested_port, max_message_bytes=config.max_body_bytes,
                             max_in_flight=config.max_connections, max_buffered_bytes=config.max_buffered_bytes,
-                            max_connections=config.max_connections, keepalive_s=config.idle_timeout_s)
+                            max_connections=config.max_connections, request_timeout_s=config.request_timeout_s,
+                            idle_timeout_s=config.idle_timeout_s)
         except OSError as exc:
             raise OSError(f"cannot bind gRPC to {self.host}:{self.requested_port}: {exc}") from None
         self._loop = asyncio.get_running_loop()

@@ -559,3 +559,75 @@ def test_sigterm_closes_the_listener_at_once_and_answers_the_calls_in_flight(mod
         assert stopped and stopped[0]["drained"] is True
     finally:
         server.stop()
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    """One HTTP/2 frame (RFC 9113 §4.1), for clients that misbehave on purpose."""
+    import struct
+
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+def _literal(name: str, value: str) -> bytes:
+    """An HPACK literal header field without indexing, no Huffman coding (RFC 7541 §6.2.2)."""
+    return b"\x00" + bytes([len(name)]) + name.encode() + bytes([len(value)]) + value.encode()
+
+
+def test_connections_without_a_handshake_or_a_call_are_closed_and_free_their_place(
+    model_path: Path, tmp_path: Path
+) -> None:
+    import socket
+
+    config = server_config(model_path, max_connections=3, request_timeout_s=1.0, idle_timeout_s=1.5)
+    server = V2Server(config, tmp_path)
+    try:
+        server.wait_for("ready")
+        silent = [socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5) for _ in range(3)]
+        started = time.monotonic()
+        for sock in silent:  # never sends the HTTP/2 preface: closed after request_timeout_s
+            while sock.recv(4096):  # the server's SETTINGS, then the end of the stream
+                pass
+        assert time.monotonic() - started < 4
+        assert _serves_again(server.grpc_url)
+        idle = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5)
+        idle.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0))  # a handshake, then no call
+        started = time.monotonic()
+        while idle.recv(4096):  # SETTINGS, its ACK, GOAWAY, then the end of the stream
+            pass
+        assert 1.0 < time.monotonic() - started < 5
+        idle.close()
+        with grpc.insecure_channel(server.grpc_url) as channel:  # a connection whose calls ended
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            stub.ServerLive(pb.ServerLiveRequest(), timeout=5)
+            time.sleep(3.0)  # idle past idle_timeout_s: closed; the channel reconnects by itself
+            assert stub.ServerLive(pb.ServerLiveRequest(), timeout=5).live
+    finally:
+        server.stop()
+
+
+def test_a_message_that_stalls_loses_its_place_after_request_timeout_s(model_path: Path, tmp_path: Path) -> None:
+    import socket
+    import struct
+
+    server = V2Server(server_config(model_path, max_connections=2, request_timeout_s=1.0), tmp_path)
+    try:
+        server.wait_for("ready")
+        stalled = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5)
+        headers = b"".join(_literal(k, v) for k, v in (
+            (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            (":authority", "127.0.0.1"), ("content-type", "application/grpc"), ("te", "trailers")))
+        partial = b"\x00" + struct.pack(">I", 100) + b"\x0a" * 10  # 10 of the 100 bytes it announces
+        stalled.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0)
+                        + _frame(1, 4, 1, headers) + _frame(0, 0, 1, partial)
+                        + _frame(1, 4, 3, headers) + _frame(0, 0, 3, partial))
+        time.sleep(0.3)
+        with grpc.insecure_channel(server.grpc_url) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(_infer_request(), timeout=5)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # both places held
+            time.sleep(1.5)
+            assert len(stub.ModelInfer(_infer_request(), timeout=5).raw_output_contents) == 1
+        stalled.close()
+    finally:
+        server.stop()

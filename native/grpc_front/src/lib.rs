@@ -12,7 +12,9 @@
 //! once), 100 concurrent streams per connection, at most `max_in_flight` calls between arrival and
 //! answer (more get RESOURCE_EXHAUSTED before their message is read), at most `max_buffered_bytes`
 //! of messages held across calls and `max_message_bytes` per message (RESOURCE_EXHAUSTED, as
-//! grpc-core says it, not tonic's OUT_OF_RANGE). A call's place is held until Python answers it,
+//! grpc-core says it, not tonic's OUT_OF_RANGE), a message complete `request_timeout_s` after its
+//! call began (DEADLINE_EXCEEDED), a connection's HTTP/2 preface within `request_timeout_s` and
+//! a connection with no call for `idle_timeout_s` closed. A call's place is held until Python answers it,
 //! even when its client went away; a call whose client is gone before Python takes it is handed
 //! over marked cancelled, not run. Accept errors (EMFILE...) are retried after a pause and logged
 //! at most once a second. `begin_stop` closes the listener (new connections are refused at once)
@@ -36,10 +38,12 @@ use pyo3::types::PyBytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Sleep;
 use tonic::body::BoxBody;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
 use tonic::{Code, Status};
 
 const PREFIX: &str = "/inference.GRPCInferenceService/";
@@ -47,6 +51,7 @@ const SERVICE: &str = "inference.GRPCInferenceService";
 const METHODS: [&str; 6] = ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"];
 const STREAMS_PER_CONNECTION: u32 = 100;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+const PREFACE_BYTES: usize = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 type Reply = Result<Bytes, Status>;
 
@@ -72,12 +77,47 @@ struct Counters {
 struct Slot {
     counters: Arc<Counters>,
     bytes: Arc<AtomicUsize>,
+    connection: Arc<ConnectionState>,
 }
 impl Drop for Slot {
     fn drop(&mut self) {
         self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.counters.buffered.fetch_sub(self.bytes.load(Ordering::Acquire), Ordering::AcqRel);
+        self.connection.call_ended();
     }
+}
+
+/// What a connection's idle timer reads: its calls in progress and when the last one ended.
+struct ConnectionState {
+    calls: AtomicUsize,
+    last_call_ms: AtomicU64, // since `epoch`
+    epoch: Instant,
+}
+impl ConnectionState {
+    fn new() -> Self {
+        ConnectionState { calls: AtomicUsize::new(0), last_call_ms: AtomicU64::new(0), epoch: Instant::now() }
+    }
+    fn call_began(&self) {
+        self.calls.fetch_add(1, Ordering::AcqRel);
+    }
+    fn call_ended(&self) {
+        self.last_call_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+        self.calls.fetch_sub(1, Ordering::AcqRel);
+    }
+    /// When the connection counts as idle, unless a call begins first (None while calls run).
+    fn idle_at(&self, idle: Duration) -> Option<Instant> {
+        if self.calls.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.epoch + Duration::from_millis(self.last_call_ms.load(Ordering::Acquire)) + idle)
+    }
+}
+
+/// The connection's address and idle state, as tonic puts them in each request's extensions.
+#[derive(Clone)]
+struct ConnectionInfo {
+    remote: Option<std::net::SocketAddr>,
+    state: Arc<ConnectionState>,
 }
 
 struct Waiter {
@@ -94,6 +134,8 @@ struct Shared {
     max_buffered_bytes: usize,
     max_message_bytes: usize,
     max_connections: usize,
+    request_timeout: Duration,
+    idle_timeout: Duration,
     event_fd: i32,
 }
 
@@ -142,12 +184,21 @@ struct Counted {
     counters: Arc<Counters>,
     bytes: Arc<AtomicUsize>,
     limit: usize,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
 }
 impl Body for Counted {
     type Data = Bytes;
     type Error = Status;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() && self.deadline.as_mut().poll(cx).is_ready() {
+            // A stalled message would hold its call's place: it must arrive in time, like an HTTP body.
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the message did not arrive within {} s (request_timeout_s); send it whole",
+                self.timeout.as_secs_f64()
+            )))));
+        }
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 let n = data.len();
@@ -178,7 +229,7 @@ impl UnaryService<Bytes> for Handler {
         let shared = self.shared.clone();
         let method = self.method;
         let slot = self.slot.take().expect("one call per handler");
-        let peer = match request.remote_addr() {
+        let peer = match request.extensions().get::<ConnectionInfo>().and_then(|info| info.remote) {
             Some(std::net::SocketAddr::V4(a)) => format!("ipv4:{a}"),
             Some(std::net::SocketAddr::V6(a)) => format!("ipv6:{a}"),
             None => String::from("unknown"),
@@ -241,10 +292,14 @@ impl tower::Service<http::Request<BoxBody>> for Inference {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let bytes = Arc::new(AtomicUsize::new(0));
-        let slot = Slot { counters: counters.clone(), bytes: bytes.clone() };
-        let limit = shared.max_buffered_bytes;
+        let connection = request.extensions().get::<ConnectionInfo>()
+            .map_or_else(|| Arc::new(ConnectionState::new()), |info| info.state.clone());
+        connection.call_began();
+        let slot = Slot { counters: counters.clone(), bytes: bytes.clone(), connection };
+        let (limit, timeout) = (shared.max_buffered_bytes, shared.request_timeout);
         let request = request.map(|inner| {
-            BoxBody::new(Counted { inner, counters: counters.clone(), bytes, limit })
+            let deadline = Box::pin(tokio::time::sleep(timeout));
+            BoxBody::new(Counted { inner, counters: counters.clone(), bytes, limit, deadline, timeout })
         });
         Box::pin(async move {
             let max_message = shared.max_message_bytes;
@@ -269,6 +324,22 @@ impl tower::Service<http::Request<BoxBody>> for Inference {
 struct Connection {
     stream: TcpStream,
     counters: Arc<Counters>,
+    info: ConnectionInfo,
+    read: usize,
+    opened: Instant,
+    handshake: Duration,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+}
+impl Connection {
+    /// Until the preface arrives: the handshake deadline; then, with no call running, the idle one.
+    fn deadline(&self) -> Option<Instant> {
+        if self.read < PREFACE_BYTES {
+            Some(self.opened + self.handshake)
+        } else {
+            self.info.state.idle_at(self.idle)
+        }
+    }
 }
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -276,12 +347,34 @@ impl Drop for Connection {
     }
 }
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo { self.stream.connect_info() }
+    type ConnectInfo = ConnectionInfo;
+    fn connect_info(&self) -> ConnectionInfo { self.info.clone() }
 }
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) => {
+                self.read = self.read.saturating_add(buf.filled().len() - before);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                // Waiting for the client: close the connection once its deadline has passed.
+                if let Some(deadline) = self.deadline() {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
+                    }
+                    let timer = self.timer.as_mut();
+                    timer.reset(tokio::time::Instant::from_std(deadline));
+                    if self.timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
+                    }
+                }
+                Poll::Pending
+            }
+            other => other,
+        }
     }
 }
 impl AsyncWrite for Connection {
@@ -318,7 +411,13 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io
                     continue; // over the cap: closed at once, the client retries elsewhere or later
                 }
                 let _ = stream.set_nodelay(true);
-                if out.send(Ok(Connection { stream, counters })).await.is_err() {
+                let info = ConnectionInfo { remote: stream.peer_addr().ok(), state: Arc::new(ConnectionState::new()) };
+                let connection = Connection {
+                    stream, counters, info, read: 0, opened: Instant::now(),
+                    handshake: shared.request_timeout, idle: shared.idle_timeout,
+                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)),
+                };
+                if out.send(Ok(connection)).await.is_err() {
                     break;
                 }
             }
@@ -373,10 +472,11 @@ struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (host, port, *, max_message_bytes, max_in_flight, max_buffered_bytes, max_connections, keepalive_s, threads=1))]
+    #[pyo3(signature = (host, port, *, max_message_bytes, max_in_flight, max_buffered_bytes, max_connections,
+                        request_timeout_s, idle_timeout_s, threads=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(host: &str, port: u16, max_message_bytes: usize, max_in_flight: usize, max_buffered_bytes: usize,
-           max_connections: usize, keepalive_s: f64, threads: usize) -> PyResult<Self> {
+           max_connections: usize, request_timeout_s: f64, idle_timeout_s: f64, threads: usize) -> PyResult<Self> {
         let listener = std::net::TcpListener::bind((host, port)).map_err(|e| PyOSError::new_err(e.to_string()))?;
         listener.set_nonblocking(true).map_err(|e| PyOSError::new_err(e.to_string()))?;
         let bound = listener.local_addr().map_err(|e| PyOSError::new_err(e.to_string()))?.port();
@@ -390,6 +490,8 @@ impl Server {
             next_id: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
             max_in_flight, max_buffered_bytes, max_message_bytes, max_connections, event_fd,
+            request_timeout: Duration::from_secs_f64(request_timeout_s.max(0.001)),
+            idle_timeout: Duration::from_secs_f64(idle_timeout_s.max(0.001)),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -402,7 +504,7 @@ impl Server {
         let finished = Arc::new(AtomicBool::new(false));
         let done = finished.clone();
         let service = Inference { shared: shared.clone() };
-        let keepalive = Duration::from_secs_f64(keepalive_s.max(1.0));
+        let keepalive = Duration::from_secs_f64(idle_timeout_s.max(1.0));
         let accept_shared = shared.clone();
         runtime.spawn(async move {
             let listener = TcpListener::from_std(listener).expect("a non-blocking listener");
