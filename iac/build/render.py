@@ -16,6 +16,7 @@ from modelprep.report import PrepReport
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_PACKAGE = REPO / "serving"
+GRPC_TRANSPORT = REPO / "native" / "grpc_front"  # built into the wheelhouse (scripts/grpc_front.sh)
 SERVING_UID = 10001
 CONTEXT_VERSION = 1  # bump when the layout of the context changes
 
@@ -127,7 +128,11 @@ def context_inputs() -> dict[str, Any]:
     Pulumi program so a template, server or wheel change shows up in `pulumi preview`."""
     from modelprep.hashing import file_sha256
 
-    sources = sorted([*TEMPLATES.glob("*.j2"), *server_sources(), *SERVING_PACKAGE.glob("requirements*.txt")])
+    # The gRPC transport's wheel is built here with a fixed version: its sources stand for it.
+    transport = [*(GRPC_TRANSPORT / name for name in ("Cargo.toml", "Cargo.lock", "pyproject.toml")),
+                 *(GRPC_TRANSPORT / "src").glob("*.rs")]
+    sources = sorted([*TEMPLATES.glob("*.j2"), *server_sources(), *SERVING_PACKAGE.glob("requirements*.txt"),
+                      *transport])
     return {
         "version": CONTEXT_VERSION,
         "sources": {str(p.relative_to(REPO)): file_sha256(p) for p in sources},

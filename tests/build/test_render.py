@@ -121,3 +121,12 @@ def test_proxy_config_matches_golden() -> None:
             golden.write_text(text)
         assert text == golden.read_text(), f"{name} differs from {golden}"
     assert "8080;" in rendered["nginx.conf"], "no reuseport: its sockets reset queued connections on reload"
+
+
+def test_the_grpc_transport_sources_are_part_of_the_context_key() -> None:
+    """Its wheel is rebuilt with the same name and version when they change: the sources stand for it."""
+    from iac.build.render import context_inputs
+
+    sources = context_inputs()["sources"]
+    for name in ("native/grpc_front/src/lib.rs", "native/grpc_front/Cargo.lock", "native/grpc_front/Cargo.toml"):
+        assert name in sources and len(sources[name]) == 64
