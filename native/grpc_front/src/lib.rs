@@ -184,7 +184,8 @@ struct Counted {
     counters: Arc<Counters>,
     bytes: Arc<AtomicUsize>,
     limit: usize,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    timer: Option<Pin<Box<Sleep>>>, // armed only once the body has to be waited for
     timeout: Duration,
 }
 impl Body for Counted {
@@ -192,7 +193,7 @@ impl Body for Counted {
     type Error = Status;
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if polled.is_pending() && self.deadline.as_mut().poll(cx).is_ready() {
+        if polled.is_pending() && self.expired(cx) {
             // A stalled message would hold its call's place: it must arrive in time, like an HTTP body.
             return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
                 "the message did not arrive within {} s (request_timeout_s); send it whole",
@@ -215,6 +216,16 @@ impl Body for Counted {
     }
     fn is_end_stream(&self) -> bool { self.inner.is_end_stream() }
     fn size_hint(&self) -> http_body::SizeHint { self.inner.size_hint() }
+}
+
+impl Counted {
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if Instant::now() >= self.deadline {
+            return true;
+        }
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline))).as_mut().poll(cx).is_ready()
+    }
 }
 
 struct Handler {
@@ -298,8 +309,8 @@ impl tower::Service<http::Request<BoxBody>> for Inference {
         let slot = Slot { counters: counters.clone(), bytes: bytes.clone(), connection };
         let (limit, timeout) = (shared.max_buffered_bytes, shared.request_timeout);
         let request = request.map(|inner| {
-            let deadline = Box::pin(tokio::time::sleep(timeout));
-            BoxBody::new(Counted { inner, counters: counters.clone(), bytes, limit, deadline, timeout })
+            let deadline = Instant::now() + timeout;
+            BoxBody::new(Counted { inner, counters: counters.clone(), bytes, limit, deadline, timer: None, timeout })
         });
         Box::pin(async move {
             let max_message = shared.max_message_bytes;
@@ -330,6 +341,7 @@ struct Connection {
     handshake: Duration,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
+    armed: Option<Instant>, // the deadline the timer is set to
 }
 impl Connection {
     /// Until the preface arrives: the handshake deadline; then, with no call running, the idle one.
@@ -365,8 +377,10 @@ impl AsyncRead for Connection {
                     if Instant::now() >= deadline {
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
                     }
-                    let timer = self.timer.as_mut();
-                    timer.reset(tokio::time::Instant::from_std(deadline));
+                    if self.armed != Some(deadline) {
+                        self.armed = Some(deadline);
+                        self.timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                    }
                     if self.timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
                     }
@@ -415,7 +429,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io
                 let connection = Connection {
                     stream, counters, info, read: 0, opened: Instant::now(),
                     handshake: shared.request_timeout, idle: shared.idle_timeout,
-                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)),
+                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)), armed: None,
                 };
                 if out.send(Ok(connection)).await.is_err() {
                     break;
