@@ -311,12 +311,15 @@ def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: floa
     report = json.loads(done.stdout)
     ok = report.get("statusCodeDistribution", {}).get("OK", 0)
     # ghz ends a timed run by closing its connection: the calls in flight then (at most one per
-    # worker) fail with "transport is closing" on the client's side; they are not server errors.
-    cut = sum(n for message, n in (report.get("errorDistribution") or {}).items() if "transport is closing" in message)
+    # worker) fail on the client's side with "transport is closing" or "the client connection is
+    # closing"; they are not server errors.
+    messages = report.get("errorDistribution") or {}
+    cut = sum(n for message, n in messages.items()
+              if "transport is closing" in message or "client connection is closing" in message)
     latencies = {d["percentage"]: d["latency"] for d in report.get("latencyDistribution") or []}
     return {"rps": round(ok / (report["total"] / 1e9), 1), "p50_ms": latencies.get(50, 0) / 1e6,
             "p99_ms": latencies.get(99, 0) / 1e6, "errors": report["count"] - ok - min(cut, concurrency),
-            "cut_at_end": cut}
+            "cut_at_end": cut, "error_messages": messages}
 
 
 def run_h2load(port: int, frame: Path, concurrency: int, duration: float, work: Path,
