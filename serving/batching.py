@@ -1,9 +1,8 @@
 """Dynamic batching on the event loop: requests queue their samples, batches run as one inference.
 
-Every HTTP predict/infer request goes through a ``Batcher``; with ``max_batch_size`` 1 (batching
-off) each request is its own batch, so the batched and the unbatched server share one code path
-and differ only in how many samples an invocation may hold. (One exception: a gRPC call, a task
-of its own, runs an unbatched model on the loop at once; see ``infer``.)
+Every predict/infer request, HTTP or gRPC, goes through a ``Batcher``; with ``max_batch_size`` 1
+(batching off) each request is its own batch, so the batched and the unbatched server share one
+code path and differ only in how many samples an invocation may hold.
 
 A batch starts with the oldest queued request and takes the following ones, in order, while the
 total stays within ``max_batch_size`` samples; a request larger than that runs alone, and
@@ -96,12 +95,6 @@ class Batcher:
         """``submit`` for a route handler: once the batch ran, ``reply`` gets a callable that makes the
         answer from the output (or raises the batch's error, for the handler's error handling)."""
         self.submit(rows, lambda output, error: reply(lambda: make(_result(output, error))))
-
-    async def infer(self, rows: np.ndarray) -> np.ndarray:
-        """``submit`` as a coroutine: the output for ``rows``."""
-        future: asyncio.Future[np.ndarray] = self._loop.create_future()
-        self.submit(rows, lambda output, error: settle(future, output, error))
-        return await future
 
     async def drain(self) -> None:
         """Wait until every queued request has been answered."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.batching import Batcher
+from serving.batching import Batcher, settle
 from serving.config import ServingConfig
 from serving.loading import warm_up_sizes
 from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config
@@ -38,6 +38,13 @@ class _Recorder:
         self.sizes.append(len(batch))
         time.sleep(self.delay)
         return batch * 2
+
+
+async def _infer(batcher: Batcher, rows: np.ndarray) -> np.ndarray:
+    """``submit`` as a coroutine: the output for ``rows``."""
+    future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+    batcher.submit(rows, lambda output, error: settle(future, output, error))
+    return await future
 
 
 def _run(coro_fn: Callable[[asyncio.AbstractEventLoop], Awaitable[None]]) -> None:
@@ -62,7 +69,7 @@ def test_batcher_gives_every_caller_its_own_rows(sample_cost_s: float | None) ->
 
         async def call(i: int) -> np.ndarray:
             await asyncio.sleep(i % 7 * 0.001)  # arrivals spread over a few milliseconds
-            return await batcher.infer(requests[i])
+            return await _infer(batcher, requests[i])
 
         results = await asyncio.gather(*(call(i) for i in range(len(requests))))
         await batcher.drain()
@@ -84,7 +91,7 @@ def test_requests_read_in_one_pass_run_as_one_batch(sample_cost_s: float | None)
         for model, size in ((batched, 8), (unbatched, 1)):
             batcher = Batcher(loop, model, max_batch_size=size, max_latency_ms=0, sample_cost_s=sample_cost_s)
             rows = [np.full((1, 2), i, np.float32) for i in range(10)]
-            results = await asyncio.gather(*(batcher.infer(r) for r in rows))
+            results = await asyncio.gather(*(_infer(batcher, r) for r in rows))
             assert [int(r[0, 0]) for r in results] == [2 * i for i in range(10)]
             batcher.close()
 
@@ -98,15 +105,15 @@ def test_batcher_waits_at_most_max_latency_and_runs_big_requests_alone() -> None
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
         batcher = Batcher(loop, model, max_batch_size=4, max_latency_ms=250)
         started = time.perf_counter()
-        np.testing.assert_array_equal(await batcher.infer(np.ones((1, 2))), np.full((1, 2), 2.0))
+        np.testing.assert_array_equal(await _infer(batcher, np.ones((1, 2))), np.full((1, 2), 2.0))
         waited = time.perf_counter() - started
         assert 0.24 <= waited < 2.0  # a lone request waits for company, but not forever
         started = time.perf_counter()
-        assert (await batcher.infer(np.ones((9, 2)))).shape == (9, 2)  # over max_batch_size: alone
+        assert (await _infer(batcher, np.ones((9, 2)))).shape == (9, 2)  # over max_batch_size: alone
         assert time.perf_counter() - started < 0.2  # a full batch does not wait the 250 ms
-        small = asyncio.ensure_future(batcher.infer(np.ones((1, 2))))
+        small = asyncio.ensure_future(_infer(batcher, np.ones((1, 2))))
         await asyncio.sleep(0.01)
-        full = await asyncio.gather(*(batcher.infer(np.ones((1, 2))) for _ in range(3)))
+        full = await asyncio.gather(*(_infer(batcher, np.ones((1, 2))) for _ in range(3)))
         assert len(full) == 3 and small.done()  # the batch filled up: it ran before its window closed
         assert time.perf_counter() - started < 0.2
 
@@ -127,10 +134,10 @@ def test_batcher_reports_model_errors_to_every_caller_and_keeps_running(sample_c
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
         batcher = Batcher(loop, flaky, max_batch_size=4, max_latency_ms=0, sample_cost_s=sample_cost_s)
         outcomes = await asyncio.gather(
-            batcher.infer(np.ones((1, 1))), batcher.infer(np.ones((1, 1))), return_exceptions=True
+            _infer(batcher, np.ones((1, 1))), _infer(batcher, np.ones((1, 1))), return_exceptions=True
         )
         assert [str(o) for o in outcomes] == ["boom", "boom"]  # both callers of the failed batch
-        assert (await batcher.infer(np.ones((2, 1)))).shape == (2, 1)
+        assert (await _infer(batcher, np.ones((2, 1)))).shape == (2, 1)
         batcher.close()
 
     _run(scenario)
