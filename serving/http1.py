@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from serving.errors import ClientError, error_body, show
-from serving.messages import JSON, Request, Response
+from serving.messages import JSON, Headers, Request, Response
 
 if TYPE_CHECKING:
     from serving.listener import HttpServer
@@ -248,7 +248,7 @@ class HttpConnection(asyncio.Protocol):
         request.keep_alive = parser.should_keep_alive()
         length = 0
         if "transfer-encoding" in values:
-            codings = [c.strip().lower() for v in headers.get_all("transfer-encoding") for c in v.split(",")]
+            codings = _codings(headers, "transfer-encoding")
             if codings != ["chunked"]:  # llhttp checked that chunked comes last
                 raise ClientError(501, f"Transfer-Encoding {show(', '.join(codings))} is not supported; "
                                        "send the body as is, with Content-Length or chunked only")
@@ -262,7 +262,7 @@ class HttpConnection(asyncio.Protocol):
             raise ClientError(411, f"a Content-Length header (or chunked transfer encoding) is required "
                                    f"for {request.method}")
         if "content-encoding" in values:  # a compressed body would reach the decoders as it is
-            codings = [c.strip().lower() for v in headers.get_all("content-encoding") for c in v.split(",")]
+            codings = _codings(headers, "content-encoding")
             if any(c not in ("identity", "") for c in codings):
                 raise ClientError(415, f"Content-Encoding {show(', '.join(codings))} is not supported; "
                                        "send the body uncompressed, without Content-Encoding")
@@ -464,6 +464,11 @@ class HttpConnection(asyncio.Protocol):
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
             return
         transport.abort()
+
+
+def _codings(headers: Headers, name: str) -> list[str]:
+    """The comma-separated tokens of every ``name`` header, lowercased, in order."""
+    return [c.strip().lower() for v in headers.get_all(name) for c in v.split(",")]
 
 
 def _malformed(exc: Exception) -> str:
