@@ -113,7 +113,7 @@ class InferenceService:
             delivered = answer(code, payload)
             self.record(method, code if delivered else CANCELLED, time.perf_counter() - started, peer)
 
-        try:
+        def run() -> bytes | None:
             try:
                 request = request_type.FromString(message)
             except DecodeError:
@@ -121,15 +121,12 @@ class InferenceService:
                                        "the protocol's grpc_service.proto defines it") from None
             if not open_:
                 self._check_key(authorization, api_key)
-            if quick is None:
-                self._infer(request, finish)
-            else:
-                finish(OK, quick(request))
-        except ClientError as exc:
-            finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
-        except Exception:
-            _internal_error(method)
-            finish(INTERNAL, "internal server error; see the server log")
+            if quick is None:  # ModelInfer: answered once its batch ran
+                self._infer(request, lambda make: _finish_from(make, finish, method))
+                return None
+            return quick(request)
+
+        _finish_from(run, finish, method)
 
     def record(self, method: str, code: int, seconds: float, peer: str) -> None:
         """The call's metrics and access-log line (CANCELLED when its client had gone)."""
@@ -158,22 +155,10 @@ class InferenceService:
             self._model_metadata = _metadata_message(document).SerializeToString()
         return self._model_metadata
 
-    def _infer(self, request: pb.ModelInferRequest, finish: Callable[[int, bytes | str], None]) -> None:
+    def _infer(self, request: pb.ModelInferRequest, reply: Callable[[Callable[[], bytes]], None]) -> None:
         self._check_model(request.model_name, request.model_version)
         batcher = self.state.require_ready()
         batch = _input(request, self.state)
-
-        def reply(make: Callable[[], bytes]) -> None:
-            try:
-                payload = make()
-            except ClientError as exc:
-                finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
-            except Exception:
-                _internal_error("ModelInfer")
-                finish(INTERNAL, "internal server error; see the server log")
-            else:
-                finish(OK, payload)
-
         batcher.submit_answer(batch, lambda outputs: self._response(request, outputs), reply)
 
     # -- helpers --
@@ -223,6 +208,21 @@ class InferenceService:
             ).SerializeToString()
         tail = pb.ModelInferResponse(id=request.id, raw_output_contents=[tensor_to_bytes(outputs)])
         return head + tail.SerializeToString()
+
+
+def _finish_from(make: Callable[[], bytes | None], finish: Callable[[int, bytes | str], None], method: str) -> None:
+    """Finish a call with what ``make`` returns (None: answered later), or with the status its error
+    stands for: a client error's code and message, else INTERNAL (logged)."""
+    try:
+        payload = make()
+    except ClientError as exc:
+        finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
+    except Exception:
+        _internal_error(method)
+        finish(INTERNAL, "internal server error; see the server log")
+    else:
+        if payload is not None:
+            finish(OK, payload)
 
 
 def _internal_error(method: str) -> None:
