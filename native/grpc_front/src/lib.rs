@@ -295,8 +295,7 @@ impl tower::Service<http::Request<BoxBody>> for Inference {
         };
         // Admission before the message is read: the call's place under max_in_flight.
         let counters = shared.counters.clone();
-        if counters.in_flight.fetch_add(1, Ordering::AcqRel) >= shared.max_in_flight {
-            counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !take_place(&counters.in_flight, shared.max_in_flight) {
             let status = Status::resource_exhausted(format!(
                 "more than {} calls in progress (max_connections); retry later", shared.max_in_flight
             ));
@@ -374,13 +373,11 @@ impl AsyncRead for Connection {
             Poll::Pending => {
                 // Waiting for the client: close the connection once its deadline has passed.
                 if let Some(deadline) = self.deadline() {
-                    if Instant::now() >= deadline {
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
-                    }
                     if self.armed != Some(deadline) {
                         self.armed = Some(deadline);
                         self.timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
                     }
+                    // The timer is ready at once when the deadline has already passed.
                     if self.timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
                     }
@@ -407,6 +404,15 @@ impl AsyncWrite for Connection {
     fn is_write_vectored(&self) -> bool { self.stream.is_write_vectored() }
 }
 
+/// One more under `max`, or false (and nothing taken) when `count` is already there.
+fn take_place(count: &AtomicUsize, max: usize) -> bool {
+    if count.fetch_add(1, Ordering::AcqRel) >= max {
+        count.fetch_sub(1, Ordering::AcqRel);
+        return false;
+    }
+    true
+}
+
 /// Accept until told to stop, then drop the listener so new connections are refused at once.
 async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io::Result<Connection>>,
                 mut stop: watch::Receiver<bool>) {
@@ -420,8 +426,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io
         match accepted {
             Ok((stream, _)) => {
                 let counters = shared.counters.clone();
-                if counters.connections.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
-                    counters.connections.fetch_sub(1, Ordering::AcqRel);
+                if !take_place(&counters.connections, shared.max_connections) {
                     continue; // over the cap: closed at once, the client retries elsewhere or later
                 }
                 let _ = stream.set_nodelay(true);
