@@ -236,18 +236,42 @@ class LiteRTModel:
             return output  # a copy, so it stays valid after the lock is released
 
     def _to_input_tensor(self, batch: np.ndarray) -> np.ndarray:
-        target = self._input_dtype
-        tensor: np.ndarray
         if self._in_scale != 0.0 and batch.dtype.kind == "f":
-            info = np.iinfo(target)
-            scaled = np.round(batch.astype(np.float32) / self._in_scale) + self._in_zero
-            tensor = np.clip(scaled, info.min, info.max).astype(target)
-        else:
-            tensor = np.ascontiguousarray(batch, dtype=target)
-        return tensor
+            return quantize(batch, self._input_dtype, self._in_scale, self._in_zero)
+        return np.ascontiguousarray(batch, dtype=self._input_dtype)
 
     def _from_output_tensor(self, raw: np.ndarray) -> np.ndarray:
         return dequantize(raw, self._out_scale, self._out_zero)
+
+
+def quantize(batch: np.ndarray, target: np.dtype[Any], scale: float, zero: int) -> np.ndarray:
+    """Float input as the integer tensor: round(x / scale) + zero, clipped to ``target``'s range.
+
+    Written as in-place ufuncs on float32 scalars: on a small batch each numpy call costs more
+    than its arithmetic, and ``np.round``/``np.clip``/``np.iinfo`` with Python numbers take several
+    times as long as the ufuncs they end in (4.8 against 2.3 us for one 64-value sample). The
+    values are the same: float32 arithmetic either way, round half to even.
+    """
+    low, high = _limits(target)
+    scaled = (batch if batch.dtype == _FLOAT32 else batch.astype(_FLOAT32)) / np.float32(scale)
+    np.rint(scaled, out=scaled)
+    np.add(scaled, np.float32(zero), out=scaled)
+    np.maximum(scaled, low, out=scaled)
+    np.minimum(scaled, high, out=scaled)
+    return scaled.astype(target)
+
+
+_FLOAT32 = np.dtype(np.float32)
+_LIMITS: dict[np.dtype[Any], tuple[np.float32, np.float32]] = {}
+
+
+def _limits(dtype: np.dtype[Any]) -> tuple[np.float32, np.float32]:
+    """An integer dtype's range as float32 scalars (computed once per dtype)."""
+    limits = _LIMITS.get(dtype)
+    if limits is None:
+        info = np.iinfo(dtype)
+        limits = _LIMITS[dtype] = (np.float32(info.min), np.float32(info.max))
+    return limits
 
 
 def dequantize(raw: np.ndarray, scale: float, zero: int) -> np.ndarray:
