@@ -550,7 +550,7 @@ def pair_phase(raw: Server, ours: Server, path: str, body: bytes, rounds: int, d
         pids = {"raw": raw.proc.pid, "ours": ours.proc.pid}  # type: ignore[union-attr]
         for name, url in urls.items():
             check_response(url, body)
-            run_wrk(url, body, 16, 2.0, logs, 1)  # warm-up
+            run_wrk(url, body, 16, 2.0, logs, 1, warm_up=False)  # the warm-up: one 2 s run
         slots = []
         for i in range(rounds):
             slot = {}
