@@ -83,9 +83,10 @@ class Batcher:
 
     def submit(self, rows: np.ndarray, done: Done) -> None:
         """Queue ``rows`` (first axis = samples); ``done(output, error)`` is called on the loop."""
+        if not self._queue:  # (a queue that holds requests is never idle: cleared already)
+            self._idle.clear()
         self._queue.append(_Pending(rows, done))
         self._queued_rows += len(rows)
-        self._idle.clear()
         if self._wake is None or self.max_latency != 0:  # else the next batch is already due this pass
             self._schedule()
 

@@ -73,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self.request: Request | None = None  # handed to the app, not answered yet
         # The message being parsed: its parts so far and the bytes it holds against the cap.
         self._parsing: Request | None = None
+        self._headers: dict[str, list[str]] = {}  # the headers of ``_parsing``
         self._in_head = False
         self._url: list[bytes] = []
         self._head_size = 0
@@ -175,7 +176,8 @@ class HttpConnection(asyncio.Protocol):
     # -- llhttp callbacks (httptools calls them from feed_data) --
 
     def on_message_begin(self) -> None:
-        self._parsing = Request("", "")
+        self._parsing = request = Request("", "")
+        self._headers = request.headers.values
         self._in_head = True
         self._url = []
         self._head_size = self._header_count = self._body_size = 0
@@ -191,19 +193,18 @@ class HttpConnection(asyncio.Protocol):
             raise self._stop(ClientError(431, _head_too_long(self._server.max_header_bytes)))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        count = self._header_count = self._header_count + 1
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
         server = self._server
-        self._header_count += 1
-        if self._header_count > server.max_headers:
+        if count > server.max_headers:
             raise self._stop(ClientError(431, f"the request has more than {server.max_headers} header "
                                               "fields (max_headers); send fewer"))
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > server.max_header_bytes:
+        if size > server.max_header_bytes:
             raise self._stop(ClientError(431, _head_too_long(server.max_header_bytes)))
         key = name.decode("latin-1").lower()
-        values = self._parsing.headers.values  # type: ignore[union-attr]
-        same = values.get(key)
+        same = self._headers.get(key)
         if same is None:
-            values[key] = [value.decode("latin-1")]
+            self._headers[key] = [value.decode("latin-1")]
         else:
             same.append(value.decode("latin-1"))
 
@@ -424,8 +425,9 @@ class HttpConnection(asyncio.Protocol):
         self._app.record(request, status, self.remote)
         if close:
             self._close_after_write(transport)
-            return
-        self._continue()
+        elif (self._pending or self._reading_paused or self._writing_paused or self._peer_eof
+              or self._expect_continue):
+            self._continue()  # (else there is nothing to go on with: reading goes on as it was)
 
     @staticmethod
     def _head_bytes(

@@ -36,7 +36,8 @@ _buffer: list[str | _Entry] = []
 _unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
 _dropped = [0]
 _loop: list[asyncio.AbstractEventLoop | None] = [None]
-_second_stamp: tuple[int, str] = (0, "")
+_second_stamp: tuple[int, str] = (-1, "")
+_milli_stamp: tuple[int, str] = (-1, "")
 
 
 def log_event(**fields: Any) -> None:
@@ -144,14 +145,21 @@ def _write(fd: int, data: bytes, block: bool) -> int:
 
 
 def timestamp(now: float | None = None) -> str:
-    """UTC ISO-8601 with milliseconds (of ``now``, default the current time); the seconds part is
-    formatted once per second."""
-    global _second_stamp
+    """UTC ISO-8601 with milliseconds (of ``now``, default the current time). Access-log lines
+    come many to a millisecond under load: each millisecond is formatted once, each second's
+    date and time part once."""
+    global _milli_stamp, _second_stamp
     if now is None:
         now = time.time()
-    second = int(now)
-    last, stamp = _second_stamp
-    if second != last:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        _second_stamp = (second, stamp)
-    return f"{stamp}.{int((now - second) * 1000):03d}Z"
+    milli = int(now * 1000)
+    last_milli, stamp = _milli_stamp
+    if milli == last_milli:
+        return stamp
+    second, fraction = divmod(milli, 1000)
+    last_second, date_time = _second_stamp
+    if second != last_second:
+        date_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_stamp = (second, date_time)
+    stamp = f"{date_time}.{fraction:03d}Z"
+    _milli_stamp = (milli, stamp)
+    return stamp

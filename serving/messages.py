@@ -11,31 +11,27 @@ JSON = b"application/json"
 class Headers:
     """Request headers by lower-case name; a repeated header keeps all its values."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("values",)
 
     def __init__(self) -> None:
-        self._values: dict[str, list[str]] = {}
+        # Every header: lower-case name -> its values in arrival order (the parser fills it directly).
+        self.values: dict[str, list[str]] = {}
 
     def add(self, name: str, value: str) -> None:
-        self._values.setdefault(name.lower(), []).append(value)
+        self.values.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: str = "") -> str:
-        values = self._values.get(name.lower())
+        values = self.values.get(name.lower())
         return values[0] if values else default
 
-    @property
-    def values(self) -> dict[str, list[str]]:
-        """Every header: lower-case name -> its values in arrival order."""
-        return self._values
-
     def get_all(self, name: str) -> list[str]:
-        return self._values.get(name.lower(), [])
+        return self.values.get(name.lower(), [])
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._values
+        return isinstance(name, str) and name.lower() in self.values
 
     def __len__(self) -> int:
-        return sum(map(len, self._values.values()))
+        return sum(map(len, self.values.values()))
 
 
 @dataclass(slots=True, eq=False)
