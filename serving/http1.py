@@ -73,7 +73,6 @@ class HttpConnection(asyncio.Protocol):
         self.request: Request | None = None  # handed to the app, not answered yet
         # The message being parsed: its parts so far and the bytes it holds against the cap.
         self._parsing: Request | None = None
-        self._headers: dict[str, list[str]] = {}  # the headers of ``_parsing``
         self._in_head = False
         self._url: list[bytes] = []
         self._head_size = 0
@@ -176,8 +175,7 @@ class HttpConnection(asyncio.Protocol):
     # -- llhttp callbacks (httptools calls them from feed_data) --
 
     def on_message_begin(self) -> None:
-        self._parsing = request = Request("", "")
-        self._headers = request.headers.values
+        self._parsing = Request("", "")
         self._in_head = True
         self._url = []
         self._head_size = self._header_count = self._body_size = 0
@@ -202,9 +200,10 @@ class HttpConnection(asyncio.Protocol):
         if size > server.max_header_bytes:
             raise self._stop(ClientError(431, _head_too_long(server.max_header_bytes)))
         key = name.decode("latin-1").lower()
-        same = self._headers.get(key)
+        values = self._parsing.headers.values  # type: ignore[union-attr]
+        same = values.get(key)
         if same is None:
-            self._headers[key] = [value.decode("latin-1")]
+            values[key] = [value.decode("latin-1")]
         else:
             same.append(value.decode("latin-1"))
 
@@ -309,6 +308,9 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if self._dispatching or transport is None or self._closing:
             return  # (inside the dispatch loop, the loop goes on by itself)
+        if not (self._pending or self._reading_paused or self._writing_paused or self._peer_eof
+                or self._expect_continue):
+            return  # nothing waits, nothing is paused or owed: reading goes on as it was
         self._dispatching = True
         try:
             while (self.request is None and self._pending and not self._writing_paused
@@ -425,9 +427,8 @@ class HttpConnection(asyncio.Protocol):
         self._app.record(request, status, self.remote)
         if close:
             self._close_after_write(transport)
-        elif (self._pending or self._reading_paused or self._writing_paused or self._peer_eof
-              or self._expect_continue):
-            self._continue()  # (else there is nothing to go on with: reading goes on as it was)
+            return
+        self._continue()
 
     @staticmethod
     def _head_bytes(

@@ -121,7 +121,7 @@ class Router:
             raise ClientError(404, f"no route {show(path)}; {self.hint}")
         route, name, version = found
         request.route = route.name
-        if not route.open and self.api_key is not None:
+        if not route.open:
             check_api_key(request.headers, self.api_key)
         if request.method not in route.methods:
             raise ClientError(
@@ -129,7 +129,7 @@ class Router:
                 f"{request.method} is not allowed on {path}; use {' or '.join(route.methods)}",
                 headers=(("Allow", ", ".join(route.methods)),),
             )
-        if name is not None and (name != self.model_name or version is not None):
+        if name is not None:
             self._check_model(name, version)
         return route
 
