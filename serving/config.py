@@ -39,6 +39,12 @@ TIMEOUTS: dict[str, tuple[float, float, float]] = {
 # model's tensor type.
 SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "string")
 
+# What an integer input's ``range`` may span (numpy's iinfo, without importing numpy here).
+_INTEGER_LIMITS = {
+    "int8": (-(2**7), 2**7 - 1), "uint8": (0, 2**8 - 1), "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
+}
+
 # The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -53,6 +59,7 @@ MAX_BATCH_SIZE = 1024
 # The API key's environment variable must look like one (it is read at start-up, never stored).
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INPUT_FIELDS = ("name", "shape", "dtype")
+_OPTIONAL_INPUT_FIELDS = ("range",)
 
 # Stands for "field absent", which is reported once as missing rather than as a bad value.
 _MISSING: Any = object()
@@ -65,6 +72,10 @@ class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    # Integer inputs: the values the model accepts, both ends included (e.g. an embedding's ids,
+    # 0..vocabulary-1). Others get a 400 naming the input and the item, never a failed batch or,
+    # for a negative id, a silently wrong answer. None: the dtype's whole range.
+    range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -292,8 +303,8 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
         errors.append(f"{where}: must be an object with name, shape and dtype, got {_kind(item)}")
         return None
     before = len(errors)
-    for key in sorted(set(item) - set(_INPUT_FIELDS)):
-        errors.append(f"{where}.{key}: unknown field; allowed fields are name, shape, dtype")
+    for key in sorted(set(item) - set(_INPUT_FIELDS) - set(_OPTIONAL_INPUT_FIELDS)):
+        errors.append(f"{where}.{key}: unknown field; allowed fields are name, shape, dtype, range")
     for key in _INPUT_FIELDS:
         if key not in item:
             errors.append(f"{where}.{key}: required field is missing")
@@ -313,6 +324,28 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
             f"{where}.dtype: {_show(dtype)} is not supported; use one of "
             f"{', '.join(SUPPORTED_DTYPES)}"
         )
+    value_range = _check_range(item.get("range"), dtype, f"{where}.range", errors)
     if len(errors) != before:
         return None
-    return InputSpec(name=name, shape=tuple(shape), dtype=dtype)
+    return InputSpec(name=name, shape=tuple(shape), dtype=dtype, range=value_range)
+
+
+def _check_range(value: Any, dtype: Any, where: str, errors: list[str]) -> tuple[int, int] | None:
+    """``[low, high]``, both ends included, for an integer input; within its dtype."""
+    if value is None:
+        return None
+    if dtype not in _INTEGER_LIMITS:
+        errors.append(f"{where}: applies to integer inputs only (int8 .. int64, uint8); remove it for dtype {_show(dtype)}")
+        return None
+    low_limit, high_limit = _INTEGER_LIMITS[dtype]
+    if not (
+        isinstance(value, list) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and low_limit <= value[0] <= value[1] <= high_limit
+    ):
+        errors.append(
+            f"{where}: must be [low, high], integers with low <= high within {dtype} "
+            f"({low_limit}..{high_limit}), e.g. [0, 199] for 200 ids; got {_show(value)}"
+        )
+        return None
+    return value[0], value[1]
