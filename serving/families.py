@@ -30,11 +30,14 @@ if TYPE_CHECKING:
     from serving.routes import Route
     from serving.state import ModelState
 
-# task -> the module implementing it. "predict" (the default) is one forward pass over tensors
-# or texts (Keras and Hugging Face encoders); the others each hold their own runtime.
+# task (the spec's model.task, as render writes it) -> the module implementing it. "predict" (the
+# default) is one forward pass over tensors or texts: Keras models and Hugging Face encoders,
+# whose tasks name what the output means; the others each hold their own runtime.
 FAMILIES: dict[str, str] = {
     "predict": "serving.predict",
-    "text-generation": "serving.generation",
+    "sentence-embedding": "serving.predict",
+    "text-classification": "serving.predict",
+    "text-generation": "serving.generate",
     "speech-recognition": "serving.speech",
 }
 DEFAULT_TASK = "predict"

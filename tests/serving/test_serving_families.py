@@ -52,10 +52,17 @@ def test_predict_is_the_default_task(tmp_path: Path) -> None:
     assert names[-3:] == ["metrics", "healthz", "readyz"]
 
 
+@pytest.mark.parametrize("task", ["sentence-embedding", "text-classification"])
+def test_hugging_face_encoder_tasks_are_served_by_predict(tmp_path: Path, task: str) -> None:
+    config = ServingConfig.from_dict(make_config(tmp_path / "m.onnx", task=task))
+    assert families.routes(config) == families.routes(ServingConfig.from_dict(make_config(tmp_path / "m.onnx")))
+
+
 def test_an_unknown_task_names_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         ServingConfig.from_dict(make_config(tmp_path / "m.tflite", task="translate"))
-    assert 'task: must be one of predict, text-generation, speech-recognition, got "translate"' in str(caught.value)
+    assert ('task: must be one of predict, sentence-embedding, text-classification, text-generation, '
+            'speech-recognition, got "translate"') in str(caught.value)
 
 
 def test_predict_needs_its_inputs_and_says_so_with_the_other_problems(tmp_path: Path) -> None:
