@@ -26,9 +26,9 @@ class App:
     """Routes requests to handlers; client errors become JSON 4xx, anything else a logged 500."""
 
     def __init__(self, state: ModelState, routes: tuple[Route, ...] | None = None) -> None:
-        """``routes``: the task's (``serving.families.routes``) unless given."""
+        """``routes``: the task's (``serving.family.routes``) unless given."""
         if routes is None:
-            from serving.families import routes as task_routes
+            from serving.family import routes as task_routes
 
             routes = task_routes(state.config)
         self.state = state

@@ -2,7 +2,7 @@
 
 V1, V2 (HTTP and gRPC) and the several-input routes reach the runtime and its batcher through
 ``batched(state)``, which answers 503 while the model loads; the lifecycle drives the object
-through ``serving.families.Served`` without knowing it is this one.
+through ``serving.state.Served`` without knowing it is this one.
 """
 
 from __future__ import annotations

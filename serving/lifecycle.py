@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from serving import families
+from serving import family
 from serving.app import App
 from serving.auth import read_api_key
 from serving.batching import settle
@@ -25,7 +25,8 @@ from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
 
 if TYPE_CHECKING:
-    from serving.families import GrpcFront, Served
+    from serving.family import GrpcFront
+    from serving.state import Served
 
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
 DRAIN_TIMEOUT_S = 9.0
@@ -138,7 +139,7 @@ async def _start_grpc(state: ModelState) -> GrpcFront | None:
     """The family's gRPC service on ``grpc_port`` (same loop and state), or None when it is off."""
     if state.config.grpc_port is None:
         return None
-    front = families.grpc_front(state, state.config.host, state.config.grpc_port)
+    front = family.grpc_front(state, state.config.host, state.config.grpc_port)
     await front.start()
     return front
 
@@ -155,7 +156,7 @@ def _load_in_background(
     config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Served]
 ) -> None:
     try:
-        loaded, error = families.family(config.task).load(config), None
+        loaded, error = family.family(config.task).load(config), None
     except Exception as exc:
         loaded, error = None, exc
     try:

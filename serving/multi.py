@@ -23,6 +23,7 @@ from serving.batched import model_document
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, kind, show
+from serving.feeds import pack
 from serving.messages import Request, Response
 from serving.tensors import cast, check_integers, parse_json, to_batch
 
@@ -36,31 +37,6 @@ Reply = Callable[[Callable[[], Response]], None]
 def is_multi(config: ServingConfig) -> bool:
     """Whether the config's model takes several inputs (this module's requests)."""
     return len(config.inputs) > 1
-
-
-def feeds_dtype(inputs: Sequence[InputSpec]) -> np.dtype[Any]:
-    """The structured dtype of a batch: one field per input, with its sample shape."""
-    return np.dtype([(spec.name, np.dtype(spec.dtype), tuple(spec.shape)) for spec in inputs])
-
-
-def pack(inputs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """One batch from each input's tensor (all with the same number of samples)."""
-    n = len(arrays[inputs[0].name])
-    batch = np.empty(n, dtype=feeds_dtype(inputs))
-    for spec in inputs:
-        batch[spec.name] = arrays[spec.name]
-    return batch
-
-
-def unpack(batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Each input's contiguous tensor from a batch made by ``pack``."""
-    names = batch.dtype.names or ()
-    return {name: np.ascontiguousarray(batch[name]) for name in names}
-
-
-def zeros(inputs: Sequence[InputSpec], n: int) -> np.ndarray:
-    """A batch of n all-zero samples (warm-up)."""
-    return np.zeros(n, dtype=feeds_dtype(inputs))
 
 
 # --- checks shared by the protocols --------------------------------------------------------------
@@ -165,7 +141,7 @@ def v1_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any
     """TF Serving's metadata with every input of the signature."""
     document = v1.metadata_document(config, model)
     signature = document["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    signature["inputs"] = {spec.name: v1._tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs}
+    signature["inputs"] = {spec.name: v1.tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs}
     return document
 
 
@@ -214,8 +190,8 @@ def decode_infer(
         for i, tensor in enumerate(tensors):
             where = f"inputs[{i}]"
             spec = specs[tensor["name"]]
-            v2._no_extra(tensor, v2._INPUT_FIELDS, where)
-            v2._check_parameters(tensor, f"{where}.parameters", "binary_data_size")
+            v2.no_extra(tensor, v2.INPUT_FIELDS, where)
+            v2.check_parameters(tensor, f"{where}.parameters", "binary_data_size")
             binary = "binary_data_size" in (tensor.get("parameters") or {})
             if binary and "data" in tensor:
                 raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
@@ -236,10 +212,10 @@ def decode_infer(
                 arrays[spec.name] = cast(array, spec, where)
                 continue
             field = f"{where}.data"
-            array = v2._tensor_array(tensor["data"], shape, field, spec.name, bools)
+            array = v2.tensor_array(tensor["data"], shape, field, spec.name, bools)
             if np.dtype(spec.dtype).kind in "iu":
                 _integers_only(array, spec, field)
-            sent = v2._V2_NUMPY[datatype]
+            sent = v2.V2_NUMPY[datatype]
             if sent.kind in "iu":
                 check_integers(array, sent, field, f"datatype {datatype}")
             arrays[spec.name] = cast(array, spec, field)
@@ -248,7 +224,7 @@ def decode_infer(
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
     _same_batch(arrays, inputs, "inputs")
-    return pack(inputs, arrays), request_id, v2._binary_output(payload)
+    return pack(inputs, arrays), request_id, v2.wants_binary_output(payload)
 
 
 def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:

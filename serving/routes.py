@@ -52,7 +52,7 @@ class Route:
     regex: re.Pattern[str] | None = field(default=None, compare=False)
 
 
-# Every family's server answers these; a family adds its own (``serving.families``).
+# Every family's server answers these; a family adds its own (``serving.family``).
 COMMON_ROUTES: tuple[Route, ...] = (
     Route("metrics", GET, "/metrics", metrics, "Prometheus text exposition"),
     Route("healthz", GET, "/healthz", healthz, "200 while the process is up", open=True),

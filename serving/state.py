@@ -1,6 +1,6 @@
 """What the routes share: the config, the API key, readiness, the served model and metrics.
 
-The served model is whatever the task's family loaded (``serving.families.Served``); each
+The served model is whatever the task's family loaded (a ``Served``); each
 family's routes reach their own kind of model through a typed accessor of their own
 (``serving.batched.batched`` for predict).
 """
@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from serving.config import ServingConfig
 from serving.errors import ClientError, show
 from serving.metrics import Metrics
 
-if TYPE_CHECKING:
-    from serving.families import Served
-
 SERVER_VERSION = "0.4.0"
+
+
+class Served(Protocol):
+    """A loaded, warmed-up model as the server's lifecycle drives it (what a family's ``load``
+    returns, ``serving.family``)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        """On the loop thread, once, just before the server turns ready (schedulers, batchers)."""
+
+    async def drain(self) -> None:
+        """After the front ends stopped taking requests: finish what was already accepted."""
+
+    def close(self) -> None:
+        """Release threads and native resources; the process is about to exit."""
+
+    def ready_fields(self) -> dict[str, Any]:
+        """Extra fields for the ``ready`` log line (warm-up time, threads, batching, ...)."""
 
 
 class ModelState:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 Reply = Callable[[Callable[[], Response]], None]
 
 _PREDICT_FIELDS = ("instances", "inputs", "signature_name")
-_TF_DTYPES = {
+TF_DTYPES = {
     "float32": "DT_FLOAT", "float16": "DT_HALF", "float64": "DT_DOUBLE", "int8": "DT_INT8",
     "uint8": "DT_UINT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
     "bool": "DT_BOOL", "string": "DT_STRING",
@@ -138,10 +138,10 @@ def status_body(state: str) -> bytes:
     ).encode()
 
 
-def _tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
+def tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
     dims = [{"size": str(size), "name": ""} for size in (-1, *shape)]
     return {
-        "dtype": _TF_DTYPES.get(dtype, dtype),
+        "dtype": TF_DTYPES.get(dtype, dtype),
         "tensor_shape": {"dim": dims, "unknown_rank": False},
         "name": name,
     }
@@ -151,9 +151,9 @@ def metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
     """TF Serving's metadata response, plus the config's metadata under "modelstack"."""
     spec = config.input
     signature = {
-        "inputs": {spec.name: _tensor_info(spec.name, spec.dtype, spec.shape)},
+        "inputs": {spec.name: tensor_info(spec.name, spec.dtype, spec.shape)},
         "outputs": {
-            "output_0": _tensor_info("output_0", model.output_dtype.name, model.output_shape)
+            "output_0": tensor_info("output_0", model.output_dtype.name, model.output_shape)
         },
         "method_name": "tensorflow/serving/predict",
     }

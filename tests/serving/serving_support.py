@@ -69,7 +69,7 @@ class FakeRecommender:
         return (users * items).sum(axis=1, keepdims=True).astype(np.float32)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
-        from serving.multi import zeros
+        from serving.feeds import zeros
 
         out = np.zeros((1, 1), np.float32)
         for size in batch_sizes:

@@ -15,11 +15,18 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from serving_support import (
+    FAKE_SERVER,
+    RECOMMENDER_INPUTS,
+    FakeRecommender,
+    ServerProcess,
+    ready_server,
+)
 from tritonclient.utils import InferenceServerException
 
 from serving.config import ServingConfig
-from serving.multi import decode_predict, pack, unpack
-from serving_support import FAKE_SERVER, RECOMMENDER_INPUTS, FakeRecommender, ServerProcess, ready_server
+from serving.feeds import pack, unpack
+from serving.multi import decode_predict
 
 MODEL = "recommender"
 USERS = [3, 7, 11, 0]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from serving_support import HERE, MODEL, ServerProcess, make_config, ready_server
 
-from serving import families
+from serving import families, family
 from serving.config import ServingConfig
 
 FAMILY_SERVER = [sys.executable, str(HERE / "family_server.py")]
@@ -47,7 +47,7 @@ def _raw(port: int, method: str, path: str, body: bytes | None = None) -> tuple[
 def test_predict_is_the_default_task(tmp_path: Path) -> None:
     config = ServingConfig.from_dict(make_config(tmp_path / "m.tflite"))
     assert config.task == "predict"
-    names = [route.name for route in families.routes(config)]
+    names = [route.name for route in family.routes(config)]
     assert names[:3] == ["v1_status", "v1_metadata", "v1_predict"]
     assert names[-3:] == ["metrics", "healthz", "readyz"]
 
@@ -55,7 +55,7 @@ def test_predict_is_the_default_task(tmp_path: Path) -> None:
 @pytest.mark.parametrize("task", ["sentence-embedding", "text-classification"])
 def test_hugging_face_encoder_tasks_are_served_by_predict(tmp_path: Path, task: str) -> None:
     config = ServingConfig.from_dict(make_config(tmp_path / "m.onnx", task=task))
-    assert families.routes(config) == families.routes(ServingConfig.from_dict(make_config(tmp_path / "m.onnx")))
+    assert family.routes(config) == family.routes(ServingConfig.from_dict(make_config(tmp_path / "m.onnx")))
 
 
 def test_an_unknown_task_names_the_choices(tmp_path: Path) -> None:
