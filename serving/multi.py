@@ -235,15 +235,8 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
     """A gRPC ModelInferRequest's tensors (raw contents in input order, or typed contents) as a batch."""
     _check_names([t.name for t in request.inputs], inputs, "inputs")
     for i, output in enumerate(request.outputs):
-        if output.name != v2.OUTPUT_NAME:
-            raise ClientError(
-                400, f'outputs[{i}].name: the model has one output, "{v2.OUTPUT_NAME}", got {show(output.name)}'
-            )
+        v2.check_output_name(output.name, f"outputs[{i}]")
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise ClientError(
-            400, f"raw_input_contents: one entry per input is needed ({len(request.inputs)}), got {len(raw)}"
-        )
     specs = {spec.name: spec for spec in inputs}
     arrays: dict[str, np.ndarray] = {}
     try:
@@ -252,10 +245,7 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
             spec = specs[tensor.name]
             shape = _check_tensor(spec, list(tensor.shape), tensor.datatype, where)
             if raw:
-                if tensor.HasField("contents"):
-                    raise TensorDataError(
-                        f"{where}.contents: give the tensor either as raw_input_contents or as typed contents, not both"
-                    )
+                v2.check_raw_contents(len(raw), len(request.inputs), where, tensor.HasField("contents"))
                 array = v2_binary.tensor_from_bytes(raw[i], tensor.datatype, shape, where)
             else:
                 array = from_contents(tensor, shape, where)

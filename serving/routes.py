@@ -111,15 +111,16 @@ class Router:
                 headers=(("Allow", ", ".join(route.methods)),),
             )
         if name is not None:
-            self._check_model(name, version)
+            check_model(name, version, self.model_name)
         return route
 
-    def _check_model(self, name: str, version: str | None) -> None:
-        served = self.model_name
-        if name != served:
-            raise ClientError(404, f"model {show(name)} is not served here; this server serves {show(served)}")
-        if version not in (None, "1"):
-            raise ClientError(404, f"model {show(name)} has no version {show(version)}; the only version is 1")
+
+def check_model(name: str, version: str | None, served: str) -> None:
+    """The model a request names (HTTP path or gRPC message) must be the one served; 404 otherwise."""
+    if name != served:
+        raise ClientError(404, f"model {show(name)} is not served here; this server serves {show(served)}")
+    if version not in (None, "1"):
+        raise ClientError(404, f"model {show(name)} has no version {show(version)}; the only version is 1")
 
 
 def docs_table(routes: tuple[Route, ...]) -> str:

@@ -22,7 +22,14 @@ from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
-from serving.tensors import cast, check_finite_outputs, check_integers, dumps, first_non_number, parse_json
+from serving.tensors import (
+    cast,
+    check_finite_outputs,
+    check_integers,
+    dumps,
+    first_non_number,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     from serving.runtime import Runtime
@@ -236,10 +243,23 @@ def _check_requested_outputs(outputs: Any) -> None:
             raise ClientError(400, f'{where}: must be an object with "name", got {kind(item)}')
         no_extra(item, _OUTPUT_FIELDS, where)
         check_parameters(item, f"{where}.parameters", "binary_data")
-        if item.get("name") != OUTPUT_NAME:
-            raise ClientError(
-                400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(item.get("name"))}'
-            )
+        check_output_name(item.get("name"), where)
+
+
+def check_output_name(name: Any, where: str) -> None:
+    """A requested output (JSON or gRPC) must be the model's one output."""
+    if name != OUTPUT_NAME:
+        raise ClientError(400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(name)}')
+
+
+def check_raw_contents(raw_count: int, inputs: int, where: str, has_contents: bool) -> None:
+    """gRPC's ``raw_input_contents``: one entry per input tensor, and a tensor given only one way."""
+    if raw_count and raw_count != inputs:
+        raise TensorDataError(f"raw_input_contents: one entry per input is needed ({inputs}), got {raw_count}")
+    if raw_count and has_contents:
+        raise TensorDataError(
+            f"{where}.contents: give the tensor either as raw_input_contents or as typed contents, not both"
+        )
 
 
 def check_parameters(holder: dict[str, Any], where: str, binary_key: str) -> None:
