@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from serving.batching import Batcher
 from serving.config import ServingConfig
@@ -30,26 +30,22 @@ class BatchedModel:
         self.config = config
         self.warm_up_ms = warm_up_ms
         self.sample_cost_s = sample_cost_s
-        self._batcher: Batcher | None = None
-
-    @property
-    def batcher(self) -> Batcher:
-        assert self._batcher is not None, "start() runs before the model is served"
-        return self._batcher
+        # Set by start(), before the state turns ready: routes only reach it through batched().
+        self.batcher: Batcher = None  # type: ignore[assignment]
 
     def start(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self._batcher = Batcher(
+        self.batcher = Batcher(
             loop, self.runtime.predict, self.config.max_batch_size, self.config.max_latency_ms,
             metrics, sample_cost_s=self.sample_cost_s,
         )
 
     async def drain(self) -> None:
-        if self._batcher is not None:  # answers for clients that left are still computed
-            await self._batcher.drain()
+        if self.batcher is not None:  # answers for clients that left are still computed
+            await self.batcher.drain()
 
     def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
 
     def ready_fields(self) -> dict[str, Any]:
         config = self.config
@@ -64,7 +60,7 @@ class BatchedModel:
 
 def batched(state: ModelState) -> BatchedModel:
     """The served model and its batcher, or a 503 (with ``Retry-After``) while it is still loading."""
-    return cast(BatchedModel, state.require_ready())
+    return state.require_ready()  # type: ignore[return-value]  # (no cast(): a call per request)
 
 
 def model_document(state: ModelState, key: str, build: Callable[[ServingConfig, Runtime], dict[str, Any]]) -> bytes:

@@ -147,7 +147,7 @@ class Batcher:
             batch, _ = self._take()
             self._running = True
             started = time.perf_counter()
-            future = self._loop.run_in_executor(self._executor, self._infer, batch)
+            future = self._loop.run_in_executor(self._executor, self._predict, _joined(batch))
             future.add_done_callback(lambda f: self._finished(batch, started, f))
             return
         # On the loop thread: run the batches due now, then answer them: inference in one stretch,
@@ -156,36 +156,38 @@ class Batcher:
         # Requests queued by those answers (a pipelining client) wait for the next pass.
         budget = self._queued_rows
         queue = self._queue
-        done: list[tuple[list[_Pending], float, np.ndarray | list[Outcome] | None, BaseException | None]] = []
+        done: list[tuple[list[_Pending], float, np.ndarray | None, BaseException | None]] = []
         while queue and budget > 0 and (self.max_latency == 0 or self._wait() <= 0):
             batch, rows = self._take()
             budget -= rows
             started = time.perf_counter()
             try:
-                output, error = self._infer(batch), None
-            except Exception as exc:  # a batch of one request: its caller gets it
+                output, error = self._predict(_joined(batch)), None
+            except Exception as exc:
+                if len(batch) > 1:  # requests fail alone: each runs by itself
+                    outcomes = _each_alone(self._predict, batch)
+                    done.extend(([item], started, output, error) for item, (output, error) in zip(batch, outcomes))
+                    continue
                 output, error = None, exc
             done.append((batch, started, output, error))
         for args in done:
             self._deliver(*args)
         self._after_batch()
 
-    def _infer(self, batch: list[_Pending]) -> np.ndarray | list[Outcome]:
-        """The batch's output; when a batch of several requests fails, each request's own outcome,
-        run by itself (one client's bad rows must not fail the others' requests)."""
-        try:
-            return self._predict(_joined(batch))
-        except Exception:
-            if len(batch) == 1:
-                raise
-        return [_alone(self._predict, item.rows) for item in batch]
-
-    def _finished(
-        self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray | list[Outcome]]
-    ) -> None:
-        self._running = False
+    def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:
         error = future.exception()
+        if error is not None and len(batch) > 1:  # requests fail alone: each runs by itself, on the thread
+            again = self._loop.run_in_executor(self._executor, _each_alone, self._predict, batch)
+            again.add_done_callback(lambda f: self._finished_alone(batch, time.perf_counter(), f))
+            return
+        self._running = False
         self._deliver(batch, started, None if error else future.result(), error)
+        self._after_batch()
+
+    def _finished_alone(self, batch: list[_Pending], started: float, future: asyncio.Future[list[Outcome]]) -> None:
+        self._running = False
+        for item, (output, error) in zip(batch, future.result()):
+            self._deliver([item], started, output, error)
         self._after_batch()
 
     def _after_batch(self) -> None:
@@ -195,17 +197,12 @@ class Batcher:
             self._idle.set()
 
     def _deliver(
-        self, batch: list[_Pending], started: float, output: np.ndarray | list[Outcome] | None,
-        error: BaseException | None,
+        self, batch: list[_Pending], started: float, output: np.ndarray | None, error: BaseException | None
     ) -> None:
         finished = time.perf_counter()
         if error is not None or output is None:
             for item in batch:
                 item.done(None, error or RuntimeError("the model returned no output"))
-            return
-        if isinstance(output, list):  # the batch failed; its requests ran one by one
-            for item, (rows, failure) in zip(batch, output):
-                item.done(rows, failure)
             return
         if self._metrics is not None:
             self._metrics.inference(
@@ -221,11 +218,15 @@ class Batcher:
             start = end
 
 
-def _alone(predict: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> Outcome:
-    try:
-        return predict(rows), None
-    except Exception as exc:  # noqa: BLE001 - whatever the runtime raised is this request's own error
-        return None, exc
+def _each_alone(predict: Callable[[np.ndarray], np.ndarray], batch: list[_Pending]) -> list[Outcome]:
+    """Each request of a failed batch run by itself: its own output, or its own error."""
+    outcomes: list[Outcome] = []
+    for item in batch:
+        try:
+            outcomes.append((predict(item.rows), None))
+        except Exception as exc:  # noqa: BLE001 - whatever the runtime raised is this request's own error
+            outcomes.append((None, exc))
+    return outcomes
 
 
 def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:
