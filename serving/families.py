@@ -55,7 +55,4 @@ def check(task: str, data: Mapping[str, Any]) -> list[str]:
         found = module(task)
     except FamilyUnavailable as exc:
         return [str(exc)]
-    problems: list[str] = list(getattr(found, "check", lambda _: [])(data))
-    if data.get("grpc_port") is not None and not hasattr(found, "grpc_front"):
-        problems.append(f"grpc_port: task {task!r} has no gRPC service; remove grpc_port")
-    return problems
+    return list(getattr(found, "check", lambda _: [])(data))

@@ -9,7 +9,8 @@ A family module (registered in ``serving.families``) exposes:
 * optionally ``check(data) -> list[str]``: problems with the raw serving.json that only this
   family knows about (each ``"<field>: <problem>; <fix>"``), reported with the config's own.
 * optionally ``grpc_front(state, host, port) -> GrpcFront``: the gRPC front end it serves on
-  ``grpc_port``. A family without one refuses a config that sets ``grpc_port``.
+  ``grpc_port``. For a family without one nothing listens there (the spec gives every model a
+  gRPC port by default); the server says so in its log at start-up.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def routes(config: ServingConfig) -> tuple[Route, ...]:
     return (*family(config.task).routes(config), *COMMON_ROUTES)
 
 
-def grpc_front(state: ModelState, host: str, port: int) -> GrpcFront:
-    """The family's gRPC front end (``families.check`` made sure it has one when ``grpc_port`` is set)."""
-    make = families.module(state.config.task).grpc_front
-    return cast("GrpcFront", make(state, host, port))
+def grpc_front(state: ModelState, host: str, port: int) -> GrpcFront | None:
+    """The family's gRPC front end, or None when the family has no gRPC service."""
+    make = getattr(families.module(state.config.task), "grpc_front", None)
+    return None if make is None else cast("GrpcFront", make(state, host, port))

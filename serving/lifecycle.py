@@ -137,9 +137,14 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
 
 async def _start_grpc(state: ModelState) -> GrpcFront | None:
     """The family's gRPC service on ``grpc_port`` (same loop and state), or None when it is off."""
-    if state.config.grpc_port is None:
+    config, port = state.config, state.config.grpc_port
+    if port is None:
         return None
-    front = family.grpc_front(state, state.config.host, state.config.grpc_port)
+    front = family.grpc_front(state, config.host, port)
+    if front is None:
+        log_event(event="warning", problem=f"grpc_port {port}: task {config.task!r} has no gRPC service; "
+                  "nothing listens there")
+        return None
     await front.start()
     return front
 

@@ -81,11 +81,20 @@ def test_a_family_without_its_module_fails_closed(monkeypatch: pytest.MonkeyPatc
     assert "task: 'ghost' is not available in this server (serving.no_such_family is missing)" in str(caught.value)
 
 
-def test_a_family_without_grpc_refuses_grpc_port(echo_registered: None) -> None:
-    assert ServingConfig.from_dict(_echo_config()).task == "echo"  # no inputs needed: not a predict model
-    with pytest.raises(ValueError) as caught:
-        ServingConfig.from_dict(_echo_config(grpc_port=8001))
-    assert "grpc_port: task 'echo' has no gRPC service; remove grpc_port" in str(caught.value)
+def test_a_family_without_grpc_serves_none_and_says_so(tmp_path: Path, echo_registered: None) -> None:
+    """The spec gives every model a gRPC port by default: a family without a gRPC service starts
+    anyway, with nothing on that port, and a warning in its log."""
+    assert ServingConfig.from_dict(_echo_config(grpc_port=8001)).grpc_port == 8001  # not refused
+    server = ServerProcess(_echo_config(grpc_port=0), tmp_path, FAMILY_SERVER)
+    try:
+        listening = server.wait_for("listening")
+        assert listening["grpc_port"] is None
+        warning = next(r for r in server.records() if r.get("event") == "warning")
+        assert warning["problem"] == "grpc_port 0: task 'echo' has no gRPC service; nothing listens there"
+        server.wait_for("ready")
+        assert _raw(server.port, "POST", f"/echo/{MODEL}", b"ok") == (200, b"ko")
+    finally:
+        assert server.stop() == 0
 
 
 def test_a_new_family_serves_its_routes_beside_the_common_ones(echo_server: ServerProcess) -> None:
