@@ -286,8 +286,6 @@ def _check_inputs(value: Any, errors: list[str]) -> list[InputSpec]:
     if not isinstance(value, list):
         errors.append(f"inputs: must be a list of inputs, got {_kind(value)}")
         return []
-    if not value:
-        errors.append("inputs: must list at least one input, got an empty list")
     specs = [spec for i, item in enumerate(value) if (spec := _check_input(item, i, errors))]
     names = [spec.name for spec in specs]
     for name in sorted({n for n in names if names.count(n) > 1}):

@@ -65,8 +65,13 @@ def load(config: ServingConfig) -> BatchedModel:
 
 
 def check(data: Mapping[str, Any]) -> list[str]:
-    """A predict model needs its inputs described (``serving.config`` checks what they say)."""
-    return [] if "inputs" in data else ["inputs: required field is missing"]
+    """A predict model needs its inputs described (``serving.config`` checks what they say; other
+    families take none)."""
+    if "inputs" not in data:
+        return ["inputs: required field is missing"]
+    if data["inputs"] == []:
+        return ["inputs: must list at least one input, got an empty list"]
+    return []
 
 
 def grpc_front(state: ModelState, host: str, port: int) -> GrpcFrontEnd:

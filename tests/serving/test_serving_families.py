@@ -74,6 +74,13 @@ def test_predict_needs_its_inputs_and_says_so_with_the_other_problems(tmp_path: 
     assert "inputs: required field is missing" in message and 'port: must be an integer' in message
 
 
+def test_inputs_are_the_predict_familys_requirement(tmp_path: Path, echo_registered: None) -> None:
+    with pytest.raises(ValueError) as caught:
+        ServingConfig.from_dict(make_config(tmp_path / "m.tflite", inputs=[]))
+    assert "inputs: must list at least one input, got an empty list" in str(caught.value)
+    assert ServingConfig.from_dict(_echo_config(inputs=[])).inputs == []  # render writes inputs for every model
+
+
 def test_a_family_without_its_module_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(families.FAMILIES, "ghost", "serving.no_such_family")
     with pytest.raises(ValueError) as caught:
