@@ -81,7 +81,7 @@ test-fast: venv
 # Lint: every check runs and reports before the target fails. mypy is strict on the contracts the stages
 # hand each other (the spec, prep's request, report and family, the server's config and request types);
 # $(wildcard) leaves out a listed module that does not exist yet.
-LINT_PATHS := iac modelprep serving harness tests benchmarks stacks scripts
+LINT_PATHS := $(wildcard iac modelprep serving harness tests benchmarks stacks scripts)
 MYPY_STRICT := iac/spec iac/deploy/targets/__init__.py modelprep/request.py modelprep/report.py modelprep/family.py \
 	serving/config.py serving/messages.py serving/request.py
 lint: venv
