@@ -79,10 +79,11 @@ test-fast: venv
 	python -m pytest -m "not tf and not docker and not pulumi and not e2e" $(PYTEST_ARGS)
 
 # Lint: every check runs and reports before the target fails. mypy is strict on the contracts the stages
-# hand each other (the spec, prep's request, report and family, the server's config and request types);
-# $(wildcard) leaves out a listed module that does not exist yet.
+# hand each other (the spec, the deploy seam, prep's request, report and family, the server's config and
+# request types); $(wildcard) leaves out a listed module that does not exist yet.
 LINT_PATHS := $(wildcard iac modelprep serving harness tests benchmarks stacks scripts)
-MYPY_STRICT := iac/spec iac/deploy/targets/__init__.py modelprep/request.py modelprep/report.py modelprep/family.py \
+MYPY_STRICT := iac/spec iac/deploy/service.py iac/deploy/targets/__init__.py iac/deploy/targets/*/__init__.py \
+	modelprep/request.py modelprep/report.py modelprep/family.py \
 	serving/config.py serving/messages.py serving/request.py
 lint: venv
 	status=0

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -170,9 +169,11 @@ def main() -> int:
         results["cluster_start_s"] = round(time.monotonic() - started, 1)
         try:
             restricted_namespace(cluster, NAMESPACE)
-            deploy = {"target": "kubernetes", "kubernetes": {
-                "kubeconfig": cluster.kubeconfig, "namespace": NAMESPACE, "registry": cluster.registry,
-                "replicas": args.replicas, "resources": TINY, "progress_deadline": 900, **PLACEMENT}}
+            deploy = {
+                "target": "kubernetes", "kubeconfig": cluster.kubeconfig, "namespace": NAMESPACE,
+                "registry": cluster.registry, "replicas": args.replicas, "resources": TINY, "progress_deadline": 900,
+                **PLACEMENT,
+            }
             stack = K8sSandbox(root / "stack", example, deploy)
             stack.init()
             api = cluster.api()

@@ -48,7 +48,7 @@ def validate(spec: SpecArg) -> None:
         what = f"{opt.quantization.value} quantization"
     else:
         what = f"objective {opt.objective.value}"
-    out.print(f"[green]ok[/] {spec}: service {resolved.name!r}, {what}, port {resolved.spec.deploy.host_port}")
+    out.print(f"[green]ok[/] {spec}: service {resolved.name!r}, {what}, target {resolved.spec.deploy.target}")
 
 
 @app.command()
@@ -237,9 +237,8 @@ def status(spec: SpecArg, stack: StackOpt = "dev") -> None:
 
     resolved = load_resolved(spec)
     state = target_of(resolved).status(resolved, stack)
-    wanted = getattr(state, "wanted", resolved.spec.deploy.replicas)  # a target may know its own count
-    views.print_status(state, wanted)
-    if not state.serving or state.ready < wanted:
+    views.print_status(state, state.wanted)
+    if not state.serving or state.ready < state.wanted:
         raise typer.Exit(1)
 
 

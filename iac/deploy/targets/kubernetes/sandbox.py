@@ -67,9 +67,9 @@ class K8sSandbox:
         self.spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     def edit_kubernetes(self, **settings: Any) -> None:
-        """Change deploy.kubernetes settings (None removes one)."""
+        """Change the deploy section's settings (None removes one)."""
         doc = self.spec()
-        k = doc["deploy"]["kubernetes"]
+        k = doc["deploy"]
         for key, value in settings.items():
             if value is None:
                 k.pop(key, None)
