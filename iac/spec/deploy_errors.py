@@ -25,10 +25,17 @@ def untagged(loc: Loc) -> tuple[Loc, str | None]:
 
 
 def unknown_target(deploy: Any) -> tuple[Loc, str, str]:
-    """`deploy.target` names no target: where, the problem and the fix."""
-    target = deploy.get("target") if isinstance(deploy, dict) else deploy
+    """`deploy` names no target (or is no mapping): where, the problem and the fix."""
+    targets = ", ".join(DEPLOY_SECTIONS)
+    if not isinstance(deploy, dict):
+        return (
+            ("deploy",),
+            f"{deploy!r} is not a mapping of settings",
+            f"write target: one of {targets}, and its settings",
+        )
+    target = deploy.get("target")
     shown = f'"{target}"' if isinstance(target, str) else repr(target)
-    return ("deploy", "target"), f"{shown} is not supported", f"use one of {', '.join(DEPLOY_SECTIONS)}"
+    return ("deploy", "target"), f"{shown} is not supported", f"use one of {targets}"
 
 
 def foreign_setting(field: str, target: str) -> tuple[str, str] | None:

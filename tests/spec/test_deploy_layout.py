@@ -135,3 +135,12 @@ def test_spec_round_trips_through_state_json(tmp_path: Path) -> None:
     for deploy in ({"replicas": 2}, {"target": "kubernetes", "registry": "127.0.0.1:5000"}):
         resolved = load_resolved(_write(tmp_path, deploy))
         assert ResolvedSpec.model_validate(resolved.model_dump(mode="json")) == resolved
+
+
+def test_a_deploy_section_that_is_no_mapping_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, {})
+    path.write_text(path.read_text().replace("deploy: {}", "deploy: 5"))
+    assert _problems(path) == [
+        f"model.yaml:{len(path.read_text().splitlines())}: deploy: 5 is not a mapping of settings; "
+        "write target: one of docker, kubernetes, and its settings"
+    ]
