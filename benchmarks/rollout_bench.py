@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.rollout_bench [--rounds 3] [--json out.json]
 
-Deploys a sandbox copy of the digits stack (`iac.deploy.sandbox`) with 2 replicas, then measures,
+Deploys a sandbox copy of the digits stack (`harness.sandbox`) with 2 replicas, then measures,
 under a steady paced load (`iac.loadgen.PacedLoad`) of 8 concurrent clients through the proxy:
   - `pulumi up` for a model change (the quantization flips int8 <-> dynamic; only the first
     flip preps, later ones find the artifact cached),
@@ -35,9 +35,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from modelprep.examples.digits import train
-    from iac.deploy.sandbox import Sandbox
+    from harness.sandbox import Sandbox
     from iac.loadgen import PacedLoad
+    from modelprep.examples.digits import train
 
     root = Path(tempfile.mkdtemp(prefix="modelstack-rollout-bench-"))
     os.environ.setdefault("MODELSTACK_CACHE", str(root / "cache"))

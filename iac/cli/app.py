@@ -48,7 +48,7 @@ def validate(spec: SpecArg) -> None:
         what = f"{opt.quantization.value} quantization"
     else:
         what = f"objective {opt.objective.value}"
-    out.print(f"[green]ok[/] {spec}: service {resolved.name!r}, {what}, port {resolved.spec.deploy.host_port}")
+    out.print(f"[green]ok[/] {spec}: service {resolved.name!r}, {what}, target {resolved.spec.deploy.target}")
 
 
 @app.command()
@@ -105,10 +105,10 @@ def _run_prep_with_progress(request: Any) -> Any:
 @user_errors
 def render(spec: SpecArg, output: Annotated[Path, typer.Option("-o", "--output", help="Directory for the build context")]) -> None:
     """Prep (cached) and write a complete Docker build context to OUTPUT."""
-    from iac.spec.load import load_resolved
-    from modelprep.request import prep_request
     from iac.build.render import render as render_context
+    from iac.spec.load import load_resolved
     from modelprep.prep import prep as run_prep
+    from modelprep.request import prep_request
 
     resolved = load_resolved(spec)
     with err.status("prep", spinner="dots") as status:
@@ -152,10 +152,10 @@ def serve(
     import subprocess
     import tempfile
 
-    from iac.spec.load import load_resolved
-    from modelprep.request import prep_request
     from iac.build.render import REPO, serving_config
+    from iac.spec.load import load_resolved
     from modelprep.prep import prep as run_prep
+    from modelprep.request import prep_request
 
     resolved = load_resolved(spec)
     with err.status("prep", spinner="dots") as status:
@@ -237,9 +237,8 @@ def status(spec: SpecArg, stack: StackOpt = "dev") -> None:
 
     resolved = load_resolved(spec)
     state = target_of(resolved).status(resolved, stack)
-    wanted = getattr(state, "wanted", resolved.spec.deploy.replicas)  # a target may know its own count
-    views.print_status(state, wanted)
-    if not state.serving or state.ready < wanted:
+    views.print_status(state)
+    if not state.serving or state.ready < state.wanted:
         raise typer.Exit(1)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from iac.deploy.targets import TargetStatus
     from modelprep.report import Measure, PrepReport
 
 out = Console()
@@ -83,7 +84,7 @@ def print_bench(result: Any, target: str, concurrency: int, duration: float) -> 
         out.print(f"[red]{result.errors} errors[/]; statuses {result.statuses} (0 = connection error)")
 
 
-def print_status(state: Any, wanted_replicas: int) -> None:
+def print_status(state: TargetStatus) -> None:
     serving = state.serving
     out.print(f"endpoint  {state.endpoint}")
     if serving:
@@ -91,7 +92,7 @@ def print_status(state: Any, wanted_replicas: int) -> None:
                   f"{serving.get('size_bytes')} bytes, accuracy {serving.get('accuracy')})")
     else:
         out.print("serving   [red]nothing answers[/] (not deployed, or the proxy is down)")
-    out.print(f"replicas  {state.ready}/{wanted_replicas} ready")
+    out.print(f"replicas  {state.ready}/{state.wanted} ready")
     for name, container_status, health in state.replicas:
         out.print(f"          {name}  {container_status}  {health}")
     out.print(f"proxy     {state.proxy or 'missing'}")

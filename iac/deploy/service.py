@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
 from iac.build.keys import context_key
 from iac.deploy.artifact import ModelArtifact
 from iac.deploy.image import Image
-from iac.deploy.targets import TargetArgs, target_of
+from iac.deploy.targets import ApiKey, ContentKeys, TargetArgs, target_of
+from iac.spec.errors import UserError
 from iac.spec.models import ResolvedSpec
 from modelprep.request import prep_key, prep_request
 
@@ -23,7 +25,7 @@ class ModelServiceArgs:
 
 
 class ModelService(pulumi.ComponentResource):
-    outputs: dict[str, pulumi.Output]
+    outputs: dict[str, pulumi.Output[Any]]
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("modelstack:index:ModelService", name, None, opts)
@@ -46,8 +48,10 @@ class ModelService(pulumi.ComponentResource):
             spec=spec.model_dump(mode="json", exclude={"locations"}), artifact_path=artifact.artifact_path,
             artifact_sha256=artifact.artifact_sha256, report=artifact.report, opts=child,
         )
-        target = target_of(spec).Target(
-            name, TargetArgs(spec, owner, base, image.image_id, artifact.artifact_sha256, args.api_key), opts=child,
+        target = target_of(spec).deploy(
+            name, TargetArgs(spec, owner, base, image.image_id, artifact.artifact_sha256,
+                             ContentKeys(model=key, image=ctx_key), api_key_of(spec, args.api_key)),
+            child,
         )
         self.outputs = {
             **target.outputs,
@@ -58,6 +62,19 @@ class ModelService(pulumi.ComponentResource):
             "accuracy": report.apply(lambda r: r.accuracy),
         }
         self.register_outputs(self.outputs)
+
+
+def api_key_of(spec: ResolvedSpec, secret: pulumi.Input[str] | None) -> ApiKey | None:
+    """The stack's API key when the spec asks for one (serving.api_key_env), checked once for every target."""
+    env = spec.spec.serving.api_key_env
+    if env is None:
+        return None
+    if secret is None:
+        raise UserError.single(
+            spec.where("serving.api_key_env"), "serving.api_key_env", f"asks for an API key in {env}, but the stack has none",
+            "set it with `pulumi config set --secret apiKey <key>`, or remove serving.api_key_env",
+        )
+    return ApiKey(env=env, secret=secret)
 
 
 def export_service(spec_path: str, api_key: pulumi.Input[str] | None = None) -> ModelService:

@@ -13,8 +13,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from iac.spec.deploy_errors import foreign_setting, moved_settings, unknown_target, untagged
 from iac.spec.errors import Problem, UserError
-from iac.spec.models import Locations, ModelFormat, ModelSpec, ResolvedSpec, Task
+from iac.spec.models import DEPLOY_SECTIONS, DockerDeploy, Locations, ModelFormat, ModelSpec, ResolvedSpec, Task
 
 Loc = tuple[str | int, ...]
 
@@ -73,10 +74,16 @@ def _index_lines(node: yaml.Node | None, loc: Loc, lines: dict[Loc, int]) -> Non
 
 def validate(doc: SpecDocument) -> ModelSpec:
     """Check the document against the spec models and the files it names; mutates nothing."""
+    moved = moved_settings(doc.data, doc.where)
     try:
         spec = ModelSpec.model_validate(doc.data)
     except ValidationError as exc:
-        raise UserError([_problem(doc, err) for err in exc.errors()]) from None
+        # A deploy section in the old layout is told how to move; what else pydantic says of it would
+        # only follow from the move not being made yet.
+        problems = [_problem(doc, err) for err in exc.errors() if not (moved and err["loc"][0] == "deploy")]
+        raise UserError(moved + problems) from None
+    if moved:
+        raise UserError(moved)
     problems = _file_problems(doc, spec)
     if problems:
         raise UserError(problems)
@@ -124,7 +131,7 @@ def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
 
 def _section_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
     """Settings of one section that another section's settings rule out."""
-    if spec.deploy.grpc_host_port is not None and spec.serving.grpc_port is None:
+    if isinstance(spec.deploy, DockerDeploy) and spec.deploy.grpc_host_port is not None and spec.serving.grpc_port is None:
         return [Problem(doc.where(("deploy", "grpc_host_port")), "deploy.grpc_host_port",
                         "publishes the gRPC service, but serving.grpc_port is null (off)",
                         "set serving.grpc_port (e.g. 8001) or remove deploy.grpc_host_port")]
@@ -168,15 +175,20 @@ def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> li
 
 
 def _problem(doc: SpecDocument, err: Any) -> Problem:
-    loc: Loc = tuple(err["loc"])
-    path = ".".join(str(part) for part in loc)
+    loc, target = untagged(tuple(err["loc"]))
     kind: str = err["type"]
     value = err.get("input")
     ctx = err.get("ctx") or {}
     if kind == "missing":
         problem, fix = "is required", "add it (see `modelstack schema`)"
+    elif kind == "deploy_target":
+        loc, problem, fix = unknown_target(value)
+    elif kind == "extra_forbidden" and target is not None and len(loc) == 2 and (
+        foreign := foreign_setting(str(loc[1]), target)
+    ):
+        problem, fix = foreign
     elif kind == "extra_forbidden":
-        problem, fix = "is not a known field", f"remove it or fix its spelling; known fields: {_known_fields(loc)}"
+        problem, fix = "is not a known field", f"remove it or fix its spelling; known fields: {_known_fields(loc, target)}"
     elif kind == "enum":
         problem, fix = f"{_show(value)} is not supported", f"use one of {_choices(ctx.get('expected', ''))}"
     elif kind == "literal_error":
@@ -192,7 +204,7 @@ def _problem(doc: SpecDocument, err: Any) -> Problem:
         problem, fix = err["msg"].lower(), "see `modelstack schema` for the allowed number of items"
     else:
         problem, fix = f"{_show(value)} is not valid ({err['msg'].lower()})", "see `modelstack schema` for the expected type"
-    return Problem(doc.where(loc), path, problem, fix)
+    return Problem(doc.where(loc), ".".join(str(part) for part in loc), problem, fix)
 
 
 def _show(value: Any) -> str:
@@ -216,10 +228,12 @@ def _pattern_fix(loc: Loc) -> str:
     return _PATTERN_FIXES.get(key, "see `modelstack schema` for the allowed form")
 
 
-def _known_fields(loc: Loc) -> str:
+def _known_fields(loc: Loc, deploy_target: str | None = None) -> str:
     from pydantic import BaseModel
 
     model: type[BaseModel] = ModelSpec
+    if deploy_target is not None:  # inside deploy: the section of the target written
+        model, loc = DEPLOY_SECTIONS[deploy_target], loc[1:]
     for part in loc[:-1]:
         if isinstance(part, int):
             continue

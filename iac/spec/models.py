@@ -12,7 +12,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,39}$"
 MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
@@ -488,9 +488,59 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
-class Kubernetes(_Strict):
-    """Where and how the Kubernetes target runs the image (deploy.target: kubernetes)."""
+class _DeployCommon(_Strict):
+    """What every target's deploy section takes, beside the target's own settings."""
 
+    target: Annotated[str, Field(
+        description="docker: one Docker host; kubernetes: a cluster. Each target's settings sit directly under deploy",
+    )]
+    base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
+
+    @field_validator("base_image")
+    @classmethod
+    def _own_name(cls, value: str) -> str:
+        if not value.startswith("modelstack-"):
+            raise ValueError(
+                f"{value!r} is not a locally built image (no registry is reachable); "
+                f"use {DEFAULT_BASE_IMAGE} or another image named modelstack-*"
+            )
+        return value
+
+
+class DockerDeploy(_DeployCommon):
+    """deploy.target: docker (the default): replicas behind an nginx proxy on one Docker host."""
+
+    target: Literal["docker"] = "docker"
+    replicas: Annotated[int, Field(ge=1, le=16, description="Model containers behind the proxy")] = 1
+    cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
+    memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
+    bind_address: IPv4Address = IPv4Address("127.0.0.1")
+    host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
+    grpc_host_port: Annotated[int | None, Field(
+        ge=1024, le=65535,
+        description="The proxy's gRPC port on the host (to serving.grpc_port of the replicas); null: gRPC is not published",
+    )] = None
+    ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        match = MEMORY_RE.match(value)
+        if not match or memory_bytes(value) < 16 * 1024**2:
+            raise ValueError(f"{value!r} is not a memory size of at least 16Mi; write it like 512Mi or 2Gi")
+        return value
+
+    @model_validator(mode="after")
+    def _two_host_ports(self) -> DockerDeploy:
+        if self.grpc_host_port == self.host_port:
+            raise ValueError(f"grpc_host_port and host_port are both {self.host_port}; publish gRPC on its own port, e.g. 8001")
+        return self
+
+
+class KubernetesDeploy(_DeployCommon):
+    """deploy.target: kubernetes: where and how the cluster runs the image (pulumi-kubernetes)."""
+
+    target: Literal["kubernetes"]
     kubeconfig: Annotated[str | None, Field(
         description="Kubeconfig file, relative to model.yaml or absolute; default: the usual rules ($KUBECONFIG, else ~/.kube/config)",
     )] = None
@@ -553,68 +603,27 @@ class Kubernetes(_Strict):
         return value
 
 
-DOCKER_ONLY = {"replicas": "replicas", "cpus": "resources", "memory": "resources", "bind_address": "service_type",
-               "host_port": "service_type", "grpc_host_port": "service_type", "ready_timeout": "progress_deadline"}
+
+DEPLOY_SECTIONS: dict[str, type[DockerDeploy] | type[KubernetesDeploy]] = {
+    "docker": DockerDeploy, "kubernetes": KubernetesDeploy,
+}
 
 
-class Deploy(_Strict):
-    target: Annotated[Literal["docker", "kubernetes"], Field(
-        description="docker: one Docker host; kubernetes: a cluster, with the settings in deploy.kubernetes",
-    )] = "docker"
-    replicas: Annotated[int, Field(ge=1, le=16, description="Model containers behind the proxy")] = 1
-    cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
-    memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
-    base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
-    bind_address: IPv4Address = IPv4Address("127.0.0.1")
-    host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
-    grpc_host_port: Annotated[int | None, Field(
-        ge=1024, le=65535,
-        description="The proxy's gRPC port on the host (to serving.grpc_port of the replicas); null: gRPC is not published",
-    )] = None
-    ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
-    kubernetes: Annotated[Kubernetes | None, Field(description="The kubernetes target's settings (required for it)")] = None
+def _deploy_target(value: object) -> str | None:
+    """Which section a deploy mapping is: its target as written, docker when it names none."""
+    if isinstance(value, dict):
+        target = value.get("target", "docker")
+        return target if isinstance(target, str) else None
+    return getattr(value, "target", None)
 
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        match = MEMORY_RE.match(value)
-        if not match or memory_bytes(value) < 16 * 1024**2:
-            raise ValueError(f"{value!r} is not a memory size of at least 16Mi; write it like 512Mi or 2Gi")
-        return value
 
-    @field_validator("base_image")
-    @classmethod
-    def _own_name(cls, value: str) -> str:
-        if not value.startswith("modelstack-"):
-            raise ValueError(
-                f"{value!r} is not a locally built image (no registry is reachable); "
-                f"use {DEFAULT_BASE_IMAGE} or another image named modelstack-*"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _two_host_ports(self) -> Deploy:
-        if self.grpc_host_port == self.host_port:
-            raise ValueError(f"grpc_host_port and host_port are both {self.host_port}; publish gRPC on its own port, e.g. 8001")
-        return self
-
-    @model_validator(mode="after")
-    def _target_settings(self) -> Deploy:
-        if self.target == "kubernetes":
-            if self.kubernetes is None:
-                raise ValueError("target kubernetes needs its settings; add deploy.kubernetes with at least registry "
-                                 "(where the image is pushed, e.g. registry: 127.0.0.1:5000)")
-            # Compared with the defaults, not with what was written: the spec comes back from Pulumi
-            # state with every field filled in.
-            docker_only = [name for name in DOCKER_ONLY if getattr(self, name) != type(self).model_fields[name].default]
-            if docker_only:
-                where = ", ".join(dict.fromkeys(f"deploy.kubernetes.{DOCKER_ONLY[n]}" for n in docker_only))
-                raise ValueError(f"{', '.join(docker_only)} set the docker target; with target kubernetes, "
-                                 f"remove them and use {where}")
-        elif self.kubernetes is not None:
-            raise ValueError(f"deploy.kubernetes applies to target kubernetes, not {self.target}; "
-                             "set target: kubernetes, or remove deploy.kubernetes")
-        return self
+# One section per target, told apart by `target`: each holds its own settings and nothing else, so a
+# docker setting under target kubernetes (or the reverse) is an unknown field, named as such.
+Deploy = Annotated[
+    Annotated[DockerDeploy, Tag("docker")] | Annotated[KubernetesDeploy, Tag("kubernetes")],
+    Discriminator(_deploy_target, custom_error_type="deploy_target",
+                  custom_error_message="deploy.target is not a known target"),
+]
 
 
 class ModelSpec(_Strict):
@@ -627,7 +636,7 @@ class ModelSpec(_Strict):
     data: DataFiles
     optimize: Optimize = Optimize()
     serving: Serving = Serving()
-    deploy: Deploy = Deploy()
+    deploy: Deploy = DockerDeploy()
 
 
 def memory_bytes(value: str) -> int:

@@ -12,7 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from iac.deploy.sandbox import Sandbox, free_port
+from harness.processes import free_port
+from harness.sandbox import Sandbox
 from iac.loadgen import ThreadedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]

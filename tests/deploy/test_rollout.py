@@ -18,7 +18,7 @@ import docker
 import numpy as np
 import pytest
 
-from iac.deploy.sandbox import Sandbox, healers
+from harness.sandbox import Sandbox, healers
 from iac.loadgen import PacedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]

@@ -7,9 +7,8 @@ from typing import Any
 
 import pulumi
 import pytest
-from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
-
 from prep_reports import passing_report
+from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
 
 # Each child's type token: dynamic providers register as pulumi-python:dynamic/<module>:<name>.
 TYPES = {
@@ -147,3 +146,31 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
     }
+
+
+@pytest.mark.parametrize("deploy", [{"replicas": 1}, {"target": "kubernetes", "registry": "127.0.0.1:5000"}],
+                         ids=["docker", "kubernetes"])
+def test_api_key_guard_is_once_for_every_target(spec_folder: Path, deploy: dict[str, Any]) -> None:
+    """A spec asking for an API key on a stack without one fails in ModelService, located, before any
+    target sees it; with the key, every target is handed the variable's name and the secret together."""
+    import yaml
+
+    from iac.deploy.service import api_key_of
+    from iac.spec.errors import UserError
+    from iac.spec.load import load_resolved
+
+    path = spec_folder / "model.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["serving"] = {**doc.get("serving", {}), "api_key_env": "MODELSTACK_API_KEY"}
+    doc["deploy"] = deploy
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    spec = load_resolved(path)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith("api_key_env:"))
+    with pytest.raises(UserError) as info:
+        api_key_of(spec, None)
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"model.yaml:{line}: serving.api_key_env: asks for an API key in MODELSTACK_API_KEY")
+    key = api_key_of(spec, "s3cret")
+    assert key is not None and (key.env, key.secret) == ("MODELSTACK_API_KEY", "s3cret")
+    assert api_key_of(spec.model_copy(update={"spec": spec.spec.model_copy(update={
+        "serving": spec.spec.serving.model_copy(update={"api_key_env": None})})}), "unused") is None

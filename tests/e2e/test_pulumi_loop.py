@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conformance import check_conformance
-from iac.deploy.sandbox import Sandbox, get, healers, leftovers, post
+
+from harness.sandbox import Sandbox, get, healers, leftovers, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(900)]
 

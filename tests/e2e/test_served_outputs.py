@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iac.deploy.sandbox import free_port
+from harness.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.tf, pytest.mark.timeout(600)]
 

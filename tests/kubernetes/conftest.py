@@ -20,14 +20,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     first build takes long (see docs/kubernetes.md) and must not count against a test's timeout."""
     wanted = [item for item in session.items if item.get_closest_marker("k8s")]
     if wanted:
-        from iac.deploy.targets.kubernetes.local import ensure_tools
+        from harness.k8s.control_plane import ensure_tools
 
         ensure_tools(real_node=any("real_node" in getattr(item, "fixturenames", ()) for item in wanted))
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from iac.deploy.targets.kubernetes.local import restricted_namespace, start, stop
+    from harness.k8s.control_plane import restricted_namespace, start, stop
 
     root = tmp_path_factory.mktemp("k8s")
     cluster = start(root / "cluster", kwok_nodes=2, build=False)  # built at collection (above)
@@ -42,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def real_node(cluster: object) -> object:
     """One real node (kubelet, cri-dockerd, bridge CNI, kube-proxy) joined to the session's cluster;
     the cluster fixture's stop() takes it down."""
-    from iac.deploy.targets.kubernetes.local_node import start_node
+    from harness.k8s.node import start_node
 
     root = Path(cluster.root)
     cluster.real_node = True

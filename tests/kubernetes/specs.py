@@ -17,10 +17,10 @@ KWOK_PLACEMENT: dict[str, Any] = {
 
 
 def kubernetes_deploy(registry: str, kubeconfig: str | None, namespace: str, **settings: Any) -> dict[str, Any]:
-    k: dict[str, Any] = {"namespace": namespace, "registry": registry, **settings}
+    k: dict[str, Any] = {"target": "kubernetes", "namespace": namespace, "registry": registry, **settings}
     if kubeconfig is not None:
         k["kubeconfig"] = kubeconfig
-    return {"target": "kubernetes", "kubernetes": k}
+    return k
 
 
 def write_kubernetes_spec(folder: Path, deploy: dict[str, Any], **changes: Any) -> Path:

@@ -9,12 +9,13 @@ import numpy as np
 import pulumi
 import pytest
 from pulumi.runtime.mocks import MockResourceArgs, Mocks
-
 from specs import KWOK_PLACEMENT, kubernetes_deploy, write_kubernetes_spec
 
+from iac.deploy.targets import ContentKeys
 
 # How a Pulumi secret travels on the wire: a signature key beside the value.
 SECRET_SIG, SECRET_VALUE = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"
+KEYS = ContentKeys(model="m" * 64, image="i" * 64)  # what ModelService computes once and hands every target
 
 
 class K8sMocks(Mocks):
@@ -37,6 +38,7 @@ class K8sMocks(Mocks):
 def _graph(folder: Path, serving: dict[str, Any] | None = None, **settings: Any) -> tuple[K8sMocks, dict[str, Any]]:
     """The target alone, handed what ModelService hands it (the shared artifact and image are the Docker
     target's tests' business)."""
+    from iac.deploy.service import api_key_of
     from iac.deploy.targets import TargetArgs, target_of
     from iac.spec.load import load_resolved
 
@@ -50,8 +52,8 @@ def _graph(folder: Path, serving: dict[str, Any] | None = None, **settings: Any)
     @pulumi.runtime.test
     def build() -> pulumi.Output:
         args = TargetArgs(spec, "digits/dev/digits", "modelstack-dev-digits", pulumi.Output.from_input("sha256:" + "1" * 64),
-                          pulumi.Output.from_input("a" * 64), pulumi.Output.secret("s3cret"))
-        target = target_of(spec).Target("digits", args)
+                          pulumi.Output.from_input("a" * 64), KEYS, api_key_of(spec, pulumi.Output.secret("s3cret")))
+        target = target_of(spec).deploy("digits", args, pulumi.ResourceOptions())
         names = list(target.outputs)
         return pulumi.Output.all(*target.outputs.values()).apply(lambda values: resolved.update(zip(names, values)))
 
@@ -99,7 +101,7 @@ def test_restricted_pods_pulled_by_digest(folder: Path) -> None:
     assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
     assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
     annotations = spec["template"]["metadata"]["annotations"]
-    assert set(annotations) == {"modelstack.dev/model-key", "modelstack.dev/image-key"}
+    assert annotations == {"modelstack.dev/model-key": "m" * 16, "modelstack.dev/image-key": "i" * 16}
     assert outputs["endpoint"] == "http://digits.models.svc.cluster.local:8501/v1/models/digits:predict"
     assert outputs["grpc_target"] == "digits.models.svc.cluster.local:8001"
     assert container["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"},

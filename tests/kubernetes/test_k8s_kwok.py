@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from specs import KWOK_PLACEMENT, kubernetes_deploy
 
 pytestmark = [pytest.mark.k8s, pytest.mark.pulumi, pytest.mark.docker]
@@ -20,7 +19,7 @@ NAMESPACE = "models"
 
 @pytest.fixture(scope="module")
 def stack(cluster: object, digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from iac.deploy.targets.kubernetes.sandbox import K8sSandbox
+    from harness.k8s.sandbox import K8sSandbox
 
     deploy = kubernetes_deploy(cluster.registry, cluster.kubeconfig, NAMESPACE, replicas=3,
                                autoscaling={"min_replicas": 3, "max_replicas": 6, "cpu_utilization": 60},
@@ -124,7 +123,7 @@ def test_preview_diff_names_the_model_change(stack: object) -> None:
 
 
 def test_a_version_that_never_gets_ready_fails_up_and_the_old_pods_stay(cluster: object, stack: object) -> None:
-    from iac.deploy.targets.kubernetes.local import NEVER_READY
+    from harness.k8s.cluster import NEVER_READY
 
     serving = _ready_pods(cluster)
     assert len(serving) == 3

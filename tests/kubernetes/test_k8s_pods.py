@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-
 from specs import kubernetes_deploy
 
 pytestmark = [pytest.mark.k8s, pytest.mark.pulumi, pytest.mark.docker, pytest.mark.e2e]
@@ -26,7 +25,7 @@ SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", 
 
 @pytest.fixture(scope="module")
 def stack(real_node: object, digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from iac.deploy.targets.kubernetes.sandbox import K8sSandbox
+    from harness.k8s.sandbox import K8sSandbox
 
     deploy = kubernetes_deploy(real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=2, resources=SMALL,
                                progress_deadline=90, startup_timeout=60)
@@ -53,7 +52,7 @@ def _endpoint(stack: object) -> str:
 
 
 def _served(stack: object) -> dict:
-    from iac.deploy.sandbox import get
+    from harness.sandbox import get
     from iac.deploy.targets.kubernetes.settings import base_url
 
     return get(f"{base_url(_spec(stack))}/v1/models/digits/metadata")["metadata"]["modelstack"]
@@ -81,7 +80,7 @@ def _switch(stack: object) -> str:
 
 
 def test_digits_answers_through_the_service(stack: object, body: dict) -> None:
-    from iac.deploy.sandbox import post
+    from harness.sandbox import post
 
     url = _endpoint(stack)
     assert url.startswith("http://10.96."), url  # the Service's cluster IP, routed by kube-proxy
@@ -95,7 +94,7 @@ def test_grpc_answers_through_the_service(stack: object, body: dict) -> None:
     scores as the HTTP route."""
     import tritonclient.grpc as grpcclient
 
-    from iac.deploy.sandbox import post
+    from harness.sandbox import post
 
     host = urlsplit(_endpoint(stack)).hostname
     client = grpcclient.InferenceServerClient(f"{host}:{_spec(stack).spec.serving.grpc_port}")

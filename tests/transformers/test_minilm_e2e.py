@@ -28,7 +28,7 @@ def _post(url: str, body: dict) -> dict:
 
 
 def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Path) -> None:
-    from iac.deploy.sandbox import free_port
+    from harness.processes import free_port
     from iac.spec.load import load_resolved
     from modelprep.cache import Cache
     from modelprep.examples import minilm

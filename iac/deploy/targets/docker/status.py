@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from iac.deploy.targets.docker.settings import base_url, endpoint
+from iac.deploy.targets.docker.settings import base_url, docker_settings, endpoint
 from iac.service_client import served_metadata
 from iac.spec.models import ResolvedSpec
 
@@ -21,6 +21,7 @@ class ServiceStatus:
     replicas: list[tuple[str, str, str]]  # (name, status, health)
     proxy: str | None
     healer: bool
+    wanted: int  # deploy.replicas
 
     @property
     def ready(self) -> int:
@@ -56,7 +57,7 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
             proxy = c.status
     metadata = served_metadata(base_url(spec), spec)
     return ServiceStatus(endpoint(spec), owner, metadata.get("modelstack") if metadata else None,
-                         sorted(replicas), proxy, bool(healer_pids(owner)))
+                         sorted(replicas), proxy, bool(healer_pids(owner)), docker_settings(spec).replicas)
 
 
 def _answers_readyz(container: Any, port: int) -> bool:

@@ -11,9 +11,8 @@ from iac.deploy.targets.docker.network import Network
 from iac.deploy.targets.docker.proxy import Proxy
 from iac.deploy.targets.docker.replicas import Replicas, version_of
 from iac.deploy.targets.docker.settings import (
-    base_url, endpoint, grpc_target, probe_host, proxy_settings, publishes_grpc, replica_settings,
+    base_url, docker_settings, endpoint, grpc_target, probe_host, proxy_settings, publishes_grpc, replica_settings,
 )
-from iac.spec.errors import UserError
 from modelprep.cache import default_root
 
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
@@ -25,6 +24,7 @@ class Target(pulumi.ComponentResource):
     def __init__(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
+        deploy = docker_settings(spec)
         config_dir = str(default_root() / "proxy" / owner.replace("/", "--"))
         # Stacks deployed before targets were a seam had these children directly under ModelService.
         moved = [pulumi.Alias(parent=opts.parent)] if opts is not None and opts.parent is not None else []
@@ -34,30 +34,24 @@ class Target(pulumi.ComponentResource):
         proxy = Proxy(
             f"{name}-proxy", owner=owner, container_name=f"{base}-proxy", image=PROXY_IMAGE,
             network_name=network.network_name, settings=proxy_settings(spec), config_dir=config_dir,
-            nginx_conf=nginx_conf(spec.name, spec.spec.deploy.replicas, grpc=publishes_grpc(spec)),
+            nginx_conf=nginx_conf(spec.name, deploy.replicas, grpc=publishes_grpc(spec)),
             parked_upstream=PARKED, opts=child,
         )
         settings = replica_settings(spec)
-        key_env = spec.spec.serving.api_key_env
-        if key_env and args.api_key is None:
-            raise UserError.single(
-                spec.spec_file, "serving.api_key_env", f"asks for an API key in {key_env}, but the stack has none",
-                "set it with `pulumi config set --secret apiKey <key>`, or remove serving.api_key_env",
-            )
-        api_key = args.api_key if key_env else ""
+        key_env, api_key = (args.api_key.env, args.api_key.secret) if args.api_key is not None else (None, "")
         version = pulumi.Output.all(args.image_id, api_key).apply(lambda v: version_of(v[0], settings, v[1]))
         replicas = Replicas(
             f"{name}-replicas",
             props={
                 "owner": owner, "base_name": base, "image_id": args.image_id, "network_name": network.network_name,
-                "replicas": spec.spec.deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
+                "replicas": deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
                 "api_key_env": key_env, "proxy_name": proxy.container_name, "config_dir": config_dir,
                 "model_name": spec.name, "input_shape": list(spec.inputs[0].shape or []),
                 # several named inputs: the warm-up request names each (absent for one input)
                 **({"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
                    if len(spec.inputs) > 1 else {}),
                 "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
-                "ready_timeout_s": spec.spec.deploy.ready_timeout,
+                "ready_timeout_s": deploy.ready_timeout,
             },
             opts=pulumi.ResourceOptions(parent=self, aliases=moved, additional_secret_outputs=["api_key"]),
         )

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from iac.spec.models import Kubernetes, ResolvedSpec
+from iac.spec.models import KubernetesDeploy, ResolvedSpec
 
 MANAGED_BY = "modelstack"
 DRAIN_MARGIN_S = 6  # terminationGracePeriod = preStop delay + the server's drain time + this
@@ -14,10 +14,11 @@ PRESTOP_DELAY_S = 5  # endpoints drop the pod before SIGTERM reaches the server
 TMP_SIZE = "16Mi"  # the only writable path (/tmp), like the Docker target's tmpfs
 
 
-def settings(spec: ResolvedSpec) -> Kubernetes:
-    k = spec.spec.deploy.kubernetes
-    if k is None:  # validation guarantees it for target kubernetes
-        raise ValueError("deploy.kubernetes is missing")
+def settings(spec: ResolvedSpec) -> KubernetesDeploy:
+    """The spec's deploy section, which names this target."""
+    k = spec.spec.deploy
+    if not isinstance(k, KubernetesDeploy):
+        raise ValueError(f"the kubernetes target was handed a spec for target {k.target}")
     return k
 
 

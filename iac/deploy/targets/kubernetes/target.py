@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from iac.build.keys import context_key
-from iac.deploy.targets import TargetArgs
+from iac.deploy.targets import ContentKeys, TargetArgs
 from iac.deploy.targets.kubernetes.push import Push
 from iac.deploy.targets.kubernetes.settings import (
-    DRAIN_MARGIN_S, PRESTOP_DELAY_S, TMP_SIZE, cluster_base_url, cluster_endpoint, cluster_grpc_address,
-    kubeconfig_path, object_labels, repository, selector_labels, settings,
+    DRAIN_MARGIN_S,
+    PRESTOP_DELAY_S,
+    TMP_SIZE,
+    cluster_base_url,
+    cluster_endpoint,
+    cluster_grpc_address,
+    kubeconfig_path,
+    object_labels,
+    repository,
+    selector_labels,
+    settings,
 )
-from iac.spec.errors import UserError
-from iac.spec.models import Kubernetes, ResolvedSpec
-from modelprep.request import prep_key, prep_request
+from iac.spec.models import KubernetesDeploy, ResolvedSpec
 
 SERVING_UID = 10001  # the image's user (templates/Dockerfile.j2)
 PROBE_PERIOD_S = 2
@@ -43,23 +50,17 @@ class Target(pulumi.ComponentResource):
         account = k8s.core.v1.ServiceAccount(
             f"{name}-account", metadata=meta, automount_service_account_token=False, opts=child)
 
-        key_env = spec.spec.serving.api_key_env
         env = []
-        if key_env:
-            if args.api_key is None:
-                raise UserError.single(
-                    spec.spec_file, "serving.api_key_env", f"asks for an API key in {key_env}, but the stack has none",
-                    "set it with `pulumi config set --secret apiKey <key>`, or remove serving.api_key_env",
-                )
+        if args.api_key is not None:
             secret = k8s.core.v1.Secret(
                 f"{name}-api-key", metadata={**meta, "name": f"{spec.name}-api-key"}, type="Opaque",
-                string_data={API_KEY_FIELD: pulumi.Output.secret(args.api_key)}, opts=child)
-            env.append({"name": key_env, "value_from": {"secret_key_ref": {
+                string_data={API_KEY_FIELD: pulumi.Output.secret(args.api_key.secret)}, opts=child)
+            env.append({"name": args.api_key.env, "value_from": {"secret_key_ref": {
                 "name": secret.metadata["name"], "key": API_KEY_FIELD}}})
 
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=meta,
-            spec=deployment_spec(spec, pushed.image_ref, account.metadata["name"], env),
+            spec=deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(
                 create=f"{rollout_timeout_s(k)}s", update=f"{rollout_timeout_s(k)}s"))),
         )
@@ -94,7 +95,7 @@ class Target(pulumi.ComponentResource):
         self.register_outputs(self.outputs)
 
 
-def rollout_timeout_s(k: Kubernetes) -> int:
+def rollout_timeout_s(k: KubernetesDeploy) -> int:
     """How long the provider waits for a rollout. It reports Kubernetes' ProgressDeadlineExceeded only
     as a warning and keeps waiting, so its own timeout is what fails `pulumi up`: the deadline, plus
     a margin for the API calls."""
@@ -108,11 +109,10 @@ def grace_period_s() -> int:
     return PRESTOP_DELAY_S + math.ceil(DRAIN_TIMEOUT_S) + DRAIN_MARGIN_S
 
 
-def content_keys(spec: ResolvedSpec) -> dict[str, str]:
-    """Cheap content hashes (no TensorFlow, no build): the pod template carries them so `pulumi preview
-    --diff` names a model change even before the new image's digest is known."""
-    key = prep_key(prep_request(spec))
-    return {"modelstack.dev/model-key": key[:16], "modelstack.dev/image-key": context_key(spec, key)[:16]}
+def content_annotations(keys: ContentKeys) -> dict[str, str]:
+    """The pod template carries ModelService's content keys so `pulumi preview --diff` names a model
+    change even before the new image's digest is known."""
+    return {"modelstack.dev/model-key": keys.model[:16], "modelstack.dev/image-key": keys.image[:16]}
 
 
 def container_security() -> dict:
@@ -124,7 +124,8 @@ def container_security() -> dict:
     }
 
 
-def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulumi.Input[str], env: list) -> dict:
+def deployment_spec(spec: ResolvedSpec, keys: ContentKeys, image: pulumi.Input[str], account: pulumi.Input[str],
+                    env: list[dict[str, Any]]) -> dict[str, Any]:
     k = settings(spec)
 
     def probe(path: str, failures: int, period: int = PROBE_PERIOD_S) -> dict:
@@ -166,7 +167,7 @@ def deployment_spec(spec: ResolvedSpec, image: pulumi.Input[str], account: pulum
         "progress_deadline_seconds": k.progress_deadline,
         "revision_history_limit": 5,
         "template": {
-            "metadata": {"labels": object_labels(spec), "annotations": {**k.annotations, **content_keys(spec)}},
+            "metadata": {"labels": object_labels(spec), "annotations": {**k.annotations, **content_annotations(keys)}},
             "spec": pod,
         },
     }

@@ -8,14 +8,11 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from iac.deploy.targets.kubernetes.local import (
-    BIN, BRIDGE, NODE_IP, PAUSE_IMAGE, POD_CIDR, REAL_NODE, LocalCluster, _kubeconfig, _spawn, _terminate, _wait,
-    free_port,
-)
+from harness.k8s.cluster import BIN, BRIDGE, NODE_IP, PAUSE_IMAGE, POD_CIDR, REAL_NODE, LocalCluster, kubeconfig
+from harness.processes import free_port, spawn, terminate, wait_for
 
 CNI_BIN = "/usr/lib/cni"
 # The kubelet sets these kernel settings to its own defaults; they are saved before it starts and put back after.
@@ -41,14 +38,14 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
         ],
     }))
     socket_path = root / "cri-dockerd.sock"
-    _spawn(root, "cri-dockerd", [
+    spawn(root, "cri-dockerd", [
         str(BIN / "cri-dockerd"), f"--container-runtime-endpoint=unix://{socket_path}",
         "--docker-endpoint=unix:///var/run/docker.sock", f"--cri-dockerd-root-directory={root / 'cri-dockerd'}",
         f"--pod-infra-container-image={PAUSE_IMAGE}", f"--streaming-bind-addr=127.0.0.1:{free_port()}",
         "--network-plugin=cni", f"--cni-bin-dir={CNI_BIN}", f"--cni-conf-dir={cni / 'conf'}",
         f"--cni-cache-dir={cni / 'cache'}",
     ], pids)
-    _wait("cri-dockerd", socket_path.exists, 60, root, "cri-dockerd")
+    wait_for("cri-dockerd", socket_path.exists, 60, root, "cri-dockerd")
 
     config = root / "kubelet.yaml"
     config.write_text(yaml.safe_dump({
@@ -68,14 +65,14 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
     }))
     (root / "sysctls.json").write_text(json.dumps(
         {name: Path("/proc/sys", name).read_text().strip() for name in KUBELET_SYSCTLS}))
-    node_kubeconfig = _kubeconfig(root / "node.kubeconfig", pki, "node", server)
-    _spawn(root, "kubelet", [
+    node_kubeconfig = kubeconfig(root / "node.kubeconfig", pki, "node", server)
+    spawn(root, "kubelet", [
         str(BIN / "kubelet"), f"--config={config}", f"--kubeconfig={node_kubeconfig}",
         f"--root-dir={root / 'kubelet'}", f"--cert-dir={root / 'kubelet-pki'}", f"--hostname-override={REAL_NODE}",
         f"--node-ip={NODE_IP}", "--node-labels=type=real", "--v=1",
     ], pids)
-    proxy_kubeconfig = _kubeconfig(root / "kube-proxy.kubeconfig", pki, "kube-proxy", server)
-    _spawn(root, "kube-proxy", [
+    proxy_kubeconfig = kubeconfig(root / "kube-proxy.kubeconfig", pki, "kube-proxy", server)
+    spawn(root, "kube-proxy", [
         str(BIN / "kube-proxy"), f"--kubeconfig={proxy_kubeconfig}", f"--hostname-override={REAL_NODE}",
         f"--cluster-cidr={POD_CIDR}", "--proxy-mode=iptables",
         f"--metrics-bind-address=127.0.0.1:{free_port()}", f"--healthz-bind-address=127.0.0.1:{free_port()}",
@@ -88,7 +85,7 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
         node = core.read_node(REAL_NODE)
         return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
-    _wait("the real node", ready, 120, root, "kubelet")
+    wait_for("the real node", ready, 120, root, "kubelet")
 
 
 def stop_node(cluster: LocalCluster) -> None:
@@ -108,7 +105,7 @@ def stop_node(cluster: LocalCluster) -> None:
         pass
     for name in ("kubelet", "kube-proxy", "cri-dockerd"):
         if name in pids:
-            _terminate(pids.pop(name))
+            terminate(pids.pop(name))
     subprocess.run([str(BIN / "kube-proxy"), "--cleanup"], capture_output=True, check=False)
     _remove_pod_containers()
     for mount in sorted(_mounts_under(root), key=len, reverse=True):
@@ -165,7 +162,3 @@ def _rmdir(path: Path) -> None:
         os.rmdir(path)
     except OSError:
         pass
-
-
-def node_pods(cluster: LocalCluster) -> list[Any]:
-    return cluster.core().list_pod_for_all_namespaces(field_selector=f"spec.nodeName={REAL_NODE}").items

@@ -13,38 +13,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
-import socket
 import subprocess
 import urllib.request
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+from harness.processes import free_port
 from iac.deploy.dynamic import OWNER_LABEL
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 PULUMI = REPO / ".tools" / "bin" / "pulumi"
 STACK_FILES = REPO / "stacks" / "digits"  # Pulumi.yaml and __main__.py
 EXAMPLE_SPEC = REPO / "modelprep" / "examples" / "specs" / "digits.yaml"
 PASSPHRASE = "modelstack-sandbox"  # guards only the sandbox's own throwaway state
 # Variables of the caller's shell that would point the CLI at other state or another secret.
-_CALLER_ONLY = ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN", "PULUMI_STACK")
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768+): a published port inside it
-    competes with the host's own outgoing connections, which a load test makes by the thousand."""
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
+CALLER_ONLY = ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN", "PULUMI_STACK")
 
 
 class Sandbox:
@@ -70,7 +56,7 @@ class Sandbox:
         self.owner = f"digits/{self.name}/digits"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base_url}/v1/models/digits:predict"
-        inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
+        inherited = {k: v for k, v in os.environ.items() if k not in CALLER_ONLY}
         self.env = {
             **inherited,
             "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",

@@ -1,5 +1,5 @@
 """A throwaway digits stack pointed at a Kubernetes cluster, driven through the real Pulumi CLI (tests,
-`make k8s-demo`, the scale benchmark). Like `iac.deploy.sandbox.Sandbox`: its own project folder,
+`make k8s-demo`, the scale benchmark). Like `harness.sandbox.Sandbox`: its own project folder,
 file-backend state and passphrase, the pristine example spec with its deploy section set here, and
 PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin."""
 
@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from iac.deploy.sandbox import _CALLER_ONLY, EXAMPLE_SPEC, PASSPHRASE, PULUMI, STACK_FILES
+from harness.sandbox import CALLER_ONLY, EXAMPLE_SPEC, PASSPHRASE, PULUMI, STACK_FILES
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[2]
 PULUMI_HOME = REPO / ".tools" / "pulumi-home"
 
 
@@ -40,7 +40,7 @@ class K8sSandbox:
         (self.dir / "Pulumi.yaml").write_text(project)
         self.name = f"k{uuid.uuid4().hex[:8]}"
         self.write_spec(deploy, **changes)
-        inherited = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
+        inherited = {k: v for k, v in os.environ.items() if k not in CALLER_ONLY}
         self.env = {
             **inherited,
             "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
@@ -67,9 +67,9 @@ class K8sSandbox:
         self.spec_path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
     def edit_kubernetes(self, **settings: Any) -> None:
-        """Change deploy.kubernetes settings (None removes one)."""
+        """Change the deploy section's settings (None removes one)."""
         doc = self.spec()
-        k = doc["deploy"]["kubernetes"]
+        k = doc["deploy"]
         for key, value in settings.items():
             if value is None:
                 k.pop(key, None)

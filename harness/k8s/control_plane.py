@@ -3,68 +3,38 @@ kube-apiserver (TLS, RBAC, PodSecurity), controller-manager, scheduler, kwok's s
 registry, and optionally one real node (kubelet ▸ cri-dockerd ▸ the running dockerd, a bridge CNI,
 kube-proxy). Every binary comes from `scripts/k8s_tools.sh` (.tools/bin).
 
-    python -m iac.deploy.targets.kubernetes.local up DIR [--kwok-nodes N] [--real-node]
-    python -m iac.deploy.targets.kubernetes.local down DIR
+    python -m harness.k8s.control_plane up DIR [--kwok-nodes N] [--real-node]
+    python -m harness.k8s.control_plane down DIR
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[4]
-TOOLS = REPO / ".tools"
-BIN = TOOLS / "bin"
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.233.0.0/24"
-BRIDGE = "mstk8s0"
-NODE_IP = "172.17.0.1"  # docker0: a kubelet refuses a loopback node IP
-REAL_NODE = "modelstack-node"
-PAUSE_IMAGE = "modelstack-pause:1"
-KWOK_ANNOTATION = "kwok.x-k8s.io/node"
-NEVER_READY = "modelstack.dev/simulate-never-ready"  # kwok leaves pods with this annotation unready
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
-
-
-@dataclass
-class LocalCluster:
-    root: str
-    kubeconfig: str
-    registry: str  # host:port of the registry pods pull from
-    api_port: int
-    pids: dict[str, int] = field(default_factory=dict)
-    real_node: bool = False
-
-    def save(self) -> None:
-        Path(self.root, "cluster.json").write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, root: str | Path) -> LocalCluster:
-        return cls(**json.loads(Path(root, "cluster.json").read_text()))
-
-    def core(self) -> Any:
-        from kubernetes import client, config
-
-        return client.CoreV1Api(config.new_client_from_config(self.kubeconfig))
-
-    def api(self) -> Any:
-        from kubernetes import config
-
-        return config.new_client_from_config(self.kubeconfig)
+from harness.k8s.cluster import (
+    BIN,
+    KWOK_ANNOTATION,
+    NEVER_READY,
+    NODE_IP,
+    REAL_NODE,
+    REPO,
+    RESTRICTED,
+    SERVICE_CIDR,
+    TOOLS,
+    LocalCluster,
+    kubeconfig,
+)
+from harness.k8s.node import start_node, stop_node
+from harness.processes import free_port, spawn, terminate, wait_for
 
 
 def ensure_tools(real_node: bool = False) -> None:
@@ -81,12 +51,6 @@ def ensure_tools(real_node: bool = False) -> None:
     finally:
         if provider.wait() != 0:
             raise RuntimeError("scripts/k8s_tools.sh provider failed (see its output above)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- certificates (openssl)
@@ -124,40 +88,6 @@ def _sign(pki: Path, name: str, subject: str, sans: str | None) -> None:
              "-out", f"{name}.crt", "-days", "30", "-extfile", str(ext), cwd=pki)
 
 
-def _kubeconfig(path: Path, pki: Path, user: str, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "modelstack-local",
-        "clusters": [{"name": "modelstack-local", "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")}}],
-        "users": [{"name": user, "user": {"client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
-        "contexts": [{"name": "modelstack-local", "context": {"cluster": "modelstack-local", "user": user}}],
-    }))
-    return path
-
-
-# ---------------------------------------------------------------- processes
-
-def _spawn(root: Path, name: str, argv: list[str], pids: dict[str, int]) -> subprocess.Popen:
-    log = open(root / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    pids[name] = proc.pid
-    return proc
-
-
-def _wait(what: str, check: Any, timeout: float, root: Path | None = None, log: str | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.3)
-    tail = ""
-    if root is not None and log is not None and (root / "logs" / f"{log}.log").exists():
-        tail = (root / "logs" / f"{log}.log").read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"{what} did not come up within {timeout:.0f} s\n{tail}")
-
-
 def _api_ready(pki: Path, port: int) -> bool:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
@@ -181,19 +111,19 @@ def start(root: str | Path, *, kwok_nodes: int = 1, real_node: bool = False, bui
     if registry_port:
         ports["registry"] = registry_port
     server = f"https://127.0.0.1:{ports['api']}"
-    cluster = LocalCluster(str(root), str(_kubeconfig(root / "admin.kubeconfig", pki, "admin", server)),
+    cluster = LocalCluster(str(root), str(kubeconfig(root / "admin.kubeconfig", pki, "admin", server)),
                            f"127.0.0.1:{ports['registry']}", ports["api"], real_node=real_node)
     pids = cluster.pids
     try:
         _registry(root, ports["registry"], pids)
         etcd = f"http://127.0.0.1:{ports['etcd']}"
         peer = f"http://127.0.0.1:{ports['peer']}"
-        _spawn(root, "etcd", [str(BIN / "etcd"), "--name", "local", "--data-dir", str(root / "etcd"),
+        spawn(root, "etcd", [str(BIN / "etcd"), "--name", "local", "--data-dir", str(root / "etcd"),
                               "--listen-client-urls", etcd, "--advertise-client-urls", etcd,
                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
                               "--initial-cluster", f"local={peer}", "--log-level", "warn",
                               "--quota-backend-bytes", str(4 * 1024**3)], pids)
-        _spawn(root, "kube-apiserver", [
+        spawn(root, "kube-apiserver", [
             str(BIN / "kube-apiserver"), "--etcd-servers", etcd, "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1", f"--secure-port={ports['api']}", "--endpoint-reconciler-type=none",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
@@ -206,34 +136,32 @@ def start(root: str | Path, *, kwok_nodes: int = 1, real_node: bool = False, bui
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--profiling=false", "--v=1",
         ], pids)
-        _wait("kube-apiserver", lambda: _api_ready(pki, ports["api"]), 120, root, "kube-apiserver")
-        cm = _kubeconfig(root / "controller-manager.kubeconfig", pki, "controller-manager", server)
-        _spawn(root, "kube-controller-manager", [
+        wait_for("kube-apiserver", lambda: _api_ready(pki, ports["api"]), 120, root, "kube-apiserver")
+        cm = kubeconfig(root / "controller-manager.kubeconfig", pki, "controller-manager", server)
+        spawn(root, "kube-controller-manager", [
             str(BIN / "kube-controller-manager"), f"--kubeconfig={cm}", f"--authentication-kubeconfig={cm}",
             f"--authorization-kubeconfig={cm}", "--use-service-account-credentials=true", "--leader-elect=false",
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--secure-port=0", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
             "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
         ], pids)
-        sched = _kubeconfig(root / "scheduler.kubeconfig", pki, "scheduler", server)
-        _spawn(root, "kube-scheduler", [
+        sched = kubeconfig(root / "scheduler.kubeconfig", pki, "scheduler", server)
+        spawn(root, "kube-scheduler", [
             str(BIN / "kube-scheduler"), f"--kubeconfig={sched}", f"--authentication-kubeconfig={sched}",
             f"--authorization-kubeconfig={sched}", "--leader-elect=false", "--secure-port=0",
             "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
         ], pids)
         kwok_config = _kwok_stages(root)
-        kw = _kubeconfig(root / "kwok.kubeconfig", pki, "kwok", server)
-        _spawn(root, "kwok", [
+        kw = kubeconfig(root / "kwok.kubeconfig", pki, "kwok", server)
+        spawn(root, "kwok", [
             str(BIN / "kwok"), f"--kubeconfig={kw}", f"--config={kwok_config}", "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
             f"--server-address=127.0.0.1:{ports['kwok']}",
         ], pids)
         core = cluster.core()
-        _wait("the default service account's namespace", lambda: core.read_namespace("default"), 60)
+        wait_for("the default service account's namespace", lambda: core.read_namespace("default"), 60)
         add_kwok_nodes(cluster, kwok_nodes)
         if real_node:
-            from iac.deploy.targets.kubernetes.local_node import start_node
-
             start_node(cluster, pki, server, ports)
         cluster.save()
         return cluster
@@ -250,8 +178,8 @@ def _registry(root: Path, port: int, pids: dict[str, int]) -> None:
         "storage": {"filesystem": {"rootdirectory": str(root / "registry")}, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}"},
     }))
-    _spawn(root, "registry", ["/usr/bin/docker-registry", "serve", str(config)], pids)
-    _wait("the registry", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
+    spawn(root, "registry", ["/usr/bin/docker-registry", "serve", str(config)], pids)
+    wait_for("the registry", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
           30, root, "registry")
 
 
@@ -289,7 +217,7 @@ def add_kwok_nodes(cluster: LocalCluster, count: int, start_index: int = 0) -> l
         return all(any(c.type == "Ready" and c.status == "True" for c in (nodes[n].status.conditions or []))
                    for n in names if n in nodes) and all(n in nodes for n in names)
 
-    _wait(f"{count} kwok nodes", ready, 60)
+    wait_for(f"{count} kwok nodes", ready, 60)
     return names
 
 
@@ -323,43 +251,18 @@ def stop(cluster: LocalCluster) -> None:
     """Stop every process this cluster started, by its PID, newest first; wait for each to exit."""
     root = Path(cluster.root)
     if cluster.real_node:
-        from iac.deploy.targets.kubernetes.local_node import stop_node
-
         stop_node(cluster)
     for name in reversed(list(cluster.pids)):
         if name in {"kubelet", "cri-dockerd", "kube-proxy"}:
             continue
-        _terminate(cluster.pids[name])
+        terminate(cluster.pids[name])
     cluster.pids.clear()
     if root.exists():
         cluster.save()
 
 
-def _terminate(pid: int, timeout: float = 20.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return
-        except ChildProcessError:  # not our child (another process started it): poll its existence
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iac.deploy.targets.kubernetes.local")
+    parser = argparse.ArgumentParser(prog="python -m harness.k8s.control_plane")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a local cluster under DIR")
     up.add_argument("dir")
