@@ -9,12 +9,15 @@ blocking stderr) and 12 (a padded head refused on the first read).
 from __future__ import annotations
 
 import json
+import os
 import select
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
-from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config
+from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config, rss_kib
 
 PREDICT = f"/v1/models/{MODEL}:predict"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -166,3 +169,110 @@ def test_fair_shares_cut_the_largest_holders_and_only_for_a_holder_within_its_sh
     assert make_room(100, 120, 0, 25, [("a", 30), ("b", 30)], floor=50) == ["a", "b"]
     assert make_room(100, 90, 5, 21, holders) is None  # 26 > its share of 25: it gives way itself
     assert make_room(100, 95, 0, 10, [("a", 5), ("b", 5)], floor=50) is None  # nobody holds more than it
+
+
+# --- 8: logging ---------------------------------------------------------------------------------------
+
+
+def test_8a_a_long_target_is_cut_in_the_access_log_with_the_cut_shown(tmp_path: Path) -> None:
+    # The issue: the whole target (up to 64 KiB) went into every access-log line, 120 MB in 0.5 s.
+    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER)
+    try:
+        server.wait_for("ready")
+        target = "/healthz?" + "x" * 60_000
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert _status(sock) == 200
+        time.sleep(0.3)
+        [line] = [r for r in server.records() if r.get("event") == "request" and r["path"].startswith("/healthz?")]
+        assert len(line["path"]) < 300 and line["path"].endswith(f"...[+{len(target) - 256} chars]"), line["path"]
+    finally:
+        assert server.stop() == 0
+
+
+def _stalled_log_server(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """The fake server with its stderr a pipe nobody reads (a stalled log reader); (process, port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    config = tmp_path / "serving.json"
+    config.write_text(json.dumps(make_config("fake.model", port=port)))
+    full_env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config), **(env or {})}
+    proc = subprocess.Popen(FAKE_SERVER, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                if _status(sock) == 200:
+                    return proc, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become ready")
+
+
+def _pipelined(port: int, requests: list[bytes], batch: int = 200) -> int:
+    """Send ``requests`` on one connection, ``batch`` at a time, reading every answer; the 200s."""
+    ok = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for start in range(0, len(requests), batch):
+            part = requests[start:start + batch]
+            sock.sendall(b"".join(part))
+            for _ in part:
+                status = int(reader.readline().split()[1])
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                reader.read(length)
+                ok += status == 200
+    return ok
+
+
+def _stop_stalled(proc: subprocess.Popen[bytes]) -> bytes:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    rest = proc.stderr.read()  # let it write the rest and exit
+    assert proc.wait(timeout=15) == 0
+    return rest
+
+
+def test_8b_the_log_buffer_is_capped_while_the_reader_stalls_and_drops_are_counted(tmp_path: Path) -> None:
+    # The issue: with the reader stalled, every line moved from the capped buffer into an uncapped
+    # one each 10 ms: 56 -> 261 MB after 3,000 requests with long targets.
+    proc, port = _stalled_log_server(tmp_path)
+    try:
+        rss_before = rss_kib(proc.pid)
+        long_targets = [f"GET /healthz?{'x' * 60_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()] * 3000
+        assert _pipelined(port, long_targets, batch=50) == 3000
+        short = [f"GET /healthz?{'y' * 250} HTTP/1.1\r\nHost: x\r\n\r\n".encode()] * 30_000
+        assert _pipelined(port, short) == 30_000  # about 12 MB of lines: more than the buffer holds
+        grown_mib = (rss_kib(proc.pid) - rss_before) / 1024
+        assert grown_mib < 40, f"server memory grew by {grown_mib:.0f} MiB"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            metrics = b""
+            while chunk := sock.recv(65536):
+                metrics += chunk
+        [dropped] = [line for line in metrics.decode().splitlines()
+                     if line.startswith("modelstack_log_lines_dropped_total ")]
+        assert int(dropped.split()[1]) > 1000, dropped
+    finally:
+        rest = _stop_stalled(proc)
+    assert b'"log_lines_dropped"' in rest
+
+
+def test_8c_a_warning_printed_on_the_request_path_never_waits_for_the_log_reader(tmp_path: Path) -> None:
+    # The issue: numpy's RuntimeWarning went straight to stderr; with the pipe full, the write
+    # blocked the loop and HTTP, /healthz and gRPC all stalled until the reader resumed.
+    proc, port = _stalled_log_server(tmp_path, env={"FAKE_WARN": "1"})
+    try:
+        predict = _post(PREDICT, BODY)
+        started = time.monotonic()
+        assert _pipelined(port, [predict] * 3000) == 3000  # ~3,000 warnings: many times a pipe's capacity
+        assert time.monotonic() - started < 20
+    finally:
+        rest = _stop_stalled(proc)
+    assert b'"event":"stderr"' in rest and b"RuntimeWarning" in rest
