@@ -19,6 +19,8 @@ HTTP/2 (also the prior-knowledge preface) are refused.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections import deque
 from email.utils import formatdate
@@ -42,6 +44,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_S = 2.0
 LINGER_MAX_S = 60.0  # ... but no longer than this after the last write, if the answer cannot leave
 _RETRY = (("Retry-After", "1"),)
+# Bytes parsed at a time: a head that starts anywhere in a read is measured to within this.
+FEED_SLICE = 16 * 1024
 
 
 class App(Protocol):
@@ -94,6 +98,8 @@ class HttpConnection(asyncio.Protocol):
         self.remote = ""
         self.last_active = time.monotonic()  # last byte read or written
         self.partial_since: float | None = None  # first byte of a request not yet complete
+        self._paused_since: float | None = None  # the client stopped reading its answers
+        self.unsent = 0  # answer bytes written but not yet taken by the socket (counted by the server)
 
     # -- asyncio callbacks --
 
@@ -113,8 +119,21 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if self._closing or self._broken:
             return  # lingering after a closing response, or after a refusal: drop what arrives
+        if len(data) <= FEED_SLICE:
+            self._feed(data)
+        else:  # in slices, so a head (and its padding) is measured within a slice wherever it starts
+            view = memoryview(data)
+            for start in range(0, len(data), FEED_SLICE):
+                self._feed(view[start:start + FEED_SLICE])
+                if self._broken:
+                    break
+        self._continue()
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Parse one slice; count the bytes of a head in progress (llhttp holds them) against the caps."""
         server = self._server
-        if self._in_head:  # head bytes are held inside the parser until the head is complete
+        in_head = self._in_head
+        if in_head:
             self._head_held += len(data)
             server.buffered += len(data)
         elif self._parsing is None and self.partial_since is None:
@@ -124,23 +143,30 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             error, self._error = self._error, None  # what our callback raised (httptools keeps no cause)
             self._refuse(error if error is not None else ClientError(400, _malformed(exc)))
+            return
         except httptools.HttpParserUpgrade:
             self._refuse(_upgrade_refused())
+            return
         except httptools.HttpParserInvalidMethodError:
             self._refuse(ClientError(400, "malformed request line or unknown method; send "
                                           "'GET|HEAD|POST <target> HTTP/1.1' followed by CRLF"))
+            return
         except httptools.HttpParserError as exc:
             if str(exc).startswith("Pause on PRI"):  # the HTTP/2 prior-knowledge preface
                 self._refuse(ClientError(505, "HTTP/2 is not supported here; send HTTP/1.1 requests"))
             else:
                 self._refuse(ClientError(400, _malformed(exc)))
-        else:
-            if self._in_head and self._head_held > 2 * server.max_header_bytes:
-                # Padding llhttp keeps inside one field (spaces, an endless value) counts too.
-                self._refuse(ClientError(431, _head_too_long(server.max_header_bytes)))
-            elif server.buffered > server.max_buffered_bytes and self._parsing is not None:
-                self._refuse(_busy())
-        self._continue()
+            return
+        if not self._in_head:
+            return
+        if not in_head:  # a head began in this slice and goes on: the slice counts (at most FEED_SLICE too many)
+            self._head_held += len(data)
+            server.buffered += len(data)
+        if self._head_held > 2 * server.max_header_bytes:
+            # Padding llhttp keeps inside one field (spaces, an endless value) counts too.
+            self._refuse(ClientError(431, _head_too_long(server.max_header_bytes)))
+        elif server.buffered > server.max_buffered_bytes and not server.make_room(self, len(data)):
+            self._refuse(_busy())
 
     def eof_received(self) -> bool:
         self._peer_eof = True
@@ -161,15 +187,20 @@ class HttpConnection(asyncio.Protocol):
             request = item.request if isinstance(item, _Refusal) else item
             self._server.buffered -= request.held
             request.held = 0
+        self._server.unsent -= self.unsent
+        self.unsent = 0
         self._server.unregister(self)
 
     def pause_writing(self) -> None:  # the client does not read its answers: stop reading
         self._writing_paused = True
+        self._paused_since = time.monotonic()
         self._flow()
 
     def resume_writing(self) -> None:
         self._writing_paused = False
+        self._paused_since = None
         self.last_active = time.monotonic()
+        self.count_unsent()
         self._continue()
 
     # -- llhttp callbacks (httptools calls them from feed_data) --
@@ -223,6 +254,8 @@ class HttpConnection(asyncio.Protocol):
         request = self._parsing
         assert request is not None
         server = self._server
+        if self._head_held > 2 * server.max_header_bytes:  # padding, measured within FEED_SLICE
+            raise ClientError(431, _head_too_long(server.max_header_bytes))
         server.buffered -= self._head_held
         self._head_held = 0
         self._in_head = False
@@ -266,11 +299,8 @@ class HttpConnection(asyncio.Protocol):
             if any(c not in ("identity", "") for c in codings):
                 raise ClientError(415, f"Content-Encoding {show(', '.join(codings))} is not supported; "
                                        "send the body uncompressed, without Content-Encoding")
-        if length:
-            if server.buffered + length > server.max_buffered_bytes:
-                raise _busy()
-            server.buffered += length
-            self._held = length
+        # The body's bytes are counted as they arrive (on_body), never as declared: a declared
+        # length costs the server nothing until it is sent.
         self._expect_continue = (
             "expect" in values and version == "1.1" and (length > 0 or self._chunked)
             and headers.get("expect").lower() == "100-continue"
@@ -278,16 +308,16 @@ class HttpConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
-        self._body_size += len(body)
-        if self._chunked:
-            server = self._server
-            if self._body_size > server.max_body_bytes:
-                raise self._stop(ClientError(413, f"the chunked request body is over {server.max_body_bytes} "
-                                                  "bytes (max_body_bytes)"))
-            server.buffered += len(body)
-            self._held += len(body)
-            if server.buffered > server.max_buffered_bytes:
-                raise self._stop(_busy())
+        size = len(body)
+        self._body_size += size
+        server = self._server
+        if self._chunked and self._body_size > server.max_body_bytes:
+            raise self._stop(ClientError(413, f"the chunked request body is over {server.max_body_bytes} "
+                                              "bytes (max_body_bytes)"))
+        server.buffered += size
+        self._held += size
+        if server.buffered > server.max_buffered_bytes and not server.make_room(self, size):
+            raise self._stop(_busy())
 
     def on_message_complete(self) -> None:
         request = self._parsing
@@ -369,6 +399,27 @@ class HttpConnection(asyncio.Protocol):
     # -- state the server asks about --
 
     @property
+    def holding(self) -> int:
+        """Request bytes of the message being read: what a cut gives back (``serving.shares``)."""
+        return self._held + self._head_held
+
+    def cut(self) -> None:
+        """Refuse the message being read with 503: a connection within its share needs its bytes."""
+        if self._parsing is not None and not self._broken and not self._closing:
+            self._refuse(_busy())
+            self._continue()
+
+    def count_unsent(self) -> None:
+        """Count the answer bytes the socket has not taken yet against the server's cap on them."""
+        transport = self._transport
+        now = transport.get_write_buffer_size() if transport is not None else 0
+        server = self._server
+        server.unsent += now - self.unsent
+        self.unsent = now
+        if now and server.unsent > server.max_unsent_bytes:
+            server.trim_unsent(self)
+
+    @property
     def idle(self) -> bool:
         """No request in progress: nothing received since the last answer."""
         return self.request is None and self._parsing is None and not self._pending
@@ -378,15 +429,27 @@ class HttpConnection(asyncio.Protocol):
         (a client that stopped reading must not hold the server's memory)."""
         if self._transport is not None:
             if abort:
+                self._closing = True  # nothing more is answered or read
+                self._server.unsent -= self.unsent  # dropped now, not when the loop gets to it
+                self.unsent = 0
+                _reset_on_close(self._transport)
                 self._transport.abort()
             else:
                 self._transport.close()
 
     def expire(self, now: float) -> None:
         """Called periodically: end a connection that is silent, stuck or too slow."""
-        if self._transport is None or self.request is not None or self._pending:
-            return  # an answer is being computed
+        if self._transport is None:
+            return
         server = self._server
+        if self._paused_since is not None:
+            # The client has not read its answers for this long: whatever else is queued or being
+            # computed for it, its connection ends (nothing it will not read is kept for it).
+            if now - self._paused_since > server.idle_timeout_s:
+                self.close(abort=True)
+            return
+        if self.request is not None or self._pending:
+            return  # an answer is being computed
         if (self.partial_since is not None and now - self.partial_since > server.request_timeout_s
                 and not self._closing and not self._broken):
             self._refuse(ClientError(408, f"the request was not complete within "
@@ -424,6 +487,7 @@ class HttpConnection(asyncio.Protocol):
         head = self._head_bytes(request, status, body, headers, content_type, close)
         transport.write(head if request.method == "HEAD" else head + body)
         self.last_active = time.monotonic()
+        self.count_unsent()
         self._app.record(request, status, self.remote)
         if close:
             self._close_after_write(transport)
@@ -467,6 +531,17 @@ class HttpConnection(asyncio.Protocol):
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
             return
         transport.abort()
+
+
+def _reset_on_close(transport: asyncio.BaseTransport) -> None:
+    """Make closing the socket send a reset and drop what the kernel still holds for the client
+    (SO_LINGER 0): an aborted client's unread answers must not stay in kernel memory either."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
 
 
 def _codings(headers: Headers, name: str) -> list[str]:

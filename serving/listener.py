@@ -11,6 +11,7 @@ from typing import Any
 from serving.config import ServingConfig
 from serving.http1 import App, HttpConnection
 from serving.logs import log_event
+from serving.shares import make_room
 
 # How often connections are checked for their timeouts.
 SWEEP_INTERVAL_S = 1.0
@@ -43,7 +44,11 @@ class HttpServer:
         self.max_connections = config.max_connections
         self.request_timeout_s = config.request_timeout_s
         self.idle_timeout_s = config.idle_timeout_s
-        self.buffered = 0  # request bytes held across connections (heads, bodies, reserved lengths)
+        self.buffered = 0  # request bytes held across connections (heads and bodies, as they arrive)
+        # Answer bytes written and not yet taken by the sockets of clients that do not read: a cap
+        # of the same size (every such answer is first held whole in memory).
+        self.max_unsent_bytes = config.max_buffered_bytes
+        self.unsent = 0
         self._connections: set[HttpConnection] = set()
         self._closed: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -98,6 +103,7 @@ class HttpServer:
         now = time.monotonic()
         for conn in list(self._connections):
             conn.expire(now)
+            conn.count_unsent()  # answers that left since they were counted
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -126,6 +132,29 @@ class HttpServer:
             return False
         self._connections.add(conn)
         return True
+
+    def make_room(self, conn: HttpConnection, extra: int) -> bool:
+        """Request bytes are over the cap after ``conn`` read ``extra`` more: cut the messages of
+        connections holding more than it, largest first (each gets 503), if ``conn`` is within its
+        share (``serving.shares``). False when ``conn`` is the one to give way."""
+        others = ((c, c.holding) for c in self._connections if c is not conn)
+        cut = make_room(self.max_buffered_bytes, self.buffered - extra, conn.holding - extra, extra, others,
+                        floor=self.max_body_bytes + 2 * self.max_header_bytes)
+        if cut is None:
+            return False
+        for victim in cut:
+            victim.cut()
+        return True
+
+    def trim_unsent(self, conn: HttpConnection) -> None:
+        """Unsent answer bytes are over the cap after a write to ``conn``: end the connections of the
+        clients holding the most answers unread (``serving.shares``), or ``conn``'s when it is the
+        one over its share."""
+        others = ((c, c.unsent) for c in self._connections if c is not conn)
+        cut = make_room(self.max_unsent_bytes, self.unsent - conn.unsent, 0, conn.unsent, others,
+                        floor=self.max_body_bytes)
+        for victim in [conn] if cut is None else cut:
+            victim.close(abort=True)
 
     def unregister(self, conn: HttpConnection) -> None:
         self._connections.discard(conn)

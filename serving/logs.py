@@ -9,11 +9,19 @@ that reports room takes ``PIPE_BUF`` bytes without blocking) and keeps the rest 
 turn. There is no writer thread: a thread that wakes to write takes the GIL from the loop, and
 on a busy machine the loop then waits until that thread gets a CPU. Before the loop runs and at
 exit (``flush_logs()``) lines are written directly.
+
+Nothing a client sends reaches the log unbounded: a request target is cut to ``MAX_TARGET_CHARS``
+and every text field of an event to ``MAX_FIELD_CHARS``, the cut shown (``...[+N chars]``). What
+is waiting to be written is capped in lines and bytes; beyond, lines are dropped and counted
+(a ``log_lines_dropped`` event, and ``modelstack_log_lines_dropped_total`` in ``/metrics``). While
+the loop flushes, ``sys.stderr`` is a sink into this buffer, so a warning printed on the request
+path (numpy's RuntimeWarning) never waits for a stalled log reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import select
@@ -27,6 +35,10 @@ LOG_FLUSH_S = 0.01
 # Lines kept while stderr does not take them (a stalled log reader); beyond this they are
 # counted and dropped rather than held in memory or allowed to block the server.
 MAX_BUFFERED_LINES = 100_000
+MAX_BUFFERED_BYTES = 8 * 1024 * 1024  # ... and this many bytes, formatted lines and taken-out bytes together
+MAX_TARGET_CHARS = 256  # of a request target in an access-log line
+MAX_FIELD_CHARS = 4096  # of any text field of an event (a traceback fits)
+_ENTRY_BYTES = 160  # an access-log line without its target, for the byte count
 
 _lock = threading.Lock()  # guards the buffer: lines may come from other threads
 # An access-log entry, HTTP or gRPC: time, method, target, status, seconds, remote, gRPC code
@@ -34,25 +46,39 @@ _lock = threading.Lock()  # guards the buffer: lines may come from other threads
 _Entry = tuple[float, str, str, int, float, str, "str | None"]
 _buffer: list[str | _Entry] = []
 _unsent = [b""]  # bytes of lines taken from the buffer that stderr has not taken yet
-_dropped = [0]
+_dropped = [0]  # since the last log_lines_dropped event
+_dropped_total = [0]  # since start, for /metrics
+_buffered_bytes = [0]  # of the lines in _buffer (an estimate for entries)
+_stderr: list[Any] = [None]  # the real stderr while sys.stderr is the sink
 _loop: list[asyncio.AbstractEventLoop | None] = [None]
 _second_stamp: tuple[int, str] = (-1, "")
 _milli_stamp: tuple[int, str] = (-1, "")
 
 
 def log_event(**fields: Any) -> None:
-    """Write one JSON line ``{"ts": ..., **fields}``."""
+    """Write one JSON line ``{"ts": ..., **fields}`` (text fields cut to ``MAX_FIELD_CHARS``)."""
+    for key, value in fields.items():
+        if not isinstance(value, (int, float, bool, type(None))):
+            fields[key] = cut(value if isinstance(value, str) else str(value), MAX_FIELD_CHARS)
     write_line(json.dumps({"ts": timestamp(), **fields}, separators=(",", ":"), default=str))
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` whole, or its first ``limit`` characters and how many more there were."""
+    return text if len(text) <= limit else f"{text[:limit]}...[+{len(text) - limit} chars]"
 
 
 def write_line(line: str | _Entry) -> None:
     """Buffer one already-formatted JSON line, or an access-log entry (written at once while no loop
     flushes them)."""
+    size = len(line) if isinstance(line, str) else len(line[2]) + _ENTRY_BYTES
     with _lock:
-        if len(_buffer) >= MAX_BUFFERED_LINES:
+        if len(_buffer) >= MAX_BUFFERED_LINES or _buffered_bytes[0] + len(_unsent[0]) + size > MAX_BUFFERED_BYTES:
             _dropped[0] += 1
+            _dropped_total[0] += 1
             return
         _buffer.append(line)
+        _buffered_bytes[0] += size
     if _loop[0] is None:
         flush_logs()
 
@@ -61,7 +87,14 @@ def write_request(method: str, target: str, status: int, seconds: float, remote:
                   grpc_code: str | None = None) -> None:
     """Buffer one access-log line, formatted when it is written out. A gRPC call gives its method
     as ``"gRPC"``, the RPC's path as the target and its status code's name."""
+    if len(target) > MAX_TARGET_CHARS:
+        target = cut(target, MAX_TARGET_CHARS)
     write_line((time.time(), method, target, status, seconds, remote, grpc_code))
+
+
+def dropped_lines() -> int:
+    """Log lines dropped since start because stderr did not take them in time."""
+    return _dropped_total[0]
 
 
 def _request_line(entry: str | _Entry) -> str:
@@ -80,8 +113,12 @@ def _quoted(text: str) -> str:
 
 
 def flush_on(loop: asyncio.AbstractEventLoop) -> None:
-    """From now on ``loop`` writes the buffered lines every ``LOG_FLUSH_S``, never blocking."""
+    """From now on ``loop`` writes the buffered lines every ``LOG_FLUSH_S``, never blocking; what
+    is printed to ``sys.stderr`` meanwhile goes through the buffer too."""
     _loop[0] = loop
+    if _stderr[0] is None:
+        _stderr[0] = sys.stderr
+        sys.stderr = _StderrSink()
 
     def tick() -> None:
         if _loop[0] is loop and not loop.is_closed():
@@ -94,6 +131,8 @@ def flush_on(loop: asyncio.AbstractEventLoop) -> None:
 def stop_flushing() -> None:
     """Back to writing lines at once (the loop is ending), after writing what is buffered."""
     _loop[0] = None
+    if _stderr[0] is not None:
+        sys.stderr, _stderr[0] = _stderr[0], None
     flush_logs()
 
 
@@ -104,29 +143,63 @@ def flush_logs() -> None:
 
 def _flush(block: bool) -> None:
     with _lock:
-        lines = _buffer[:]
-        _buffer.clear()
-        dropped, _dropped[0] = _dropped[0], 0
+        # Lines leave the buffer only while the bytes stderr has not taken are few: a stalled
+        # reader leaves them counted in the buffer (and its caps) instead of in ever more bytes.
+        if block or len(_unsent[0]) <= _MAX_UNSENT_BYTES:
+            lines = _buffer[:]
+            _buffer.clear()
+            _buffered_bytes[0] = 0
+            dropped, _dropped[0] = _dropped[0], 0
+        else:
+            lines, dropped = [], 0
     if dropped:
         lines.append(json.dumps({"ts": timestamp(), "event": "log_lines_dropped", "count": dropped}))
     data = _unsent[0] + ("\n".join(map(_request_line, lines)) + "\n").encode() if lines else _unsent[0]
     if not data:
         return
+    stderr = _stderr[0] or sys.stderr
     try:
-        fd = sys.stderr.fileno()
+        fd = stderr.fileno()
     except (AttributeError, OSError, ValueError):  # replaced (e.g. captured by a test runner)
         try:
-            sys.stderr.write(data.decode())
-            sys.stderr.flush()
+            stderr.write(data.decode())
+            stderr.flush()
         except (OSError, ValueError):
             pass
         _unsent[0] = b""
         return
     try:
-        sys.stderr.flush()  # whatever was printed directly goes first
+        if block:
+            stderr.flush()  # whatever was printed directly goes first
         _unsent[0] = data[_write(fd, data, block):]
     except OSError:  # stderr closed: nothing useful left to do
         _unsent[0] = b""
+
+
+_MAX_UNSENT_BYTES = 256 * 1024
+
+
+class _StderrSink(io.TextIOBase):
+    """``sys.stderr`` while the loop flushes: each line printed becomes a ``stderr`` event in the
+    buffer (cut, capped, never waiting for the reader)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_FIELD_CHARS:  # a line without an end is cut too
+            lines.append(self._partial)
+            self._partial = ""
+        for line in lines:
+            if line:
+                log_event(event="stderr", text=line)
+        return len(text)
 
 
 def _write(fd: int, data: bytes, block: bool) -> int:

@@ -13,6 +13,7 @@ path, so the label set stays small)::
     modelstack_inference_duration_seconds                  histogram (time inside the runtime)
     modelstack_batch_queue_seconds                         histogram (batching: wait before a batch runs)
     modelstack_model_ready                                 gauge (1 once the model is warmed up)
+    modelstack_log_lines_dropped_total                     counter (stderr did not take them in time)
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
+
+from serving.logs import dropped_lines
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -125,6 +128,9 @@ class Metrics:
                 "# HELP modelstack_model_ready 1 once the model is loaded and warmed up.",
                 "# TYPE modelstack_model_ready gauge",
                 f"modelstack_model_ready {1 if self._ready() else 0}",
+                "# HELP modelstack_log_lines_dropped_total Log lines dropped because stderr did not take them.",
+                "# TYPE modelstack_log_lines_dropped_total counter",
+                f"modelstack_log_lines_dropped_total {dropped_lines()}",
             ]
         return ("\n".join(lines) + "\n").encode()
 

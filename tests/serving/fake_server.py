@@ -1,7 +1,8 @@
 """The real model server with FakeRuntime in place of LiteRT: HTTP tests without model files or TensorFlow.
 
 ``FAKE_LOAD_DELAY_S`` makes loading take that long (for start-up and shutdown tests);
-``FAKE_EVENT_LOOP=asyncio`` runs the standard library's loop instead of uvloop.
+``FAKE_EVENT_LOOP=asyncio`` runs the standard library's loop instead of uvloop;
+``FAKE_WARN=1`` makes every inference print numpy's RuntimeWarning (to stderr, on the request path).
 """
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ def _load_fake(config: object) -> FakeRuntime | FakeRecommender:
 
 
 serving.loading.load_runtime = _load_fake  # type: ignore[assignment]
+
+if os.environ.get("FAKE_WARN"):
+    import warnings
+
+    import numpy as np
+
+    warnings.simplefilter("always")
+    _predict = FakeRuntime.predict
+
+    def _warning_predict(self: FakeRuntime, batch: np.ndarray) -> np.ndarray:
+        np.float32(3e38) * np.float32(10)  # overflow: numpy prints a RuntimeWarning to sys.stderr
+        return _predict(self, batch)
+
+    FakeRuntime.predict = _warning_predict  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main())

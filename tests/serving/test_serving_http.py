@@ -182,8 +182,9 @@ def test_7_a_head_trickled_in_small_segments_costs_linear_time(tmp_path: Path) -
 
 
 def test_8_buffered_bodies_are_capped_and_memory_stays_bounded(tmp_path: Path) -> None:
-    # 32 clients each start a 4 MiB - 1 body and stall (the probe: 64 such clients took the old
-    # server from 56 to 312 MB). With 16 MiB for all request bytes, four fit and the rest get 503.
+    # 32 clients each send all but one byte of a 4 MiB body and stall (the probe: 64 such clients
+    # took the old server from 56 to 312 MB). With 16 MiB for all request bytes, at most four are
+    # held at a time: a newcomer within its share pushes out the largest holder, who gets a 503.
     config = make_config("fake.model", max_body_bytes=4 * 1024 * 1024, max_buffered_bytes=16 * 1024 * 1024,
                          request_timeout_s=60)
     server = ServerProcess(config, tmp_path, FAKE_SERVER)
@@ -193,29 +194,29 @@ def test_8_buffered_bodies_are_capped_and_memory_stays_bounded(tmp_path: Path) -
         rss_before = rss_kib(server.proc.pid)
         length = 4 * 1024 * 1024 - 1
         head = f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
-        statuses = []
         for _ in range(32):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             clients.append(sock)
-            sock.sendall(head)
-            sock.settimeout(0.3)  # a refusal comes at once; an accepted head gets no answer yet
             try:
-                answer = sock.recv(65536)
-            except TimeoutError:
-                answer = b""
-            sock.settimeout(10)
-            if answer:
-                [response] = _parse_responses(answer)
-                assert response["headers"]["retry-after"] == "1" and response["headers"]["connection"] == "close"
-                assert b"max_buffered_bytes" in response["body"]
-                statuses.append(response["status"])
-                continue
-            statuses.append(0)
-            sock.sendall(b"[" * (length - 1))  # all but one byte of the body: the client stalls
-        assert statuses.count(0) == 4 and statuses.count(503) == 28, statuses
+                sock.sendall(head + b"[" * (length - 1))  # all but one byte of the body: the client stalls
+            except OSError:
+                pass  # cut while sending
+        time.sleep(0.5)
+        answers = []
+        for sock in clients:
+            sock.settimeout(0.2)
+            try:
+                answers.append(sock.recv(65536))
+            except (TimeoutError, ConnectionResetError):
+                answers.append(b"")
+        refused = [_parse_responses(a)[0] for a in answers if a]
+        assert len(refused) >= 28, len(refused)
+        for response in refused:
+            assert response["status"] == 503 and response["headers"]["retry-after"] == "1"
+            assert b"max_buffered_bytes" in response["body"]
         grown_mib = (rss_kib(server.proc.pid) - rss_before) / 1024
         assert grown_mib < 40, f"server memory grew by {grown_mib:.0f} MiB"
-        assert server.request("GET", "/healthz")[0] == 200  # still serving
+        assert server.request("POST", PREDICT, BODY)[0] == 200  # within its share: served
     finally:
         for sock in clients:
             sock.close()
