@@ -87,8 +87,8 @@ MYPY_STRICT := iac/spec iac/deploy/service.py iac/deploy/targets/__init__.py iac
 	serving/config.py serving/messages.py serving/request.py
 lint: venv
 	status=0
-	ruff check $(LINT_PATHS) || status=1
-	ruff format --check $(LINT_PATHS) || status=1
+	ruff check --output-format concise $(LINT_PATHS) || status=1
+	ruff format --check --output-format concise $(LINT_PATHS) || { status=1; echo "fix: ruff format"; }
 	mypy $(wildcard $(MYPY_STRICT)) || status=1
 	python scripts/import_cycles.py $(wildcard iac modelprep serving harness) || status=1
 	exit $$status

@@ -14,17 +14,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()  # a port is free until its taker binds it: never hand it out twice
+
 
 def free_port() -> int:
     """A free port below the kernel's ephemeral range (32768+): a published port inside it
     competes with the host's own outgoing connections, which a load test makes by the thousand."""
     for port in random.sample(range(20000, 32000), 200):
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free port in 20000-32000")
 
 
