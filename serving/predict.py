@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from serving import multi, v1, v2
 from serving.batched import BatchedModel
-from serving.config import ServingConfig
+from serving.config import RUNTIMES, ServingConfig
+from serving.errors import show
 from serving.routes import GET, POST, Route, docs_table
 
 if TYPE_CHECKING:
@@ -66,12 +67,16 @@ def load(config: ServingConfig) -> BatchedModel:
 
 def check(data: Mapping[str, Any]) -> list[str]:
     """A predict model needs its inputs described (``serving.config`` checks what they say; other
-    families take none)."""
+    families take none) and runs on LiteRT or ONNX Runtime (other families name their own)."""
+    problems = []
     if "inputs" not in data:
-        return ["inputs: required field is missing"]
-    if data["inputs"] == []:
-        return ["inputs: must list at least one input, got an empty list"]
-    return []
+        problems.append("inputs: required field is missing")
+    elif data["inputs"] == []:
+        problems.append("inputs: must list at least one input, got an empty list")
+    runtime = data.get("runtime", "auto")
+    if runtime not in RUNTIMES:
+        problems.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {show(runtime)}")
+    return problems
 
 
 def grpc_front(state: ModelState, host: str, port: int) -> GrpcFrontEnd:

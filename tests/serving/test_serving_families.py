@@ -81,6 +81,13 @@ def test_inputs_are_the_predict_familys_requirement(tmp_path: Path, echo_registe
     assert ServingConfig.from_dict(_echo_config(inputs=[])).inputs == []  # render writes inputs for every model
 
 
+def test_runtimes_are_each_familys_own(tmp_path: Path, echo_registered: None) -> None:
+    with pytest.raises(ValueError) as caught:
+        ServingConfig.from_dict(make_config(tmp_path / "m.tflite", runtime="llama.cpp"))
+    assert 'runtime: must be one of auto, litert, onnx, got "llama.cpp"' in str(caught.value)
+    assert ServingConfig.from_dict(_echo_config(runtime="llama.cpp")).runtime == "llama.cpp"  # the report's name
+
+
 def test_a_family_without_its_module_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(families.FAMILIES, "ghost", "serving.no_such_family")
     with pytest.raises(ValueError) as caught:
