@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 class BatchedModel:
     """A runtime, its warm-up figures, and (once started on the loop) its batcher."""
 
-    def __init__(self, runtime: Runtime, config: ServingConfig, warm_up_ms: float = 0.0,
-                 sample_cost_s: float | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, config: ServingConfig, warm_up_ms: float = 0.0, sample_cost_s: float | None = None
+    ) -> None:
         self.runtime = runtime
         self.config = config
         self.warm_up_ms = warm_up_ms
@@ -35,8 +36,12 @@ class BatchedModel:
 
     def start(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
         self.batcher = Batcher(
-            loop, self.runtime.predict, self.config.max_batch_size, self.config.max_latency_ms,
-            metrics, sample_cost_s=self.sample_cost_s,
+            loop,
+            self.runtime.predict,
+            self.config.max_batch_size,
+            self.config.max_latency_ms,
+            metrics,
+            sample_cost_s=self.sample_cost_s,
         )
 
     async def drain(self) -> None:
@@ -50,10 +55,13 @@ class BatchedModel:
     def ready_fields(self) -> dict[str, Any]:
         config = self.config
         return {
-            "warm_up_ms": round(self.warm_up_ms, 3), "runtime": config.resolved_runtime,
-            "threads": config.threads, "max_batch_size": config.max_batch_size,
+            "warm_up_ms": round(self.warm_up_ms, 3),
+            "runtime": config.resolved_runtime,
+            "threads": config.threads,
+            "max_batch_size": config.max_batch_size,
             "max_latency_ms": config.max_latency_ms,
-            "sample_ms": round((self.sample_cost_s or 0.0) * 1000, 4), "inference_on": self.batcher.mode,
+            "sample_ms": round((self.sample_cost_s or 0.0) * 1000, 4),
+            "inference_on": self.batcher.mode,
             "batching": "on" if config.batching_enabled else "off",
         }
 

@@ -53,6 +53,7 @@ _TOP_LEVEL_FIELDS = (
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
     "grpc_port",
 )
+# The predict family's runtimes (serving.predict checks them; other families name their own).
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
 MAX_BATCH_SIZE = 1024
@@ -157,9 +158,7 @@ class ServingConfig:
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
             errors.append(f"metadata: must be a JSON object, got {_kind(metadata)}")
-        runtime = data.get("runtime", "auto")
-        if runtime not in RUNTIMES:
-            errors.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {_show(runtime)}")
+        runtime = _check_str(data.get("runtime", "auto"), "runtime", errors)  # which ones: the family's check
         max_batch = _check_int(
             data.get("max_batch_size", 1), "max_batch_size", 0, MAX_BATCH_SIZE, errors
         )

@@ -119,10 +119,9 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
         await _stop(server, grpc_front, 1.0)
         return 1
     state.set_ready(served, loop)
-    log_event(
-        event="ready", model=config.model_name, port=port, task=config.task, **served.ready_fields(),
-        auth="api_key" if state.api_key else "none",
-    )
+    # The family's fields first: a name it shares with these (say "task") cannot take their place.
+    log_event(**{**served.ready_fields(), "event": "ready", "model": config.model_name, "port": port,
+                 "task": config.task, "auth": "api_key" if state.api_key else "none"})
 
     await stopping
     drained = await _stop(server, grpc_front, DRAIN_TIMEOUT_S)

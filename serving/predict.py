@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from serving import multi, v1, v2
 from serving.batched import BatchedModel
-from serving.config import ServingConfig
+from serving.config import RUNTIMES, ServingConfig
+from serving.errors import show
 from serving.routes import GET, POST, Route, docs_table
 
 if TYPE_CHECKING:
@@ -23,27 +24,63 @@ if TYPE_CHECKING:
     from serving.state import ModelState
 
 ROUTES: tuple[Route, ...] = (
-    Route("v1_status", GET, "/v1/models/<name>", v1.model_status,
-          "TF Serving model status: `AVAILABLE` (or `LOADING` before the model is warmed up)"),
-    Route("v1_metadata", GET, "/v1/models/<name>/metadata", v1.model_metadata,
-          "TF Serving signature (`serving_default`) + the prep report under `metadata.modelstack`"),
-    Route("v1_predict", POST, "/v1/models/<name>:predict", v1.predict,
-          'row form `{"instances": [...]}` → `{"predictions": [...]}`; columnar form `{"inputs": ...}` '
-          '→ `{"outputs": [...]}`; instances may be `{"<input>": sample}` objects'),
+    Route(
+        "v1_status",
+        GET,
+        "/v1/models/<name>",
+        v1.model_status,
+        "TF Serving model status: `AVAILABLE` (or `LOADING` before the model is warmed up)",
+    ),
+    Route(
+        "v1_metadata",
+        GET,
+        "/v1/models/<name>/metadata",
+        v1.model_metadata,
+        "TF Serving signature (`serving_default`) + the prep report under `metadata.modelstack`",
+    ),
+    Route(
+        "v1_predict",
+        POST,
+        "/v1/models/<name>:predict",
+        v1.predict,
+        'row form `{"instances": [...]}` → `{"predictions": [...]}`; columnar form `{"inputs": ...}` '
+        '→ `{"outputs": [...]}`; instances may be `{"<input>": sample}` objects',
+    ),
     Route("v2_server", GET, "/v2", v2.server_info, "Open Inference Protocol (KServe V2) server metadata"),
     Route("v2_live", GET, "/v2/health/live", v2.server_live, '`{"live": true}`', open=True),
-    Route("v2_ready", GET, "/v2/health/ready", v2.server_ready,
-          '`{"ready": true}`; 503 `{"ready": false}` while loading', open=True),
-    Route("v2_model", GET, "/v2/models/<name>", v2.model_metadata,
-          "V2 model metadata: `name`, `versions`, `platform` (`tensorflow_lite` / `onnxruntime_onnx`), "
-          "`inputs`, `outputs` (`output_0`)"),
-    Route("v2_model_ready", GET, "/v2/models/<name>/ready", v2.model_ready,
-          '`{"name": ..., "ready": true}`; 503 while loading'),
-    Route("v2_infer", POST, "/v2/models/<name>/infer", v2.infer,
-          '`{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data", "parameters"?}], '
-          '"outputs"?: [{"name": "output_0"}]}` → `{"model_name", "model_version", "id"?, '
-          '"outputs": [{"name", "shape", "datatype", "data"}]}`; or binary tensor data after a JSON header '
-          '(`Inference-Header-Content-Length`, below)'),
+    Route(
+        "v2_ready",
+        GET,
+        "/v2/health/ready",
+        v2.server_ready,
+        '`{"ready": true}`; 503 `{"ready": false}` while loading',
+        open=True,
+    ),
+    Route(
+        "v2_model",
+        GET,
+        "/v2/models/<name>",
+        v2.model_metadata,
+        "V2 model metadata: `name`, `versions`, `platform` (`tensorflow_lite` / `onnxruntime_onnx`), "
+        "`inputs`, `outputs` (`output_0`)",
+    ),
+    Route(
+        "v2_model_ready",
+        GET,
+        "/v2/models/<name>/ready",
+        v2.model_ready,
+        '`{"name": ..., "ready": true}`; 503 while loading',
+    ),
+    Route(
+        "v2_infer",
+        POST,
+        "/v2/models/<name>/infer",
+        v2.infer,
+        '`{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data", "parameters"?}], '
+        '"outputs"?: [{"name": "output_0"}]}` → `{"model_name", "model_version", "id"?, '
+        '"outputs": [{"name", "shape", "datatype", "data"}]}`; or binary tensor data after a JSON header '
+        "(`Inference-Header-Content-Length`, below)",
+    ),
 )
 # The handlers a model with several named inputs answers with instead (same paths, same docs).
 _SEVERAL_INPUTS = {"v1_predict": multi.v1_predict, "v1_metadata": multi.v1_metadata, "v2_infer": multi.v2_infer}
@@ -66,12 +103,16 @@ def load(config: ServingConfig) -> BatchedModel:
 
 def check(data: Mapping[str, Any]) -> list[str]:
     """A predict model needs its inputs described (``serving.config`` checks what they say; other
-    families take none)."""
+    families take none) and runs on LiteRT or ONNX Runtime (other families name their own)."""
+    problems = []
     if "inputs" not in data:
-        return ["inputs: required field is missing"]
-    if data["inputs"] == []:
-        return ["inputs: must list at least one input, got an empty list"]
-    return []
+        problems.append("inputs: required field is missing")
+    elif data["inputs"] == []:
+        problems.append("inputs: must list at least one input, got an empty list")
+    runtime = data.get("runtime", "auto")
+    if runtime not in RUNTIMES:
+        problems.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {show(runtime)}")
+    return problems
 
 
 def grpc_front(state: ModelState, host: str, port: int) -> GrpcFrontEnd:

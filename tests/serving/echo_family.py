@@ -36,7 +36,7 @@ class Echo:
         log_event(event="echo_closed")
 
     def ready_fields(self) -> dict[str, Any]:
-        return {"echo_model": self.config.artifact}
+        return {"echo_model": self.config.artifact, "task": "not this one"}  # the server's own field wins
 
 
 def _echo(state: ModelState, request: Request, reply: Reply) -> None:

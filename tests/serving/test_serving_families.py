@@ -20,8 +20,7 @@ FAMILY_SERVER = [sys.executable, str(HERE / "family_server.py")]
 
 
 def _echo_config(**overrides: Any) -> dict[str, Any]:
-    return {"task": "echo", "model_name": MODEL, "artifact": "echo.model", "host": "127.0.0.1", "port": 0,
-            **overrides}
+    return {"task": "echo", "model_name": MODEL, "artifact": "echo.model", "host": "127.0.0.1", "port": 0, **overrides}
 
 
 @pytest.fixture
@@ -61,8 +60,10 @@ def test_hugging_face_encoder_tasks_are_served_by_predict(tmp_path: Path, task: 
 def test_an_unknown_task_names_the_choices(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
         ServingConfig.from_dict(make_config(tmp_path / "m.tflite", task="translate"))
-    assert ('task: must be one of predict, sentence-embedding, text-classification, text-generation, '
-            'speech-recognition, got "translate"') in str(caught.value)
+    assert (
+        "task: must be one of predict, sentence-embedding, text-classification, text-generation, "
+        'speech-recognition, got "translate"'
+    ) in str(caught.value)
 
 
 def test_predict_needs_its_inputs_and_says_so_with_the_other_problems(tmp_path: Path) -> None:
@@ -71,7 +72,7 @@ def test_predict_needs_its_inputs_and_says_so_with_the_other_problems(tmp_path: 
     with pytest.raises(ValueError) as caught:
         ServingConfig.from_dict(data)
     message = str(caught.value)
-    assert "inputs: required field is missing" in message and 'port: must be an integer' in message
+    assert "inputs: required field is missing" in message and "port: must be an integer" in message
 
 
 def test_inputs_are_the_predict_familys_requirement(tmp_path: Path, echo_registered: None) -> None:
@@ -79,6 +80,13 @@ def test_inputs_are_the_predict_familys_requirement(tmp_path: Path, echo_registe
         ServingConfig.from_dict(make_config(tmp_path / "m.tflite", inputs=[]))
     assert "inputs: must list at least one input, got an empty list" in str(caught.value)
     assert ServingConfig.from_dict(_echo_config(inputs=[])).inputs == []  # render writes inputs for every model
+
+
+def test_runtimes_are_each_familys_own(tmp_path: Path, echo_registered: None) -> None:
+    with pytest.raises(ValueError) as caught:
+        ServingConfig.from_dict(make_config(tmp_path / "m.tflite", runtime="llama.cpp"))
+    assert 'runtime: must be one of auto, litert, onnx, got "llama.cpp"' in str(caught.value)
+    assert ServingConfig.from_dict(_echo_config(runtime="llama.cpp")).runtime == "llama.cpp"  # the report's name
 
 
 def test_a_family_without_its_module_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
