@@ -151,6 +151,12 @@ class Family(Protocol):
         """What makes `variant` beyond the model's bytes (JSON): part of its content key."""
         ...
 
+    def judge(self, req: PrepRequest, measure: Measure) -> str | None:
+        """Why a measured variant may not be chosen beyond the gate (e.g. a text model's lowest
+        cosine under optimize.min_cosine), or None. Read after the cache, so changing such a
+        setting re-measures nothing."""
+        ...
+
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> Session:
         """A run over `req` (loads nothing yet); `cache` is for the family's own shared steps,
         e.g. one export that several variants start from."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelprep.transformers.assets import SENTIMENTS, minilm_dir, split, tweets
+from modelprep.families.huggingface.assets import SENTIMENTS, minilm_dir, split, tweets
 
 EVALUATION_TEXTS = 1000
 TRAIN_TEXTS = 3000
@@ -24,9 +24,9 @@ TRAIN_TEXTS = 3000
 
 def embeddings(texts: list[str]) -> np.ndarray:
     """Float embeddings from the TensorFlow model prep exports (mean pooling, L2 norm)."""
-    from modelprep.transformers import export
-    from modelprep.transformers.folder import open_folder
-    from modelprep.transformers.prep import _Lazy, run_grouped
+    from modelprep.families.huggingface import export
+    from modelprep.families.huggingface.folder import open_folder
+    from modelprep.families.huggingface.session import _Lazy, run_grouped
 
     folder = open_folder(minilm_dir())
     model, head = export.load_tf_bert(folder)

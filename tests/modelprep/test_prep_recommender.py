@@ -11,7 +11,7 @@ import pytest
 from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from modelprep.cache import Cache
-from modelprep.data import load_npz_inputs
+from modelprep.families.keras.data import load_npz_inputs
 from modelprep.prep import prep
 from modelprep.request import PrepRequest, prep_key, prep_request
 
