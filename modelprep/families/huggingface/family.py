@@ -4,12 +4,14 @@ and quantized by ONNX Runtime; measured through serving's `TextModel` against th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from iac.spec.errors import UserError
 from modelprep.families.huggingface.session import CATALOG, TextSession
 from modelprep.families.huggingface.settings import text_prep_request
-from modelprep.family import Candidate, Progress, Quality, Step, Variant
+from modelprep.family import Candidate, Family, Progress, Quality, Step, Variant
 from modelprep.request import PrepRequest
 
 if TYPE_CHECKING:
@@ -19,15 +21,15 @@ if TYPE_CHECKING:
 
 
 class HuggingFaceFamily:
-    name = "huggingface"
-    formats = ("huggingface",)
-    tasks = ("sentence-embedding", "text-classification")
-    catalogue = CATALOG
-    honours = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "variants", "min_cosine"})
-    metrics = {"cosine": Quality("cosine"), "accuracy": Quality("accuracy"), "top_k": Quality("top_k")}
-    baseline = "tensorflow"
-    reference = None  # the float32 ONNX graph is a candidate like the others
-    gentle = ("onnx-float32", "onnx-float16")
+    name: str = "huggingface"
+    formats: tuple[str, ...] = ("huggingface",)
+    tasks: tuple[str, ...] = ("sentence-embedding", "text-classification")
+    catalogue: Mapping[str, Variant] = CATALOG
+    honours: frozenset[str] = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "variants", "min_cosine"})
+    metrics: Mapping[str, Quality] = MappingProxyType({"cosine": Quality("cosine"), "accuracy": Quality("accuracy"), "top_k": Quality("top_k")})
+    baseline: str = "tensorflow"
+    reference: str | None = None  # the float32 ONNX graph is a candidate like the others
+    gentle: tuple[str, ...] = ("onnx-float32", "onnx-float16")
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         return text_prep_request(spec, all_variants)
@@ -56,4 +58,4 @@ class HuggingFaceFamily:
         return TextSession(req, cache, progress)
 
 
-FAMILY = HuggingFaceFamily()
+FAMILY: Family = HuggingFaceFamily()  # checked against the contract by mypy

@@ -4,13 +4,14 @@ LiteRT and ONNX Runtime classes against the Keras model as trained."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from iac.spec.errors import UserError
 from modelprep.families.keras.settings import variant_settings
 from modelprep.families.keras.variants import CATALOG, candidates
-from modelprep.family import Baselines, Candidate, Measured, Notes, Progress, Quality, Step, Variant
+from modelprep.family import Baselines, Candidate, Family, Measured, Notes, Progress, Quality, Step, Variant
 from modelprep.request import PrepRequest
 
 if TYPE_CHECKING:
@@ -27,20 +28,20 @@ _SEVERAL_INPUTS_FIX = ("use litert-float32, litert-dynamic, litert-float16, lite
 
 
 class KerasFamily:
-    name = "keras"
-    formats = ("keras",)
-    tasks = ("predict",)
-    catalogue = CATALOG
-    honours = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "quantization", "variants", "int8_io",
+    name: str = "keras"
+    formats: tuple[str, ...] = ("keras",)
+    tasks: tuple[str, ...] = ("predict",)
+    catalogue: Mapping[str, Variant] = CATALOG
+    honours: frozenset[str] = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "quantization", "variants", "int8_io",
                          "pruning", "clustering", "qat", "fine_tuning_data"})
-    metrics = {
+    metrics: Mapping[str, Quality] = MappingProxyType({
         "accuracy": Quality("accuracy"),
         "top_k": Quality("top_k"),
         "mae": Quality("mae", lower_is_better=True, percent=False),
-    }
-    baseline = "keras"
-    reference = "litert-float32"
-    gentle = ("litert-float16", "litert-dynamic", "litert-float32")
+    })
+    baseline: str = "keras"
+    reference: str | None = "litert-float32"
+    gentle: tuple[str, ...] = ("litert-float16", "litert-dynamic", "litert-float32")
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         signature = spec.inputs  # a keras model's inputs are written in the spec (validated there)
@@ -133,7 +134,7 @@ class KerasSession:
         import numpy as np
 
         with np.load(self.req.evaluation_path, allow_pickle=False) as data:
-            return int(len(data["x" if self.req.inputs is None else self.req.inputs[0][0]]))
+            return len(data["x" if self.req.inputs is None else self.req.inputs[0][0]])
 
     def baselines(self) -> Baselines:
         from modelprep.families.keras.measure import keras_baselines
@@ -174,4 +175,4 @@ def _pin_tf_threads(threads: int) -> None:
         pass
 
 
-FAMILY = KerasFamily()
+FAMILY: Family = KerasFamily()  # checked against the contract by mypy
