@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.transforms import Bbox
 
-MARKER_PX = 7.0  # half the side of the box a marker occupies, in pixels
-RINGS_PX = (9.0, 15.0, 22.0, 30.0, 40.0, 52.0, 66.0, 82.0)
+RINGS_PX = (9.0, 15.0, 22.0, 30.0, 40.0, 52.0, 66.0, 82.0, 100.0, 125.0, 150.0, 180.0)
 ANGLES = (45, 135, 315, 225, 90, 270, 0, 180, 20, 160, 340, 200, 65, 115, 295, 245)
 
 
@@ -39,7 +38,7 @@ def status(e: Measure) -> str:
         return "baseline"
     if not e.passed_gate:
         return "failed gate"
-    return "passed" if e.eligible else "passed, not eligible"
+    return "passed" if e.eligible else "listed only"
 
 
 STYLES: dict[str, dict[str, Any]] = {
@@ -47,20 +46,32 @@ STYLES: dict[str, dict[str, Any]] = {
     "baseline": {"marker": "s", "color": "grey", "s": 40},
     "failed gate": {"marker": "x", "color": "tab:red", "s": 40},
     "passed": {"marker": "o", "color": "tab:blue", "s": 40},
-    "passed, not eligible": {"marker": "o", "color": "tab:cyan", "s": 40},
+    "listed only": {"marker": "o", "color": "tab:cyan", "s": 40},  # passed, but not eligible to be chosen
 }
 
 
 def chart_png(report: PrepReport) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, _boxes = figure(report)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def figure(report: PrepReport) -> tuple[Any, list[tuple[list[Bbox], list[Bbox]]]]:
+    """The chart's figure, and for each plot the boxes (in pixels) of its numbers and of its markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     entries = entries_of(report)
+    boxes = []
     metric = report.metric.value
     fig = plt.figure(figsize=(17, 6.2), dpi=100)
-    grid = fig.add_gridspec(1, 3, width_ratios=(1, 1, 1.05), wspace=0.28)
+    grid = fig.add_gridspec(1, 3, width_ratios=(1, 1, 1.2), wspace=0.22)
     left, right, table = fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), fig.add_subplot(grid[2])
     limit = report.baseline_accuracy + (report.max_accuracy_drop if report.lower_is_better else -report.max_accuracy_drop)
     for axis, field, label in ((left, "size_bytes", "artifact size (bytes, log)"),
@@ -76,15 +87,12 @@ def chart_png(report: PrepReport) -> bytes:
         axis.set_ylabel(f"{metric} ({'lower' if report.lower_is_better else 'higher'} is better)")
         axis.grid(True, alpha=0.3)
         _frame(axis, points, limit)
-        _place(fig, axis, points)
+        boxes.append(_place(fig, axis, points, [status(e) for e in entries]))
     left.legend(loc="best", fontsize=8)
     _table(table, entries, metric)
     fig.suptitle(f"modelprep {report.key[:12]}: chosen {report.variant} (objective {report.objective.value}, "
                  f"gate: at most {report.max_accuracy_drop:g} {metric} worse than the float model)", fontsize=11)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None}, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig, boxes
 
 
 def _frame(axis: Axes, points: list[tuple[float, float]], limit: float) -> None:
@@ -99,8 +107,9 @@ def _frame(axis: Axes, points: list[tuple[float, float]], limit: float) -> None:
     axis.set_ylim(ybot - pad, ytop + pad)
 
 
-def _place(fig: Any, axis: Axes, points: list[tuple[float, float]]) -> list[Bbox]:
-    """Number each point, every number's box clear of the others and of every marker; returns the boxes."""
+def _place(fig: Any, axis: Axes, points: list[tuple[float, float]], kinds: list[str]) -> tuple[list[Bbox], list[Bbox]]:
+    """Number each point, every number's box clear of the others and of every marker; returns the
+    numbers' boxes and the markers'."""
     from matplotlib.transforms import Bbox
 
     fig.canvas.draw()
@@ -108,7 +117,9 @@ def _place(fig: Any, axis: Axes, points: list[tuple[float, float]]) -> list[Bbox
     frame = axis.get_window_extent(renderer)
     to_px = axis.transData.transform
     pixels = [tuple(to_px(p)) for p in points]
-    markers = [Bbox.from_extents(x - MARKER_PX, y - MARKER_PX, x + MARKER_PX, y + MARKER_PX) for x, y in pixels]
+    # A marker's box: half its side is sqrt(area in points²) / 2, in pixels, plus a pixel of air.
+    half = [math.sqrt(STYLES[kind]["s"]) / 2 * fig.dpi / 72 + 1 for kind in kinds]
+    markers = [Bbox.from_extents(x - h, y - h, x + h, y + h) for (x, y), h in zip(pixels, half)]
     placed: list[Bbox] = []
     # Crowded points first: they have the fewest free spots.
     order = sorted(range(len(points)), key=lambda i: -sum(math.dist(pixels[i], q) < 30 for q in pixels))
@@ -117,7 +128,7 @@ def _place(fig: Any, axis: Axes, points: list[tuple[float, float]]) -> list[Bbox
         probe = axis.text(0, 0, str(i + 1), fontsize=8, fontweight="bold")
         width, height = _size(probe, renderer)
         probe.remove()
-        spot = _free_spot(x, y, width, height, frame, [*placed, *(m for j, m in enumerate(markers) if j != i)])
+        spot = _free_spot(x, y, width, height, frame, [*placed, *markers])
         sx, sy = spot if spot is not None else (x, y + RINGS_PX[0])
         far = math.dist((sx, sy), (x, y)) > RINGS_PX[1]
         axis.annotate(str(i + 1), points[i], xytext=tuple(axis.transData.inverted().transform((sx, sy))),
@@ -126,7 +137,7 @@ def _place(fig: Any, axis: Axes, points: list[tuple[float, float]]) -> list[Bbox
                       arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6, "shrinkA": 4, "shrinkB": 4}
                       if far else None)
         placed.append(Bbox.from_extents(sx - width / 2, sy - height / 2, sx + width / 2, sy + height / 2))
-    return placed
+    return placed, markers
 
 
 def _size(text: Any, renderer: Any) -> tuple[float, float]:
@@ -150,15 +161,16 @@ def _free_spot(x: float, y: float, width: float, height: float, frame: Bbox, tak
 
 def _table(axis: Axes, entries: list[Measure], metric: str) -> None:
     """The names beside the plots: number, variant, bytes, p50, the metric and the gate's word."""
+    from matplotlib.transforms import Bbox
+
     axis.axis("off")
     rows = [[str(i), e.name, f"{e.size_bytes:,}", f"{e.latency_p50_us:,.1f}", f"{e.accuracy:.4f}", status(e)]
             for i, e in enumerate(entries, 1)]
     table = axis.table(cellText=rows, colLabels=["#", "variant", "bytes", "p50 µs", metric, "gate"],
-                       loc="center", cellLoc="left", colLoc="left",
-                       colWidths=[0.06, 0.3, 0.16, 0.13, 0.12, 0.23])
+                       cellLoc="left", colLoc="left", bbox=Bbox.from_bounds(0.0, 0.0, 1.0, min(1.0, 0.055 * (len(rows) + 1))),
+                       colWidths=[0.05, 0.27, 0.17, 0.15, 0.14, 0.22])
     table.auto_set_font_size(False)
     table.set_fontsize(8)
-    table.scale(1.0, 1.25)
     for (row, _col), cell in table.get_celld().items():
         cell.set_edgecolor("0.85")
         if row == 0:
