@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from iac.spec.models import ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.report import Measure
-    from modelprep.request import PrepRequest
+    from modelprep.request_model import PrepRequest
 
 Progress = Callable[[str], None]
 Step = Callable[[str, int, int], None]  # (task, done, total): drives progress bars

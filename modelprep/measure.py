@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def outputs_sha256(outputs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(outputs, dtype=np.float32).tobytes()).hexdigest()
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from iac.spec.errors import UserError
 from modelprep.cache import CANDIDATE_FILE, CHART, MEASURES, OUTPUTS, REPORT, Cache
+from modelprep.families import family as family_named
 from modelprep.family import Baselines, Candidate, Family, Progress, Session, Step, Variant
 from modelprep.hashing import file_sha256
 from modelprep.report import Measure, PrepReport, TensorSignature
@@ -89,7 +90,7 @@ def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lamb
         return hit
     key = prep_key(req)
     check_pin(req)
-    family = req.model_family()
+    family = family_named(req.family)
     work = _Work(req, family, cache, progress, step or (lambda *_: None))
     baselines, entries = work.run()
     outputs = work.output_signature(family.catalogue[entries[0].name])
@@ -194,7 +195,7 @@ class _Work:
 
 def variant_artifacts(req: PrepRequest, cache: Cache | None = None) -> dict[str, bytes]:
     """The bytes of every variant of the family that a prep of `req` measured (for benchmarks and comparisons)."""
-    cache, family, hashes = cache or Cache(), req.model_family(), data_hashes(req)
+    cache, family, hashes = cache or Cache(), family_named(req.family), data_hashes(req)
     out = {}
     for name, variant in family.catalogue.items():
         entry = cache.get(variant_key(req, variant, hashes, family.variant_settings(req, variant)))
@@ -208,7 +209,7 @@ def baseline_outputs(req: PrepRequest, cache: Cache | None = None) -> np.ndarray
     import numpy as np
 
     cache = cache or Cache()
-    entry = cache.get(baseline_key(req, data_hashes(req), req.model_family().baseline))
+    entry = cache.get(baseline_key(req, data_hashes(req), family_named(req.family).baseline))
     return None if entry is None or not (entry / OUTPUTS).is_file() else np.load(entry / OUTPUTS)
 
 

@@ -1,6 +1,6 @@
 """The prep stage's input and its content keys: the spec's optimize section plus what prep needs resolved.
 
-`PrepRequest` is frozen plain data (it travels through Pulumi state as JSON). The keys hash
+`PrepRequest` (modelprep.request_model) is frozen plain data (it travels through Pulumi state as JSON). The keys hash
 bytes and settings, never paths, and run no TensorFlow, so `pulumi preview` can compute them.
 One key scheme serves every family (`modelprep.families`): the result's key, the baseline's
 and each variant's; what is particular to a family enters as its `family_settings` and its
@@ -11,66 +11,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-
 from iac.spec.errors import Problem, UserError
 from iac.spec.models import Locations, Metric, Optimize, ResolvedSpec
 from modelprep.hashing import file_sha256, json_sha256
+from modelprep.request_model import PrepRequest
 
 if TYPE_CHECKING:
-    from modelprep.family import Candidate, Family, Variant
+    from modelprep.family import Family, Variant
+
+__all__ = ["PrepRequest", "baseline_key", "canon", "data_hashes", "prep_key", "prep_request", "refuse_ignored",
+           "step_key", "variant_key"]
 
 # Bump when building or measuring changes, so cached variants and baselines are rebuilt.
 PREP_VERSION = 3
 # Bump when the report's shape changes: the results are rebuilt from the cached variants.
 REPORT_VERSION = 2
-
-
-class PrepRequest(BaseModel):
-    """What prep works on: the optimize section as the user wrote it (defaults filled in by the
-    spec's models), the files it names as absolute paths, the input signature and the threads."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    family: str = "keras"  # the model family (modelprep.families) that builds and measures it
-    model_path: str
-    model_sha256: str | None = None
-    calibration_path: str
-    evaluation_path: str
-    fine_tuning_path: str | None = None  # .npz x (and y); default: calibration x, distilled
-    input_name: str
-    sample_shape: tuple[int, ...]
-    input_dtype: str = "float32"  # of the one input ("string": one text per sample)
-    # A model with several named inputs: (name, sample shape, dtype) of each; None for one input.
-    inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None
-    optimize: Optimize = Optimize()
-    threads: int = 1
-    all_variants: bool = False
-    latency_budget_s: float = 0.4  # time per latency loop; not part of any key
-    locations: Locations = Locations()  # where the spec's fields are written; not part of any key
-    # What only the family reads (e.g. a text model's task, labels and tokenizer settings), as
-    # JSON: the family validates it into its own typed settings.
-    family_settings: dict[str, Any] = {}
-
-    def where(self, path: str) -> str:
-        """Where the spec writes a field, for errors: `where("optimize.variants")` → "model.yaml:14"."""
-        return self.locations.where(path)
-
-    def changed(self, **changes: Any) -> PrepRequest:
-        """A validated copy; `optimize` may be given as a dict of the fields that change."""
-        data = self.model_dump()
-        if isinstance(changes.get("optimize"), dict):
-            changes["optimize"] = {**data["optimize"], **changes["optimize"]}
-        return PrepRequest.model_validate({**data, **changes})
-
-    def model_family(self) -> Family:
-        from modelprep.families import family
-
-        return family(self.family)
-
-    def candidates(self) -> list[Candidate]:
-        """What to try, as the family decides (a UserError at the spec's line for what it cannot make)."""
-        return self.model_family().candidates(self)
 
 
 def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:

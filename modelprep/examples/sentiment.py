@@ -26,12 +26,13 @@ def embeddings(texts: list[str]) -> np.ndarray:
     """Float embeddings from the TensorFlow model prep exports (mean pooling, L2 norm)."""
     from modelprep.families.huggingface import export
     from modelprep.families.huggingface.folder import open_folder
-    from modelprep.families.huggingface.session import _Lazy, run_grouped
+    from modelprep.families.huggingface.session import run_grouped
+    from serving.text import TextTokenizer
 
     folder = open_folder(minilm_dir())
     model, head = export.load_tf_bert(folder)
     function = export.text_function(model, head, "mean", True, False)
-    tokenizer = _Lazy(folder, False).tokenizer(256)
+    tokenizer = TextTokenizer((folder.path / "tokenizer.json").read_text(), 256, "truncate")
     return run_grouped(texts, tokenizer, lambda ids, mask: function(ids, mask).numpy())
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelprep.families import family
 from modelprep.family import Quality
 from modelprep.report import Measure
 from modelprep.select import choose, gated, miss_problems
@@ -115,5 +116,5 @@ def test_catalog_names_are_spec_variant_names_and_others_are_located_errors() ->
                           sample_shape=(4,), locations=Locations(file="model.yaml", lines={"optimize.variants": 17}))
     for name in set(spec_names) - set(CATALOG):  # another model family's variants
         with pytest.raises(UserError) as info:
-            request.changed(optimize={"variants": [name]}).candidates()
+            family("keras").candidates(request.changed(optimize={"variants": [name]}))
         assert str(info.value).startswith(f"model.yaml:17: optimize.variants: {name} cannot be made from a Keras model")

@@ -1,5 +1,1 @@
-"""The huggingface family (see `family.py`): text encoders in Hugging Face format to ONNX variants."""
-
-from modelprep.families.huggingface.family import FAMILY
-
-__all__ = ["FAMILY"]
+"""The huggingface family (`family.py`): text encoders in Hugging Face format to ONNX variants."""

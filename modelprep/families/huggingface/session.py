@@ -24,7 +24,8 @@ from modelprep.families.huggingface.folder import Folder, open_folder, read_text
 from modelprep.families.huggingface.settings import text_of
 from modelprep.family import Baselines, Measured, Notes, Progress, Variant
 from modelprep.measure import gzip_len, outputs_sha256
-from modelprep.report import Measure, Notes as NoteFields
+from modelprep.report import Measure
+from modelprep.report import Notes as NoteFields
 from modelprep.request import PrepRequest, data_hashes, step_key
 
 ARTIFACT = "model.onnx"

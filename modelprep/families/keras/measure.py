@@ -7,10 +7,9 @@ ONNX Runtime); the Keras baselines run the original model.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
-
-import hashlib
 
 import numpy as np
 
