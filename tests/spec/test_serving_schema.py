@@ -99,9 +99,10 @@ def test_cross_field_rules_agree() -> None:
 
 def test_render_hands_the_validated_section_through() -> None:
     """serving.json carries every setting as the spec validated it: nothing listed by hand, nothing left out."""
+    from prep_reports import passing_report
+
     from iac.build.render import serving_config
     from iac.spec.models import ResolvedSpec
-    from prep_reports import passing_report
 
     spec = ResolvedSpec.model_validate({
         "spec_file": "/x/model.yaml", "model_path": "/x/m.keras", "calibration_path": "/x/c.npz", "evaluation_path": "/x/e.npz",
