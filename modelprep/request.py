@@ -31,8 +31,12 @@ REPORT_VERSION = 2
 def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
     """The prep request of a resolved spec, made by the family that loads its format; an optimize
     field the family does not honour is refused at its line."""
-    from modelprep.families import family_of_format
+    from modelprep.families import FORMATS, family_of_format
 
+    if spec.model_format.value not in FORMATS:
+        raise UserError.single(spec.where("model.path"), "model.path",
+                               f"no model family prep knows loads a {spec.model_format.value} model yet",
+                               f"use a model of one of these formats: {', '.join(FORMATS)}")
     family = family_of_format(spec.model_format.value)
     refuse_ignored(spec.spec.optimize, family, spec.locations)
     return family.request(spec, all_variants)
