@@ -186,7 +186,6 @@ class _Work:
         refs = [measured[ref].model_copy(update={"baseline": True})] if ref is not None else []
         return [*base.measures, *refs], entries
 
-
     def _judged(self, measure: Measure, candidate: Candidate) -> Measure:
         """The row with the candidate's eligibility, and the family's judgement of what it measured."""
         why = self.family.judge(self.req, measure) if candidate.eligible else candidate.reason
