@@ -48,9 +48,8 @@ def prep_minilm() -> tuple[Any, Any, dict[str, bytes]]:
     from iac.spec.load import load_resolved
     from modelprep.cache import Cache
     from modelprep.examples import minilm
-    from modelprep.prep import prep
+    from modelprep.prep import prep, variant_artifacts
     from modelprep.request import prep_request
-    from modelprep.prep import variant_artifacts
 
     folder = WORK / "minilm"
     minilm.main(str(folder))

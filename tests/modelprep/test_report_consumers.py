@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prep_reports import passing_report
 
 from modelprep.report import PrepReport
-from prep_reports import passing_report
 
 REPO = Path(__file__).resolve().parents[2]
 

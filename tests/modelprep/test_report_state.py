@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from iac.spec.models import Optimize, Quantization
-from modelprep.cache import Cache
-from modelprep.cache import OUTPUTS, REPORT
+from modelprep.cache import OUTPUTS, REPORT, Cache
 from modelprep.prep import report_json
 from modelprep.report import Measure, Notes, PrepReport, TensorSignature
 from modelprep.request import PrepRequest, prep_key

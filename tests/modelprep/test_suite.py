@@ -20,10 +20,10 @@ import pytest
 
 from iac.spec.errors import UserError
 from modelprep.cache import Cache
+from modelprep.families.keras.variants import NAMES, candidates
 from modelprep.prep import prep
 from modelprep.report import PrepReport
 from modelprep.request import PrepRequest
-from modelprep.families.keras.variants import NAMES, candidates
 
 FIELDS = ("name", "runtime", "size_bytes", "gzip_bytes", "accuracy", "latency_p50_us", "latency_p99_us", "throughput_per_s", "chosen")
 Request = Callable[..., PrepRequest]

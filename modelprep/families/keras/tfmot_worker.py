@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-
 _events = sys.stdout
 
 
