@@ -14,7 +14,7 @@ import json
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from modelprep.measure import gzip_len, outputs_sha256
 from modelprep.report import Measure
 from modelprep.report import Notes as NoteFields
 from modelprep.request import PrepRequest, data_hashes, step_key
+
+if TYPE_CHECKING:
+    from modelprep.evaluate import Latency
+    from serving.text import TextSettings, TextTokenizer
 
 ARTIFACT = "model.onnx"
 EXPORT_FILE = "export.onnx"
@@ -113,7 +117,7 @@ class TextSession:
             entry = self.cache.put(key, {EXPORT_FILE: data, EXPORT_NOTES: json.dumps(fused).encode()})
         return (entry / EXPORT_FILE).read_bytes(), json.loads((entry / EXPORT_NOTES).read_text())
 
-    def settings(self) -> Any:
+    def settings(self) -> TextSettings:
         from serving.text import TextSettings
 
         labels = _labels(self.req, self.folder) if self.classify else None
@@ -131,12 +135,12 @@ class TextSession:
             self._function = export.text_function(model, head, pooling, normalize, self.classify)
         return self._function
 
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> TextTokenizer:
         from serving.text import TextTokenizer
 
         return TextTokenizer((self.folder.path / "tokenizer.json").read_text(), self.text.max_length, "truncate")
 
-    def time_tf(self, texts: list[str]) -> Any:
+    def time_tf(self, texts: list[str]) -> Latency:
         from modelprep import evaluate
         from serving.text import pad
 
