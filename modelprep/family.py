@@ -138,6 +138,9 @@ class Family(Protocol):
     baseline: str  # the name of what it measures the float model with, for the baseline's key
     reference: str | None  # a variant always measured and listed among the baselines (size/speed reference)
     gentle: tuple[str, ...]  # the variants to suggest when none passes the gate
+    # The optimize field that holds the gate's allowance (copied into optimize.max_accuracy_drop by
+    # the family's request when it is another, e.g. optimize.max_kl): where a miss is reported.
+    gate_field: str
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         """The prep request for a resolved spec of this family."""

@@ -105,11 +105,16 @@ def _top_k(o: Optimize) -> int | None:
     return o.top_k if o.metric == Metric.top_k else None
 
 
+# Request fields that are not settings: paths (their bytes are keyed instead) and how long to time.
+_NOT_SETTINGS = {"model_path", "calibration_path", "evaluation_path", "fine_tuning_path", "latency_budget_s", "locations"}
+
+
 def _settings(req: PrepRequest) -> dict[str, Any]:
-    optimize = req.optimize.model_dump(mode="json", exclude={"fine_tuning_data"})  # data is keyed by its bytes
-    settings: dict[str, Any] = canon({**optimize, "model_sha256": req.model_sha256, "input_name": req.input_name,
-                   "sample_shape": list(req.sample_shape), "input_dtype": req.input_dtype, "inputs": req.inputs, "threads": req.threads,
-                   "all_variants": req.all_variants, "family": req.family, "family_settings": req.family_settings or None})
+    """Every setting of the request, so a field a family adds is part of the result's key without a
+    line here; fine_tuning_data is a path (its bytes are keyed)."""
+    data = req.model_dump(mode="json", exclude=_NOT_SETTINGS)
+    data["optimize"].pop("fine_tuning_data", None)
+    settings: dict[str, Any] = canon(data)
     return settings
 
 

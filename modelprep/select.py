@@ -58,7 +58,7 @@ def choose(entries: list[Measure], objective: str, allowed: float = 0.0) -> tupl
 
 
 def miss_problems(entries: list[Measure], quality: Quality, allowed: float, baseline: float, label: str | None,
-                  where: str, gentle: tuple[str, ...]) -> list[Problem]:
+                  where: str, gentle: tuple[str, ...], field: str = "optimize.max_accuracy_drop") -> list[Problem]:
     """One problem per candidate, located at the gate's field: how far it missed the gate (or why
     it could not be chosen)."""
     problems = []
@@ -71,7 +71,7 @@ def miss_problems(entries: list[Measure], quality: Quality, allowed: float, base
         else:
             problem = f"{e.name} {loss}, {quality.amount(drop - allowed)} more than the allowed {quality.amount(allowed)}"
             fix = f"allow a larger drop, or try gentler variants ({', '.join(gentle)})"
-        problems.append(Problem(where, "optimize.max_accuracy_drop", problem, fix))
+        problems.append(Problem(where, field, problem, fix))
     return problems
 
 
@@ -86,8 +86,8 @@ def decide(req: PrepRequest, family: Family, key: str, model_sha256: str, evalua
     entries, chosen, why = choose(gated(entries, reference, quality, allowed), o.objective.value, allowed)
     if chosen is None:
         label = f"top-{o.top_k} accuracy" if o.metric.value == "top_k" else None
-        raise UserError(miss_problems(entries, quality, allowed, reference, label,
-                                      req.where("optimize.max_accuracy_drop"), family.gentle))
+        raise UserError(miss_problems(entries, quality, allowed, reference, label, req.where(family.gate_field),
+                                      family.gentle, family.gate_field))
     return PrepReport.of(
         key=key, metric=o.metric, top_k=o.top_k, objective=o.objective, max_accuracy_drop=allowed,
         baseline_accuracy=reference, model_sha256=model_sha256, threads=req.threads, inputs=signature(req),

@@ -62,3 +62,26 @@ def test_fields_a_family_honours_are_taken(project: Path) -> None:
     spec.write_text(text + "  int8_io: true\n  pruning: {target_sparsity: 0.5}\n")
     request = prep_request(load_resolved(spec))
     assert request.family == "keras" and request.optimize.pruning is not None
+
+
+def test_a_text_request_and_its_key_survive_pulumi_state(project: Path) -> None:
+    """The family's settings travel as JSON: state's floats validate back to the same request and key."""
+    import json
+
+    from modelprep.families.huggingface.settings import text_of
+    from modelprep.request import PrepRequest, prep_key
+
+    spec = project / "model.yaml"
+    spec.write_text((IGNORED / "invalid_optimize_int8_io_on_huggingface.yaml").read_text().replace("  int8_io: true\n", ""))
+    req = prep_request(load_resolved(spec))
+    assert req.family == "huggingface" and text_of(req).max_length == 256
+
+    def as_state(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: as_state(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [as_state(v) for v in value]
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    back = PrepRequest.model_validate(as_state(json.loads(req.model_dump_json())))
+    assert prep_key(back) == prep_key(req) and text_of(back) == text_of(req)

@@ -30,6 +30,7 @@ class HuggingFaceFamily:
     baseline: str = "tensorflow"
     reference: str | None = None  # the float32 ONNX graph is a candidate like the others
     gentle: tuple[str, ...] = ("onnx-float32", "onnx-float16")
+    gate_field: str = "optimize.max_accuracy_drop"
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         return text_prep_request(spec, all_variants)

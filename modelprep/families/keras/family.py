@@ -42,6 +42,7 @@ class KerasFamily:
     baseline: str = "keras"
     reference: str | None = "litert-float32"
     gentle: tuple[str, ...] = ("litert-float16", "litert-dynamic", "litert-float32")
+    gate_field: str = "optimize.max_accuracy_drop"
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         signature = spec.inputs  # a keras model's inputs are written in the spec (validated there)
