@@ -9,8 +9,9 @@ total stays within ``max_batch_size`` samples; a request larger than that runs a
 requests are never split or reordered. With ``max_latency_ms`` 0 nothing waits: the requests the
 loop read in one pass (and those that queued while the previous batch ran) form the next batch.
 With a positive ``max_latency_ms`` a batch that is not full waits until that long after its
-oldest request arrived. Each caller gets exactly its rows of the output; when the invocation
-fails every caller of that batch gets the exception.
+oldest request arrived. Each caller gets exactly its rows of the output. Requests fail alone:
+when a batch of several requests fails, each of them runs again by itself, so only a request
+whose own rows break the model (an id outside an embedding's vocabulary, say) gets the error.
 
 Where the model runs: a model whose single-sample inference (measured at start-up) is cheaper
 than handing work to another thread and back (``HANDOFF_COST_S``) runs on the loop thread;
@@ -36,6 +37,8 @@ from serving.metrics import Metrics
 HANDOFF_COST_S = 0.0002
 
 Done = Callable[[np.ndarray | None, BaseException | None], None]
+# One request's output or error, for a batch whose requests ran one by one after it failed.
+Outcome = tuple[np.ndarray | None, BaseException | None]
 R = TypeVar("R")
 
 
@@ -160,7 +163,11 @@ class Batcher:
             started = time.perf_counter()
             try:
                 output, error = self._predict(_joined(batch)), None
-            except Exception as exc:  # every caller of this batch gets it
+            except Exception as exc:
+                if len(batch) > 1:  # requests fail alone: each runs by itself
+                    outcomes = _each_alone(self._predict, batch)
+                    done.extend(([item], started, output, error) for item, (output, error) in zip(batch, outcomes))
+                    continue
                 output, error = None, exc
             done.append((batch, started, output, error))
         for args in done:
@@ -168,9 +175,19 @@ class Batcher:
         self._after_batch()
 
     def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:
-        self._running = False
         error = future.exception()
+        if error is not None and len(batch) > 1:  # requests fail alone: each runs by itself, on the thread
+            again = self._loop.run_in_executor(self._executor, _each_alone, self._predict, batch)
+            again.add_done_callback(lambda f: self._finished_alone(batch, time.perf_counter(), f))
+            return
+        self._running = False
         self._deliver(batch, started, None if error else future.result(), error)
+        self._after_batch()
+
+    def _finished_alone(self, batch: list[_Pending], started: float, future: asyncio.Future[list[Outcome]]) -> None:
+        self._running = False
+        for item, (output, error) in zip(batch, future.result()):
+            self._deliver([item], started, output, error)
         self._after_batch()
 
     def _after_batch(self) -> None:
@@ -199,6 +216,17 @@ class Batcher:
             end = start + len(item.rows)
             item.done(output[start:end], None)
             start = end
+
+
+def _each_alone(predict: Callable[[np.ndarray], np.ndarray], batch: list[_Pending]) -> list[Outcome]:
+    """Each request of a failed batch run by itself: its own output, or its own error."""
+    outcomes: list[Outcome] = []
+    for item in batch:
+        try:
+            outcomes.append((predict(item.rows), None))
+        except Exception as exc:  # noqa: BLE001 - whatever the runtime raised is this request's own error
+            outcomes.append((None, exc))
+    return outcomes
 
 
 def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:
