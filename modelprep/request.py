@@ -39,7 +39,9 @@ def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
                                f"use a model of one of these formats: {', '.join(FORMATS)}")
     family = family_of_format(spec.model_format.value)
     refuse_ignored(spec.spec.optimize, family, spec.locations)
-    return family.request(spec, all_variants)
+    req = family.request(spec, all_variants)
+    # The registry chose the family: the request names it, whatever the family's own code set.
+    return req if req.family == family.name else req.changed(family=family.name)
 
 
 def refuse_ignored(optimize: Optimize, family: Family, locations: Locations) -> None:
