@@ -10,15 +10,19 @@ import re
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+import serving.config as sc
+from serving.config import Setting as ServerSetting
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,39}$"
 MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
 MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 DEFAULT_BASE_IMAGE = "modelstack-base:bookworm-py311"
 MODEL_SUFFIXES = (".keras", ".h5")
+GGUF_SUFFIX = ".gguf"
 TEXT_DATA_SUFFIXES = (".txt", ".jsonl")
 
 
@@ -37,13 +41,32 @@ class DType(StrEnum):
 
 
 class ModelFormat(StrEnum):
-    keras = "keras"
-    huggingface = "huggingface"
+    """How the model's files are written; it selects the model family prep runs (modelprep.families)."""
+
+    keras = "keras"  # a .keras / .h5 file or a SavedModel directory
+    huggingface = "huggingface"  # a folder with config.json, tokenizer.json, model.safetensors
+    gguf = "gguf"  # one .gguf file (llama.cpp)
+    ctranslate2 = "ctranslate2"  # a CTranslate2 folder (model.bin, config.json)
 
 
 class Task(StrEnum):
+    """What the served model does with a request."""
+
+    predict = "predict"  # tensors in, tensors out: the default of a keras model
     sentence_embedding = "sentence-embedding"
     text_classification = "text-classification"
+    text_generation = "text-generation"
+    speech_recognition = "speech-recognition"
+
+
+# The tasks each format serves; the first is its default when model.task is not written.
+FORMAT_TASKS: dict[ModelFormat, tuple[Task, ...]] = {
+    ModelFormat.keras: (Task.predict,),
+    ModelFormat.huggingface: (Task.sentence_embedding, Task.text_classification),
+    ModelFormat.gguf: (Task.text_generation,),
+    ModelFormat.ctranslate2: (Task.speech_recognition,),
+}
+HF_TASKS = FORMAT_TASKS[ModelFormat.huggingface]
 
 
 class Truncation(StrEnum):
@@ -100,13 +123,16 @@ TEXT_INPUT = TensorSpec(name="text", dtype=DType.string)
 
 
 class ModelSource(_Strict):
-    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, or a Hugging Face "
-                                                         "model directory (config.json, tokenizer.json, model.safetensors), relative to model.yaml")]
+    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, a Hugging Face "
+                                                         "model directory (config.json, tokenizer.json, model.safetensors), a .gguf file "
+                                                         "or a CTranslate2 folder (model.bin), relative to model.yaml")]
     format: Annotated[ModelFormat | None, Field(
-        description="keras or huggingface; default: huggingface for a directory holding config.json, else keras",
+        description="keras, huggingface, gguf or ctranslate2; default: gguf for a .gguf file, ctranslate2 for a directory "
+                    "holding model.bin, huggingface for a directory holding config.json, else keras",
     )] = None
     task: Annotated[Task | None, Field(
-        description="For a Hugging Face model: sentence-embedding (mean-pooled, L2-normalised) or text-classification",
+        description="What the model does: predict (keras, the default), sentence-embedding (mean-pooled, L2-normalised) or "
+                    "text-classification (huggingface), text-generation (gguf), speech-recognition (ctranslate2)",
     )] = None
     labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]] | None, Field(
         min_length=2, max_length=10_000,
@@ -121,10 +147,10 @@ class ModelSource(_Strict):
     @field_validator("path")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if not value.endswith(MODEL_SUFFIXES) and Path(value).suffix:
+        if not value.endswith((*MODEL_SUFFIXES, GGUF_SUFFIX)) and Path(value).suffix:
             raise ValueError(
-                f"{value!r} is not a Keras model; point it at a .keras or .h5 file, a SavedModel directory "
-                "or a Hugging Face model directory"
+                f"{value!r} is not a model prep knows; point it at a .keras or .h5 file, a SavedModel directory, "
+                "a Hugging Face model directory, a .gguf file or a CTranslate2 folder"
             )
         return value
 
@@ -137,7 +163,16 @@ class ModelSource(_Strict):
 
     @model_validator(mode="after")
     def _family(self) -> ModelSource:
-        hf = self.format == ModelFormat.huggingface or (self.format is None and self.task is not None)
+        written = self.format or (ModelFormat.gguf if self.path.endswith(GGUF_SUFFIX) else None) or next(
+            (f for f, tasks in FORMAT_TASKS.items() if self.task in tasks and f not in (ModelFormat.keras, ModelFormat.huggingface)),
+            None)
+        if written is not None and written not in (ModelFormat.keras, ModelFormat.huggingface):
+            tasks = FORMAT_TASKS[written]
+            if self.task is not None and self.task not in tasks:
+                raise ValueError(f"a {written.value} model does not do {self.task.value}; "
+                                 f"use task: {' or task: '.join(t.value for t in tasks)}, or remove task")
+            return self
+        hf = self.format == ModelFormat.huggingface or (self.format is None and self.task in HF_TASKS)
         if hf and self.path.endswith(MODEL_SUFFIXES):
             raise ValueError(f"{self.path!r} is a Keras file, not a Hugging Face model directory; "
                              "remove task (and format) for a Keras model, or point path at a Hugging Face model directory")
@@ -148,8 +183,9 @@ class ModelSource(_Strict):
             if self.inputs is not None and (len(self.inputs) != 1 or not texts):
                 raise ValueError("a huggingface model takes one string input; list one input with dtype: string, or leave inputs out")
         else:
-            if self.task is not None:
-                raise ValueError("task applies to huggingface models; remove task, or set format: huggingface")
+            if self.task not in (None, Task.predict):
+                raise ValueError(f"a keras model does predict, not {self.task.value}; remove task, "
+                                 "or set the format that does it (huggingface, gguf, ctranslate2)")
             if self.inputs is None and self.format == ModelFormat.keras:
                 raise ValueError("a keras model needs its input signature; add inputs with name, shape and dtype")
             if any(t.text for t in self.inputs or []):
@@ -161,11 +197,22 @@ class ModelSource(_Strict):
                 raise ValueError("names a label twice; give each class its own name")
         return self
 
-    def resolved_format(self, directory_has_config: bool) -> ModelFormat:
-        """The format as written, else inferred: a directory with config.json (or a task) means Hugging Face."""
+    def resolved_format(self, directory_has_config: bool, directory_has_model_bin: bool = False) -> ModelFormat:
+        """The format as written, else inferred from the path: a .gguf file is gguf, a directory with
+        model.bin is CTranslate2, one with config.json (or a Hugging Face task) is Hugging Face."""
         if self.format is not None:
             return self.format
-        return ModelFormat.huggingface if directory_has_config or self.task is not None else ModelFormat.keras
+        if self.path.endswith(GGUF_SUFFIX):
+            return ModelFormat.gguf
+        if directory_has_model_bin:
+            return ModelFormat.ctranslate2
+        if self.task is not None and self.task != Task.predict:
+            return next(f for f, tasks in FORMAT_TASKS.items() if self.task in tasks)
+        return ModelFormat.huggingface if directory_has_config else ModelFormat.keras
+
+    def resolved_task(self, model_format: ModelFormat) -> Task:
+        """The task as written, else the format's default (a keras model predicts)."""
+        return self.task or FORMAT_TASKS[model_format][0]
 
     @property
     def signature(self) -> list[TensorSpec]:
@@ -299,56 +346,42 @@ class Optimize(_Strict):
         return self
 
 
+def _number(value: Any) -> Any:
+    """A serving setting is a number as YAML or JSON writes one: not a boolean or a string (the server
+    takes neither). Integral floats pass: Pulumi state hands every number back as one."""
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"{value!r} is not a number; write the number without quotes")
+    return value
+
+
+Number = BeforeValidator(_number)
+
+
+def _bounds(setting: ServerSetting[Any]) -> dict[str, Any]:
+    """The pydantic Field of one of the server's settings: its bounds and its description."""
+    if setting.pattern is not None:  # checked by the field's validator, which says how to write it
+        return {"description": setting.description}
+    return {"ge": setting.low, "le": setting.high, "description": setting.description}
+
+
 class Serving(_Strict):
-    port: Annotated[int, Field(ge=1024, le=65535, description="Port the server listens on inside the container")] = 8501
-    grpc_port: Annotated[int | None, Field(
-        ge=1024, le=65535,
-        description="Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) "
-                    "inside the container, beside the HTTP port; null turns it off",
-    )] = 8001
-    threads: Annotated[int, Field(ge=1, le=64, description="Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)")] = 1
-    max_batch_size: Annotated[int, Field(
-        ge=0, le=1024,
-        description="Dynamic batching: most samples run in one inference; 0 or 1 turns batching off",
-    )] = 1
-    max_latency_ms: Annotated[float, Field(
-        ge=0.0, le=1000.0,
-        description="Dynamic batching: longest a request waits for others to join its batch; "
-                    "0 = no waiting, a batch holds what queued during the previous one",
-    )] = 0.0
-    max_body_bytes: Annotated[int, Field(
-        ge=1024, le=256 * 1024**2, description="Largest request body accepted; bigger ones get 413",
-    )] = 4 * 1024**2
-    api_key_env: Annotated[str | None, Field(
-        description="Require an API key (Authorization: Bearer or X-API-Key) on every route but the "
-                    "health checks; the key is read from this environment variable when the "
-                    "container starts, never stored in the image (e.g. MODELSTACK_API_KEY)",
-    )] = None
-    max_connections: Annotated[int, Field(
-        ge=1, le=1_000_000,
-        description="Connections open at once; a connection over this gets 503 with Retry-After",
-    )] = 1024
-    max_buffered_bytes: Annotated[int, Field(
-        ge=1024, le=2**40,
-        description="Request bytes held across all connections (heads, bodies, announced "
-                    "Content-Lengths); a request over this gets 503 with Retry-After. At least "
-                    "max_body_bytes",
-    )] = 64 * 1024**2
-    max_header_bytes: Annotated[int, Field(
-        ge=1024, le=16 * 1024**2,
-        description="Request line and header fields of one request; longer heads get 431",
-    )] = 64 * 1024
-    max_headers: Annotated[int, Field(
-        ge=4, le=10_000, description="Header fields of one request; more get 431",
-    )] = 100
-    request_timeout_s: Annotated[float, Field(
-        ge=0.1, le=3600.0,
-        description="Seconds a request may take to arrive, from its first byte; slower ones get 408",
-    )] = 30.0
-    idle_timeout_s: Annotated[float, Field(
-        ge=0.1, le=86400.0,
-        description="Seconds an idle keep-alive connection (or one whose client stopped reading) stays open",
-    )] = 75.0
+    """The server's settings. Defaults, bounds and descriptions are the server's own
+    (serving/config.py: SETTINGS), so the two cannot disagree."""
+
+    port: Annotated[int, Field(**_bounds(sc.PORT)), Number] = sc.PORT.default
+    grpc_port: Annotated[Annotated[int, Field(ge=sc.GRPC_PORT.low, le=sc.GRPC_PORT.high), Number] | None,
+                         Field(description=sc.GRPC_PORT.description)] = sc.GRPC_PORT.default
+    threads: Annotated[int, Field(**_bounds(sc.THREADS)), Number] = sc.THREADS.default
+    max_batch_size: Annotated[int, Field(**_bounds(sc.MAX_BATCH_SIZE_SETTING)), Number] = sc.MAX_BATCH_SIZE_SETTING.default
+    max_latency_ms: Annotated[float, Field(**_bounds(sc.MAX_LATENCY_MS)), Number] = sc.MAX_LATENCY_MS.default
+    max_body_bytes: Annotated[int, Field(**_bounds(sc.MAX_BODY_BYTES)), Number] = sc.MAX_BODY_BYTES.default
+    api_key_env: Annotated[str | None, Field(**_bounds(sc.API_KEY_ENV))] = sc.API_KEY_ENV.default
+    max_connections: Annotated[int, Field(**_bounds(sc.MAX_CONNECTIONS)), Number] = sc.MAX_CONNECTIONS.default
+    max_buffered_bytes: Annotated[int, Field(**_bounds(sc.MAX_BUFFERED_BYTES)), Number] = sc.MAX_BUFFERED_BYTES.default
+    max_header_bytes: Annotated[int, Field(**_bounds(sc.MAX_HEADER_BYTES)), Number] = sc.MAX_HEADER_BYTES.default
+    max_headers: Annotated[int, Field(**_bounds(sc.MAX_HEADERS)), Number] = sc.MAX_HEADERS.default
+    request_timeout_s: Annotated[float, Field(**_bounds(sc.REQUEST_TIMEOUT_S)), Number] = sc.REQUEST_TIMEOUT_S.default
+    idle_timeout_s: Annotated[float, Field(**_bounds(sc.IDLE_TIMEOUT_S)), Number] = sc.IDLE_TIMEOUT_S.default
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:
@@ -369,7 +402,7 @@ class Serving(_Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", value):
+        if value is not None and not re.fullmatch(sc.API_KEY_ENV_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not an environment variable name; use upper-case letters, digits "
                 "and '_', e.g. MODELSTACK_API_KEY"
