@@ -21,14 +21,19 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import (
-    ConnectionTerminated, DataReceived, ResponseReceived, StreamEnded, StreamReset, TrailersReceived,
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
 )
 from h2.settings import SettingCodes
+from serving_support import rss_kib
+from v2_fixtures import MODEL, SAMPLES, V2Server, server_config, tiny_onnx_model
 
 from serving.proto import grpc_service_pb2 as pb
 from serving.proto import grpc_service_pb2_grpc as pb_grpc
-from serving_support import rss_kib
-from v2_fixtures import MODEL, SAMPLES, V2Server, server_config, tiny_onnx_model
 
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"

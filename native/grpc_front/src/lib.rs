@@ -60,6 +60,7 @@ const STREAMS_PER_CONNECTION: u32 = 100;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const PREFACE_BYTES: usize = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 const MAX_PENDING_RESETS: usize = 1000;
+const EOF_STALL: Duration = Duration::from_secs(1);
 const MAX_METADATA_BYTES: usize = 16 * 1024; // grpc-core's default hard limit
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
@@ -177,7 +178,10 @@ impl ConnectionState {
     /// moving), or no call for `idle`.
     fn deadline(&self, idle: Duration) -> Option<Instant> {
         if self.sending.load(Ordering::Acquire) > 0 || self.unsent.load(Ordering::Acquire) > 0 {
-            return Some(self.epoch + Duration::from_millis(self.last_progress_ms.load(Ordering::Acquire)) + idle);
+            // After the client's FIN its answers must move at once: a client that closed its
+            // socket (not only its side) looks the same until something is written to it.
+            let stall = if self.eof.load(Ordering::Acquire) { idle.min(EOF_STALL) } else { idle };
+            return Some(self.epoch + Duration::from_millis(self.last_progress_ms.load(Ordering::Acquire)) + stall);
         }
         if self.streams.load(Ordering::Acquire) > 0 {
             return None;
