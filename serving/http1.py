@@ -489,6 +489,8 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.count_unsent()
         self._app.record(request, status, self.remote)
+        if self._closing:  # cut by count_unsent: over its share of unread answers
+            return
         if close:
             self._close_after_write(transport)
             return
