@@ -18,6 +18,8 @@ from serving.shares import make_room
 SWEEP_INTERVAL_S = 1.0
 # Accept errors (e.g. EMFILE) are logged at most once per this many seconds, with a count.
 ACCEPT_ERROR_LOG_S = 5.0
+# Freed memory is handed back to the OS at most this often (see MemoryTrim).
+TRIM_INTERVAL_S = 2.0
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -38,9 +40,10 @@ MMAP_THRESHOLD_BYTES = 256 * 1024
 
 
 class MemoryTrim:
-    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``) once the process has grown by
-    a quarter since the last trim: freed small blocks (HTTP/2 frames, parsed messages) otherwise
-    stay in glibc's arenas after a burst, and the replica's memory never comes back down."""
+    """Hand freed heap pages back to the OS (glibc's ``malloc_trim``) while the process is a quarter
+    above the size it last came back to (or needed), at most every ``TRIM_INTERVAL_S``: freed small blocks
+    (HTTP/2 frames, parsed messages) otherwise stay in glibc's arenas after a burst, and the
+    replica's memory never comes back down."""
 
     def __init__(self) -> None:
         self._trim: Any = None
@@ -49,7 +52,8 @@ class MemoryTrim:
             self._trim = ctypes.CDLL(None).malloc_trim
         except (OSError, AttributeError):  # not glibc
             pass
-        self._base = self.rss()
+        self._floor = self.rss()
+        self._last = 0.0
 
     def rss(self) -> int:
         try:
@@ -58,12 +62,16 @@ class MemoryTrim:
         except (OSError, ValueError, AttributeError):
             return 0
 
-    def maybe_trim(self) -> None:
-        if self._trim is None:
+    def maybe_trim(self, now: float) -> None:
+        if self._trim is None or now - self._last < TRIM_INTERVAL_S:
             return
-        if self.rss() > self._base * 5 // 4:
+        before = self.rss()
+        if before > self._floor * 5 // 4:
+            self._last = now
             self._trim(0)
-            self._base = self.rss()
+            after = self.rss()
+            # Little came back: that much is in use (a model loaded), the new floor.
+            self._floor = after if after > before * 19 // 20 else min(self._floor, after)
 
 
 def return_freed_memory() -> bool:
@@ -155,7 +163,7 @@ class HttpServer:
         for conn in list(self._connections):
             conn.expire(now)
             conn.count_unsent()  # answers that left since they were counted
-        self._memory.maybe_trim()
+        self._memory.maybe_trim(now)
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL_S, self._sweep)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
