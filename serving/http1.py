@@ -99,6 +99,8 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()  # last byte read or written
         self.partial_since: float | None = None  # first byte of a request not yet complete
         self._paused_since: float | None = None  # the client stopped reading its answers
+        self._streaming: asyncio.Future[None] | None = None  # a streamed answer being written
+        self._resumed: asyncio.Future[None] | None = None  # done when the client reads again
         self.unsent = 0  # answer bytes written but not yet taken by the socket (counted by the server)
 
     # -- asyncio callbacks --
@@ -177,6 +179,10 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._streaming is not None:
+            self._streaming.cancel()  # closes the answer's iterator (the client has gone)
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
         if self._linger is not None:
             self._linger.cancel()
         if self._parsing is not None and not self._in_head:  # gone mid-body: nginx's 499, never sent
@@ -199,6 +205,8 @@ class HttpConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._paused_since = None
+        if self._resumed is not None and not self._resumed.done():
+            self._resumed.set_result(None)
         self.last_active = time.monotonic()
         self.count_unsent()
         self._continue()
@@ -462,7 +470,72 @@ class HttpConnection(asyncio.Protocol):
 
     def send(self, request: Request, response: Response, close: bool = False) -> None:
         """Write ``response`` as the answer to ``request``."""
+        if response.stream is not None:
+            self._streaming = asyncio.ensure_future(self._send_stream(request, response, close))
+            return
         self.respond(request, response.status, response.body, response.headers, response.content_type, close)
+
+    async def _send_stream(self, request: Request, response: Response, close: bool) -> None:
+        """Write a streamed answer: the head, then each chunk as the iterator yields it (chunked
+        encoding; an HTTP/1.0 client gets the bytes as they are and the connection closes after
+        them), waiting while the client does not read. Every chunk counts as unsent until the
+        socket takes it. The connection's next request waits for the end; a client that goes
+        away cancels this, which closes the iterator."""
+        stream = response.stream
+        assert stream is not None
+        chunked = request.version == "HTTP/1.1"
+        close = close or not chunked or not request.keep_alive or self._server.draining
+        status = response.status
+        try:
+            transport = self._transport
+            if transport is None or request is not self.request:
+                return
+            headers = (*response.headers, ("Transfer-Encoding", "chunked")) if chunked else response.headers
+            transport.write(self._head_bytes(request, status, b"", headers, response.content_type, close,
+                                             length=False))
+            if request.method != "HEAD":
+                async for chunk in stream:
+                    if not chunk:
+                        continue
+                    while self._writing_paused and self._transport is not None:
+                        await self._writable()
+                    transport = self._transport
+                    if transport is None:
+                        return
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    self.last_active = time.monotonic()
+                    self.count_unsent()
+                if chunked and self._transport is not None:
+                    self._transport.write(b"0\r\n\r\n")
+        except asyncio.CancelledError:
+            status = 499
+        finally:
+            self._streaming = None
+            closing = getattr(stream, "aclose", None)
+            if closing is not None:
+                await closing()
+        self._finish_stream(request, status, close)
+
+    def _finish_stream(self, request: Request, status: int, close: bool) -> None:
+        if request is not self.request:
+            return
+        self.request = None
+        self._server.buffered -= request.held
+        request.held = 0
+        transport = self._transport
+        self._app.record(request, status if transport is not None else 499, self.remote)
+        if transport is None or self._closing:
+            return
+        if close:
+            self._close_after_write(transport)
+            return
+        self._continue()
+
+    def _writable(self) -> asyncio.Future[None]:
+        """A future done once the client reads again (or the connection ends)."""
+        if self._resumed is None or self._resumed.done():
+            self._resumed = asyncio.get_running_loop().create_future()
+        return self._resumed
 
     def respond(
         self,
@@ -489,6 +562,8 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.count_unsent()
         self._app.record(request, status, self.remote)
+        if self._closing:  # cut by count_unsent: over its share of unread answers
+            return
         if close:
             self._close_after_write(transport)
             return
@@ -497,15 +572,16 @@ class HttpConnection(asyncio.Protocol):
     @staticmethod
     def _head_bytes(
         request: Request, status: int, body: bytes, headers: tuple[tuple[str, str], ...],
-        content_type: bytes, close: bool,
+        content_type: bytes, close: bool, length: bool = True,
     ) -> bytes:
         extra = b"".join(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers) if headers else b""
         if close:
             extra += b"Connection: close\r\n"
         elif request.version == "HTTP/1.0":
             extra += b"Connection: keep-alive\r\n"
-        return b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            _STATUS_LINES[status], content_type, len(body), date_header(), extra,
+        size = b"Content-Length: %d\r\n" % len(body) if length else b""
+        return b"%sContent-Type: %s\r\n%s%s%s\r\n" % (
+            _STATUS_LINES[status], content_type, size, date_header(), extra,
         )
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:

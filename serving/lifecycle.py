@@ -20,7 +20,7 @@ from serving.app import App
 from serving.auth import read_api_key
 from serving.batching import settle
 from serving.config import ServingConfig
-from serving.listener import HttpServer, raise_open_file_limit
+from serving.listener import HttpServer, raise_open_file_limit, return_freed_memory
 from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
 
@@ -50,6 +50,7 @@ def _serve() -> int:
     except ValueError as exc:
         log_event(event="config_error", error=str(exc))
         return 2
+    return_freed_memory()
     state = ModelState(config, api_key)
     try:
         server = HttpServer((config.host, config.port), App(state), config)

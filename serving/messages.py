@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 JSON = b"application/json"
@@ -62,3 +63,7 @@ class Response:
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[str, str], ...] = ()
+    # A streamed answer (server-sent events, tokens): its chunks, written as they come with
+    # chunked transfer encoding under the connection's flow control; ``body`` is then unused.
+    # The iterator is closed (its ``finally`` runs) when the client goes away.
+    stream: AsyncIterator[bytes] | None = None

@@ -92,7 +92,9 @@ class ServerProcess:
     def __init__(self, config: dict[str, Any] | None, folder: Path | None, command: list[str] | None = None,
                  env: dict[str, str] | None = None, preexec_fn: Any = None) -> None:
         """Serve ``config`` (written to ``folder``); with ``config=None``, ``command`` brings its own."""
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        # The repository first; what the caller's PYTHONPATH adds (e.g. a freshly built transport) after it.
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+        full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
         if config is not None:
             assert folder is not None
             config_path = folder / "serving.json"

@@ -608,7 +608,9 @@ def test_connections_without_a_handshake_or_a_call_are_closed_and_free_their_pla
         server.stop()
 
 
-def test_a_message_that_stalls_loses_its_place_after_request_timeout_s(model_path: Path, tmp_path: Path) -> None:
+def test_a_message_that_stalls_holds_no_place(model_path: Path, tmp_path: Path) -> None:
+    """A call's place under max_connections is taken once its whole message is here (issue 19,
+    finding 3): two stalled messages with max_connections 2 lock nobody out."""
     import socket
     import struct
 
@@ -626,10 +628,6 @@ def test_a_message_that_stalls_loses_its_place_after_request_timeout_s(model_pat
         time.sleep(0.3)
         with grpc.insecure_channel(server.grpc_url) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
-            with pytest.raises(grpc.RpcError) as info:
-                stub.ModelInfer(_infer_request(), timeout=5)
-            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # both places held
-            time.sleep(1.5)
             assert len(stub.ModelInfer(_infer_request(), timeout=5).raw_output_contents) == 1
         stalled.close()
     finally:

@@ -9,16 +9,23 @@
 //! serialized message) or `abort` (a status code and message).
 //!
 //! Bounds, like the HTTP front end's: at most `max_connections` connections (more are closed at
-//! once), 100 concurrent streams per connection, at most `max_in_flight` calls between arrival and
-//! answer (more get RESOURCE_EXHAUSTED before their message is read), at most `max_buffered_bytes`
-//! of messages held across calls and `max_message_bytes` per message (RESOURCE_EXHAUSTED, as
-//! grpc-core says it, not tonic's OUT_OF_RANGE), a message complete `request_timeout_s` after its
-//! call began (DEADLINE_EXCEEDED), a connection's HTTP/2 preface within `request_timeout_s` and
-//! a connection with no call for `idle_timeout_s` closed. A call's place is held until Python answers it,
-//! even when its client went away; a call whose client is gone before Python takes it is handed
-//! over marked cancelled, not run. Accept errors (EMFILE...) are retried after a pause and logged
-//! at most once a second. `begin_stop` closes the listener (new connections are refused at once)
-//! and sends GOAWAY; `close` answers what is left with UNAVAILABLE and ends the threads.
+//! once), 100 concurrent streams per connection, at most `max_in_flight` calls between their whole
+//! message and their answer sent (a stream with headers only holds no place), at most
+//! `max_buffered_bytes` of messages held across calls (counted as they arrive) and as many answer
+//! bytes not yet handed to HTTP/2, `max_message_bytes` per message (RESOURCE_EXHAUSTED, as grpc-core
+//! says it, not tonic's OUT_OF_RANGE). Each cap is shared fairly (`Shared::make_room`, the rule of
+//! `serving/shares.py`): when it is full, a connection within its share pushes out the connections
+//! holding more (they are closed), and one over its share is refused. A message must be complete
+//! `request_timeout_s` after its call began (DEADLINE_EXCEEDED), a connection's HTTP/2 preface
+//! arrive within `request_timeout_s`; a connection with no call for `idle_timeout_s`, or whose
+//! answers have not moved for as long (window 0), is closed. A call's place is held until its
+//! answer is sent, even when its client went away; a call whose client is gone before Python takes
+//! it is handed over marked cancelled, not run. A client that half-closes still gets its answers.
+//! Client mistakes get client-error codes (no message, a bad compressed flag: INVALID_ARGUMENT; a
+//! content type that is not gRPC's: HTTP 415; metadata over 16 KiB: RESOURCE_EXHAUSTED). Accept
+//! errors (EMFILE...) are retried after a pause and logged at most once a second, never waiting
+//! for a stalled log reader. `begin_stop` closes the listener (new connections are refused at
+//! once) and sends GOAWAY; `close` answers what is left with UNAVAILABLE and ends the threads.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,8 +33,8 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BufMut, Bytes};
@@ -52,6 +59,10 @@ const METHODS: [&str; 6] = ["ServerLive", "ServerReady", "ModelReady", "ServerMe
 const STREAMS_PER_CONNECTION: u32 = 100;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const PREFACE_BYTES: usize = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+const MAX_PENDING_RESETS: usize = 1000;
+const EOF_STALL: Duration = Duration::from_secs(1);
+const MAX_METADATA_BYTES: usize = 16 * 1024; // grpc-core's default hard limit
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
 type Reply = Result<Bytes, Status>;
 
@@ -70,50 +81,124 @@ struct Call {
 struct Counters {
     in_flight: AtomicUsize,
     buffered: AtomicUsize,
+    unsent: AtomicUsize,
     connections: AtomicUsize,
 }
 
-/// A call's share of the bounds, from arrival until Python answers it (or `close`).
+/// A call's hold on the bounds: its request bytes as they arrive until Python answers, its place
+/// under `max_in_flight` from the whole message until the answer is sent, the answer's bytes
+/// until they are handed to HTTP/2 (at most `SEND_CHUNK` at a time). Whatever it still holds is
+/// given back when the last of the transport's references to the call goes.
 struct Slot {
     counters: Arc<Counters>,
-    bytes: Arc<AtomicUsize>,
     connection: Arc<ConnectionState>,
+    request_bytes: AtomicUsize,
+    response_bytes: AtomicUsize,
+    place: AtomicBool,
+    handled: AtomicBool, // the message was read whole and handed over (its errors are Python's)
+}
+impl Slot {
+    fn release_request(&self) {
+        let n = self.request_bytes.swap(0, Ordering::AcqRel);
+        self.counters.buffered.fetch_sub(n, Ordering::AcqRel);
+        self.connection.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+    fn sent(&self, n: usize) {
+        let n = n.min(self.response_bytes.load(Ordering::Acquire));
+        self.response_bytes.fetch_sub(n, Ordering::AcqRel);
+        self.counters.unsent.fetch_sub(n, Ordering::AcqRel);
+        self.connection.unsent.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.counters.buffered.fetch_sub(self.bytes.load(Ordering::Acquire), Ordering::AcqRel);
-        self.connection.call_ended();
+        self.release_request();
+        let unsent = self.response_bytes.swap(0, Ordering::AcqRel);
+        self.counters.unsent.fetch_sub(unsent, Ordering::AcqRel);
+        self.connection.unsent.fetch_sub(unsent, Ordering::AcqRel);
+        if self.place.swap(false, Ordering::AcqRel) {
+            self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.connection.places.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
-/// What a connection's idle timer reads: its calls in progress and when the last one ended.
+/// A connection's state as its timers, its calls and the fair shares read it.
 struct ConnectionState {
-    calls: AtomicUsize,
-    last_call_ms: AtomicU64, // since `epoch`
+    streams: AtomicUsize, // calls in progress, from their headers until their answer is sent
+    began: AtomicU64,     // calls ever begun
+    places: AtomicUsize,  // of them, those holding a place under max_in_flight
+    buffered: AtomicUsize, // request bytes its calls hold
+    unsent: AtomicUsize,  // answer bytes not yet handed to HTTP/2
+    sending: AtomicUsize, // answers ready and not yet all sent
+    last_call_ms: AtomicU64, // since `epoch`: when the last call ended
+    last_progress_ms: AtomicU64, // since `epoch`: when an answer last moved (or became ready)
     epoch: Instant,
+    cut: AtomicBool,      // to be closed: a connection within its share needs what this one holds
+    eof: AtomicBool,      // the client half-closed: reported once its calls are answered
+    waker: Mutex<Option<Waker>>, // the connection's reader, woken to notice `cut` or the end of calls
 }
 impl ConnectionState {
     fn new() -> Self {
-        ConnectionState { calls: AtomicUsize::new(0), last_call_ms: AtomicU64::new(0), epoch: Instant::now() }
+        ConnectionState {
+            streams: AtomicUsize::new(0), began: AtomicU64::new(0), places: AtomicUsize::new(0),
+            buffered: AtomicUsize::new(0),
+            unsent: AtomicUsize::new(0), sending: AtomicUsize::new(0),
+            last_call_ms: AtomicU64::new(0), last_progress_ms: AtomicU64::new(0), epoch: Instant::now(),
+            cut: AtomicBool::new(false), eof: AtomicBool::new(false), waker: Mutex::new(None),
+        }
     }
-    fn call_began(&self) {
-        self.calls.fetch_add(1, Ordering::AcqRel);
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
-    fn call_ended(&self) {
-        self.last_call_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
-        self.calls.fetch_sub(1, Ordering::AcqRel);
+    fn stream_began(&self) {
+        self.began.fetch_add(1, Ordering::AcqRel);
+        self.streams.fetch_add(1, Ordering::AcqRel);
     }
-    /// When the connection counts as idle, unless a call begins first (None while calls run).
-    fn idle_at(&self, idle: Duration) -> Option<Instant> {
-        if self.calls.load(Ordering::Acquire) > 0 {
+    fn stream_ended(&self) {
+        self.last_call_ms.store(self.now_ms(), Ordering::Release);
+        if self.streams.fetch_sub(1, Ordering::AcqRel) == 1 && self.eof.load(Ordering::Acquire) {
+            self.wake(); // the half-closed client has its answers: the reader reports the end now
+        }
+    }
+    fn progressed(&self) {
+        self.last_progress_ms.store(self.now_ms(), Ordering::Release);
+    }
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        self.wake();
+    }
+    fn wake(&self) {
+        if let Some(waker) = self.waker.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+    /// When the connection is to be closed unless something happens first: answers waiting that
+    /// have not moved for `idle` (a client that does not read them: new calls do not count as
+    /// moving), or no call for `idle`.
+    fn deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.sending.load(Ordering::Acquire) > 0 || self.unsent.load(Ordering::Acquire) > 0 {
+            // After the client's FIN its answers must move at once: a client that closed its
+            // socket (not only its side) looks the same until something is written to it.
+            let stall = if self.eof.load(Ordering::Acquire) { idle.min(EOF_STALL) } else { idle };
+            return Some(self.epoch + Duration::from_millis(self.last_progress_ms.load(Ordering::Acquire)) + stall);
+        }
+        if self.streams.load(Ordering::Acquire) > 0 {
             return None;
         }
         Some(self.epoch + Duration::from_millis(self.last_call_ms.load(Ordering::Acquire)) + idle)
     }
 }
 
-/// The connection's address and idle state, as tonic puts them in each request's extensions.
+/// A call's stream in progress, for the idle timer and a half-closed client's end.
+struct StreamGuard(Arc<ConnectionState>);
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.stream_ended();
+    }
+}
+
+/// The connection's address and state, as tonic puts them in each request's extensions.
 #[derive(Clone)]
 struct ConnectionInfo {
     remote: Option<std::net::SocketAddr>,
@@ -122,12 +207,13 @@ struct ConnectionInfo {
 
 struct Waiter {
     reply: oneshot::Sender<Reply>,
-    _slot: Slot,
+    slot: Arc<Slot>,
 }
 
 struct Shared {
     queue: Mutex<Vec<Call>>,
     waiters: Mutex<HashMap<u64, Waiter>>,
+    connections: Mutex<Vec<Weak<ConnectionState>>>, // for fair shares: who holds what
     next_id: AtomicU64,
     counters: Arc<Counters>,
     max_in_flight: usize,
@@ -143,6 +229,45 @@ impl Shared {
     fn wake(&self) {
         let one: u64 = 1;
         unsafe { libc::write(self.event_fd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+
+    /// Whether `amount` more of a cap (`total` of `limit`, read per connection by `held`) may go to
+    /// `own`, which holds `own_held` of it: it fits, or `own` stays within its share and the connections holding more than it
+    /// would are cut, largest first, until it does (`serving/shares.py` is the same rule).
+    #[allow(clippy::too_many_arguments)]
+    fn make_room(&self, own: &Arc<ConnectionState>, own_held: usize, total: usize, limit: usize, amount: usize,
+                 floor: usize, held: impl Fn(&ConnectionState) -> usize) -> bool {
+        if total + amount <= limit {
+            return true;
+        }
+        let mut holding: Vec<(usize, Arc<ConnectionState>)> = {
+            let mut connections = self.connections.lock().unwrap();
+            connections.retain(|weak| weak.strong_count() > 0);
+            connections.iter().filter_map(Weak::upgrade)
+                .filter(|c| !Arc::ptr_eq(c, own) && !c.cut.load(Ordering::Acquire))
+                .map(|c| (held(&c), c)).filter(|(n, _)| *n > 0).collect()
+        };
+        let wanted = own_held + amount;
+        if wanted > (limit / (holding.len() + 1)).max(floor) {
+            return false;
+        }
+        holding.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut left = total;
+        let mut cut = Vec::new();
+        for (n, connection) in holding {
+            if n <= wanted {
+                return false;
+            }
+            cut.push(connection);
+            left = left.saturating_sub(n);
+            if left + amount <= limit {
+                for connection in cut {
+                    connection.cut(); // its calls and answers are given back as it closes
+                }
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -181,12 +306,10 @@ impl Codec for RawCodec {
 
 struct Counted {
     inner: BoxBody,
-    counters: Arc<Counters>,
-    bytes: Arc<AtomicUsize>,
-    limit: usize,
+    shared: Arc<Shared>,
+    slot: Arc<Slot>,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>, // armed only once the body has to be waited for
-    timeout: Duration,
 }
 impl Body for Counted {
     type Data = Bytes;
@@ -194,20 +317,25 @@ impl Body for Counted {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if polled.is_pending() && self.expired(cx) {
-            // A stalled message would hold its call's place: it must arrive in time, like an HTTP body.
+            // A stalled message would hold its stream and bytes: it must arrive in time, like an HTTP body.
             return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
                 "the message did not arrive within {} s (request_timeout_s); send it whole",
-                self.timeout.as_secs_f64()
+                self.shared.request_timeout.as_secs_f64()
             )))));
         }
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {
                 let n = data.len();
-                self.bytes.fetch_add(n, Ordering::AcqRel);
-                if self.counters.buffered.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+                let (shared, slot) = (&self.shared, &self.slot);
+                let total = shared.counters.buffered.fetch_add(n, Ordering::AcqRel);
+                slot.request_bytes.fetch_add(n, Ordering::AcqRel);
+                let own = slot.connection.buffered.fetch_add(n, Ordering::AcqRel);
+                // Within its share, a call may push out the connections holding more than it.
+                if !shared.make_room(&slot.connection, own, total, shared.max_buffered_bytes, n, shared.max_message_bytes,
+                                     |c| c.buffered.load(Ordering::Acquire)) {
                     return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
                         "the server holds more than {} bytes of messages in progress (max_buffered_bytes); retry later",
-                        self.limit
+                        shared.max_buffered_bytes
                     )))));
                 }
             }
@@ -228,18 +356,101 @@ impl Counted {
     }
 }
 
+// -- an answer's body: handed to HTTP/2 a chunk at a time, counted until then --
+
+/// At most this much of an answer leaves the count at once: hyper takes one chunk before it has
+/// window to send it, and h2 buffers what it takes.
+const SEND_CHUNK: usize = 16 * 1024;
+
+struct Sending {
+    inner: BoxBody,
+    rest: Bytes,
+    slot: Option<Arc<Slot>>,
+    connection: Arc<ConnectionState>,
+    polled: bool,  // hyper takes the first chunk before the client's window allows a byte
+    done: bool,
+    _stream: StreamGuard,
+}
+impl Sending {
+    fn new(inner: BoxBody, slot: Arc<Slot>, stream: StreamGuard) -> Self {
+        let connection = slot.connection.clone();
+        if connection.sending.fetch_add(1, Ordering::AcqRel) == 0 {
+            connection.progressed(); // the first answer waiting: a stall is timed from here
+        }
+        Sending { inner, rest: Bytes::new(), slot: Some(slot), connection, polled: false, done: false, _stream: stream }
+    }
+    fn finish(&mut self) {
+        self.slot = None; // the answer is out: its place and bytes are free
+        if !self.done {
+            self.done = true;
+            self.connection.sending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = Status;
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        // hyper asks for more only once what it took before had window to go: that is progress.
+        if std::mem::replace(&mut self.polled, true) {
+            self.connection.progressed();
+        }
+        if self.rest.is_empty() {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = data,
+                    Err(frame) => {
+                        self.finish(); // trailers
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                },
+                Poll::Ready(None) => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                other => return other,
+            }
+        }
+        let n = self.rest.len().min(SEND_CHUNK);
+        let chunk = self.rest.split_to(n);
+        if let Some(slot) = &self.slot {
+            slot.sent(n);
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+    fn is_end_stream(&self) -> bool { self.rest.is_empty() && self.inner.is_end_stream() }
+    fn size_hint(&self) -> http_body::SizeHint { http_body::SizeHint::default() }
+}
+
 struct Handler {
     shared: Arc<Shared>,
     method: usize,
-    slot: Option<Slot>,
+    slot: Arc<Slot>,
 }
 impl UnaryService<Bytes> for Handler {
     type Response = Bytes;
     type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let shared = self.shared.clone();
+        let slot = self.slot.clone();
+        slot.handled.store(true, Ordering::Release);
+        // The call's place under max_in_flight, taken once its whole message is here (a stream that
+        // only sent headers holds none), within the connection's share.
+        let total = shared.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        let own = slot.connection.places.fetch_add(1, Ordering::AcqRel);
+        slot.place.store(true, Ordering::Release);
+        if !shared.make_room(&slot.connection, own, total, shared.max_in_flight, 1, 1, |c| c.places.load(Ordering::Acquire)) {
+            let max = shared.max_in_flight;
+            return Box::pin(async move {
+                Err(Status::resource_exhausted(format!("more than {max} calls in progress (max_connections); retry later")))
+            });
+        }
         let method = self.method;
-        let slot = self.slot.take().expect("one call per handler");
         let peer = match request.extensions().get::<ConnectionInfo>().and_then(|info| info.remote) {
             Some(std::net::SocketAddr::V4(a)) => format!("ipv4:{a}"),
             Some(std::net::SocketAddr::V6(a)) => format!("ipv6:{a}"),
@@ -252,7 +463,7 @@ impl UnaryService<Bytes> for Handler {
         let (tx, rx) = oneshot::channel();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         // The waiter keeps the call's slot until Python answers, whether or not anyone still waits.
-        shared.waiters.lock().unwrap().insert(id, Waiter { reply: tx, _slot: slot });
+        shared.waiters.lock().unwrap().insert(id, Waiter { reply: tx, slot });
         let first = {
             let mut queue = shared.queue.lock().unwrap();
             queue.push(Call { id, method, body, peer, authorization, api_key });
@@ -293,40 +504,69 @@ impl tower::Service<http::Request<BoxBody>> for Inference {
             let status = Status::unimplemented(format!("{PREFIX} has no method {path:?}"));
             return Box::pin(async move { Ok(status.into_http()) });
         };
-        // Admission before the message is read: the call's place under max_in_flight.
-        let counters = shared.counters.clone();
-        if !take_place(&counters.in_flight, shared.max_in_flight) {
-            let status = Status::resource_exhausted(format!(
-                "more than {} calls in progress (max_connections); retry later", shared.max_in_flight
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
+        if let Some(refused) = refuse_head(&request) {
+            return Box::pin(async move { Ok(refused) });
         }
-        let bytes = Arc::new(AtomicUsize::new(0));
         let connection = request.extensions().get::<ConnectionInfo>()
             .map_or_else(|| Arc::new(ConnectionState::new()), |info| info.state.clone());
-        connection.call_began();
-        let slot = Slot { counters: counters.clone(), bytes: bytes.clone(), connection };
-        let (limit, timeout) = (shared.max_buffered_bytes, shared.request_timeout);
+        connection.stream_began();
+        let stream = StreamGuard(connection.clone());
+        let slot = Arc::new(Slot {
+            counters: shared.counters.clone(), connection, request_bytes: AtomicUsize::new(0),
+            response_bytes: AtomicUsize::new(0), place: AtomicBool::new(false), handled: AtomicBool::new(false),
+        });
+        let deadline = Instant::now() + shared.request_timeout;
         let request = request.map(|inner| {
-            let deadline = Instant::now() + timeout;
-            BoxBody::new(Counted { inner, counters: counters.clone(), bytes, limit, deadline, timer: None, timeout })
+            BoxBody::new(Counted { inner, shared: shared.clone(), slot: slot.clone(), deadline, timer: None })
         });
         Box::pin(async move {
             let max_message = shared.max_message_bytes;
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(usize::MAX);
-            let response = grpc.unary(Handler { shared, method, slot: Some(slot) }, request).await;
-            // Only tonic's size check ends a call with OUT_OF_RANGE, before the handler runs.
-            if response.headers().get("grpc-status").map_or(false, |v| v == "11") {
-                return Ok(Status::resource_exhausted(format!(
+            let response = grpc.unary(Handler { shared, method, slot: slot.clone() }, request).await;
+            let code = response.headers().get("grpc-status").cloned();
+            let response = if code.as_ref().map_or(false, |v| v == "11") {
+                // Only tonic's size check ends a call with OUT_OF_RANGE, before the handler runs.
+                Status::resource_exhausted(format!(
                     "the message is over {max_message} bytes (max_body_bytes); send fewer samples per call or raise it"
                 ))
-                .into_http());
-            }
-            Ok(response)
+                .into_http()
+            } else if code.as_ref().map_or(false, |v| v == "13") && !slot.handled.load(Ordering::Acquire) {
+                // tonic's INTERNAL before the message is handed over is the client's framing
+                // (no message, a compressed flag without grpc-encoding, an unknown flag): its fault.
+                let (mut parts, body) = response.into_parts();
+                parts.headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+                http::Response::from_parts(parts, body)
+            } else {
+                response
+            };
+            Ok(response.map(|inner| BoxBody::new(Sending::new(inner, slot, stream))))
         })
     }
+}
+
+/// A trailers-only answer for a call whose headers already say it cannot go on: a content type
+/// that is not gRPC's (HTTP 415, as the protocol says) or metadata over `MAX_METADATA_BYTES`.
+fn refuse_head(request: &http::Request<BoxBody>) -> Option<http::Response<BoxBody>> {
+    let content_type = request.headers().get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or(b"");
+    let grpc = content_type.strip_prefix(b"application/grpc")
+        .map_or(false, |rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';');
+    if !grpc {
+        let mut response = Status::invalid_argument(
+            "the content type is not gRPC's; send content-type: application/grpc"
+        ).into_http();
+        *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Some(response);
+    }
+    // Each field as HPACK counts it (RFC 7541 section 4.1: name, value and 32 bytes).
+    let size: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+    if size > MAX_METADATA_BYTES {
+        return Some(Status::resource_exhausted(format!(
+            "the call's metadata is {size} bytes; the limit is {MAX_METADATA_BYTES}: send less metadata"
+        )).into_http());
+    }
+    None
 }
 
 // -- connections: counted, closed at once over max_connections --
@@ -341,14 +581,16 @@ struct Connection {
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     armed: Option<Instant>, // the deadline the timer is set to
+    eof_turn: Option<(u64, u64)>, // after the client's FIN: calls begun and bytes written as of the last turn
+    written: u64,
 }
 impl Connection {
-    /// Until the preface arrives: the handshake deadline; then, with no call running, the idle one.
+    /// Until the preface arrives: the handshake deadline; then the idle or stalled-answer one.
     fn deadline(&self) -> Option<Instant> {
         if self.read < PREFACE_BYTES {
             Some(self.opened + self.handshake)
         } else {
-            self.info.state.idle_at(self.idle)
+            self.info.state.deadline(self.idle)
         }
     }
 }
@@ -363,34 +605,74 @@ impl Connected for Connection {
 }
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        match polled {
-            Poll::Ready(Ok(())) => {
-                self.read = self.read.saturating_add(buf.filled().len() - before);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                // Waiting for the client: close the connection once its deadline has passed.
-                if let Some(deadline) = self.deadline() {
-                    if self.armed != Some(deadline) {
-                        self.armed = Some(deadline);
-                        self.timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
-                    }
-                    // The timer is ready at once when the deadline has already passed.
-                    if self.timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake or idle timeout")));
-                    }
-                }
-                Poll::Pending
-            }
-            other => other,
+        let state = self.info.state.clone();
+        if state.cut.load(Ordering::Acquire) {
+            // Over its share of a cap another connection needs: closing gives back all it holds.
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionAborted, "cut to make room")));
         }
+        if !state.eof.load(Ordering::Acquire) {
+            let before = buf.filled().len();
+            match Pin::new(&mut self.stream).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len() - before;
+                    self.read = self.read.saturating_add(n);
+                    if n > 0 || buf.remaining() == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // The client half-closed: it still gets the answers to its calls, those h2 has
+                    // read but not yet handed over included. The end is reported once a whole turn
+                    // of the connection began no call and none is in progress (`stream_ended`
+                    // wakes us when the last one is sent).
+                    state.eof.store(true, Ordering::Release);
+                }
+                Poll::Pending => {}
+                other => return other,
+            }
+        }
+        remember(&state, cx);
+        if state.eof.load(Ordering::Acquire) {
+            // h2 drops what it has not written when the reader ends: the end waits for a whole
+            // turn of the connection that began no call and wrote nothing, with no call left.
+            // (h2 reads before it writes in a turn: a quiet turn is seen from the next one.)
+            let turn = (state.began.load(Ordering::Acquire), self.written);
+            if state.streams.load(Ordering::Acquire) > 0 {
+                self.eof_turn = None; // `stream_ended` wakes us when the last one is done
+            } else if self.eof_turn == Some(turn) {
+                return Poll::Ready(Ok(()));
+            } else {
+                self.eof_turn = Some(turn);
+                cx.waker().wake_by_ref(); // another turn: h2 hands over or writes what it holds
+            }
+        }
+        // Waiting for the client: close the connection once its deadline has passed.
+        if let Some(deadline) = self.deadline() {
+            if self.armed != Some(deadline) {
+                self.armed = Some(deadline);
+                self.timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            }
+            // The timer is ready at once when the deadline has already passed.
+            if self.timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "handshake, idle or stalled answers")));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Keep the reader's waker, so a cut or the end of a half-closed client's calls can wake it.
+fn remember(state: &ConnectionState, cx: &Context<'_>) {
+    let mut waker = state.waker.lock().unwrap();
+    if !waker.as_ref().map_or(false, |w| w.will_wake(cx.waker())) {
+        *waker = Some(cx.waker().clone());
     }
 }
 impl AsyncWrite for Connection {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
@@ -399,7 +681,11 @@ impl AsyncWrite for Connection {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written += n as u64;
+        }
+        polled
     }
     fn is_write_vectored(&self) -> bool { self.stream.is_write_vectored() }
 }
@@ -430,11 +716,13 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io
                     continue; // over the cap: closed at once, the client retries elsewhere or later
                 }
                 let _ = stream.set_nodelay(true);
-                let info = ConnectionInfo { remote: stream.peer_addr().ok(), state: Arc::new(ConnectionState::new()) };
+                let state = Arc::new(ConnectionState::new());
+                shared.connections.lock().unwrap().push(Arc::downgrade(&state));
+                let info = ConnectionInfo { remote: stream.peer_addr().ok(), state };
                 let connection = Connection {
                     stream, counters, info, read: 0, opened: Instant::now(),
                     handshake: shared.request_timeout, idle: shared.idle_timeout,
-                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)), armed: None,
+                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)), armed: None, eof_turn: None, written: 0,
                 };
                 if out.send(Ok(connection)).await.is_err() {
                     break;
@@ -471,10 +759,17 @@ fn log_line(fields: &str) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    eprintln!(
-        "{{\"ts\":\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z\",{fields}}}",
+    let line = format!(
+        "{{\"ts\":\"{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z\",{fields}}}\n",
         rem / 3600, rem % 3600 / 60, rem % 60
     );
+    // Never wait for a stalled log reader (a transport thread would stop serving): written only
+    // when stderr has room, in one write of at most PIPE_BUF bytes (atomic on a pipe), else dropped.
+    let bytes = &line.as_bytes()[..line.len().min(libc::PIPE_BUF)];
+    let mut ready = libc::pollfd { fd: 2, events: libc::POLLOUT, revents: 0 };
+    if unsafe { libc::poll(&mut ready, 1, 0) } == 1 && ready.revents & libc::POLLOUT != 0 {
+        unsafe { libc::write(2, bytes.as_ptr() as *const libc::c_void, bytes.len()) };
+    }
 }
 
 #[pyclass]
@@ -506,6 +801,7 @@ impl Server {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Vec::new()),
             waiters: Mutex::new(HashMap::new()),
+            connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
             max_in_flight, max_buffered_bytes, max_message_bytes, max_connections, event_fd,
@@ -531,6 +827,14 @@ impl Server {
             tokio::spawn(accept(listener, accept_shared, connections, accepting));
             let served = tonic::transport::Server::builder()
                 .max_concurrent_streams(STREAMS_PER_CONNECTION)
+                // h2's guard against reset floods (CVE-2023-44487) closes a connection once 20
+                // streams reset by the client wait to be accepted: under load, calls with short
+                // deadlines do that, and every other call on the connection failed with them.
+                // A reset stream waiting costs a slab entry; nothing runs for it.
+                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+                // Metadata up to this reaches the service, which answers RESOURCE_EXHAUSTED over
+                // MAX_METADATA_BYTES; beyond it h2 itself answers HTTP 431.
+                .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
                 .http2_keepalive_interval(Some(keepalive))
                 .http2_keepalive_timeout(Some(Duration::from_secs(20)))
                 .add_service(service)
@@ -574,9 +878,29 @@ impl Server {
     }
 
     /// Answer call `id` with a serialized response message; false when its client has gone.
+    /// The answer counts against the cap on unsent answer bytes (`max_buffered_bytes`) until it is
+    /// handed to HTTP/2; a client over its share of it gets RESOURCE_EXHAUSTED instead.
     fn reply(&self, id: u64, message: &[u8]) -> bool {
-        let waiter = self.shared.waiters.lock().unwrap().remove(&id);
-        waiter.map_or(false, |w| w.reply.send(Ok(Bytes::copy_from_slice(message))).is_ok())
+        let Some(waiter) = self.shared.waiters.lock().unwrap().remove(&id) else { return false };
+        let (shared, slot) = (&self.shared, &waiter.slot);
+        slot.release_request(); // Python is done with the message
+        if waiter.reply.is_closed() {
+            return false;
+        }
+        let n = message.len();
+        let connection = &slot.connection;
+        let total = shared.counters.unsent.fetch_add(n, Ordering::AcqRel);
+        let own = connection.unsent.fetch_add(n, Ordering::AcqRel);
+        slot.response_bytes.fetch_add(n, Ordering::AcqRel);
+        if !shared.make_room(connection, own, total, shared.max_buffered_bytes, n, shared.max_message_bytes,
+                             |c| c.unsent.load(Ordering::Acquire)) {
+            slot.sent(n);
+            let status = Status::resource_exhausted(format!(
+                "the client has not read {own} bytes of answers on this connection: more than its share of \
+                 {} (max_buffered_bytes); read them", shared.max_buffered_bytes));
+            return waiter.reply.send(Err(status)).is_ok();
+        }
+        waiter.reply.send(Ok(Bytes::copy_from_slice(message))).is_ok()
     }
 
     /// End call `id` with a gRPC status code (its number) and message; false when its client has gone.
