@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving import families
+
 CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
 DEFAULT_CONFIG_PATH = "/app/serving.json"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -41,7 +43,7 @@ SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "in
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _TOP_LEVEL_FIELDS = (
-    "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
+    "task", "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
     "grpc_port",
 )
@@ -72,6 +74,8 @@ class ServingConfig:
     model_name: str
     artifact: str
     inputs: list[InputSpec]
+    # Which serving family answers (serving.families): its runtime and its routes.
+    task: str = families.DEFAULT_TASK
     port: int = 8501
     threads: int = 1
     host: str = "0.0.0.0"
@@ -121,9 +125,14 @@ class ServingConfig:
             raise ValueError(f"{source}: must be a JSON object, got {_kind(data)}")
         for key in sorted(set(data) - set(_TOP_LEVEL_FIELDS)):
             errors.append(f"{key}: unknown field; allowed fields are {', '.join(_TOP_LEVEL_FIELDS)}")
-        for key in ("model_name", "artifact", "inputs"):
+        for key in ("model_name", "artifact"):
             if key not in data:
                 errors.append(f"{key}: required field is missing")
+        task = data.get("task", families.DEFAULT_TASK)
+        if isinstance(task, str) and task in families.FAMILIES:
+            errors.extend(families.check(task, data))  # what only the task's family knows (e.g. inputs)
+        else:
+            errors.append(f"task: must be one of {', '.join(families.FAMILIES)}, got {_show(task)}")
 
         model_name = _check_name(data.get("model_name", _MISSING), "model_name", errors)
         artifact = _check_str(data.get("artifact", _MISSING), "artifact", errors)
@@ -182,7 +191,7 @@ class ServingConfig:
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
-            model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
+            model_name=model_name, artifact=artifact, inputs=inputs, task=task, port=port, threads=threads,
             host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
             api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port,

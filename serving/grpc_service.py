@@ -35,6 +35,7 @@ from google.protobuf.message import DecodeError
 
 from serving import v2
 from serving.auth import check_api_key
+from serving.batched import batched
 from serving.bytes_tensors import TensorDataError, split_bytes
 from serving.errors import ClientError
 from serving.logs import log_event, write_request
@@ -148,16 +149,15 @@ class InferenceService:
 
     def _model_metadata_bytes(self, request: pb.ModelMetadataRequest) -> bytes:
         self._check_model(request.name, request.version)
-        self.state.require_ready()
+        runtime = batched(self.state).runtime
         if self._model_metadata is None:
-            assert self.state.model is not None
-            document = v2.model_metadata_document(self.state.config, self.state.model)
+            document = v2.model_metadata_document(self.state.config, runtime)
             self._model_metadata = _metadata_message(document).SerializeToString()
         return self._model_metadata
 
     def _infer(self, request: pb.ModelInferRequest, reply: Callable[[Callable[[], bytes]], None]) -> None:
         self._check_model(request.model_name, request.model_version)
-        batcher = self.state.require_ready()
+        batcher = batched(self.state).batcher
         batch = _input(request, self.state)
         batcher.submit_answer(batch, lambda outputs: self._response(request, outputs), reply)
 

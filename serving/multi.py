@@ -2,8 +2,8 @@
 
 A batch is a numpy structured array with one field per input (``batch["user_id"]`` is that
 input's ``(n, *shape)`` tensor), so the batcher concatenates and splits it like any array and
-the runtimes read each input by name. Single-input models never come here: their routes and
-decoding are unchanged.
+the runtimes read each input by name. Single-input models never come here: ``serving.predict`` swaps
+these handlers in only for a model with several inputs.
 
 Integer inputs (ids) take integers only: a JSON float, or a V2 floating-point datatype, is a 400
 naming the input, even when the value is whole. An input whose sample shape is ``[1]`` may be
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving import v1, v2, v2_binary
+from serving.batched import model_document
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, kind, show
@@ -169,7 +170,7 @@ def v1_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any
 
 
 def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v1_metadata", v1_metadata_document))
+    return Response(200, model_document(state, "v1_metadata", v1_metadata_document))
 
 
 def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
@@ -287,13 +288,3 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
         raise ClientError(400, str(exc)) from None
     _same_batch(arrays, inputs, "inputs")
     return pack(inputs, arrays)
-
-
-def routes_for(config: ServingConfig, routes: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The route table with the predict, infer and metadata handlers of several inputs."""
-    if not is_multi(config):
-        return routes
-    from dataclasses import replace
-
-    handlers = {"v1_predict": v1_predict, "v1_metadata": v1_metadata, "v2_infer": v2_infer}
-    return tuple(replace(r, handler=handlers[r.name]) if r.name in handlers else r for r in routes)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving.batched import batched, model_document
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
@@ -176,7 +177,7 @@ def model_status(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v1_metadata", metadata_document))
+    return Response(200, model_document(state, "v1_metadata", metadata_document))
 
 
 def predict(state: ModelState, request: Request, reply: Reply) -> None:
@@ -188,8 +189,8 @@ def run_predict(
 ) -> None:
     """A predict request: ``decode`` turns the body into a batch (and says whether it was row format);
     the batcher runs it and the answer is ``{"predictions"|"outputs": ...}``."""
-    batcher = state.require_ready()
+    served = batched(state)
     batch, row_format = decode(request.body)
     key = "predictions" if row_format else "outputs"
-    labels = getattr(state.model, "labels", ())
-    batcher.submit_answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)
+    labels = getattr(served.runtime, "labels", ())
+    served.batcher.submit_answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving import v2_binary
+from serving.batched import batched, model_document
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
@@ -322,7 +323,7 @@ def server_info(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v2_model", model_metadata_document))
+    return Response(200, model_document(state, "v2_model", model_metadata_document))
 
 
 def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
@@ -340,7 +341,7 @@ Decoded = tuple[np.ndarray, Any, bool]  # the batch, the request's id, whether o
 def run_infer(state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes, str | None], Decoded]) -> None:
     """An infer request: ``decode`` takes the body and its ``Inference-Header-Content-Length`` (sent at
     most once); the batcher runs the batch and the answer is JSON, or binary when the request asked."""
-    batcher = state.require_ready()
+    batcher = batched(state).batcher
     lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
     if len(lengths) > 1:
         raise ClientError(400, f"{_HEADER_LENGTH_NAME}: sent {len(lengths)} times; send it once")
