@@ -243,6 +243,7 @@ class Metric(StrEnum):
     top_k = "top_k"
     mae = "mae"
     cosine = "cosine"  # embeddings: mean cosine similarity to the float model's outputs
+    wer = "wer"  # speech recognition: word error rate on the evaluation clips (lower is better)
 
 
 class VariantName(StrEnum):
@@ -260,6 +261,13 @@ class VariantName(StrEnum):
     onnx_dynamic = "onnx-dynamic"
     onnx_static = "onnx-static"
     onnx_float16 = "onnx-float16"
+    # Speech (a Whisper model in CTranslate2's format): the compute type CTranslate2 runs, greedy or beam 5.
+    ct2_float32 = "ct2-float32"
+    ct2_float32_beam5 = "ct2-float32-beam5"
+    ct2_int8 = "ct2-int8"
+    ct2_int8_beam5 = "ct2-int8-beam5"
+    ct2_int8_float32 = "ct2-int8_float32"
+    ct2_int8_float32_beam5 = "ct2-int8_float32-beam5"
 
 
 class PruningSchedule(StrEnum):
@@ -295,7 +303,8 @@ class Optimize(_Strict):
     configured here) and measures the ONNX variants for comparison."""
 
     objective: Annotated[Objective, Field(description="smallest bytes, fastest p50, or balanced")] = Objective.smallest
-    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), or mae (regression)")] = Metric.accuracy
+    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), mae (regression), cosine (embeddings) "
+                                                "or wer (speech: word error rate; max_accuracy_drop is its largest accepted increase)")] = Metric.accuracy
     top_k: Annotated[int, Field(ge=1, le=1000, description="k for metric top_k")] = 5
     max_accuracy_drop: Annotated[
         float, Field(ge=0.0, le=1.0, description="Largest accepted loss of the metric, absolute (0.01 = 1 percentage point; for mae, the largest accepted increase)")
@@ -363,6 +372,12 @@ class Serving(_Strict):
     max_body_bytes: Annotated[int, Field(
         ge=1024, le=256 * 1024**2, description="Largest request body accepted; bigger ones get 413",
     )] = 4 * 1024**2
+    # --- speech-recognition only (serving.speech) ---
+    max_audio_seconds: Annotated[float, Field(
+        gt=0.0, le=86400.0,
+        description="Speech recognition: longest audio accepted per request, in seconds; longer gets 413 "
+                    "(decoding stops at the limit)",
+    )] = 600.0
     api_key_env: Annotated[str | None, Field(
         description="Require an API key (Authorization: Bearer or X-API-Key) on every route but the "
                     "health checks; the key is read from this environment variable when the "

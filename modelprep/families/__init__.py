@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "keras": "modelprep.families.keras",
     "huggingface": "modelprep.families.huggingface",
+    "speech": "modelprep.families.speech",
 }
 FORMATS: dict[str, str] = {
     "keras": "keras",
     "huggingface": "huggingface",
+    "ctranslate2": "speech",
 }
 
 

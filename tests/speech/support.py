@@ -9,7 +9,6 @@ family's routes, on an ephemeral port, its loop in a thread.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import subprocess
 import threading
@@ -18,16 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from serving import routes as common
 from serving.app import App
 from serving.config import ServingConfig
 from serving.listener import HttpServer
-from serving.speech import routes as speech_routes
-from serving.speech import settings as speech_settings
+from serving.speech import load
 from serving.speech.engine import SpeechModel
 from serving.state import ModelState
 
@@ -95,40 +91,24 @@ class RunningServer:
 
 def config_for(model: Path, name: str = "whisper", max_audio_seconds: float = 180.0,
                max_body_bytes: int = 8 * 1024 * 1024) -> ServingConfig:
-    fields: dict[str, Any] = {
-        "model_name": name, "artifact": str(model), "inputs": [], "threads": 1, "port": 0,
+    return ServingConfig.from_dict({
+        "task": "speech-recognition", "model_name": name, "artifact": str(model), "threads": 1, "port": 0,
         "host": "127.0.0.1", "max_body_bytes": max_body_bytes,
         "metadata": {"speech": {"compute_type": "int8", "beam_size": 1, "max_audio_seconds": max_audio_seconds}},
-    }
-    # Built directly: until the serving families land (branch serve), from_dict insists on `inputs`.
-    if "task" in {f.name for f in dataclasses.fields(ServingConfig)}:
-        fields["task"] = "speech-recognition"
-    return ServingConfig(**fields)
-
-
-def _common_routes() -> tuple[common.Route, ...]:
-    shared = getattr(common, "COMMON_ROUTES", None)
-    if shared is not None:
-        return tuple(shared)
-    return tuple(r for r in common.ROUTES if r.name in ("healthz", "readyz", "metrics"))
+    })
 
 
 @contextmanager
 def running(config: ServingConfig) -> Iterator[RunningServer]:
     state = ModelState(config)
-    model = SpeechModel(speech_settings(config))
+    model = load(config)
     loop = asyncio.new_event_loop()
-    server = HttpServer((config.host, config.port), App(state, (*speech_routes(config), *_common_routes())), config)
+    server = HttpServer((config.host, config.port), App(state), config)
     thread = threading.Thread(target=loop.run_forever, name="speech-test-loop", daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
 
-    def ready() -> None:
-        model.start(loop, state.metrics)
-        state.served = model  # type: ignore[attr-defined]
-        state.ready = True
-
-    loop.call_soon_threadsafe(ready)
+    loop.call_soon_threadsafe(state.set_ready, model, loop)
     host, port = server.address
     try:
         yield RunningServer(f"http://{host}:{port}", state, model)
