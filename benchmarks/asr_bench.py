@@ -64,7 +64,12 @@ def evaluation_set(clips: int) -> Any:
 # --------------------------------------------------------------------------------------------- offline
 def offline(clips: int) -> dict[str, Any]:
     from modelprep.families.speech import corpus
-    from modelprep.families.speech.measure import Decoding, Transcriber, resident_bytes, score
+    from modelprep.families.speech.measure import (
+        Decoding,
+        Transcriber,
+        resident_bytes,
+        score,
+    )
 
     dataset = evaluation_set(clips)
     model = model_dir()
@@ -180,7 +185,7 @@ def _load(url: str, files: list[tuple[bytes, float]], seconds: float, clients: i
 
 def served(seconds: float, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests" / "speech"))
-    from support import encode
+    from support import encode  # type: ignore[import-not-found]
 
     dataset = evaluation_set(240)
     files: list[tuple[bytes, float]] = []

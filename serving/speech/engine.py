@@ -106,7 +106,8 @@ def transcribe_samples(model: Any, samples: np.ndarray, settings: Settings, opti
 
 
 def load_whisper(settings: Settings) -> Any:
-    from faster_whisper import WhisperModel  # CTranslate2 and tokenizers load here, not at import
+    # CTranslate2 and tokenizers load here, not at import.
+    from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
     return WhisperModel(
         settings.model_dir, device="cpu", compute_type=settings.compute_type,

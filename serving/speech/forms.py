@@ -8,8 +8,12 @@ the size of every text field are bounded too, so a form of a million tiny parts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from serving.errors import ClientError, show
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 MAX_PARTS = 32
 MAX_FIELD_BYTES = 64 * 1024  # a text field (prompt, language, ...); files are bounded by the body cap
@@ -64,7 +68,7 @@ class _Collector:
         self._data: list[bytes] = []
         self._size = 0
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._begin, "on_header_field": self._header_field,
             "on_header_value": self._header_value, "on_header_end": self._header_end,

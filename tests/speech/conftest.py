@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import RunningServer, config_for, model_dir, running, speak  # noqa: E402
+from support import RunningServer, config_for, model_dir, running, speak
 
 SENTENCE = "When we speak of free software, we are referring to freedom, not price."
 ESPEAK_RATE = 22_050

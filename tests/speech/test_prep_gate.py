@@ -54,7 +54,7 @@ def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set:
     verdict = {r.name: r.passed_gate for r in regated}
     assert verdict[worst.name] is False
     assert verdict["ct2-float32"] is True
-    picked, chosen, _ = choose(regated, "smallest", limit)
+    _picked, chosen, _ = choose(regated, "smallest", limit)
     assert chosen is not None and chosen != worst.name
 
 

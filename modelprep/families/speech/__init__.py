@@ -23,9 +23,9 @@ from modelprep.family import Baselines, Candidate, Measured, Quality, Variant
 if TYPE_CHECKING:
     from iac.spec.models import ResolvedSpec
     from modelprep.cache import Cache
-    from modelprep.family import Notes, Progress, Step
     from modelprep.families.speech.corpus import EvaluationSet
     from modelprep.families.speech.measure import Decoding, Scores
+    from modelprep.family import Notes, Progress, Step
     from modelprep.report import Measure
     from modelprep.request import PrepRequest
 

@@ -63,7 +63,12 @@ class Transcriber:
     """One loaded variant; ``__call__`` transcribes float32 16 kHz samples the way the server does."""
 
     def __init__(self, model_dir: Path, decoding: Decoding, threads: int) -> None:
-        from serving.speech.engine import Options, Settings, load_whisper, transcribe_samples
+        from serving.speech.engine import (
+            Options,
+            Settings,
+            load_whisper,
+            transcribe_samples,
+        )
 
         self.decoding = decoding
         self.settings = Settings(str(model_dir), decoding.compute_type, decoding.beam_size, threads)
