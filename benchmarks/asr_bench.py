@@ -2,6 +2,7 @@
 
     python benchmarks/asr_bench.py offline [--clips 240] [--json benchmarks/results/asr_offline.json]
     python benchmarks/asr_bench.py served  [--seconds 240] [--json benchmarks/results/asr_served.json]
+    python benchmarks/asr_bench.py runtime [--clips 16]   (faster-whisper vs CTranslate2 called directly)
 
 Floors (exit 1 when one does not hold):
   offline — int8 against float32, greedy, temperature 0, serving's VAD, 1 thread, run side by side
@@ -109,6 +110,44 @@ def offline(clips: int) -> dict[str, Any]:
         "int8 WER increase <= 1 point": result["ratios"]["wer_increase_points"] <= 1.0,
     }
     return result
+
+
+# --------------------------------------------------------------------------------------------- runtime
+def runtime(clips: int) -> dict[str, Any]:
+    """faster-whisper's transcribe against CTranslate2's Whisper.generate called directly (features by
+    faster-whisper's numpy front end, padded to 30 s, greedy, no timestamps), on the same loaded model."""
+    import ctranslate2  # type: ignore[import-untyped]
+    from faster_whisper import WhisperModel  # type: ignore[import-untyped]
+    from faster_whisper.feature_extractor import FeatureExtractor  # type: ignore[import-untyped]
+
+    from modelprep.families.speech.wer import wer
+
+    dataset = evaluation_set(240).head(clips)
+    fw = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS, local_files_only=True)
+    features = FeatureExtractor(feature_size=80)
+    prompt = fw.hf_tokenizer.encode("<|startoftranscript|><|notimestamps|>", add_special_tokens=False).ids
+    times: dict[str, float] = {"faster-whisper": 0.0, "ctranslate2": 0.0}
+    texts: dict[str, list[str]] = {"faster-whisper": [], "ctranslate2": []}
+    for i in range(len(dataset.clips)):
+        audio = dataset.clip(i)
+        t = time.perf_counter()
+        segments, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", without_timestamps=True,
+                                    condition_on_previous_text=False)
+        texts["faster-whisper"].append("".join(s.text for s in segments))
+        times["faster-whisper"] += time.perf_counter() - t
+        t = time.perf_counter()
+        mel = features(audio)[:, :3000]
+        mel = np.pad(mel, ((0, 0), (0, 3000 - mel.shape[1])))[None].astype(np.float32)
+        result = fw.model.generate(ctranslate2.StorageView.from_array(mel), [prompt], beam_size=1)
+        texts["ctranslate2"].append(fw.hf_tokenizer.decode([x for x in result[0].sequences_ids[0] if x < 50256]))
+        times["ctranslate2"] += time.perf_counter() - t
+    refs = [c.text for c in dataset.clips]
+    out: dict[str, Any] = {"machine": machine(), "clips": clips, "threads": THREADS,
+                           "seconds": {k: round(v, 2) for k, v in times.items()},
+                           "wer": {k: round(wer(refs, v), 4) for k, v in texts.items()},
+                           "ratio_direct_over_faster_whisper": round(times["ctranslate2"] / times["faster-whisper"], 3)}
+    out["floors"] = {}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- served
@@ -253,12 +292,20 @@ def main() -> int:
     off = sub.add_parser("offline")
     off.add_argument("--clips", type=int, default=240)
     off.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "asr_offline.json")
+    rt = sub.add_parser("runtime")
+    rt.add_argument("--clips", type=int, default=16)
+    rt.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "asr_runtime.json")
     srv = sub.add_parser("served")
     srv.add_argument("--seconds", type=float, default=240.0)
     srv.add_argument("--rounds", type=int, default=1)
     srv.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "asr_served.json")
     args = parser.parse_args()
-    result = offline(args.clips) if args.what == "offline" else served(args.seconds, args.rounds)
+    if args.what == "offline":
+        result = offline(args.clips)
+    elif args.what == "runtime":
+        result = runtime(args.clips)
+    else:
+        result = served(args.seconds, args.rounds)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("runs",)}, indent=2))
     return 0 if all(result["floors"].values()) else 1
