@@ -43,6 +43,7 @@ THREADS = 1
 
 
 def machine() -> dict[str, Any]:
+    """The machine, read when a run starts (``loadavg_start``)."""
     return {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
             "machine": platform.machine(), "note": "2 cores shared with other engineers' jobs; see loadavg"}
 
@@ -72,6 +73,7 @@ def offline(clips: int) -> dict[str, Any]:
         score,
     )
 
+    start = machine()
     dataset = evaluation_set(clips)
     model = model_dir()
     decodings = [Decoding("int8", 1), Decoding("float32", 1)]
@@ -92,7 +94,7 @@ def offline(clips: int) -> dict[str, Any]:
     i8, f32 = short
     li8, lf32 = long
     result = {
-        "machine": machine(), "threads": THREADS, "clips": len(dataset.clips), "audio_seconds": round(dataset.seconds, 1),
+        "machine": start, "threads": THREADS, "clips": len(dataset.clips), "audio_seconds": round(dataset.seconds, 1),
         "long_audio_seconds": round(li8.audio_seconds, 1), "wall_seconds": round(time.time() - started, 1),
         "loadavg_end": os.getloadavg(),
         "variants": {
@@ -122,6 +124,7 @@ def runtime(clips: int) -> dict[str, Any]:
 
     from modelprep.families.speech.wer import wer
 
+    start = machine()
     dataset = evaluation_set(240).head(clips)
     fw = WhisperModel(str(model_dir()), device="cpu", compute_type="int8", cpu_threads=THREADS, local_files_only=True)
     features = FeatureExtractor(feature_size=80)
@@ -142,7 +145,7 @@ def runtime(clips: int) -> dict[str, Any]:
         texts["ctranslate2"].append(fw.hf_tokenizer.decode([x for x in result[0].sequences_ids[0] if x < 50256]))
         times["ctranslate2"] += time.perf_counter() - t
     refs = [c.text for c in dataset.clips]
-    out: dict[str, Any] = {"machine": machine(), "clips": clips, "threads": THREADS,
+    out: dict[str, Any] = {"machine": start, "loadavg_end": os.getloadavg(), "clips": clips, "threads": THREADS,
                            "seconds": {k: round(v, 2) for k, v in times.items()},
                            "wer": {k: round(wer(refs, v), 4) for k, v in texts.items()},
                            "ratio_direct_over_faster_whisper": round(times["ctranslate2"] / times["faster-whisper"], 3)}
@@ -226,6 +229,7 @@ def served(seconds: float, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests" / "speech"))
     from support import encode  # type: ignore[import-not-found]
 
+    start = machine()
     dataset = evaluation_set(240)
     files: list[tuple[bytes, float]] = []
     # 5-15 s clips: consecutive evaluation clips joined (with 0.5 s pauses) until at least 5 s.
@@ -254,11 +258,10 @@ def served(seconds: float, rounds: int) -> dict[str, Any]:
         theirs_cmd = [str(PY), "-m", "uvicorn", "fastapi_whisper:app", "--host", "127.0.0.1", "--port", "18932",
                       "--log-level", "warning"]
         runs: list[dict[str, Any]] = []
-        for r in range(rounds):  # alternate, so both see the same spread of machine load
-            for name, cmd, base, ready in (
-                ("ours", ours_cmd, "http://127.0.0.1:18931", "/readyz"),
-                ("fastapi", theirs_cmd, "http://127.0.0.1:18932", "/docs"),
-            ):
+        pair = (("ours", ours_cmd, "http://127.0.0.1:18931", "/readyz"),
+                ("fastapi", theirs_cmd, "http://127.0.0.1:18932", "/docs"))
+        for r in range(rounds):  # the order flips each round, so both see the same spread of machine load
+            for name, cmd, base, ready in pair if r % 2 == 0 else pair[::-1]:
                 process = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     _wait_ready(base + ready, process)
@@ -276,7 +279,7 @@ def served(seconds: float, rounds: int) -> dict[str, Any]:
     p99_ours = max(x["p99_s"] for x in ours)
     p99_theirs = max(x["p99_s"] for x in theirs)
     out: dict[str, Any] = {
-        "machine": machine(), "threads": THREADS, "clients": 4, "seconds_per_run": seconds, "runs": runs,
+        "machine": start, "threads": THREADS, "clients": 4, "seconds_per_run": seconds, "runs": runs,
         "clip_seconds": [round(f[1], 1) for f in files],
         "ratio_audio_per_wall": round(ratio, 3), "p99_ours_s": p99_ours, "p99_fastapi_s": p99_theirs,
     }
