@@ -75,7 +75,7 @@ proto:
 # The fast tier: only the Python environment is set up; every test needing TensorFlow, Docker or the
 # Pulumi engine carries a marker and is left out.
 test-fast: venv
-	python -m pytest -m "not tf and not docker and not pulumi and not e2e" $(PYTEST_ARGS)
+	python -m pytest -m "not tf and not docker and not pulumi and not e2e and not speech" $(PYTEST_ARGS)
 
 destroy:
 	cd $(STACK_DIR) && pulumi stack select $(STACK) && pulumi destroy --yes --suppress-progress

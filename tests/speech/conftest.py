@@ -17,6 +17,15 @@ SENTENCE = "When we speak of free software, we are referring to freedom, not pri
 ESPEAK_RATE = 22_050
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests here that need the model or the synthesisers get marker `speech` (left out of test-fast)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if path.parent == here and path.name != "test_speech_units.py":
+            item.add_marker(pytest.mark.speech)
+
+
 @pytest.fixture(scope="session")
 def whisper_dir() -> Path:
     return model_dir()
