@@ -139,20 +139,43 @@ def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
     payload, tail, request_id = read_envelope(request.body, header_length)
     data = _v2_audio(payload, tail)
     parameters = payload.get("parameters") or {}
-    options = Options(
-        language=_language(parameters.get("language"), model) if isinstance(parameters.get("language"), str) else None,
-        temperature=_temperature(str(parameters["temperature"])) if "temperature" in parameters else 0.0,
-    )
+    language = parameters.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ClientError(400, f"parameters.language: must be a string such as 'en', got {show(language)}")
+    temperature = parameters.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ClientError(400, f"parameters.temperature: must be a number from 0 to 1, got {show(temperature)}")
+    options = Options(language=_language(language, model), temperature=_temperature(str(temperature)))
     name = state.config.model_name
+    binary = _binary_output(payload)
 
     def make(transcript: Transcript) -> Response:
+        from serving import v2_binary
+        from serving.bytes_tensors import encode_bytes
+
         doc: dict[str, Any] = {"model_name": name, "model_version": "1"}
         if request_id is not None:
             doc["id"] = request_id
-        doc["outputs"] = [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1], "data": [transcript.text]}]
-        return Response(200, encode_json(doc).encode())
+        output: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}
+        doc["outputs"] = [output]
+        if not binary:
+            output["data"] = [transcript.text]
+            return Response(200, encode_json(doc).encode())
+        raw = encode_bytes([transcript.text.encode()])
+        output["parameters"] = {"binary_data_size": len(raw)}
+        body, length = v2_binary.encode_binary_body(encode_json(doc).encode(), [raw])
+        return Response(200, body, v2_binary.OCTET_STREAM, headers=(("Inference-Header-Content-Length", str(length)),))
 
     model.submit(data, "inputs[0].data", options, _answer(reply, make))
+
+
+def _binary_output(payload: dict[str, Any]) -> bool:
+    """Whether the text goes back with the binary extension (the request's or the output's parameters)."""
+    from serving.v2_binary import binary_outputs_wanted
+
+    outputs = payload.get("outputs")
+    wanted = outputs[0].get("parameters") if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else None
+    return binary_outputs_wanted(payload.get("parameters"), wanted)
 
 
 def _v2_audio(payload: dict[str, Any], tail: memoryview | None) -> bytes:

@@ -80,6 +80,10 @@ def test_v2_bad_tensors(speech_server: RunningServer) -> None:
         ({"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(b"text").decode()]}]},
          "inputs[0].data: could not be decoded as audio"),
         ({"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [""]}]}, "inputs[0].data: is empty"),
+        ({"parameters": {"language": 7}, "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [good]}]},
+         "parameters.language: must be a string"),
+        ({"parameters": {"temperature": "hot"}, "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [good]}]},
+         "parameters.temperature: must be a number"),
     ]
     for doc, says in cases:
         reply = requests.post(url, json=doc, timeout=60)

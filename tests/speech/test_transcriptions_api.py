@@ -151,6 +151,19 @@ def test_v2_json_base64_and_binary(speech_server: RunningServer, sentence_audio:
                                    "Content-Type": "application/octet-stream"})
     assert reply.status_code == 200, reply.text
     assert wer(reply.json()["outputs"][0]["data"][0]) <= 0.25
+    # The text back with the binary extension too (the request's binary_data_output).
+    header = json.dumps({"parameters": {"binary_data_output": True},
+                         "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1],
+                                     "parameters": {"binary_data_size": len(element)}}]}).encode()
+    reply = requests.post(url, data=header + element, timeout=120,
+                          headers={"Inference-Header-Content-Length": str(len(header))})
+    assert reply.status_code == 200, reply.text
+    size = int(reply.headers["Inference-Header-Content-Length"])
+    out = json.loads(reply.content[:size])["outputs"][0]
+    raw = reply.content[size:]
+    assert out["parameters"]["binary_data_size"] == len(raw)
+    (length,) = struct.unpack("<I", raw[:4])
+    assert wer(raw[4 : 4 + length].decode()) <= 0.25
     meta = requests.get(speech_server.url + "/v2/models/whisper", timeout=10).json()
     assert meta["inputs"] == [{"name": "audio", "datatype": "BYTES", "shape": [1]}]
 
