@@ -98,12 +98,15 @@ def offline(clips: int) -> dict[str, Any]:
         "long_audio_seconds": round(li8.audio_seconds, 1), "wall_seconds": round(time.time() - started, 1),
         "loadavg_end": os.getloadavg(),
         "variants": {
-            s.name: {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4), "p50_ms": round(s.percentile_ms(50), 1),
+            s.name: {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4), "cpu_rtf": round(s.cpu_rtf, 4),
+                     "long_cpu_rtf": round(ls.cpu_rtf, 4), "p50_ms": round(s.percentile_ms(50), 1),
                      "p99_ms": round(s.percentile_ms(99), 1), "long_rtf": round(ls.rtf, 4),
                      "long_wer": round(ls.wer, 4), "rss_bytes": rss[s.name]}
             for s, ls in ((i8, li8), (f32, lf32))
         },
         "ratios": {"rtf_short": round(i8.rtf / f32.rtf, 3), "rtf_long": round(li8.rtf / lf32.rtf, 3),
+                   "cpu_rtf_short": round(i8.cpu_rtf / f32.cpu_rtf, 3),
+                   "cpu_rtf_long": round(li8.cpu_rtf / lf32.cpu_rtf, 3),
                    "wer_increase_points": round((i8.wer - f32.wer) * 100, 2)},
     }
     result["floors"] = {

@@ -50,6 +50,12 @@ class Scores:
     compute_seconds: float
     clip_seconds: tuple[float, ...]  # compute time per clip
     texts: tuple[str, ...]
+    cpu_seconds: float = 0.0  # CPU time of the process (every thread) over the clips
+
+    @property
+    def cpu_rtf(self) -> float:
+        """CPU seconds per second of audio: unlike wall time, not stretched by other processes' load."""
+        return self.cpu_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
     @property
     def rtf(self) -> float:
@@ -76,10 +82,11 @@ class Transcriber:
         self._options = Options(language="en", temperature=0.0)
         self._run = transcribe_samples
 
-    def __call__(self, samples: np.ndarray) -> tuple[str, float]:
-        started = time.perf_counter()
+    def __call__(self, samples: np.ndarray) -> tuple[str, float, float]:
+        """(text, wall seconds, CPU seconds of the process)."""
+        started, cpu = time.perf_counter(), time.process_time()
         text = self._run(self._model, samples, self.settings, self._options).text
-        return text, time.perf_counter() - started
+        return text, time.perf_counter() - started, time.process_time() - cpu
 
 
 def score(transcribers: Sequence[Transcriber], dataset: EvaluationSet,
@@ -87,17 +94,19 @@ def score(transcribers: Sequence[Transcriber], dataset: EvaluationSet,
     """Every transcriber on every clip, interleaved clip by clip so they share the machine's load."""
     texts: list[list[str]] = [[] for _ in transcribers]
     times: list[list[float]] = [[] for _ in transcribers]
+    cpu = [0.0 for _ in transcribers]
     for i in range(len(dataset.clips)):
         samples = dataset.clip(i)
         for j, transcribe in enumerate(transcribers):
-            text, seconds = transcribe(samples)
+            text, seconds, cpu_seconds = transcribe(samples)
             texts[j].append(text)
             times[j].append(seconds)
+            cpu[j] += cpu_seconds
         step(i + 1, len(dataset.clips))
     references = [c.text for c in dataset.clips]
     audio = sum(c.samples for c in dataset.clips) / SAMPLE_RATE
     return [
-        Scores(t.decoding.name, wer(references, texts[j]), audio, sum(times[j]), tuple(times[j]), tuple(texts[j]))
+        Scores(t.decoding.name, wer(references, texts[j]), audio, sum(times[j]), tuple(times[j]), tuple(texts[j]), cpu[j])
         for j, t in enumerate(transcribers)
     ]
 
