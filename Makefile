@@ -76,7 +76,7 @@ proto:
 # The fast tier: only the Python environment is set up; every test needing TensorFlow, Docker or the
 # Pulumi engine carries a marker and is left out.
 test-fast: venv
-	python -m pytest -m "not tf and not docker and not pulumi and not e2e" $(PYTEST_ARGS)
+	python -m pytest -m "not tf and not docker and not pulumi and not e2e and not speech" $(PYTEST_ARGS)
 
 # Lint: every check runs and reports before the target fails. mypy is strict on the contracts the stages
 # hand each other (the spec, the deploy seam, prep's request, report and family, the server's config and

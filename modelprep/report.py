@@ -30,6 +30,9 @@ class Notes(_Data):
     unique_weights_per_kernel: int | None = None  # clustering
     cosine_min: float | None = None  # metric cosine: the lowest cosine to the float model over the evaluation texts
     fused_ops: dict[str, int] | None = None  # text models: operators ONNX Runtime's BERT optimizer fused
+    resident_bytes: int | None = None  # speech: resident memory of a process that loaded the variant
+    real_time_factor: float | None = None  # speech: compute seconds per second of evaluation audio
+    beam_size: int | None = None  # speech: 1 = greedy
 
 
 class Measure(_Data):

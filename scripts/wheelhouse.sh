@@ -4,8 +4,10 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
-# One wheelhouse for every serving image: LiteRT (requirements.txt), ONNX Runtime (-onnx), text (-text).
-reqs=("$here/serving/requirements.txt" "$here/serving/requirements-onnx.txt" "$here/serving/requirements-text.txt")
+# One wheelhouse for every serving image: LiteRT (requirements.txt), ONNX Runtime (-onnx), text (-text),
+# speech (-speech: faster-whisper, CTranslate2, PyAV).
+reqs=("$here/serving/requirements.txt" "$here/serving/requirements-onnx.txt" "$here/serving/requirements-text.txt"
+      "$here/serving/requirements-speech.txt")
 dest="${MODELSTACK_WHEELHOUSE:-$here/.cache/wheelhouse}"
 stamp="$dest/.requirements.sha256"
 log() { printf '[setup:wheelhouse] %s\n' "$*" >&2; }

@@ -78,12 +78,17 @@ IDLE_TIMEOUT_S: Setting[float] = Setting(
     75.0, "Seconds an idle keep-alive connection (or one whose client stopped reading) stays open", 0.1, 86400.0,
     integer=False)
 
+MAX_AUDIO_SECONDS: Setting[float] = Setting(
+    600.0, "Speech recognition: longest audio accepted per request, in seconds; longer gets 413 (decoding stops "
+           "at the limit)", 1.0, 86400.0, integer=False)
+
 # The spec's serving section, field by field, in the order the spec lists them.
 SETTINGS: dict[str, Setting[Any]] = {
     "port": PORT, "grpc_port": GRPC_PORT, "threads": THREADS, "max_batch_size": MAX_BATCH_SIZE_SETTING,
     "max_latency_ms": MAX_LATENCY_MS, "max_body_bytes": MAX_BODY_BYTES, "api_key_env": API_KEY_ENV,
     "max_connections": MAX_CONNECTIONS, "max_buffered_bytes": MAX_BUFFERED_BYTES, "max_header_bytes": MAX_HEADER_BYTES,
     "max_headers": MAX_HEADERS, "request_timeout_s": REQUEST_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S,
+    "max_audio_seconds": MAX_AUDIO_SECONDS,
 }
 
 
@@ -163,6 +168,7 @@ class ServingConfig:
     max_headers: int = MAX_HEADERS.default
     request_timeout_s: float = REQUEST_TIMEOUT_S.default
     idle_timeout_s: float = IDLE_TIMEOUT_S.default
+    max_audio_seconds: float = MAX_AUDIO_SECONDS.default
 
     @property
     def batching_enabled(self) -> bool:

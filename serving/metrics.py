@@ -71,6 +71,11 @@ class Metrics:
         self._inference = Histogram(LATENCY_BUCKETS)
         self._queue = Histogram(LATENCY_BUCKETS)
         self._ready = ready
+        self._sections: list[Callable[[], list[str]]] = []
+
+    def add_section(self, render: Callable[[], list[str]]) -> None:
+        """A family's own series (e.g. speech's audio seconds), rendered after these."""
+        self._sections.append(render)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request and observe its duration."""
@@ -132,6 +137,8 @@ class Metrics:
                 "# TYPE modelstack_log_lines_dropped_total counter",
                 f"modelstack_log_lines_dropped_total {dropped_lines()}",
             ]
+        for section in self._sections:  # outside the lock: each section holds its own
+            lines += section()
         return ("\n".join(lines) + "\n").encode()
 
 

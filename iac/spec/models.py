@@ -246,6 +246,7 @@ class Metric(StrEnum):
     top_k = "top_k"
     mae = "mae"
     cosine = "cosine"  # embeddings: mean cosine similarity to the float model's outputs
+    wer = "wer"  # speech recognition: word error rate on the evaluation clips (lower is better)
 
 
 class VariantName(StrEnum):
@@ -263,6 +264,13 @@ class VariantName(StrEnum):
     onnx_dynamic = "onnx-dynamic"
     onnx_static = "onnx-static"
     onnx_float16 = "onnx-float16"
+    # Speech (a Whisper model in CTranslate2's format): the compute type CTranslate2 runs, greedy or beam 5.
+    ct2_float32 = "ct2-float32"
+    ct2_float32_beam5 = "ct2-float32-beam5"
+    ct2_int8 = "ct2-int8"
+    ct2_int8_beam5 = "ct2-int8-beam5"
+    ct2_int8_float32 = "ct2-int8_float32"
+    ct2_int8_float32_beam5 = "ct2-int8_float32-beam5"
 
 
 class PruningSchedule(StrEnum):
@@ -298,7 +306,8 @@ class Optimize(_Strict):
     configured here) and measures the ONNX variants for comparison."""
 
     objective: Annotated[Objective, Field(description="smallest bytes, fastest p50, or balanced")] = Objective.smallest
-    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), or mae (regression)")] = Metric.accuracy
+    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), mae (regression), cosine (embeddings) "
+                                                "or wer (speech: word error rate; max_accuracy_drop is its largest accepted increase)")] = Metric.accuracy
     top_k: Annotated[int, Field(ge=1, le=1000, description="k for metric top_k")] = 5
     max_accuracy_drop: Annotated[
         float, Field(ge=0.0, le=1.0, description="Largest accepted loss of the metric, absolute (0.01 = 1 percentage point; for mae, the largest accepted increase)")
@@ -382,6 +391,7 @@ class Serving(_Strict):
     max_headers: Annotated[int, Field(**_bounds(sc.MAX_HEADERS)), Number] = sc.MAX_HEADERS.default
     request_timeout_s: Annotated[float, Field(**_bounds(sc.REQUEST_TIMEOUT_S)), Number] = sc.REQUEST_TIMEOUT_S.default
     idle_timeout_s: Annotated[float, Field(**_bounds(sc.IDLE_TIMEOUT_S)), Number] = sc.IDLE_TIMEOUT_S.default
+    max_audio_seconds: Annotated[float, Field(**_bounds(sc.MAX_AUDIO_SECONDS)), Number] = sc.MAX_AUDIO_SECONDS.default
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:

@@ -17,10 +17,12 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "keras": "modelprep.families.keras.family",
     "huggingface": "modelprep.families.huggingface.family",
+    "speech": "modelprep.families.speech",
 }
 FORMATS: dict[str, str] = {
     "keras": "keras",
     "huggingface": "huggingface",
+    "ctranslate2": "speech",
 }
 
 

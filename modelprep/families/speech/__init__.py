@@ -1,0 +1,202 @@
+"""The ``speech`` family: a Whisper model in CTranslate2's format, prepped by choosing how it runs.
+
+CTranslate2 converts the weights to the compute type when it loads them, so every variant ships
+the same files: a variant is a compute type (float32, int8, int8_float32) × a decoding (greedy or
+beam 5), stored as the small settings document the server reads (``speech.json``, the
+``metadata.speech`` of serving.json). What differs between variants is measured: resident memory,
+real-time factor at ``serving.threads`` and word error rate on the evaluation clips
+(``data.evaluation``, made by ``python -m modelprep.families.speech.corpus``). The gate reads WER
+as lower-is-better: ``optimize.max_accuracy_drop`` is the largest accepted absolute increase over
+``ct2-float32`` (float32, greedy: the model as given with the plainest decoding).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelprep.family import Baselines, Candidate, Measured, Quality, Variant
+
+if TYPE_CHECKING:
+    from iac.spec.models import ResolvedSpec
+    from modelprep.cache import Cache
+    from modelprep.families.speech.corpus import EvaluationSet
+    from modelprep.families.speech.measure import Decoding, Scores
+    from modelprep.family import Notes, Progress, Step
+    from modelprep.report import Measure
+    from modelprep.request import PrepRequest
+
+RUNTIME = "ctranslate2"
+ARTIFACT = "speech.json"
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+
+
+def _variant(compute_type: str, beam: int) -> Variant:
+    decoding = "greedy" if beam == 1 else f"beam search, {beam} beams"
+    name = f"ct2-{compute_type}" + ("" if beam == 1 else f"-beam{beam}")
+    return Variant(name, RUNTIME, "baseline" if name == "ct2-float32" else "ptq", compute_type,
+                   f"CTranslate2 {compute_type} weights, {decoding}", artifact_file=ARTIFACT)
+
+
+CATALOGUE: dict[str, Variant] = {
+    v.name: v for v in (_variant(c, b) for c in ("float32", "int8", "int8_float32") for b in (1, 5))
+}
+BASELINE = "ct2-float32"
+WER = Quality("wer", lower_is_better=True, percent=True)
+
+
+def settings_of(variant: Variant) -> dict[str, Any]:
+    """What the server is told to run for ``variant`` (serving.json ``metadata.speech``)."""
+    beam = 5 if variant.name.endswith("-beam5") else 1
+    return {"compute_type": variant.quantization, "beam_size": beam}
+
+
+def decoding_of(variant: Variant) -> Decoding:
+    from modelprep.families.speech.measure import Decoding
+
+    s = settings_of(variant)
+    return Decoding(s["compute_type"], s["beam_size"])
+
+
+def model_bytes(model_dir: Path) -> int:
+    return sum((model_dir / name).stat().st_size for name in MODEL_FILES if (model_dir / name).exists())
+
+
+def measure_of(variant: Variant, scores: Scores, size: int, gzip_bytes: int, rss: int, threads: int,
+               eligible: bool = True, reason: str | None = None) -> Measure:
+    """A report row for a scored variant (the metric is WER, in ``accuracy`` as every family's metric is)."""
+    from iac.spec.models import Metric
+    from modelprep.report import Measure, Notes
+
+    per_clip = sorted(scores.clip_seconds)
+    return Measure(
+        name=variant.name, runtime=RUNTIME, technique=variant.technique, quantization=variant.quantization,
+        description=variant.description, artifact_file=ARTIFACT, size_bytes=size, gzip_bytes=gzip_bytes,
+        metric=Metric.wer, accuracy=round(scores.wer, 6),
+        latency_p50_us=round(scores.percentile_ms(50) * 1000, 1), latency_p99_us=round(scores.percentile_ms(99) * 1000, 1),
+        throughput_per_s=round(len(per_clip) / scores.compute_seconds, 3) if scores.compute_seconds else 0.0,
+        latency_calls=len(per_clip), threads=threads,
+        notes=Notes(resident_bytes=rss, real_time_factor=round(scores.rtf, 4), beam_size=decoding_of(variant).beam_size),
+        baseline=variant.name == BASELINE, eligible=eligible, not_eligible_because=reason,
+    )
+
+
+@dataclass
+class SpeechSession:
+    """One prep run: loads the evaluation clips and each variant only when asked."""
+
+    model_dir: Path
+    evaluation_path: Path
+    threads: int
+    progress: Progress = field(default=lambda _: None)
+    _dataset: EvaluationSet | None = None
+    _gzip: int | None = None
+
+    @property
+    def dataset(self) -> EvaluationSet:
+        if self._dataset is None:
+            from modelprep.families.speech.corpus import load
+
+            self._dataset = load(self.evaluation_path)
+        return self._dataset
+
+    def evaluation_samples(self) -> int:
+        return len(self.dataset.clips)
+
+    def gzip_bytes(self) -> int:
+        """The model files gzipped (what a registry would move), once per run."""
+        if self._gzip is None:
+            import zlib
+
+            total = 0
+            for name in MODEL_FILES:
+                path = self.model_dir / name
+                if path.exists():
+                    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+                    with path.open("rb") as f:
+                        while chunk := f.read(1 << 22):
+                            total += len(compressor.compress(chunk))
+                    total += len(compressor.flush())
+            self._gzip = total
+        return self._gzip
+
+    def score(self, variant: Variant) -> Scores:
+        from modelprep.families.speech.measure import Transcriber, score
+
+        self.progress(f"measuring {variant.name} on {len(self.dataset.clips)} clips")
+        return score([Transcriber(self.model_dir, decoding_of(variant), self.threads)], self.dataset)[0]
+
+    def row(self, variant: Variant, scores: Scores) -> Measure:
+        from modelprep.families.speech.measure import resident_bytes
+
+        rss = resident_bytes(self.model_dir, decoding_of(variant), self.threads)
+        return measure_of(variant, scores, model_bytes(self.model_dir), self.gzip_bytes(), rss, self.threads)
+
+    # --- modelprep.family.Session ---
+    def baselines(self) -> Baselines:
+        variant = CATALOGUE[BASELINE]
+        scores = self.score(variant)
+        return Baselines([self.row(variant, scores)], _texts(scores))
+
+    def build(self, variants: Sequence[Variant]) -> Iterator[tuple[Variant, bytes, Notes]]:
+        for variant in variants:
+            yield variant, json.dumps(settings_of(variant), sort_keys=True).encode(), {}
+
+    def measure(self, variant: Variant, artifact: bytes, notes: Notes, reference: Any) -> Measured:
+        scores = self.score(variant)
+        return Measured(self.row(variant, scores), _texts(scores))
+
+
+def _texts(scores: Scores) -> Any:
+    import numpy as np
+
+    return np.array(scores.texts, dtype=object)
+
+
+class SpeechFamily:
+    name = "speech"
+    formats = ("ctranslate2",)
+    tasks = ("speech-recognition",)
+    catalogue: Mapping[str, Variant] = CATALOGUE
+    honours = frozenset({"objective", "metric", "max_accuracy_drop", "variants"})
+    metrics: Mapping[str, Quality] = {"wer": WER}
+    baseline = "faster-whisper"
+    reference: str | None = BASELINE
+    gentle = ("ct2-int8_float32", "ct2-float32-beam5")
+
+    def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
+        from modelprep.request import PrepRequest
+
+        return PrepRequest(
+            model_path=spec.model_path, model_sha256=spec.spec.model.sha256,
+            calibration_path=spec.evaluation_path, evaluation_path=spec.evaluation_path,
+            input_name="audio", sample_shape=(), optimize=spec.spec.optimize,
+            threads=spec.spec.serving.threads, all_variants=all_variants, locations=spec.locations,
+        )
+
+    def candidates(self, req: PrepRequest) -> list[Candidate]:
+        from iac.spec.errors import UserError
+
+        wanted = [v.value for v in req.optimize.variants] if req.optimize.variants else list(CATALOGUE)
+        foreign = [name for name in wanted if name not in CATALOGUE]
+        if foreign:
+            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
+                                   f"{', '.join(foreign)} cannot be made from a CTranslate2 Whisper model",
+                                   f"use some of {', '.join(CATALOGUE)}")
+        if req.optimize.metric.value != "wer":
+            raise UserError.single(req.where("optimize.metric"), "optimize.metric",
+                                   f"{req.optimize.metric.value} does not apply to speech recognition",
+                                   "use wer (word error rate; max_accuracy_drop is its largest accepted increase)")
+        return [Candidate(CATALOGUE[name], True) for name in CATALOGUE if name in wanted]
+
+    def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
+        return settings_of(variant)
+
+    def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> SpeechSession:
+        return SpeechSession(Path(req.model_path), Path(req.evaluation_path), req.threads, progress)
+
+
+FAMILY = SpeechFamily()
