@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Protocol
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from serving.errors import ClientError, error_body, show
-from serving.messages import JSON, Headers, Request, Response
+from serving.messages import JSON, Headers, Request, Response, StreamingResponse
 
 if TYPE_CHECKING:
     from serving.listener import HttpServer
@@ -91,6 +92,7 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False
         self._linger: asyncio.TimerHandle | None = None
+        self._stream: ChunkedStream | None = None  # the answer being streamed, if any
         self.remote = ""
         self.last_active = time.monotonic()  # last byte read or written
         self.partial_since: float | None = None  # first byte of a request not yet complete
@@ -146,11 +148,18 @@ class HttpConnection(asyncio.Protocol):
         self._peer_eof = True
         if self._closing:
             return False
+        if self._stream is not None:
+            # A client that hangs up mid-stream wants no more of it: stop the producer now rather
+            # than when a later write fails.
+            self._stream.lost()
+            return False
         self._continue()  # a half-closed client still gets the answers to every complete request
         return True  # the connection closes itself once they are written
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
+        if self._stream is not None:
+            self._stream.lost()
         if self._linger is not None:
             self._linger.cancel()
         if self._parsing is not None and not self._in_head:  # gone mid-body: nginx's 499, never sent
@@ -399,6 +408,9 @@ class HttpConnection(asyncio.Protocol):
 
     def send(self, request: Request, response: Response, close: bool = False) -> None:
         """Write ``response`` as the answer to ``request``."""
+        if isinstance(response, StreamingResponse):
+            self._start_stream(request, response, close)
+            return
         self.respond(request, response.status, response.body, response.headers, response.content_type, close)
 
     def respond(
@@ -426,6 +438,44 @@ class HttpConnection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self._app.record(request, status, self.remote)
         if close:
+            self._close_after_write(transport)
+            return
+        self._continue()
+
+    def _start_stream(self, request: Request, response: StreamingResponse, close: bool) -> None:
+        """Write the head of a chunked answer and hand its body to the producer."""
+        if request is not self.request or response.start is None:
+            return
+        transport = self._transport
+        if transport is None:  # the client left before the answer began
+            self.request = None
+            self._server.buffered -= request.held
+            request.held = 0
+            self._app.record(request, 499, self.remote)
+            return
+        close = close or not request.keep_alive or self._server.draining
+        extra = b"".join(f"{key}: {value}\r\n".encode("latin-1") for key, value in response.headers)
+        if close:
+            extra += b"Connection: close\r\n"
+        transport.write(b"%sContent-Type: %s\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache\r\n%s%s\r\n" % (
+            _STATUS_LINES[response.status], response.content_type, date_header(), extra))
+        self.last_active = time.monotonic()
+        stream = self._stream = ChunkedStream(self, request, response.status, close)
+        response.start(stream)
+
+    def _end_stream(self, stream: ChunkedStream) -> None:
+        """The producer ended its stream: record the answer, go on with the next request."""
+        self._stream = None
+        request = stream.request
+        self.request = None
+        self._server.buffered -= request.held
+        request.held = 0
+        transport = self._transport
+        if transport is None or stream.gone:
+            self._app.record(request, 499, self.remote)
+            return
+        self._app.record(request, stream.status, self.remote)
+        if stream.close or self._server.draining:
             self._close_after_write(transport)
             return
         self._continue()
@@ -467,6 +517,56 @@ class HttpConnection(asyncio.Protocol):
             self._linger = asyncio.get_running_loop().call_later(LINGER_S, self._end_linger)
             return
         transport.abort()
+
+
+class ChunkedStream:
+    """The body of one streamed answer in HTTP/1.1 chunked framing (``serving.messages.ResponseStream``)."""
+
+    __slots__ = ("_conn", "_ended", "close", "gone", "on_disconnect", "request", "status")
+
+    def __init__(self, conn: HttpConnection, request: Request, status: int, close: bool) -> None:
+        self._conn = conn
+        self.request = request
+        self.status = status
+        self.close = close
+        self.gone = False  # the client hung up before the end
+        self._ended = False
+        self.on_disconnect: Callable[[], None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.gone or self._ended
+
+    def write(self, data: bytes) -> None:
+        transport = self._conn._transport
+        if self.closed or not data or transport is None:
+            return
+        transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self._conn.last_active = time.monotonic()
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        transport = self._conn._transport
+        if not self.gone and transport is not None:
+            transport.write(b"0\r\n\r\n")
+        self._conn._end_stream(self)
+
+    def lost(self) -> None:
+        """The connection went away mid-stream: tell the producer once, then end the answer."""
+        if self.closed:
+            return
+        self.gone = True
+        callback, self.on_disconnect = self.on_disconnect, None
+        try:
+            if callback is not None:
+                callback()
+        finally:
+            transport = self._conn._transport
+            if transport is not None:
+                transport.abort()
+            self.end()
 
 
 def _codings(headers: Headers, name: str) -> list[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 JSON = b"application/json"
 
@@ -62,3 +64,29 @@ class Response:
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[str, str], ...] = ()
+
+
+class ResponseStream(Protocol):
+    """The body of a streamed answer as its producer sees it (``serving.http1.ChunkedStream``).
+
+    ``write`` and ``end`` are called on the event loop; after the client has gone both do nothing
+    and ``on_disconnect`` (set by the producer) has been called once, so work can stop early.
+    """
+
+    on_disconnect: Callable[[], None] | None
+
+    @property
+    def closed(self) -> bool: ...
+    def write(self, data: bytes) -> None: ...
+    def end(self) -> None: ...
+
+
+@dataclass(slots=True)
+class StreamingResponse(Response):
+    """An answer whose body is written piece by piece (HTTP/1.1 chunked; e.g. server-sent events).
+
+    The front end writes the head, then calls ``start`` with the stream; the producer writes to it
+    and ends it. ``body`` is unused.
+    """
+
+    start: Callable[[ResponseStream], None] | None = None
