@@ -32,6 +32,15 @@ TIMEOUTS: dict[str, tuple[float, float, float]] = {
     "request_timeout_s": (30.0, 0.1, 3600.0),
     "idle_timeout_s": (75.0, 0.1, 86400.0),
 }
+# Text generation (task text-generation, serving.generate): how many sequences decode together,
+# how many requests may wait for a free one (more: 503 with Retry-After), and each sequence's
+# context in tokens (0: the model's training context). The KV cache holds context_length x
+# max_sequences tokens, so these two size the replica's memory.
+GENERATION: dict[str, tuple[int, int, int]] = {
+    "max_sequences": (4, 1, 256),
+    "max_queued_sequences": (64, 0, 100_000),
+    "context_length": (0, 0, 1_048_576),
+}
 
 # dtypes a client may send for an input; the runtime casts or quantizes them to the
 # model's tensor type.
@@ -47,7 +56,7 @@ TASKS = ("predict", "sentence-embedding", "text-classification", "text-generatio
 _TOP_LEVEL_FIELDS = (
     "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
-    "grpc_port", "task",
+    "grpc_port", "task", *GENERATION,
 )
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
@@ -100,6 +109,9 @@ class ServingConfig:
     max_headers: int = LIMITS["max_headers"][0]
     request_timeout_s: float = TIMEOUTS["request_timeout_s"][0]
     idle_timeout_s: float = TIMEOUTS["idle_timeout_s"][0]
+    max_sequences: int = GENERATION["max_sequences"][0]
+    max_queued_sequences: int = GENERATION["max_queued_sequences"][0]
+    context_length: int = GENERATION["context_length"][0]
 
     @property
     def batching_enabled(self) -> bool:
@@ -181,6 +193,10 @@ class ServingConfig:
             key: _check_number(data.get(key, default), key, low, high, errors)
             for key, (default, low, high) in TIMEOUTS.items()
         }
+        generation = {
+            key: _check_int(data.get(key, default), key, low, high, errors)
+            for key, (default, low, high) in GENERATION.items()
+        }
         if not errors and limits["max_buffered_bytes"] < max_body:
             errors.append(
                 f"max_buffered_bytes: must be at least max_body_bytes ({max_body}), "
@@ -193,7 +209,7 @@ class ServingConfig:
             model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
             host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime, task=task,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
-            api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port,
+            api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port, **generation,
         )
 
     @classmethod

@@ -68,6 +68,8 @@ class Metrics:
         self._inference = Histogram(LATENCY_BUCKETS)
         self._queue = Histogram(LATENCY_BUCKETS)
         self._ready = ready
+        # More series from a serving family (e.g. serving.generate.stats), rendered after these.
+        self.sections: list[Callable[[], list[str]]] = []
 
     def request(self, route: str, status: int, seconds: float) -> None:
         """Count one answered request and observe its duration."""
@@ -126,6 +128,8 @@ class Metrics:
                 "# TYPE modelstack_model_ready gauge",
                 f"modelstack_model_ready {1 if self._ready() else 0}",
             ]
+        for section in self.sections:
+            lines += section()
         return ("\n".join(lines) + "\n").encode()
 
 
