@@ -26,7 +26,7 @@ import grpc  # noqa: E402
 
 from serving.config import ServingConfig  # noqa: E402
 from serving.grpc_service import CODE_NAMES, InferenceService  # noqa: E402
-from serving.loading import load_model  # noqa: E402
+from serving.predict import load  # noqa: E402
 from serving.state import ModelState  # noqa: E402
 
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
@@ -67,8 +67,7 @@ async def main() -> None:
     config = ServingConfig.load()
     loop = asyncio.get_running_loop()
     state = ModelState(config)
-    model, _, sample_cost_s = load_model(config)
-    state.set_ready(model, loop, sample_cost_s)
+    state.set_ready(load(config), loop)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((handlers(InferenceService(state), loop),))
     port = server.add_insecure_port(f"{config.host}:{config.grpc_port or 0}")

@@ -54,9 +54,9 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:
-    from serving.v1 import _TF_DTYPES  # the names the server writes; read back the same way
+    from serving.v1 import TF_DTYPES  # the names the server writes; read back the same way
 
-    dtypes = {tf_name: name for name, tf_name in _TF_DTYPES.items()}
+    dtypes = {tf_name: name for name, tf_name in TF_DTYPES.items()}
     try:
         inputs = metadata["signature_def"]["signature_def"]["serving_default"]["inputs"]
     except (KeyError, TypeError):

@@ -10,7 +10,7 @@ from typing import Protocol
 from serving.errors import ClientError, error_body
 from serving.logs import log_event, write_request
 from serving.messages import Request, Response
-from serving.routes import ROUTES, Route, Router
+from serving.routes import Route, Router
 from serving.state import ModelState
 
 _INTERNAL = Response(500, error_body("internal server error; see the server log"))
@@ -25,11 +25,14 @@ class Responder(Protocol):
 class App:
     """Routes requests to handlers; client errors become JSON 4xx, anything else a logged 500."""
 
-    def __init__(self, state: ModelState, routes: tuple[Route, ...] = ROUTES) -> None:
-        from serving.multi import routes_for
+    def __init__(self, state: ModelState, routes: tuple[Route, ...] | None = None) -> None:
+        """``routes``: the task's (``serving.family.routes``) unless given."""
+        if routes is None:
+            from serving.family import routes as task_routes
 
+            routes = task_routes(state.config)
         self.state = state
-        self.router = Router(routes_for(state.config, routes), state.config.model_name, state.api_key)
+        self.router = Router(routes, state.config.model_name, state.api_key)
 
     def handle(self, request: Request, conn: Responder) -> None:
         """Answer ``request`` now, or once its handler calls back (the batcher has its output)."""

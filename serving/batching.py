@@ -9,8 +9,9 @@ total stays within ``max_batch_size`` samples; a request larger than that runs a
 requests are never split or reordered. With ``max_latency_ms`` 0 nothing waits: the requests the
 loop read in one pass (and those that queued while the previous batch ran) form the next batch.
 With a positive ``max_latency_ms`` a batch that is not full waits until that long after its
-oldest request arrived. Each caller gets exactly its rows of the output; when the invocation
-fails every caller of that batch gets the exception.
+oldest request arrived. Each caller gets exactly its rows of the output. Requests fail alone:
+when a batch of several requests fails, each of them runs again by itself, so only a request
+whose own rows break the model (an id outside an embedding's vocabulary, say) gets the error.
 
 Where the model runs: a model whose single-sample inference (measured at start-up) is cheaper
 than handing work to another thread and back (``HANDOFF_COST_S``) runs on the loop thread;
@@ -36,6 +37,8 @@ from serving.metrics import Metrics
 HANDOFF_COST_S = 0.0002
 
 Done = Callable[[np.ndarray | None, BaseException | None], None]
+# One request's output or error, for a batch whose requests ran one by one after it failed.
+Outcome = tuple[np.ndarray | None, BaseException | None]
 R = TypeVar("R")
 
 
@@ -144,7 +147,7 @@ class Batcher:
             batch, _ = self._take()
             self._running = True
             started = time.perf_counter()
-            future = self._loop.run_in_executor(self._executor, self._predict, _joined(batch))
+            future = self._loop.run_in_executor(self._executor, self._infer, batch)
             future.add_done_callback(lambda f: self._finished(batch, started, f))
             return
         # On the loop thread: run the batches due now, then answer them: inference in one stretch,
@@ -153,21 +156,33 @@ class Batcher:
         # Requests queued by those answers (a pipelining client) wait for the next pass.
         budget = self._queued_rows
         queue = self._queue
-        done: list[tuple[list[_Pending], float, np.ndarray | None, BaseException | None]] = []
+        done: list[tuple[list[_Pending], float, np.ndarray | list[Outcome] | None, BaseException | None]] = []
         while queue and budget > 0 and (self.max_latency == 0 or self._wait() <= 0):
             batch, rows = self._take()
             budget -= rows
             started = time.perf_counter()
             try:
-                output, error = self._predict(_joined(batch)), None
-            except Exception as exc:  # every caller of this batch gets it
+                output, error = self._infer(batch), None
+            except Exception as exc:  # a batch of one request: its caller gets it
                 output, error = None, exc
             done.append((batch, started, output, error))
         for args in done:
             self._deliver(*args)
         self._after_batch()
 
-    def _finished(self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray]) -> None:
+    def _infer(self, batch: list[_Pending]) -> np.ndarray | list[Outcome]:
+        """The batch's output; when a batch of several requests fails, each request's own outcome,
+        run by itself (one client's bad rows must not fail the others' requests)."""
+        try:
+            return self._predict(_joined(batch))
+        except Exception:
+            if len(batch) == 1:
+                raise
+        return [_alone(self._predict, item.rows) for item in batch]
+
+    def _finished(
+        self, batch: list[_Pending], started: float, future: asyncio.Future[np.ndarray | list[Outcome]]
+    ) -> None:
         self._running = False
         error = future.exception()
         self._deliver(batch, started, None if error else future.result(), error)
@@ -180,12 +195,17 @@ class Batcher:
             self._idle.set()
 
     def _deliver(
-        self, batch: list[_Pending], started: float, output: np.ndarray | None, error: BaseException | None
+        self, batch: list[_Pending], started: float, output: np.ndarray | list[Outcome] | None,
+        error: BaseException | None,
     ) -> None:
         finished = time.perf_counter()
         if error is not None or output is None:
             for item in batch:
                 item.done(None, error or RuntimeError("the model returned no output"))
+            return
+        if isinstance(output, list):  # the batch failed; its requests ran one by one
+            for item, (rows, failure) in zip(batch, output):
+                item.done(rows, failure)
             return
         if self._metrics is not None:
             self._metrics.inference(
@@ -199,6 +219,13 @@ class Batcher:
             end = start + len(item.rows)
             item.done(output[start:end], None)
             start = end
+
+
+def _alone(predict: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> Outcome:
+    try:
+        return predict(rows), None
+    except Exception as exc:  # noqa: BLE001 - whatever the runtime raised is this request's own error
+        return None, exc
 
 
 def _result(output: np.ndarray | None, error: BaseException | None) -> np.ndarray:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving import families
+
 CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
 DEFAULT_CONFIG_PATH = "/app/serving.json"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -46,17 +48,19 @@ GENERATION: dict[str, tuple[int, int, int]] = {
 # model's tensor type.
 SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64", "string")
 
+# What an integer input's ``range`` may span (numpy's iinfo, without importing numpy here).
+_INTEGER_LIMITS = {
+    "int8": (-(2**7), 2**7 - 1), "uint8": (0, 2**8 - 1), "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
+}
+
 # The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-# What the served model does (the spec's model.task); it selects the serving family
-# (serving/families.py): how requests become model calls.
-TASKS = ("predict", "sentence-embedding", "text-classification", "text-generation", "speech-recognition")
-
 _TOP_LEVEL_FIELDS = (
-    "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
+    "task", "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
-    "grpc_port", "task", *GENERATION,
+    "grpc_port", *GENERATION,
 )
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
@@ -64,6 +68,7 @@ MAX_BATCH_SIZE = 1024
 # The API key's environment variable must look like one (it is read at start-up, never stored).
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INPUT_FIELDS = ("name", "shape", "dtype")
+_OPTIONAL_INPUT_FIELDS = ("range",)
 
 # Stands for "field absent", which is reported once as missing rather than as a bad value.
 _MISSING: Any = object()
@@ -76,6 +81,10 @@ class InputSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    # Integer inputs: the values the model accepts, both ends included (e.g. an embedding's ids,
+    # 0..vocabulary-1). Others get a 400 naming the input and the item, never a failed batch or,
+    # for a negative id, a silently wrong answer. None: the dtype's whole range.
+    range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,13 +94,14 @@ class ServingConfig:
     model_name: str
     artifact: str
     inputs: list[InputSpec]
+    # Which serving family answers (serving.families): its runtime and its routes.
+    task: str = families.DEFAULT_TASK
     port: int = 8501
     threads: int = 1
     host: str = "0.0.0.0"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     metadata: dict[str, Any] = field(default_factory=dict)
     runtime: str = "auto"
-    task: str = "predict"  # one of TASKS
     # Dynamic batching: requests queue up to max_latency_ms and run together up to
     # max_batch_size samples; max_batch_size 0 or 1 turns it off. With max_latency_ms 0 a batch
     # holds whatever queued while the previous batch ran (no added wait).
@@ -138,9 +148,14 @@ class ServingConfig:
             raise ValueError(f"{source}: must be a JSON object, got {_kind(data)}")
         for key in sorted(set(data) - set(_TOP_LEVEL_FIELDS)):
             errors.append(f"{key}: unknown field; allowed fields are {', '.join(_TOP_LEVEL_FIELDS)}")
-        for key in ("model_name", "artifact", "inputs"):
+        for key in ("model_name", "artifact"):
             if key not in data:
                 errors.append(f"{key}: required field is missing")
+        task = data.get("task", families.DEFAULT_TASK)
+        if isinstance(task, str) and task in families.FAMILIES:
+            errors.extend(families.check(task, data))  # what only the task's family knows (e.g. inputs)
+        else:
+            errors.append(f"task: must be one of {', '.join(families.FAMILIES)}, got {_show(task)}")
 
         model_name = _check_name(data.get("model_name", _MISSING), "model_name", errors)
         artifact = _check_str(data.get("artifact", _MISSING), "artifact", errors)
@@ -157,9 +172,6 @@ class ServingConfig:
         runtime = data.get("runtime", "auto")
         if runtime not in RUNTIMES:
             errors.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {_show(runtime)}")
-        task = data.get("task", "predict")
-        if task not in TASKS:
-            errors.append(f"task: must be one of {', '.join(TASKS)}, got {_show(task)}")
         max_batch = _check_int(
             data.get("max_batch_size", 1), "max_batch_size", 0, MAX_BATCH_SIZE, errors
         )
@@ -206,8 +218,8 @@ class ServingConfig:
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
-            model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
-            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime, task=task,
+            model_name=model_name, artifact=artifact, inputs=inputs, task=task, port=port, threads=threads,
+            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
             api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port, **generation,
         )
@@ -307,8 +319,8 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
         errors.append(f"{where}: must be an object with name, shape and dtype, got {_kind(item)}")
         return None
     before = len(errors)
-    for key in sorted(set(item) - set(_INPUT_FIELDS)):
-        errors.append(f"{where}.{key}: unknown field; allowed fields are name, shape, dtype")
+    for key in sorted(set(item) - set(_INPUT_FIELDS) - set(_OPTIONAL_INPUT_FIELDS)):
+        errors.append(f"{where}.{key}: unknown field; allowed fields are name, shape, dtype, range")
     for key in _INPUT_FIELDS:
         if key not in item:
             errors.append(f"{where}.{key}: required field is missing")
@@ -328,6 +340,28 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
             f"{where}.dtype: {_show(dtype)} is not supported; use one of "
             f"{', '.join(SUPPORTED_DTYPES)}"
         )
+    value_range = _check_range(item.get("range"), dtype, f"{where}.range", errors)
     if len(errors) != before:
         return None
-    return InputSpec(name=name, shape=tuple(shape), dtype=dtype)
+    return InputSpec(name=name, shape=tuple(shape), dtype=dtype, range=value_range)
+
+
+def _check_range(value: Any, dtype: Any, where: str, errors: list[str]) -> tuple[int, int] | None:
+    """``[low, high]``, both ends included, for an integer input; within its dtype."""
+    if value is None:
+        return None
+    if dtype not in _INTEGER_LIMITS:
+        errors.append(f"{where}: applies to integer inputs only (int8 .. int64, uint8); remove it for dtype {_show(dtype)}")
+        return None
+    low_limit, high_limit = _INTEGER_LIMITS[dtype]
+    if not (
+        isinstance(value, list) and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and low_limit <= value[0] <= value[1] <= high_limit
+    ):
+        errors.append(
+            f"{where}: must be [low, high], integers with low <= high within {dtype} "
+            f"({low_limit}..{high_limit}), e.g. [0, 199] for 200 ids; got {_show(value)}"
+        )
+        return None
+    return value[0], value[1]

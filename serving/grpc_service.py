@@ -23,7 +23,6 @@ count gRPC calls under ``grpc_*`` route kinds with the HTTP status a call's code
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 import traceback
@@ -35,11 +34,13 @@ from google.protobuf.message import DecodeError
 
 from serving import v2
 from serving.auth import check_api_key
+from serving.batched import batched
 from serving.bytes_tensors import TensorDataError, split_bytes
 from serving.errors import ClientError
 from serving.logs import log_event, write_request
 from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
+from serving.routes import check_model
 from serving.state import SERVER_VERSION
 from serving.tensors import cast, check_finite_outputs
 from serving.v2_binary import RAW_DTYPES, tensor_from_bytes, tensor_to_bytes
@@ -148,16 +149,15 @@ class InferenceService:
 
     def _model_metadata_bytes(self, request: pb.ModelMetadataRequest) -> bytes:
         self._check_model(request.name, request.version)
-        self.state.require_ready()
+        runtime = batched(self.state).runtime
         if self._model_metadata is None:
-            assert self.state.model is not None
-            document = v2.model_metadata_document(self.state.config, self.state.model)
+            document = v2.model_metadata_document(self.state.config, runtime)
             self._model_metadata = _metadata_message(document).SerializeToString()
         return self._model_metadata
 
     def _infer(self, request: pb.ModelInferRequest, reply: Callable[[Callable[[], bytes]], None]) -> None:
         self._check_model(request.model_name, request.model_version)
-        batcher = self.state.require_ready()
+        batcher = batched(self.state).batcher
         batch = _input(request, self.state)
         batcher.submit_answer(batch, lambda outputs: self._response(request, outputs), reply)
 
@@ -178,15 +178,7 @@ class InferenceService:
             raise ClientError(401, _WRONG_KEY) from None
 
     def _check_model(self, name: str, version: str) -> None:
-        served = self.state.config.model_name
-        if name != served:
-            raise ClientError(
-                404, f"model {json.dumps(name)} is not served here; this server serves {json.dumps(served)}"
-            )
-        if version not in ("", "1"):
-            raise ClientError(
-                404, f"model {json.dumps(name)} has no version {json.dumps(version)}; the only version is 1"
-            )
+        check_model(name, version or None, self.state.config.model_name)  # "" is the message's "no version"
 
     def _response(self, request: pb.ModelInferRequest, outputs: np.ndarray) -> bytes:
         check_finite_outputs(outputs)
@@ -245,10 +237,7 @@ def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
     outputs = request.outputs
     if outputs:
         for i, output in enumerate(outputs):
-            if output.name != v2.OUTPUT_NAME:
-                raise ClientError(
-                    400, f'outputs[{i}].name: the model has one output, "{v2.OUTPUT_NAME}", got {json.dumps(output.name)}'
-                )
+            v2.check_output_name(output.name, f"outputs[{i}]")
     tensor = inputs[0]
     where = "inputs[0]"
     if spec.dtype == "string":
@@ -259,15 +248,7 @@ def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
     try:
         raw = request.raw_input_contents
         if raw:
-            if len(raw) != 1:
-                raise TensorDataError(
-                    f"raw_input_contents: one entry per input is needed (1), got {len(raw)}"
-                )
-            if tensor.HasField("contents"):
-                raise TensorDataError(
-                    f"{where}.contents: give the tensor either as raw_input_contents or as typed "
-                    "contents, not both"
-                )
+            v2.check_raw_contents(len(raw), 1, where, tensor.HasField("contents"))
             array = tensor_from_bytes(raw[0], datatype, shape, where)
         else:
             array = _from_contents(tensor, shape, where)
@@ -283,10 +264,7 @@ def _text_input(request: pb.ModelInferRequest, tensor: Any, name: str, where: st
     elements: list[bytes] = []
     if tensor.datatype == "BYTES":  # any other datatype is refused below, with the HTTP API's message
         try:
-            if len(request.raw_input_contents) > 1:
-                raise TensorDataError(
-                    f"raw_input_contents: one entry per input is needed (1), got {len(request.raw_input_contents)}"
-                )
+            v2.check_raw_contents(len(request.raw_input_contents), 1, where, False)
             if request.raw_input_contents:
                 elements = split_bytes(request.raw_input_contents[0], where)
             else:
@@ -356,7 +334,9 @@ class GrpcFrontEnd:
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port (OSError when it cannot bind)."""
-        from modelstack_grpc import Server  # the native transport loads only when gRPC is on
+        from modelstack_grpc import (
+            Server,  # the native transport loads only when gRPC is on
+        )
 
         config = self.state.config
         try:

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from serving import loading
+from serving import family
 from serving.app import App
 from serving.auth import read_api_key
 from serving.batching import settle
@@ -25,8 +25,8 @@ from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
 
 if TYPE_CHECKING:
-    from serving.grpc_service import GrpcFrontEnd
-    from serving.runtime import Runtime
+    from serving.family import GrpcFront
+    from serving.state import Served
 
 # SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
 DRAIN_TIMEOUT_S = 9.0
@@ -104,7 +104,7 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
 
     # Loading runs in a daemon thread so the loop answers /healthz (and 503s) meanwhile, and a
     # SIGTERM during a long load exits at once instead of waiting for it.
-    load: asyncio.Future[tuple[Runtime, float, float]] = loop.create_future()
+    load: asyncio.Future[Served] = loop.create_future()
     threading.Thread(target=_load_in_background, args=(config, loop, load), name="model-load", daemon=True).start()
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({load, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -113,46 +113,38 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
         log_event(event="stopped", drained=True)
         return 0
     try:
-        model, warm_up_ms, sample_cost_s = load.result()
+        served = load.result()
     except Exception as exc:  # any load failure is fatal: report it and exit non-zero
         log_event(event="load_failed", artifact=config.artifact, error=f"{type(exc).__name__}: {exc}")
         await _stop(server, grpc_front, 1.0)
         return 1
-    state.set_ready(model, loop, sample_cost_s)
-    assert state.batcher is not None
+    state.set_ready(served, loop)
     log_event(
-        event="ready", model=config.model_name, port=port, warm_up_ms=round(warm_up_ms, 3),
-        runtime=config.resolved_runtime, threads=config.threads,
-        max_batch_size=config.max_batch_size, max_latency_ms=config.max_latency_ms,
-        sample_ms=round(sample_cost_s * 1000, 4), inference_on=state.batcher.mode,
-        batching="on" if config.batching_enabled else "off",
+        event="ready", model=config.model_name, port=port, task=config.task, **served.ready_fields(),
         auth="api_key" if state.api_key else "none",
     )
 
     await stopping
     drained = await _stop(server, grpc_front, DRAIN_TIMEOUT_S)
-    if state.batcher is not None:  # answers for clients that left are still computed
-        try:
-            await asyncio.wait_for(state.batcher.drain(), 1.0)
-        except TimeoutError:
-            drained = False
+    try:  # what the model already accepted is still finished (answers for clients that left too)
+        await asyncio.wait_for(state.drain(), 1.0)
+    except TimeoutError:
+        drained = False
     state.close()
     log_event(event="stopped", drained=drained)
     return 0
 
 
-async def _start_grpc(state: ModelState) -> GrpcFrontEnd | None:
-    """The V2 gRPC service on ``grpc_port`` (same loop, state and batcher), or None when it is off."""
+async def _start_grpc(state: ModelState) -> GrpcFront | None:
+    """The family's gRPC service on ``grpc_port`` (same loop and state), or None when it is off."""
     if state.config.grpc_port is None:
         return None
-    from serving.grpc_service import GrpcFrontEnd  # the gRPC transport loads only when gRPC is on
-
-    front = GrpcFrontEnd(state, state.config.host, state.config.grpc_port)
+    front = family.grpc_front(state, state.config.host, state.config.grpc_port)
     await front.start()
     return front
 
 
-async def _stop(server: HttpServer, grpc_front: GrpcFrontEnd | None, timeout: float) -> bool:
+async def _stop(server: HttpServer, grpc_front: GrpcFront | None, timeout: float) -> bool:
     """Drain HTTP and gRPC together: no new connections or calls, in-flight ones get ``timeout``."""
     if grpc_front is None:
         return await server.stop(timeout=timeout)
@@ -161,10 +153,10 @@ async def _stop(server: HttpServer, grpc_front: GrpcFrontEnd | None, timeout: fl
 
 
 def _load_in_background(
-    config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[tuple[Runtime, float, float]]
+    config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Served]
 ) -> None:
     try:
-        loaded, error = loading.load_model(config), None
+        loaded, error = family.family(config.task).load(config), None
     except Exception as exc:
         loaded, error = None, exc
     try:

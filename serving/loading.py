@@ -1,4 +1,5 @@
-"""Model loading: the runtime for the config's artifact, checked against the config and warmed up."""
+"""Model loading: the runtime for the config's artifact (LiteRT, ONNX Runtime, a text model or a
+several-input one), checked against the config and warmed up."""
 
 from __future__ import annotations
 
@@ -7,10 +8,29 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from serving import runtime
 from serving.config import InputSpec, ServingConfig
 
 if TYPE_CHECKING:
     from serving.runtime import Runtime
+
+
+def load_runtime(config: ServingConfig) -> Runtime:
+    """The runtime for the config's artifact, with the config's thread count."""
+    max_bucket = max(runtime.DEFAULT_MAX_BUCKET, runtime.bucket_for(config.max_batch_size))
+    if len(config.inputs) > 1:  # several named inputs (serving.multi)
+        from serving.multi_runtime import load_multi_runtime
+
+        return load_multi_runtime(config)  # type: ignore[no-any-return]
+    if config.input.dtype == "string":  # a text model: tokenizer and ONNX graph in one artifact
+        from serving.text import TextModel
+
+        return TextModel(config.artifact, num_threads=config.threads)
+    if config.resolved_runtime == "onnx":
+        from serving.onnx_runtime import OnnxModel
+
+        return OnnxModel(config.artifact, num_threads=config.threads)
+    return runtime.LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket)
 
 
 def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
@@ -62,8 +82,6 @@ def single_sample_cost(model: Runtime, runs: int = 15) -> float:
 
 def load_model(config: ServingConfig) -> tuple[Runtime, float, float]:
     """Load, check and warm up the model: (runtime, warm-up ms, single-sample seconds)."""
-    from serving.runtime import load_runtime
-
     model = load_runtime(config)
     if len(config.inputs) > 1:  # several named inputs: each checked by name
         from serving.multi_runtime import check_feeds

@@ -2,8 +2,8 @@
 
 A batch is a numpy structured array with one field per input (``batch["user_id"]`` is that
 input's ``(n, *shape)`` tensor), so the batcher concatenates and splits it like any array and
-the runtimes read each input by name. Single-input models never come here: their routes and
-decoding are unchanged.
+the runtimes read each input by name. Single-input models never come here: ``serving.predict`` swaps
+these handlers in only for a model with several inputs.
 
 Integer inputs (ids) take integers only: a JSON float, or a V2 floating-point datatype, is a 400
 naming the input, even when the value is whole. An input whose sample shape is ``[1]`` may be
@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving import v1, v2, v2_binary
+from serving.batched import model_document
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, kind, show
+from serving.feeds import pack
 from serving.messages import Request, Response
 from serving.tensors import cast, check_integers, parse_json, to_batch
 
@@ -35,31 +37,6 @@ Reply = Callable[[Callable[[], Response]], None]
 def is_multi(config: ServingConfig) -> bool:
     """Whether the config's model takes several inputs (this module's requests)."""
     return len(config.inputs) > 1
-
-
-def feeds_dtype(inputs: Sequence[InputSpec]) -> np.dtype[Any]:
-    """The structured dtype of a batch: one field per input, with its sample shape."""
-    return np.dtype([(spec.name, np.dtype(spec.dtype), tuple(spec.shape)) for spec in inputs])
-
-
-def pack(inputs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """One batch from each input's tensor (all with the same number of samples)."""
-    n = len(arrays[inputs[0].name])
-    batch = np.empty(n, dtype=feeds_dtype(inputs))
-    for spec in inputs:
-        batch[spec.name] = arrays[spec.name]
-    return batch
-
-
-def unpack(batch: np.ndarray) -> dict[str, np.ndarray]:
-    """Each input's contiguous tensor from a batch made by ``pack``."""
-    names = batch.dtype.names or ()
-    return {name: np.ascontiguousarray(batch[name]) for name in names}
-
-
-def zeros(inputs: Sequence[InputSpec], n: int) -> np.ndarray:
-    """A batch of n all-zero samples (warm-up)."""
-    return np.zeros(n, dtype=feeds_dtype(inputs))
 
 
 # --- checks shared by the protocols --------------------------------------------------------------
@@ -164,12 +141,12 @@ def v1_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any
     """TF Serving's metadata with every input of the signature."""
     document = v1.metadata_document(config, model)
     signature = document["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    signature["inputs"] = {spec.name: v1._tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs}
+    signature["inputs"] = {spec.name: v1.tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs}
     return document
 
 
 def v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v1_metadata", v1_metadata_document))
+    return Response(200, model_document(state, "v1_metadata", v1_metadata_document))
 
 
 def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
@@ -213,8 +190,8 @@ def decode_infer(
         for i, tensor in enumerate(tensors):
             where = f"inputs[{i}]"
             spec = specs[tensor["name"]]
-            v2._no_extra(tensor, v2._INPUT_FIELDS, where)
-            v2._check_parameters(tensor, f"{where}.parameters", "binary_data_size")
+            v2.no_extra(tensor, v2.INPUT_FIELDS, where)
+            v2.check_parameters(tensor, f"{where}.parameters", "binary_data_size")
             binary = "binary_data_size" in (tensor.get("parameters") or {})
             if binary and "data" in tensor:
                 raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
@@ -235,10 +212,10 @@ def decode_infer(
                 arrays[spec.name] = cast(array, spec, where)
                 continue
             field = f"{where}.data"
-            array = v2._tensor_array(tensor["data"], shape, field, spec.name, bools)
+            array = v2.tensor_array(tensor["data"], shape, field, spec.name, bools)
             if np.dtype(spec.dtype).kind in "iu":
                 _integers_only(array, spec, field)
-            sent = v2._V2_NUMPY[datatype]
+            sent = v2.V2_NUMPY[datatype]
             if sent.kind in "iu":
                 check_integers(array, sent, field, f"datatype {datatype}")
             arrays[spec.name] = cast(array, spec, field)
@@ -247,7 +224,7 @@ def decode_infer(
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
     _same_batch(arrays, inputs, "inputs")
-    return pack(inputs, arrays), request_id, v2._binary_output(payload)
+    return pack(inputs, arrays), request_id, v2.wants_binary_output(payload)
 
 
 def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
@@ -258,15 +235,8 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
     """A gRPC ModelInferRequest's tensors (raw contents in input order, or typed contents) as a batch."""
     _check_names([t.name for t in request.inputs], inputs, "inputs")
     for i, output in enumerate(request.outputs):
-        if output.name != v2.OUTPUT_NAME:
-            raise ClientError(
-                400, f'outputs[{i}].name: the model has one output, "{v2.OUTPUT_NAME}", got {show(output.name)}'
-            )
+        v2.check_output_name(output.name, f"outputs[{i}]")
     raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise ClientError(
-            400, f"raw_input_contents: one entry per input is needed ({len(request.inputs)}), got {len(raw)}"
-        )
     specs = {spec.name: spec for spec in inputs}
     arrays: dict[str, np.ndarray] = {}
     try:
@@ -275,10 +245,7 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
             spec = specs[tensor.name]
             shape = _check_tensor(spec, list(tensor.shape), tensor.datatype, where)
             if raw:
-                if tensor.HasField("contents"):
-                    raise TensorDataError(
-                        f"{where}.contents: give the tensor either as raw_input_contents or as typed contents, not both"
-                    )
+                v2.check_raw_contents(len(raw), len(request.inputs), where, tensor.HasField("contents"))
                 array = v2_binary.tensor_from_bytes(raw[i], tensor.datatype, shape, where)
             else:
                 array = from_contents(tensor, shape, where)
@@ -287,13 +254,3 @@ def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callabl
         raise ClientError(400, str(exc)) from None
     _same_batch(arrays, inputs, "inputs")
     return pack(inputs, arrays)
-
-
-def routes_for(config: ServingConfig, routes: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The route table with the predict, infer and metadata handlers of several inputs."""
-    if not is_multi(config):
-        return routes
-    from dataclasses import replace
-
-    handlers = {"v1_predict": v1_predict, "v1_metadata": v1_metadata, "v2_infer": v2_infer}
-    return tuple(replace(r, handler=handlers[r.name]) if r.name in handlers else r for r in routes)

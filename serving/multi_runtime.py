@@ -1,6 +1,6 @@
 """Runtimes for models with several named inputs: LiteRT (by signature name) and ONNX Runtime.
 
-``predict`` takes a batch made by ``serving.multi.pack`` (a structured array, one field per
+``predict`` takes a batch made by ``serving.feeds.pack`` (a structured array, one field per
 input) and returns the one output tensor, like the single-input runtimes; ``feeds`` maps each
 input's name to its per-sample shape (-1: dynamic) and dtype, which start-up checks against the
 config. LiteRT keeps one interpreter per power-of-two batch bucket, as ``LiteRTModel`` does.
@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.multi import unpack, zeros
-from serving.runtime import DEFAULT_MAX_BUCKET, artifact_bytes, bucket_for, dequantize, tensor_quantization
+from serving.feeds import unpack, zeros
+from serving.runtime import (
+    DEFAULT_MAX_BUCKET,
+    artifact_bytes,
+    bucket_for,
+    dequantize,
+    tensor_quantization,
+)
 
 if TYPE_CHECKING:
     from serving.config import InputSpec, ServingConfig
@@ -157,7 +163,7 @@ class OnnxFeedsModel:
                  content: bytes | None = None) -> None:
         import onnxruntime as ort
 
-        from serving.onnx_runtime import _ORT_DTYPES, _dim
+        from serving.onnx_runtime import ORT_DTYPES, onnx_dim
 
         model_path = Path(path)
         if content is None and not model_path.is_file():
@@ -175,10 +181,10 @@ class OnnxFeedsModel:
             raise ValueError(f"model artifact {model_path}: expected one output tensor, found {len(outputs)}")
         self._output = outputs[0]
         self.feeds = {
-            t.name: (tuple(_dim(d) for d in t.shape[1:]), np.dtype(_ORT_DTYPES[t.type])) for t in self._session.get_inputs()
+            t.name: (tuple(onnx_dim(d) for d in t.shape[1:]), np.dtype(ORT_DTYPES[t.type])) for t in self._session.get_inputs()
         }
-        self._output_dtype = np.dtype(_ORT_DTYPES[self._output.type])
-        self._output_shape = tuple(_dim(d) for d in self._output.shape[1:])
+        self._output_dtype = np.dtype(ORT_DTYPES[self._output.type])
+        self._output_shape = tuple(onnx_dim(d) for d in self._output.shape[1:])
 
     @classmethod
     def from_bytes(cls, content: bytes, inputs: list[InputSpec], num_threads: int = 1) -> OnnxFeedsModel:

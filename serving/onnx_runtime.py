@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 # ONNX tensor element types by onnxruntime's type string.
-_ORT_DTYPES = {
+ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
     "tensor(int32)": np.int32, "tensor(int64)": np.int64,
@@ -52,11 +52,11 @@ class OnnxModel:
             )
         self._input, self._output = inputs[0], outputs[0]
         for tensor in (self._input, self._output):
-            if tensor.type not in _ORT_DTYPES:
+            if tensor.type not in ORT_DTYPES:
                 raise ValueError(f"model artifact {model_path}: unsupported tensor type {tensor.type}")
         self._input_name: str = self._input.name
-        self._input_dtype: np.dtype[Any] = np.dtype(_ORT_DTYPES[self._input.type])
-        self._output_dtype: np.dtype[Any] = np.dtype(_ORT_DTYPES[self._output.type])
+        self._input_dtype: np.dtype[Any] = np.dtype(ORT_DTYPES[self._input.type])
+        self._output_dtype: np.dtype[Any] = np.dtype(ORT_DTYPES[self._output.type])
 
     @classmethod
     def from_bytes(cls, content: bytes, num_threads: int = 1) -> OnnxModel:
@@ -65,11 +65,11 @@ class OnnxModel:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(_dim(d) for d in self._input.shape[1:])
+        return tuple(onnx_dim(d) for d in self._input.shape[1:])
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return tuple(_dim(d) for d in self._output.shape[1:])
+        return tuple(onnx_dim(d) for d in self._output.shape[1:])
 
     @property
     def input_dtype(self) -> np.dtype[Any]:
@@ -99,6 +99,6 @@ class OnnxModel:
         return result
 
 
-def _dim(value: Any) -> int:
+def onnx_dim(value: Any) -> int:
     """A symbolic or unknown ONNX dimension is dynamic (-1)."""
     return value if isinstance(value, int) and value > 0 else -1

@@ -1,7 +1,9 @@
-"""The one route table: dispatch, the ``Allow`` header, the 404 hint and the route docs all come from it.
+"""Routes: the common ones, the router, and the docs table; dispatch, ``Allow``, the 404 hint and
+the route docs all come from one table per task (the family's routes, then ``COMMON_ROUTES``).
 
 ``<name>`` in a path is the served model's name; ``/versions/<version>`` may follow it (only
-version 1 exists). ``python -m serving.routes`` prints the table as it appears in docs/serving.md.
+version 1 exists). ``python -m serving.predict`` prints the predict task's table as it appears in
+docs/serving.md.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from serving import v1, v2
 from serving.auth import check_api_key
 from serving.errors import ClientError, show
 from serving.messages import Request, Response
@@ -51,28 +52,8 @@ class Route:
     regex: re.Pattern[str] | None = field(default=None, compare=False)
 
 
-ROUTES: tuple[Route, ...] = (
-    Route("v1_status", GET, "/v1/models/<name>", v1.model_status,
-          "TF Serving model status: `AVAILABLE` (or `LOADING` before the model is warmed up)"),
-    Route("v1_metadata", GET, "/v1/models/<name>/metadata", v1.model_metadata,
-          "TF Serving signature (`serving_default`) + the prep report under `metadata.modelstack`"),
-    Route("v1_predict", POST, "/v1/models/<name>:predict", v1.predict,
-          'row form `{"instances": [...]}` → `{"predictions": [...]}`; columnar form `{"inputs": ...}` '
-          '→ `{"outputs": [...]}`; instances may be `{"<input>": sample}` objects'),
-    Route("v2_server", GET, "/v2", v2.server_info, "Open Inference Protocol (KServe V2) server metadata"),
-    Route("v2_live", GET, "/v2/health/live", v2.server_live, '`{"live": true}`', open=True),
-    Route("v2_ready", GET, "/v2/health/ready", v2.server_ready,
-          '`{"ready": true}`; 503 `{"ready": false}` while loading', open=True),
-    Route("v2_model", GET, "/v2/models/<name>", v2.model_metadata,
-          "V2 model metadata: `name`, `versions`, `platform` (`tensorflow_lite` / `onnxruntime_onnx`), "
-          "`inputs`, `outputs` (`output_0`)"),
-    Route("v2_model_ready", GET, "/v2/models/<name>/ready", v2.model_ready,
-          '`{"name": ..., "ready": true}`; 503 while loading'),
-    Route("v2_infer", POST, "/v2/models/<name>/infer", v2.infer,
-          '`{"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "data", "parameters"?}], '
-          '"outputs"?: [{"name": "output_0"}]}` → `{"model_name", "model_version", "id"?, '
-          '"outputs": [{"name", "shape", "datatype", "data"}]}`; or binary tensor data after a JSON header '
-          '(`Inference-Header-Content-Length`, below)'),
+# Every family's server answers these; a family adds its own (``serving.family``).
+COMMON_ROUTES: tuple[Route, ...] = (
     Route("metrics", GET, "/metrics", metrics, "Prometheus text exposition"),
     Route("healthz", GET, "/healthz", healthz, "200 while the process is up", open=True),
     Route("readyz", GET, "/readyz", readyz,
@@ -130,24 +111,22 @@ class Router:
                 headers=(("Allow", ", ".join(route.methods)),),
             )
         if name is not None:
-            self._check_model(name, version)
+            check_model(name, version, self.model_name)
         return route
 
-    def _check_model(self, name: str, version: str | None) -> None:
-        served = self.model_name
-        if name != served:
-            raise ClientError(404, f"model {show(name)} is not served here; this server serves {show(served)}")
-        if version not in (None, "1"):
-            raise ClientError(404, f"model {show(name)} has no version {show(version)}; the only version is 1")
+
+def check_model(name: str, version: str | None, served: str) -> None:
+    """The model a request names (HTTP path or gRPC message) must be the one served; 404 otherwise."""
+    if name != served:
+        raise ClientError(404, f"model {show(name)} is not served here; this server serves {show(served)}")
+    if version not in (None, "1"):
+        raise ClientError(404, f"model {show(name)} has no version {show(version)}; the only version is 1")
 
 
-def docs_table(routes: tuple[Route, ...] = ROUTES) -> str:
-    """The route table in Markdown, as docs/serving.md shows it."""
+def docs_table(routes: tuple[Route, ...]) -> str:
+    """A task's route table (its family's routes, then the common ones) in Markdown, as docs/serving.md
+    shows it."""
     lines = ["| route | what |", "|---|---|"]
-    for route in routes:
+    for route in (*routes, *COMMON_ROUTES):
         lines.append(f"| `{route.methods[0]} {route.path}` | {route.doc} |")
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    print(docs_table(), end="")

@@ -2,9 +2,9 @@
 
 Both classes offer what the HTTP layer and the batcher need: ``input_shape``, ``output_shape``
 (per sample, -1 for a dynamic dimension), ``input_dtype``, ``input_quantized``, ``output_dtype``,
-``platform``, ``predict(batch)`` (thread-safe) and ``warm_up(batch_sizes)``. ``load_runtime``
-picks one from the config (``runtime``, or the artifact's suffix). modelprep measures every
-variant through these same classes (``from_bytes``), so the gate judges the outputs the server gives.
+``platform``, ``predict(batch)`` (thread-safe) and ``warm_up(batch_sizes)``.
+``serving.loading.load_runtime`` picks one from the config (``runtime``, or the artifact's
+suffix). modelprep measures every variant through these same classes (``from_bytes``), so the gate judges the outputs the server gives.
 
 ``LiteRTModel`` hides the TFLite tensor plumbing: it quantizes float inputs for int8/uint8
 models, dequantizes quantized outputs, and keeps one interpreter per batch-size bucket (powers of
@@ -20,12 +20,9 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from serving.config import ServingConfig
 
 # Batches above the largest bucket are split into chunks of that size.
 DEFAULT_MAX_BUCKET = 64
@@ -48,24 +45,6 @@ class Runtime(Protocol):
     def output_dtype(self) -> np.dtype[Any]: ...
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray: ...
-
-
-def load_runtime(config: ServingConfig) -> Runtime:
-    """The runtime for the config's artifact, with the config's thread count."""
-    max_bucket = max(DEFAULT_MAX_BUCKET, bucket_for(config.max_batch_size))
-    if len(config.inputs) > 1:  # several named inputs (serving.multi)
-        from serving.multi_runtime import load_multi_runtime
-
-        return load_multi_runtime(config)  # type: ignore[no-any-return]
-    if config.input.dtype == "string":  # a text model: tokenizer and ONNX graph in one artifact
-        from serving.text import TextModel
-
-        return TextModel(config.artifact, num_threads=config.threads)
-    if config.resolved_runtime == "onnx":
-        from serving.onnx_runtime import OnnxModel
-
-        return OnnxModel(config.artifact, num_threads=config.threads)
-    return LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket)
 
 
 def artifact_bytes(path: Path, content: bytes | None) -> bytes:

@@ -2,7 +2,8 @@
 
 The pieces: ``serving.listener`` (the socket, shared caps, drain), ``serving.http1`` (one
 connection: parsing, framing, per-request limits), ``serving.app`` and
-``serving.routes`` (the route table and dispatch), ``serving.v1`` / ``serving.v2`` (the two
+``serving.routes`` (dispatch), ``serving.families`` / ``serving.family`` (the task's runtime and routes;
+``serving.predict`` for V1/V2), ``serving.v1`` / ``serving.v2`` (the two
 protocols), ``serving.tensors`` (JSON to numpy), ``serving.lifecycle`` (start-up, readiness,
 drain), ``serving.loading`` (the model), ``serving.batching`` (dynamic batching). The config
 path comes from ``$MODELSTACK_SERVING_CONFIG`` (default ``/app/serving.json``); port 0 binds an

@@ -1,20 +1,38 @@
-"""What the routes share: the config, the API key, readiness, the batcher and metrics."""
+"""What the routes share: the config, the API key, readiness, the served model and metrics.
+
+The served model is whatever the task's family loaded (a ``Served``); each
+family's routes reach their own kind of model through a typed accessor of their own
+(``serving.batched.batched`` for predict).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from serving.batching import Batcher
 from serving.config import ServingConfig
-from serving.errors import ClientError, encode_json, show
+from serving.errors import ClientError, show
 from serving.metrics import Metrics
 
-if TYPE_CHECKING:
-    from serving.runtime import Runtime
-
 SERVER_VERSION = "0.4.0"
+
+
+class Served(Protocol):
+    """A loaded, warmed-up model as the server's lifecycle drives it (what a family's ``load``
+    returns, ``serving.family``)."""
+
+    def start(self, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        """On the loop thread, once, just before the server turns ready (schedulers, batchers)."""
+
+    async def drain(self) -> None:
+        """After the front ends stopped taking requests: finish what was already accepted."""
+
+    def close(self) -> None:
+        """Release threads and native resources; the process is about to exit."""
+
+    def ready_fields(self) -> dict[str, Any]:
+        """Extra fields for the ``ready`` log line (warm-up time, threads, batching, ...)."""
 
 
 class ModelState:
@@ -23,20 +41,16 @@ class ModelState:
     def __init__(self, config: ServingConfig, api_key: str | None = None) -> None:
         self.config = config
         self.api_key = api_key.encode() if api_key else None
-        self.model: Runtime | None = None
-        self.batcher: Batcher | None = None
+        self.served: Served | None = None
         self.ready = False
         self.metrics = Metrics(ready=lambda: self.ready)
         self._memo: dict[str, bytes] = {}
 
-    def set_ready(self, model: Runtime, loop: asyncio.AbstractEventLoop, sample_cost_s: float | None = None) -> None:
-        """Serve ``model`` from now on (called on the loop thread)."""
-        self.model = model
+    def set_ready(self, served: Served, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve ``served`` from now on (called on the loop thread)."""
+        served.start(loop, self.metrics)
+        self.served = served
         self._memo.clear()
-        self.batcher = Batcher(
-            loop, model.predict, self.config.max_batch_size, self.config.max_latency_ms,
-            self.metrics, sample_cost_s=sample_cost_s,
-        )
         self.ready = True  # set last: routes read `ready` and then use the fields above
 
     def memo(self, key: str, make: Callable[[], bytes]) -> bytes:
@@ -46,24 +60,22 @@ class ModelState:
             body = self._memo[key] = make()
         return body
 
-    def model_document(self, key: str, build: Callable[[ServingConfig, Runtime], dict[str, Any]]) -> bytes:
-        """A metadata document about the loaded model, JSON-encoded once and reused; 503 while loading."""
-        self.require_ready()
-        model = self.model
-        assert model is not None
-        return self.memo(key, lambda: encode_json(build(self.config, model)).encode())
-
-    def require_ready(self) -> Batcher:
-        """The batcher, or a 503 (with ``Retry-After``) while the model is still loading."""
-        if not self.ready or self.batcher is None:
+    def require_ready(self) -> Served:
+        """The served model, or a 503 (with ``Retry-After``) while it is still loading."""
+        if not self.ready or self.served is None:
             raise ClientError(
                 503,
                 f"model {show(self.config.model_name)} is still loading; retry when /readyz "
                 "answers 200",
                 headers=(("Retry-After", "1"),),
             )
-        return self.batcher
+        return self.served
+
+    async def drain(self) -> None:
+        """Finish what the served model already accepted (the front ends have stopped)."""
+        if self.served is not None:
+            await self.served.drain()
 
     def close(self) -> None:
-        if self.batcher is not None:
-            self.batcher.close()
+        if self.served is not None:
+            self.served.close()

@@ -236,9 +236,23 @@ def cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
         return array if array.dtype == target else array.astype(target)
     if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
         raise ClientError(400, f'{field}: input "{spec.name}" takes integers ({spec.dtype})')
-    info = np.iinfo(target)
-    if array.min() < info.min or array.max() > info.max:
-        raise ClientError(
-            400, f'{field}: input "{spec.name}" takes {spec.dtype} values in {info.min}..{info.max}'
-        )
+    if spec.range is not None:
+        low, high = spec.range
+    else:
+        info = np.iinfo(target)
+        low, high = int(info.min), int(info.max)
+    if array.min() < low or array.max() > high:
+        raise ClientError(400, _outside(array, spec, field, low, high))
     return array.astype(target)
+
+
+def _outside(array: np.ndarray, spec: InputSpec, field: str, low: int, high: int) -> str:
+    """Which sample holds the first value outside ``low..high``, and what it is (error path only)."""
+    flat = array.reshape(len(array), -1) if array.ndim else array.reshape(1, 1)
+    sample, position = (int(i[0]) for i in np.nonzero((flat < low) | (flat > high)))
+    value = flat[sample, position]
+    what = "ids" if spec.range is not None else f"{spec.dtype} values"
+    return (
+        f'{field}: input "{spec.name}" takes {what} in {low}..{high}; '
+        f"sample {sample} has {value.item()}"
+    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving.batched import batched, model_document
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 Reply = Callable[[Callable[[], Response]], None]
 
 _PREDICT_FIELDS = ("instances", "inputs", "signature_name")
-_TF_DTYPES = {
+TF_DTYPES = {
     "float32": "DT_FLOAT", "float16": "DT_HALF", "float64": "DT_DOUBLE", "int8": "DT_INT8",
     "uint8": "DT_UINT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
     "bool": "DT_BOOL", "string": "DT_STRING",
@@ -137,10 +138,10 @@ def status_body(state: str) -> bytes:
     ).encode()
 
 
-def _tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
+def tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
     dims = [{"size": str(size), "name": ""} for size in (-1, *shape)]
     return {
-        "dtype": _TF_DTYPES.get(dtype, dtype),
+        "dtype": TF_DTYPES.get(dtype, dtype),
         "tensor_shape": {"dim": dims, "unknown_rank": False},
         "name": name,
     }
@@ -150,9 +151,9 @@ def metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
     """TF Serving's metadata response, plus the config's metadata under "modelstack"."""
     spec = config.input
     signature = {
-        "inputs": {spec.name: _tensor_info(spec.name, spec.dtype, spec.shape)},
+        "inputs": {spec.name: tensor_info(spec.name, spec.dtype, spec.shape)},
         "outputs": {
-            "output_0": _tensor_info("output_0", model.output_dtype.name, model.output_shape)
+            "output_0": tensor_info("output_0", model.output_dtype.name, model.output_shape)
         },
         "method_name": "tensorflow/serving/predict",
     }
@@ -176,7 +177,7 @@ def model_status(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v1_metadata", metadata_document))
+    return Response(200, model_document(state, "v1_metadata", metadata_document))
 
 
 def predict(state: ModelState, request: Request, reply: Reply) -> None:
@@ -188,8 +189,8 @@ def run_predict(
 ) -> None:
     """A predict request: ``decode`` turns the body into a batch (and says whether it was row format);
     the batcher runs it and the answer is ``{"predictions"|"outputs": ...}``."""
-    batcher = state.require_ready()
+    served = batched(state)
     batch, row_format = decode(request.body)
     key = "predictions" if row_format else "outputs"
-    labels = getattr(state.model, "labels", ())
-    batcher.submit_answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)
+    labels = getattr(served.runtime, "labels", ())
+    served.batcher.submit_answer(batch, lambda outputs: Response(200, encode_outputs(key, outputs, labels)), reply)

@@ -17,11 +17,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from serving import v2_binary
+from serving.batched import batched, model_document
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
-from serving.tensors import cast, check_finite_outputs, check_integers, dumps, first_non_number, parse_json
+from serving.tensors import (
+    cast,
+    check_finite_outputs,
+    check_integers,
+    dumps,
+    first_non_number,
+    parse_json,
+)
 
 if TYPE_CHECKING:
     from serving.runtime import Runtime
@@ -35,9 +43,9 @@ V2_DATATYPES = {
     "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
     "uint64": "UINT64", "bool": "BOOL",
 }
-_V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
+V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
 _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
-_INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
+INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
 _OUTPUT_FIELDS = ("name", "parameters")
 OUTPUT_NAME = "output_0"
 _HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
@@ -88,11 +96,11 @@ def read_envelope(body: bytes, header_length: str | None) -> tuple[dict[str, Any
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ClientError(400, f'the body must be a JSON object with "inputs", got {kind(payload)}')
-    _no_extra(payload, _REQUEST_FIELDS, "the request")
+    no_extra(payload, _REQUEST_FIELDS, "the request")
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ClientError(400, f"id: must be a string, got {show(request_id)}")
-    _check_parameters(payload, "parameters", "binary_data_output")
+    check_parameters(payload, "parameters", "binary_data_output")
     if "outputs" in payload:
         _check_requested_outputs(payload["outputs"])
     return payload, tail, request_id
@@ -122,21 +130,21 @@ def decode_infer(
         raise ClientError(
             400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}"
         )
-    _no_extra(tensor, _INPUT_FIELDS, where)
-    _check_parameters(tensor, f"{where}.parameters", "binary_data_size")
+    no_extra(tensor, INPUT_FIELDS, where)
+    check_parameters(tensor, f"{where}.parameters", "binary_data_size")
     binary = "binary_data_size" in (tensor.get("parameters") or {})
     if binary and "data" in tensor:
         raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
     if spec.dtype == "string":  # text: a BYTES tensor, one string per sample (serving.text)
         from serving.text import v2_text_batch
 
-        return v2_text_batch(tensor, tail, binary, spec.name, where), request_id, _binary_output(payload)
+        return v2_text_batch(tensor, tail, binary, spec.name, where), request_id, wants_binary_output(payload)
     for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise ClientError(400, f"{where}.{key}: required field is missing")
     shape, datatype = tensor["shape"], tensor["datatype"]
     check_input_tensor(tensor["name"], shape, datatype, spec, where)
-    binary_output = _binary_output(payload)
+    binary_output = wants_binary_output(payload)
     if binary:
         if tail is None:
             raise ClientError(
@@ -159,8 +167,8 @@ def decode_infer(
             raise ClientError(400, str(exc)) from None
     field = f"{where}.data"
     may_hold_bools = b"true" in body or b"false" in body
-    array = _tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
-    sent = _V2_NUMPY[datatype]
+    array = tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
+    sent = V2_NUMPY[datatype]
     if sent.kind in "iu":
         check_integers(array, sent, field, f"datatype {datatype}")
     return cast(array, spec, field), request_id, binary_output
@@ -183,21 +191,21 @@ def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, wh
             f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
             f"got {show(shape)}",
         )
-    if datatype not in _V2_NUMPY:
+    if datatype not in V2_NUMPY:
         raise ClientError(
             400,
             f'{where}.datatype: input "{spec.name}" takes {V2_DATATYPES[spec.dtype]} (or another '
-            f"numeric type: {', '.join(_V2_NUMPY)}), got {show(datatype)}",
+            f"numeric type: {', '.join(V2_NUMPY)}), got {show(datatype)}",
         )
 
 
-def _binary_output(payload: dict[str, Any]) -> bool:
+def wants_binary_output(payload: dict[str, Any]) -> bool:
     """Whether the (one) output goes back as binary: its own parameter, else the request's."""
     outputs = payload.get("outputs") or [{}]
     return v2_binary.binary_outputs_wanted(payload.get("parameters"), outputs[0].get("parameters"))
 
 
-def _tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
+def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
     """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
     if not isinstance(data, list):
         raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
@@ -233,15 +241,28 @@ def _check_requested_outputs(outputs: Any) -> None:
         where = f"outputs[{i}]"
         if not isinstance(item, dict):
             raise ClientError(400, f'{where}: must be an object with "name", got {kind(item)}')
-        _no_extra(item, _OUTPUT_FIELDS, where)
-        _check_parameters(item, f"{where}.parameters", "binary_data")
-        if item.get("name") != OUTPUT_NAME:
-            raise ClientError(
-                400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(item.get("name"))}'
-            )
+        no_extra(item, _OUTPUT_FIELDS, where)
+        check_parameters(item, f"{where}.parameters", "binary_data")
+        check_output_name(item.get("name"), where)
 
 
-def _check_parameters(holder: dict[str, Any], where: str, binary_key: str) -> None:
+def check_output_name(name: Any, where: str) -> None:
+    """A requested output (JSON or gRPC) must be the model's one output."""
+    if name != OUTPUT_NAME:
+        raise ClientError(400, f'{where}.name: the model has one output, "{OUTPUT_NAME}", got {show(name)}')
+
+
+def check_raw_contents(raw_count: int, inputs: int, where: str, has_contents: bool) -> None:
+    """gRPC's ``raw_input_contents``: one entry per input tensor, and a tensor given only one way."""
+    if raw_count and raw_count != inputs:
+        raise TensorDataError(f"raw_input_contents: one entry per input is needed ({inputs}), got {raw_count}")
+    if raw_count and has_contents:
+        raise TensorDataError(
+            f"{where}.contents: give the tensor either as raw_input_contents or as typed contents, not both"
+        )
+
+
+def check_parameters(holder: dict[str, Any], where: str, binary_key: str) -> None:
     """``parameters`` is an object; of the binary data extension's keys only ``binary_key`` belongs here."""
     params = holder.get("parameters")
     if params is None:
@@ -262,7 +283,7 @@ def _check_parameters(holder: dict[str, Any], where: str, binary_key: str) -> No
             )
 
 
-def _no_extra(holder: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+def no_extra(holder: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     extra = sorted(key for key in holder if key not in allowed)
     if extra:
         raise ClientError(
@@ -322,7 +343,7 @@ def server_info(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def model_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
-    return Response(200, state.model_document("v2_model", model_metadata_document))
+    return Response(200, model_document(state, "v2_model", model_metadata_document))
 
 
 def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
@@ -340,7 +361,7 @@ Decoded = tuple[np.ndarray, Any, bool]  # the batch, the request's id, whether o
 def run_infer(state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes, str | None], Decoded]) -> None:
     """An infer request: ``decode`` takes the body and its ``Inference-Header-Content-Length`` (sent at
     most once); the batcher runs the batch and the answer is JSON, or binary when the request asked."""
-    batcher = state.require_ready()
+    batcher = batched(state).batcher
     lengths = request.headers.get_all(v2_binary.HEADER_LENGTH)
     if len(lengths) > 1:
         raise ClientError(400, f"{_HEADER_LENGTH_NAME}: sent {len(lengths)} times; send it once")

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if os.environ.get("FAKE_EVENT_LOOP") == "asyncio":
     sys.modules["uvloop"] = None  # type: ignore[assignment]  # makes `import uvloop` fail
 
-import serving.runtime  # noqa: E402
+import serving.loading  # noqa: E402
 from serving.lifecycle import main  # noqa: E402
 from serving_support import FakeRecommender, FakeRuntime  # noqa: E402
 
@@ -27,7 +27,7 @@ def _load_fake(config: object) -> FakeRuntime | FakeRecommender:
     return FakeRuntime()
 
 
-serving.runtime.load_runtime = _load_fake  # type: ignore[assignment]
+serving.loading.load_runtime = _load_fake  # type: ignore[assignment]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -69,7 +69,7 @@ class FakeRecommender:
         return (users * items).sum(axis=1, keepdims=True).astype(np.float32)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
-        from serving.multi import zeros
+        from serving.feeds import zeros
 
         out = np.zeros((1, 1), np.float32)
         for size in batch_sizes:
@@ -172,6 +172,7 @@ def in_process_server(tmp_path: Path, ready: bool = False, **overrides: Any) -> 
     """A server in this process (its loop in a thread), on FakeRuntime when ``ready``, else never
     loaded; yields its port."""
     from serving.app import App
+    from serving.batched import BatchedModel
     from serving.config import ServingConfig
     from serving.listener import HttpServer
     from serving.state import ModelState
@@ -183,7 +184,7 @@ def in_process_server(tmp_path: Path, ready: bool = False, **overrides: Any) -> 
     threading.Thread(target=loop.run_forever, daemon=True).start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=5)
     if ready:
-        loop.call_soon_threadsafe(state.set_ready, FakeRuntime(), loop)
+        loop.call_soon_threadsafe(state.set_ready, BatchedModel(FakeRuntime(), config), loop)
     try:
         yield server.address[1]
     finally:

@@ -15,11 +15,18 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from serving_support import (
+    FAKE_SERVER,
+    RECOMMENDER_INPUTS,
+    FakeRecommender,
+    ServerProcess,
+    ready_server,
+)
 from tritonclient.utils import InferenceServerException
 
 from serving.config import ServingConfig
-from serving.multi import decode_predict, pack, unpack
-from serving_support import FAKE_SERVER, RECOMMENDER_INPUTS, FakeRecommender, ServerProcess, ready_server
+from serving.feeds import pack, unpack
+from serving.multi import decode_predict
 
 MODEL = "recommender"
 USERS = [3, 7, 11, 0]
@@ -201,3 +208,63 @@ def test_batched_callers_each_get_their_own_score(batching: ServerProcess) -> No
 def test_decode_predict_is_pure() -> None:
     batch, rows = decode_predict(b'{"instances": [{"user_id": 1, "item_id": 2}]}', RECOMMENDER_INPUTS)
     assert rows and batch["item_id"].tolist() == [[2]]
+
+
+# --- ids outside the range the model knows --------------------------------------------------------
+
+RANGES = {"user_id": [0, 49], "item_id": [0, 79]}  # the fake recommender's vocabularies
+
+
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    config = _config(max_batch_size=8, inputs=[
+        {"name": name, "shape": [1], "dtype": "int32", "range": RANGES[name]} for name in ("user_id", "item_id")
+    ])
+    yield from ready_server(config, tmp_path_factory.mktemp("multi-ranged"), FAKE_SERVER)
+
+
+def test_config_range_is_checked() -> None:
+    def problems(inputs: list[dict[str, object]]) -> str:
+        with pytest.raises(ValueError) as caught:
+            ServingConfig.from_dict(_config(inputs=inputs))
+        return str(caught.value)
+
+    assert "inputs[0].range: applies to integer inputs only" in problems(
+        [{"name": "x", "shape": [4], "dtype": "float32", "range": [0, 1]}])
+    for bad in ([5, 1], [0], [0, 2**31], [0.0, 3], "0..9"):
+        message = problems([{"name": "x", "shape": [1], "dtype": "int32", "range": bad}])
+        assert "inputs[0].range: must be [low, high], integers with low <= high within int32" in message, bad
+    config = ServingConfig.from_dict(_config(inputs=[{"name": "x", "shape": [1], "dtype": "int64", "range": [0, 9]}]))
+    assert config.input.range == (0, 9)
+
+
+@pytest.mark.parametrize(("users", "items", "fragment"), [
+    ([1, 50], [2, 3], 'input "user_id" takes ids in 0..49; sample 1 has 50'),
+    ([1, 2], [-1, 3], 'input "item_id" takes ids in 0..79; sample 0 has -1'),
+])
+def test_ids_outside_the_range_are_400s_over_every_protocol(
+    ranged: ServerProcess, users: list[int], items: list[int], fragment: str
+) -> None:
+    rows = [{"user_id": u, "item_id": i} for u, i in zip(users, items)]
+    status, _, answer = ranged.request("POST", f"/v1/models/{MODEL}:predict", {"instances": rows})
+    assert status == 400 and fragment in answer["error"], answer
+    tensors = [{"name": "user_id", "shape": [2, 1], "datatype": "INT32", "data": users},
+               {"name": "item_id", "shape": [2, 1], "datatype": "INT64", "data": items}]
+    status, _, answer = ranged.request("POST", f"/v2/models/{MODEL}/infer", {"inputs": tensors})
+    assert status == 400 and fragment in answer["error"], answer
+    client = httpclient.InferenceServerClient(ranged.http_url)
+    try:
+        with pytest.raises(InferenceServerException, match=fragment):
+            client.infer(MODEL, _triton_inputs(httpclient, users, items))
+    finally:
+        client.close()
+    grpc_client = grpcclient.InferenceServerClient(ranged.grpc_url)
+    try:
+        with pytest.raises(InferenceServerException, match=fragment) as caught:
+            grpc_client.infer(MODEL, _triton_inputs(grpcclient, users, items))
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    finally:
+        grpc_client.close()
+    status, _, answer = ranged.request("POST", f"/v1/models/{MODEL}:predict", {"instances": [
+        {"user_id": 49, "item_id": 79}, {"user_id": 0, "item_id": 0}]})
+    assert status == 200, answer  # both ends of each range are ids the model knows

@@ -83,3 +83,42 @@ def test_recommender_over_v1_v2_binary_and_grpc(server: ServerProcess, exported:
         np.testing.assert_allclose(result.as_numpy("output_0"), expected, rtol=1e-4, atol=1e-5)
     finally:
         http.close()
+
+
+def test_a_client_sending_unknown_ids_fails_alone(server: ServerProcess, exported: Exported) -> None:
+    """Batching on (8), no range configured: user 200 is outside the embedding, the runtime fails on
+    it. 6 good clients and 2 bad ones at once: every good request is answered, every bad one fails."""
+    import http.client
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from modelprep.examples.recommender import USERS
+
+    _, users, items, expected, _ = exported
+
+    def client(index: int) -> list[tuple[bool, int]]:
+        bad = index >= 6
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        outcomes = []
+        try:
+            for n in range(40):
+                row = n % len(users)
+                user = USERS if bad else int(users[row, 0])  # USERS: one past the last id
+                body = json.dumps({"instances": [{"user_id": user, "item_id": int(items[row, 0])}]})
+                conn.request("POST", "/v1/models/recommender:predict", body=body)
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                if response.status == 200:
+                    assert not bad
+                    np.testing.assert_allclose(answer["predictions"][0], expected[row], rtol=1e-4, atol=1e-5)
+                outcomes.append((bad, response.status))
+        finally:
+            conn.close()
+        return outcomes
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [o for result in pool.map(client, range(8)) for o in result]
+    good = [status for bad, status in outcomes if not bad]
+    bad = [status for bad, status in outcomes if bad]
+    assert good == [200] * 240
+    assert len(bad) == 80 and 200 not in bad

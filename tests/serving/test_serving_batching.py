@@ -122,26 +122,32 @@ def test_batcher_waits_at_most_max_latency_and_runs_big_requests_alone() -> None
 
 
 @MODES
-def test_batcher_reports_model_errors_to_every_caller_and_keeps_running(sample_cost_s: float | None) -> None:
-    calls = []
+def test_a_request_that_breaks_the_model_fails_alone(sample_cost_s: float | None) -> None:
+    """A batch that fails runs again request by request: only the request whose rows break the
+    model gets the error; a failing batch of one request is not run twice."""
+    calls: list[int] = []
 
-    def flaky(batch: np.ndarray) -> np.ndarray:
+    def picky(batch: np.ndarray) -> np.ndarray:  # like an embedding lookup given an unknown id
         calls.append(len(batch))
-        if len(calls) == 1:
-            raise RuntimeError("boom")
-        return batch
+        if (batch < 0).any():
+            raise IndexError("id out of range")
+        return batch * 2
 
     async def scenario(loop: asyncio.AbstractEventLoop) -> None:
-        batcher = Batcher(loop, flaky, max_batch_size=4, max_latency_ms=0, sample_cost_s=sample_cost_s)
-        outcomes = await asyncio.gather(
-            _infer(batcher, np.ones((1, 1))), _infer(batcher, np.ones((1, 1))), return_exceptions=True
-        )
-        assert [str(o) for o in outcomes] == ["boom", "boom"]  # both callers of the failed batch
-        assert (await _infer(batcher, np.ones((2, 1)))).shape == (2, 1)
+        batcher = Batcher(loop, picky, max_batch_size=8, max_latency_ms=0, sample_cost_s=sample_cost_s)
+        sent = [np.full((1, 1), 1.0), np.full((2, 1), 2.0), np.full((1, 1), -1.0), np.full((1, 1), 3.0)]
+        outcomes = await asyncio.gather(*(_infer(batcher, rows) for rows in sent), return_exceptions=True)
+        assert isinstance(outcomes[2], IndexError) and str(outcomes[2]) == "id out of range"
+        for rows, outcome in zip(sent[:2] + sent[3:], outcomes[:2] + outcomes[3:]):
+            np.testing.assert_array_equal(outcome, rows * 2)
+        with pytest.raises(IndexError):
+            await _infer(batcher, np.full((1, 1), -5.0))
+        np.testing.assert_array_equal(await _infer(batcher, np.ones((2, 1))), np.full((2, 1), 2.0))
+        await batcher.drain()
         batcher.close()
 
     _run(scenario)
-    assert calls == [2, 2]
+    assert calls == [5, 1, 2, 1, 1, 1, 2]  # the batch, its 4 requests alone, the lone bad one, a good one
 
 
 def test_warm_up_sizes_cover_every_bucket() -> None:

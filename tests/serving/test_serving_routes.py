@@ -6,10 +6,13 @@ import http.client
 
 import numpy as np
 import pytest
-
 from conformance import check_conformance
-from serving.routes import ROUTES, docs_table
 from serving_support import MODEL, REPO, SAMPLES, FakeRuntime, ServerProcess
+
+from serving.predict import ROUTES as PREDICT_ROUTES
+from serving.routes import COMMON_ROUTES, docs_table
+
+ROUTES = (*PREDICT_ROUTES, *COMMON_ROUTES)
 
 
 def _concrete(path: str) -> str:
@@ -29,7 +32,7 @@ def _ask(port: int, method: str, path: str, body: bytes | None) -> tuple[int, di
 
 def test_docs_show_the_route_table() -> None:
     docs = (REPO / "docs" / "serving.md").read_text()
-    assert docs_table() in docs, "docs/serving.md: paste the output of `python -m serving.routes`"
+    assert docs_table(PREDICT_ROUTES) in docs, "docs/serving.md: paste the output of `python -m serving.predict`"
 
 
 def test_fake_server_passes_conformance_and_predicts_like_the_runtime(fake_server: ServerProcess) -> None:

@@ -98,6 +98,7 @@ class FakeTextModel:
 @contextlib.contextmanager
 def grpc_in_process(config: dict[str, Any], model: Any, sample_cost_s: float | None = None) -> Iterator[str]:
     """The gRPC front end on its own event loop in a thread, serving ``model``; yields host:port."""
+    from serving.batched import BatchedModel
     from serving.config import ServingConfig
     from serving.grpc_service import GrpcFrontEnd
     from serving.state import ModelState
@@ -108,7 +109,8 @@ def grpc_in_process(config: dict[str, Any], model: Any, sample_cost_s: float | N
     state = ModelState(ServingConfig.from_dict(config))
 
     async def start() -> GrpcFrontEnd:
-        state.set_ready(model, loop, sample_cost_s)  # a cost >= 0.2 ms: inference on a thread
+        # a cost >= 0.2 ms: inference on a thread
+        state.set_ready(BatchedModel(model, state.config, sample_cost_s=sample_cost_s), loop)
         front = GrpcFrontEnd(state, "127.0.0.1", 0)
         await front.start()
         return front
