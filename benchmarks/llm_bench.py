@@ -6,7 +6,7 @@ the GPL-3 text Debian ships, real prose none of the servers has seen), greedy, 1
 Measured in one run, servers one after the other, on the same machine:
 
 - ours, ``max_sequences 8`` (continuous batching), 8 concurrent streams;
-- ``llama-server --parallel 8 -c 8192`` (llama.cpp's own server; built by scripts/llama_runtime.sh),
+- ``llama-server --parallel 8 -c 8192`` (llama.cpp's own server; ``scripts/llama_runtime.sh --server``),
   8 concurrent streams;
 - ``python -m llama_cpp.server`` (llama-cpp-python's OpenAI server, one sequence at a time),
   8 concurrent streams;
@@ -152,6 +152,8 @@ def ours(model: Path, threads: int, sequences: int, context: int) -> Iterator[tu
 
 @contextmanager
 def llama_server(model: Path, threads: int, sequences: int, context: int) -> Iterator[tuple[str, str]]:
+    if not LLAMA_SERVER.exists():
+        raise SystemExit(f"{LLAMA_SERVER} is missing: run scripts/llama_runtime.sh --server")
     port = free_port()
     proc = subprocess.Popen(
         [str(LLAMA_SERVER), "-m", str(model), "-t", str(threads), "-tb", str(threads),

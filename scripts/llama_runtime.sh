@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The text-generation runtime: llama.cpp through llama-cpp-python (MIT), which PyPI serves here
 # as an sdist only. Builds it once into a wheel (installed into .venv and put into the serving
-# wheelhouse) and, for benchmarks/llm_bench.py only, llama.cpp's own `llama-server` from the
+# wheelhouse) and, with --server (for benchmarks/llm_bench.py only), llama.cpp's own `llama-server` from the
 # same vendored tree. Both are cached outside the clone, keyed by version and build flags, with
 # a stamp, so a second run (or a second clone) costs nothing. Idempotent.
 #
@@ -11,7 +11,7 @@
 # - -DLLAMA_USE_PREBUILT_UI=OFF: otherwise llama-server's CMake downloads its web UI.
 # - LLAVA_BUILD=OFF: the multimodal library is imported lazily and not used here.
 # MODELSTACK_LLAMA_CMAKE overrides the CPU flags (e.g. -DGGML_NATIVE=OFF for a portable wheel).
-# MODELSTACK_LLAMA_SERVER=0 skips the llama-server build (it is only for the benchmark).
+# llama-server is built only with --server (benchmarks/llm_bench.py needs it; setup does not).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -58,7 +58,7 @@ if [[ -d "$wheelhouse" ]]; then
 fi
 
 # 2. llama.cpp's own server, static, for the side-by-side benchmark only.
-if [[ "${MODELSTACK_LLAMA_SERVER:-1}" != "0" && ! ( -f "$cache/server.stamp" && -x "$cache/bin/llama-server" ) ]]; then
+if [[ "${1:-}" == "--server" && ! ( -f "$cache/server.stamp" && -x "$cache/bin/llama-server" ) ]]; then
   log "building llama-server from the vendored llama.cpp (10 minutes on 2 quiet cores, far more under load)"
   rm -rf "$cache/src" "$cache/server-build"
   mkdir -p "$cache/src"
