@@ -163,14 +163,18 @@ def chat_completions(state: ModelState, request: Request, reply: Reply) -> Respo
             events += _event(_chat_chunk(ident, created, model, {}, finish, job.include_usage))
         return events or None
 
+    tail = _tail(job, {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model})
+    return _run(state, request, reply, job, "messages", whole, chunk, tail)
+
+
+def _tail(job: params.Job, head: dict[str, Any]) -> Callable[[int, int], bytes]:
+    """The end of an OpenAI stream: the usage event when asked for (``stream_options``), then [DONE]."""
+
     def tail(prompt: int, completion: int) -> bytes:
-        usage = b""
-        if job.include_usage:
-            usage = _event({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": _usage(prompt, completion)})
+        usage = _event(head | {"choices": [], "usage": _usage(prompt, completion)}) if job.include_usage else b""
         return usage + _DONE
 
-    return _run(state, request, reply, job, "messages", whole, chunk, tail)
+    return tail
 
 
 def _chat_chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None,
@@ -205,13 +209,7 @@ def completions(state: ModelState, request: Request, reply: Reply) -> Response |
             document["usage"] = None
         return _event(document)
 
-    def tail(prompt: int, completion: int) -> bytes:
-        usage = b""
-        if job.include_usage:
-            usage = _event({"id": ident, "object": "text_completion", "created": created, "model": model,
-                            "choices": [], "usage": _usage(prompt, completion)})
-        return usage + _DONE
-
+    tail = _tail(job, {"id": ident, "object": "text_completion", "created": created, "model": model})
     return _run(state, request, reply, job, "prompt", whole, chunk, tail)
 
 
