@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serving_support import ServerProcess
 from tiny_gguf import write_tiny_llama
 
+pytestmark = pytest.mark.llama
+
 MODEL = "tiny-llama"
 CONTEXT = 4096  # the tiny model's training context: long streams outlast the test's steps
 
