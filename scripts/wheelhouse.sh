@@ -5,9 +5,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 # One wheelhouse for every serving image: LiteRT (requirements.txt), ONNX Runtime (-onnx), text (-text),
-# speech (-speech: faster-whisper, CTranslate2, PyAV).
+# speech (-speech: faster-whisper, CTranslate2, PyAV), llama.cpp (-llm).
 reqs=("$here/serving/requirements.txt" "$here/serving/requirements-onnx.txt" "$here/serving/requirements-text.txt"
-      "$here/serving/requirements-speech.txt")
+      "$here/serving/requirements-speech.txt" "$here/serving/requirements-llm.txt")
 dest="${MODELSTACK_WHEELHOUSE:-$here/.cache/wheelhouse}"
 stamp="$dest/.requirements.sha256"
 log() { printf '[setup:wheelhouse] %s\n' "$*" >&2; }
@@ -26,8 +26,9 @@ rm -rf "$dest"
 mkdir -p "$dest"
 log "downloading the pinned serving packages for CPython 3.11 / glibc 2.36"
 for req in "${reqs[@]}"; do
-  # modelstack-grpc is built here, not downloaded (scripts/grpc_front.sh adds it after this).
-  grep -v '^modelstack-grpc==' "$req" > "$dest/.requirements.txt"
+  # modelstack-grpc and llama-cpp-python are built here, not downloaded (scripts/grpc_front.sh and
+  # scripts/llama_runtime.sh add them after this).
+  grep -v -e '^modelstack-grpc==' -e '^llama-cpp-python==' "$req" > "$dest/.requirements.txt"
   python3 -m pip download --quiet --disable-pip-version-check --no-cache-dir \
     --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
     "${platforms[@]}" --no-deps -r "$dest/.requirements.txt" -d "$dest"

@@ -82,13 +82,23 @@ MAX_AUDIO_SECONDS: Setting[float] = Setting(
     600.0, "Speech recognition: longest audio accepted per request, in seconds; longer gets 413 (decoding stops "
            "at the limit)", 1.0, 86400.0, integer=False)
 
+# Text generation (task text-generation, serving.generate): the KV cache holds context_length x
+# max_sequences tokens, so these two size the replica's memory.
+MAX_SEQUENCES: Setting[int] = Setting(
+    4, "Text generation: sequences decoded together (continuous batching); each has its own KV cache", 1, 256)
+MAX_QUEUED_SEQUENCES: Setting[int] = Setting(
+    64, "Text generation: requests that may wait for a free sequence; more get 503 with Retry-After", 0, 100_000)
+CONTEXT_LENGTH: Setting[int] = Setting(
+    0, "Text generation: each sequence's context in tokens; 0 = the model's training context", 0, 1_048_576)
+
 # The spec's serving section, field by field, in the order the spec lists them.
 SETTINGS: dict[str, Setting[Any]] = {
     "port": PORT, "grpc_port": GRPC_PORT, "threads": THREADS, "max_batch_size": MAX_BATCH_SIZE_SETTING,
     "max_latency_ms": MAX_LATENCY_MS, "max_body_bytes": MAX_BODY_BYTES, "api_key_env": API_KEY_ENV,
     "max_connections": MAX_CONNECTIONS, "max_buffered_bytes": MAX_BUFFERED_BYTES, "max_header_bytes": MAX_HEADER_BYTES,
     "max_headers": MAX_HEADERS, "request_timeout_s": REQUEST_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S,
-    "max_audio_seconds": MAX_AUDIO_SECONDS,
+    "max_audio_seconds": MAX_AUDIO_SECONDS, "max_sequences": MAX_SEQUENCES,
+    "max_queued_sequences": MAX_QUEUED_SEQUENCES, "context_length": CONTEXT_LENGTH,
 }
 
 
@@ -169,6 +179,9 @@ class ServingConfig:
     request_timeout_s: float = REQUEST_TIMEOUT_S.default
     idle_timeout_s: float = IDLE_TIMEOUT_S.default
     max_audio_seconds: float = MAX_AUDIO_SECONDS.default
+    max_sequences: int = MAX_SEQUENCES.default
+    max_queued_sequences: int = MAX_QUEUED_SEQUENCES.default
+    context_length: int = CONTEXT_LENGTH.default
 
     @property
     def batching_enabled(self) -> bool:

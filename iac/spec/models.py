@@ -392,6 +392,9 @@ class Serving(_Strict):
     request_timeout_s: Annotated[float, Field(**_bounds(sc.REQUEST_TIMEOUT_S)), Number] = sc.REQUEST_TIMEOUT_S.default
     idle_timeout_s: Annotated[float, Field(**_bounds(sc.IDLE_TIMEOUT_S)), Number] = sc.IDLE_TIMEOUT_S.default
     max_audio_seconds: Annotated[float, Field(**_bounds(sc.MAX_AUDIO_SECONDS)), Number] = sc.MAX_AUDIO_SECONDS.default
+    max_sequences: Annotated[int, Field(**_bounds(sc.MAX_SEQUENCES)), Number] = sc.MAX_SEQUENCES.default
+    max_queued_sequences: Annotated[int, Field(**_bounds(sc.MAX_QUEUED_SEQUENCES)), Number] = sc.MAX_QUEUED_SEQUENCES.default
+    context_length: Annotated[int, Field(**_bounds(sc.CONTEXT_LENGTH)), Number] = sc.CONTEXT_LENGTH.default
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:
