@@ -36,7 +36,7 @@ from serving import v2
 from serving.auth import check_api_key
 from serving.batched import batched
 from serving.bytes_tensors import TensorDataError, split_bytes
-from serving.errors import ClientError
+from serving.errors import ClientError, cut
 from serving.logs import log_event, write_request
 from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
@@ -60,6 +60,7 @@ CODE_NAMES = {
     UNAUTHENTICATED: "UNAUTHENTICATED",
 }
 # The gRPC code for each client error status, and back: the HTTP status metrics and log count.
+MAX_STATUS_MESSAGE = 1024  # characters of a status message: client strings in it never grow a header
 _CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED,
                    503: UNAVAILABLE}
 _HTTP_STATUS = {OK: 200, INVALID_ARGUMENT: 400, UNAUTHENTICATED: 401, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 413,
@@ -208,7 +209,7 @@ def _finish_from(make: Callable[[], bytes | None], finish: Callable[[int, bytes 
     try:
         payload = make()
     except ClientError as exc:
-        finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
+        finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), cut(exc.message, MAX_STATUS_MESSAGE))
     except Exception:
         _internal_error(method)
         finish(INTERNAL, "internal server error; see the server log")

@@ -83,11 +83,11 @@ def _integers_only(array: np.ndarray, spec: InputSpec, field: str) -> None:
         raise ClientError(400, f'{field}: input "{spec.name}" takes integers ({spec.dtype}), got numbers with a fraction or exponent')
 
 
-def _json_tensor(data: Any, spec: InputSpec, field: str, may_hold_bools: bool) -> np.ndarray:
+def _json_tensor(data: Any, spec: InputSpec, field: str) -> np.ndarray:
     """One input's samples from JSON: checked against the spec, integer inputs integers only."""
     if spec.shape == (1,) and isinstance(data, list) and data and not isinstance(data[0], list):
         data = [[value] for value in data]  # bare values, one per sample
-    array = to_batch(data, spec, field, may_hold_bools)
+    array = to_batch(data, spec, field)
     if np.dtype(spec.dtype).kind in "iu":
         sent = np.asarray(data)
         _integers_only(sent, spec, field)
@@ -107,7 +107,6 @@ def decode_predict(body: bytes, inputs: Sequence[InputSpec]) -> tuple[np.ndarray
         raise ClientError(
             400, 'give either "instances" (row format) or "inputs" (columnar format), not both and not neither'
         )
-    bools = b"true" in body or b"false" in body
     arrays: dict[str, np.ndarray] = {}
     if "instances" in payload:
         instances = payload["instances"]
@@ -123,7 +122,7 @@ def decode_predict(body: bytes, inputs: Sequence[InputSpec]) -> tuple[np.ndarray
             _check_names(list(instance), inputs, f"instances[{i}]")
         for spec in inputs:
             column = [instance[spec.name] for instance in instances]
-            arrays[spec.name] = _json_tensor(column, spec, f"instances[*].{spec.name}", bools)
+            arrays[spec.name] = _json_tensor(column, spec, f"instances[*].{spec.name}")
         return pack(inputs, arrays), True
     columns = payload["inputs"]
     if not isinstance(columns, dict):
@@ -132,7 +131,7 @@ def decode_predict(body: bytes, inputs: Sequence[InputSpec]) -> tuple[np.ndarray
         )
     _check_names(list(columns), inputs, '"inputs"')
     for spec in inputs:
-        arrays[spec.name] = _json_tensor(columns[spec.name], spec, f"inputs.{spec.name}", bools)
+        arrays[spec.name] = _json_tensor(columns[spec.name], spec, f"inputs.{spec.name}")
     _same_batch(arrays, inputs, '"inputs"')
     return pack(inputs, arrays), False
 
@@ -184,7 +183,6 @@ def decode_infer(
     _check_names([t["name"] for t in tensors], inputs, "inputs")
     specs = {spec.name: spec for spec in inputs}
     reader = v2_binary.BinaryTail(tail) if tail is not None else None
-    bools = b"true" in body or b"false" in body
     arrays: dict[str, np.ndarray] = {}
     try:
         for i, tensor in enumerate(tensors):
@@ -212,7 +210,7 @@ def decode_infer(
                 arrays[spec.name] = cast(array, spec, where)
                 continue
             field = f"{where}.data"
-            array = v2.tensor_array(tensor["data"], shape, field, spec.name, bools)
+            array = v2.tensor_array(tensor["data"], shape, field, spec.name)
             if np.dtype(spec.dtype).kind in "iu":
                 _integers_only(array, spec, field)
             sent = v2.V2_NUMPY[datatype]

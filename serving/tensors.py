@@ -7,6 +7,7 @@ nothing here raises anything else for client input.
 from __future__ import annotations
 
 import json
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -123,7 +124,7 @@ def check_finite_outputs(outputs: np.ndarray) -> None:
         raise ValueError("the model produced NaN or infinite outputs")
 
 
-def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
+def to_batch(data: Any, spec: InputSpec, field: str) -> np.ndarray:
     """Validate nested lists against the input spec and convert them to a batch array."""
     if spec.dtype == "string":  # text: one string per sample, tokenized by the model (serving.text)
         from serving.text import text_batch
@@ -133,17 +134,16 @@ def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True
         array: np.ndarray | None = np.asarray(data)
     except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
         array = None
-    fits = array is not None and _numeric_batch_of(array, spec.shape)
-    if not fits or may_hold_bools:
-        # The slow walk runs only on failure (or possible booleans), to name the bad value.
-        problem = _find_problem(data, spec, field)
+    if array is not None and _numeric_batch_of(array, spec.shape):
+        # numpy reads JSON booleans among numbers as 0/1: a scan at C speed finds them.
+        problem = boolean_problem(data, array, field, f' for input "{spec.name}"')
         if problem:
             raise ClientError(400, problem)
-    if array is None or not fits:  # the walk mirrors numpy's checks, so this is a backstop
-        raise ClientError(
-            400, f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
-        )
-    return cast(array, spec, field)
+        return cast(array, spec, field)
+    problem = _find_problem(data, spec, field)  # names the bad value (error path only)
+    raise ClientError(
+        400, problem or f'{field}: input "{spec.name}" must be a numeric array of shape {[-1, *spec.shape]}'
+    )
 
 
 def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
@@ -155,17 +155,59 @@ def _numeric_batch_of(array: np.ndarray, sample_shape: tuple[int, ...]) -> bool:
     )
 
 
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _boolean_at(data: Any, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The index of the first boolean in nested lists of ``shape`` (numpy made them numbers), or None.
+
+    The lists are flattened level by level and the leaves' types collected by C loops: a few
+    nanoseconds an element, against microseconds for a Python walk, so a refused body costs about
+    what a valid one does (issue 19, finding 5).
+    """
+    leaves: Any = data
+    for _ in range(len(shape) - 1):
+        leaves = list(chain.from_iterable(leaves))
+    if bool not in set(map(type, leaves)):
+        return None
+    flat = list(map(type, leaves)).index(bool)
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def _leaf_problem(values: list[Any], path: str, name: str, dtype: str = "") -> str | None:
+    """The first value of a list of leaves that is not a number within 64 bits, described, or None."""
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES and (int not in types or -(2**63) <= min(values) and max(values) < 2**64):
+        return None
+    for i, value in enumerate(values):
+        problem = _value_problem(value, name, dtype)
+        if problem:
+            return f"{path}[{i}]: {problem}"
+    return None
+
+
+def _value_problem(value: Any, name: str, dtype: str = "") -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number{name}, got {show(value)}"
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return f"integer {show(value)} is out of range" + (f" for {dtype}" if dtype else "")
+    return None
+
+
 def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
-    """Walk the nested lists and describe the first value that does not fit the spec."""
+    """Walk the nested lists and describe the first value that does not fit the spec.
+
+    Lists of leaves are checked whole (``_leaf_problem``), so the walk's Python steps are one per
+    innermost list, not one per value.
+    """
     dims: tuple[int | None, ...] = (None, *spec.shape)  # None: any non-zero batch size
     stack: list[tuple[Any, str, int]] = [(data, field, 0)]
     while stack:
         value, path, depth = stack.pop()
         if depth == len(dims):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f'{path}: expected a number for input "{spec.name}", got {show(value)}'
-            if isinstance(value, int) and not -(2**63) <= value < 2**64:
-                return f"{path}: integer {show(value)} is out of range for {spec.dtype}"
+            problem = _value_problem(value, f' for input "{spec.name}"', spec.dtype)
+            if problem:
+                return f"{path}: {problem}"
             continue
         want = dims[depth]
         if not isinstance(value, list):
@@ -180,22 +222,44 @@ def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
                 f"{path}: expected {want} values (input \"{spec.name}\" takes samples of shape "
                 f"{list(spec.shape)}), got {len(value)}"
             )
+        if depth == len(dims) - 1 and list not in set(map(type, value)):
+            problem = _leaf_problem(value, path, f' for input "{spec.name}"', spec.dtype)
+            if problem:
+                return problem
+            continue
         stack.extend((value[i], f"{path}[{i}]", depth + 1) for i in range(len(value) - 1, -1, -1))
     return None
 
 
 def first_non_number(data: Any, field: str) -> str | None:
-    """Describe the first leaf that is not a number, walking iteratively (no recursion)."""
+    """Describe the first leaf that is not a number, walking iteratively (no recursion); lists that
+    hold no list are checked whole."""
     stack: list[tuple[Any, str]] = [(data, field)]
     while stack:
         value, path = stack.pop()
         if isinstance(value, list):
+            if list not in set(map(type, value)):
+                problem = _leaf_problem(value, path, "")
+                if problem:
+                    return problem
+                continue
             stack.extend((value[i], f"{path}[{i}]") for i in range(len(value) - 1, -1, -1))
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{path}: expected a number, got {show(value)}"
-        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
-            return f"{path}: integer {show(value)} is out of range"
+        else:
+            problem = _value_problem(value, "")
+            if problem:
+                return f"{path}: {problem}"
     return None
+
+
+def boolean_problem(data: Any, array: np.ndarray, field: str, name: str = "") -> str | None:
+    """A boolean among numbers that numpy read as 0/1 (``array`` is ``np.asarray(data)``), described."""
+    where = _boolean_at(data, array.shape) if array.ndim else None
+    if where is None:
+        return None
+    value = data
+    for i in where:
+        value = value[i]
+    return f"{field}{''.join(f'[{i}]' for i in where)}: expected a number{name}, got {show(value)}"
 
 
 def check_integers(array: np.ndarray, dtype: np.dtype[Any], field: str, name: str) -> None:
@@ -207,7 +271,9 @@ def check_integers(array: np.ndarray, dtype: np.dtype[Any], field: str, name: st
         raise ClientError(400, f"{field}: {name} takes values in {info.min}..{info.max}")
 
 
-_FLOAT_LIMITS = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+# float64 limits: under NumPy 2's promotion a Python float compared with a float16 array becomes a
+# float16 (the float32 limit then reads as inf, and +-inf would pass); a float64 scalar does not.
+_FLOAT_LIMITS = {np.dtype(t): np.float64(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 # float64 values whose sum of squares is at most this are all finite and within half the target's
 # range (NaN and overflowing squares fail the comparison): one reduction for the usual body.
 _SAFE_SQUARES = {np.dtype(t): (float(np.finfo(t).max) / 2) ** 2 for t in (np.float16, np.float32)}

@@ -243,7 +243,7 @@ def v2_text_batch(tensor: dict[str, Any], tail: Any, binary: bool, name: str, wh
         raise TextError(f'{where}.name: this model\'s input is "{name}", got {show(tensor["name"])}')
     shape = tensor["shape"]
     if not (isinstance(shape, list) and len(shape) in (1, 2) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and shape[0] >= 1 and shape[1:] in ([], [1])):
+            and 1 <= shape[0] < 2**63 and shape[1:] in ([], [1])):
         raise TextError(f'{where}.shape: input "{name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}')
     if tensor["datatype"] != "BYTES":
         raise TextError(f'{where}.datatype: input "{name}" takes text as BYTES, got {show(tensor["datatype"])}')

@@ -39,7 +39,7 @@ def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bo
         )
     if len(payload) == 1 and "instances" in payload:  # the usual body: nothing else to check
         data = _unwrap_rows(payload["instances"], spec.name)
-        return to_batch(data, spec, "instances", b"true" in body or b"false" in body), True
+        return to_batch(data, spec, "instances"), True
     check_predict_fields(payload)
     if "instances" in payload and "inputs" in payload:
         raise ClientError(
@@ -53,9 +53,7 @@ def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bo
         raise ClientError(
             400, 'missing "instances" (row format) or "inputs" (columnar format) in the body'
         )
-    # JSON booleans can only come from these tokens, so bodies without them skip the bool scan.
-    may_hold_bools = b"true" in body or b"false" in body
-    return to_batch(data, spec, field, may_hold_bools), row_format
+    return to_batch(data, spec, field), row_format
 
 
 def check_predict_fields(payload: dict[str, Any]) -> None:

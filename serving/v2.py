@@ -23,6 +23,7 @@ from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
 from serving.tensors import (
+    boolean_problem,
     cast,
     check_finite_outputs,
     check_integers,
@@ -48,6 +49,7 @@ _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
 _OUTPUT_FIELDS = ("name", "parameters")
 OUTPUT_NAME = "output_0"
+MAX_BATCH_DIM = 2**63 - 1  # an int64 dimension, as gRPC's shapes are: element counts stay printable
 _HEADER_LENGTH_NAME = "Inference-Header-Content-Length"
 
 
@@ -166,8 +168,7 @@ def decode_infer(
         except TensorDataError as exc:
             raise ClientError(400, str(exc)) from None
     field = f"{where}.data"
-    may_hold_bools = b"true" in body or b"false" in body
-    array = tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
+    array = tensor_array(tensor["data"], shape, field, spec.name)
     sent = V2_NUMPY[datatype]
     if sent.kind in "iu":
         check_integers(array, sent, field, f"datatype {datatype}")
@@ -183,7 +184,7 @@ def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, wh
         isinstance(shape, list)
         and len(shape) == len(expected)
         and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        and shape[0] >= 1
+        and 1 <= shape[0] <= MAX_BATCH_DIM
         and list(shape[1:]) == list(spec.shape)
     ):
         raise ClientError(
@@ -205,7 +206,7 @@ def wants_binary_output(payload: dict[str, Any]) -> bool:
     return v2_binary.binary_outputs_wanted(payload.get("parameters"), outputs[0].get("parameters"))
 
 
-def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
+def tensor_array(data: Any, shape: list[int], field: str, name: str) -> np.ndarray:
     """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
     if not isinstance(data, list):
         raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
@@ -214,7 +215,12 @@ def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bo
         array: np.ndarray | None = np.asarray(data)
     except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
         array = None
-    if array is None or array.dtype.kind not in "iuf" or may_hold_bools:
+    if array is not None and array.dtype.kind in "iuf":
+        # numpy reads JSON booleans among numbers as 0/1: a scan at C speed finds them.
+        problem = boolean_problem(data, array, field)
+        if problem:
+            raise ClientError(400, f'{problem} (input "{name}")')
+    else:
         problem = first_non_number(data, field)
         if problem:
             raise ClientError(400, f'{problem} (input "{name}")')
