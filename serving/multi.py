@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving import v1, v2, v2_binary
+from serving import v1, v2
 from serving.batched import model_document
-from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, kind, show
 from serving.feeds import pack
 from serving.messages import Request, Response
-from serving.tensors import cast, check_integers, parse_json, to_batch
+from serving.tensors import parse_json, to_batch
 
 if TYPE_CHECKING:
     from serving.runtime import Runtime
@@ -152,103 +151,11 @@ def v1_predict(state: ModelState, request: Request, reply: Reply) -> None:
     v1.run_predict(state, request, reply, lambda body: decode_predict(body, state.config.inputs))
 
 
-# --- Open Inference Protocol V2 (HTTP JSON / binary, gRPC) ---------------------------------------
-
-
-def _check_tensor(spec: InputSpec, shape: Any, datatype: Any, where: str) -> list[int]:
-    """The tensor's shape and datatype against the input; returns the shape with the sample's dims."""
-    if spec.shape == (1,) and isinstance(shape, list) and len(shape) == 1:
-        shape = [*shape, 1]  # bare values, one per sample
-    v2.check_input_tensor(spec.name, shape, datatype, spec, where)
-    if np.dtype(spec.dtype).kind in "iu" and not str(datatype).startswith(("INT", "UINT")):
-        raise ClientError(
-            400, f'{where}.datatype: input "{spec.name}" takes integers ({v2.V2_DATATYPES[spec.dtype]}), got {show(datatype)}'
-        )
-    return list(shape)
+# --- Open Inference Protocol V2 (HTTP JSON / binary, gRPC): serving.request binds every input -----
 
 
 def decode_infer(
     body: bytes, inputs: Sequence[InputSpec], header_length: str | None = None
 ) -> tuple[np.ndarray, str | None, bool]:
     """A V2 infer body (JSON, or the binary extension's) for several inputs: (batch, id, binary output)."""
-    payload, tail, request_id = v2.read_envelope(body, header_length)
-    tensors = payload.get("inputs")
-    if not isinstance(tensors, list):
-        raise ClientError(400, f"inputs: must be a list with one tensor per input ({_names(inputs)}), got {kind(tensors)}")
-    for i, tensor in enumerate(tensors):
-        if not isinstance(tensor, dict):
-            raise ClientError(400, f"inputs[{i}]: must be an object with name, shape, datatype and data, got {kind(tensor)}")
-        if "name" not in tensor:
-            raise ClientError(400, f"inputs[{i}].name: required field is missing")
-    _check_names([t["name"] for t in tensors], inputs, "inputs")
-    specs = {spec.name: spec for spec in inputs}
-    reader = v2_binary.BinaryTail(tail) if tail is not None else None
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        for i, tensor in enumerate(tensors):
-            where = f"inputs[{i}]"
-            spec = specs[tensor["name"]]
-            v2.no_extra(tensor, v2.INPUT_FIELDS, where)
-            v2.check_parameters(tensor, f"{where}.parameters", "binary_data_size")
-            binary = "binary_data_size" in (tensor.get("parameters") or {})
-            if binary and "data" in tensor:
-                raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
-            for key in ("shape", "datatype") if binary else ("shape", "datatype", "data"):
-                if key not in tensor:
-                    raise ClientError(400, f"{where}.{key}: required field is missing")
-            shape = _check_tensor(spec, tensor["shape"], tensor["datatype"], where)
-            datatype = tensor["datatype"]
-            if binary:
-                if reader is None:
-                    raise ClientError(
-                        400,
-                        f"{where}.parameters.binary_data_size: binary tensor data needs the "
-                        "Inference-Header-Content-Length header (the size of the JSON part of the body)",
-                    )
-                raw = reader.take(tensor["parameters"]["binary_data_size"], where)
-                array = v2_binary.tensor_from_bytes(raw, datatype, shape, where)
-                arrays[spec.name] = cast(array, spec, where)
-                continue
-            field = f"{where}.data"
-            array = v2.tensor_array(tensor["data"], shape, field, spec.name)
-            if np.dtype(spec.dtype).kind in "iu":
-                _integers_only(array, spec, field)
-            sent = v2.V2_NUMPY[datatype]
-            if sent.kind in "iu":
-                check_integers(array, sent, field, f"datatype {datatype}")
-            arrays[spec.name] = cast(array, spec, field)
-        if reader is not None:
-            reader.finish()
-    except TensorDataError as exc:
-        raise ClientError(400, str(exc)) from None
-    _same_batch(arrays, inputs, "inputs")
-    return pack(inputs, arrays), request_id, v2.wants_binary_output(payload)
-
-
-def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
-    v2.run_infer(state, request, reply, lambda body, length: decode_infer(body, state.config.inputs, length))
-
-
-def grpc_batch(request: Any, inputs: Sequence[InputSpec], from_contents: Callable[[Any, list[int], str], np.ndarray]) -> np.ndarray:
-    """A gRPC ModelInferRequest's tensors (raw contents in input order, or typed contents) as a batch."""
-    _check_names([t.name for t in request.inputs], inputs, "inputs")
-    for i, output in enumerate(request.outputs):
-        v2.check_output_name(output.name, f"outputs[{i}]")
-    raw = request.raw_input_contents
-    specs = {spec.name: spec for spec in inputs}
-    arrays: dict[str, np.ndarray] = {}
-    try:
-        for i, tensor in enumerate(request.inputs):
-            where = f"inputs[{i}]"
-            spec = specs[tensor.name]
-            shape = _check_tensor(spec, list(tensor.shape), tensor.datatype, where)
-            if raw:
-                v2.check_raw_contents(len(raw), len(request.inputs), where, tensor.HasField("contents"))
-                array = v2_binary.tensor_from_bytes(raw[i], tensor.datatype, shape, where)
-            else:
-                array = from_contents(tensor, shape, where)
-            arrays[spec.name] = cast(array, spec, where)
-    except TensorDataError as exc:
-        raise ClientError(400, str(exc)) from None
-    _same_batch(arrays, inputs, "inputs")
-    return pack(inputs, arrays)
+    return v2.decode_infer(body, inputs, header_length)

@@ -83,7 +83,7 @@ ROUTES: tuple[Route, ...] = (
     ),
 )
 # The handlers a model with several named inputs answers with instead (same paths, same docs).
-_SEVERAL_INPUTS = {"v1_predict": multi.v1_predict, "v1_metadata": multi.v1_metadata, "v2_infer": multi.v2_infer}
+_SEVERAL_INPUTS = {"v1_predict": multi.v1_predict, "v1_metadata": multi.v1_metadata}
 
 
 def routes(config: ServingConfig) -> tuple[Route, ...]:

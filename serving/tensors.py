@@ -7,13 +7,14 @@ nothing here raises anything else for client input.
 from __future__ import annotations
 
 import json
+import math
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from serving.config import InputSpec
-from serving.errors import ClientError, encode_json, show
+from serving.errors import ClientError, encode_json, kind, show
 
 try:  # optional: the image installs it; without it the standard library does the work
     import orjson
@@ -24,6 +25,15 @@ try:  # optional: the image installs it; without it the standard library does th
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson_loads = _orjson_dumps = None
     _ORJSON_NUMPY = 0
+
+# numpy dtype name -> V2 datatype, and back (BOOL and BYTES are not model inputs here).
+V2_DATATYPES = {
+    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
+    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
+    "uint64": "UINT64", "bool": "BOOL",
+}
+V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
+MAX_BATCH_DIM = 2**63 - 1  # an int64 dimension, as gRPC's shapes are: element counts stay printable
 
 # Digits -> "1", every other byte -> "0": a run of digits is then a substring search.
 _DIGIT_MAP = bytes(49 if 48 <= i <= 57 else 48 for i in range(256))
@@ -322,3 +332,62 @@ def _outside(array: np.ndarray, spec: InputSpec, field: str, low: int, high: int
         f'{field}: input "{spec.name}" takes {what} in {low}..{high}; '
         f"sample {sample} has {value.item()}"
     )
+
+
+def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, where: str) -> None:
+    """The tensor's name, shape (batch first) and datatype must fit the model's input (HTTP and gRPC)."""
+    if name != spec.name:
+        raise ClientError(400, f'{where}.name: this model\'s input is "{spec.name}", got {show(name)}')
+    expected = [-1, *spec.shape]
+    if not (
+        isinstance(shape, list)
+        and len(shape) == len(expected)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        and 1 <= shape[0] <= MAX_BATCH_DIM
+        and list(shape[1:]) == list(spec.shape)
+    ):
+        raise ClientError(
+            400,
+            f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
+            f"got {show(shape)}",
+        )
+    if datatype not in V2_NUMPY:
+        raise ClientError(
+            400,
+            f'{where}.datatype: input "{spec.name}" takes {V2_DATATYPES[spec.dtype]} (or another '
+            f"numeric type: {', '.join(V2_NUMPY)}), got {show(datatype)}",
+        )
+
+
+def tensor_array(data: Any, shape: list[int], field: str, name: str) -> np.ndarray:
+    """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
+    if not isinstance(data, list):
+        raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
+    count = math.prod(shape)
+    try:
+        array: np.ndarray | None = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
+        array = None
+    if array is not None and array.dtype.kind in "iuf":
+        # numpy reads JSON booleans among numbers as 0/1: a scan at C speed finds them.
+        problem = boolean_problem(data, array, field)
+        if problem:
+            raise ClientError(400, f'{problem} (input "{name}")')
+    else:
+        problem = first_non_number(data, field)
+        if problem:
+            raise ClientError(400, f'{problem} (input "{name}")')
+        if array is None or array.dtype.kind not in "iuf":
+            raise ClientError(
+                400, f'{field}: input "{name}" must be numbers, flat or nested in shape {shape}'
+            )
+    if array.ndim != 1 and list(array.shape) != list(shape):
+        raise ClientError(
+            400, f"{field}: nested data has shape {list(array.shape)}, but shape says {shape}; "
+            "send it flat (row-major) or nested in that shape",
+        )
+    if array.size != count:
+        raise ClientError(
+            400, f"{field}: shape {shape} needs {count} values, got {array.size}"
+        )
+    return array.reshape(shape)
