@@ -68,12 +68,6 @@ def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, 
     }
 
 
-def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str | None]:
-    """Turn a V2 infer body (JSON only) into an input batch; also return the request's ``id`` (or None)."""
-    batch, request_id, _ = decode_infer(body, spec)
-    return batch, request_id
-
-
 def read_envelope(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview | None, str | None]:
     """What every V2 infer body shares, checked: the JSON object (the first ``header_length`` bytes
     with the binary data extension), the binary tail after it, and the request ``id``."""
