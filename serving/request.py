@@ -34,18 +34,20 @@ from serving.tensors import V2_DATATYPES, V2_NUMPY, cast, check_input_tensor, ch
 from serving.text import text_batch, text_tensor
 from serving.v2_binary import tensor_from_bytes
 
+_INTEGER_DTYPES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
 # Typed contents (gRPC), read once the shape is checked: (checked shape, where) -> array of that shape.
 Contents = Callable[[list[int], str], np.ndarray]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs several times more
 class InferInput:
     """One named input tensor as a transport received it.
 
     ``datatype`` and ``shape`` are as sent (V2), or None when the transport has none (V1 JSON: the
     values carry their nesting). Exactly one of ``data`` (JSON values, nested or flat), ``raw``
     (row-major little-endian bytes) and ``contents`` (gRPC typed contents) holds the values.
-    ``where`` locates the tensor in the request and ``field`` its values, for messages.
+    ``where`` locates the tensor in the request and ``field`` its values, for messages;
+    ``may_hold_bools`` False says the JSON body had no ``true``/``false`` token (no boolean to look for).
     """
 
     name: Any
@@ -56,9 +58,10 @@ class InferInput:
     contents: Contents | None = None
     where: str = "inputs[0]"
     field: str = "inputs[0].data"
+    may_hold_bools: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestedOutput:
     """An output the client asked for by name (V2), and whether it goes back as binary."""
 
@@ -66,7 +69,7 @@ class RequestedOutput:
     binary: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferRequest:
     """Named inputs, the request's id (V2), requested outputs and parameters."""
 
@@ -102,21 +105,21 @@ def bind_input(tensor: InferInput, spec: InputSpec, integers_only: bool) -> np.n
                                    f"got {show(tensor.datatype)}")
         return text_tensor(tensor.name, tensor.shape, tensor.datatype, tensor.data, tensor.raw, spec.name,
                            tensor.where)
-    integer = np.dtype(spec.dtype).kind in "iu"
+    integers_only = integers_only and spec.dtype in _INTEGER_DTYPES
     bare = spec.shape == (1,)
     if tensor.shape is None:  # V1 JSON: the nesting is the shape
         data = tensor.data
         if bare and isinstance(data, list) and data and not isinstance(data[0], list):
             data = [[value] for value in data]  # bare values, one per sample
-        array = to_batch(data, spec, tensor.field)
-        if integers_only and integer and np.asarray(data).dtype.kind == "f":
+        array = to_batch(data, spec, tensor.field, tensor.may_hold_bools)
+        if integers_only and np.asarray(data).dtype.kind == "f":
             raise ClientError(400, _not_integers(spec, tensor.field))
         return array
     shape, datatype, place = tensor.shape, tensor.datatype, tensor.where
     if bare and isinstance(shape, list) and len(shape) == 1:
         shape = [*shape, 1]  # bare values, one per sample
     check_input_tensor(tensor.name, shape, datatype, spec, place)
-    if integers_only and integer and not str(datatype).startswith(("INT", "UINT")):
+    if integers_only and not str(datatype).startswith(("INT", "UINT")):
         raise ClientError(
             400,
             f'{place}.datatype: input "{spec.name}" takes integers ({V2_DATATYPES[spec.dtype]}), '
@@ -129,8 +132,8 @@ def bind_input(tensor: InferInput, spec: InputSpec, integers_only: bool) -> np.n
             return cast(tensor.contents(shape, place), spec, place)
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
-    array = tensor_array(tensor.data, shape, tensor.field, spec.name)
-    if integers_only and integer and array.dtype.kind == "f":
+    array = tensor_array(tensor.data, shape, tensor.field, spec.name, tensor.may_hold_bools)
+    if integers_only and array.dtype.kind == "f":
         raise ClientError(400, _not_integers(spec, tensor.field))
     sent = V2_NUMPY[datatype]
     if sent.kind in "iu":

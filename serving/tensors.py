@@ -134,8 +134,10 @@ def check_finite_outputs(outputs: np.ndarray) -> None:
         raise ValueError("the model produced NaN or infinite outputs")
 
 
-def to_batch(data: Any, spec: InputSpec, field: str) -> np.ndarray:
-    """Validate nested lists against the input spec and convert them to a batch array."""
+def to_batch(data: Any, spec: InputSpec, field: str, may_hold_bools: bool = True) -> np.ndarray:
+    """Validate nested lists against the input spec and convert them to a batch array.
+
+    ``may_hold_bools`` False (the body has no ``true``/``false`` token) skips the boolean scan."""
     if spec.dtype == "string":  # text: one string per sample, tokenized by the model (serving.text)
         from serving.text import text_batch
 
@@ -146,7 +148,7 @@ def to_batch(data: Any, spec: InputSpec, field: str) -> np.ndarray:
         array = None
     if array is not None and _numeric_batch_of(array, spec.shape):
         # numpy reads JSON booleans among numbers as 0/1: a scan at C speed finds them.
-        problem = boolean_problem(data, array, field, f' for input "{spec.name}"')
+        problem = may_hold_bools and boolean_problem(data, array, field, f' for input "{spec.name}"')
         if problem:
             raise ClientError(400, problem)
         return cast(array, spec, field)
@@ -262,7 +264,10 @@ def first_non_number(data: Any, field: str) -> str | None:
 
 
 def boolean_problem(data: Any, array: np.ndarray, field: str, name: str = "") -> str | None:
-    """A boolean among numbers that numpy read as 0/1 (``array`` is ``np.asarray(data)``), described."""
+    """A boolean among numbers that numpy read as 0/1 (``array`` is ``np.asarray(data)``), described.
+
+    A scan at C speed (``_boolean_at``), bounded whatever the body; the transports skip it for a
+    body without a ``true``/``false`` token, where no boolean can be."""
     where = _boolean_at(data, array.shape) if array.ndim else None
     if where is None:
         return None
@@ -281,9 +286,7 @@ def check_integers(array: np.ndarray, dtype: np.dtype[Any], field: str, name: st
         raise ClientError(400, f"{field}: {name} takes values in {info.min}..{info.max}")
 
 
-# float64 limits: under NumPy 2's promotion a Python float compared with a float16 array becomes a
-# float16 (the float32 limit then reads as inf, and +-inf would pass); a float64 scalar does not.
-_FLOAT_LIMITS = {np.dtype(t): np.float64(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+_FLOAT_LIMITS = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 # float64 values whose sum of squares is at most this are all finite and within half the target's
 # range (NaN and overflowing squares fail the comparison): one reduction for the usual body.
 _SAFE_SQUARES = {np.dtype(t): (float(np.finfo(t).max) / 2) ** 2 for t in (np.float16, np.float32)}
@@ -303,7 +306,11 @@ def cast(array: np.ndarray, spec: InputSpec, field: str) -> np.ndarray:
         # NaN fails both comparisons and infinities the range: two reductions check it all, on
         # the values as sent, so the cast below cannot overflow.
         limit = _FLOAT_LIMITS[target]
-        if not (-limit <= array.min() and array.max() <= limit):
+        if array.dtype.itemsize == 2:  # float16 sent: under NumPy 2's promotion a Python float limit
+            finite = bool(np.isfinite(array).all())  # compared with it becomes a float16 (inf)
+        else:
+            finite = bool(-limit <= array.min() and array.max() <= limit)
+        if not finite:
             raise ClientError(
                 400,
                 f'{field}: input "{spec.name}" has non-finite values (NaN, Infinity or outside '
@@ -359,8 +366,9 @@ def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, wh
         )
 
 
-def tensor_array(data: Any, shape: list[int], field: str, name: str) -> np.ndarray:
-    """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
+def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool = True) -> np.ndarray:
+    """The tensor data as an array of ``shape``: flat row-major or nested in that shape (``may_hold_bools``
+    as for ``to_batch``)."""
     if not isinstance(data, list):
         raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
     count = math.prod(shape)
@@ -370,7 +378,7 @@ def tensor_array(data: Any, shape: list[int], field: str, name: str) -> np.ndarr
         array = None
     if array is not None and array.dtype.kind in "iuf":
         # numpy reads JSON booleans among numbers as 0/1: a scan at C speed finds them.
-        problem = boolean_problem(data, array, field)
+        problem = may_hold_bools and boolean_problem(data, array, field)
         if problem:
             raise ClientError(400, f'{problem} (input "{name}")')
     else:

@@ -53,10 +53,12 @@ def read_predict_request(body: bytes, inputs: Sequence[InputSpec]) -> tuple[Infe
             raise ClientError(
                 400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
             )
+    # JSON booleans come only from these tokens: a body without them skips the (bounded) scan.
+    bools = b"true" in body or b"false" in body
     if "instances" in payload:
-        return InferRequest(_rows(payload["instances"], inputs)), True
+        return InferRequest(_rows(payload["instances"], inputs, bools)), True
     if "inputs" in payload:
-        return InferRequest(_columns(payload["inputs"], inputs)), False
+        return InferRequest(_columns(payload["inputs"], inputs, bools)), False
     raise ClientError(400, 'missing "instances" (row format) or "inputs" (columnar format) in the body')
 
 
@@ -83,13 +85,13 @@ def _expected(inputs: Sequence[InputSpec]) -> str:
     return f"the inputs {names(inputs)}"
 
 
-def _rows(instances: Any, inputs: Sequence[InputSpec]) -> tuple[InferInput, ...]:
+def _rows(instances: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[InferInput, ...]:
     """Row format: each instance is the sample itself (a one-input model) or {"<input>": sample, ...}."""
     if not isinstance(instances, list) or not instances:
         got = kind(instances) if not isinstance(instances, list) else "an empty array"
         raise ClientError(400, f'"instances" must be a non-empty array of samples with {_expected(inputs)}, got {got}')
     if len(inputs) == 1 and not isinstance(instances[0], dict):  # non-numeric entries are reported when bound
-        return (InferInput(inputs[0].name, data=instances, field="instances"),)
+        return (InferInput(inputs[0].name, data=instances, field="instances", may_hold_bools=bools),)
     keys = {spec.name for spec in inputs}
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
@@ -101,16 +103,17 @@ def _rows(instances: Any, inputs: Sequence[InputSpec]) -> tuple[InferInput, ...]
             check_names(list(instance), inputs, f"instances[{i}]")
     field = "instances" if len(inputs) == 1 else "instances[*].{}"
     return tuple(
-        InferInput(spec.name, data=[instance[spec.name] for instance in instances], field=field.format(spec.name))
+        InferInput(spec.name, data=[instance[spec.name] for instance in instances], field=field.format(spec.name),
+                   may_hold_bools=bools)
         for spec in inputs
     )
 
 
-def _columns(columns: Any, inputs: Sequence[InputSpec]) -> tuple[InferInput, ...]:
+def _columns(columns: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[InferInput, ...]:
     """Columnar format: the batch itself (a one-input model) or {"<input>": batch, ...}."""
     if not isinstance(columns, dict):
         if len(inputs) == 1:
-            return (InferInput(inputs[0].name, data=columns, field="inputs"),)
+            return (InferInput(inputs[0].name, data=columns, field="inputs", may_hold_bools=bools),)
         raise ClientError(
             400, f'"inputs" must be an object with one batch per input ({names(inputs)}), got {kind(columns)}'
         )
@@ -118,7 +121,8 @@ def _columns(columns: Any, inputs: Sequence[InputSpec]) -> tuple[InferInput, ...
         raise ClientError(400, f'"inputs": expected {_expected(inputs)}, got keys {show(sorted(columns))}')
     check_names(list(columns), inputs, '"inputs"')
     field = "inputs" if len(inputs) == 1 else "inputs.{}"
-    return tuple(InferInput(name, data=batch, field=field.format(name)) for name, batch in columns.items())
+    return tuple(InferInput(name, data=batch, field=field.format(name), may_hold_bools=bools)
+                 for name, batch in columns.items())
 
 
 def encode_outputs(key: str, outputs: np.ndarray, labels: tuple[str, ...] = ()) -> bytes:

@@ -123,16 +123,19 @@ def read_infer_request(
     if not isinstance(tensors, list):
         raise ClientError(400, f"inputs: must be a list with one tensor per input of the model, got {kind(tensors)}")
     reader = v2_binary.BinaryTail(tail) if tail is not None else None
+    json_part = body if tail is None else body[: len(body) - len(tail)]
+    # JSON booleans come only from these tokens: a body without them skips the (bounded) scan.
+    bools = b"true" in json_part or b"false" in json_part
     inputs = []
     try:
         for i, tensor in enumerate(tensors):
-            inputs.append(_read_input(tensor, f"inputs[{i}]", reader))
+            inputs.append(_read_input(tensor, f"inputs[{i}]", reader, bools))
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
     return InferRequest(tuple(inputs), request_id, binary_output=wants_binary_output(payload)), reader
 
 
-def _read_input(tensor: Any, where: str, reader: v2_binary.BinaryTail | None) -> InferInput:
+def _read_input(tensor: Any, where: str, reader: v2_binary.BinaryTail | None, bools: bool) -> InferInput:
     if not isinstance(tensor, dict):
         raise ClientError(400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}")
     no_extra(tensor, INPUT_FIELDS, where)
@@ -153,7 +156,7 @@ def _read_input(tensor: Any, where: str, reader: v2_binary.BinaryTail | None) ->
             )
         raw = reader.take(tensor["parameters"]["binary_data_size"], where)
     return InferInput(tensor["name"], tensor["datatype"], tensor["shape"], tensor.get("data"), raw,
-                      where=where, field=f"{where}.data")
+                      where=where, field=f"{where}.data", may_hold_bools=bools)
 
 
 def wants_binary_output(payload: dict[str, Any]) -> bool:
