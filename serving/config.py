@@ -197,7 +197,7 @@ class ServingConfig:
 
     @property
     def input(self) -> InputSpec:
-        """The first input: the only one, except for models with several (``serving.multi``)."""
+        """The first input: the only one, except for models with several (``serving.request``)."""
         return self.inputs[0]
 
     @classmethod

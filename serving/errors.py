@@ -33,8 +33,21 @@ def error_body(message: str) -> bytes:
 
 def show(value: Any, limit: int = 80) -> str:
     """A value as JSON for an error message, cut to ``limit`` characters."""
-    text = json.dumps(value, default=repr)
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        value = value[:limit]  # the rest is cut below anyway: no need to encode megabytes first
+    try:
+        text = json.dumps(value, default=repr)
+    except ValueError:  # an integer beyond Python's int-to-text limit
+        text = "<a value with an integer too long to show>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the cut shown."""
+    if len(text) <= limit:
+        return text
+    marker = f"... ({len(text) - limit} more characters cut)"
+    return text[: max(limit - len(marker), 0)] + marker
 
 
 def kind(value: Any) -> str:

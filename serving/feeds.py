@@ -1,7 +1,7 @@
 """A batch for a model with several named inputs: one numpy structured array, a field per input.
 
 ``batch["user_id"]`` is that input's ``(n, *shape)`` tensor, so the batcher concatenates and
-splits such a batch like any array. The protocols (``serving.multi``) make batches with ``pack``;
+splits such a batch like any array. The binding step (``serving.request``) makes batches with ``pack``;
 the runtimes (``serving.multi_runtime``) and prep's measuring read them back with ``unpack``.
 Apart from both so neither imports the other.
 """

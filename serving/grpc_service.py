@@ -36,14 +36,15 @@ from serving import v2
 from serving.auth import check_api_key
 from serving.batched import batched
 from serving.bytes_tensors import TensorDataError, split_bytes
-from serving.errors import ClientError
+from serving.errors import ClientError, cut
 from serving.logs import log_event, write_request
 from serving.messages import Headers
 from serving.proto import grpc_service_pb2 as pb
+from serving.request import InferInput, InferRequest, bind
 from serving.routes import check_model
 from serving.state import SERVER_VERSION
-from serving.tensors import cast, check_finite_outputs
-from serving.v2_binary import RAW_DTYPES, tensor_from_bytes, tensor_to_bytes
+from serving.tensors import V2_DATATYPES, check_finite_outputs
+from serving.v2_binary import RAW_DTYPES, tensor_to_bytes
 
 if TYPE_CHECKING:
     from serving.state import ModelState
@@ -60,6 +61,7 @@ CODE_NAMES = {
     UNAUTHENTICATED: "UNAUTHENTICATED",
 }
 # The gRPC code for each client error status, and back: the HTTP status metrics and log count.
+MAX_STATUS_MESSAGE = 1024  # characters of a status message: client strings in it never grow a header
 _CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED,
                    503: UNAVAILABLE}
 _HTTP_STATUS = {OK: 200, INVALID_ARGUMENT: 400, UNAUTHENTICATED: 401, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 413,
@@ -76,7 +78,7 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
 # Output datatype by numpy dtype (a dict lookup: ``dtype.name`` costs more on every call).
-_DATATYPE_OF = {np.dtype(name): datatype for name, datatype in v2.V2_DATATYPES.items()}
+_DATATYPE_OF = {np.dtype(name): datatype for name, datatype in V2_DATATYPES.items()}
 _WRONG_KEY = (
     "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 )
@@ -208,7 +210,7 @@ def _finish_from(make: Callable[[], bytes | None], finish: Callable[[int, bytes 
     try:
         payload = make()
     except ClientError as exc:
-        finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), exc.message)
+        finish(_CODE_OF_STATUS.get(exc.status, INVALID_ARGUMENT), cut(exc.message, MAX_STATUS_MESSAGE))
     except Exception:
         _internal_error(method)
         finish(INTERNAL, "internal server error; see the server log")
@@ -222,57 +224,41 @@ def _internal_error(method: str) -> None:
 
 
 def _input(request: pb.ModelInferRequest, state: ModelState) -> np.ndarray:
-    """The request's one input tensor, checked like the HTTP API's and cast to the model's input dtype."""
-    if len(state.config.inputs) > 1:  # several named inputs: one batch of named tensors
-        from serving.multi import grpc_batch
+    """The request's input tensors, bound to the model's inputs like the HTTP API's (``serving.request``)."""
+    return bind(read_infer_request(request), state.config.inputs)
 
-        return grpc_batch(request, state.config.inputs, _from_contents)
-    spec = state.config.input
+
+def read_infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    """A ``ModelInferRequest`` as an ``InferRequest``: raw contents in input order, or typed contents."""
     # Each message field is read once: every read of a field builds a new Python object.
-    inputs = request.inputs
-    if len(inputs) != 1:
-        raise ClientError(
-            400, f'inputs: must hold exactly one tensor named "{spec.name}", got {len(inputs)}'
-        )
+    tensors = request.inputs
     outputs = request.outputs
     if outputs:
         for i, output in enumerate(outputs):
             v2.check_output_name(output.name, f"outputs[{i}]")
-    tensor = inputs[0]
-    where = "inputs[0]"
-    if spec.dtype == "string":
-        return _text_input(request, tensor, spec.name, where)
-    shape = list(tensor.shape)
-    datatype = tensor.datatype
-    v2.check_input_tensor(tensor.name, shape, datatype, spec, where)
+    raw = request.raw_input_contents
+    inputs = []
     try:
-        raw = request.raw_input_contents
-        if raw:
-            v2.check_raw_contents(len(raw), 1, where, tensor.HasField("contents"))
-            array = tensor_from_bytes(raw[0], datatype, shape, where)
-        else:
-            array = _from_contents(tensor, shape, where)
+        for i, tensor in enumerate(tensors):
+            where = f"inputs[{i}]"
+            datatype = tensor.datatype
+            shape = list(tensor.shape)
+            if raw:
+                v2.check_raw_contents(len(raw), len(tensors), where, tensor.HasField("contents"))
+            if datatype == "BYTES":  # texts: the elements as sent (the count is checked when bound)
+                elements = split_bytes(raw[i], where) if raw else list(tensor.contents.bytes_contents)
+                inputs.append(InferInput(tensor.name, datatype, shape, elements, where=where))
+            elif raw:
+                inputs.append(InferInput(tensor.name, datatype, shape, raw=raw[i], where=where))
+            else:
+                inputs.append(InferInput(tensor.name, datatype, shape, contents=_contents_of(tensor), where=where))
     except TensorDataError as exc:
         raise ClientError(400, str(exc)) from None
-    return cast(array, spec, where)
+    return InferRequest(tuple(inputs))
 
 
-def _text_input(request: pb.ModelInferRequest, tensor: Any, name: str, where: str) -> np.ndarray:
-    """A text model's input: one BYTES element per sample, checked by the HTTP API's rules (``serving.text``)."""
-    from serving.text import v2_text_batch
-
-    elements: list[bytes] = []
-    if tensor.datatype == "BYTES":  # any other datatype is refused below, with the HTTP API's message
-        try:
-            v2.check_raw_contents(len(request.raw_input_contents), 1, where, False)
-            if request.raw_input_contents:
-                elements = split_bytes(request.raw_input_contents[0], where)
-            else:
-                elements = list(tensor.contents.bytes_contents)
-        except TensorDataError as exc:
-            raise ClientError(400, str(exc)) from None
-    document = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype, "data": elements}
-    return v2_text_batch(document, None, False, name, where)
+def _contents_of(tensor: Any) -> Callable[[list[int], str], np.ndarray]:
+    return lambda shape, where: _from_contents(tensor, shape, where)
 
 
 def _from_contents(tensor: Any, shape: list[int], where: str) -> np.ndarray:

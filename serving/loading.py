@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def load_runtime(config: ServingConfig) -> Runtime:
     """The runtime for the config's artifact, with the config's thread count."""
     max_bucket = max(runtime.DEFAULT_MAX_BUCKET, runtime.bucket_for(config.max_batch_size))
-    if len(config.inputs) > 1:  # several named inputs (serving.multi)
+    if len(config.inputs) > 1:  # several named inputs (serving.multi_runtime)
         from serving.multi_runtime import load_multi_runtime
 
         return load_multi_runtime(config)  # type: ignore[no-any-return]

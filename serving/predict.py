@@ -1,8 +1,8 @@
 """The ``predict`` serving family: one forward pass over tensors or texts (Keras, Hugging Face encoders).
 
 Its routes are TF Serving's REST API (``serving.v1``) and the Open Inference Protocol V2
-(``serving.v2``, and its gRPC service on ``grpc_port``); a model with several named inputs
-answers the same paths through ``serving.multi``. The model is loaded, checked against the
+(``serving.v2``, and its gRPC service on ``grpc_port``); every transport decodes into one
+``serving.request.InferRequest``, bound to the model's inputs (one or several) in one step. The model is loaded, checked against the
 config and warmed up by ``serving.loading``, and served behind the dynamic batcher
 (``serving.batched``). ``python -m serving.predict`` prints its route table as docs/serving.md shows it.
 """
@@ -10,10 +10,9 @@ config and warmed up by ``serving.loading``, and served behind the dynamic batch
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from serving import multi, v1, v2
+from serving import v1, v2
 from serving.batched import BatchedModel
 from serving.config import RUNTIMES, ServingConfig
 from serving.errors import show
@@ -82,15 +81,9 @@ ROUTES: tuple[Route, ...] = (
         "(`Inference-Header-Content-Length`, below)",
     ),
 )
-# The handlers a model with several named inputs answers with instead (same paths, same docs).
-_SEVERAL_INPUTS = {"v1_predict": multi.v1_predict, "v1_metadata": multi.v1_metadata, "v2_infer": multi.v2_infer}
-
-
 def routes(config: ServingConfig) -> tuple[Route, ...]:
-    """V1 and V2 routes, with the several-input handlers when the model takes more than one input."""
-    if not multi.is_multi(config):
-        return ROUTES
-    return tuple(replace(r, handler=_SEVERAL_INPUTS[r.name]) if r.name in _SEVERAL_INPUTS else r for r in ROUTES)
+    """V1 and V2 routes: one set for every model, whatever its inputs (``serving.request``)."""
+    return ROUTES
 
 
 def load(config: ServingConfig) -> BatchedModel:

@@ -231,38 +231,28 @@ def text_batch(data: Any, field: str) -> np.ndarray:
     return np.array(check_texts(rows, field), dtype=object)
 
 
-def v2_text_batch(tensor: dict[str, Any], tail: Any, binary: bool, name: str, where: str) -> np.ndarray:
-    """A V2 BYTES tensor of shape [n] or [n, 1], JSON strings or binary (length-prefixed) elements → object array."""
+def text_tensor(name: Any, shape: Any, datatype: Any, data: Any, raw: Any, spec_name: str, where: str) -> np.ndarray:
+    """A V2 BYTES tensor of shape [n] or [n, 1] → object array of texts: JSON strings (or gRPC's
+    bytes elements) in ``data``, or length-prefixed elements in ``raw`` (binary extension, gRPC)."""
     from serving import v2_binary
     from serving.bytes_tensors import TensorDataError
 
-    for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
-        if key not in tensor:
-            raise TextError(f"{where}.{key}: required field is missing")
-    if tensor["name"] != name:
-        raise TextError(f'{where}.name: this model\'s input is "{name}", got {show(tensor["name"])}')
-    shape = tensor["shape"]
+    if name != spec_name:
+        raise TextError(f'{where}.name: this model\'s input is "{spec_name}", got {show(name)}')
     if not (isinstance(shape, list) and len(shape) in (1, 2) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and shape[0] >= 1 and shape[1:] in ([], [1])):
-        raise TextError(f'{where}.shape: input "{name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}')
-    if tensor["datatype"] != "BYTES":
-        raise TextError(f'{where}.datatype: input "{name}" takes text as BYTES, got {show(tensor["datatype"])}')
+            and 1 <= shape[0] < 2**63 and shape[1:] in ([], [1])):
+        raise TextError(f'{where}.shape: input "{spec_name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}')
+    if datatype != "BYTES":
+        raise TextError(f'{where}.datatype: input "{spec_name}" takes text as BYTES, got {show(datatype)}')
     count = shape[0]
-    if binary:
-        if tail is None:
-            raise TextError(f"{where}.parameters.binary_data_size: binary tensor data needs the "
-                            "Inference-Header-Content-Length header (the size of the JSON part of the body)")
+    if raw is not None:
         try:
-            reader = v2_binary.BinaryTail(tail)
-            values = v2_binary.tensor_from_bytes(reader.take(tensor["parameters"]["binary_data_size"], where), "BYTES",
-                                                 [count], where)
-            reader.finish()
+            values = v2_binary.tensor_from_bytes(raw, "BYTES", [count], where)
         except TensorDataError as exc:
             raise TextError(str(exc)) from None
         return np.array(check_texts(list(values), f"{where}.data"), dtype=object)
-    data = tensor["data"]
     if not isinstance(data, list):
-        raise TextError(f'{where}.data: must be an array of strings for input "{name}", got {_kind(data)}')
+        raise TextError(f'{where}.data: must be an array of strings for input "{spec_name}", got {_kind(data)}')
     flat = [row[0] if isinstance(row, list) and len(row) == 1 else row for row in data]
     if len(flat) != count:
         raise TextError(f"{where}.data: shape {shape} needs {count} texts, got {len(flat)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +11,8 @@ from serving.batched import batched, model_document
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
-from serving.tensors import check_finite_outputs, dumps, parse_json, to_batch
+from serving.request import InferInput, InferRequest, bind, check_names, names
+from serving.tensors import check_finite_outputs, dumps, parse_json
 
 if TYPE_CHECKING:
     from serving.runtime import Runtime
@@ -30,32 +31,35 @@ TF_DTYPES = {
 # --- documents (pure functions) ------------------------------------------------------------------
 
 
-def decode_predict_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, bool]:
-    """Turn a TF Serving predict body into an input batch; also say whether it was row format."""
+def decode_predict_request(body: bytes, inputs: InputSpec | Sequence[InputSpec]) -> tuple[np.ndarray, bool]:
+    """A TF Serving predict body as the model's input batch (``serving.request.bind``); also say
+    whether it was row format (the answer's key depends on it)."""
+    specs = (inputs,) if isinstance(inputs, InputSpec) else tuple(inputs)
+    request, row_format = read_predict_request(body, specs)
+    return bind(request, specs, '"inputs"'), row_format
+
+
+def read_predict_request(body: bytes, inputs: Sequence[InputSpec]) -> tuple[InferRequest, bool]:
+    """A TF Serving predict body as an ``InferRequest`` (one tensor per input, its values nested as
+    sent) and whether it was row format."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
         raise ClientError(
             400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}'
         )
-    if len(payload) == 1 and "instances" in payload:  # the usual body: nothing else to check
-        data = _unwrap_rows(payload["instances"], spec.name)
-        return to_batch(data, spec, "instances", b"true" in body or b"false" in body), True
-    check_predict_fields(payload)
-    if "instances" in payload and "inputs" in payload:
-        raise ClientError(
-            400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
-        )
+    if not (len(payload) == 1 and "instances" in payload):  # the usual body has nothing else to check
+        check_predict_fields(payload)
+        if "instances" in payload and "inputs" in payload:
+            raise ClientError(
+                400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
+            )
+    # JSON booleans come only from these tokens: a body without them skips the (bounded) scan.
+    bools = b"true" in body or b"false" in body
     if "instances" in payload:
-        data, field, row_format = _unwrap_rows(payload["instances"], spec.name), "instances", True
-    elif "inputs" in payload:
-        data, field, row_format = _unwrap_columns(payload["inputs"], spec.name), "inputs", False
-    else:
-        raise ClientError(
-            400, 'missing "instances" (row format) or "inputs" (columnar format) in the body'
-        )
-    # JSON booleans can only come from these tokens, so bodies without them skip the bool scan.
-    may_hold_bools = b"true" in body or b"false" in body
-    return to_batch(data, spec, field, may_hold_bools), row_format
+        return InferRequest(_rows(payload["instances"], inputs, bools)), True
+    if "inputs" in payload:
+        return InferRequest(_columns(payload["inputs"], inputs, bools)), False
+    raise ClientError(400, 'missing "instances" (row format) or "inputs" (columnar format) in the body')
 
 
 def check_predict_fields(payload: dict[str, Any]) -> None:
@@ -75,39 +79,50 @@ def check_predict_fields(payload: dict[str, Any]) -> None:
         )
 
 
-def _unwrap_rows(instances: Any, name: str) -> Any:
-    """Row format: each instance is the sample itself or {"<name>": sample}."""
+def _expected(inputs: Sequence[InputSpec]) -> str:
+    if len(inputs) == 1:
+        return f'the single key "{inputs[0].name}" (the model\'s input)'
+    return f"the inputs {names(inputs)}"
+
+
+def _rows(instances: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[InferInput, ...]:
+    """Row format: each instance is the sample itself (a one-input model) or {"<input>": sample, ...}."""
     if not isinstance(instances, list) or not instances:
-        raise ClientError(
-            400,
-            f'"instances" must be a non-empty array of samples for input "{name}", '
-            f"got {kind(instances) if not isinstance(instances, list) else 'an empty array'}",
-        )
-    if not isinstance(instances[0], dict):
-        return instances  # non-numeric entries are reported by to_batch
-    samples = []
+        got = kind(instances) if not isinstance(instances, list) else "an empty array"
+        raise ClientError(400, f'"instances" must be a non-empty array of samples with {_expected(inputs)}, got {got}')
+    if len(inputs) == 1 and not isinstance(instances[0], dict):  # non-numeric entries are reported when bound
+        return (InferInput(inputs[0].name, data=instances, field="instances", may_hold_bools=bools),)
+    keys = {spec.name for spec in inputs}
     for i, instance in enumerate(instances):
-        if not isinstance(instance, dict) or instance.keys() != {name}:
-            raise ClientError(
-                400,
-                f'instances[{i}]: expected an object with the single key "{name}" (the model\'s '
-                f"input), got {show(instance)}",
-            )
-        samples.append(instance[name])
-    return samples
+        if not isinstance(instance, dict):
+            raise ClientError(400, f"instances[{i}]: expected an object with {_expected(inputs)}, got {show(instance)}")
+        if instance.keys() != keys:
+            if len(inputs) == 1:
+                raise ClientError(400, f"instances[{i}]: expected an object with {_expected(inputs)}, "
+                                       f"got {show(instance)}")
+            check_names(list(instance), inputs, f"instances[{i}]")
+    field = "instances" if len(inputs) == 1 else "instances[*].{}"
+    return tuple(
+        InferInput(spec.name, data=[instance[spec.name] for instance in instances], field=field.format(spec.name),
+                   may_hold_bools=bools)
+        for spec in inputs
+    )
 
 
-def _unwrap_columns(inputs: Any, name: str) -> Any:
-    """Columnar format: the batch itself or {"<name>": batch}."""
-    if isinstance(inputs, dict):
-        if inputs.keys() != {name}:
-            raise ClientError(
-                400,
-                f'"inputs": expected the single key "{name}" (the model\'s input), '
-                f"got keys {show(sorted(inputs))}",
-            )
-        return inputs[name]
-    return inputs
+def _columns(columns: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[InferInput, ...]:
+    """Columnar format: the batch itself (a one-input model) or {"<input>": batch, ...}."""
+    if not isinstance(columns, dict):
+        if len(inputs) == 1:
+            return (InferInput(inputs[0].name, data=columns, field="inputs", may_hold_bools=bools),)
+        raise ClientError(
+            400, f'"inputs" must be an object with one batch per input ({names(inputs)}), got {kind(columns)}'
+        )
+    if len(inputs) == 1 and columns.keys() != {inputs[0].name}:
+        raise ClientError(400, f'"inputs": expected {_expected(inputs)}, got keys {show(sorted(columns))}')
+    check_names(list(columns), inputs, '"inputs"')
+    field = "inputs" if len(inputs) == 1 else "inputs.{}"
+    return tuple(InferInput(name, data=batch, field=field.format(name), may_hold_bools=bools)
+                 for name, batch in columns.items())
 
 
 def encode_outputs(key: str, outputs: np.ndarray, labels: tuple[str, ...] = ()) -> bytes:
@@ -149,9 +164,8 @@ def tensor_info(name: str, dtype: str, shape: tuple[int, ...]) -> dict[str, Any]
 
 def metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
     """TF Serving's metadata response, plus the config's metadata under "modelstack"."""
-    spec = config.input
     signature = {
-        "inputs": {spec.name: tensor_info(spec.name, spec.dtype, spec.shape)},
+        "inputs": {spec.name: tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs},
         "outputs": {
             "output_0": tensor_info("output_0", model.output_dtype.name, model.output_shape)
         },
@@ -181,7 +195,7 @@ def model_metadata(state: ModelState, request: Request, reply: Reply) -> Respons
 
 
 def predict(state: ModelState, request: Request, reply: Reply) -> None:
-    run_predict(state, request, reply, lambda body: decode_predict_request(body, state.config.input))
+    run_predict(state, request, reply, lambda body: decode_predict_request(body, state.config.inputs))
 
 
 def run_predict(

@@ -10,8 +10,7 @@ content type.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,12 +21,11 @@ from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError, encode_json, kind, show
 from serving.messages import Request, Response
+from serving.request import InferInput, InferRequest, bind
 from serving.tensors import (
-    cast,
+    V2_DATATYPES,
     check_finite_outputs,
-    check_integers,
     dumps,
-    first_non_number,
     parse_json,
 )
 
@@ -37,13 +35,6 @@ if TYPE_CHECKING:
 
 Reply = Callable[[Callable[[], Response]], None]
 
-# numpy dtype name -> V2 datatype, and back (BOOL and BYTES are not model inputs here).
-V2_DATATYPES = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
-    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
-    "uint64": "UINT64", "bool": "BOOL",
-}
-V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
 _REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "shape", "datatype", "data", "parameters")
 _OUTPUT_FIELDS = ("name", "parameters")
@@ -77,12 +68,6 @@ def model_metadata_document(config: ServingConfig, model: Runtime) -> dict[str, 
     }
 
 
-def decode_infer_request(body: bytes, spec: InputSpec) -> tuple[np.ndarray, str | None]:
-    """Turn a V2 infer body (JSON only) into an input batch; also return the request's ``id`` (or None)."""
-    batch, request_id, _ = decode_infer(body, spec)
-    return batch, request_id
-
-
 def read_envelope(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview | None, str | None]:
     """What every V2 infer body shares, checked: the JSON object (the first ``header_length`` bytes
     with the binary data extension), the binary tail after it, and the request ``id``."""
@@ -107,131 +92,77 @@ def read_envelope(body: bytes, header_length: str | None) -> tuple[dict[str, Any
 
 
 def decode_infer(
-    body: bytes, spec: InputSpec, header_length: str | None = None
+    body: bytes, inputs: InputSpec | Sequence[InputSpec], header_length: str | None = None
 ) -> tuple[np.ndarray, str | None, bool]:
-    """A V2 infer body as (input batch, request ``id`` or None, whether the output goes back binary).
+    """A V2 infer body as (input batch, request ``id`` or None, whether the output goes back binary):
+    ``read_infer_request``, then ``serving.request.bind`` against the model's inputs."""
+    request, tail = read_infer_request(body, header_length)
+    batch = bind(request, (inputs,) if isinstance(inputs, InputSpec) else inputs)
+    if tail is not None:  # after the tensors, whose own size problems say more
+        try:
+            tail.finish()
+        except TensorDataError as exc:
+            raise ClientError(400, str(exc)) from None
+    return batch, request.id, request.binary_output
+
+
+def read_infer_request(
+    body: bytes, header_length: str | None = None
+) -> tuple[InferRequest, v2_binary.BinaryTail | None]:
+    """A V2 infer body (JSON, or the binary data extension's) as an ``InferRequest``, its form checked,
+    and the binary tail whose ``finish`` says whether bytes were left over.
 
     With ``header_length`` (the ``Inference-Header-Content-Length`` value) the body is the
-    binary data extension's: that many bytes of JSON, then the bytes of the input whose
-    ``parameters.binary_data_size`` says how many are its own (``serving.v2_binary``).
+    binary data extension's: that many bytes of JSON, then the bytes of each input whose
+    ``parameters.binary_data_size`` says how many are its own, in input order (``serving.v2_binary``).
     """
     payload, tail, request_id = read_envelope(body, header_length)
-    inputs = payload.get("inputs")
-    if inputs is None:
-        raise ClientError(400, f'missing "inputs": a list with one tensor named "{spec.name}"')
-    if not isinstance(inputs, list) or len(inputs) != 1:
-        got = f"{len(inputs)} tensors" if isinstance(inputs, list) else kind(inputs)
-        raise ClientError(
-            400, f'inputs: must be a list with exactly one tensor named "{spec.name}", got {got}'
-        )
-    tensor = inputs[0]
-    where = "inputs[0]"
+    tensors = payload.get("inputs")
+    if tensors is None:
+        raise ClientError(400, 'missing "inputs": a list with one tensor per input of the model')
+    if not isinstance(tensors, list):
+        raise ClientError(400, f"inputs: must be a list with one tensor per input of the model, got {kind(tensors)}")
+    reader = v2_binary.BinaryTail(tail) if tail is not None else None
+    json_part = body if tail is None else body[: len(body) - len(tail)]
+    # JSON booleans come only from these tokens: a body without them skips the (bounded) scan.
+    bools = b"true" in json_part or b"false" in json_part
+    inputs = []
+    try:
+        for i, tensor in enumerate(tensors):
+            inputs.append(_read_input(tensor, f"inputs[{i}]", reader, bools))
+    except TensorDataError as exc:
+        raise ClientError(400, str(exc)) from None
+    return InferRequest(tuple(inputs), request_id, binary_output=wants_binary_output(payload)), reader
+
+
+def _read_input(tensor: Any, where: str, reader: v2_binary.BinaryTail | None, bools: bool) -> InferInput:
     if not isinstance(tensor, dict):
-        raise ClientError(
-            400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}"
-        )
+        raise ClientError(400, f"{where}: must be an object with name, shape, datatype and data, got {kind(tensor)}")
     no_extra(tensor, INPUT_FIELDS, where)
     check_parameters(tensor, f"{where}.parameters", "binary_data_size")
     binary = "binary_data_size" in (tensor.get("parameters") or {})
     if binary and "data" in tensor:
         raise ClientError(400, f'{where}: give the tensor as "data" or as binary_data_size bytes, not both')
-    if spec.dtype == "string":  # text: a BYTES tensor, one string per sample (serving.text)
-        from serving.text import v2_text_batch
-
-        return v2_text_batch(tensor, tail, binary, spec.name, where), request_id, wants_binary_output(payload)
     for key in ("name", "shape", "datatype") if binary else ("name", "shape", "datatype", "data"):
         if key not in tensor:
             raise ClientError(400, f"{where}.{key}: required field is missing")
-    shape, datatype = tensor["shape"], tensor["datatype"]
-    check_input_tensor(tensor["name"], shape, datatype, spec, where)
-    binary_output = wants_binary_output(payload)
+    raw = None
     if binary:
-        if tail is None:
+        if reader is None:
             raise ClientError(
                 400,
                 f"{where}.parameters.binary_data_size: binary tensor data needs the "
                 "Inference-Header-Content-Length header (the size of the JSON part of the body)",
             )
-        try:
-            reader = v2_binary.BinaryTail(tail)
-            raw = reader.take(tensor["parameters"]["binary_data_size"], where)
-            array = v2_binary.tensor_from_bytes(raw, datatype, shape, where)
-            reader.finish()
-        except TensorDataError as exc:
-            raise ClientError(400, str(exc)) from None
-        return cast(array, spec, where), request_id, binary_output
-    if tail is not None and len(tail):
-        try:
-            v2_binary.BinaryTail(tail).finish()
-        except TensorDataError as exc:
-            raise ClientError(400, str(exc)) from None
-    field = f"{where}.data"
-    may_hold_bools = b"true" in body or b"false" in body
-    array = tensor_array(tensor["data"], shape, field, spec.name, may_hold_bools)
-    sent = V2_NUMPY[datatype]
-    if sent.kind in "iu":
-        check_integers(array, sent, field, f"datatype {datatype}")
-    return cast(array, spec, field), request_id, binary_output
-
-
-def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, where: str) -> None:
-    """The tensor's name, shape (batch first) and datatype must fit the model's input (HTTP and gRPC)."""
-    if name != spec.name:
-        raise ClientError(400, f'{where}.name: this model\'s input is "{spec.name}", got {show(name)}')
-    expected = [-1, *spec.shape]
-    if not (
-        isinstance(shape, list)
-        and len(shape) == len(expected)
-        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-        and shape[0] >= 1
-        and list(shape[1:]) == list(spec.shape)
-    ):
-        raise ClientError(
-            400,
-            f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
-            f"got {show(shape)}",
-        )
-    if datatype not in V2_NUMPY:
-        raise ClientError(
-            400,
-            f'{where}.datatype: input "{spec.name}" takes {V2_DATATYPES[spec.dtype]} (or another '
-            f"numeric type: {', '.join(V2_NUMPY)}), got {show(datatype)}",
-        )
+        raw = reader.take(tensor["parameters"]["binary_data_size"], where)
+    return InferInput(tensor["name"], tensor["datatype"], tensor["shape"], tensor.get("data"), raw,
+                      where=where, field=f"{where}.data", may_hold_bools=bools)
 
 
 def wants_binary_output(payload: dict[str, Any]) -> bool:
     """Whether the (one) output goes back as binary: its own parameter, else the request's."""
     outputs = payload.get("outputs") or [{}]
     return v2_binary.binary_outputs_wanted(payload.get("parameters"), outputs[0].get("parameters"))
-
-
-def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bools: bool) -> np.ndarray:
-    """The tensor data as an array of ``shape``: flat row-major or nested in that shape."""
-    if not isinstance(data, list):
-        raise ClientError(400, f'{field}: must be an array of numbers for input "{name}", got {kind(data)}')
-    count = math.prod(shape)
-    try:
-        array: np.ndarray | None = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):  # ragged nesting, odd objects
-        array = None
-    if array is None or array.dtype.kind not in "iuf" or may_hold_bools:
-        problem = first_non_number(data, field)
-        if problem:
-            raise ClientError(400, f'{problem} (input "{name}")')
-        if array is None or array.dtype.kind not in "iuf":
-            raise ClientError(
-                400, f'{field}: input "{name}" must be numbers, flat or nested in shape {shape}'
-            )
-    if array.ndim != 1 and list(array.shape) != list(shape):
-        raise ClientError(
-            400, f"{field}: nested data has shape {list(array.shape)}, but shape says {shape}; "
-            "send it flat (row-major) or nested in that shape",
-        )
-    if array.size != count:
-        raise ClientError(
-            400, f"{field}: shape {shape} needs {count} values, got {array.size}"
-        )
-    return array.reshape(shape)
 
 
 def _check_requested_outputs(outputs: Any) -> None:
@@ -352,7 +283,7 @@ def model_ready(state: ModelState, request: Request, reply: Reply) -> Response:
 
 
 def infer(state: ModelState, request: Request, reply: Reply) -> None:
-    run_infer(state, request, reply, lambda body, length: decode_infer(body, state.config.input, length))
+    run_infer(state, request, reply, lambda body, length: decode_infer(body, state.config.inputs, length))
 
 
 Decoded = tuple[np.ndarray, Any, bool]  # the batch, the request's id, whether outputs go back binary

@@ -47,6 +47,11 @@ def header_length(value: str, body_size: int) -> int:
             f"Inference-Header-Content-Length: must be the JSON header's size in bytes (a decimal "
             f"integer), got {value[:40]!r}"
         )
+    if len(text) > 19:  # beyond any body this server reads; int() of thousands of digits is refused too
+        raise TensorDataError(
+            f"Inference-Header-Content-Length: {text[:20]}... ({len(text)} digits) is larger than the body "
+            f"({body_size} bytes); it must count only the JSON header at the start of the body"
+        )
     length = int(text)
     if length == 0:
         raise TensorDataError(

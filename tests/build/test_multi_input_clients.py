@@ -11,7 +11,8 @@ import numpy as np
 from iac.deploy.targets.docker.replicas import _zeros
 from iac.loadgen import bench_plan
 from serving.config import InputSpec
-from serving.multi import decode_infer, decode_predict
+from serving.v1 import decode_predict_request as decode_predict
+from serving.v2 import decode_infer
 
 REPO = Path(__file__).resolve().parents[2]
 INPUTS = [InputSpec("user_id", (1,), "int32"), InputSpec("item_id", (1,), "int32")]

@@ -82,7 +82,7 @@ def test_data_files_hold_one_array_per_input(tmp_path: Path) -> None:
 @pytest.mark.tf
 def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
     from serving.config import InputSpec
-    from serving.multi import pack
+    from serving.feeds import pack
     from serving.multi_runtime import LiteRTFeedsModel, OnnxFeedsModel
 
     req = prep_request(load_resolved(recommender / "model.yaml"))

@@ -18,13 +18,16 @@ if os.environ.get("FAKE_EVENT_LOOP") == "asyncio":
 
 import serving.loading  # noqa: E402
 from serving.lifecycle import main  # noqa: E402
-from serving_support import FakeRecommender, FakeRuntime  # noqa: E402
+from serving_support import FakeRecommender, FakeRuntime, FakeTextRuntime  # noqa: E402
 
 
-def _load_fake(config: object) -> FakeRuntime | FakeRecommender:
+def _load_fake(config: object) -> FakeRuntime | FakeRecommender | FakeTextRuntime:
     time.sleep(float(os.environ.get("FAKE_LOAD_DELAY_S", "0")))
-    if len(getattr(config, "inputs", ())) > 1:  # several inputs: the fake recommender
+    inputs = getattr(config, "inputs", ())
+    if len(inputs) > 1:  # several inputs: the fake recommender
         return FakeRecommender()
+    if inputs and inputs[0].dtype == "string":  # texts: each text's length
+        return FakeTextRuntime()
     return FakeRuntime()
 
 

@@ -77,6 +77,24 @@ class FakeRecommender:
         return out
 
 
+class FakeTextRuntime:
+    """A text model in numpy: each text's length in characters and 1 (no tokenizer, no ONNX)."""
+
+    platform = "fake_text"
+    input_shape: tuple[int, ...] = ()
+    output_shape = (2,)
+    input_dtype = np.dtype(object)
+    input_quantized = False
+    output_dtype = np.dtype(np.float32)
+    labels: tuple[str, ...] = ()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.array([[len(text), 1.0] for text in batch.reshape(-1)], dtype=np.float32)
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
+        return self.predict(np.array(["warm"] * max(batch_sizes), dtype=object))
+
+
 def _recommender_inputs() -> list[Any]:
     from serving.config import InputSpec
 

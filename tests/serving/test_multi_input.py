@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from serving.config import ServingConfig
 from serving.feeds import pack, unpack
-from serving.multi import decode_predict
+from serving.v1 import decode_predict_request as decode_predict
 
 MODEL = "recommender"
 USERS = [3, 7, 11, 0]

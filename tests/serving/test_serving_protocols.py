@@ -21,7 +21,7 @@ from conformance import check_conformance
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError
 from serving.v1 import decode_predict_request
-from serving.v2 import decode_infer_request
+from serving.v2 import decode_infer
 from serving_support import MODEL, SAMPLES, ServerProcess, make_config, ready_server
 
 SPEC = InputSpec("features", (4,), "float32")
@@ -115,15 +115,15 @@ def test_v2_infer_matches_direct_runtime(v2_server: ServerProcess, tflite_models
 )
 def test_v2_decode_rejects_bad_requests_with_a_message(body: bytes, message: str) -> None:
     with pytest.raises(ClientError) as info:
-        decode_infer_request(body, SPEC)
+        decode_infer(body, SPEC)
     assert info.value.status == 400 and message in info.value.message, info.value.message
 
 
 def test_v2_decode_accepts_flat_and_nested_data() -> None:
     flat = b'{"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [1,2,3,4,5,6,7,8]}]}'
     nested = b'{"id": "r", "inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP64", "data": [[1,2,3,4],[5,6,7,8]]}]}'
-    a, id_a = decode_infer_request(flat, SPEC)
-    b, id_b = decode_infer_request(nested, SPEC)
+    a, id_a, _ = decode_infer(flat, SPEC)
+    b, id_b, _ = decode_infer(nested, SPEC)
     assert a.dtype == b.dtype == np.float32 and a.shape == (2, 4)
     np.testing.assert_array_equal(a, b)
     assert (id_a, id_b) == (None, "r")

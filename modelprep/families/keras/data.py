@@ -51,9 +51,9 @@ def load_npz_inputs(path: str | Path, field: str, inputs: tuple[tuple[str, tuple
                     need_labels: bool, labels: str = "class") -> Dataset:
     """A data file for a model with several inputs: one array per input name (e.g. `user_id`,
     `item_id`) and `y`; `x` is then a structured array with one field per input
-    (``serving.multi.pack``), which the runtimes and the Keras baseline take by name."""
+    (``serving.feeds.pack``), which the runtimes and the Keras baseline take by name."""
     from serving.config import InputSpec
-    from serving.multi import pack
+    from serving.feeds import pack
 
     try:
         with np.load(path, allow_pickle=False) as npz:
