@@ -40,10 +40,14 @@ SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "in
 # The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# What the served model does (the spec's model.task); it selects the serving family
+# (serving/families.py): how requests become model calls.
+TASKS = ("predict", "sentence-embedding", "text-classification", "text-generation", "speech-recognition")
+
 _TOP_LEVEL_FIELDS = (
     "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
     "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
-    "grpc_port",
+    "grpc_port", "task",
 )
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
@@ -78,6 +82,7 @@ class ServingConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     metadata: dict[str, Any] = field(default_factory=dict)
     runtime: str = "auto"
+    task: str = "predict"  # one of TASKS
     # Dynamic batching: requests queue up to max_latency_ms and run together up to
     # max_batch_size samples; max_batch_size 0 or 1 turns it off. With max_latency_ms 0 a batch
     # holds whatever queued while the previous batch ran (no added wait).
@@ -140,6 +145,9 @@ class ServingConfig:
         runtime = data.get("runtime", "auto")
         if runtime not in RUNTIMES:
             errors.append(f"runtime: must be one of {', '.join(RUNTIMES)}, got {_show(runtime)}")
+        task = data.get("task", "predict")
+        if task not in TASKS:
+            errors.append(f"task: must be one of {', '.join(TASKS)}, got {_show(task)}")
         max_batch = _check_int(
             data.get("max_batch_size", 1), "max_batch_size", 0, MAX_BATCH_SIZE, errors
         )
@@ -183,7 +191,7 @@ class ServingConfig:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         return cls(
             model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
-            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime,
+            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime, task=task,
             max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
             api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port,
         )

@@ -32,6 +32,7 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
         "model_name": s.name,
         "artifact": f"/app/model/{artifact_name(report)}",
         "runtime": report.runtime,
+        "task": s.model.resolved_task(spec.model_format).value,
         "host": "0.0.0.0",
         "port": s.serving.port,
         "grpc_port": s.serving.grpc_port,

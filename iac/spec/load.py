@@ -132,7 +132,8 @@ def _section_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
 
 
 def _format(base: Path, spec: ModelSpec) -> ModelFormat:
-    return spec.model.resolved_format((base / spec.model.path / "config.json").is_file())
+    folder = base / spec.model.path
+    return spec.model.resolved_format((folder / "config.json").is_file(), (folder / "model.bin").is_file())
 
 
 def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> list[Problem]:
@@ -156,7 +157,7 @@ def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> li
             add(("optimize", "metric"), f'"{metric.value}" does not score a {m.task.value} model', f"use {' or '.join(allowed)}")
         if not (base_dir := doc.path.parent / m.path).joinpath("tokenizer.json").is_file() and base_dir.is_dir():
             add(("model", "path"), f"{m.path!r} has no tokenizer.json", "save the tokenizer with the model (tokenizer.save_pretrained)")
-    else:
+    elif fmt == ModelFormat.keras:
         if m.inputs is None:
             add(("model",), "a keras model needs its input signature", "add inputs with name, shape and dtype")
         for field in ("calibration", "evaluation"):

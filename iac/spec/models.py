@@ -19,6 +19,7 @@ MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
 MEMORY_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 DEFAULT_BASE_IMAGE = "modelstack-base:bookworm-py311"
 MODEL_SUFFIXES = (".keras", ".h5")
+GGUF_SUFFIX = ".gguf"
 TEXT_DATA_SUFFIXES = (".txt", ".jsonl")
 
 
@@ -37,13 +38,32 @@ class DType(StrEnum):
 
 
 class ModelFormat(StrEnum):
-    keras = "keras"
-    huggingface = "huggingface"
+    """How the model's files are written; it selects the model family prep runs (modelprep.families)."""
+
+    keras = "keras"  # a .keras / .h5 file or a SavedModel directory
+    huggingface = "huggingface"  # a folder with config.json, tokenizer.json, model.safetensors
+    gguf = "gguf"  # one .gguf file (llama.cpp)
+    ctranslate2 = "ctranslate2"  # a CTranslate2 folder (model.bin, config.json)
 
 
 class Task(StrEnum):
+    """What the served model does with a request."""
+
+    predict = "predict"  # tensors in, tensors out: the default of a keras model
     sentence_embedding = "sentence-embedding"
     text_classification = "text-classification"
+    text_generation = "text-generation"
+    speech_recognition = "speech-recognition"
+
+
+# The tasks each format serves; the first is its default when model.task is not written.
+FORMAT_TASKS: dict[ModelFormat, tuple[Task, ...]] = {
+    ModelFormat.keras: (Task.predict,),
+    ModelFormat.huggingface: (Task.sentence_embedding, Task.text_classification),
+    ModelFormat.gguf: (Task.text_generation,),
+    ModelFormat.ctranslate2: (Task.speech_recognition,),
+}
+HF_TASKS = FORMAT_TASKS[ModelFormat.huggingface]
 
 
 class Truncation(StrEnum):
@@ -100,13 +120,16 @@ TEXT_INPUT = TensorSpec(name="text", dtype=DType.string)
 
 
 class ModelSource(_Strict):
-    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, or a Hugging Face "
-                                                         "model directory (config.json, tokenizer.json, model.safetensors), relative to model.yaml")]
+    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, a Hugging Face "
+                                                         "model directory (config.json, tokenizer.json, model.safetensors), a .gguf file "
+                                                         "or a CTranslate2 folder (model.bin), relative to model.yaml")]
     format: Annotated[ModelFormat | None, Field(
-        description="keras or huggingface; default: huggingface for a directory holding config.json, else keras",
+        description="keras, huggingface, gguf or ctranslate2; default: gguf for a .gguf file, ctranslate2 for a directory "
+                    "holding model.bin, huggingface for a directory holding config.json, else keras",
     )] = None
     task: Annotated[Task | None, Field(
-        description="For a Hugging Face model: sentence-embedding (mean-pooled, L2-normalised) or text-classification",
+        description="What the model does: predict (keras, the default), sentence-embedding (mean-pooled, L2-normalised) or "
+                    "text-classification (huggingface), text-generation (gguf), speech-recognition (ctranslate2)",
     )] = None
     labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]] | None, Field(
         min_length=2, max_length=10_000,
@@ -121,10 +144,10 @@ class ModelSource(_Strict):
     @field_validator("path")
     @classmethod
     def _known_format(cls, value: str) -> str:
-        if not value.endswith(MODEL_SUFFIXES) and Path(value).suffix:
+        if not value.endswith((*MODEL_SUFFIXES, GGUF_SUFFIX)) and Path(value).suffix:
             raise ValueError(
-                f"{value!r} is not a Keras model; point it at a .keras or .h5 file, a SavedModel directory "
-                "or a Hugging Face model directory"
+                f"{value!r} is not a model prep knows; point it at a .keras or .h5 file, a SavedModel directory, "
+                "a Hugging Face model directory, a .gguf file or a CTranslate2 folder"
             )
         return value
 
@@ -137,7 +160,16 @@ class ModelSource(_Strict):
 
     @model_validator(mode="after")
     def _family(self) -> ModelSource:
-        hf = self.format == ModelFormat.huggingface or (self.format is None and self.task is not None)
+        written = self.format or (ModelFormat.gguf if self.path.endswith(GGUF_SUFFIX) else None) or next(
+            (f for f, tasks in FORMAT_TASKS.items() if self.task in tasks and f not in (ModelFormat.keras, ModelFormat.huggingface)),
+            None)
+        if written is not None and written not in (ModelFormat.keras, ModelFormat.huggingface):
+            tasks = FORMAT_TASKS[written]
+            if self.task is not None and self.task not in tasks:
+                raise ValueError(f"a {written.value} model does not do {self.task.value}; "
+                                 f"use task: {' or task: '.join(t.value for t in tasks)}, or remove task")
+            return self
+        hf = self.format == ModelFormat.huggingface or (self.format is None and self.task in HF_TASKS)
         if hf and self.path.endswith(MODEL_SUFFIXES):
             raise ValueError(f"{self.path!r} is a Keras file, not a Hugging Face model directory; "
                              "remove task (and format) for a Keras model, or point path at a Hugging Face model directory")
@@ -148,8 +180,9 @@ class ModelSource(_Strict):
             if self.inputs is not None and (len(self.inputs) != 1 or not texts):
                 raise ValueError("a huggingface model takes one string input; list one input with dtype: string, or leave inputs out")
         else:
-            if self.task is not None:
-                raise ValueError("task applies to huggingface models; remove task, or set format: huggingface")
+            if self.task not in (None, Task.predict):
+                raise ValueError(f"a keras model does predict, not {self.task.value}; remove task, "
+                                 "or set the format that does it (huggingface, gguf, ctranslate2)")
             if self.inputs is None and self.format == ModelFormat.keras:
                 raise ValueError("a keras model needs its input signature; add inputs with name, shape and dtype")
             if any(t.text for t in self.inputs or []):
@@ -161,11 +194,22 @@ class ModelSource(_Strict):
                 raise ValueError("names a label twice; give each class its own name")
         return self
 
-    def resolved_format(self, directory_has_config: bool) -> ModelFormat:
-        """The format as written, else inferred: a directory with config.json (or a task) means Hugging Face."""
+    def resolved_format(self, directory_has_config: bool, directory_has_model_bin: bool = False) -> ModelFormat:
+        """The format as written, else inferred from the path: a .gguf file is gguf, a directory with
+        model.bin is CTranslate2, one with config.json (or a Hugging Face task) is Hugging Face."""
         if self.format is not None:
             return self.format
-        return ModelFormat.huggingface if directory_has_config or self.task is not None else ModelFormat.keras
+        if self.path.endswith(GGUF_SUFFIX):
+            return ModelFormat.gguf
+        if directory_has_model_bin:
+            return ModelFormat.ctranslate2
+        if self.task is not None and self.task != Task.predict:
+            return next(f for f, tasks in FORMAT_TASKS.items() if self.task in tasks)
+        return ModelFormat.huggingface if directory_has_config else ModelFormat.keras
+
+    def resolved_task(self, model_format: ModelFormat) -> Task:
+        """The task as written, else the format's default (a keras model predicts)."""
+        return self.task or FORMAT_TASKS[model_format][0]
 
     @property
     def signature(self) -> list[TensorSpec]:

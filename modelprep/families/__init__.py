@@ -1,0 +1,40 @@
+"""The model families prep knows: one package per family, imported only when a spec names it.
+
+`FAMILIES` maps a family's name to the module that exposes its `FAMILY` (see `modelprep.family`);
+`FORMATS` maps the spec's `model.format` (as written, or inferred from the model's files) to the
+family that loads it. A new family adds one line to each and nothing anywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from modelprep.family import Family
+
+FAMILIES: dict[str, str] = {
+    "keras": "modelprep.families.keras",
+    "huggingface": "modelprep.families.huggingface",
+}
+FORMATS: dict[str, str] = {
+    "keras": "keras",
+    "huggingface": "huggingface",
+}
+
+
+def family(name: str) -> Family:
+    """The family registered as `name` (its package is imported now, not before)."""
+    try:
+        module = FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"no model family {name!r}; known: {', '.join(FAMILIES)}") from None
+    return cast("Family", importlib.import_module(module).FAMILY)
+
+
+def family_of_format(model_format: str) -> Family:
+    """The family that loads models of `model_format` (the spec's model.format)."""
+    try:
+        return family(FORMATS[model_format])
+    except KeyError:
+        raise KeyError(f"no model family loads format {model_format!r}; known: {', '.join(FORMATS)}") from None
