@@ -30,6 +30,16 @@ class Notes(_Data):
     unique_weights_per_kernel: int | None = None  # clustering
     cosine_min: float | None = None  # metric cosine: the lowest cosine to the float model over the evaluation texts
     fused_ops: dict[str, int] | None = None  # text models: operators ONNX Runtime's BERT optimizer fused
+    # Text generation (the llm family): quality against the source model and speed as served.
+    kl_p99: float | None = None  # 99th percentile of the per-token KL divergence
+    top1_agreement: float | None = None  # share of positions whose most likely next token is the source's
+    perplexity: float | None = None  # on the evaluation text's real next tokens
+    scored_tokens: int | None = None
+    prompt_tokens_per_s: float | None = None
+    generation_tokens_per_s: float | None = None
+    peak_rss_bytes: int | None = None  # the timing process's peak resident memory at context_length
+    context_length: int | None = None
+    tensor_types: dict[str, int] | None = None  # ggml tensor types in the file, e.g. {"Q4_K": 120}
 
 
 class Measure(_Data):

@@ -40,6 +40,7 @@ class PrepRequest(BaseModel):
     latency_budget_s: float = 0.4  # time per latency loop; not part of any key
     locations: Locations = Locations()  # where the spec's fields are written; not part of any key
     text: TextRequest | None = None  # a Hugging Face text model (modelprep.transformers); None for Keras
+    context_length: int | None = None  # text generation: tokens per sequence (serving.context_length, resolved)
 
     def where(self, path: str) -> str:
         """Where the spec writes a field, for errors: `where("optimize.variants")` → "model.yaml:14"."""

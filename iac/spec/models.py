@@ -283,6 +283,7 @@ class Metric(StrEnum):
     top_k = "top_k"
     mae = "mae"
     cosine = "cosine"  # embeddings: mean cosine similarity to the float model's outputs
+    kl = "kl"  # text generation: mean KL divergence of next-token distributions from the source model
 
 
 class VariantName(StrEnum):

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "keras": "modelprep.families.keras",
     "huggingface": "modelprep.families.huggingface",
+    "llm": "modelprep.families.llm",
 }
 FORMATS: dict[str, str] = {
     "keras": "keras",
     "huggingface": "huggingface",
+    "gguf": "llm",
 }
 
 

@@ -1,0 +1,113 @@
+"""The llm family: a GGUF language model (model.format gguf, model.task text-generation).
+
+Variants are the source file as given and llama.cpp re-quantizations of it (`quantize.CATALOGUE`).
+Quality is measured against the source model on held-out text: the mean KL divergence of the
+next-token distributions (the gated metric, `optimize.max_kl`), top-1 agreement (optionally gated,
+`optimize.min_agreement`) and perplexity; speed as prompt and generation tokens/s at
+`serving.threads`, memory as the peak RSS with `serving.context_length`. The chat template,
+context length, vocabulary and special tokens come from the file's metadata (`metadata.read`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from iac.spec.errors import UserError
+from iac.spec.models import DEFAULT_CONTEXT_CAP, DEFAULT_MAX_KL, Metric
+from modelprep.families.llm import quantize
+from modelprep.family import Candidate, Quality, Variant
+
+if TYPE_CHECKING:
+    from iac.spec.models import ResolvedSpec
+    from modelprep.cache import Cache
+    from modelprep.family import Progress, Step
+    from modelprep.report import Measure
+    from modelprep.request import PrepRequest
+
+KL = Quality(name="kl", lower_is_better=True, percent=False)
+ARTIFACT = "model.gguf"
+
+
+def _variant(q: quantize.Quant) -> Variant:
+    return Variant(name=q.name, runtime="llama.cpp", technique="source" if q.ftype is None else "requantize",
+                   quantization=(q.ftype or "source").lower(), description=q.description, artifact_file=ARTIFACT)
+
+
+def max_kl(req: PrepRequest) -> float:
+    return req.optimize.max_kl if req.optimize.max_kl is not None else DEFAULT_MAX_KL
+
+
+class LlmFamily:
+    name = "llm"
+    formats = ("gguf",)
+    tasks = ("text-generation",)
+    catalogue = {name: _variant(q) for name, q in quantize.CATALOGUE.items()}
+    honours = frozenset({"objective", "metric", "variants", "max_kl", "min_agreement", "evaluation_tokens"})
+    metrics = {"kl": KL}
+    baseline = "llama.cpp"
+    reference = quantize.SOURCE
+    gentle = ("gguf-source", "gguf-q8_0", "gguf-q6_k")
+    gate_field = "optimize.max_kl"  # the loop's allowance for this family's metric is max_kl, not max_accuracy_drop
+
+    def allowance(self, req: PrepRequest) -> float:
+        """The largest accepted loss of the metric: optimize.max_kl (KL of the source from itself is 0)."""
+        return max_kl(req)
+
+    def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
+        from modelprep.families.llm.metadata import read
+        from modelprep.request import PrepRequest
+
+        o = spec.spec.optimize
+        if o.metric not in (Metric.accuracy, Metric.kl):  # accuracy: the spec's default, i.e. not written
+            raise UserError.single(spec.where("optimize.metric"), "optimize.metric",
+                                   f'"{o.metric.value}" does not score a text-generation model',
+                                   "use metric: kl (or leave it out); gate with optimize.max_kl")
+        info = read(spec.model_path, spec.where("model.path"))
+        written = spec.spec.serving.context_length
+        if written is not None and written > info.context_length:
+            raise UserError.single(spec.where("serving.context_length"), "serving.context_length",
+                                   f"{written} tokens is more than {info.name} was trained for ({info.context_length})",
+                                   f"use at most {info.context_length}, or leave it out")
+        context = written or min(info.context_length, DEFAULT_CONTEXT_CAP)
+        return PrepRequest(
+            model_path=spec.model_path, model_sha256=spec.spec.model.sha256, calibration_path=spec.calibration_path,
+            evaluation_path=spec.evaluation_path, input_name="prompt", sample_shape=(),
+            optimize=o.model_copy(update={"metric": Metric.kl}), threads=spec.spec.serving.threads,
+            all_variants=all_variants, locations=spec.locations, context_length=context,
+        )
+
+    def candidates(self, req: PrepRequest) -> list[Candidate]:
+        o = req.optimize
+        names = list(self.catalogue) if req.all_variants else (
+            [v.value for v in o.variants] if o.variants is not None else list(quantize.DEFAULT))
+        foreign = [n for n in names if n not in self.catalogue]
+        if foreign:
+            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
+                                   f"{', '.join(foreign)} cannot be made from a GGUF model",
+                                   f"use some of {', '.join(self.catalogue)}")
+        return [Candidate(self.catalogue[n], eligible=True) for n in self.catalogue if n in names]
+
+    def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
+        from iac.spec.models import DEFAULT_EVALUATION_TOKENS
+        from modelprep.families.llm.session import WINDOW
+        from modelprep.families.llm.speed import NEW_TOKENS, PROMPT_TOKENS
+
+        return {"ftype": quantize.CATALOGUE[variant.name].ftype, "context_length": req.context_length,
+                "evaluation_tokens": req.optimize.evaluation_tokens or DEFAULT_EVALUATION_TOKENS, "window": WINDOW,
+                "prompt_tokens": PROMPT_TOKENS, "new_tokens": NEW_TOKENS, "threads": req.threads}
+
+    def judge(self, req: PrepRequest, measure: Measure) -> str | None:
+        """The second gate: top-1 agreement under optimize.min_agreement."""
+        floor = req.optimize.min_agreement
+        agreement = measure.notes.top1_agreement
+        if floor is not None and agreement is not None and agreement < floor:
+            return f"top-1 agreement {agreement:.4f} is below optimize.min_agreement {floor}"
+        return None
+
+    def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> Any:
+        from modelprep.families.llm.session import LlmSession
+
+        return LlmSession(req, progress, step)
+
+
+FAMILY = LlmFamily()

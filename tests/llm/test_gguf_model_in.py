@@ -1,0 +1,73 @@
+"""The model side of a GGUF, no runtime: the tiny model's metadata, the spec's inference of format
+and task, the llm family's request and its located errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iac.spec.errors import UserError
+from iac.spec.load import load_resolved
+from iac.spec.models import Metric, ModelFormat
+from modelprep.families import family_of_format
+from modelprep.families.llm import metadata, tiny
+
+from llm_support import write_spec
+
+
+def test_tiny_gguf_carries_what_a_chat_model_needs(tiny_gguf: Path) -> None:
+    info = metadata.read(tiny_gguf)
+    tokens, _, _ = tiny.vocabulary()
+    assert (info.architecture, info.context_length, info.vocabulary) == ("llama", 512, len(tokens))
+    assert (info.bos, info.eos) == ("<s>", "<|im_end|>")
+    assert info.chat_template == tiny.CHAT_TEMPLATE and "<|im_start|>" in info.chat_template
+    assert info.file_type == "MOSTLY_F16"
+    assert info.tensor_bytes < tiny_gguf.stat().st_size < 4 * 1024**2
+
+
+def test_tiny_gguf_is_deterministic(tmp_path: Path, tiny_gguf: Path) -> None:
+    assert tiny.build(tmp_path / "again.gguf").read_bytes() == tiny_gguf.read_bytes()
+
+
+def test_a_file_that_is_not_gguf_is_located_at_model_path(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(UserError) as info:
+        metadata.read(bad, "model.yaml:4")
+    [problem] = info.value.problems
+    assert (problem.where, problem.path) == ("model.yaml:4", "model.path")
+    assert "not a GGUF file" in problem.problem
+
+
+def test_request_reads_the_context_from_the_file(chat_folder: Path) -> None:
+    spec = load_resolved(write_spec(chat_folder))
+    assert spec.model_format == ModelFormat.gguf
+    req = family_of_format("gguf").request(spec)
+    assert req.context_length == 512  # the model's own (under the 4096 cap)
+    assert req.optimize.metric == Metric.kl
+    names = [c.variant.name for c in family_of_format("gguf").candidates(req)]
+    assert names == ["gguf-source", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0"]
+
+
+@pytest.mark.parametrize(("extra", "line", "field", "words"), [
+    ("serving:\n  context_length: 1024\n", 8, "serving.context_length", "more than"),
+    ("optimize:\n  metric: cosine\n", 8, "optimize.metric", "does not score a text-generation model"),
+])
+def test_request_errors_are_located(chat_folder: Path, extra: str, line: int, field: str, words: str) -> None:
+    spec = load_resolved(write_spec(chat_folder, extra))
+    with pytest.raises(UserError) as info:
+        family_of_format("gguf").request(spec)
+    [problem] = info.value.problems
+    assert (problem.where, problem.path) == (f"model.yaml:{line}", field)
+    assert words in problem.problem and problem.fix
+
+
+def test_variants_of_another_family_are_refused_at_their_line(chat_folder: Path) -> None:
+    spec = load_resolved(write_spec(chat_folder, "optimize:\n  variants: [gguf-q8_0, litert-int8]\n"))
+    family = family_of_format("gguf")
+    with pytest.raises(UserError) as info:
+        family.candidates(family.request(spec))
+    [problem] = info.value.problems
+    assert (problem.where, problem.path) == ("model.yaml:8", "optimize.variants")
+    assert "litert-int8 cannot be made from a GGUF model" in problem.problem
