@@ -27,7 +27,7 @@ def gguf_path() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise UserError.single(PACKAGE, "", "is not installed", "run scripts/llm_assets.sh (make llm does)")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF
     if not path.is_file() or path.stat().st_size != GGUF_BYTES:
         raise UserError.single(str(path), "", f"is missing or not {GGUF_BYTES:,} bytes", "reinstall: scripts/llm_assets.sh")
     return path

@@ -10,6 +10,7 @@ context length, vocabulary and special tokens come from the file's metadata (`me
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from iac.spec.errors import UserError
@@ -41,13 +42,15 @@ class LlmFamily:
     name = "llm"
     formats = ("gguf",)
     tasks = ("text-generation",)
-    catalogue = {name: _variant(q) for name, q in quantize.CATALOGUE.items()}
-    honours = frozenset({"objective", "metric", "variants", "max_kl", "min_agreement", "evaluation_tokens"})
-    metrics = {"kl": KL}
     baseline = "llama.cpp"
     reference = quantize.SOURCE
     gentle = ("gguf-source", "gguf-q8_0", "gguf-q6_k")
     gate_field = "optimize.max_kl"  # the loop's allowance for this family's metric is max_kl, not max_accuracy_drop
+
+    def __init__(self) -> None:
+        self.catalogue: Mapping[str, Variant] = {name: _variant(q) for name, q in quantize.CATALOGUE.items()}
+        self.honours = frozenset({"objective", "metric", "variants", "max_kl", "min_agreement", "evaluation_tokens"})
+        self.metrics: Mapping[str, Quality] = {"kl": KL}
 
     def allowance(self, req: PrepRequest) -> float:
         """The largest accepted loss of the metric: optimize.max_kl (KL of the source from itself is 0)."""

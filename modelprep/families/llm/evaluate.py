@@ -31,7 +31,7 @@ class Windows:
     @property
     def scored(self) -> int:
         """Positions scored per window: each predicts the token after it."""
-        return self.tokens.shape[1] - 1 - self.first
+        return int(self.tokens.shape[1]) - 1 - self.first
 
     @property
     def total(self) -> int:

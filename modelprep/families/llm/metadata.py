@@ -62,7 +62,9 @@ def read(path: str | Path, where: str = "model.yaml") -> GgufInfo:
 
     def token(key: str) -> str | None:
         index = _field(fields, key)
-        return None if index is None or index >= vocabulary else str(tokens.contents(int(index)))
+        if tokens is None or index is None or index >= vocabulary:
+            return None
+        return str(tokens.contents(int(index)))
 
     file_type = _field(fields, "general.file_type")
     try:

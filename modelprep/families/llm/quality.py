@@ -17,7 +17,8 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-probabilities, in float64 so that small KL values are not rounding noise."""
     x = np.asarray(logits, dtype=np.float64)
     x = x - x.max(axis=-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    out: np.ndarray = x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+    return out
 
 
 @dataclass

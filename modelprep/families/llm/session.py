@@ -17,8 +17,9 @@ from typing import Any
 
 from iac.spec.models import DEFAULT_EVALUATION_TOKENS, Metric
 from modelprep.families.llm import quantize
-from modelprep.family import Baselines, Measured, Notes, Variant
-from modelprep.report import Measure
+from modelprep.family import Baselines, Measured, Variant
+from modelprep.family import Notes as NoteFields
+from modelprep.report import Measure, Notes
 from modelprep.request import PrepRequest
 
 WINDOW = 1024  # tokens per evaluation window (fewer when the context is shorter)
@@ -63,7 +64,7 @@ class LlmSession:
         measured = self.measure(variant, b"", {"tensor_types": quantize.tensor_types(self.source)}, None)
         return Baselines([measured.measure.model_copy(update={"baseline": True, "name": "llama.cpp"})])
 
-    def build(self, variants: Sequence[Variant]) -> Iterator[tuple[Variant, bytes, Notes]]:
+    def build(self, variants: Sequence[Variant]) -> Iterator[tuple[Variant, bytes, NoteFields]]:
         for variant in variants:
             quant = quantize.CATALOGUE[variant.name]
             if quant.ftype is None:
@@ -82,7 +83,7 @@ class LlmSession:
             self.files[variant.name] = path
         return path
 
-    def measure(self, variant: Variant, artifact: bytes, notes: Notes, reference: Any) -> Measured:
+    def measure(self, variant: Variant, artifact: bytes, notes: NoteFields, reference: Any) -> Measured:
         import numpy as np
 
         from modelprep.families.llm import speed
@@ -103,10 +104,10 @@ class LlmSession:
             latency_p50_us=round(per_token_us, 1), latency_p99_us=round(per_token_us, 1),
             throughput_per_s=timed.generation_tokens_per_s, latency_calls=timed.generated_tokens,
             threads=self.req.threads,
-            notes={**notes, "kl_p99": round(tally.kl_p99, 6), "top1_agreement": round(tally.agreement, 6),
+            notes=Notes.model_validate({**notes, "kl_p99": round(tally.kl_p99, 6), "top1_agreement": round(tally.agreement, 6),
                    "perplexity": round(tally.perplexity, 4), "scored_tokens": tally.tokens,
                    "prompt_tokens_per_s": timed.prompt_tokens_per_s,
                    "generation_tokens_per_s": timed.generation_tokens_per_s,
-                   "peak_rss_bytes": timed.peak_rss_bytes, "context_length": self.context},
+                   "peak_rss_bytes": timed.peak_rss_bytes, "context_length": self.context}),
         )
         return Measured(measure, np.asarray(tally.kls[0] if tally.kls else [], dtype=np.float32))

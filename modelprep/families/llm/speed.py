@@ -58,11 +58,9 @@ def run(model: Path, text: Path, context: int, threads: int, prompt_tokens: int,
         pass
     llm.reset()
     llama_cpp.llama_perf_context_reset(llm.ctx)
-    generated = 0
-    for _ in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
-        generated += 1
-        if generated >= new_tokens:
-            break
+    # Greedy decoding, never stopped early by an end-of-sequence token: always new_tokens steps.
+    for _ in zip(range(new_tokens), llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0)):
+        pass
     perf = llama_cpp.llama_perf_context(llm.ctx)
     return Speed(
         prompt_tokens_per_s=round(perf.n_p_eval / max(perf.t_p_eval_ms, 1e-9) * 1000, 2),

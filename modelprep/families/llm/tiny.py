@@ -26,13 +26,7 @@ CHAT_TEMPLATE = (
 # <unk>, <s> and the ChatML markers come first, as a converted tokenizer has them.
 SPECIAL = ("<unk>", "<s>", "<|im_start|>", "<|im_end|>")
 BOS, EOS = 1, 3  # a chat model stops at <|im_end|>
-WORDS = (
-    "the of and to in is was that it for on with as by at from this be are or an not but have had "
-    "has which one all were when there can their more will would about if been so what out up into "
-    "hacker hackers program computer system time people word new very used some other who than only "
-    "also like its many most first then way such these two them any could do just over because good "
-    "model serve fast small large text answer question hello world you we they he she"
-).split()
+WORDS = ["the", "of", "and", "to", "in", "is", "was", "that", "it", "for", "on", "with", "as", "by", "at", "from", "this", "be", "are", "or", "an", "not", "but", "have", "had", "has", "which", "one", "all", "were", "when", "there", "can", "their", "more", "will", "would", "about", "if", "been", "so", "what", "out", "up", "into", "hacker", "hackers", "program", "computer", "system", "time", "people", "word", "new", "very", "used", "some", "other", "who", "than", "only", "also", "like", "its", "many", "most", "first", "then", "way", "such", "these", "two", "them", "any", "could", "do", "just", "over", "because", "good", "model", "serve", "fast", "small", "large", "text", "answer", "question", "hello", "world", "you", "we", "they", "he", "she"]
 SPACE = "\u2581"  # SentencePiece's word-start marker
 
 
