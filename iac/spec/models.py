@@ -241,7 +241,7 @@ class GenerationGate(BaseModel):
     from the source model's over the evaluation text (data.evaluation)."""
 
     max_kl: Annotated[float | None, Field(
-        ge=0.0, le=10.0,
+        ge=0.0, le=1.0,
         description="Text generation: largest accepted mean KL divergence (nats per token) of a variant's "
                     "next-token distributions from the source model's (llama.cpp Q8_0 is typically ~0.01, "
                     "Q4_0 0.1-0.3); default 0.1",

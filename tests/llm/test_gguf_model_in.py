@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from llm_support import write_spec
 
 from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from iac.spec.models import Metric, ModelFormat
 from modelprep.families import family_of_format
 from modelprep.families.llm import metadata, tiny
-
-from llm_support import write_spec
 
 
 def test_tiny_gguf_carries_what_a_chat_model_needs(tiny_gguf: Path) -> None:
@@ -46,6 +45,7 @@ def test_request_reads_the_context_from_the_file(chat_folder: Path) -> None:
     req = family_of_format("gguf").request(spec)
     assert req.context_length == 512  # the model's own (under the 4096 cap)
     assert req.optimize.metric == Metric.kl
+    assert req.optimize.max_accuracy_drop == 0.1  # the shared gate's allowance: max_kl's default
     names = [c.variant.name for c in family_of_format("gguf").candidates(req)]
     assert names == ["gguf-source", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0"]
 

@@ -75,7 +75,9 @@ class LlmFamily:
         return PrepRequest(
             model_path=spec.model_path, model_sha256=spec.spec.model.sha256, calibration_path=spec.calibration_path,
             evaluation_path=spec.evaluation_path, input_name="prompt", sample_shape=(),
-            optimize=o.model_copy(update={"metric": Metric.kl}), threads=spec.spec.serving.threads,
+            # The shared gate reads metric and max_accuracy_drop: for this family they are kl and max_kl.
+            optimize=o.model_copy(update={"metric": Metric.kl, "max_accuracy_drop": o.max_kl if o.max_kl is not None else DEFAULT_MAX_KL}),
+            threads=spec.spec.serving.threads,
             all_variants=all_variants, locations=spec.locations, context_length=context,
         )
 

@@ -86,21 +86,17 @@ class Reference:
 
     def __init__(self, path: Path, model: Path, win: Windows, threads: int) -> None:
         self.path, self.windows = path, win
-        if not path.exists():
-            llm = load(model, context=win.tokens.shape[1], threads=threads, logits_all=True)
-            store = np.lib.format.open_memmap(path.with_suffix(".partial.npy"), mode="w+", dtype=np.float16,
-                                              shape=(win.total, llm.n_vocab()))
-            tally = Tally()
-            for i, row in enumerate(win.tokens):
-                logits = window_logits(llm, row, win.first)
-                logprobs = log_softmax(logits)
-                store[i * win.scored:(i + 1) * win.scored] = logprobs
-                tally.add(logprobs, logits, row[win.first + 1:])
-            store.flush()
-            del store
-            path.with_suffix(".partial.npy").rename(path)
-            self.perplexity = tally.perplexity
-            del llm
+        llm = load(model, context=win.tokens.shape[1], threads=threads, logits_all=True)
+        store = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(win.total, llm.n_vocab()))
+        # The source against its own stored (float16) log-probabilities: its perplexity, and KL ~0.
+        self.tally = Tally()
+        for i, row in enumerate(win.tokens):
+            logits = window_logits(llm, row, win.first)
+            logprobs = log_softmax(logits)
+            store[i * win.scored:(i + 1) * win.scored] = logprobs
+            self.tally.add(logprobs, logits, row[win.first + 1:])
+        store.flush()
+        del store, llm
         self.logprobs = np.load(path, mmap_mode="r")
 
     def compare(self, model: Path, threads: int) -> Tally:

@@ -33,6 +33,7 @@ class LlmSession:
         weakref.finalize(self, shutil.rmtree, str(self.work), True)
         self.files: dict[str, Path] = {quantize.SOURCE: self.source}
         self._reference: Any = None
+        self._timed: dict[Path, Any] = {}
 
     @property
     def context(self) -> int:
@@ -90,10 +91,14 @@ class LlmSession:
 
         path = self._file(variant, artifact)
         ref = self.reference()
-        self.progress(f"comparing {variant.name} with the source over {ref.windows.total:,} tokens")
-        tally = ref.compare(path, self.req.threads)
+        if path != self.source:
+            self.progress(f"comparing {variant.name} with the source over {ref.windows.total:,} tokens")
+        # The source was read once to make the reference; reading it again would give the same logits.
+        tally = ref.tally if path == self.source else ref.compare(path, self.req.threads)
         self.progress(f"timing {variant.name}: prompt and generation at {self.req.threads} thread(s), context {self.context}")
-        timed = speed.measure(path, Path(self.req.evaluation_path), context=self.context, threads=self.req.threads)
+        timed = self._timed.get(path) or speed.measure(path, Path(self.req.evaluation_path), context=self.context,
+                                                       threads=self.req.threads)
+        self._timed[path] = timed  # the baseline and gguf-source are one file: timed once
         size = path.stat().st_size
         per_token_us = 1e6 / timed.generation_tokens_per_s if timed.generation_tokens_per_s > 0 else 0.0
         measure = Measure(
