@@ -1,7 +1,7 @@
 """Run a GGUF over held-out text with llama.cpp (llama-cpp-python) and compare it with the source.
 
 The text is tokenized once, by the source model, and cut into windows of `window` tokens, each
-starting with the BOS token when the model has one. In each window only the positions after the
+starting with the BOS token when the model's tokenizer adds one. In each window only the positions after the
 first quarter are scored, so every scored token has some context (llama.cpp's perplexity tool
 scores the second half for the same reason). The source's log-probabilities at those positions
 are kept in a float16 file on disk — 20,000 positions of a 49,152-token vocabulary are 2 GB, too
@@ -62,8 +62,10 @@ def load(path: Path, *, context: int, threads: int, logits_all: bool) -> Any:
 def windows(llm: Any, text: str, *, window: int, tokens: int) -> Windows:
     """Up to `tokens` scored positions of `text`, in windows of `window` tokens (fewer if the text runs out)."""
     ids = np.asarray(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False), dtype=np.int32)
-    bos = int(llm.token_bos())
-    has_bos = 0 <= bos < llm.n_vocab()
+    # BOS only when the model's tokenizer adds one (tokenizer.ggml.add_bos_token), as it will when serving.
+    prefix = llm.tokenize(b"", add_bos=True, special=False)
+    has_bos = len(prefix) == 1
+    bos = int(prefix[0]) if has_bos else -1
     body = window - 1 if has_bos else window
     first = window // 4
     per = window - 1 - first
