@@ -103,5 +103,5 @@ def test_nothing_within_the_gate_is_a_located_user_error(chat_folder: Path) -> N
     with pytest.raises(UserError) as info:
         measure_and_choose(req, progress=lambda _: None)
     [problem] = info.value.problems
-    assert (problem.where, problem.path) == ("model.yaml:8", "optimize.max_kl")
+    assert (problem.where, problem.path) == ("model.yaml:9", "optimize.max_kl")
     assert "gguf-q4_0 moves" in problem.problem and "gguf-source" in problem.fix
