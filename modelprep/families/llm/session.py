@@ -115,4 +115,5 @@ class LlmSession:
                    "generation_tokens_per_s": timed.generation_tokens_per_s,
                    "peak_rss_bytes": timed.peak_rss_bytes, "context_length": self.context}),
         )
-        return Measured(measure, np.asarray(tally.kls[0] if tally.kls else [], dtype=np.float32))
+        # Its "outputs": the KL at every scored position, so the spread is kept, not just the mean.
+        return Measured(measure, np.concatenate(tally.kls).astype(np.float32) if tally.kls else np.zeros(0, np.float32))
