@@ -47,7 +47,8 @@ def main() -> None:
     info = read(model)
     req = PrepRequest(
         model_path=str(model), calibration_path=str(TEXT), evaluation_path=str(TEXT), input_name="prompt",
-        sample_shape=(), threads=args.threads, context_length=args.context,
+        sample_shape=(), threads=args.threads, family="llm", input_dtype="string",
+        family_settings={"context_length": args.context},
         optimize=Optimize(objective=Objective.fastest, variants=[VariantName(v) for v in VARIANTS], max_kl=0.1,
                           min_agreement=0.8, evaluation_tokens=args.tokens),
     )

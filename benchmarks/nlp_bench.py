@@ -48,9 +48,8 @@ def prep_minilm() -> tuple[Any, Any, dict[str, bytes]]:
     from iac.spec.load import load_resolved
     from modelprep.cache import Cache
     from modelprep.examples import minilm
-    from modelprep.prep import prep
+    from modelprep.prep import prep, variant_artifacts
     from modelprep.request import prep_request
-    from modelprep.transformers.prep import variant_artifacts
 
     folder = WORK / "minilm"
     minilm.main(str(folder))
@@ -72,7 +71,7 @@ def text_model(data: bytes, folder: Path, name: str, threads: int = 1) -> Any:
 
 
 def embed(model: Any, texts: list[str]) -> np.ndarray:
-    from modelprep.transformers.prep import run_grouped
+    from modelprep.families.huggingface.session import run_grouped
 
     return run_grouped(texts, model.tokenizer, model.run_padded)
 
@@ -86,7 +85,7 @@ def sentiment(float_model: Any, int8_model: Any) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     from modelprep.examples.minilm import EVALUATION_TEXTS
-    from modelprep.transformers.assets import SENTIMENTS, split, tweets
+    from modelprep.families.huggingface.assets import SENTIMENTS, split, tweets
 
     train, test = split(tweets(), EVALUATION_TEXTS)
     train = train[EVALUATION_TEXTS : EVALUATION_TEXTS + TRAIN_TWEETS]  # not the prep's calibration texts
@@ -105,7 +104,7 @@ def sentiment(float_model: Any, int8_model: Any) -> dict[str, Any]:
 
 def single_sentence(models: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     """p50 over many calls of one ~16-token sentence, 1 thread: session only and with the tokenizer."""
-    from modelprep.transformers.prep import short_text
+    from modelprep.families.huggingface.session import short_text
     from serving.text import pad
 
     any_model = next(iter(models.values()))

@@ -160,7 +160,7 @@ def prepare_models(work: Path) -> dict[str, Any]:
             open(conv + "/conv.tflite", "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         cnn = {str(cnn)!r}
         if not os.path.exists(cnn + "/cnn.tflite"):
-            from modelprep.convert import to_litert
+            from modelprep.families.keras.convert import to_litert
             artifact = to_litert(cnn + "/model/digits_cnn.keras", "none", None)  # float32
             open(cnn + "/cnn.tflite", "wb").write(artifact)
         from serving.runtime import LiteRTModel

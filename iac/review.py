@@ -7,6 +7,7 @@ from typing import Any
 
 from iac.service_client import served_metadata
 from iac.spec.models import ResolvedSpec
+from modelprep.report import TensorSignature, signature_text
 
 
 @dataclass(frozen=True)
@@ -38,35 +39,21 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
     except ValidationError:  # nothing deployed, or a server that does not say
         deployed = None
     edited = cached.report.served()
-    # Sorted by name, as the served signature is read back (TF Serving's inputs are a mapping).
-    edited_signature = ", ".join(
-        f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name)
-    )
     rows: list[tuple[str, Any, Any]] = [
         ("variant", deployed and deployed.variant, edited.variant),
         ("quantization", deployed and deployed.quantization, edited.quantization),
         ("artifact bytes", deployed and deployed.size_bytes, edited.size_bytes),
         ("accuracy", deployed and deployed.accuracy, edited.accuracy),
         ("artifact sha256", deployed and deployed.artifact_sha256[:12], edited.artifact_sha256[:12]),
-        ("input signature", _served_signature(metadata), edited_signature),
+        ("input signature", _signature(deployed.inputs if deployed else None), _signature(edited.inputs)),
+        ("output signature", _signature(deployed.outputs if deployed else None), _signature(edited.outputs)),
     ]
     return [ModelChange(name, _cell(old), _cell(new)) for name, old, new in rows], None
 
 
-def _served_signature(metadata: dict[str, Any]) -> str | None:
-    from serving.v1 import _TF_DTYPES  # the names the server writes; read back the same way
-
-    dtypes = {tf_name: name for name, tf_name in _TF_DTYPES.items()}
-    try:
-        inputs = metadata["signature_def"]["signature_def"]["serving_default"]["inputs"]
-    except (KeyError, TypeError):
-        return None
-    parts = []
-    for name, tensor in sorted(inputs.items()):
-        dims = [int(d["size"]) for d in tensor["tensor_shape"]["dim"]][1:]
-        dtype = dtypes.get(tensor.get("dtype", ""), tensor.get("dtype", "?"))
-        parts.append(f"{name}{dims}:{dtype}")
-    return ", ".join(parts)
+def _signature(tensors: list[TensorSignature] | None) -> str | None:
+    """Both sides as the report writes them (a server built before reports kept it says nothing)."""
+    return None if tensors is None else signature_text(tensors)
 
 
 def _cell(value: Any) -> str:

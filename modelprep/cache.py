@@ -11,6 +11,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+# The layout of an entry, the same for every family. A result (keyed by modelprep.request.prep_key):
+REPORT = "report.json"
+CHART = "report.png"
+OUTPUTS = "outputs.npy"  # the evaluation outputs the chosen (or a candidate) variant gave, float32
+# A measured variant (variant_key) or the baselines (baseline_key):
+CANDIDATE_FILE = "candidate.bin"  # a variant's bytes in its own entry: measured, not (yet) deployable
+MEASURES = "measures.json"  # a list of Measure rows
+
 
 def default_root() -> Path:
     return Path(os.environ.get("MODELSTACK_CACHE") or Path.home() / ".cache" / "modelstack")

@@ -58,11 +58,6 @@ def score(metric: str, outputs: np.ndarray, labels: np.ndarray, top_k: int = 5) 
     raise ValueError(metric)
 
 
-def loss_of(metric: str, baseline: float, value: float) -> float:
-    """How much worse `value` is than `baseline` (positive = worse), in the metric's units."""
-    return value - baseline if metric == "mae" else baseline - value
-
-
 # ---------------------------------------------------------------------------------- latency
 @dataclass(frozen=True)
 class Latency:

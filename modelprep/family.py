@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from iac.spec.models import ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.report import Measure
-    from modelprep.request import PrepRequest
+    from modelprep.request_model import PrepRequest
 
 Progress = Callable[[str], None]
 Step = Callable[[str, int, int], None]  # (task, done, total): drives progress bars
@@ -149,6 +149,12 @@ class Family(Protocol):
 
     def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
         """What makes `variant` beyond the model's bytes (JSON): part of its content key."""
+        ...
+
+    def judge(self, req: PrepRequest, measure: Measure) -> str | None:
+        """Why a measured variant may not be chosen beyond the gate (e.g. a text model's lowest
+        cosine under optimize.min_cosine), or None. Read after the cache, so changing such a
+        setting re-measures nothing."""
         ...
 
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> Session:

@@ -1,13 +1,17 @@
-"""The prep stage end to end: build, measure and gate every candidate, choose one, cache the result.
+"""The prep stage end to end, for every model family: build, measure and gate every candidate,
+choose one, cache the result.
 
-From the model, the data and the optimize settings, every candidate is built, measured with the
-runtime that serves it, gated, one chosen by the objective, and the result stored by content.
+From the model, the data and the optimize settings, the family (`modelprep.families`) builds
+every candidate and measures it with the runtime that serves it; this loop gates them, chooses
+one by the objective, and stores the result by content. One key scheme (`modelprep.request`),
+one cache layout, one `measures.json` shape (a list of rows), one report and one chart serve
+every family.
 
-`prep_key` (modelprep.request) is cheap (it hashes bytes, runs no TensorFlow) so `pulumi preview`
-can show what would change; `prep` does the work once per key. Every variant is also cached under
-its own content key (its bytes, its measures, its evaluation outputs), so changing the objective
-or the gate re-measures nothing, and only the result of a passing prep holds a deployable file
-(`model.tflite` / `model.onnx`) with the outputs prep measured for it (`outputs.npy`).
+`prep_key` is cheap (it hashes bytes, runs no TensorFlow) so `pulumi preview` can show what would
+change; `prep` does the work once per key. Every variant is also cached under its own content key
+(its bytes, its measures, its evaluation outputs), so changing the objective or the gate
+re-measures nothing, and only the result of a passing prep holds a deployable file with the
+outputs prep measured for it (`outputs.npy`).
 """
 
 from __future__ import annotations
@@ -15,21 +19,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from iac.spec.errors import UserError
-from modelprep.build import Progress, Step
-from modelprep.cache import Cache
+from modelprep.cache import CANDIDATE_FILE, CHART, MEASURES, OUTPUTS, REPORT, Cache
+from modelprep.families import family as family_named
+from modelprep.family import Baselines, Candidate, Family, Progress, Session, Step, Variant
 from modelprep.hashing import file_sha256
-from modelprep.report import Measure, PrepReport
+from modelprep.report import Measure, PrepReport, TensorSignature
 from modelprep.request import PrepRequest, baseline_key, data_hashes, prep_key, variant_key
-from modelprep.variants import CATALOG, Variant
 
-REPORT = "report.json"
-CHART = "report.png"
-OUTPUTS = "outputs.npy"  # the evaluation outputs the chosen (or a candidate) variant gave, float32
-CANDIDATE_FILE = "candidate.bin"  # a variant's bytes in its own entry: measured, not (yet) deployable
-MEASURES = "measures.json"
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -83,23 +84,22 @@ def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lamb
     from modelprep.select import decide
 
     cache = cache or Cache()
-    if req.text is not None:  # a Hugging Face text model: its own room
-        from modelprep.transformers.prep import prep_text
-
-        return prep_text(req, cache, progress, step or (lambda *_: None))
     hit = cached_result(req, cache)
     if hit is not None:
-        progress(f"cache hit {hit.key[:12]}: no TensorFlow work")
+        progress(f"cache hit {hit.key[:12]}: nothing to build or measure")
         return hit
     key = prep_key(req)
     check_pin(req)
-    work = _Work(req, cache, progress, step or (lambda *_: None))
+    family = family_named(req.family)
+    work = _Work(req, family, cache, progress, step or (lambda *_: None))
     baselines, entries = work.run()
-    report = decide(req, key, work.hashes["model"] or "", work.evaluation_samples(), baselines, entries)
-    chosen = report.chosen
+    outputs = work.output_signature(family.catalogue[entries[0].name])
+    report = decide(req, family, key, work.hashes["model"] or "", work.session.evaluation_samples(), baselines, entries,
+                    outputs)
+    chosen = work.entry(family.catalogue[report.variant])
     files = {
-        report.artifact_file: work.candidate_file(chosen.name, CANDIDATE_FILE),
-        OUTPUTS: work.candidate_file(chosen.name, OUTPUTS),
+        report.artifact_file: (chosen / CANDIDATE_FILE).read_bytes(),
+        OUTPUTS: (chosen / OUTPUTS).read_bytes(),
         REPORT: report_json(report).encode(),
     }
     try:
@@ -114,128 +114,107 @@ def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lamb
 
 
 class _Work:
-    """One prep run: loads the data and the model once (only when something must be made), then
-    makes and measures each variant that is not cached yet."""
+    """One prep run: the baselines and every variant not cached yet, made and measured by the family."""
 
-    def __init__(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> None:
-        self.req, self.cache, self.progress, self.step = req, cache, progress, step
+    def __init__(self, req: PrepRequest, family: Family, cache: Cache, progress: Progress, step: Step) -> None:
+        self.req, self.family, self.cache, self.progress, self.step = req, family, cache, progress, step
         self.hashes = data_hashes(req)
-        self._onnx_float: dict[str, bytes] = {}
-        self._loaded = False
+        self.session: Session = family.session(req, cache, progress, self.step)
 
-    def load(self) -> None:
-        if self._loaded:
-            return
-        from modelprep import convert
-        from modelprep.data import load_npz
+    def key(self, variant: Variant) -> str:
+        return variant_key(self.req, variant, self.hashes, self.family.variant_settings(self.req, variant))
 
-        r = self.req
-        labels = "value" if r.optimize.metric.value == "mae" else "class"
-        self.progress("loading data")
-        if r.inputs is not None:  # several named inputs: one array per input name
-            from modelprep.data import load_npz_inputs
+    def entry(self, variant: Variant) -> Path:
+        entry = self.cache.get(self.key(variant))
+        assert entry is not None, variant.name  # measured (and so stored) by run()
+        return entry
 
-            self.calibration = load_npz_inputs(r.calibration_path, "data.calibration", r.inputs, need_labels=False, labels=labels)
-            self.evaluation = load_npz_inputs(r.evaluation_path, "data.evaluation", r.inputs, need_labels=True, labels=labels)
-        else:
-            self.calibration = load_npz(r.calibration_path, "data.calibration", r.sample_shape, need_labels=False, labels=labels)
-            self.evaluation = load_npz(r.evaluation_path, "data.evaluation", r.sample_shape, need_labels=True, labels=labels)
-        if r.fine_tuning_path and r.inputs is None:  # (fine-tuning variants are refused for several inputs)
-            load_npz(r.fine_tuning_path, "optimize.fine_tuning_data", r.sample_shape, need_labels=False, labels=labels)
-        self.progress("loading model")
-        _pin_tf_threads(r.threads)
-        self.model = convert.load_model(r.model_path)
-        self._loaded = True
-
-    def evaluation_samples(self) -> int:
+    def output_signature(self, variant: Variant) -> list[TensorSignature]:
+        """The served output, read from what a measured variant gave (every variant gives the same shape)."""
         import numpy as np
 
-        with np.load(self.req.evaluation_path, allow_pickle=False) as data:
-            return int(len(data["x" if self.req.inputs is None else self.req.inputs[0][0]]))
+        from serving.v2 import OUTPUT_NAME
+
+        shape = np.load(self.entry(variant) / OUTPUTS, mmap_mode="r").shape[1:]
+        return [TensorSignature(name=OUTPUT_NAME, shape=[int(d) for d in shape], dtype="float32")]
+
+    def baselines(self) -> Baselines:
+        """The float model's rows (and its outputs when the family keeps them), cached by content."""
+        import numpy as np
+
+        from modelprep.measure import npy_bytes
+
+        key = baseline_key(self.req, self.hashes, self.family.baseline)
+        entry = self.cache.get(key)
+        if entry is not None:
+            outputs = np.load(entry / OUTPUTS) if (entry / OUTPUTS).is_file() else None
+            return Baselines(_read_measures(entry), outputs)
+        made = self.session.baselines()
+        files = {MEASURES: _measures_json(made.measures).encode()}
+        if made.outputs is not None:
+            files[OUTPUTS] = npy_bytes(made.outputs)
+        self.cache.put(key, files)
+        return made
 
     def run(self) -> tuple[list[Measure], list[Measure]]:
-        """(baselines: Keras and the float32 LiteRT reference, candidates in catalog order)."""
-        from modelprep.build import converted, fine_tuned
-        from modelprep.measure import keras_baselines
+        """(baselines: the float model and the family's reference variant, candidates in catalogue order)."""
+        from modelprep.measure import npy_bytes
 
-        r = self.req
-        cands = r.candidates()
-        keras_key = baseline_key(r, self.hashes)
-        keras = self._cached_measures(keras_key)
-        if keras is None:
-            self.load()
-            assert self.evaluation.y is not None
-            keras = keras_baselines(r, self.model, self.evaluation.x, self.evaluation.y, self.progress)
-            self.cache.put(keras_key, {MEASURES: _measures_json(keras).encode()})
-        todo: list[Variant] = [c.variant for c in cands]
-        if "litert-float32" not in {v.name for v in todo}:
-            todo.insert(0, CATALOG["litert-float32"])  # the reference is always measured
+        cands = self.family.candidates(self.req)
+        base = self.baselines()
+        todo = [c.variant for c in cands]
+        ref = self.family.reference
+        if ref is not None and ref not in {v.name for v in todo}:
+            todo.insert(0, self.family.catalogue[ref])  # the size and speed reference is always measured
         measured: dict[str, Measure] = {}
-        missing: list[Variant] = []
         for variant in todo:
-            hit = self._cached_measures(variant_key(r, variant, self.hashes))
-            if hit is not None:
-                measured[variant.name] = hit[0]
-            else:
-                missing.append(variant)
-        total, done = len(missing), 0
-        if total:
-            self.step("convert and evaluate", 0, total)
-        for variant in [v for v in missing if not v.needs_fine_tuning]:
-            self.load()
-            artifact, notes = converted(r, self.model, self.calibration.x, variant, self._onnx_float, self.progress)
-            measured[variant.name] = self._store(variant, artifact, notes)
-            done += 1
-            self.step("convert and evaluate", done, total)
-        tuned = [v for v in missing if v.needs_fine_tuning]
-        if tuned:
-            self.load()
-            made = fine_tuned(r, self.model, tuned, self.progress, self.step)
-            for variant in tuned:
-                measured[variant.name] = self._store(variant, *made[variant.name])
-                done += 1
-                self.step("convert and evaluate", done, total)
+            entry = self.cache.get(self.key(variant))
+            if entry is not None:
+                measured[variant.name] = _read_measures(entry)[0]
+        missing = [v for v in todo if v.name not in measured]
+        if missing:
+            self.step("convert and evaluate", 0, len(missing))
+        for done, (variant, artifact, notes) in enumerate(self.session.build(missing), 1):
+            self.progress(f"evaluating {variant.name} ({variant.runtime})")
+            made = self.session.measure(variant, artifact, notes, base.outputs)
+            self.cache.put(self.key(variant), {
+                CANDIDATE_FILE: artifact, OUTPUTS: npy_bytes(made.outputs), MEASURES: _measures_json([made.measure]).encode(),
+            })
+            measured[variant.name] = made.measure
+            self.step("convert and evaluate", done, len(missing))
+        entries = [self._judged(measured[c.variant.name], c) for c in cands]
+        refs = [measured[ref].model_copy(update={"baseline": True})] if ref is not None else []
+        return [*base.measures, *refs], entries
 
-        reference = measured["litert-float32"].model_copy(update={"baseline": True})
-        entries = [
-            measured[c.variant.name].model_copy(update={"eligible": c.eligible, "not_eligible_because": c.reason or None})
-            for c in cands
-        ]
-        return [*keras, reference], entries
+    def _judged(self, measure: Measure, candidate: Candidate) -> Measure:
+        """The row with the candidate's eligibility, and the family's judgement of what it measured."""
+        why = self.family.judge(self.req, measure) if candidate.eligible else candidate.reason
+        return measure.model_copy(update={"eligible": candidate.eligible and why is None, "not_eligible_because": why or None})
 
-    def _store(self, variant: Variant, artifact: bytes, notes: dict[str, Any]) -> Measure:
-        from modelprep.measure import measure_variant, npy_bytes
 
-        self.progress(f"evaluating {variant.name} ({variant.runtime})")
-        assert self.evaluation.y is not None
-        made = measure_variant(self.req, variant, artifact, notes, self.evaluation.x, self.evaluation.y)
-        self.cache.put(variant_key(self.req, variant, self.hashes), {
-            CANDIDATE_FILE: artifact, OUTPUTS: npy_bytes(made.outputs), MEASURES: _measures_json([made.measure]).encode(),
-        })
-        return made.measure
+def variant_artifacts(req: PrepRequest, cache: Cache | None = None) -> dict[str, bytes]:
+    """The bytes of every variant of the family that a prep of `req` measured (for benchmarks and comparisons)."""
+    cache, family, hashes = cache or Cache(), family_named(req.family), data_hashes(req)
+    out = {}
+    for name, variant in family.catalogue.items():
+        entry = cache.get(variant_key(req, variant, hashes, family.variant_settings(req, variant)))
+        if entry is not None:
+            out[name] = (entry / CANDIDATE_FILE).read_bytes()
+    return out
 
-    def _cached_measures(self, key: str) -> list[Measure] | None:
-        entry = self.cache.get(key)
-        if entry is None:
-            return None
-        return [Measure.model_validate(m) for m in json.loads((entry / MEASURES).read_text())]
 
-    def candidate_file(self, name: str, file: str) -> bytes:
-        entry = self.cache.get(variant_key(self.req, CATALOG[name], self.hashes))
-        assert entry is not None, name
-        return (entry / file).read_bytes()
+def baseline_outputs(req: PrepRequest, cache: Cache | None = None) -> np.ndarray | None:
+    """The float model's outputs on the evaluation data, when its family keeps them (a prep of `req` stored them)."""
+    import numpy as np
+
+    cache = cache or Cache()
+    entry = cache.get(baseline_key(req, data_hashes(req), family_named(req.family).baseline))
+    return None if entry is None or not (entry / OUTPUTS).is_file() else np.load(entry / OUTPUTS)
+
+
+def _read_measures(entry: Path) -> list[Measure]:
+    return [Measure.model_validate(m) for m in json.loads((entry / MEASURES).read_text())]
 
 
 def _measures_json(measures: list[Measure]) -> str:
     return json.dumps([m.model_dump(mode="json", exclude_none=True) for m in measures])
-
-
-def _pin_tf_threads(threads: int) -> None:
-    from modelprep.tf_env import tensorflow
-
-    tf = tensorflow()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already started (an earlier prep in this process)
-        pass

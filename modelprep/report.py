@@ -72,10 +72,21 @@ class Measure(_Data):
     chosen: bool = False
 
 
-class InputSignature(_Data):
+class TensorSignature(_Data):
+    """One tensor of the served signature: its name, the shape of one sample (no batch dimension;
+    [] for a text, one string per sample) and its dtype."""
+
     name: str
     shape: list[int]
     dtype: str = "float32"
+
+    def text(self) -> str:
+        return f"{self.name}{self.shape}:{self.dtype}"
+
+
+def signature_text(tensors: list[TensorSignature]) -> str:
+    """"a[1]:int64, b[1]:int64", sorted by name (as TF Serving's signature maps are)."""
+    return ", ".join(t.text() for t in sorted(tensors, key=lambda t: t.name))
 
 
 class ServedModel(_Data):
@@ -87,6 +98,9 @@ class ServedModel(_Data):
     model_sha256: str
     size_bytes: int
     accuracy: float
+    # The served signature (None from a server built before it was kept here).
+    inputs: list[TensorSignature] | None = None
+    outputs: list[TensorSignature] | None = None
 
 
 class PrepReport(_Data):
@@ -100,7 +114,9 @@ class PrepReport(_Data):
     baseline_accuracy: float
     model_sha256: str
     threads: int
-    input: InputSignature
+    inputs: list[TensorSignature]  # every input of the served signature, in the model's order
+    outputs: list[TensorSignature]  # every output, as the server names them
+    lower_is_better: bool = False  # the metric's direction (mae, KL divergence, word error rate: lower)
     evaluation_samples: int
     baselines: list[Measure]
     variants: list[Measure]
@@ -126,6 +142,11 @@ class PrepReport(_Data):
         return self
 
     @property
+    def input(self) -> TensorSignature:
+        """The first input (the only one of most models)."""
+        return self.inputs[0]
+
+    @property
     def chosen(self) -> Measure:
         return next(v for v in self.variants if v.chosen)
 
@@ -138,19 +159,22 @@ class PrepReport(_Data):
         return ServedModel(
             variant=self.variant, quantization=self.quantization, artifact_sha256=self.artifact_sha256,
             model_sha256=self.model_sha256, size_bytes=self.size_bytes, accuracy=self.accuracy,
+            inputs=self.inputs, outputs=self.outputs,
         )
 
     @classmethod
     def of(cls, *, key: str, metric: Metric, top_k: int, objective: Objective, max_accuracy_drop: float,
-           baseline_accuracy: float, model_sha256: str, threads: int, input: InputSignature, evaluation_samples: int,
-           baselines: list[Measure], variants: list[Measure], choice: str) -> PrepReport:
+           baseline_accuracy: float, model_sha256: str, threads: int, inputs: list[TensorSignature],
+           outputs: list[TensorSignature], evaluation_samples: int, baselines: list[Measure], variants: list[Measure],
+           choice: str, lower_is_better: bool = False) -> PrepReport:
         """The report with its top-level fields taken from the one variant marked chosen."""
         c = next(v for v in variants if v.chosen)
         assert c.artifact_file is not None and c.sha256 is not None and c.accuracy_drop is not None
         return cls(
             key=key, metric=metric, top_k=top_k if metric == Metric.top_k else None, objective=objective,
             max_accuracy_drop=max_accuracy_drop, baseline_accuracy=baseline_accuracy, model_sha256=model_sha256,
-            threads=threads, input=input, evaluation_samples=evaluation_samples, baselines=baselines,
+            threads=threads, inputs=inputs, outputs=outputs, lower_is_better=lower_is_better,
+            evaluation_samples=evaluation_samples, baselines=baselines,
             variants=variants, choice=choice, variant=c.name, runtime=c.runtime, quantization=c.quantization,
             artifact_file=c.artifact_file, artifact_sha256=c.sha256, size_bytes=c.size_bytes, gzip_bytes=c.gzip_bytes,
             accuracy=c.accuracy, accuracy_drop=c.accuracy_drop, latency_p50_us=c.latency_p50_us,

@@ -5,7 +5,9 @@
 - balanced: lowest log2(bytes / fewest bytes) + log2(p50 / lowest p50) + loss / allowed loss,
   i.e. each halving of size or latency is worth as much as a whole allowed accuracy loss.
 
-Only variants that pass the gate and are eligible (their runtime may be served) compete.
+Only variants that pass the gate and are eligible (their runtime may be served) compete. The gate
+reads the metric's direction from the family (`modelprep.family.Quality`): a loss of accuracy, or
+a rise of mae, KL divergence or word error rate.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from __future__ import annotations
 import math
 
 from iac.spec.errors import Problem, UserError
-from modelprep.evaluate import loss_of
-from modelprep.report import InputSignature, Measure, PrepReport
+from modelprep.family import Family, Quality
+from modelprep.report import Measure, PrepReport, TensorSignature
 from modelprep.request import PrepRequest
 
 
-def gated(entries: list[Measure], baseline: float, metric: str, allowed: float) -> list[Measure]:
+def gated(entries: list[Measure], baseline: float, quality: Quality, allowed: float) -> list[Measure]:
     """Each entry with its loss against the baseline and whether that loss is allowed."""
     out = []
     for entry in entries:
-        loss = loss_of(metric, baseline, entry.accuracy)
+        loss = quality.loss(baseline, entry.accuracy)
         out.append(entry.model_copy(update={"accuracy_drop": round(loss, 6), "passed_gate": loss <= allowed + 1e-9}))
     return out
 
@@ -55,51 +57,48 @@ def choose(entries: list[Measure], objective: str, allowed: float = 0.0) -> tupl
     return [e.model_copy(update={"chosen": e.name == best.name}) for e in entries], best.name, why
 
 
-def miss_problems(entries: list[Measure], metric: str, allowed: float, baseline: float, top_k: int,
-                  where: str) -> list[Problem]:
+def miss_problems(entries: list[Measure], quality: Quality, allowed: float, baseline: float, label: str | None,
+                  where: str, gentle: tuple[str, ...], field: str = "optimize.max_accuracy_drop") -> list[Problem]:
     """One problem per candidate, located at the gate's field: how far it missed the gate (or why
     it could not be chosen)."""
     problems = []
     for e in entries:
         drop = e.accuracy_drop or 0.0
+        loss = quality.loss_text(drop, baseline, e.accuracy, label)
         if e.passed_gate:
-            problem = (f"{e.name} passes the gate ({_loss_text(metric, e, baseline, top_k)}) but may not be chosen: "
-                       f"{e.not_eligible_because or 'not eligible'}")
+            problem = f"{e.name} passes the gate ({loss}) but may not be chosen: {e.not_eligible_because or 'not eligible'}"
             fix = "name it in optimize.variants to allow it"
         else:
-            problem = (f"{e.name} {_loss_text(metric, e, baseline, top_k)}, "
-                       f"{_amount(metric, drop - allowed)} more than the allowed {_amount(metric, allowed)}")
-            fix = "allow a larger drop, or try gentler variants (litert-float16, litert-dynamic, litert-float32)"
-        problems.append(Problem(where, "optimize.max_accuracy_drop", problem, fix))
+            problem = f"{e.name} {loss}, {quality.amount(drop - allowed)} more than the allowed {quality.amount(allowed)}"
+            fix = f"allow a larger drop, or try gentler variants ({', '.join(gentle)})"
+        problems.append(Problem(where, field, problem, fix))
     return problems
 
 
-def _loss_text(metric: str, e: Measure, base: float, top_k: int) -> str:
-    drop = e.accuracy_drop or 0.0
-    if metric == "mae":
-        return f"raises mae by {drop:.4f} ({base:.4f} → {e.accuracy:.4f})"
-    what = "accuracy" if metric == "accuracy" else f"top-{top_k} accuracy"
-    return f"loses {drop * 100:.2f} points of {what} ({base:.4f} → {e.accuracy:.4f})"
-
-
-def _amount(metric: str, value: float) -> str:
-    return f"{value:.4f}" if metric == "mae" else f"{value * 100:.2f} points"
-
-
-def decide(req: PrepRequest, key: str, model_sha256: str, evaluation_samples: int, baselines: list[Measure],
-           entries: list[Measure]) -> PrepReport:
-    """Gate every entry against the Keras baseline, choose one by the objective, and report; a
-    UserError at the gate's line when nothing may be chosen."""
+def decide(req: PrepRequest, family: Family, key: str, model_sha256: str, evaluation_samples: int,
+           baselines: list[Measure], entries: list[Measure], outputs: list[TensorSignature]) -> PrepReport:
+    """Gate every entry against the float model (the first baseline), choose one by the objective,
+    and report; a UserError at the gate's line when nothing may be chosen."""
     o = req.optimize
-    metric, allowed = o.metric.value, o.max_accuracy_drop
+    quality = family.metrics[o.metric.value]
+    allowed = o.max_accuracy_drop
     reference = baselines[0].accuracy
-    entries, chosen, why = choose(gated(entries, reference, metric, allowed), o.objective.value, allowed)
+    entries, chosen, why = choose(gated(entries, reference, quality, allowed), o.objective.value, allowed)
     if chosen is None:
-        raise UserError(miss_problems(entries, metric, allowed, reference, o.top_k, req.where("optimize.max_accuracy_drop")))
+        label = f"top-{o.top_k} accuracy" if o.metric.value == "top_k" else None
+        # A family whose spec names the allowance otherwise (the llm family: optimize.max_kl) says so.
+        field = getattr(family, "gate_field", "optimize.max_accuracy_drop")
+        raise UserError(miss_problems(entries, quality, allowed, reference, label, req.where(field), family.gentle, field))
     return PrepReport.of(
         key=key, metric=o.metric, top_k=o.top_k, objective=o.objective, max_accuracy_drop=allowed,
-        baseline_accuracy=reference, model_sha256=model_sha256, threads=req.threads,
-        input=InputSignature(name=req.input_name, shape=list(req.sample_shape),
-                             **({} if req.inputs is None else {"dtype": req.inputs[0][2]})), evaluation_samples=evaluation_samples,
-        baselines=gated(baselines, reference, metric, allowed), variants=entries, choice=why,
+        baseline_accuracy=reference, model_sha256=model_sha256, threads=req.threads, inputs=signature(req),
+        outputs=outputs, lower_is_better=quality.lower_is_better, evaluation_samples=evaluation_samples,
+        baselines=gated(baselines, reference, quality, allowed), variants=entries, choice=why,
     )
+
+
+def signature(req: PrepRequest) -> list[TensorSignature]:
+    """The served inputs: each named input, or the one of a single-input model (a text has shape [])."""
+    if req.inputs is not None:
+        return [TensorSignature(name=n, shape=list(shape), dtype=dtype) for n, shape, dtype in req.inputs]
+    return [TensorSignature(name=req.input_name, shape=list(req.sample_shape), dtype=req.input_dtype)]

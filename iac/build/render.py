@@ -29,24 +29,12 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
     """What the server reads at start-up (serving/config.py); its `metadata` is what /metadata shows."""
     s = spec.spec
     return {
+        **s.serving.model_dump(mode="json"),  # every setting, validated by the spec against the server's own bounds
         "model_name": s.name,
         "artifact": f"/app/model/{artifact_name(report)}",
         "runtime": report.runtime,
         "task": s.model.resolved_task(spec.model_format).value,
         "host": "0.0.0.0",
-        "port": s.serving.port,
-        "grpc_port": s.serving.grpc_port,
-        "threads": s.serving.threads,
-        "max_batch_size": s.serving.max_batch_size,
-        "max_latency_ms": s.serving.max_latency_ms,
-        "max_body_bytes": s.serving.max_body_bytes,
-        "api_key_env": s.serving.api_key_env,
-        "max_connections": s.serving.max_connections,
-        "max_buffered_bytes": s.serving.max_buffered_bytes,
-        "max_header_bytes": s.serving.max_header_bytes,
-        "max_headers": s.serving.max_headers,
-        "request_timeout_s": s.serving.request_timeout_s,
-        "idle_timeout_s": s.serving.idle_timeout_s,
         "inputs": [{"name": t.name, "shape": list(t.shape or []), "dtype": t.dtype.value} for t in spec.inputs],
         "metadata": report.served().model_dump(mode="json"),
     }

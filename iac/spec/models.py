@@ -10,9 +10,19 @@ import re
 from enum import StrEnum
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+import serving.config as sc
+from serving.config import Setting as ServerSetting
 
 NAME_RE = r"^[a-z][a-z0-9-]{0,39}$"
 MEMORY_RE = re.compile(r"^([1-9][0-9]*)(Ki|Mi|Gi)$")
@@ -233,8 +243,8 @@ class DataFiles(_Strict):
 
 
 # --- Text generation (model.format gguf, task text-generation): the llm family's own fields. ---
-# Mixed into Optimize and Serving so they sit beside the fields every family shares; the llm
-# family honours them and the others refuse them when set (modelprep.family `honours`).
+# Mixed into Optimize so they sit beside the fields every family shares; the llm family honours
+# them and the others refuse them when set (modelprep.family `honours`).
 
 class GenerationGate(BaseModel):
     """The gate on a re-quantized language model: how far its next-token distributions may move
@@ -258,18 +268,10 @@ class GenerationGate(BaseModel):
     )] = None
 
 
-class GenerationServing(BaseModel):
-    context_length: Annotated[int | None, Field(
-        ge=64, le=1_048_576,
-        description="Text generation: tokens one sequence may hold (prompt and answer), which sizes the KV "
-                    "cache; default: the model's own context length (GGUF metadata), at most 4096",
-    )] = None
-
-
 # Unset fields stay None, so the other families' prep keys do not change; these are the defaults.
+# (The context length, serving.context_length, is a server setting: serving/config.py.)
 DEFAULT_MAX_KL = 0.1
 DEFAULT_EVALUATION_TOKENS = 20_000
-DEFAULT_CONTEXT_CAP = 4096  # the default context_length: a model's own, capped here (KV-cache memory)
 
 
 class Objective(StrEnum):
@@ -391,56 +393,42 @@ class Optimize(GenerationGate, _Strict):
         return self
 
 
-class Serving(GenerationServing, _Strict):
-    port: Annotated[int, Field(ge=1024, le=65535, description="Port the server listens on inside the container")] = 8501
-    grpc_port: Annotated[int | None, Field(
-        ge=1024, le=65535,
-        description="Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) "
-                    "inside the container, beside the HTTP port; null turns it off",
-    )] = 8001
-    threads: Annotated[int, Field(ge=1, le=64, description="Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)")] = 1
-    max_batch_size: Annotated[int, Field(
-        ge=0, le=1024,
-        description="Dynamic batching: most samples run in one inference; 0 or 1 turns batching off",
-    )] = 1
-    max_latency_ms: Annotated[float, Field(
-        ge=0.0, le=1000.0,
-        description="Dynamic batching: longest a request waits for others to join its batch; "
-                    "0 = no waiting, a batch holds what queued during the previous one",
-    )] = 0.0
-    max_body_bytes: Annotated[int, Field(
-        ge=1024, le=256 * 1024**2, description="Largest request body accepted; bigger ones get 413",
-    )] = 4 * 1024**2
-    api_key_env: Annotated[str | None, Field(
-        description="Require an API key (Authorization: Bearer or X-API-Key) on every route but the "
-                    "health checks; the key is read from this environment variable when the "
-                    "container starts, never stored in the image (e.g. MODELSTACK_API_KEY)",
-    )] = None
-    max_connections: Annotated[int, Field(
-        ge=1, le=1_000_000,
-        description="Connections open at once; a connection over this gets 503 with Retry-After",
-    )] = 1024
-    max_buffered_bytes: Annotated[int, Field(
-        ge=1024, le=2**40,
-        description="Request bytes held across all connections (heads, bodies, announced "
-                    "Content-Lengths); a request over this gets 503 with Retry-After. At least "
-                    "max_body_bytes",
-    )] = 64 * 1024**2
-    max_header_bytes: Annotated[int, Field(
-        ge=1024, le=16 * 1024**2,
-        description="Request line and header fields of one request; longer heads get 431",
-    )] = 64 * 1024
-    max_headers: Annotated[int, Field(
-        ge=4, le=10_000, description="Header fields of one request; more get 431",
-    )] = 100
-    request_timeout_s: Annotated[float, Field(
-        ge=0.1, le=3600.0,
-        description="Seconds a request may take to arrive, from its first byte; slower ones get 408",
-    )] = 30.0
-    idle_timeout_s: Annotated[float, Field(
-        ge=0.1, le=86400.0,
-        description="Seconds an idle keep-alive connection (or one whose client stopped reading) stays open",
-    )] = 75.0
+def _number(value: Any) -> Any:
+    """A serving setting is a number as YAML or JSON writes one: not a boolean or a string (the server
+    takes neither). Integral floats pass: Pulumi state hands every number back as one."""
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"{value!r} is not a number; write the number without quotes")
+    return value
+
+
+Number = BeforeValidator(_number)
+
+
+def _bounds(setting: ServerSetting[Any]) -> dict[str, Any]:
+    """The pydantic Field of one of the server's settings: its bounds and its description."""
+    if setting.pattern is not None:  # checked by the field's validator, which says how to write it
+        return {"description": setting.description}
+    return {"ge": setting.low, "le": setting.high, "description": setting.description}
+
+
+class Serving(_Strict):
+    """The server's settings. Defaults, bounds and descriptions are the server's own
+    (serving/config.py: SETTINGS), so the two cannot disagree."""
+
+    port: Annotated[int, Field(**_bounds(sc.PORT)), Number] = sc.PORT.default
+    grpc_port: Annotated[Annotated[int, Field(ge=sc.GRPC_PORT.low, le=sc.GRPC_PORT.high), Number] | None,
+                         Field(description=sc.GRPC_PORT.description)] = sc.GRPC_PORT.default
+    threads: Annotated[int, Field(**_bounds(sc.THREADS)), Number] = sc.THREADS.default
+    max_batch_size: Annotated[int, Field(**_bounds(sc.MAX_BATCH_SIZE_SETTING)), Number] = sc.MAX_BATCH_SIZE_SETTING.default
+    max_latency_ms: Annotated[float, Field(**_bounds(sc.MAX_LATENCY_MS)), Number] = sc.MAX_LATENCY_MS.default
+    max_body_bytes: Annotated[int, Field(**_bounds(sc.MAX_BODY_BYTES)), Number] = sc.MAX_BODY_BYTES.default
+    api_key_env: Annotated[str | None, Field(**_bounds(sc.API_KEY_ENV))] = sc.API_KEY_ENV.default
+    max_connections: Annotated[int, Field(**_bounds(sc.MAX_CONNECTIONS)), Number] = sc.MAX_CONNECTIONS.default
+    max_buffered_bytes: Annotated[int, Field(**_bounds(sc.MAX_BUFFERED_BYTES)), Number] = sc.MAX_BUFFERED_BYTES.default
+    max_header_bytes: Annotated[int, Field(**_bounds(sc.MAX_HEADER_BYTES)), Number] = sc.MAX_HEADER_BYTES.default
+    max_headers: Annotated[int, Field(**_bounds(sc.MAX_HEADERS)), Number] = sc.MAX_HEADERS.default
+    request_timeout_s: Annotated[float, Field(**_bounds(sc.REQUEST_TIMEOUT_S)), Number] = sc.REQUEST_TIMEOUT_S.default
+    idle_timeout_s: Annotated[float, Field(**_bounds(sc.IDLE_TIMEOUT_S)), Number] = sc.IDLE_TIMEOUT_S.default
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:
@@ -461,7 +449,7 @@ class Serving(GenerationServing, _Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", value):
+        if value is not None and not re.fullmatch(sc.API_KEY_ENV_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not an environment variable name; use upper-case letters, digits "
                 "and '_', e.g. MODELSTACK_API_KEY"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from modelprep.transformers.assets import minilm_dir, split, tweets
+from modelprep.families.huggingface.assets import minilm_dir, split, tweets
 
 EVALUATION_TEXTS = 1000
 CALIBRATION_TEXTS = 200

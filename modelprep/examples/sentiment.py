@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelprep.transformers.assets import SENTIMENTS, minilm_dir, split, tweets
+from modelprep.families.huggingface.assets import SENTIMENTS, minilm_dir, split, tweets
 
 EVALUATION_TEXTS = 1000
 TRAIN_TEXTS = 3000
@@ -24,14 +24,15 @@ TRAIN_TEXTS = 3000
 
 def embeddings(texts: list[str]) -> np.ndarray:
     """Float embeddings from the TensorFlow model prep exports (mean pooling, L2 norm)."""
-    from modelprep.transformers import export
-    from modelprep.transformers.folder import open_folder
-    from modelprep.transformers.prep import _Lazy, run_grouped
+    from modelprep.families.huggingface import export
+    from modelprep.families.huggingface.folder import open_folder
+    from modelprep.families.huggingface.session import run_grouped
+    from serving.text import TextTokenizer
 
     folder = open_folder(minilm_dir())
     model, head = export.load_tf_bert(folder)
     function = export.text_function(model, head, "mean", True, False)
-    tokenizer = _Lazy(folder, False).tokenizer(256)
+    tokenizer = TextTokenizer((folder.path / "tokenizer.json").read_text(), 256, "truncate")
     return run_grouped(texts, tokenizer, lambda ids, mask: function(ids, mask).numpy())
 
 

@@ -1,6 +1,7 @@
 """The model families prep knows: one package per family, imported only when a spec names it.
 
-`FAMILIES` maps a family's name to the module that exposes its `FAMILY` (see `modelprep.family`);
+`FAMILIES` maps a family's name to the module that exposes its `FAMILY` (see `modelprep.family`),
+imported by `family(name)` only when a spec names it;
 `FORMATS` maps the spec's `model.format` (as written, or inferred from the model's files) to the
 family that loads it. A new family adds one line to each and nothing anywhere else.
 """
@@ -14,9 +15,9 @@ if TYPE_CHECKING:
     from modelprep.family import Family
 
 FAMILIES: dict[str, str] = {
-    "keras": "modelprep.families.keras",
-    "huggingface": "modelprep.families.huggingface",
-    "llm": "modelprep.families.llm",
+    "keras": "modelprep.families.keras.family",
+    "huggingface": "modelprep.families.huggingface.family",
+    "llm": "modelprep.families.llm.family",
 }
 FORMATS: dict[str, str] = {
     "keras": "keras",

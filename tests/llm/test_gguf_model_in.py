@@ -13,6 +13,7 @@ from iac.spec.load import load_resolved
 from iac.spec.models import Metric, ModelFormat
 from modelprep.families import family_of_format
 from modelprep.families.llm import metadata, tiny
+from modelprep.families.llm.family import resolve_context
 
 
 def test_tiny_gguf_carries_what_a_chat_model_needs(tiny_gguf: Path) -> None:
@@ -43,24 +44,30 @@ def test_request_reads_the_context_from_the_file(chat_folder: Path) -> None:
     spec = load_resolved(write_spec(chat_folder))
     assert spec.model_format == ModelFormat.gguf
     req = family_of_format("gguf").request(spec)
-    assert req.context_length == 512  # the model's own (under the 4096 cap)
+    assert req.family_settings == {"context_length": 512}  # serving.context_length unset: the model's own
     assert req.optimize.metric == Metric.kl
     assert req.optimize.max_accuracy_drop == 0.1  # the shared gate's allowance: max_kl's default
     names = [c.variant.name for c in family_of_format("gguf").candidates(req)]
     assert names == ["gguf-source", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0"]
 
 
-@pytest.mark.parametrize(("extra", "line", "field", "words"), [
-    ("serving:\n  context_length: 1024\n", 8, "serving.context_length", "more than"),
-    ("optimize:\n  metric: cosine\n", 8, "optimize.metric", "does not score a text-generation model"),
-])
-def test_request_errors_are_located(chat_folder: Path, extra: str, line: int, field: str, words: str) -> None:
-    spec = load_resolved(write_spec(chat_folder, extra))
+def test_another_metric_is_refused_at_its_line(chat_folder: Path) -> None:
+    spec = load_resolved(write_spec(chat_folder, "optimize:\n  metric: cosine\n"))
     with pytest.raises(UserError) as info:
         family_of_format("gguf").request(spec)
     [problem] = info.value.problems
-    assert (problem.where, problem.path) == (f"model.yaml:{line}", field)
-    assert words in problem.problem and problem.fix
+    assert (problem.where, problem.path) == ("model.yaml:8", "optimize.metric")
+    assert "does not score a text-generation model" in problem.problem and "max_kl" in problem.fix
+
+
+def test_a_context_longer_than_the_model_was_trained_for_is_refused(tiny_gguf: Path) -> None:
+    info = metadata.read(tiny_gguf)
+    assert resolve_context(0, info, "model.yaml:9") == 512 and resolve_context(128, info, "model.yaml:9") == 128
+    with pytest.raises(UserError) as raised:
+        resolve_context(1024, info, "model.yaml:9")
+    [problem] = raised.value.problems
+    assert (problem.where, problem.path) == ("model.yaml:9", "serving.context_length")
+    assert "1024 tokens is more than" in problem.problem and "(512)" in problem.problem
 
 
 def test_variants_of_another_family_are_refused_at_their_line(chat_folder: Path) -> None:

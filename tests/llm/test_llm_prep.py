@@ -12,9 +12,11 @@ from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from modelprep.families import family_of_format
 from modelprep.families.llm import tiny
-from modelprep.families.llm.run import gate, measure_and_choose
+from modelprep.families.llm.family import FAMILY, KL
+from modelprep.families.llm.run import measure_and_choose
 from modelprep.report import PrepReport
 from modelprep.request import PrepRequest
+from modelprep.select import gated
 
 pytestmark = pytest.mark.llama
 
@@ -23,8 +25,6 @@ optimize:
   variants: [gguf-source, gguf-q8_0, gguf-q4_k_m, gguf-q4_0]
   max_kl: 0.05
   evaluation_tokens: 2000
-serving:
-  context_length: 256
 """
 
 
@@ -72,36 +72,35 @@ def test_every_variant_is_measured_against_the_source(measured: tuple[PrepReques
         assert row.notes.scored_tokens == report.evaluation_samples
         assert row.notes.perplexity and row.notes.perplexity > 1
         assert row.notes.generation_tokens_per_s and row.notes.generation_tokens_per_s > 0
-        assert row.notes.prompt_tokens_per_s and row.notes.peak_rss_bytes and row.notes.context_length == 256
+        assert row.notes.prompt_tokens_per_s and row.notes.peak_rss_bytes and row.notes.context_length == 512
     assert report.baselines[0].baseline and report.baselines[0].accuracy == source.accuracy
 
 
 def test_gate_refuses_the_variant_that_moves_too_far(measured: tuple[PrepRequest, PrepReport]) -> None:
-    req, report = measured
+    _, report = measured
     rows = {v.name: v for v in report.variants}
     assert not rows["gguf-q4_0"].passed_gate  # max_kl 0.05
     assert rows["gguf-q8_0"].passed_gate and rows["gguf-source"].passed_gate
     assert report.chosen.passed_gate and report.chosen.name != "gguf-q4_0"
-    # The same measures under a looser gate: Q4_0 passes and, smallest, would win.
-    loose = req.changed(optimize={"max_kl": rows["gguf-q4_0"].accuracy * 2})
-    assert all(e.passed_gate for e in gate(loose, report.variants))
+    # The same measures under a looser gate: all pass.
+    assert all(e.passed_gate for e in gated(report.variants, 0.0, KL, rows["gguf-q4_0"].accuracy * 2))
 
 
 def test_min_agreement_refuses_too(measured: tuple[PrepRequest, PrepReport]) -> None:
     req, report = measured
     q8 = next(v for v in report.variants if v.name == "gguf-q8_0")
     strict = req.changed(optimize={"min_agreement": 1.0})
-    [judged] = gate(strict, [q8])
-    assert judged.passed_gate and not judged.eligible
-    assert judged.not_eligible_because and "below optimize.min_agreement 1.0" in judged.not_eligible_because
+    why = FAMILY.judge(strict, q8)
+    assert why and "below optimize.min_agreement 1.0" in why
+    assert FAMILY.judge(req, q8) is None  # not set: not gated
 
 
 def test_nothing_within_the_gate_is_a_located_user_error(chat_folder: Path) -> None:
     spec = load_resolved(write_spec(chat_folder, "optimize:\n  variants: [gguf-q4_0]\n  max_kl: 0.0001\n"
-                                                 "  evaluation_tokens: 256\nserving:\n  context_length: 128\n"))
+                                                 "  evaluation_tokens: 256\n"))
     req = family_of_format("gguf").request(spec)
     with pytest.raises(UserError) as info:
         measure_and_choose(req, progress=lambda _: None)
     [problem] = info.value.problems
     assert (problem.where, problem.path) == ("model.yaml:9", "optimize.max_kl")
-    assert "gguf-q4_0 moves" in problem.problem and "gguf-source" in problem.fix
+    assert "gguf-q4_0 raises kl by" in problem.problem and "gguf-source" in problem.fix

@@ -52,7 +52,7 @@ def hard_labels(tmp_path_factory: pytest.TempPathFactory) -> Callable[[PrepReque
     model's own predictions as labels, on inputs scaled far outside the calibration range."""
 
     def make(req: PrepRequest) -> Path:
-        from modelprep.convert import load_model
+        from modelprep.families.keras.convert import load_model
 
         with np.load(req.evaluation_path) as data:
             x = np.clip(data["x"] * 6.0 - 2.0, -3.0, 4.0).astype(np.float32)

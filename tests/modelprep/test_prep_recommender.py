@@ -11,7 +11,8 @@ import pytest
 from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from modelprep.cache import Cache
-from modelprep.data import load_npz_inputs
+from modelprep.families import family
+from modelprep.families.keras.data import load_npz_inputs
 from modelprep.prep import prep
 from modelprep.request import PrepRequest, prep_key, prep_request
 
@@ -43,18 +44,18 @@ def _paper(tmp_path: Path, **optimize: object) -> PrepRequest:
 @pytest.mark.parametrize("variants", [["litert-int8-io"], ["litert-float32", "qat-int8"], ["pruned-float32"]])
 def test_variants_that_would_quantize_ids_or_fine_tune_are_refused(tmp_path: Path, variants: list[str]) -> None:
     with pytest.raises(UserError, match="several inputs") as caught:
-        _paper(tmp_path, variants=variants).candidates()
+        family("keras").candidates(_paper(tmp_path, variants=variants))
     assert caught.value.problems[0].path == "optimize.variants"
 
 
 def test_int8_io_is_refused_at_its_field(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="litert-int8-io") as caught:
-        _paper(tmp_path, int8_io=True).candidates()
+        family("keras").candidates(_paper(tmp_path, int8_io=True))
     assert caught.value.problems[0].path == "optimize.int8_io"
 
 
 def test_post_training_variants_keep_ids_integer(tmp_path: Path) -> None:
-    names = [c.variant.name for c in _paper(tmp_path).candidates()]
+    names = [c.variant.name for c in family("keras").candidates(_paper(tmp_path))]
     assert "litert-int8" in names and "litert-int8-io" not in names
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prep_reports import passing_report
 
 from modelprep.report import PrepReport
-from prep_reports import passing_report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,6 +57,25 @@ def test_diff_compares_what_is_served_with_the_cached_report(spec_file: Path, tm
     assert rows["artifact bytes"] == ("13", "11", True)
     assert rows["accuracy"] == ("0.99", "0.98", True)
     assert rows["artifact sha256"] == ("a" * 12, "c" * 12, True)
+    # The signature is read from the report on both sides, not parsed back from TF Serving's metadata.
+    assert rows["input signature"] == ("pixels[64]:float32", "pixels[64]:float32", False)
+    assert rows["output signature"] == ("output_0[10]:float32", "output_0[10]:float32", False)
+
+
+def test_diff_says_nothing_of_a_signature_an_older_server_did_not_report(spec_file: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import iac.review
+    import modelprep.prep
+    from iac.spec.load import load_resolved
+    from modelprep.prep import PrepResult
+
+    report = passing_report()
+    older = report.served().model_dump(mode="json", exclude={"inputs", "outputs"})
+    monkeypatch.setattr(modelprep.prep, "cached_result", lambda _req: PrepResult("k" * 64, tmp_path / "model.tflite", report, True))
+    monkeypatch.setattr(iac.review, "served_metadata", lambda _url, _spec: {"modelstack": older})
+    rows = {c.field: (c.deployed, c.edited) for c in iac.review.model_diff(load_resolved(spec_file))[0]}
+    assert rows["variant"] == ("litert-int8", "litert-int8")
+    assert rows["input signature"] == ("—", "pixels[64]:float32")
 
 
 def test_cli_table_reads_the_typed_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from iac.spec.models import Optimize, Quantization
-from modelprep.cache import Cache
-from modelprep.prep import OUTPUTS, REPORT, report_json
-from modelprep.report import InputSignature, Measure, Notes, PrepReport
+from modelprep.cache import OUTPUTS, REPORT, Cache
+from modelprep.prep import report_json
+from modelprep.report import Measure, Notes, PrepReport, TensorSignature
 from modelprep.request import PrepRequest, prep_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +68,9 @@ def _report(key: str) -> PrepReport:
                      accuracy_drop=0.002222, passed_gate=True, chosen=True, **common)
     return PrepReport.of(
         key=key, metric="accuracy", top_k=5, objective="smallest", max_accuracy_drop=0.01, baseline_accuracy=0.991111,
-        model_sha256="b" * 64, threads=1, input=InputSignature(name="pixels", shape=[64]), evaluation_samples=360,
+        model_sha256="b" * 64, threads=1, evaluation_samples=360,
+        inputs=[TensorSignature(name="user_id", shape=[1], dtype="int32"), TensorSignature(name="pixels", shape=[64])],
+        outputs=[TensorSignature(name="output_0", shape=[10])],
         baselines=[keras, reference], variants=[chosen], choice="smallest artifact (101,880 bytes) among 1 passing candidates",
     )
 

@@ -7,9 +7,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from modelprep.families import family
+from modelprep.family import Quality
 from modelprep.report import Measure
 from modelprep.select import choose, gated, miss_problems
-from modelprep.variants import CATALOG, NAMES, candidates
+
+ACCURACY = Quality("accuracy")
+MAE = Quality("mae", lower_is_better=True, percent=False)
+GENTLE = ("litert-float16", "litert-dynamic", "litert-float32")
+from modelprep.families.keras.variants import CATALOG, NAMES, candidates
 
 
 def _entry(name: str, size: int, p50: float, acc: float, eligible: bool = True, **extra: Any) -> Measure:
@@ -31,7 +37,7 @@ def test_objective_chooses_smallest_fastest_or_balanced_and_never_a_failure() ->
         _entry("middle", 200, 15.0, 0.95),
         _entry("tiny-but-wrong", 10, 1.0, 0.50),
         _entry("tinier-onnx", 5, 0.5, 0.95, eligible=False),
-    ], baseline=0.96, metric="accuracy", allowed=0.02)
+    ], baseline=0.96, quality=ACCURACY, allowed=0.02)
     assert [e.passed_gate for e in entries] == [True, True, True, False, True]
     assert _chosen(entries, "smallest", 0.02) == "small-slow"
     assert _chosen(entries, "fastest", 0.02) == "big-fast"
@@ -43,9 +49,9 @@ def test_gate_error_lists_every_candidate_and_its_miss_at_the_given_line() -> No
     entries = gated([_entry("litert-int8", 100, 1.0, 0.90), _entry("litert-float16", 200, 2.0, 0.93),
                      _entry("onnx-float32", 400, 3.0, 0.96, eligible=False,
                             not_eligible_because="runtime onnx: name it in optimize.variants to allow it")],
-                    baseline=0.96, metric="accuracy", allowed=0.01)
+                    baseline=0.96, quality=ACCURACY, allowed=0.01)
     assert _chosen(entries, "smallest", 0.01) is None
-    problems = miss_problems(entries, "accuracy", 0.01, 0.96, 5, where="stack/model.yaml:15")
+    problems = miss_problems(entries, ACCURACY, 0.01, 0.96, None, where="stack/model.yaml:15", gentle=GENTLE)
     messages = [str(p) for p in problems]
     assert len(messages) == 3
     assert "litert-int8 loses 6.00 points of accuracy (0.9600 → 0.9000), 5.00 points more than the allowed 1.00 points" in messages[0]
@@ -55,10 +61,23 @@ def test_gate_error_lists_every_candidate_and_its_miss_at_the_given_line() -> No
 
 
 def test_mae_gate_counts_an_increase_as_the_loss() -> None:
-    entries = gated([_entry("a", 1, 1.0, 0.30), _entry("b", 1, 1.0, 0.22)], baseline=0.20, metric="mae", allowed=0.05)
+    entries = gated([_entry("a", 1, 1.0, 0.30), _entry("b", 1, 1.0, 0.22)], baseline=0.20, quality=MAE, allowed=0.05)
     assert [e.passed_gate for e in entries] == [False, True]
-    problem = miss_problems(entries[:1], "mae", 0.05, 0.20, 5, where="model.yaml:9")[0]
+    problem = miss_problems(entries[:1], MAE, 0.05, 0.20, None, where="model.yaml:9", gentle=GENTLE)[0]
     assert "raises mae by 0.1000 (0.2000 → 0.3000), 0.0500 more than the allowed 0.0500" in str(problem)
+
+
+def test_a_lower_is_better_rate_is_gated_as_a_rise_and_chosen_among_the_passing() -> None:
+    """Word error rate (speech) and KL divergence (LLMs) read like mae: a rise is the loss."""
+    wer = Quality("wer", lower_is_better=True)
+    entries = gated([_entry("int8", 10, 1.0, 0.131), _entry("float16", 20, 2.0, 0.124), _entry("float32", 40, 3.0, 0.120)],
+                    baseline=0.120, quality=wer, allowed=0.005)
+    assert [e.passed_gate for e in entries] == [False, True, True]
+    assert [e.accuracy_drop for e in entries] == [pytest.approx(0.011), pytest.approx(0.004), 0.0]
+    assert _chosen(entries, "smallest", 0.005) == "float16"
+    problem = miss_problems(entries[:1], wer, 0.005, 0.120, None, where="model.yaml:9", gentle=("float16",))[0]
+    assert "int8 raises wer by 1.10 points (0.1200 → 0.1310), 0.60 points more than the allowed 0.50 points" in str(problem)
+    assert "try gentler variants (float16)" in str(problem)
 
 
 def test_metrics() -> None:
@@ -97,5 +116,5 @@ def test_catalog_names_are_spec_variant_names_and_others_are_located_errors() ->
                           sample_shape=(4,), locations=Locations(file="model.yaml", lines={"optimize.variants": 17}))
     for name in set(spec_names) - set(CATALOG):  # another model family's variants
         with pytest.raises(UserError) as info:
-            request.changed(optimize={"variants": [name]}).candidates()
+            family("keras").candidates(request.changed(optimize={"variants": [name]}))
         assert str(info.value).startswith(f"model.yaml:17: optimize.variants: {name} cannot be made from a Keras model")

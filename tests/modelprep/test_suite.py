@@ -20,10 +20,10 @@ import pytest
 
 from iac.spec.errors import UserError
 from modelprep.cache import Cache
+from modelprep.families.keras.variants import NAMES, candidates
 from modelprep.prep import prep
 from modelprep.report import PrepReport
 from modelprep.request import PrepRequest
-from modelprep.variants import NAMES, candidates
 
 FIELDS = ("name", "runtime", "size_bytes", "gzip_bytes", "accuracy", "latency_p50_us", "latency_p99_us", "throughput_per_s", "chosen")
 Request = Callable[..., PrepRequest]
@@ -75,15 +75,15 @@ def test_exactly_one_variant_is_chosen_and_it_is_what_was_cached(suite: dict[str
 @pytest.mark.tf
 def test_a_changed_objective_re_measures_nothing(suite: dict[str, Any], tiny_request: Request, cache_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelprep.build
-    import modelprep.convert
+    import modelprep.families.keras.build
+    import modelprep.families.keras.convert
 
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("a cached variant was rebuilt")
 
-    monkeypatch.setattr(modelprep.convert, "convert_litert", refuse)
-    monkeypatch.setattr(modelprep.convert, "to_onnx", refuse)
-    monkeypatch.setattr(modelprep.build, "run_worker", refuse)
+    monkeypatch.setattr(modelprep.families.keras.convert, "convert_litert", refuse)
+    monkeypatch.setattr(modelprep.families.keras.convert, "to_onnx", refuse)
+    monkeypatch.setattr(modelprep.families.keras.build, "run_worker", refuse)
     fastest = prep(tiny_request(optimize={"objective": "fastest"}), Cache(cache_dir))
     assert not fastest.cached and fastest.key != suite["result"].key
     chosen = fastest.report.chosen
@@ -175,7 +175,7 @@ def test_ops_without_int8_kernels_fall_back_to_float_and_say_so(tmp_path: Path) 
 
 @pytest.mark.tf
 def test_subclassed_models_and_custom_layers_cannot_be_bridged() -> None:
-    from modelprep.keras_bridge import check_convertible
+    from modelprep.families.keras.keras_bridge import check_convertible
     from modelprep.tf_env import tensorflow
 
     tensorflow()
@@ -203,7 +203,7 @@ def test_subclassed_models_and_custom_layers_cannot_be_bridged() -> None:
 
 @pytest.mark.tf
 def test_the_bridge_copies_a_functional_model_exactly() -> None:
-    from modelprep.keras_bridge import to_tf_keras
+    from modelprep.families.keras.keras_bridge import to_tf_keras
     from modelprep.tf_env import tensorflow
 
     tensorflow()

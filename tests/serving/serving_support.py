@@ -202,9 +202,9 @@ def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], Any]:
 
 
 def make_config(artifact: Path | str, **overrides: Any) -> dict[str, Any]:
-    """A serving.json for the tiny 4 -> 3 model (real or fake)."""
+    """A serving.json for the tiny 4 -> 3 model (real or fake); HTTP only (gRPC's default port is a fixed one)."""
     return {
-        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0,
+        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0, "grpc_port": None,
         "threads": 1, "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
         "max_body_bytes": 4096, "metadata": METADATA, **overrides,
     }

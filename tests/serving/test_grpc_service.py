@@ -328,11 +328,12 @@ def test_serving_config_grpc_port() -> None:
     from serving.config import ServingConfig
 
     base = {"model_name": MODEL, "artifact": "m.tflite", "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
-    assert ServingConfig.from_dict(base).grpc_port is None  # absent: gRPC off
+    assert ServingConfig.from_dict(base).grpc_port == 8001  # absent: the spec's default (serving.config.GRPC_PORT)
+    assert ServingConfig.from_dict({**base, "grpc_port": None}).grpc_port is None  # null: gRPC off
     assert ServingConfig.from_dict({**base, "grpc_port": 8001}).grpc_port == 8001
     assert ServingConfig.from_dict({**base, "port": 0, "grpc_port": 0}).grpc_port == 0  # both ephemeral
     for bad, message in ((8501, "grpc_port: must differ from port (8501)"), ("8001", "grpc_port: must be an integer"),
-                         (70000, "grpc_port: must be an integer in 0..65535")):
+                         (70000, "grpc_port: must be an integer in 1024..65535")):
         with pytest.raises(ValueError, match=re.escape(message)):
             ServingConfig.from_dict({**base, "grpc_port": bad})
 

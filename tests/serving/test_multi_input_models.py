@@ -40,7 +40,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     path = tmp_path_factory.mktemp("recommender") / "model.onnx"
     path.write_bytes(proto.SerializeToString())
     expected = model.predict({"user_id": users[:8], "item_id": items[:8]}, verbose=0)
-    from modelprep.convert import convert_litert
+    from modelprep.families.keras.convert import convert_litert
 
     litert = path.with_suffix(".tflite")
     litert.write_bytes(convert_litert(model, "none", None, where="test").artifact)

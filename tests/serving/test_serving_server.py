@@ -63,8 +63,8 @@ def test_config_reports_every_problem_at_once() -> None:
         })
     message = str(caught.value)
     for expected in (
-        'model_name: "a/b" is not a valid name', "port: must be an integer in 0..65535, got true",
-        "threads: must be an integer in 1..1024", "extra: unknown field", "artifact: required field is missing",
+        'model_name: "a/b" is not a valid name', "port: must be an integer in 1024..65535 (or 0: any free port), got true",
+        "threads: must be an integer in 1..64", "extra: unknown field", "artifact: required field is missing",
         "metadata: must be a JSON object", "inputs[0].shape: must be a list of positive integers",
         'inputs[0].dtype: "int4" is not supported', "inputs[0].size: unknown field",
     ):

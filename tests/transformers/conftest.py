@@ -31,14 +31,14 @@ serving:
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelprep.transformers import tiny
+    from modelprep.families.huggingface import tiny
 
     return tiny.build(tmp_path_factory.mktemp("tiny-bert") / "model")
 
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modelprep.transformers import tiny
+    from modelprep.families.huggingface import tiny
 
     return tiny.build(tmp_path_factory.mktemp("tiny-classifier") / "model", labels=["negative", "neutral", "positive"], seed=3)
 

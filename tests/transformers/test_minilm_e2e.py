@@ -33,7 +33,7 @@ def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Pa
     from modelprep.cache import Cache
     from modelprep.examples import minilm
     from modelprep.request import prep_request
-    from modelprep.transformers.prep import float_outputs
+    from modelprep.prep import baseline_outputs as float_outputs
 
     subprocess.run(["bash", str(REPO / "scripts" / "nlp_assets.sh")], check=True)
     project = tmp_path / "minilm"

@@ -29,8 +29,8 @@ def text_prep(embedding_stack: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_onnx_export_matches_transformers_tf_model_at_dynamic_shapes(tiny_bert: Path) -> None:
     import onnxruntime as ort
 
-    from modelprep.transformers import export
-    from modelprep.transformers.folder import open_folder
+    from modelprep.families.huggingface import export
+    from modelprep.families.huggingface.folder import open_folder
 
     folder = open_folder(tiny_bert)
     made = export.export(folder, classify=False)

@@ -20,7 +20,7 @@ def tiny_text_onnx(path: "Path", labels: tuple[str, ...] = (), max_length: int =
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from modelprep.transformers import tiny
+    from modelprep.families.huggingface import tiny
     from serving.text import TextSettings
 
     vocab = tiny.vocabulary()

@@ -19,6 +19,7 @@ from iac.spec.models import DEFAULT_EVALUATION_TOKENS, Metric
 from modelprep.families.llm import quantize
 from modelprep.family import Baselines, Measured, Variant
 from modelprep.family import Notes as NoteFields
+from modelprep.hashing import file_sha256
 from modelprep.report import Measure, Notes
 from modelprep.request import PrepRequest
 
@@ -37,8 +38,9 @@ class LlmSession:
 
     @property
     def context(self) -> int:
-        assert self.req.context_length is not None, "the llm family's request resolves context_length"
-        return self.req.context_length
+        from modelprep.families.llm.family import context_length
+
+        return context_length(self.req)
 
     def reference(self) -> Any:
         """The source's log-probabilities over the evaluation windows (made on first use)."""
@@ -103,7 +105,7 @@ class LlmSession:
         per_token_us = 1e6 / timed.generation_tokens_per_s if timed.generation_tokens_per_s > 0 else 0.0
         measure = Measure(
             name=variant.name, runtime=variant.runtime, technique=variant.technique, quantization=variant.quantization,
-            description=variant.description, artifact_file=variant.artifact_file, size_bytes=size,
+            description=variant.description, artifact_file=variant.artifact_file, sha256=file_sha256(path), size_bytes=size,
             gzip_bytes=size,  # quantized weights do not compress; gzipping 100s of MB would only cost time
             metric=Metric.kl, accuracy=round(tally.mean_kl, 6),
             latency_p50_us=round(per_token_us, 1), latency_p99_us=round(per_token_us, 1),

@@ -11,23 +11,20 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from iac.spec.errors import Problem, UserError
-from modelprep.request import PrepRequest, canon, technique_settings
-from modelprep.variants import Variant
-
-Progress = Callable[[str], None]
-Step = Callable[[str, int, int], None]  # (task, done, total): drives progress bars
+from modelprep.families.keras.settings import technique_settings
+from modelprep.family import Progress, Step, Variant
+from modelprep.request import PrepRequest, canon
 
 
 def converted(req: PrepRequest, model: Any, calibration_x: Any, variant: Variant, onnx_float: dict[str, bytes],
               progress: Progress) -> tuple[bytes, dict[str, Any]]:
     """(artifact, notes) for a post-training variant. `onnx_float` holds the float ONNX export
     once made, so the quantized ONNX variants share it."""
-    from modelprep import convert
+    from modelprep.families.keras import convert
 
     progress(f"converting {variant.name}")
     # A failed conversion points at the field that asked for the variant.
@@ -52,7 +49,7 @@ def fine_tuned(req: PrepRequest, model: Any, variants: list[Variant], progress: 
                step: Step) -> dict[str, tuple[bytes, dict[str, Any]]]:
     """{variant name: (artifact, notes)} for the pruned, clustered and QAT variants, made in one
     worker run (each technique fine-tunes once, then converts to each quantization asked for)."""
-    from modelprep import keras_bridge
+    from modelprep.families.keras import keras_bridge
 
     keras_bridge.check_convertible(model, where=req.model_path)
     techniques: dict[str, dict[str, Any]] = {}
@@ -82,10 +79,10 @@ def fine_tuned(req: PrepRequest, model: Any, variants: list[Variant], progress: 
 
 
 def run_worker(job_path: Path, stderr_path: Path, progress: Progress, step: Step) -> dict[str, Any]:
-    """Run modelprep.tfmot_worker and relay its events; its UserErrors become ours."""
+    """Run modelprep.families.keras.tfmot_worker and relay its events; its UserErrors become ours."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     with stderr_path.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "modelprep.tfmot_worker", str(job_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "modelprep.families.keras.tfmot_worker", str(job_path)],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         assert proc.stdout is not None
         result: dict[str, Any] | None = None

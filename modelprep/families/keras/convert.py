@@ -211,7 +211,13 @@ def onnx_quantize(float_model: bytes, mode: str, calibration: np.ndarray | None 
     or `static` (int8 weights and activations, QDQ format, calibrated on `calibration`)."""
     import logging
 
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     logging.getLogger("root").setLevel(logging.ERROR)

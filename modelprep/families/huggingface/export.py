@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelprep.transformers.folder import Folder
+from modelprep.families.huggingface.folder import Folder
 
 OPSET = 17
 INPUTS = ("input_ids", "attention_mask")

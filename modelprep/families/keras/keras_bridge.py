@@ -9,7 +9,7 @@ rebuild it with); `check_convertible` names each such part.
 
 Importing tfmot sets TF_USE_LEGACY_KERAS=1 in the process, which changes what `tf.keras`
 means; so this module never imports tfmot, and the tfmot work runs in a child process
-(modelprep.tfmot_worker).
+(modelprep.families.keras.tfmot_worker).
 """
 
 from __future__ import annotations

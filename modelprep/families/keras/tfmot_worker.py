@@ -2,11 +2,11 @@
 
 tensorflow-model-optimization needs Keras 2 (`tf_keras`) and, when imported, sets
 TF_USE_LEGACY_KERAS=1 for the whole process. The parent (Keras 3) stays untouched by running
-this module as `python -m modelprep.tfmot_worker JOB.json`:
+this module as `python -m modelprep.families.keras.tfmot_worker JOB.json`:
 
 - the job names the Keras 3 model, the fine-tuning and calibration data, the techniques, and
   where the spec writes the fields a problem may point at;
-- the worker rebuilds the model in tf_keras (modelprep.keras_bridge), applies each technique to its
+- the worker rebuilds the model in tf_keras (modelprep.families.keras.keras_bridge), applies each technique to its
   own copy, fine-tunes, strips the training wrappers, converts to LiteRT and writes the files;
 - it reports on stdout, one JSON object a line: {"event": "progress", ...},
   {"event": "done", "outputs": {...}} or {"event": "error", "problems": [...]}.
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 
 _events = sys.stdout
 
@@ -61,7 +60,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from modelprep import keras_bridge
+    from modelprep.families.keras import keras_bridge
 
     seed = int(job.get("seed", 7))
     tf_keras.utils.set_random_seed(seed)

@@ -1,4 +1,4 @@
-"""The catalog of variants modelprep can make, and which of them a request tries and may choose.
+"""The catalog of variants the keras family can make, and which of them a request tries and may choose.
 
 A variant is a technique (post-training quantization, pruning, clustering, QAT, ONNX export)
 plus how its result is stored and served. Names are what users write in `optimize.variants`.
@@ -6,42 +6,33 @@ plus how its result is stored and served. Names are what users write in `optimiz
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from modelprep.family import Candidate, Variant
+
+FINE_TUNED = ("pruned", "clustered", "qat")  # techniques that fine-tune (in the tfmot worker)
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    runtime: str  # "litert" | "onnx"
-    technique: str  # "ptq" | "pruned" | "clustered" | "qat" | "onnx"
-    quantization: str  # none | dynamic | float16 | int8 (onnx: none | dynamic | static)
-    description: str
-
-    @property
-    def artifact_file(self) -> str:
-        return "model.onnx" if self.runtime == "onnx" else "model.tflite"
-
-    @property
-    def needs_fine_tuning(self) -> bool:
-        return self.technique in ("pruned", "clustered", "qat")
+def _variant(name: str, runtime: str, technique: str, quantization: str, description: str) -> Variant:
+    return Variant(name, runtime, technique, quantization, description,
+                   artifact_file="model.onnx" if runtime == "onnx" else "model.tflite",
+                   uses_fine_tuning_data=technique in FINE_TUNED)
 
 
 CATALOG: dict[str, Variant] = {
     v.name: v
     for v in (
-        Variant("litert-float32", "litert", "ptq", "none", "LiteRT, float32 weights and activations (the reference)"),
-        Variant("litert-dynamic", "litert", "ptq", "dynamic", "LiteRT, int8 weights, float activations"),
-        Variant("litert-float16", "litert", "ptq", "float16", "LiteRT, float16 weights"),
-        Variant("litert-int8", "litert", "ptq", "int8", "LiteRT, full integer (calibrated), float I/O"),
-        Variant("litert-int8-io", "litert", "ptq", "int8", "LiteRT, full integer with int8 inputs and outputs"),
-        Variant("pruned-float32", "litert", "pruned", "none", "magnitude pruning, fine-tuned, stripped; float32 LiteRT"),
-        Variant("pruned-int8", "litert", "pruned", "int8", "magnitude pruning, fine-tuned, stripped; then full int8"),
-        Variant("clustered-float32", "litert", "clustered", "none", "weight clustering, fine-tuned, stripped; float32 LiteRT"),
-        Variant("clustered-int8", "litert", "clustered", "int8", "weight clustering, fine-tuned, stripped; then full int8"),
-        Variant("qat-int8", "litert", "qat", "int8", "quantization-aware training, then int8 LiteRT"),
-        Variant("onnx-float32", "onnx", "onnx", "none", "ONNX (tf2onnx), float32, ONNX Runtime"),
-        Variant("onnx-dynamic", "onnx", "onnx", "dynamic", "ONNX Runtime dynamic quantization (int8 weights)"),
-        Variant("onnx-static", "onnx", "onnx", "static", "ONNX Runtime static quantization (int8 QDQ, calibrated)"),
+        _variant("litert-float32", "litert", "ptq", "none", "LiteRT, float32 weights and activations (the reference)"),
+        _variant("litert-dynamic", "litert", "ptq", "dynamic", "LiteRT, int8 weights, float activations"),
+        _variant("litert-float16", "litert", "ptq", "float16", "LiteRT, float16 weights"),
+        _variant("litert-int8", "litert", "ptq", "int8", "LiteRT, full integer (calibrated), float I/O"),
+        _variant("litert-int8-io", "litert", "ptq", "int8", "LiteRT, full integer with int8 inputs and outputs"),
+        _variant("pruned-float32", "litert", "pruned", "none", "magnitude pruning, fine-tuned, stripped; float32 LiteRT"),
+        _variant("pruned-int8", "litert", "pruned", "int8", "magnitude pruning, fine-tuned, stripped; then full int8"),
+        _variant("clustered-float32", "litert", "clustered", "none", "weight clustering, fine-tuned, stripped; float32 LiteRT"),
+        _variant("clustered-int8", "litert", "clustered", "int8", "weight clustering, fine-tuned, stripped; then full int8"),
+        _variant("qat-int8", "litert", "qat", "int8", "quantization-aware training, then int8 LiteRT"),
+        _variant("onnx-float32", "onnx", "onnx", "none", "ONNX (tf2onnx), float32, ONNX Runtime"),
+        _variant("onnx-dynamic", "onnx", "onnx", "dynamic", "ONNX Runtime dynamic quantization (int8 weights)"),
+        _variant("onnx-static", "onnx", "onnx", "static", "ONNX Runtime static quantization (int8 QDQ, calibrated)"),
     )
 }
 NAMES = tuple(CATALOG)
@@ -51,13 +42,6 @@ ONNX = ("onnx-float32", "onnx-dynamic", "onnx-static")
 # the spec names it in optimize.variants.
 DEFAULT_RUNTIMES = ("litert",)
 SHORTHAND_VARIANTS = {"none": "litert-float32", "dynamic": "litert-dynamic", "float16": "litert-float16", "int8": "litert-int8"}
-
-
-@dataclass(frozen=True)
-class Candidate:
-    variant: Variant
-    eligible: bool  # may be chosen; otherwise measured and listed only
-    reason: str = ""
 
 
 def candidates(

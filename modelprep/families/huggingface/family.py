@@ -1,0 +1,61 @@
+"""The huggingface family: a BERT-style text encoder in Hugging Face format (config.json, tokenizer.json,
+model.safetensors), loaded into TensorFlow without PyTorch, exported once to ONNX with pooling inside,
+and quantized by ONNX Runtime; measured through serving's `TextModel` against the TensorFlow model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from iac.spec.errors import UserError
+from modelprep.families.huggingface.session import CATALOG, TextSession
+from modelprep.families.huggingface.settings import text_prep_request
+from modelprep.family import Candidate, Family, Progress, Quality, Step, Variant
+from modelprep.request import PrepRequest
+
+if TYPE_CHECKING:
+    from iac.spec.models import ResolvedSpec
+    from modelprep.cache import Cache
+    from modelprep.report import Measure
+
+
+class HuggingFaceFamily:
+    name: str = "huggingface"
+    formats: tuple[str, ...] = ("huggingface",)
+    tasks: tuple[str, ...] = ("sentence-embedding", "text-classification")
+    catalogue: Mapping[str, Variant] = CATALOG
+    honours: frozenset[str] = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "variants", "min_cosine"})
+    metrics: Mapping[str, Quality] = MappingProxyType({"cosine": Quality("cosine"), "accuracy": Quality("accuracy"), "top_k": Quality("top_k")})
+    baseline: str = "tensorflow"
+    reference: str | None = None  # the float32 ONNX graph is a candidate like the others
+    gentle: tuple[str, ...] = ("onnx-float32", "onnx-float16")
+
+    def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
+        return text_prep_request(spec, all_variants)
+
+    def candidates(self, req: PrepRequest) -> list[Candidate]:
+        o = req.optimize
+        names = [v.value for v in o.variants] if o.variants is not None else list(CATALOG)
+        unknown = [n for n in names if n not in CATALOG]
+        if unknown:
+            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
+                                   f"{', '.join(unknown)} cannot be made from a Hugging Face model",
+                                   f"use some of {', '.join(CATALOG)}")
+        return [Candidate(variant, True) for name, variant in CATALOG.items() if name in names]
+
+    def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
+        return {"quantization": variant.quantization}
+
+    def judge(self, req: PrepRequest, measure: Measure) -> str | None:
+        o = req.optimize
+        lowest = measure.notes.cosine_min
+        if o.min_cosine is not None and o.metric.value == "cosine" and (lowest or 0.0) < o.min_cosine:
+            return f"min cosine {lowest or 0.0:.4f} is below optimize.min_cosine {o.min_cosine}"
+        return None
+
+    def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> TextSession:
+        return TextSession(req, cache, progress)
+
+
+FAMILY: Family = HuggingFaceFamily()  # checked against the contract by mypy
