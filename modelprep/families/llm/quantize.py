@@ -37,6 +37,8 @@ def requantize(source: Path, out: Path, quant: Quant, threads: int) -> Path:
     """Write `source` re-quantized to `quant` at `out` with llama.cpp's quantizer."""
     import llama_cpp
 
+    from modelprep.families.llm.evaluate import quiet
+
     if quant.ftype is None:
         raise ValueError(f"{quant.name} is the source itself; nothing to quantize")
     params = llama_cpp.llama_model_quantize_default_params()
@@ -44,7 +46,8 @@ def requantize(source: Path, out: Path, quant: Quant, threads: int) -> Path:
     params.nthread = threads
     params.allow_requantize = True
     out.parent.mkdir(parents=True, exist_ok=True)
-    status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
+    with quiet():  # one warning line per tensor that falls back; tensor_types reports them instead
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params)
     if status != 0 or not out.is_file():
         raise RuntimeError(f"llama.cpp could not quantize {source.name} to {quant.ftype} (status {status})")
     return out
