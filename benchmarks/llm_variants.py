@@ -29,7 +29,7 @@ VARIANTS = ["gguf-source", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0
 
 
 def main() -> None:
-    from iac.spec.models import Objective, Optimize, VariantName
+    from iac.spec.models import Metric, Objective, Optimize, VariantName
     from modelprep.examples.smollm import TEXT, gguf_path
     from modelprep.families.llm.metadata import read
     from modelprep.families.llm.run import measure_and_choose
@@ -49,8 +49,9 @@ def main() -> None:
         model_path=str(model), calibration_path=str(TEXT), evaluation_path=str(TEXT), input_name="prompt",
         sample_shape=(), threads=args.threads, family="llm", input_dtype="string",
         family_settings={"context_length": args.context},
-        optimize=Optimize(objective=Objective.fastest, variants=[VariantName(v) for v in VARIANTS], max_kl=0.1,
-                          min_agreement=0.8, evaluation_tokens=args.tokens),
+        # As the family's request makes it from a spec: metric kl, the shared gate's allowance = max_kl.
+        optimize=Optimize(objective=Objective.fastest, variants=[VariantName(v) for v in VARIANTS], metric=Metric.kl,
+                          max_accuracy_drop=0.1, max_kl=0.1, min_agreement=0.8, evaluation_tokens=args.tokens),
     )
     started = time.time()
     report = measure_and_choose(req, progress=lambda m: print(f"[{time.time() - started:6.0f} s] {m}", flush=True))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from modelprep.request import PrepRequest
 
 KL = Quality(name="kl", lower_is_better=True, percent=False)
-VERSION = 2  # bump when building or measuring a variant changes: its cached measures are rebuilt
+VERSION = 3  # bump when building or measuring a variant changes: its cached measures are rebuilt
 ARTIFACT = "model.gguf"
 
 

@@ -46,6 +46,16 @@ def measure(model: Path, text: Path, *, context: int, threads: int, prompt_token
     return Speed(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory since it exec'd. Not getrusage's ru_maxrss: Linux carries
+    that across fork and exec, so a child of a 2 GB prep process would report 2 GB; VmHWM belongs to
+    the memory map exec made."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no procfs: the best there is
+
+
 def run(model: Path, text: Path, context: int, threads: int, prompt_tokens: int, new_tokens: int) -> Speed:
     import llama_cpp
 
@@ -66,7 +76,7 @@ def run(model: Path, text: Path, context: int, threads: int, prompt_tokens: int,
         prompt_tokens_per_s=round(perf.n_p_eval / max(perf.t_p_eval_ms, 1e-9) * 1000, 2),
         generation_tokens_per_s=round(perf.n_eval / max(perf.t_eval_ms, 1e-9) * 1000, 2),
         prompt_tokens=int(perf.n_p_eval), generated_tokens=int(perf.n_eval),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        peak_rss_bytes=peak_rss(),
         context=context, threads=threads,
     )
 
