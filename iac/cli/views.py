@@ -20,13 +20,16 @@ def print_report(report: PrepReport, artifact: Path, cached: bool) -> None:
 
     console = out if out.is_terminal else Console(width=200)  # a pipe or a log gets the whole table
     metric = report.metric.value
+    # A lower-is-better metric (mae, KL divergence) is a number, not a share shown in points.
+    numeric = report.lower_is_better or metric == "mae"
+    verb = "raise" if report.lower_is_better else "lose"
     table = Table(title=f"prep {report.key[:12]}{' (cached)' if cached else ''}: objective {report.objective.value}, "
-                        f"gate: lose at most {_loss(metric, report.max_accuracy_drop)} of {metric}")
+                        f"gate: {verb} {metric} by at most {_loss(numeric, report.max_accuracy_drop)}")
     columns = ("name", "runtime", "bytes", "gzip", metric, "drop", "p50 µs", "p99 µs", "batch-32 /s", "")
     for column in columns:
         table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right", no_wrap=True)
     for entry in report.baselines:
-        table.add_row(*_cells(entry, metric), "baseline", style="dim")
+        table.add_row(*_cells(entry, numeric), "baseline", style="dim")
     table.add_section()
     notes: list[str] = []
     for entry in report.variants:
@@ -43,29 +46,35 @@ def print_report(report: PrepReport, artifact: Path, cached: bool) -> None:
             mark += f" [dim]sparsity {entry.notes.sparsity:.2f}[/]"
         if entry.notes.int8_fallback:
             notes.append(f"{entry.name}: {entry.notes.int8_fallback}")
-        table.add_row(*_cells(entry, metric), mark, style="bold" if entry.chosen else None)
+        n = entry.notes
+        if n.top1_agreement is not None:  # text generation: what the KL column does not say
+            notes.append(f"{entry.name}: top-1 agreement {n.top1_agreement:.1%}, perplexity {n.perplexity:.2f}, "
+                         f"prompt {n.prompt_tokens_per_s:,.0f} tok/s, generation {n.generation_tokens_per_s:,.1f} tok/s, "
+                         f"peak RSS {(n.peak_rss_bytes or 0) / 2**20:,.0f} MiB at context {n.context_length}")
+        table.add_row(*_cells(entry, numeric), mark, style="bold" if entry.chosen else None)
     console.print(table)
     for note in dict.fromkeys(notes):
         console.print(f"  note {note}", highlight=False, soft_wrap=True)
     reference = report.reference
     ratio = f"{report.size_bytes / reference.size_bytes:.0%} of float32 LiteRT; " if reference else ""
     console.print(f"chosen [bold]{report.variant}[/] ({report.runtime}): {report.choice}; "
-                  f"{metric} drop {_loss(metric, report.accuracy_drop)} (allowed {_loss(metric, report.max_accuracy_drop)}); "
+                  f"{metric} {'rise' if report.lower_is_better else 'drop'} {_loss(numeric, report.accuracy_drop)} "
+                  f"(allowed {_loss(numeric, report.max_accuracy_drop)}); "
                   f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
     chart = artifact.parent / "report.png"
     if chart.is_file():
         console.print(f"chart {chart}", highlight=False, soft_wrap=True)
 
 
-def _loss(metric: str, value: float) -> str:
-    return f"{value:.4f}" if metric == "mae" else f"{value * 100:.2f} points"
+def _loss(numeric: bool, value: float) -> str:
+    return f"{value:.4f}" if numeric else f"{value * 100:.2f} points"
 
 
-def _cells(entry: Measure, metric: str) -> list[str]:
+def _cells(entry: Measure, numeric: bool) -> list[str]:
     drop = entry.accuracy_drop
     return [
         entry.name, entry.runtime, f"{entry.size_bytes:,}", f"{entry.gzip_bytes:,}",
-        f"{entry.accuracy:.4f}", "" if drop is None else (f"{drop:.4f}" if metric == "mae" else f"{drop * 100:.2f}"),
+        f"{entry.accuracy:.4f}", "" if drop is None else (f"{drop:.4f}" if numeric else f"{drop * 100:.2f}"),
         f"{entry.latency_p50_us:,.1f}", f"{entry.latency_p99_us:,.1f}", f"{entry.throughput_per_s:,.0f}",
     ]
 

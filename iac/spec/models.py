@@ -235,6 +235,38 @@ class DataFiles(_Strict):
         return value
 
 
+# --- Text generation (model.format gguf, task text-generation): the llm family's own fields. ---
+# Mixed into Optimize so they sit beside the fields every family shares; the llm family honours
+# them and the others refuse them when set (modelprep.family `honours`).
+
+class GenerationGate(BaseModel):
+    """The gate on a re-quantized language model: how far its next-token distributions may move
+    from the source model's over the evaluation text (data.evaluation)."""
+
+    max_kl: Annotated[float | None, Field(
+        ge=0.0, le=1.0,
+        description="Text generation: largest accepted mean KL divergence (nats per token) of a variant's "
+                    "next-token distributions from the source model's (llama.cpp Q8_0 is typically ~0.01, "
+                    "Q4_0 0.1-0.3); default 0.1",
+    )] = None
+    min_agreement: Annotated[float | None, Field(
+        ge=0.0, le=1.0,
+        description="Text generation: least accepted top-1 agreement with the source model (0.9 = the same most "
+                    "likely next token at 90% of the positions); default: not gated",
+    )] = None
+    evaluation_tokens: Annotated[int | None, Field(
+        ge=64, le=1_000_000,
+        description="Text generation: held-out tokens of data.evaluation to compare on (fewer if the text is "
+                    "shorter); default 20000",
+    )] = None
+
+
+# Unset fields stay None, so the other families' prep keys do not change; these are the defaults.
+# (The context length, serving.context_length, is a server setting: serving/config.py.)
+DEFAULT_MAX_KL = 0.1
+DEFAULT_EVALUATION_TOKENS = 20_000
+
+
 class Objective(StrEnum):
     smallest = "smallest"
     fastest = "fastest"
@@ -247,6 +279,7 @@ class Metric(StrEnum):
     mae = "mae"
     cosine = "cosine"  # embeddings: mean cosine similarity to the float model's outputs
     wer = "wer"  # speech recognition: word error rate on the evaluation clips (lower is better)
+    kl = "kl"  # text generation: mean KL divergence of next-token distributions from the source model
 
 
 class VariantName(StrEnum):
@@ -271,6 +304,13 @@ class VariantName(StrEnum):
     ct2_int8_beam5 = "ct2-int8-beam5"
     ct2_int8_float32 = "ct2-int8_float32"
     ct2_int8_float32_beam5 = "ct2-int8_float32-beam5"
+    # Text generation (model.format gguf): the source file, and llama.cpp re-quantizations of it.
+    gguf_source = "gguf-source"
+    gguf_q8_0 = "gguf-q8_0"
+    gguf_q6_k = "gguf-q6_k"
+    gguf_q5_k_m = "gguf-q5_k_m"
+    gguf_q4_k_m = "gguf-q4_k_m"
+    gguf_q4_0 = "gguf-q4_0"
 
 
 class PruningSchedule(StrEnum):
@@ -300,7 +340,7 @@ class QuantizationAwareTraining(_Strict):
     epochs: Annotated[int, Field(ge=1, le=200, description="Fine-tuning epochs with fake quantization")] = 1
 
 
-class Optimize(_Strict):
+class Optimize(GenerationGate, _Strict):
     """What modelprep tries, how it judges, and how it chooses. With no `variants` and no
     `quantization`, it tries the post-training LiteRT variants (plus pruning/clustering/QAT when
     configured here) and measures the ONNX variants for comparison."""

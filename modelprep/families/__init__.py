@@ -18,11 +18,13 @@ FAMILIES: dict[str, str] = {
     "keras": "modelprep.families.keras.family",
     "huggingface": "modelprep.families.huggingface.family",
     "speech": "modelprep.families.speech",
+    "llm": "modelprep.families.llm.family",
 }
 FORMATS: dict[str, str] = {
     "keras": "keras",
     "huggingface": "huggingface",
     "ctranslate2": "speech",
+    "gguf": "llm",
 }
 
 

@@ -23,11 +23,12 @@ FIXTURES = sorted(IGNORED.glob("invalid_*.yaml"))
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    """The files the fixtures name: a Keras file, a Hugging Face folder, arrays and texts (contents do
-    not matter before prep runs)."""
+    """The files the fixtures name: a Keras file, a Hugging Face folder, a GGUF, arrays and texts
+    (contents do not matter before prep runs)."""
     (tmp_path / "model" / "minilm").mkdir(parents=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "model" / "digits.keras").write_bytes(b"placeholder")
+    (tmp_path / "model" / "chat.gguf").write_bytes(b"placeholder")
     for name in ("config.json", "tokenizer.json"):
         (tmp_path / "model" / "minilm" / name).write_text("{}")
     for name in ("calibration", "evaluation"):
