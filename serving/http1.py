@@ -25,15 +25,27 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httptools
 
 from serving.errors import ClientError, error_body, show
 from serving.messages import JSON, Headers, Request, Response
 
-if TYPE_CHECKING:
-    from serving.listener import HttpServer
+
+
+class HttpServer(Protocol):
+    """What a connection needs of the server that accepted it (``serving.listener.HttpServer``):
+    the shared caps it counts against. A Protocol, so this module never imports the listener."""
+
+    buffered: int
+    unsent: int
+    draining: bool
+    max_connections: int
+    max_header_bytes: int
+
+    def register(self, conn: HttpConnection) -> bool: ...
+    def unregister(self, conn: HttpConnection) -> None: ...
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -52,11 +52,6 @@ def resolve_context(written: int | None, info: GgufInfo, where: str) -> int:
     return written or info.context_length
 
 
-def context_length(req: PrepRequest) -> int:
-    """Tokens per sequence, as the request resolved it from serving.context_length and the GGUF."""
-    return int(req.family_settings["context_length"])
-
-
 class LlmFamily:
     name: str = "llm"
     formats: tuple[str, ...] = ("gguf",)
@@ -104,7 +99,7 @@ class LlmFamily:
 
     def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
         from iac.spec.models import DEFAULT_EVALUATION_TOKENS
-        from modelprep.families.llm.session import WINDOW
+        from modelprep.families.llm.session import WINDOW, context_length
         from modelprep.families.llm.speed import NEW_TOKENS, PROMPT_TOKENS
 
         return {"version": VERSION, "ftype": quantize.CATALOGUE[variant.name].ftype, "context_length": context_length(req),

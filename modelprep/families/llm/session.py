@@ -26,6 +26,11 @@ from modelprep.request import PrepRequest
 WINDOW = 1024  # tokens per evaluation window (fewer when the context is shorter)
 
 
+
+def context_length(req: PrepRequest) -> int:
+    """Tokens per sequence, as the request resolved it from serving.context_length and the GGUF."""
+    return int(req.family_settings["context_length"])
+
 class LlmSession:
     def __init__(self, req: PrepRequest, progress: Any, step: Any) -> None:
         self.req, self.progress, self.step = req, progress, step
@@ -38,7 +43,6 @@ class LlmSession:
 
     @property
     def context(self) -> int:
-        from modelprep.families.llm.family import context_length
 
         return context_length(self.req)
 
