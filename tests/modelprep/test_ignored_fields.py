@@ -23,12 +23,16 @@ FIXTURES = sorted(IGNORED.glob("invalid_*.yaml"))
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    """The files the fixtures name: a Keras file, a Hugging Face folder, a GGUF, arrays and texts
+    """The files the fixtures name: a Keras file, a Hugging Face folder, a GGUF, a CTranslate2 folder,
+    arrays and texts
     (contents do not matter before prep runs)."""
     (tmp_path / "model" / "minilm").mkdir(parents=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "model" / "digits.keras").write_bytes(b"placeholder")
     (tmp_path / "model" / "chat.gguf").write_bytes(b"placeholder")
+    (tmp_path / "model" / "whisper").mkdir()
+    for name in ("model.bin", "config.json"):  # a CTranslate2 folder
+        (tmp_path / "model" / "whisper" / name).write_bytes(b"{}")
     for name in ("config.json", "tokenizer.json"):
         (tmp_path / "model" / "minilm" / name).write_text("{}")
     for name in ("calibration", "evaluation"):

@@ -166,6 +166,10 @@ class SpeechFamily:
     baseline = "faster-whisper"
     reference: str | None = BASELINE
     gentle = ("ct2-int8_float32", "ct2-float32-beam5")
+    gate_field = "optimize.max_accuracy_drop"  # the absolute WER increase allowed over float32
+
+    def judge(self, req: PrepRequest, measure: Measure) -> str | None:
+        return None  # WER is the one gate
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         from modelprep.request import PrepRequest
