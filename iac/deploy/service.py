@@ -8,6 +8,7 @@ import pulumi
 
 from iac.build.keys import context_key
 from iac.deploy.artifact import ModelArtifact
+from iac.deploy.identity import StackIdentity, owner_of
 from iac.deploy.image import Image
 from iac.deploy.targets import TargetArgs, target_of
 from iac.spec.models import ResolvedSpec
@@ -28,7 +29,10 @@ class ModelService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("modelstack:index:ModelService", name, None, opts)
         spec = args.spec
-        owner = f"{args.project}/{args.stack}/{spec.name}"
+        # <project>/<stack>/<service>@<id>: the id lives only in this stack's state, so two checkouts
+        # (or two users) of one project never take each other's Docker objects for their own.
+        identity = StackIdentity(f"{name}-identity", opts=pulumi.ResourceOptions(parent=self))
+        owner = identity.stack_id.apply(lambda stack_id: owner_of(f"{args.project}/{args.stack}/{spec.name}", stack_id))
         base = f"modelstack-{args.stack}-{spec.name}"
         child = pulumi.ResourceOptions(parent=self)
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from fake_docker import FakeDocker
-from iac.deploy.dynamic import OWNER_LABEL, UNKNOWN
+from iac.deploy.dynamic import CHECKOUT_LABEL, OWNER_LABEL, UNKNOWN
 from prep_reports import passing_report
 
-OWNER = "digits/dev/digits"
-LABELS = {OWNER_LABEL: OWNER}
+OWNER = "digits/dev/digits@0a1b2c3d"
+LABELS = {OWNER_LABEL: OWNER, CHECKOUT_LABEL: str(Path.cwd())}
 
 
 # -- Network -------------------------------------------------------------------------------------
@@ -27,20 +27,24 @@ def test_network_diff_replaces_what_names_it(fake_docker: FakeDocker) -> None:
     assert (same.changes, same.replaces) == (False, [])
     renamed = NetworkProvider().diff("id", olds, {**olds, "network_name": "other"})
     assert (renamed.changes, renamed.replaces, renamed.delete_before_replace) == (True, ["network_name"], True)
+    # A stack made before stack ids gets one: the network (known by its id in state) stays.
+    adopted = NetworkProvider().diff("id", {**olds, "owner": "digits/dev/digits"}, dict(olds))
+    assert (adopted.changes, adopted.replaces) == (True, [])
     unknown = NetworkProvider().diff("id", olds, {**olds, "owner": UNKNOWN})
-    assert unknown.replaces == ["owner"]
+    assert (unknown.changes, unknown.replaces) == (True, [])
 
 
 def test_network_create_takes_over_a_stale_one_read_sees_it_gone_delete_is_idempotent(fake_docker: FakeDocker) -> None:
     from iac.deploy.targets.docker.network import NetworkProvider
 
-    stale = fake_docker.networks.create("modelstack-dev-digits")
+    stale = fake_docker.networks.create("modelstack-dev-digits", labels={OWNER_LABEL: OWNER})  # an interrupted run's
     props = {"owner": OWNER, "network_name": "modelstack-dev-digits"}
     created = NetworkProvider().create(props)
     network = fake_docker.networks.get(created.id)
     assert stale.id not in fake_docker.networks.items
     assert (network.name, network.labels) == ("modelstack-dev-digits", LABELS)
     assert created.outs == {**props, "network_id": created.id}
+    assert NetworkProvider().check({}, props).failures == []  # ours: no collision
 
     assert NetworkProvider().read(created.id, created.outs).id == created.id
     NetworkProvider().delete(created.id, created.outs)
@@ -367,3 +371,70 @@ def test_artifact_diff_read_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert ModelArtifactProvider().read("k1", olds).id == "k1"
     ModelArtifactProvider().delete("k1", olds)
     assert (tmp_path / "model.tflite").exists(), "cache entries are shared by content and never deleted"
+
+
+# -- Collisions: names and ports another stack (or no stack) holds -------------------------------
+
+STRANGER = {OWNER_LABEL: "digits/dev/digits@99999999", CHECKOUT_LABEL: "/home/other/checkout"}
+WHERE = {"name": "model.yaml:3", "deploy.host_port": "model.yaml:40"}
+
+
+def test_a_strangers_network_is_reported_at_check_and_left_untouched_by_create(fake_docker: FakeDocker) -> None:
+    from iac.deploy.targets.docker.network import NetworkProvider
+
+    theirs = fake_docker.networks.create("modelstack-dev-digits", labels=STRANGER)
+    props = {"owner": OWNER, "network_name": "modelstack-dev-digits", "where": WHERE}
+    failures = NetworkProvider().check({}, props).failures
+    assert [(f.property, f.reason) for f in failures] == [(
+        "network_name",
+        ("model.yaml:3: name: the network modelstack-dev-digits is already taken by network modelstack-dev-digits "
+         "of stack digits/dev/digits@99999999 (checkout /home/other/checkout); give this service another name "
+         "(or run the stack under another stack name)"),
+    )]
+    # At a first preview the stack's id is not known yet: nothing on the engine is the stack's.
+    assert len(NetworkProvider().check({}, {**props, "owner": UNKNOWN}).failures) == 1
+    with pytest.raises(RuntimeError, match="already taken by network modelstack-dev-digits of stack"):
+        NetworkProvider().create(props)
+    assert fake_docker.networks.items == {theirs.id: theirs}
+
+
+def test_a_stack_made_before_stack_ids_keeps_its_own_objects(tmp_path: Path, fake_docker: FakeDocker,
+                                                              no_sleep: list[float]) -> None:
+    from iac.deploy.targets.docker.network import NetworkProvider
+    from iac.deploy.targets.docker.proxy import ProxyProvider
+
+    legacy = {OWNER_LABEL: "digits/dev/digits"}
+    fake_docker.networks.create("modelstack-dev-digits", labels=legacy)
+    olds = proxy_props(tmp_path, owner="digits/dev/digits")
+    fake_docker.containers.run("modelstack-proxy:bookworm-nginx", name="modelstack-dev-digits-proxy",
+                               network="modelstack-dev-digits", labels=legacy, ports={"8080/tcp": ("127.0.0.1", 8501)})
+    # The state's old owner names them: no collision, and the proxy's update replaces its own container.
+    assert NetworkProvider().check({"owner": "digits/dev/digits"}, {**olds, "owner": OWNER}).failures == []
+    assert ProxyProvider().check(olds, proxy_props(tmp_path)).failures == []
+    assert len(ProxyProvider().check({}, proxy_props(tmp_path)).failures) == 2  # another checkout: name and port
+    updated = ProxyProvider().update("old", olds, proxy_props(tmp_path))
+    assert [c.labels[OWNER_LABEL] for c in fake_docker.containers.items.values()] == [OWNER]
+    assert updated.outs["container_id"] in fake_docker.containers.items
+
+
+def test_a_taken_host_port_names_its_holder_and_the_field(tmp_path: Path, fake_docker: FakeDocker, network: None,
+                                                          no_sleep: list[float]) -> None:
+    from iac.deploy.targets.docker.proxy import ProxyProvider
+
+    other = fake_docker.containers.run("img", name="someone-elses-web", labels={}, ports={"80/tcp": ("0.0.0.0", 8501)})
+    props = proxy_props(tmp_path, where=WHERE)
+    failures = ProxyProvider().check({}, props).failures
+    assert [(f.property, f.reason) for f in failures] == [(
+        "deploy.host_port",
+        ("model.yaml:40: deploy.host_port: port 8501 on 127.0.0.1 is taken by container someone-elses-web "
+         "(not made by modelstack); set deploy.host_port to a free port"),
+    )]
+    with pytest.raises(RuntimeError, match="deploy.host_port: port 8501"):
+        ProxyProvider().create(props)
+    assert list(fake_docker.containers.items) == [other.id]
+
+    fake_docker.host_ports_in_use.add(9000)  # a process of the host, not a container
+    moved = proxy_props(tmp_path, settings={**props["settings"], "host_port": 9000.0})
+    assert "taken by a process on this host that is not a container" in ProxyProvider().check({}, moved).failures[0].reason
+    # Another port, another address: free.
+    assert ProxyProvider().check({}, proxy_props(tmp_path, settings={**props["settings"], "host_port": 9001.0})).failures == []

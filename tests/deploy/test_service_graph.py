@@ -19,6 +19,7 @@ TYPES = {
     "proxy": "pulumi-python:dynamic/docker:Proxy",
     "replicas": "pulumi-python:dynamic/docker:Replicas",
     "healer": "pulumi-python:dynamic/modelstack:Healer",
+    "identity": "pulumi-python:dynamic/modelstack:StackIdentity",
 }
 
 
@@ -70,6 +71,8 @@ class DeployMocks(Mocks):
                                      for i in range(int(args.inputs["replicas"]))]
         elif suffix == "healer":
             outs["pid"] = 4242
+        elif suffix == "identity":
+            outs["stack_id"] = "0a1b2c3d"
         return f"{args.name}-id", outs
 
     def call(self, args: Any) -> tuple[dict, None]:
@@ -103,18 +106,18 @@ def test_children_are_named_after_the_component_and_parented_to_it(graph: tuple[
     service = monitor.urn_of("modelstack:index:ModelService", "digits")
     target = monitor.urn_of("modelstack:docker:Target", "digits")  # the target carries the service's name
     assert monitor.parents[target] == service
-    for child in ("artifact", "image"):
+    for child in ("identity", "artifact", "image"):
         assert monitor.parents[monitor.urn_of(TYPES[child], f"digits-{child}")] == service, child
     for child in ("network", "proxy", "replicas", "healer"):
         assert monitor.parents[monitor.urn_of(TYPES[child], f"digits-{child}")] == target, child
     stack = monitor.urn_of("pulumi:pulumi:Stack", "digits-dev")
     assert monitor.parents[service] == stack
-    assert len(monitor.parents) == 9, "the stack, the service, its target and six resources, nothing else"
+    assert len(monitor.parents) == 10, "the stack, the service, its target and seven resources, nothing else"
 
 
 def test_inputs_wire_each_stage_to_the_next(graph: tuple[Recorder, DeployMocks, dict]) -> None:
     _, mocks, _ = graph
-    owner, base = "digits/dev/digits", "modelstack-dev-digits"
+    owner, base = "digits/dev/digits@0a1b2c3d", "modelstack-dev-digits"  # the stack id from the state
     image, replicas = mocks.inputs["digits-image"], mocks.inputs["digits-replicas"]
     assert image["owner"] == owner and image["tag"].startswith(f"{base}:")
     assert image["artifact_sha256"] == "a" * 64  # the artifact's output feeds the image

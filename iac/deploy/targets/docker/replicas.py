@@ -20,6 +20,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from iac.deploy.dynamic import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
+from iac.deploy.targets.docker.collisions import owners_of
 from iac.deploy.targets.docker.proxy import reload, write_config
 
 ROLE = "org.modelstack.role"
@@ -40,20 +41,20 @@ class ReplicasProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return DiffResult(changes=bool(changed(olds, news, DIFF_KEYS)), replaces=[], delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        names = rollout(news)
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        names = rollout(news, owners_of(olds, news))
         return UpdateResult(outs={**news, "replica_names": names, "healthy": True})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         # Drift (a replica removed or stopped by hand) marks the state unhealthy, so the next
         # `up` diffs against healthy=True and rolls the same version out again.
-        running = {c.name for c in _replicas(props["owner"]) if c.status == "running"}
+        running = {c.name for c in _replicas(owners_of(props)) if c.status == "running"}
         healthy = set(props.get("replica_names") or []) <= running
         state = {**props, "healthy": healthy}
         return ReadResult(id_, state, inputs={k: v for k, v in state.items() if k not in ("replica_names",)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        for container in _replicas(props["owner"]):
+        for container in _replicas(owners_of(props)):
             container.remove(force=True)
 
 
@@ -64,10 +65,12 @@ def version_of(image_id: str, settings: dict[str, Any], api_key: str | None) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def rollout(props: dict[str, Any]) -> list[str]:
-    owner, version = props["owner"], props["version"]
+def rollout(props: dict[str, Any], owners: set[str] | None = None) -> list[str]:
+    """Roll `props`' version out; `owners`: the owner labels this stack's replicas may carry (the state's
+    old one too, so replicas made before a stack id are retired, not orphaned)."""
+    version = props["version"]
     wanted = [f"{props['base_name']}-{version}-{i}" for i in range(int(props["replicas"]))]
-    existing = {c.name: c for c in _replicas(owner)}
+    existing = {c.name: c for c in _replicas(owners or owners_of(props))}
     started = []
     for name in wanted:
         current = existing.get(name)
@@ -211,8 +214,11 @@ def _retire(containers: list[Any]) -> None:
             container.remove(force=True)
 
 
-def _replicas(owner: str) -> list[Any]:
-    return docker_client().containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})
+def _replicas(owners: set[str]) -> list[Any]:
+    """This stack's model containers: those labelled with one of its owners, never another stack's."""
+    client = docker_client()
+    return [c for owner in sorted(owners)
+            for c in client.containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})]
 
 
 class Replicas(Resource, module="docker", name="Replicas"):

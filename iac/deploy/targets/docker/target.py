@@ -25,17 +25,21 @@ class Target(pulumi.ComponentResource):
     def __init__(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
-        config_dir = str(default_root() / "proxy" / owner.replace("/", "--"))
+        # Per <project>/<stack>/<service>, not per stack id: two stacks that would share it share the
+        # network and proxy names too, and the second is refused before it writes anything here.
+        config_dir = str(default_root() / "proxy" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
         # Stacks deployed before targets were a seam had these children directly under ModelService.
         moved = [pulumi.Alias(parent=opts.parent)] if opts is not None and opts.parent is not None else []
         child = pulumi.ResourceOptions(parent=self, aliases=moved)
 
-        network = Network(f"{name}-network", owner=owner, network_name=base, opts=child)
+        # Where model.yaml sets what a collision asks the user to change (the providers report it).
+        where = {field: spec.where(field) for field in ("name", "deploy.host_port", "deploy.grpc_host_port")}
+        network = Network(f"{name}-network", owner=owner, network_name=base, where=where, opts=child)
         proxy = Proxy(
             f"{name}-proxy", owner=owner, container_name=f"{base}-proxy", image=PROXY_IMAGE,
             network_name=network.network_name, settings=proxy_settings(spec), config_dir=config_dir,
             nginx_conf=nginx_conf(spec.name, spec.spec.deploy.replicas, grpc=publishes_grpc(spec)),
-            parked_upstream=PARKED, opts=child,
+            parked_upstream=PARKED, where=where, opts=child,
         )
         settings = replica_settings(spec)
         key_env = spec.spec.serving.api_key_env
