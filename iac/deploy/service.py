@@ -46,7 +46,9 @@ class ModelService(pulumi.ComponentResource):
                                  opts=child)
         report = artifact.typed_report
         image = Image(
-            f"{name}-image", owner=owner, tag=f"{base}:{ctx_key[:12]}", context_key=ctx_key,
+            # The stack id in the tag too: another checkout building the same context never takes it over.
+            f"{name}-image", owner=owner, tag=identity.stack_id.apply(lambda stack_id: f"{base}:{ctx_key[:12]}-{stack_id}"),
+            context_key=ctx_key,
             spec=spec.model_dump(mode="json", exclude={"locations"}), artifact_path=artifact.artifact_path,
             artifact_sha256=artifact.artifact_sha256, report=artifact.report, opts=child,
         )
