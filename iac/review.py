@@ -7,6 +7,7 @@ from typing import Any
 
 from iac.service_client import served_metadata
 from iac.spec.models import ResolvedSpec
+from modelprep.report import PrepReport
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,7 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
     except ValidationError:  # nothing deployed, or a server that does not say
         deployed = None
     edited = cached.report.served()
-    # Sorted by name, as the served signature is read back (TF Serving's inputs are a mapping).
-    edited_signature = ", ".join(
-        f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name)
-    )
+    edited_signature = signature_of(spec)
     rows: list[tuple[str, Any, Any]] = [
         ("variant", deployed and deployed.variant, edited.variant),
         ("quantization", deployed and deployed.quantization, edited.quantization),
@@ -51,6 +49,27 @@ def model_diff(spec: ResolvedSpec) -> tuple[list[ModelChange], str | None]:
         ("input signature", _served_signature(metadata), edited_signature),
     ]
     return [ModelChange(name, _cell(old), _cell(new)) for name, old, new in rows], None
+
+
+PREP_NEEDED = "prep needed"  # what preview shows for the model when the edited spec's prep is not cached
+
+
+def signature_of(spec: ResolvedSpec) -> str:
+    """`pixels[64]:float32`: sorted by name, as the served signature is read back (TF Serving's inputs
+    are a mapping)."""
+    return ", ".join(f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name))
+
+
+def model_fields(report: PrepReport, spec: ResolvedSpec) -> dict[str, Any]:
+    """The model as `pulumi preview --diff` shows it beside the infrastructure: flat, short, readable."""
+    return {
+        "variant": report.variant,
+        "bytes": report.size_bytes,
+        report.metric.value: round(report.accuracy, 4),
+        "signature": signature_of(spec),
+        "latency_p99_us": round(report.latency_p99_us, 1),
+        "sha256": report.artifact_sha256[:12],
+    }
 
 
 def _served_signature(metadata: dict[str, Any]) -> str | None:

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 import pulumi
 
 from iac.build.keys import context_key
-from iac.deploy.artifact import ModelArtifact
+from iac.deploy.artifact import ModelArtifact, outputs_of
 from iac.deploy.identity import StackIdentity, owner_of
 from iac.deploy.image import Image
 from iac.deploy.targets import TargetArgs, target_of
+from iac.review import PREP_NEEDED, model_fields
+from iac.spec.errors import UserError
 from iac.spec.models import ResolvedSpec
-from modelprep.request import prep_key, prep_request
+from modelprep.prep import PrepResult
+from modelprep.request import PrepRequest, prep_key, prep_request
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,12 @@ class ModelService(pulumi.ComponentResource):
         ctx_key = context_key(spec, key)
 
         # The request without where the spec's lines are: editing a comment changes no resource.
-        artifact = ModelArtifact(f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
-                                 opts=child)
+        cached = prepared(request)
+        artifact = ModelArtifact(
+            f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
+            model=model_fields(cached.report, spec) if cached else PREP_NEEDED,
+            known=outputs_of(str(cached.artifact_path), cached.report) if cached else None, opts=child,
+        )
         report = artifact.typed_report
         image = Image(
             # The stack id in the tag too: another checkout building the same context never takes it over.
@@ -62,8 +69,27 @@ class ModelService(pulumi.ComponentResource):
             "variant": report.apply(lambda r: r.variant),
             "artifact_size_bytes": report.apply(lambda r: r.size_bytes),
             "accuracy": report.apply(lambda r: r.accuracy),
+            "model": artifact.model,
         }
         self.register_outputs(self.outputs)
+
+
+def prepared(request: PrepRequest) -> PrepResult | None:
+    """The prep result for `request`: from the cache; at `up` (not preview) made now when missing, so the
+    state records the model that was deployed (what the next `preview --diff` shows as the old side).
+    Preview never preps: it runs no TensorFlow."""
+    from modelprep.prep import cached_result
+
+    cached = cached_result(request)
+    if cached is not None or pulumi.runtime.is_dry_run():
+        return cached
+    from modelprep.cache import Cache
+    from modelprep.prep import prep
+
+    try:
+        return prep(request, Cache())
+    except UserError as exc:
+        raise pulumi.RunError(str(exc)) from None  # one located line, no traceback
 
 
 def export_service(spec_path: str, api_key: pulumi.Input[str] | None = None) -> ModelService:

@@ -79,15 +79,34 @@ class DeployMocks(Mocks):
         return {}, None
 
 
+CACHED = passing_report(size_bytes=4096, accuracy=0.98)
+
+
 @pytest.fixture
-def graph(spec_folder: Path) -> tuple[Recorder, DeployMocks, dict[str, Any]]:
-    """ModelService for the digits spec, registered against the mocks; its outputs resolved."""
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty prep cache of the test's own."""
+    monkeypatch.setenv("MODELSTACK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def seed(cache: Path, spec_file: Path) -> None:
+    """The spec's prep in the cache, as `modelstack prep` leaves it (a graph test runs no TensorFlow)."""
+    from iac.spec.load import load_resolved
+    from modelprep.cache import Cache
+    from modelprep.prep import REPORT
+    from modelprep.request import prep_key, prep_request
+
+    key = prep_key(prep_request(load_resolved(spec_file)))
+    Cache(cache).put(key, {REPORT: CACHED.model_dump_json().encode(), "model.tflite": b"tflite"})
+
+
+def register(spec_folder: Path, preview: bool) -> tuple[Recorder, DeployMocks, dict[str, Any]]:
     from iac.deploy.service import ModelService, ModelServiceArgs
     from iac.spec.load import load_resolved
 
     mocks = DeployMocks()
     monitor = Recorder(mocks)
-    pulumi.runtime.set_mocks(mocks, project="digits", stack="dev", preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project="digits", stack="dev", preview=preview, monitor=monitor)
     spec = load_resolved(spec_folder / "model.yaml")
     resolved: dict[str, Any] = {}
 
@@ -99,6 +118,13 @@ def graph(spec_folder: Path) -> tuple[Recorder, DeployMocks, dict[str, Any]]:
 
     build()
     return monitor, mocks, resolved
+
+
+@pytest.fixture
+def graph(spec_folder: Path, cache: Path) -> tuple[Recorder, DeployMocks, dict[str, Any]]:
+    """ModelService for the digits spec (its prep cached), registered against the mocks; its outputs resolved."""
+    seed(cache, spec_folder / "model.yaml")
+    return register(spec_folder, preview=False)
 
 
 def test_children_are_named_after_the_component_and_parented_to_it(graph: tuple[Recorder, DeployMocks, dict]) -> None:
@@ -134,6 +160,7 @@ def test_inputs_wire_each_stage_to_the_next(graph: tuple[Recorder, DeployMocks, 
 def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -> None:
     from iac.deploy.targets.docker.replicas import version_of
     from iac.deploy.targets.docker.settings import replica_settings
+    from iac.review import model_fields
     from iac.spec.load import load_resolved
 
     _, mocks, outputs = graph
@@ -149,4 +176,25 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "variant": "litert-int8",
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
+        "model": model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
     }
+
+
+def test_preview_shows_the_cached_models_fields_or_that_prep_is_needed(spec_folder: Path, cache: Path) -> None:
+    from iac.review import model_fields
+    from iac.spec.load import load_resolved
+
+    _, mocks, _ = register(spec_folder, preview=True)  # nothing cached, and preview preps nothing
+    assert mocks.inputs["digits-artifact"]["model"] == "prep needed"
+    assert mocks.inputs["digits-artifact"].get("variant") is None and not (cache / "prep").exists()
+
+    seed(cache, spec_folder / "model.yaml")
+    _, mocks, _ = register(spec_folder, preview=True)
+    artifact = mocks.inputs["digits-artifact"]
+    fields = model_fields(CACHED, load_resolved(spec_folder / "model.yaml"))
+    assert artifact["model"] == fields == {
+        "variant": "litert-int8", "bytes": 4096, "accuracy": 0.98, "signature": "pixels[64]:float32",
+        "latency_p99_us": 9.0, "sha256": CACHED.artifact_sha256[:12],
+    }
+    # What the provider's outputs will be, known at preview: the stack's outputs show the new model.
+    assert (artifact["variant"], artifact["size_bytes"], artifact["accuracy"]) == ("litert-int8", 4096, 0.98)
