@@ -37,6 +37,7 @@ class ProxyProvider(ResourceProvider):
         write_config(props["config_dir"], "nginx.conf", props["nginx_conf"], keep_existing=False)
         write_config(props["config_dir"], "upstream.conf", props["parked_upstream"], keep_existing=True)
         write_config(props["config_dir"], "upstream-grpc.conf", props["parked_upstream"], keep_existing=True)
+        write_rollout_defaults(props)
         container = _run(props)
         return CreateResult(id_=str(container.id), outs={**props, "container_id": str(container.id)})
 
@@ -47,6 +48,7 @@ class ProxyProvider(ResourceProvider):
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         write_config(news["config_dir"], "nginx.conf", news["nginx_conf"], keep_existing=False)
         write_config(news["config_dir"], "upstream-grpc.conf", news["parked_upstream"], keep_existing=True)
+        write_rollout_defaults(news)
         if changed(olds, news, RECREATE_KEYS) or not _running(news["container_name"]):
             owners = owners_of(olds, news)
             _refuse_collisions(news, owners)
@@ -84,6 +86,16 @@ def write_config(config_dir: str, name: str, content: str, keep_existing: bool) 
     staging.write_text(content)
     staging.chmod(0o644)
     os.replace(staging, target)
+
+
+def write_rollout_defaults(props: dict[str, Any]) -> None:
+    """No rollout in progress: the stable version answers everything, nothing is copied or logged.
+    Kept when present: a rollout the provider is driving owns these files."""
+    from iac.build.proxy_config import mirror_conf, split_conf
+
+    write_config(props["config_dir"], "upstream-candidate.conf", props["parked_upstream"], keep_existing=True)
+    write_config(props["config_dir"], "split.conf", split_conf(), keep_existing=True)
+    write_config(props["config_dir"], "mirror.conf", mirror_conf(False), keep_existing=True)
 
 
 def _running(container_name: str) -> bool:
