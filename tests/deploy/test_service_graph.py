@@ -177,6 +177,7 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
         "model": model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
+        "last_rollout": None,  # no canary or shadow rollout yet
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
 from iac.build.proxy_config import PARKED, nginx_conf
@@ -17,6 +19,15 @@ from iac.spec.errors import UserError
 from modelprep.cache import default_root
 
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
+
+
+def refuse_rolled_back(record: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
+    """`pulumi up` fails with the rollback's one line when the version it asked for was rolled back (an error
+    logged fails the update; the stack outputs, this record among them, are still written). A spec set back
+    to the serving version does not fail: the record then only tells what happened."""
+    if record and record.get("outcome") != "promoted" and record.get("version") == version:
+        pulumi.log.error(str(record.get("reason")))
+    return record
 
 
 class Target(pulumi.ComponentResource):
@@ -62,6 +73,8 @@ class Target(pulumi.ComponentResource):
                    if len(spec.inputs) > 1 else {}),
                 "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
                 "ready_timeout_s": spec.spec.deploy.ready_timeout,
+                # canary or shadow: the steps and thresholds; the metric says how predictions are compared
+                "rollout": spec.spec.deploy.rollout.model_dump(mode="json"), "metric": spec.spec.optimize.metric.value,
             },
             opts=pulumi.ResourceOptions(parent=self, aliases=moved, additional_secret_outputs=["api_key"]),
         )
@@ -69,6 +82,7 @@ class Target(pulumi.ComponentResource):
                opts=pulumi.ResourceOptions(parent=self, aliases=moved, depends_on=[proxy, replicas]))
 
         self.outputs = {
+            "last_rollout": pulumi.Output.all(replicas.last_rollout, version).apply(lambda v: refuse_rolled_back(*v)),
             "endpoint": replicas.version.apply(lambda _: endpoint(spec)),
             "base_url": replicas.version.apply(lambda _: base_url(spec)),
             "version": replicas.version,
