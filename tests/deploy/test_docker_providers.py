@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fake_docker import FakeDocker
-from iac.deploy.dynamic import CHECKOUT_LABEL, OWNER_LABEL, UNKNOWN
 from prep_reports import passing_report
+
+from iac.build.proxy_config import split_conf
+from iac.deploy.dynamic import CHECKOUT_LABEL, OWNER_LABEL, UNKNOWN
 
 OWNER = "digits/dev/digits@0a1b2c3d"
 LABELS = {OWNER_LABEL: OWNER, CHECKOUT_LABEL: str(Path.cwd())}
@@ -438,3 +439,81 @@ def test_a_taken_host_port_names_its_holder_and_the_field(tmp_path: Path, fake_d
     assert "taken by a process on this host that is not a container" in ProxyProvider().check({}, moved).failures[0].reason
     # Another port, another address: free.
     assert ProxyProvider().check({}, proxy_props(tmp_path, settings={**props["settings"], "host_port": 9001.0})).failures == []
+
+
+# -- Canary and shadow: the provider's control flow (each window's figures given) ----------------
+
+PLAN = {"strategy": "canary", "steps": [{"weight": 10, "hold": 1.0}, {"weight": 50, "hold": 1.0}],
+        "analysis": {"max_error_rate_increase": 0.01, "max_p99_ratio": 2.0, "min_agreement": None, "min_cosine": None,
+                     "max_mae": None, "min_samples": 50, "inconclusive": "fail", "max_holds": 2}}
+
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
+    """Each window's verdict in turn (given, not measured: the fake engine's replicas serve no HTTP);
+    records the split each window ran with."""
+    from iac.deploy.targets.docker import canary
+
+    verdicts: list = []
+    splits: list[str] = []
+
+    def window(props: dict[str, Any], *_: Any) -> Any:
+        splits.append((Path(props["config_dir"]) / "split.conf").read_text())
+        return verdicts.pop(0)
+
+    monkeypatch.setattr(canary, "_window", window)
+    monkeypatch.setattr(canary, "_stable_figure", lambda *_: 0.97)
+    verdicts.append(splits)  # the last element: where the splits are recorded
+    return verdicts
+
+
+def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
+        tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    splits = windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    windows += [Verdict("pass", samples=120),
+                Verdict("fail", "top-1 agreement", "0.100", "1.000", ">= 0.940", 200)]
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=PLAN))
+    record = updated.outs["last_rollout"]
+    assert record["outcome"] == "rolled back" and record["version"] == "v2"
+    assert record["reason"] == ("canary rollout of version v2 rolled back at step 2/2 (50% of requests): failed on "
+                                "top-1 agreement: candidate 0.100, stable 1.000, threshold >= 0.940, 200 samples")
+    # The state still says the old version serves; only its replicas run, and they take everything.
+    assert updated.outs["version"] == "v1" and updated.outs["replica_names"] == olds["replica_names"]
+    assert model_names(fake_docker) == olds["replica_names"]
+    assert "v1" in upstream(tmp_path) and "v2" not in upstream(tmp_path)
+    assert (tmp_path / "proxy" / "split.conf").read_text() == split_conf()
+    assert ["10% model_candidate" in s for s in splits] == [True, False] and "50% model_candidate" in splits[1]
+    assert "rolled back" in (tmp_path / "proxy" / "rollout.log").read_text()
+
+
+def test_a_canary_that_passes_every_step_is_promoted(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
+                                                     ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    windows += [Verdict("pass", samples=120), Verdict("pass", samples=600)]
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=PLAN))
+    assert updated.outs["last_rollout"]["outcome"] == "promoted" and updated.outs["version"] == "v2"
+    assert model_names(fake_docker) == ["modelstack-dev-digits-v2-0", "modelstack-dev-digits-v2-1"]
+    assert (tmp_path / "proxy" / "split.conf").read_text() == split_conf()
+
+
+def test_an_inconclusive_window_holds_when_asked_then_fails(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
+                                                            ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    held = {**PLAN, "analysis": {**PLAN["analysis"], "inconclusive": "hold", "max_holds": 1}}
+    windows += [Verdict("inconclusive", "requests", "0", "0", ">= 50", 0)] * 2
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=held))
+    assert updated.outs["last_rollout"]["outcome"] == "inconclusive"
+    assert [s["outcome"] for s in updated.outs["last_rollout"]["steps"]] == ["inconclusive", "inconclusive"]
+    assert updated.outs["version"] == "v1"

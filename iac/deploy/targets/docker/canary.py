@@ -55,6 +55,7 @@ def judged_rollout(props: dict[str, Any], stable: list[str], candidate: list[str
             weight = int(step["weight"])
             label = f"step {number}/{len(plan['steps'])} ({weight}% {'copied' if strategy == 'shadow' else 'of requests'})"
             holds = 0
+            _route(props, strategy, weight)
             while True:
                 verdict = _window(props, proxy, strategy, weight, float(step["hold"]), stable, candidate, addresses,
                                   limits, label, progress)
@@ -85,11 +86,6 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
             candidate: list[str], addresses: dict[str, str | None], limits: Thresholds, label: str,
             progress: Any) -> Verdict:
     port = int(props["settings"]["port"])
-    canary = strategy == "canary"
-    write_config(props["config_dir"], "split.conf",
-                 split_conf(weight=weight if canary else 0, shadow=0 if canary else weight, replay=True), keep_existing=False)
-    write_config(props["config_dir"], "mirror.conf", mirror_conf(not canary), keep_existing=False)
-    reload(props["proxy_name"])
     clear(proxy)
     before = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
     deadline = time.monotonic() + hold
@@ -105,6 +101,15 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
     verdict = judge(Window(after[0].since(before[0]), after[1].since(before[1]), agreement, failures), limits)
     progress(verdict.line(label) + f" [{json.dumps(verdict.figures)}]")
     return verdict
+
+
+def _route(props: dict[str, Any], strategy: str, weight: int) -> None:
+    """`weight`% of requests to the new version (canary) or copied to it (shadow); bodies logged for replay."""
+    canary = strategy == "canary"
+    write_config(props["config_dir"], "split.conf",
+                 split_conf(weight=weight if canary else 0, shadow=0 if canary else weight, replay=True), keep_existing=False)
+    write_config(props["config_dir"], "mirror.conf", mirror_conf(not canary), keep_existing=False)
+    reload(props["proxy_name"])
 
 
 def _back_to_stable(props: dict[str, Any]) -> None:
