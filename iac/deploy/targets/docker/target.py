@@ -21,13 +21,13 @@ from modelprep.cache import default_root
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
 
 
-def refuse_rolled_back(record: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
-    """`pulumi up` fails with the rollback's one line when the version it asked for was rolled back (an error
-    logged fails the update; the stack outputs, this record among them, are still written). A spec set back
-    to the serving version does not fail: the record then only tells what happened."""
+def refuse_rolled_back(record: dict[str, Any] | None, version: str) -> None:
+    """`pulumi up` fails with the rollback's one line when the version it asked for was rolled back. Raised
+    in an output nothing exports: the SDK fails the program with it (a RunError: no traceback) after the
+    stack outputs, `last_rollout` among them, are written. A spec set back to the serving version does not
+    fail: the record then only tells what happened."""
     if record and record.get("outcome") != "promoted" and record.get("version") == version:
-        pulumi.log.error(str(record.get("reason")))
-    return record
+        raise pulumi.RunError(str(record.get("reason")))
 
 
 class Target(pulumi.ComponentResource):
@@ -78,11 +78,16 @@ class Target(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self, aliases=moved, additional_secret_outputs=["api_key"]),
         )
+        pulumi.Output.all(replicas.last_rollout, version).apply(lambda v: refuse_rolled_back(*v))
+        if spec.spec.deploy.rollout.strategy != "rolling":
+            from iac.deploy.targets.docker.progress import follow
+
+            follow(config_dir, replicas.version)  # step, weight and live figures as the rollout goes
         Healer(f"{name}-healer", owner=owner, config_dir=config_dir,
                opts=pulumi.ResourceOptions(parent=self, aliases=moved, depends_on=[proxy, replicas]))
 
         self.outputs = {
-            "last_rollout": pulumi.Output.all(replicas.last_rollout, version).apply(lambda v: refuse_rolled_back(*v)),
+            "last_rollout": replicas.last_rollout,
             "endpoint": replicas.version.apply(lambda _: endpoint(spec)),
             "base_url": replicas.version.apply(lambda _: base_url(spec)),
             "version": replicas.version,
