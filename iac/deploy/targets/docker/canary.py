@@ -90,10 +90,12 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
     before = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
     deadline = time.monotonic() + hold
     while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 5.0))
+        time.sleep(min(left, 2.0))
         now = _scrape(candidate, addresses, port, props).since(before[1])
         progress(f"{label}: {hold - max(0.0, deadline - time.monotonic()):.0f}/{hold:.0f} s, "
                  f"{now.requests} requests to the new version, {now.errors} errors")
+        if now.errors >= 5 and now.error_rate > limits.max_error_rate_increase:
+            break  # failing clients now: judge at once rather than at the end of the hold
     after = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
     entries = take(proxy, REPLAY_LIMIT)
     agreement, failures = replay(entries, [addresses[n] or n for n in stable], [addresses[n] or n for n in candidate],
