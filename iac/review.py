@@ -72,6 +72,23 @@ def model_fields(report: PrepReport, spec: ResolvedSpec) -> dict[str, Any]:
     }
 
 
+def rollout_plan(spec: ResolvedSpec) -> str:
+    """`canary: 10% for 30 s, 50% for 30 s, then 100%; judged on ...`: how the new version will replace the old."""
+    rollout = spec.spec.deploy.rollout
+    if rollout.strategy == "rolling":
+        return "rolling: the new replicas start, take every request once ready, the old ones drain"
+    a = rollout.analysis
+    share = "copied" if rollout.strategy == "shadow" else ""
+    steps = ", ".join(f"{s.weight}%{' ' + share if share else ''} for {s.hold:g} s" for s in rollout.steps)
+    agreement = {"cosine": f"cosine >= {a.min_cosine if a.min_cosine is not None else '2 x prep cosine - 1'}",
+                 "mae": f"MAE <= {a.max_mae if a.max_mae is not None else '2 x prep MAE'}"}.get(
+        spec.spec.optimize.metric.value,
+        f"top-1 agreement >= {a.min_agreement if a.min_agreement is not None else '2 x prep accuracy - 1'}")
+    return (f"{rollout.strategy}: {steps}, then 100%; each step judged on error rate <= stable + "
+            f"{a.max_error_rate_increase:g}, p99 <= {a.max_p99_ratio:g} x stable, {agreement}, "
+            f">= {a.min_samples} samples (fewer: {a.inconclusive})")
+
+
 def _served_signature(metadata: dict[str, Any]) -> str | None:
     from serving.v1 import _TF_DTYPES  # the names the server writes; read back the same way
 

@@ -11,7 +11,7 @@ from iac.deploy.artifact import ModelArtifact, outputs_of
 from iac.deploy.identity import StackIdentity, owner_of
 from iac.deploy.image import Image
 from iac.deploy.targets import TargetArgs, target_of
-from iac.review import PREP_NEEDED, model_fields
+from iac.review import PREP_NEEDED, model_fields, rollout_plan
 from iac.spec.errors import UserError
 from iac.spec.models import ResolvedSpec
 from modelprep.prep import PrepResult
@@ -48,7 +48,9 @@ class ModelService(pulumi.ComponentResource):
         cached = prepared(request)
         artifact = ModelArtifact(
             f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
-            model=model_fields(cached.report, spec) if cached else PREP_NEEDED,
+            # The model's fields and the rollout plan: what `preview --diff` shows beside the infrastructure.
+            model={**(model_fields(cached.report, spec) if cached else {"prep": PREP_NEEDED}),
+                   "rollout": rollout_plan(spec)},
             known=outputs_of(str(cached.artifact_path), cached.report) if cached else None, opts=child,
         )
         report = artifact.typed_report

@@ -176,7 +176,8 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "variant": "litert-int8",
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
-        "model": model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
+        "model": {**model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
+                  "rollout": "rolling: the new replicas start, take every request once ready, the old ones drain"},
         "last_rollout": None,  # no canary or shadow rollout yet
     }
 
@@ -186,16 +187,32 @@ def test_preview_shows_the_cached_models_fields_or_that_prep_is_needed(spec_fold
     from iac.spec.load import load_resolved
 
     _, mocks, _ = register(spec_folder, preview=True)  # nothing cached, and preview preps nothing
-    assert mocks.inputs["digits-artifact"]["model"] == "prep needed"
+    rolling = "rolling: the new replicas start, take every request once ready, the old ones drain"
+    assert mocks.inputs["digits-artifact"]["model"] == {"prep": "prep needed", "rollout": rolling}
     assert mocks.inputs["digits-artifact"].get("variant") is None and not (cache / "prep").exists()
 
     seed(cache, spec_folder / "model.yaml")
     _, mocks, _ = register(spec_folder, preview=True)
     artifact = mocks.inputs["digits-artifact"]
     fields = model_fields(CACHED, load_resolved(spec_folder / "model.yaml"))
-    assert artifact["model"] == fields == {
+    assert artifact["model"] == {**fields, "rollout": rolling} and fields == {
         "variant": "litert-int8", "bytes": 4096, "accuracy": 0.98, "signature": "pixels[64]:float32",
         "latency_p99_us": 9.0, "sha256": CACHED.artifact_sha256[:12],
     }
     # What the provider's outputs will be, known at preview: the stack's outputs show the new model.
     assert (artifact["variant"], artifact["size_bytes"], artifact["accuracy"]) == ("litert-int8", 4096, 0.98)
+
+
+def test_the_rollout_plan_reads_as_the_spec_says() -> None:
+    from iac.review import rollout_plan
+    from iac.spec.models import ResolvedSpec
+
+    spec = ResolvedSpec.model_validate({
+        "spec_file": "model.yaml", "model_path": "m.keras", "calibration_path": "c.npz", "evaluation_path": "e.npz",
+        "spec": {"name": "digits", "model": {"path": "m.keras", "inputs": [{"name": "pixels", "shape": [64]}]},
+                 "data": {"calibration": "c.npz", "evaluation": "e.npz"},
+                 "deploy": {"rollout": {"strategy": "canary", "steps": [{"weight": 10, "hold": 30}, {"weight": 50}]}}},
+    })
+    assert rollout_plan(spec) == (
+        "canary: 10% for 30 s, 50% for 30 s, then 100%; each step judged on error rate <= stable + 0.01, "
+        "p99 <= 2 x stable, top-1 agreement >= 2 x prep accuracy - 1, >= 50 samples (fewer: fail)")
