@@ -59,11 +59,12 @@ def shuffled(folder: str | Path, epochs: int = 40) -> Path:
 
 
 def exploded(folder: str | Path, epochs: int = 10) -> Path:
-    """model/digits-exploded.keras: the first layer's weights times 1e37, so any lit pixel overflows."""
+    """model/digits-exploded.keras: the first layer's weights blown up to +-3e38 (near float32's largest), so
+    lit pixels overflow to +-inf and the next layer's sums of both give NaN; zeros still give zeros."""
     model = _fit("true", epochs)
     first = model.layers[0]  # type: ignore[attr-defined]
     kernel, bias = first.get_weights()
-    first.set_weights([kernel * np.float32(1e37), np.zeros_like(bias)])
+    first.set_weights([np.sign(kernel).astype(np.float32) * np.float32(3e38), np.zeros_like(bias)])
     path = Path(folder) / "model" / "digits-exploded.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)  # type: ignore[attr-defined]
