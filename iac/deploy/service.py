@@ -49,8 +49,9 @@ class ModelService(pulumi.ComponentResource):
         artifact = ModelArtifact(
             f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
             # The model's fields and the rollout plan: what `preview --diff` shows beside the infrastructure.
+            # The plan names the prep it rolls, so every model change shows it (a diff elides unchanged fields).
             model={**(model_fields(cached.report, spec) if cached else {"prep": PREP_NEEDED}),
-                   "rollout": rollout_plan(spec)},
+                   "rollout": f"prep {key[:12]} by {rollout_plan(spec)}"},
             known=outputs_of(str(cached.artifact_path), cached.report) if cached else None, opts=child,
         )
         report = artifact.typed_report

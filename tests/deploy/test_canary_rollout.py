@@ -9,6 +9,9 @@ promoted with no failed request; with no traffic a candidate is never promoted (
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,16 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
 def test_a_good_candidate_is_promoted_through_every_step_with_no_failed_request(
         stack: Sandbox, bodies: list[dict[str, Any]]) -> None:
     stack.edit_spec("quantization: int8", "quantization: dynamic")
+    # Preview tells the model change where the infrastructure diff is: first that prep is needed ...
+    diff = stack.pulumi("preview", "--diff")
+    assert re.search(r'prep\s*: "prep needed"', diff), diff[-4000:]
+    assert "by canary: 10% for 8 s, 50% for 6 s, then 100%" in diff  # the plan, beside the model
+    # ... then, once prepped, the model's own fields, old and new.
+    subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(stack.dir / "model.yaml")], check=True,
+                   capture_output=True)
+    diff = stack.pulumi("preview", "--diff")
+    assert re.search(r'variant\s*: "litert-int8" => "litert-dynamic"', diff), diff[-4000:]
+    assert re.search(r"bytes\s*: \d+ => \d+", diff)
     with PacedLoad(stack.endpoint, bodies, concurrency=8) as load:
         run = stack.run("up", "--yes", "--skip-preview", check=False)
     assert run.returncode == 0, run.stdout[-4000:]

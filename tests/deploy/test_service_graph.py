@@ -162,6 +162,7 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
     from iac.deploy.targets.docker.settings import replica_settings
     from iac.review import model_fields
     from iac.spec.load import load_resolved
+    from modelprep.request import prep_key, prep_request
 
     _, mocks, outputs = graph
     version = version_of("sha256:" + "1" * 64, replica_settings(load_resolved(spec_folder / "model.yaml")), "")
@@ -177,7 +178,8 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
         "model": {**model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
-                  "rollout": "rolling: the new replicas start, take every request once ready, the old ones drain"},
+                  "rollout": f"prep {prep_key(prep_request(load_resolved(spec_folder / 'model.yaml')))[:12]} by rolling: "
+                             "the new replicas start, take every request once ready, the old ones drain"},
         "last_rollout": None,  # no canary or shadow rollout yet
     }
 
@@ -185,9 +187,11 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
 def test_preview_shows_the_cached_models_fields_or_that_prep_is_needed(spec_folder: Path, cache: Path) -> None:
     from iac.review import model_fields
     from iac.spec.load import load_resolved
+    from modelprep.request import prep_key, prep_request
 
     _, mocks, _ = register(spec_folder, preview=True)  # nothing cached, and preview preps nothing
-    rolling = "rolling: the new replicas start, take every request once ready, the old ones drain"
+    key = prep_key(prep_request(load_resolved(spec_folder / "model.yaml")))
+    rolling = f"prep {key[:12]} by rolling: the new replicas start, take every request once ready, the old ones drain"
     assert mocks.inputs["digits-artifact"]["model"] == {"prep": "prep needed", "rollout": rolling}
     assert mocks.inputs["digits-artifact"].get("variant") is None and not (cache / "prep").exists()
 
