@@ -117,10 +117,10 @@ def roll(stack: Any, bodies: list[dict[str, Any]], edits: list[tuple[str, str]],
             run = stack.run("up", "--yes", "--skip-preview", check=False)
             seconds, during, after_ok, after_failed = time.monotonic() - started, (0, 0, {}), 0, 0
         record = stack.outputs().get("last_rollout") or {}
-        reason = re.search(r"(canary|shadow) rollout of version \S+ rolled back at .*", run.stdout)
+        shown = re.search(r"error: ((canary|shadow) rollout of version \S+ rolled back at .*)", run.stdout)
         return {
             "outcome": record.get("outcome"), "up_exit": run.returncode, "up_s": round(seconds, 1),
-            "reason": reason.group(0).strip() if reason else None,
+            "reason": record.get("reason") or None, "shown_by_up": shown.group(1).strip() if shown else None,
             "metric": record.get("metric"), "candidate": record.get("candidate"), "stable": record.get("stable"),
             "steps": [{k: s.get(k) for k in ("step", "weight", "outcome", "requests", "error_rate", "p99_ms",
                                               "stable_p99_ms", "agreement", "agreement_samples")}

@@ -88,16 +88,17 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
     port = int(props["settings"]["port"])
     clear(proxy)
     before = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
-    deadline = time.monotonic() + hold
+    deadline, failing = time.monotonic() + hold, False
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 2.0))
         now = _scrape(candidate, addresses, port, props).since(before[1])
         progress(f"{label}: {hold - max(0.0, deadline - time.monotonic()):.0f}/{hold:.0f} s, "
                  f"{now.requests} requests to the new version, {now.errors} errors")
         if now.errors >= 5 and now.error_rate > limits.max_error_rate_increase:
-            break  # failing clients now: judge at once rather than at the end of the hold
+            failing = True  # failing clients now: judge at once, without waiting out the hold or replaying
+            break
     after = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
-    entries = take(proxy, REPLAY_LIMIT)
+    entries = [] if failing else take(proxy, REPLAY_LIMIT)
     agreement, failures = replay(entries, [addresses[n] or n for n in stable], [addresses[n] or n for n in candidate],
                                  port, limits.kind, props.get("api_key") or None)
     verdict = judge(Window(after[0].since(before[0]), after[1].since(before[1]), agreement, failures), limits)
@@ -159,7 +160,8 @@ def _address(name: str, network: str) -> str | None:
 def _progress(config_dir: str, title: str) -> Any:
     path = Path(config_dir) / PROGRESS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{_now()} {title}\n")
+    with path.open("a") as log:  # appended: the program relays what comes after its start (progress.py)
+        log.write(f"{_now()} {title}\n")
 
     def say(line: str) -> None:
         with path.open("a") as log:
