@@ -23,6 +23,7 @@ CANARY = """  rollout:
         hold: 10
     analysis:
       min_samples: 30
+      max_p99_ratio: 3
 """
 
 

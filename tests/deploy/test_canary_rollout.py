@@ -33,6 +33,7 @@ CANARY = """  rollout:
         hold: 6
     analysis:
       min_samples: 30
+      max_p99_ratio: 4     # not what this test judges: 2 cores shared with other work make p99 noisy
 """
 
 
