@@ -126,8 +126,17 @@ class Sandbox:
         import docker
 
         labels = [OWNER_LABEL] + ([f"org.modelstack.role={role}"] if role else [])
-        return [c for c in docker.from_env().containers.list(all=True, filters={"label": labels})
-                if owned(c.labels, self.owner)]
+        client = docker.from_env()
+        # Sparse: the list's labels only, so another stack's container removed meanwhile is no error;
+        # then the full record of this stack's own.
+        found = []
+        for listed in client.containers.list(all=True, sparse=True, filters={"label": labels}):
+            if owned(listed.attrs.get("Labels"), self.owner):
+                try:
+                    found.append(client.containers.get(listed.id))
+                except docker.errors.NotFound:
+                    continue  # removed since the list: a retired replica
+        return found
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
