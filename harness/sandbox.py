@@ -53,6 +53,7 @@ class Sandbox:
         self.port = free_port()
         self.edit_spec("host_port: 8501", f"host_port: {self.port}")
         self.name = f"t{uuid.uuid4().hex[:8]}"
+        # The owner label's prefix: the label adds the stack id of the sandbox's state after an `@`.
         self.owner = f"digits/{self.name}/digits"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.endpoint = f"{self.base_url}/v1/models/digits:predict"
@@ -110,8 +111,18 @@ class Sandbox:
     def containers(self, role: str | None = None) -> list[Any]:
         import docker
 
-        labels = [f"{OWNER_LABEL}={self.owner}"] + ([f"org.modelstack.role={role}"] if role else [])
-        return docker.from_env().containers.list(all=True, filters={"label": labels})
+        labels = [OWNER_LABEL] + ([f"org.modelstack.role={role}"] if role else [])
+        client = docker.from_env()
+        # Sparse: the list's labels only, so another stack's container removed meanwhile is no error;
+        # then the full record of this stack's own.
+        found = []
+        for listed in client.containers.list(all=True, sparse=True, filters={"label": labels}):
+            if owned(listed.attrs.get("Labels"), self.owner):
+                try:
+                    found.append(client.containers.get(listed.id))
+                except docker.errors.NotFound:
+                    continue  # removed since the list: a retired replica
+        return found
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -125,20 +136,36 @@ def get(url: str) -> dict[str, Any]:
         return json.loads(response.read())
 
 
-def leftovers(owner: str) -> dict[str, list[str]]:
-    """What the owner label still finds after `destroy`: containers, networks, images."""
+def owned(labels: dict[str, str] | None, prefix: str) -> bool:
+    """Labelled by a stack `<project>/<stack>/<service>` = `prefix`, whatever its stack id."""
+    from iac.deploy.identity import owner_prefix
+
+    label = (labels or {}).get(OWNER_LABEL)
+    return label is not None and owner_prefix(label) == prefix
+
+
+def leftovers(prefix: str) -> dict[str, list[str]]:
+    """What the owner label (of any stack id) still finds after `destroy`: containers, networks, images."""
     import docker
 
     client = docker.from_env()
-    label = {"label": f"{OWNER_LABEL}={owner}"}
+    label = {"label": OWNER_LABEL}
     return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=label)],
-        "networks": [n.name for n in client.networks.list(filters=label)],
-        "images": [i.id for i in client.images.list(filters=label)],
+        "containers": [c.name for c in client.containers.list(all=True, filters=label) if owned(c.labels, prefix)],
+        "networks": [n.name for n in client.networks.list(filters=label) if owned(n.attrs.get("Labels"), prefix)],
+        "images": [i.id for i in client.images.list(filters=label) if owned(i.labels, prefix)],
     }
 
 
-def healers(owner: str) -> list[int]:
-    from iac.deploy.targets.docker.healer import healer_pids
+def healers(prefix: str) -> list[int]:
+    """Pids of the running healers of the stack `prefix` (any stack id)."""
+    from iac.deploy.identity import owner_prefix
+    from iac.deploy.targets.docker.healer import DAEMON, cmdline
 
-    return healer_pids(owner)
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    found = []
+    for pid in pids:
+        args = cmdline(pid)
+        if DAEMON in args and "--owner" in args[:-1] and owner_prefix(args[args.index("--owner") + 1]) == prefix:
+            found.append(pid)
+    return found

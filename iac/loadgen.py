@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import socket
@@ -294,6 +295,7 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
 class PacedResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)  # "HH:MM:SS what went wrong", in order
+    pools: dict[str, int] = field(default_factory=dict)  # answers per X-Modelstack-Pool (which version answered)
 
 
 class ThreadedLoad:
@@ -330,13 +332,16 @@ class PacedLoad(ThreadedLoad):
     TIME_WAIT for 60 s, on the client and on docker's port proxy, and at thousands a second the host
     runs out of ephemeral ports — the failures would be the load generator's, not the service's."""
 
-    def __init__(self, url: str, body: dict[str, Any], concurrency: int = 8, headers: dict[str, str] | None = None,
-                 rate: float = 30.0) -> None:
+    def __init__(self, url: str, body: dict[str, Any] | list[dict[str, Any]], concurrency: int = 8,
+                 headers: dict[str, str] | None = None, rate: float = 30.0) -> None:
+        """``body``: one request body, or a list cycled through (different inputs, e.g. for agreement checks)."""
         import json
 
         parts = urlsplit(url)
         self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
-        self.body = json.dumps(body).encode()
+        self.bodies = [json.dumps(b).encode() for b in (body if isinstance(body, list) else [body])]
+        self.body = self.bodies[0]
+        self._sent = itertools.count()
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         super().__init__(concurrency)
         self.period = 1.0 / rate
@@ -349,14 +354,16 @@ class PacedLoad(ThreadedLoad):
             started = time.monotonic()
             try:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                conn.request("POST", self.path, self.body, self.headers)
+                conn.request("POST", self.path, self.bodies[next(self._sent) % len(self.bodies)], self.headers)
                 response = conn.getresponse()
                 payload = response.read()
+                pool = response.getheader("X-Modelstack-Pool") or ""
                 conn.close()
                 outcome = None if 200 <= response.status < 300 else f"HTTP {response.status}: {payload[:200]!r}"
             except (OSError, http.client.HTTPException) as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
             with self._lock:
+                self.result.pools[pool] = self.result.pools.get(pool, 0) + 1
                 if outcome is None:
                     self.result.ok += 1
                 else:

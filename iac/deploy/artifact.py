@@ -72,8 +72,14 @@ class ModelArtifact(Resource, module="modelstack", name="ModelArtifact"):
     baseline_accuracy: pulumi.Output[float]
     report: pulumi.Output[dict]  # PrepReport.model_dump(mode="json"); `typed_report` validates it back
 
-    def __init__(self, name: str, key: str, request: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {"key": key, "request": request, **{k: None for k in OUTPUTS}}
+    model: pulumi.Output[Any]  # `review.model_fields`, or "prep needed": what `preview --diff` shows of the model
+
+    def __init__(self, name: str, key: str, request: dict[str, Any], model: Any = None,
+                 known: dict[str, Any] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+        """`known`: the outputs when the prep is already cached (`outputs_of`). A dynamic provider's preview
+        shows its inputs as its outputs, so with them `preview` shows the new variant, size and accuracy
+        rather than unknowns; `up` makes them again from the cache."""
+        props = {"key": key, "request": request, **{k: None for k in OUTPUTS}, **(known or {}), "model": model}
         super().__init__(ModelArtifactProvider(), name, props, opts)
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-OWNER_LABEL = "org.modelstack.owner"  # "<project>/<stack>/<service>": what `destroy` sweeps
+OWNER_LABEL = "org.modelstack.owner"  # "<project>/<stack>/<service>@<stack id>": what `destroy` sweeps
+CHECKOUT_LABEL = "org.modelstack.checkout"  # the stack directory that made it: names the holder of a collision
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's wire value for "not known until apply"
 
 
@@ -34,7 +35,10 @@ client_factory: Callable[[], Any] = _client_from_env
 
 
 def owner_labels(owner: str) -> dict[str, str]:
-    return {OWNER_LABEL: owner}
+    import os
+
+    # Providers run in the stack's directory (the Pulumi CLI starts them there).
+    return {OWNER_LABEL: owner, CHECKOUT_LABEL: os.getcwd()}
 
 
 def changed(olds: dict[str, Any], news: dict[str, Any], keys: tuple[str, ...]) -> list[str]:

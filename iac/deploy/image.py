@@ -82,7 +82,7 @@ class Image(Resource, module="docker", name="Image"):
     image_id: pulumi.Output[str]
     tag: pulumi.Output[str]
 
-    def __init__(self, name: str, *, owner: str, tag: str, context_key: str, spec: dict[str, Any],
+    def __init__(self, name: str, *, owner: pulumi.Input[str], tag: pulumi.Input[str], context_key: str, spec: dict[str, Any],
                  artifact_path: pulumi.Input[str], artifact_sha256: pulumi.Input[str], report: pulumi.Input[dict],
                  opts: pulumi.ResourceOptions | None = None) -> None:
         props = {

@@ -574,6 +574,62 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+# -- deploy.rollout: how a new version replaces the one serving (issue 22) ------------------------
+
+
+class RolloutStrategy(StrEnum):
+    rolling = "rolling"  # start the new replicas, switch when ready, drain the old: proves it is up
+    canary = "canary"  # a share of live requests to the new version, judged against the old, step by step
+    shadow = "shadow"  # a copy of live requests to the new version (answers discarded), judged, then switched
+
+
+class Inconclusive(StrEnum):
+    fail = "fail"  # too few samples in a window: roll back
+    hold = "hold"  # too few samples: hold the step for another window, up to analysis.max_holds times
+
+
+class RolloutStep(_Strict):
+    weight: Annotated[int, Field(ge=1, le=99, description=(
+        "canary: percent of live requests the new version answers; shadow: percent of live requests copied to it"))]
+    hold: Annotated[float, Field(ge=1, le=3600, description="Seconds the step lasts: its analysis window")] = 30.0
+
+
+class RolloutAnalysis(_Strict):
+    """Each step's judgement, new version against the old over the step's window, side by side."""
+
+    max_error_rate_increase: Annotated[float, Field(ge=0, le=1, description=(
+        "The new version's rate of 5xx and timed-out requests may exceed the old one's by this much"))] = 0.01
+    max_p99_ratio: Annotated[float, Field(ge=1, le=100, description=(
+        "The new version's p99 latency may be at most this many times the old one's"))] = 2.0
+    min_agreement: Annotated[float | None, Field(ge=0, le=1, description=(
+        "Classifiers: least share of replayed live requests on which both versions give the same top-1 "
+        "class; null: 2 x the old version's prep accuracy - 1 (two models that good disagree at most that often)"))] = None
+    min_cosine: Annotated[float | None, Field(ge=-1, le=1, description=(
+        "Embeddings: least mean cosine between both versions' outputs; null: 2 x the old version's prep cosine - 1"))] = None
+    max_mae: Annotated[float | None, Field(ge=0, description=(
+        "Regressors: largest mean absolute difference between both versions' outputs; null: 2 x the old version's prep MAE"))] = None
+    min_samples: Annotated[int, Field(ge=1, le=1_000_000, description=(
+        "Fewest requests the new version must see in a window (and fewest replayed for agreement) to judge it; "
+        "fewer is inconclusive, never a pass"))] = 50
+    inconclusive: Inconclusive = Inconclusive.fail
+    max_holds: Annotated[int, Field(ge=0, le=100, description="inconclusive: hold: windows a step may be held before it fails")] = 2
+
+
+class Rollout(_Strict):
+    strategy: RolloutStrategy = RolloutStrategy.rolling
+    steps: Annotated[list[RolloutStep], Field(min_length=1, max_length=20, description=(
+        "canary: increasing weights, each held and judged; the new version takes 100% after the last"))] = [
+        RolloutStep(weight=10, hold=30.0), RolloutStep(weight=50, hold=30.0)]
+    analysis: RolloutAnalysis = RolloutAnalysis()
+
+    @model_validator(mode="after")
+    def _increasing(self) -> Rollout:
+        weights = [step.weight for step in self.steps]
+        if self.strategy == RolloutStrategy.canary and weights != sorted(set(weights)):
+            raise ValueError(f"canary step weights {weights} must increase from step to step, e.g. 10 then 50")
+        return self
+
+
 class _DeployCommon(_Strict):
     """What every target's deploy section takes, beside the target's own settings."""
 
@@ -581,6 +637,7 @@ class _DeployCommon(_Strict):
         description="docker: one Docker host; kubernetes: a cluster. Each target's settings sit directly under deploy",
     )]
     base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
+    rollout: Annotated[Rollout, Field(description="How a new version replaces the one serving: rolling, canary or shadow")] = Rollout()
 
     @field_validator("base_image")
     @classmethod
@@ -651,6 +708,13 @@ class KubernetesDeploy(_DeployCommon):
         description="Seconds a rollout may take before `pulumi up` fails; Kubernetes also marks it failed after this "
                     "long without progress. The old pods keep serving",
     )] = 300
+
+    @model_validator(mode="after")
+    def _rolling_only(self) -> KubernetesDeploy:
+        if self.rollout.strategy != RolloutStrategy.rolling:
+            raise ValueError(f"rollout strategy {self.rollout.strategy} runs on the docker target only so far; "
+                             "use strategy: rolling with target kubernetes")
+        return self
 
     @field_validator("namespace")
     @classmethod

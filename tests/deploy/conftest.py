@@ -18,9 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 def fake_docker(monkeypatch: pytest.MonkeyPatch) -> FakeDocker:
     """Every provider's `docker_client()` returns this in-memory client for the test."""
     from iac.deploy import dynamic
+    from iac.deploy.targets.docker import collisions
 
     fake = FakeDocker()
     monkeypatch.setattr(dynamic, "client_factory", lambda: fake)
+    # This host's real ports belong to whatever else runs here; the fake engine's host has only its own.
+    monkeypatch.setattr(collisions, "host_port_free", lambda _address, port: port not in fake.host_ports_in_use)
     return fake
 
 

@@ -54,6 +54,10 @@ class FakeNetwork:
     name: str
     labels: dict[str, str]
 
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {"Id": self.id, "Name": self.name, "Labels": self.labels}
+
     def remove(self) -> None:
         self.client.networks.items.pop(self.id, None)
 
@@ -85,7 +89,10 @@ class FakeContainer:
             "RestartCount": self.restart_count,
             "NetworkSettings": {"Networks": {network: {"IPAddress": address}} if network else {}},
             "Config": {"Labels": self.labels, "Env": [f"{k}={v}" for k, v in (self.kwargs.get("environment") or {}).items()]},
-            "HostConfig": {k: v for k, v in self.kwargs.items() if k not in ("environment", "labels", "name")},
+            "HostConfig": {**{k: v for k, v in self.kwargs.items() if k not in ("environment", "labels", "name")},
+                           # the engine's shape of `ports={"8080/tcp": (address, port)}`
+                           "PortBindings": {inner: [{"HostIp": host[0], "HostPort": str(host[1])}]
+                                            for inner, host in (self.kwargs.get("ports") or {}).items()}},
         }
 
     def reload(self) -> None:
@@ -226,6 +233,7 @@ class FakeDocker:
         self.networks = Networks(self)
         self.images = Images(self)
         self.events_log: list[dict[str, Any]] = []
+        self.host_ports_in_use: set[int] = set()  # held by a process of the host that is not a container
 
     def emit(self, action: str, container: FakeContainer) -> None:
         self.events_log.append({"Type": "container", "Action": action, "status": action, "id": container.id,

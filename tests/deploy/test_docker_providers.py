@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fake_docker import FakeDocker
-from iac.deploy.dynamic import OWNER_LABEL, UNKNOWN
 from prep_reports import passing_report
 
-OWNER = "digits/dev/digits"
-LABELS = {OWNER_LABEL: OWNER}
+from iac.build.proxy_config import split_conf
+from iac.deploy.dynamic import CHECKOUT_LABEL, OWNER_LABEL, UNKNOWN
+
+OWNER = "digits/dev/digits@0a1b2c3d"
+LABELS = {OWNER_LABEL: OWNER, CHECKOUT_LABEL: str(Path.cwd())}
 
 
 # -- Network -------------------------------------------------------------------------------------
@@ -27,20 +28,24 @@ def test_network_diff_replaces_what_names_it(fake_docker: FakeDocker) -> None:
     assert (same.changes, same.replaces) == (False, [])
     renamed = NetworkProvider().diff("id", olds, {**olds, "network_name": "other"})
     assert (renamed.changes, renamed.replaces, renamed.delete_before_replace) == (True, ["network_name"], True)
+    # A stack made before stack ids gets one: the network (known by its id in state) stays.
+    adopted = NetworkProvider().diff("id", {**olds, "owner": "digits/dev/digits"}, dict(olds))
+    assert (adopted.changes, adopted.replaces) == (True, [])
     unknown = NetworkProvider().diff("id", olds, {**olds, "owner": UNKNOWN})
-    assert unknown.replaces == ["owner"]
+    assert (unknown.changes, unknown.replaces) == (True, [])
 
 
 def test_network_create_takes_over_a_stale_one_read_sees_it_gone_delete_is_idempotent(fake_docker: FakeDocker) -> None:
     from iac.deploy.targets.docker.network import NetworkProvider
 
-    stale = fake_docker.networks.create("modelstack-dev-digits")
+    stale = fake_docker.networks.create("modelstack-dev-digits", labels={OWNER_LABEL: OWNER})  # an interrupted run's
     props = {"owner": OWNER, "network_name": "modelstack-dev-digits"}
     created = NetworkProvider().create(props)
     network = fake_docker.networks.get(created.id)
     assert stale.id not in fake_docker.networks.items
     assert (network.name, network.labels) == ("modelstack-dev-digits", LABELS)
     assert created.outs == {**props, "network_id": created.id}
+    assert NetworkProvider().check({}, props).failures == []  # ours: no collision
 
     assert NetworkProvider().read(created.id, created.outs).id == created.id
     NetworkProvider().delete(created.id, created.outs)
@@ -367,3 +372,148 @@ def test_artifact_diff_read_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert ModelArtifactProvider().read("k1", olds).id == "k1"
     ModelArtifactProvider().delete("k1", olds)
     assert (tmp_path / "model.tflite").exists(), "cache entries are shared by content and never deleted"
+
+
+# -- Collisions: names and ports another stack (or no stack) holds -------------------------------
+
+STRANGER = {OWNER_LABEL: "digits/dev/digits@99999999", CHECKOUT_LABEL: "/home/other/checkout"}
+WHERE = {"name": "model.yaml:3", "deploy.host_port": "model.yaml:40"}
+
+
+def test_a_strangers_network_is_reported_at_check_and_left_untouched_by_create(fake_docker: FakeDocker) -> None:
+    from iac.deploy.targets.docker.network import NetworkProvider
+
+    theirs = fake_docker.networks.create("modelstack-dev-digits", labels=STRANGER)
+    props = {"owner": OWNER, "network_name": "modelstack-dev-digits", "where": WHERE}
+    failures = NetworkProvider().check({}, props).failures
+    assert [(f.property, f.reason) for f in failures] == [(
+        "network_name",
+        ("model.yaml:3: name: the network modelstack-dev-digits is already taken by network modelstack-dev-digits "
+         "of stack digits/dev/digits@99999999 (checkout /home/other/checkout); give this service another name "
+         "(or run the stack under another stack name)"),
+    )]
+    # At a first preview the stack's id is not known yet: nothing on the engine is the stack's.
+    assert len(NetworkProvider().check({}, {**props, "owner": UNKNOWN}).failures) == 1
+    with pytest.raises(RuntimeError, match="already taken by network modelstack-dev-digits of stack"):
+        NetworkProvider().create(props)
+    assert fake_docker.networks.items == {theirs.id: theirs}
+
+
+def test_a_stack_made_before_stack_ids_keeps_its_own_objects(tmp_path: Path, fake_docker: FakeDocker,
+                                                              no_sleep: list[float]) -> None:
+    from iac.deploy.targets.docker.network import NetworkProvider
+    from iac.deploy.targets.docker.proxy import ProxyProvider
+
+    legacy = {OWNER_LABEL: "digits/dev/digits"}
+    fake_docker.networks.create("modelstack-dev-digits", labels=legacy)
+    olds = proxy_props(tmp_path, owner="digits/dev/digits")
+    fake_docker.containers.run("modelstack-proxy:bookworm-nginx", name="modelstack-dev-digits-proxy",
+                               network="modelstack-dev-digits", labels=legacy, ports={"8080/tcp": ("127.0.0.1", 8501)})
+    # The state's old owner names them: no collision, and the proxy's update replaces its own container.
+    assert NetworkProvider().check({"owner": "digits/dev/digits"}, {**olds, "owner": OWNER}).failures == []
+    assert ProxyProvider().check(olds, proxy_props(tmp_path)).failures == []
+    assert len(ProxyProvider().check({}, proxy_props(tmp_path)).failures) == 2  # another checkout: name and port
+    updated = ProxyProvider().update("old", olds, proxy_props(tmp_path))
+    assert [c.labels[OWNER_LABEL] for c in fake_docker.containers.items.values()] == [OWNER]
+    assert updated.outs["container_id"] in fake_docker.containers.items
+
+
+def test_a_taken_host_port_names_its_holder_and_the_field(tmp_path: Path, fake_docker: FakeDocker, network: None,
+                                                          no_sleep: list[float]) -> None:
+    from iac.deploy.targets.docker.proxy import ProxyProvider
+
+    other = fake_docker.containers.run("img", name="someone-elses-web", labels={}, ports={"80/tcp": ("0.0.0.0", 8501)})
+    props = proxy_props(tmp_path, where=WHERE)
+    failures = ProxyProvider().check({}, props).failures
+    assert [(f.property, f.reason) for f in failures] == [(
+        "deploy.host_port",
+        ("model.yaml:40: deploy.host_port: port 8501 on 127.0.0.1 is taken by container someone-elses-web "
+         "(not made by modelstack); set deploy.host_port to a free port"),
+    )]
+    with pytest.raises(RuntimeError, match="deploy.host_port: port 8501"):
+        ProxyProvider().create(props)
+    assert list(fake_docker.containers.items) == [other.id]
+
+    fake_docker.host_ports_in_use.add(9000)  # a process of the host, not a container
+    moved = proxy_props(tmp_path, settings={**props["settings"], "host_port": 9000.0})
+    assert "taken by a process on this host that is not a container" in ProxyProvider().check({}, moved).failures[0].reason
+    # Another port, another address: free.
+    assert ProxyProvider().check({}, proxy_props(tmp_path, settings={**props["settings"], "host_port": 9001.0})).failures == []
+
+
+# -- Canary and shadow: the provider's control flow (each window's figures given) ----------------
+
+PLAN = {"strategy": "canary", "steps": [{"weight": 10, "hold": 1.0}, {"weight": 50, "hold": 1.0}],
+        "analysis": {"max_error_rate_increase": 0.01, "max_p99_ratio": 2.0, "min_agreement": None, "min_cosine": None,
+                     "max_mae": None, "min_samples": 50, "inconclusive": "fail", "max_holds": 2}}
+
+
+@pytest.fixture
+def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
+    """Each window's verdict in turn (given, not measured: the fake engine's replicas serve no HTTP);
+    records the split each window ran with."""
+    from iac.deploy.targets.docker import canary
+
+    verdicts: list = []
+    splits: list[str] = []
+
+    def window(props: dict[str, Any], *_: Any) -> Any:
+        splits.append((Path(props["config_dir"]) / "split.conf").read_text())
+        return verdicts.pop(0)
+
+    monkeypatch.setattr(canary, "_window", window)
+    monkeypatch.setattr(canary, "_stable_figure", lambda *_: 0.97)
+    verdicts.append(splits)  # the last element: where the splits are recorded
+    return verdicts
+
+
+def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
+        tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    splits = windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    windows += [Verdict("pass", samples=120),
+                Verdict("fail", "top-1 agreement", "0.100", "1.000", ">= 0.940", 200)]
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=PLAN))
+    record = updated.outs["last_rollout"]
+    assert record["outcome"] == "rolled back" and record["version"] == "v2"
+    assert record["reason"] == ("canary rollout of version v2 rolled back at step 2/2 (50% of requests): failed on "
+                                "top-1 agreement: candidate 0.100, stable 1.000, threshold >= 0.940, 200 samples")
+    # The state still says the old version serves; only its replicas run, and they take everything.
+    assert updated.outs["version"] == "v1" and updated.outs["replica_names"] == olds["replica_names"]
+    assert model_names(fake_docker) == olds["replica_names"]
+    assert "v1" in upstream(tmp_path) and "v2" not in upstream(tmp_path)
+    assert (tmp_path / "proxy" / "split.conf").read_text() == split_conf()
+    assert ["10% model_candidate" in s for s in splits] == [True, False] and "50% model_candidate" in splits[1]
+    assert "rolled back" in (tmp_path / "proxy" / "rollout.log").read_text()
+
+
+def test_a_canary_that_passes_every_step_is_promoted(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
+                                                     ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    windows += [Verdict("pass", samples=120), Verdict("pass", samples=600)]
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=PLAN))
+    assert updated.outs["last_rollout"]["outcome"] == "promoted" and updated.outs["version"] == "v2"
+    assert model_names(fake_docker) == ["modelstack-dev-digits-v2-0", "modelstack-dev-digits-v2-1"]
+    assert (tmp_path / "proxy" / "split.conf").read_text() == split_conf()
+
+
+def test_an_inconclusive_window_holds_when_asked_then_fails(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
+                                                            ready: set[str], windows: list) -> None:
+    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.targets.docker.replicas import ReplicasProvider
+
+    windows.pop()
+    olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
+    held = {**PLAN, "analysis": {**PLAN["analysis"], "inconclusive": "hold", "max_holds": 1}}
+    windows += [Verdict("inconclusive", "requests", "0", "0", ">= 50", 0)] * 2
+    updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=held))
+    assert updated.outs["last_rollout"]["outcome"] == "inconclusive"
+    assert [s["outcome"] for s in updated.outs["last_rollout"]["steps"]] == ["inconclusive", "inconclusive"]
+    assert updated.outs["version"] == "v1"

@@ -43,7 +43,7 @@ class TargetArgs:
     """What every target receives from the shared stages: the spec, who owns the resources, the image."""
 
     spec: ResolvedSpec
-    owner: str  # <project>/<stack>/<service>: labels every resource the stack owns
+    owner: Any  # pulumi.Output[str]: <project>/<stack>/<service>@<stack id>, labels every resource the stack owns
     base_name: str  # modelstack-<stack>-<service>: prefix of container, network and image names
     image_id: pulumi.Output[str]
     artifact_sha256: pulumi.Output[str]

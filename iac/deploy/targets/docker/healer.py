@@ -187,7 +187,7 @@ def healer_pids(owner: str) -> list[int]:
 
 def _stop_all(owner: str, config_dir: Path) -> None:
     recorded_healer = state_file_healer(config_dir)
-    if recorded_healer is not None:
+    if recorded_healer is not None and recorded_healer.owner == owner:  # another stack's healer is not ours to stop
         recorded_healer.stop()
     for healer in running_healers(owner):
         healer.stop()
@@ -196,7 +196,7 @@ def _stop_all(owner: str, config_dir: Path) -> None:
 class Healer(Resource, module="modelstack", name="Healer"):
     pid: pulumi.Output[int]
 
-    def __init__(self, name: str, *, owner: str, config_dir: str, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(self, name: str, *, owner: pulumi.Input[str], config_dir: str, opts: pulumi.ResourceOptions | None = None) -> None:
         props = {"owner": owner, "config_dir": config_dir, "python": sys.executable, "pid": None,
                  "start_time": None, "token": None}
         super().__init__(HealerProvider(), name, props, opts)

@@ -20,6 +20,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from iac.deploy.dynamic import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
+from iac.deploy.targets.docker.collisions import owners_of
 from iac.deploy.targets.docker.proxy import reload, write_config
 
 ROLE = "org.modelstack.role"
@@ -34,26 +35,31 @@ class RolloutError(RuntimeError):
 
 class ReplicasProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
-        names = rollout(props)
+        names, _ = rollout(props)
         return CreateResult(id_=props["base_name"], outs={**props, "replica_names": names, "healthy": True})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return DiffResult(changes=bool(changed(olds, news, DIFF_KEYS)), replaces=[], delete_before_replace=False)
 
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        names = rollout(news)
-        return UpdateResult(outs={**news, "replica_names": names, "healthy": True})
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        names, record = rollout(news, owners_of(olds, news), stable=olds.get("replica_names"))
+        if record is not None and record["outcome"] != "promoted":
+            # Rolled back: the old version serves as the state says (so `refresh` changes nothing), the
+            # record says why; the next `up` diffs the new version against it and tries again.
+            return UpdateResult(outs={**olds, "healthy": True, "last_rollout": record})
+        return UpdateResult(outs={**news, "replica_names": names, "healthy": True,
+                                  "last_rollout": record or olds.get("last_rollout")})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         # Drift (a replica removed or stopped by hand) marks the state unhealthy, so the next
         # `up` diffs against healthy=True and rolls the same version out again.
-        running = {c.name for c in _replicas(props["owner"]) if c.status == "running"}
+        running = {c.name for c in _replicas(owners_of(props)) if c.status == "running"}
         healthy = set(props.get("replica_names") or []) <= running
         state = {**props, "healthy": healthy}
         return ReadResult(id_, state, inputs={k: v for k, v in state.items() if k not in ("replica_names",)})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        for container in _replicas(props["owner"]):
+        for container in _replicas(owners_of(props)):
             container.remove(force=True)
 
 
@@ -64,10 +70,15 @@ def version_of(image_id: str, settings: dict[str, Any], api_key: str | None) -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def rollout(props: dict[str, Any]) -> list[str]:
-    owner, version = props["owner"], props["version"]
+def rollout(props: dict[str, Any], owners: set[str] | None = None,
+            stable: list[str] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+    """Roll `props`' version out; returns the replicas serving after it and, for a judged rollout (canary
+    or shadow), its record. `owners`: the owner labels this stack's replicas may carry (the state's old one
+    too, so replicas made before a stack id are retired, not orphaned); `stable`: the replicas the state
+    says serve now."""
+    version = props["version"]
     wanted = [f"{props['base_name']}-{version}-{i}" for i in range(int(props["replicas"]))]
-    existing = {c.name: c for c in _replicas(owner)}
+    existing = {c.name: c for c in _replicas(owners or owners_of(props))}
     started = []
     for name in wanted:
         current = existing.get(name)
@@ -83,9 +94,29 @@ def rollout(props: dict[str, Any]) -> list[str]:
         for container in started:
             container.remove(force=True)
         raise
+    serving = [name for name in (stable or []) if name not in wanted
+               and name in existing and existing[name].status == "running"]
+    record = None
+    if (props.get("rollout") or {}).get("strategy", "rolling") != "rolling" and serving:
+        from iac.deploy.targets.docker.canary import judged_rollout
+
+        try:
+            record = judged_rollout(props, serving, wanted)
+        except BaseException:
+            _remove(started)
+            raise
+        if record["outcome"] != "promoted":
+            time.sleep(DRAIN_S)  # requests the new version took before the switch back finish
+            _remove([client.containers.get(name) for name in wanted])
+            return serving, record
     _switch_proxy(props, wanted)
     _retire([c for name, c in existing.items() if name not in wanted])
-    return wanted
+    return wanted, record
+
+
+def _remove(containers: list[Any]) -> None:
+    for container in containers:
+        container.remove(force=True)
 
 
 def _run(props: dict[str, Any], name: str) -> Any:
@@ -173,14 +204,18 @@ def _zeros(shape: list[Any], zero: float = 0.0) -> Any:
 
 
 def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:
-    from iac.build.proxy_config import upstream_conf
+    from iac.build.proxy_config import PARKED, mirror_conf, split_conf, upstream_conf
 
     settings = props["settings"]
     write_config(props["config_dir"], "upstream.conf", upstream_conf(names, int(settings["port"])), keep_existing=False)
+    # All of it to `names`: whatever a canary or shadow left (an interrupted `up`) is undone in the same reload.
+    write_config(props["config_dir"], "split.conf", split_conf(), keep_existing=False)
+    write_config(props["config_dir"], "mirror.conf", mirror_conf(False), keep_existing=False)
     if settings.get("grpc_port") is not None:  # the proxy publishes gRPC: the same replicas at their gRPC port
         write_config(props["config_dir"], "upstream-grpc.conf", upstream_conf(names, int(settings["grpc_port"])),
                      keep_existing=False)
     reload(props["proxy_name"])
+    write_config(props["config_dir"], "upstream-candidate.conf", PARKED, keep_existing=False)
     _wait_serving(props)
 
 
@@ -211,13 +246,18 @@ def _retire(containers: list[Any]) -> None:
             container.remove(force=True)
 
 
-def _replicas(owner: str) -> list[Any]:
-    return docker_client().containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})
+def _replicas(owners: set[str]) -> list[Any]:
+    """This stack's model containers: those labelled with one of its owners, never another stack's."""
+    client = docker_client()
+    return [c for owner in sorted(owners)
+            for c in client.containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})]
 
 
 class Replicas(Resource, module="docker", name="Replicas"):
     replica_names: pulumi.Output[list]
     version: pulumi.Output[str]
+    last_rollout: pulumi.Output[Any]  # the record of the last canary or shadow rollout (None before one)
 
     def __init__(self, name: str, *, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(ReplicasProvider(), name, {**props, "replica_names": None, "healthy": True}, opts)
+        super().__init__(ReplicasProvider(), name, {**props, "replica_names": None, "healthy": True, "last_rollout": None},
+                         opts)

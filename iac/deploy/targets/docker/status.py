@@ -34,7 +34,7 @@ READY = ("healthy", "ready (Docker check pending)")
 
 
 def owner_of(spec: ResolvedSpec, stack: str) -> str:
-    """The owner label of a deployed spec: <Pulumi project>/<stack>/<service name>."""
+    """The owner label's prefix for a deployed spec: <Pulumi project>/<stack>/<service name>."""
     project_file = Path(spec.spec_file).parent / "Pulumi.yaml"
     project = yaml.safe_load(project_file.read_text())["name"] if project_file.is_file() else spec.name
     return f"{project}/{stack}/{spec.name}"
@@ -42,10 +42,14 @@ def owner_of(spec: ResolvedSpec, stack: str) -> str:
 
 def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
     from iac.deploy.dynamic import OWNER_LABEL, docker_client
+    from iac.deploy.identity import owner_prefix
     from iac.deploy.targets.docker.healer import healer_pids
 
-    owner = owner_of(spec, stack)
-    containers = docker_client().containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
+    # The label carries the stack id after an `@`, which only the stack's state knows: match the prefix.
+    prefix = owner_of(spec, stack)
+    containers = [c for c in docker_client().containers.list(all=True, filters={"label": OWNER_LABEL})
+                  if owner_prefix(c.labels.get(OWNER_LABEL, "")) == prefix]
+    owner = next((c.labels[OWNER_LABEL] for c in containers if c.labels.get("org.modelstack.role") == "proxy"), prefix)
     replicas, proxy = [], None
     for c in containers:
         health = c.attrs["State"].get("Health", {}).get("Status", "none")

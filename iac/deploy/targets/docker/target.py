@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 
 from iac.build.proxy_config import PARKED, nginx_conf
@@ -18,6 +20,15 @@ from modelprep.cache import default_root
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
 
 
+def refuse_rolled_back(record: dict[str, Any] | None, version: str) -> None:
+    """`pulumi up` fails with the rollback's one line when the version it asked for was rolled back. Raised
+    in an output nothing exports: the SDK fails the program with it (a RunError: no traceback) after the
+    stack outputs, `last_rollout` among them, are written. A spec set back to the serving version does not
+    fail: the record then only tells what happened."""
+    if record and record.get("outcome") != "promoted" and record.get("version") == version:
+        raise pulumi.RunError(str(record.get("reason")))
+
+
 class Target(pulumi.ComponentResource):
     outputs: dict[str, pulumi.Output]
 
@@ -25,17 +36,21 @@ class Target(pulumi.ComponentResource):
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
         deploy = docker_settings(spec)
-        config_dir = str(default_root() / "proxy" / owner.replace("/", "--"))
+        # Per <project>/<stack>/<service>, not per stack id: two stacks that would share it share the
+        # network and proxy names too, and the second is refused before it writes anything here.
+        config_dir = str(default_root() / "proxy" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
         # Stacks deployed before targets were a seam had these children directly under ModelService.
         moved = [pulumi.Alias(parent=opts.parent)] if opts is not None and opts.parent is not None else []
         child = pulumi.ResourceOptions(parent=self, aliases=moved)
 
-        network = Network(f"{name}-network", owner=owner, network_name=base, opts=child)
+        # Where model.yaml sets what a collision asks the user to change (the providers report it).
+        where = {field: spec.where(field) for field in ("name", "deploy.host_port", "deploy.grpc_host_port")}
+        network = Network(f"{name}-network", owner=owner, network_name=base, where=where, opts=child)
         proxy = Proxy(
             f"{name}-proxy", owner=owner, container_name=f"{base}-proxy", image=PROXY_IMAGE,
             network_name=network.network_name, settings=proxy_settings(spec), config_dir=config_dir,
             nginx_conf=nginx_conf(spec.name, deploy.replicas, grpc=publishes_grpc(spec)),
-            parked_upstream=PARKED, opts=child,
+            parked_upstream=PARKED, where=where, opts=child,
         )
         settings = replica_settings(spec)
         key_env, api_key = (args.api_key.env, args.api_key.secret) if args.api_key is not None else (None, "")
@@ -52,13 +67,21 @@ class Target(pulumi.ComponentResource):
                    if len(spec.inputs) > 1 else {}),
                 "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
                 "ready_timeout_s": deploy.ready_timeout,
+                # canary or shadow: the steps and thresholds; the metric says how predictions are compared
+                "rollout": spec.spec.deploy.rollout.model_dump(mode="json"), "metric": spec.spec.optimize.metric.value,
             },
             opts=pulumi.ResourceOptions(parent=self, aliases=moved, additional_secret_outputs=["api_key"]),
         )
+        pulumi.Output.all(replicas.last_rollout, version).apply(lambda v: refuse_rolled_back(*v))
+        if spec.spec.deploy.rollout.strategy != "rolling":
+            from iac.deploy.targets.docker.progress import follow
+
+            follow(config_dir, replicas.version)  # step, weight and live figures as the rollout goes
         Healer(f"{name}-healer", owner=owner, config_dir=config_dir,
                opts=pulumi.ResourceOptions(parent=self, aliases=moved, depends_on=[proxy, replicas]))
 
         self.outputs = {
+            "last_rollout": replicas.last_rollout,
             "endpoint": replicas.version.apply(lambda _: endpoint(spec)),
             "base_url": replicas.version.apply(lambda _: base_url(spec)),
             "version": replicas.version,
