@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.rollout_safety_bench [--hold 10] [--json out.json]
 
-A sandbox copy of the digits stack (`iac.deploy.sandbox`), 2 stable replicas, `deploy.rollout` canary
+A sandbox copy of the digits stack (`harness.sandbox`), 2 stable replicas, `deploy.rollout` canary
 steps 10% -> 50% -> 100% (each held `--hold` seconds, at least 30 samples a window), 8 paced clients
 sending the evaluation digits through the proxy. Each candidate is rolled out in turn with `pulumi up`:
 
@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from iac.deploy.sandbox import Sandbox
+    from harness.sandbox import Sandbox
     from modelprep.examples.digits import train
     from modelprep.examples.digits_faulty import exploded, shuffled
 

@@ -29,7 +29,7 @@ CANARY = """  rollout:
 
 def main() -> int:
     from benchmarks.rollout_safety_bench import roll
-    from iac.deploy.sandbox import Sandbox
+    from harness.sandbox import Sandbox
     from modelprep.examples.digits import train
     from modelprep.examples.digits_faulty import shuffled
 

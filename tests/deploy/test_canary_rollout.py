@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iac.deploy.sandbox import Sandbox
+from harness.sandbox import Sandbox
 from iac.loadgen import PacedLoad
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1800)]

@@ -17,7 +17,7 @@ import docker
 import numpy as np
 import pytest
 
-from iac.deploy.sandbox import Sandbox, get, healers, post
+from harness.sandbox import Sandbox, get, healers, post
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 
