@@ -11,10 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import RunningServer, config_for, model_dir, running, speak
+from speech_support import ESPEAK_RATE, SENTENCE, RunningServer, config_for, model_dir, running, speak
 
-SENTENCE = "When we speak of free software, we are referring to freedom, not price."
-ESPEAK_RATE = 22_050
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -7,8 +7,7 @@ import base64
 import numpy as np
 import pytest
 import requests
-from conftest import ESPEAK_RATE
-from support import RunningServer, encode
+from speech_support import ESPEAK_RATE, RunningServer, encode
 
 URL = "/v1/audio/transcriptions"
 

@@ -10,8 +10,7 @@ import jiwer
 import numpy as np
 import pytest
 import requests
-from conftest import ESPEAK_RATE, SENTENCE
-from support import CONTAINERS, RunningServer, encode, speak
+from speech_support import CONTAINERS, ESPEAK_RATE, SENTENCE, RunningServer, encode, speak
 
 from modelprep.families.speech.wer import normalise
 

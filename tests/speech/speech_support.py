@@ -36,6 +36,9 @@ CONTAINERS = {
     "webm": ("webm", "libopus", "webm"),
 }
 
+SENTENCE = "When we speak of free software, we are referring to freedom, not price."
+ESPEAK_RATE = 22_050
+
 
 def model_dir() -> Path:
     """Whisper tiny.en in CTranslate2 format, from the PyPI package scripts/asr_assets.sh installs."""
