@@ -441,8 +441,8 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        """No request in progress: nothing received since the last answer."""
-        return self.request is None and self._parsing is None and not self._pending
+        """No request in progress: nothing received since the last answer, no answer still streaming."""
+        return self.request is None and self._parsing is None and not self._pending and self._streaming is None
 
     def close(self, abort: bool = False) -> None:
         """Close: idle connections at shutdown; with ``abort``, drop answers not yet sent too
@@ -538,7 +538,7 @@ class HttpConnection(asyncio.Protocol):
         self._app.record(request, status if transport is not None else 499, self.remote)
         if transport is None or self._closing:
             return
-        if close:
+        if close or self._server.draining:  # a drain that began while the answer streamed ends it here
             self._close_after_write(transport)
             return
         self._continue()

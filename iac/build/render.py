@@ -80,12 +80,15 @@ def artifact_name(report: PrepReport) -> str:
     return Path(report.artifact_file).name
 
 
+# The image carries one runtime, the one prep measured the chosen variant with.
+RUNTIME_REQUIREMENTS = {"onnx": "requirements-onnx.txt", "llama.cpp": "requirements-llm.txt"}
+
+
 def requirements_file(report: PrepReport) -> Path:
-    """The image carries one runtime: LiteRT, or ONNX Runtime for an ONNX artifact."""
+    """The pinned packages of the chosen variant's runtime: LiteRT unless it names another."""
     if report.input.dtype == "string":  # a text model: ONNX Runtime and the tokenizer
         return SERVING_PACKAGE / "requirements-text.txt"
-    name = "requirements-onnx.txt" if report.runtime == "onnx" else "requirements.txt"
-    return SERVING_PACKAGE / name
+    return SERVING_PACKAGE / RUNTIME_REQUIREMENTS.get(report.runtime, "requirements.txt")
 
 
 def wheels_for(requirements: Path, wheelhouse: Path) -> list[Path]:

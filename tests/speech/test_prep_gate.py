@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelprep.families.speech import CATALOGUE, FAMILY, SpeechSession, corpus
+from modelprep.families.speech import CATALOGUE, FAMILY, WER, SpeechSession, corpus
 from modelprep.families.speech.run import run
 from modelprep.select import choose, gated
 
@@ -50,7 +50,7 @@ def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set:
     increase = worst.accuracy - float32.accuracy
     assert increase > 0, f"no variant is worse than float32 on these clips ({[(r.name, r.accuracy) for r in rows.values()]})"
     limit = increase / 2
-    regated = gated(list(rows.values()), float32.accuracy, "wer", limit)
+    regated = gated(list(rows.values()), float32.accuracy, WER, limit)
     verdict = {r.name: r.passed_gate for r in regated}
     assert verdict[worst.name] is False
     assert verdict["ct2-float32"] is True

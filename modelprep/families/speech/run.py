@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from modelprep.families.speech import BASELINE, CATALOGUE, SpeechSession, settings_of
+from modelprep.families.speech import BASELINE, CATALOGUE, WER, SpeechSession, settings_of
 from modelprep.report import Measure
 
 
@@ -36,6 +36,6 @@ def run(session: SpeechSession, variants: Sequence[str], max_accuracy_drop: floa
     baseline = baselines.measures[0]
     rows = [baseline if name == BASELINE else session.measure(CATALOGUE[name], b"", {}, None).measure
             for name in variants]
-    rows = gated(rows, baseline.accuracy, "wer", max_accuracy_drop)
+    rows = gated(rows, baseline.accuracy, WER, max_accuracy_drop)
     rows, chosen, why = choose(rows, objective, max_accuracy_drop)
     return SpeechChoice(baseline, rows, chosen, why)
