@@ -44,8 +44,13 @@ THREADS = 1
 
 def machine() -> dict[str, Any]:
     """The machine, read when a run starts (``loadavg_start``)."""
-    return {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
-            "machine": platform.machine(), "note": "2 cores shared with other engineers' jobs; see loadavg"}
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "note": "2 cores shared with other engineers' jobs; see loadavg",
+    }
 
 
 def model_dir() -> Path:
@@ -86,28 +91,51 @@ def offline(clips: int) -> dict[str, Any]:
     pieces = [p for i in range(40) for p in (dataset.clip(i), pause)]
     long_clip = corpus.EvaluationSet(
         np.concatenate(pieces),
-        (corpus.Clip(" ".join(c.text for c in dataset.clips[:40]), "mixed", "mixed", None, None, 0,
-                     sum(len(p) for p in pieces)),),
+        (
+            corpus.Clip(
+                " ".join(c.text for c in dataset.clips[:40]),
+                "mixed",
+                "mixed",
+                None,
+                None,
+                0,
+                sum(len(p) for p in pieces),
+            ),
+        ),
     )
     long = score(transcribers, long_clip)
     rss = {d.name: resident_bytes(model, d, THREADS) for d in decodings}
     i8, f32 = short
     li8, lf32 = long
     result = {
-        "machine": start, "threads": THREADS, "clips": len(dataset.clips), "audio_seconds": round(dataset.seconds, 1),
-        "long_audio_seconds": round(li8.audio_seconds, 1), "wall_seconds": round(time.time() - started, 1),
+        "machine": start,
+        "threads": THREADS,
+        "clips": len(dataset.clips),
+        "audio_seconds": round(dataset.seconds, 1),
+        "long_audio_seconds": round(li8.audio_seconds, 1),
+        "wall_seconds": round(time.time() - started, 1),
         "loadavg_end": os.getloadavg(),
         "variants": {
-            s.name: {"wer": round(s.wer, 4), "rtf": round(s.rtf, 4), "cpu_rtf": round(s.cpu_rtf, 4),
-                     "long_cpu_rtf": round(ls.cpu_rtf, 4), "p50_ms": round(s.percentile_ms(50), 1),
-                     "p99_ms": round(s.percentile_ms(99), 1), "long_rtf": round(ls.rtf, 4),
-                     "long_wer": round(ls.wer, 4), "rss_bytes": rss[s.name]}
+            s.name: {
+                "wer": round(s.wer, 4),
+                "rtf": round(s.rtf, 4),
+                "cpu_rtf": round(s.cpu_rtf, 4),
+                "long_cpu_rtf": round(ls.cpu_rtf, 4),
+                "p50_ms": round(s.percentile_ms(50), 1),
+                "p99_ms": round(s.percentile_ms(99), 1),
+                "long_rtf": round(ls.rtf, 4),
+                "long_wer": round(ls.wer, 4),
+                "rss_bytes": rss[s.name],
+            }
             for s, ls in ((i8, li8), (f32, lf32))
         },
-        "ratios": {"rtf_short": round(i8.rtf / f32.rtf, 3), "rtf_long": round(li8.rtf / lf32.rtf, 3),
-                   "cpu_rtf_short": round(i8.cpu_rtf / f32.cpu_rtf, 3),
-                   "cpu_rtf_long": round(li8.cpu_rtf / lf32.cpu_rtf, 3),
-                   "wer_increase_points": round((i8.wer - f32.wer) * 100, 2)},
+        "ratios": {
+            "rtf_short": round(i8.rtf / f32.rtf, 3),
+            "rtf_long": round(li8.rtf / lf32.rtf, 3),
+            "cpu_rtf_short": round(i8.cpu_rtf / f32.cpu_rtf, 3),
+            "cpu_rtf_long": round(li8.cpu_rtf / lf32.cpu_rtf, 3),
+            "wer_increase_points": round((i8.wer - f32.wer) * 100, 2),
+        },
     }
     result["floors"] = {
         "int8 RTF <= 0.7x float32 (short clips)": result["ratios"]["rtf_short"] <= 0.7,
@@ -137,8 +165,14 @@ def runtime(clips: int) -> dict[str, Any]:
     for i in range(len(dataset.clips)):
         audio = dataset.clip(i)
         t = time.perf_counter()
-        segments, _ = fw.transcribe(audio, beam_size=1, temperature=0.0, language="en", without_timestamps=True,
-                                    condition_on_previous_text=False)
+        segments, _ = fw.transcribe(
+            audio,
+            beam_size=1,
+            temperature=0.0,
+            language="en",
+            without_timestamps=True,
+            condition_on_previous_text=False,
+        )
         texts["faster-whisper"].append("".join(s.text for s in segments))
         times["faster-whisper"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -148,16 +182,21 @@ def runtime(clips: int) -> dict[str, Any]:
         texts["ctranslate2"].append(fw.hf_tokenizer.decode([x for x in result[0].sequences_ids[0] if x < 50256]))
         times["ctranslate2"] += time.perf_counter() - t
     refs = [c.text for c in dataset.clips]
-    out: dict[str, Any] = {"machine": start, "loadavg_end": os.getloadavg(), "clips": clips, "threads": THREADS,
-                           "seconds": {k: round(v, 2) for k, v in times.items()},
-                           "wer": {k: round(wer(refs, v), 4) for k, v in texts.items()},
-                           "ratio_direct_over_faster_whisper": round(times["ctranslate2"] / times["faster-whisper"], 3)}
+    out: dict[str, Any] = {
+        "machine": start,
+        "loadavg_end": os.getloadavg(),
+        "clips": clips,
+        "threads": THREADS,
+        "seconds": {k: round(v, 2) for k, v in times.items()},
+        "wer": {k: round(wer(refs, v), 4) for k, v in texts.items()},
+        "ratio_direct_over_faster_whisper": round(times["ctranslate2"] / times["faster-whisper"], 3),
+    }
     out["floors"] = {}
     return out
 
 
 # ---------------------------------------------------------------------------------------------- served
-FASTAPI_APP = '''
+FASTAPI_APP = """
 import tempfile
 from fastapi import FastAPI, File, Form, UploadFile
 from faster_whisper import WhisperModel
@@ -170,7 +209,7 @@ model = WhisperModel({model!r}, device="cpu", cpu_threads={threads}, local_files
 def transcribe(file: UploadFile = File(...), model_name: str = Form("whisper-1", alias="model")):
     segments, _ = model.transcribe(file.file)
     return {{"text": "".join(s.text for s in segments).strip()}}
-'''
+"""
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
@@ -222,10 +261,15 @@ def _load(url: str, files: list[tuple[bytes, float]], seconds: float, clients: i
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {"requests": len(latencies), "failed": failed[0], "audio_seconds": round(audio[0], 1),
-            "wall_seconds": round(wall, 1), "audio_per_wall": round(audio[0] / wall, 3),
-            "p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
-            "p99_s": round(float(np.percentile(latencies, 99)), 3) if latencies else None}
+    return {
+        "requests": len(latencies),
+        "failed": failed[0],
+        "audio_seconds": round(audio[0], 1),
+        "wall_seconds": round(wall, 1),
+        "audio_per_wall": round(audio[0] / wall, 3),
+        "p50_s": round(float(np.percentile(latencies, 50)), 3) if latencies else None,
+        "p99_s": round(float(np.percentile(latencies, 99)), 3) if latencies else None,
+    }
 
 
 def served(seconds: float, rounds: int) -> dict[str, Any]:
@@ -249,20 +293,41 @@ def served(seconds: float, rounds: int) -> dict[str, Any]:
     WORK.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "serving.json"
-        config.write_text(json.dumps({
-            "task": "speech-recognition", "model_name": "whisper", "artifact": str(model), "threads": THREADS,
-            "host": "127.0.0.1", "port": 18931, "max_body_bytes": 16 * 1024 * 1024,
-            "metadata": {"speech": {"compute_type": "int8", "beam_size": 1}},
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "task": "speech-recognition",
+                    "model_name": "whisper",
+                    "artifact": str(model),
+                    "threads": THREADS,
+                    "host": "127.0.0.1",
+                    "port": 18931,
+                    "max_body_bytes": 16 * 1024 * 1024,
+                    "metadata": {"speech": {"compute_type": "int8", "beam_size": 1}},
+                }
+            )
+        )
         app = Path(tmp) / "fastapi_whisper.py"
         app.write_text(textwrap.dedent(FASTAPI_APP.format(model=str(model), threads=THREADS)))
         env = {**os.environ, "PYTHONPATH": str(REPO), "MODELSTACK_SERVING_CONFIG": str(config)}
         ours_cmd = [str(PY), "-m", "serving.server"]
-        theirs_cmd = [str(PY), "-m", "uvicorn", "fastapi_whisper:app", "--host", "127.0.0.1", "--port", "18932",
-                      "--log-level", "warning"]
+        theirs_cmd = [
+            str(PY),
+            "-m",
+            "uvicorn",
+            "fastapi_whisper:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "18932",
+            "--log-level",
+            "warning",
+        ]
         runs: list[dict[str, Any]] = []
-        pair = (("ours", ours_cmd, "http://127.0.0.1:18931", "/readyz"),
-                ("fastapi", theirs_cmd, "http://127.0.0.1:18932", "/docs"))
+        pair = (
+            ("ours", ours_cmd, "http://127.0.0.1:18931", "/readyz"),
+            ("fastapi", theirs_cmd, "http://127.0.0.1:18932", "/docs"),
+        )
         for r in range(rounds):  # the order flips each round, so both see the same spread of machine load
             for name, cmd, base, ready in pair if r % 2 == 0 else pair[::-1]:
                 process = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -282,13 +347,21 @@ def served(seconds: float, rounds: int) -> dict[str, Any]:
     p99_ours = max(x["p99_s"] for x in ours)
     p99_theirs = max(x["p99_s"] for x in theirs)
     out: dict[str, Any] = {
-        "machine": start, "threads": THREADS, "clients": 4, "seconds_per_run": seconds, "runs": runs,
+        "machine": start,
+        "threads": THREADS,
+        "clients": 4,
+        "seconds_per_run": seconds,
+        "runs": runs,
         "clip_seconds": [round(f[1], 1) for f in files],
-        "ratio_audio_per_wall": round(ratio, 3), "p99_ours_s": p99_ours, "p99_fastapi_s": p99_theirs,
+        "ratio_audio_per_wall": round(ratio, 3),
+        "p99_ours_s": p99_ours,
+        "p99_fastapi_s": p99_theirs,
     }
-    out["floors"] = {"served throughput >= 1.5x FastAPI + faster-whisper defaults": ratio >= 1.5,
-                     "p99 no worse": p99_ours <= p99_theirs,
-                     "no failed requests": all(x["failed"] == 0 for x in runs)}
+    out["floors"] = {
+        "served throughput >= 1.5x FastAPI + faster-whisper defaults": ratio >= 1.5,
+        "p99 no worse": p99_ours <= p99_theirs,
+        "no failed requests": all(x["failed"] == 0 for x in runs),
+    }
     return out
 
 

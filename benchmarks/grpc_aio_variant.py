@@ -34,6 +34,7 @@ METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMe
 
 def handlers(service: InferenceService, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
     """A grpc.aio handler per RPC that hands the call to ``service.handle`` and awaits its answer."""
+
     def bridge(method: str) -> Any:
         async def call(message: bytes, context: grpc.aio.ServicerContext) -> bytes:
             answered: asyncio.Future[tuple[int, Any]] = loop.create_future()
@@ -43,8 +44,9 @@ def handlers(service: InferenceService, loop: asyncio.AbstractEventLoop) -> grpc
                 return True
 
             metadata = dict(context.invocation_metadata() or ())
-            service.handle(method, message, context.peer(), metadata.get("authorization"),
-                           metadata.get("x-api-key"), answer)
+            service.handle(
+                method, message, context.peer(), metadata.get("authorization"), metadata.get("x-api-key"), answer
+            )
             code, payload = await answered
             if code:
                 await context.abort(grpc.StatusCode[CODE_NAMES[code]], payload)

@@ -55,14 +55,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import grpc
-import numpy as np
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.settings import SettingCodes
+import grpc  # noqa: E402 (after the repository is on sys.path)
+import numpy as np  # noqa: E402 (after the repository is on sys.path)
+from h2.config import H2Configuration  # noqa: E402 (after the repository is on sys.path)
+from h2.connection import H2Connection  # noqa: E402 (after the repository is on sys.path)
+from h2.settings import SettingCodes  # noqa: E402 (after the repository is on sys.path)
 
-from serving.proto import grpc_service_pb2 as pb
-from serving.proto import grpc_service_pb2_grpc as pb_grpc
+from serving.proto import grpc_service_pb2 as pb  # noqa: E402 (after the repository is on sys.path)
+from serving.proto import grpc_service_pb2_grpc as pb_grpc  # noqa: E402 (after the repository is on sys.path)
 
 MODEL = "digits"
 LIMIT_MIB = 512
@@ -81,12 +81,18 @@ def build_model(folder: Path) -> Path:
 
     rng = np.random.default_rng(1)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["pixels", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
-        MODEL, [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 64])],
+        [
+            helper.make_node("MatMul", ["pixels", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        MODEL,
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 64])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 10])],
-        initializer=[numpy_helper.from_array(rng.normal(size=(64, 10)).astype(np.float32), "W"),
-                     numpy_helper.from_array(np.zeros(10, np.float32), "B")],
+        initializer=[
+            numpy_helper.from_array(rng.normal(size=(64, 10)).astype(np.float32), "W"),
+            numpy_helper.from_array(np.zeros(10, np.float32), "B"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -97,15 +103,30 @@ def build_model(folder: Path) -> Path:
 
 class Server:
     def __init__(self, folder: Path) -> None:
-        config = {"model_name": MODEL, "artifact": str(build_model(folder)), "host": "127.0.0.1", "port": 0,
-                  "grpc_port": 0, "threads": 1, "inputs": [{"name": "pixels", "shape": [64], "dtype": "float32"}]}
+        config = {
+            "model_name": MODEL,
+            "artifact": str(build_model(folder)),
+            "host": "127.0.0.1",
+            "port": 0,
+            "grpc_port": 0,
+            "threads": 1,
+            "inputs": [{"name": "pixels", "shape": [64], "dtype": "float32"}],
+        }
         (folder / "serving.json").write_text(json.dumps(config))
         self.log = folder / "server.log"
-        env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(folder / "serving.json"),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+        env = {
+            **os.environ,
+            "MODELSTACK_SERVING_CONFIG": str(folder / "serving.json"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+        }
         self._log_file = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=self._log_file)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
         self.port = self.grpc_port = 0
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -140,8 +161,9 @@ class Server:
 
 
 def _http_infer_body(**extra: Any) -> bytes:
-    return json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
-                                   "data": SAMPLE.ravel().tolist()}], **extra}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": SAMPLE.ravel().tolist()}], **extra}
+    ).encode()
 
 
 def _post(path: str, body: bytes, headers: str = "") -> bytes:
@@ -155,8 +177,10 @@ class GoodClient:
         self.server = server
         self.request = _post(f"/v2/models/{MODEL}/infer", _http_infer_body())
         self.message = pb.ModelInferRequest(
-            model_name=MODEL, inputs=[pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])],
-            raw_input_contents=[SAMPLE.tobytes()])
+            model_name=MODEL,
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])],
+            raw_input_contents=[SAMPLE.tobytes()],
+        )
 
     def run(self, seconds: float) -> tuple[int, int, list[float]]:
         """(calls, failures, latencies in seconds) over ``seconds``."""
@@ -225,15 +249,31 @@ def _h2(port: int, window: int | None = None) -> tuple[socket.socket, H2Connecti
     return sock, conn
 
 
-def _h2_call(sock: socket.socket, conn: H2Connection, message: bytes | None, path: str = INFER,
-             content_type: str = "application/grpc", flag: int = 0, end: bool = True,
-             stop: threading.Event | None = None) -> int:
+def _h2_call(
+    sock: socket.socket,
+    conn: H2Connection,
+    message: bytes | None,
+    path: str = INFER,
+    content_type: str = "application/grpc",
+    flag: int = 0,
+    end: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
     """Start one call on ``conn``; the message in frames its windows allow (reading the server's
     frames meanwhile, so its WINDOW_UPDATEs arrive)."""
     stream = conn.get_next_available_stream_id()
-    conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", path),
-                               (":authority", "127.0.0.1"), ("content-type", content_type), ("te", "trailers")],
-                      end_stream=message is None and end)
+    conn.send_headers(
+        stream,
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "127.0.0.1"),
+            ("content-type", content_type),
+            ("te", "trailers"),
+        ],
+        end_stream=message is None and end,
+    )
     if message is not None:
         data = memoryview(bytes([flag]) + struct.pack(">I", len(message)) + message)
         while data:
@@ -273,10 +313,14 @@ def _h2_read(sock: socket.socket, conn: H2Connection, timeout: float) -> bool:
 
 
 def _infer_message(**fields: Any) -> bytes:
-    return pb.ModelInferRequest(**{
-        "model_name": MODEL, "raw_input_contents": [SAMPLE.tobytes()],
-        "inputs": [pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])],
-        **fields}).SerializeToString()
+    return pb.ModelInferRequest(
+        **{
+            "model_name": MODEL,
+            "raw_input_contents": [SAMPLE.tobytes()],
+            "inputs": [pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 64])],
+            **fields,
+        }
+    ).SerializeToString()
 
 
 def grpc_window0_echo(server: Server, stop: threading.Event) -> None:
@@ -346,8 +390,9 @@ def http_non_reader(server: Server, stop: threading.Event) -> None:
         sock.close()
 
 
-def _paced(server_port: int, requests: Callable[[], bytes], bytes_per_s: float, stop: threading.Event,
-           read: bool = True) -> None:
+def _paced(
+    server_port: int, requests: Callable[[], bytes], bytes_per_s: float, stop: threading.Event, read: bool = True
+) -> None:
     """Send requests at about ``bytes_per_s`` on a keep-alive connection, reading the answers."""
     sock: socket.socket | None = None
     while not stop.is_set():
@@ -376,11 +421,19 @@ def json_true(server: Server, stop: threading.Event) -> None:
 
 def fp16_inf(server: Server, stop: threading.Event) -> None:
     raw = np.full((1, 64), np.inf, dtype=np.float16).tobytes()
-    header = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP16",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "pixels", "shape": [1, 64], "datatype": "FP16", "parameters": {"binary_data_size": len(raw)}}
+            ]
+        }
+    ).encode()
     request = _post(f"/v2/models/{MODEL}/infer", header + raw, f"Inference-Header-Content-Length: {len(header)}\r\n")
-    message = pb.ModelInferRequest(model_name=MODEL, raw_input_contents=[raw], inputs=[
-        pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP16", shape=[1, 64])])
+    message = pb.ModelInferRequest(
+        model_name=MODEL,
+        raw_input_contents=[raw],
+        inputs=[pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP16", shape=[1, 64])],
+    )
 
     def grpc_loop() -> None:
         with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
@@ -397,8 +450,9 @@ def fp16_inf(server: Server, stop: threading.Event) -> None:
 def huge_int(server: Server, stop: threading.Event) -> None:
     body = _http_infer_body()
     digits = _post(f"/v2/models/{MODEL}/infer", body, f"Inference-Header-Content-Length: {'9' * 5000}\r\n")
-    shape = ('{"inputs": [{"name": "pixels", "shape": [' + "9" * 4300 + ', 64], "datatype": "FP32", '
-             '"data": [1.0]}]}').encode()
+    shape = (
+        '{"inputs": [{"name": "pixels", "shape": [' + "9" * 4300 + ', 64], "datatype": "FP32", "data": [1.0]}]}'
+    ).encode()
     requests = [digits, _post(f"/v2/models/{MODEL}/infer", shape)]
     turn = iter(range(1 << 62))
     _paced(server.port, lambda: requests[next(turn) % 2], 2e5, stop)
@@ -411,9 +465,10 @@ def log_flood(server: Server, stop: threading.Event) -> None:
 
 def grpc_echo_name(server: Server, stop: threading.Event) -> None:
     message = pb.ModelInferRequest(model_name="\x00" * BIG_ID)
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}",
-                               options=[("grpc.max_receive_message_length", -1),
-                                        ("grpc.max_metadata_size", 64 * 1024 * 1024)]) as channel:
+    with grpc.insecure_channel(
+        f"127.0.0.1:{server.grpc_port}",
+        options=[("grpc.max_receive_message_length", -1), ("grpc.max_metadata_size", 64 * 1024 * 1024)],
+    ) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         while not stop.is_set():
             try:
@@ -468,10 +523,18 @@ def padded_head(server: Server, stop: threading.Event) -> None:
 
 
 ATTACKS: dict[str, Callable[[Server, threading.Event], None]] = {
-    "grpc-window0-echo": grpc_window0_echo, "http-declared": http_declared, "grpc-headers-only": grpc_headers_only,
-    "http-non-reader": http_non_reader, "json-true": json_true, "fp16-inf": fp16_inf, "huge-int": huge_int,
-    "log-flood": log_flood, "grpc-echo-name": grpc_echo_name, "grpc-resets": grpc_resets,
-    "grpc-mistakes": grpc_mistakes, "padded-head": padded_head,
+    "grpc-window0-echo": grpc_window0_echo,
+    "http-declared": http_declared,
+    "grpc-headers-only": grpc_headers_only,
+    "http-non-reader": http_non_reader,
+    "json-true": json_true,
+    "fp16-inf": fp16_inf,
+    "huge-int": huge_int,
+    "log-flood": log_flood,
+    "grpc-echo-name": grpc_echo_name,
+    "grpc-resets": grpc_resets,
+    "grpc-mistakes": grpc_mistakes,
+    "padded-head": padded_head,
 }
 
 
@@ -517,10 +580,17 @@ def measure(server: Server, name: str, attack_s: float) -> dict[str, Any]:
     after = server.rss_mib()
     p99 = float(np.percentile(latencies, 99))
     result = {
-        "attack": name, "baseline_mib": round(baseline, 1), "peak_mib": round(peak[0], 1),
-        "after_mib": round(after, 1), "calls": calls, "failures": failures, "quiet_failures": quiet_failures,
-        "quiet_p99_ms": round(quiet_p99 * 1000, 2), "p99_ms": round(p99 * 1000, 2),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2), "log_mb_s": round(log_rate / 1e6, 3),
+        "attack": name,
+        "baseline_mib": round(baseline, 1),
+        "peak_mib": round(peak[0], 1),
+        "after_mib": round(after, 1),
+        "calls": calls,
+        "failures": failures,
+        "quiet_failures": quiet_failures,
+        "quiet_p99_ms": round(quiet_p99 * 1000, 2),
+        "p99_ms": round(p99 * 1000, 2),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "log_mb_s": round(log_rate / 1e6, 3),
     }
     result["holds"] = {
         "rss": peak[0] <= 0.7 * LIMIT_MIB,
@@ -548,14 +618,20 @@ def main() -> int:
                 server.stop()
             results.append(result)
             holds = result["holds"]
-            print(f"{name:18} rss {result['baseline_mib']:6.1f} -> peak {result['peak_mib']:6.1f} -> "
-                  f"{result['after_mib']:6.1f} MiB | beside: {result['calls'] - result['failures']}/{result['calls']} ok, "
-                  f"p99 {result['p99_ms']:7.2f} ms (quiet {result['quiet_p99_ms']:.2f}) | log "
-                  f"{result['log_mb_s']:.3f} MB/s | {'ok' if all(holds.values()) else 'FAILS ' + ','.join(k for k, v in holds.items() if not v)}",
-                  flush=True)
+            print(
+                f"{name:18} rss {result['baseline_mib']:6.1f} -> peak {result['peak_mib']:6.1f} -> "
+                f"{result['after_mib']:6.1f} MiB | beside: {result['calls'] - result['failures']}/{result['calls']} ok, "
+                f"p99 {result['p99_ms']:7.2f} ms (quiet {result['quiet_p99_ms']:.2f}) | log "
+                f"{result['log_mb_s']:.3f} MB/s | {'ok' if all(holds.values()) else 'FAILS ' + ','.join(k for k, v in holds.items() if not v)}",
+                flush=True,
+            )
     if args.json:
-        args.json.write_text(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                         "load": os.getloadavg(), "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load": os.getloadavg(), "results": results},
+                indent=2,
+            )
+        )
     return 0 if all(all(r["holds"].values()) for r in results) else 1
 
 

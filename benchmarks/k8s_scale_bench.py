@@ -65,8 +65,12 @@ class AvailabilityWatch:
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(apps.list_namespaced_deployment, NAMESPACE,
-                                           field_selector=f"metadata.name={self.name}", timeout_seconds=5):
+                for event in stream.stream(
+                    apps.list_namespaced_deployment,
+                    NAMESPACE,
+                    field_selector=f"metadata.name={self.name}",
+                    timeout_seconds=5,
+                ):
                     status, wanted = event["object"].status, int(event["object"].spec.replicas or 0)
                     available = int(status.available_replicas or 0)
                     self.events += 1
@@ -156,8 +160,10 @@ def main() -> int:
     os.environ.setdefault("MODELSTACK_CACHE", str(Path(".cache") / "bench-prep"))
     results: dict[str, Any] = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, load average at start "
-                   f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
-        "nodes": args.nodes, "replicas": args.replicas, "big": args.big,
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}",
+        "nodes": args.nodes,
+        "replicas": args.replicas,
+        "big": args.big,
     }
     with tempfile.TemporaryDirectory(prefix="k8s-scale-") as tmp:
         root = Path(tmp)
@@ -170,8 +176,13 @@ def main() -> int:
         try:
             restricted_namespace(cluster, NAMESPACE)
             deploy = {
-                "target": "kubernetes", "kubeconfig": cluster.kubeconfig, "namespace": NAMESPACE,
-                "registry": cluster.registry, "replicas": args.replicas, "resources": TINY, "progress_deadline": 900,
+                "target": "kubernetes",
+                "kubeconfig": cluster.kubeconfig,
+                "namespace": NAMESPACE,
+                "registry": cluster.registry,
+                "replicas": args.replicas,
+                "resources": TINY,
+                "progress_deadline": 900,
                 **PLACEMENT,
             }
             stack = K8sSandbox(root / "stack", example, deploy)

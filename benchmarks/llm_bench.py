@@ -42,7 +42,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "llm.json"
 PROSE = Path("/usr/share/common-licenses/GPL-3")
-LLAMA_SERVER = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelstack/llama-cpp/current/bin/llama-server"
+LLAMA_SERVER = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelstack/llama-cpp/current/bin/llama-server"
+)
 
 
 def smollm_path() -> Path:
@@ -59,7 +61,7 @@ def prompts(n: int, tokens: int = 128) -> list[str]:
     """``n`` consecutive ~``tokens``-token pieces of the prose (about 4.3 characters a token)."""
     words = PROSE.read_text().split()
     per = int(tokens * 0.75)  # English prose: about 0.75 words per token
-    return [" ".join(words[200 + i * per: 200 + (i + 1) * per]) for i in range(n)]
+    return [" ".join(words[200 + i * per : 200 + (i + 1) * per]) for i in range(n)]
 
 
 def free_port() -> int:
@@ -74,7 +76,11 @@ async def one_stream(client: Any, model: str, prompt: str, max_tokens: int) -> d
     pieces = 0
     usage = None
     stream = await client.completions.create(
-        model=model, prompt=prompt, max_tokens=max_tokens, temperature=0, stream=True,
+        model=model,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     async for chunk in stream:
@@ -104,9 +110,13 @@ async def run_load(base_url: str, model: str, texts: list[str], concurrency: int
     tokens = sum(r["tokens"] for r in results)
     ttfts = sorted(r["ttft"] for r in results)
     return {
-        "streams": concurrency, "requests": len(texts), "generated_tokens": int(tokens),
-        "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 2),
-        "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_max_s": round(ttfts[-1], 3),
+        "streams": concurrency,
+        "requests": len(texts),
+        "generated_tokens": int(tokens),
+        "wall_s": round(wall, 3),
+        "tokens_per_s": round(tokens / wall, 2),
+        "ttft_p50_s": round(statistics.median(ttfts), 3),
+        "ttft_max_s": round(ttfts[-1], 3),
     }
 
 
@@ -133,15 +143,34 @@ def ours(model: Path, threads: int, sequences: int, context: int) -> Iterator[tu
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "serving.json"
-        config.write_text(json.dumps({
-            "model_name": "smollm", "artifact": str(model), "host": "127.0.0.1", "port": port,
-            "threads": threads, "task": "text-generation", "max_sequences": sequences,
-            "context_length": context, "max_queued_sequences": 64,
-        }))
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MODELSTACK_SERVING_CONFIG": str(config),
-               "MODELSTACK_DRAIN_TIMEOUT_S": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "serving.server"], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        config.write_text(
+            json.dumps(
+                {
+                    "model_name": "smollm",
+                    "artifact": str(model),
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "threads": threads,
+                    "task": "text-generation",
+                    "max_sequences": sequences,
+                    "context_length": context,
+                    "max_queued_sequences": 64,
+                }
+            )
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "MODELSTACK_SERVING_CONFIG": str(config),
+            "MODELSTACK_DRAIN_TIMEOUT_S": "1",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", proc)
             yield f"http://127.0.0.1:{port}/v1", "smollm"
@@ -156,10 +185,27 @@ def llama_server(model: Path, threads: int, sequences: int, context: int) -> Ite
         raise SystemExit(f"{LLAMA_SERVER} is missing: run scripts/llama_runtime.sh --server")
     port = free_port()
     proc = subprocess.Popen(
-        [str(LLAMA_SERVER), "-m", str(model), "-t", str(threads), "-tb", str(threads),
-         "--parallel", str(sequences), "-c", str(context * sequences), "--host", "127.0.0.1",
-         "--port", str(port), "--no-webui"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(LLAMA_SERVER),
+            "-m",
+            str(model),
+            "-t",
+            str(threads),
+            "-tb",
+            str(threads),
+            "--parallel",
+            str(sequences),
+            "-c",
+            str(context * sequences),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-webui",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}/v1", "smollm"
@@ -172,12 +218,31 @@ def llama_server(model: Path, threads: int, sequences: int, context: int) -> Ite
 def llama_cpp_python_server(model: Path, threads: int, context: int) -> Iterator[tuple[str, str]]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm",
-         "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(context),
-         "--host", "127.0.0.1", "--port", str(port),
-         # By default a new request interrupts the stream in progress; the baseline serves them in turn.
-         "--interrupt_requests", "False"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            "smollm",
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--n_ctx",
+            str(context),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            # By default a new request interrupts the stream in progress; the baseline serves them in turn.
+            "--interrupt_requests",
+            "False",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
         yield f"http://127.0.0.1:{port}/v1", "smollm"
@@ -199,13 +264,23 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1024, help="per sequence (llama-server: -c context x parallel)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["llama_server", "llama_cpp_python"],
-                        help="leave a baseline out (a trial run; the floors then cannot be judged)")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["llama_server", "llama_cpp_python"],
+        help="leave a baseline out (a trial run; the floors then cannot be judged)",
+    )
     args = parser.parse_args()
     model = smollm_path()
     texts = prompts(args.streams)
     n, k = args.streams, args.max_tokens
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "llama_server": [], "llama_cpp_python": [], "ours_1_stream": []}
+    runs: dict[str, list[dict[str, Any]]] = {
+        "ours": [],
+        "llama_server": [],
+        "llama_cpp_python": [],
+        "ours_1_stream": [],
+    }
 
     def measure(name: str, base: str, alias: str, concurrency: int) -> None:
         asyncio.run(run_load(base, alias, texts[:1], 1, 8))  # first-touch costs out of the way
@@ -230,8 +305,9 @@ def main() -> None:
     def ratio(a: str, b: str, key: str) -> float | None:
         if not runs[a] or not runs[b]:
             return None  # a baseline was skipped
-        return round(float(statistics.median(r[key] for r in runs[a]))
-                     / float(statistics.median(r[key] for r in runs[b])), 3)
+        return round(
+            float(statistics.median(r[key] for r in runs[a])) / float(statistics.median(r[key] for r in runs[b])), 3
+        )
 
     ratios = {
         "ours_over_llama_server_tokens_per_s": ratio("ours", "llama_server", "tokens_per_s"),
@@ -239,16 +315,29 @@ def main() -> None:
         "ours_over_llama_cpp_python_tokens_per_s": ratio("ours", "llama_cpp_python", "tokens_per_s"),
         "ours_8_over_1_stream_tokens_per_s": ratio("ours", "ours_1_stream", "tokens_per_s"),
     }
-    floors = {name: None if value is None else (value <= 1.1 if "ttft" in name else value >= floor)
-              for (name, value), floor in zip(ratios.items(), (0.9, 1.1, 1.5, 1.5))}
+    floors = {
+        name: None if value is None else (value <= 1.1 if "ttft" in name else value >= floor)
+        for (name, value), floor in zip(ratios.items(), (0.9, 1.1, 1.5, 1.5))
+    }
     document = {
-        "benchmark": "llm_bench", "model": model.name, "model_bytes": model.stat().st_size,
-        "threads": args.threads, "streams": n, "prompt_tokens_approx": 128, "max_tokens": k,
-        "context_per_sequence": args.context, "rounds": args.rounds,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "llama_server": str(LLAMA_SERVER.resolve()) if LLAMA_SERVER.exists() else None,
-                    "note": "2 cores shared with other sessions; load averages recorded per run"},
-        "runs": runs, "ratios": ratios, "floors_met": floors,
+        "benchmark": "llm_bench",
+        "model": model.name,
+        "model_bytes": model.stat().st_size,
+        "threads": args.threads,
+        "streams": n,
+        "prompt_tokens_approx": 128,
+        "max_tokens": k,
+        "context_per_sequence": args.context,
+        "rounds": args.rounds,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "llama_server": str(LLAMA_SERVER.resolve()) if LLAMA_SERVER.exists() else None,
+            "note": "2 cores shared with other sessions; load averages recorded per run",
+        },
+        "runs": runs,
+        "ratios": ratios,
+        "floors_met": floors,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(json.dumps({"ratios": ratios, "floors_met": floors}, indent=2))

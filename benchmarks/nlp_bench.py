@@ -97,9 +97,14 @@ def sentiment(float_model: Any, int8_model: Any) -> dict[str, Any]:
     test_texts = [t for t, _ in test]
     acc_float = float((head.predict(embed(float_model, test_texts)) == y_test).mean())
     acc_int8 = float((head.predict(embed(int8_model, test_texts)) == y_test).mean())
-    return {"train": len(train), "test": len(test), "majority": float(np.bincount(y_test).max() / len(y_test)),
-            "accuracy_float32": round(acc_float, 4), "accuracy_int8": round(acc_int8, 4),
-            "drop_points": round((acc_float - acc_int8) * 100, 2)}
+    return {
+        "train": len(train),
+        "test": len(test),
+        "majority": float(np.bincount(y_test).max() / len(y_test)),
+        "accuracy_float32": round(acc_float, 4),
+        "accuracy_int8": round(acc_int8, 4),
+        "drop_points": round((acc_float - acc_int8) * 100, 2),
+    }
 
 
 def single_sentence(models: dict[str, Any], texts: list[str]) -> dict[str, Any]:
@@ -126,8 +131,11 @@ def single_sentence(models: dict[str, Any], texts: list[str]) -> dict[str, Any]:
             start = time.perf_counter()
             model.predict(one)
             whole.append(time.perf_counter() - start)
-        out[name] = {"p50_ms": round(float(np.median(runs)) * 1000, 3), "best_ms": round(min(runs) * 1000, 3),
-                     "p50_with_tokenizer_ms": round(float(np.median(whole)) * 1000, 3)}
+        out[name] = {
+            "p50_ms": round(float(np.median(runs)) * 1000, 3),
+            "best_ms": round(min(runs) * 1000, 3),
+            "p50_with_tokenizer_ms": round(float(np.median(whole)) * 1000, 3),
+        }
     return out
 
 
@@ -138,8 +146,10 @@ def tokenizer_parity(model: Any, texts: list[str]) -> dict[str, Any]:
     folder = WORK / "minilm" / "model"
     ours = model.tokenizer.encode(texts)
     out: dict[str, Any] = {"texts": len(texts)}
-    for name, tok in (("fast", BertTokenizerFast.from_pretrained(str(folder))),
-                      ("slow", BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True))):
+    for name, tok in (
+        ("fast", BertTokenizerFast.from_pretrained(str(folder))),
+        ("slow", BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True)),
+    ):
         theirs = tok(texts, truncation=True, max_length=model.tokenizer.max_length)["input_ids"]
         out[f"mismatches_{name}"] = sum(a != b for a, b in zip(ours, theirs))
     return out
@@ -206,14 +216,25 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def our_server(artifact: Path, folder: Path, max_batch_size: int, threads: int) -> Iterator[str]:
     port = _free_port()
-    config = {"model_name": "minilm", "artifact": str(artifact), "runtime": "onnx", "host": "127.0.0.1", "port": port,
-              "threads": threads, "max_batch_size": max_batch_size, "max_latency_ms": 0, "grpc_port": None,
-              "inputs": [{"name": "text", "shape": [], "dtype": "string"}], "metadata": {}}
+    config = {
+        "model_name": "minilm",
+        "artifact": str(artifact),
+        "runtime": "onnx",
+        "host": "127.0.0.1",
+        "port": port,
+        "threads": threads,
+        "max_batch_size": max_batch_size,
+        "max_latency_ms": 0,
+        "grpc_port": None,
+        "inputs": [{"name": "text", "shape": [], "dtype": "string"}],
+        "metadata": {},
+    }
     path = folder / f"serving-{max_batch_size}.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(path), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([str(PY), "-m", "serving.server"], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(PY), "-m", "serving.server"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}/v1/models/minilm:predict"
@@ -228,15 +249,37 @@ def naive_server(float_artifact: Path, tokenizer: Path, folder: Path) -> Iterato
 
     if not (NAIVE_DEPS / "uvicorn").is_dir():
         log(f"installing {' '.join(NAIVE_PINS)} into {NAIVE_DEPS}")
-        subprocess.run([str(PY), "-m", "pip", "install", "-q", "--no-deps", "--target", str(NAIVE_DEPS), *NAIVE_PINS],
-                       check=True)
+        subprocess.run(
+            [str(PY), "-m", "pip", "install", "-q", "--no-deps", "--target", str(NAIVE_DEPS), *NAIVE_PINS], check=True
+        )
     (folder / "naive_text_app.py").write_text(NAIVE_APP)
     port = _free_port()
-    env = {**os.environ, "PYTHONPATH": f"{folder}:{NAIVE_DEPS}", "NAIVE_MODEL": str(float_artifact),
-           "NAIVE_TOKENIZER": str(tokenizer)}
-    proc = subprocess.Popen([str(PY), "-m", "uvicorn", "naive_text_app:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1", "--log-level", "warning"], env=env, cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{folder}:{NAIVE_DEPS}",
+        "NAIVE_MODEL": str(float_artifact),
+        "NAIVE_TOKENIZER": str(tokenizer),
+    }
+    proc = subprocess.Popen(
+        [
+            str(PY),
+            "-m",
+            "uvicorn",
+            "naive_text_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_http(f"http://127.0.0.1:{port}/docs")
         yield f"http://127.0.0.1:{port}/embed"
@@ -250,8 +293,13 @@ def load(url: str, texts: list[str], concurrency: int, duration: float) -> dict[
 
     bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
     result = run_load(url, bodies, concurrency=concurrency, duration=duration, warmup=2.0)
-    return {"rps": result.throughput_rps, "p50_ms": result.latency_ms["p50"], "p99_ms": result.latency_ms["p99"],
-            "errors": result.errors, "requests": result.requests}
+    return {
+        "rps": result.throughput_rps,
+        "p50_ms": result.latency_ms["p50"],
+        "p99_ms": result.latency_ms["p99"],
+        "errors": result.errors,
+        "requests": result.requests,
+    }
 
 
 def main() -> int:
@@ -259,8 +307,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "nlp.json")
     parser.add_argument("--threads", type=int, default=2, help="our server's ONNX Runtime threads (one process)")
-    parser.add_argument("--serving-only", action="store_true",
-                        help="rerun only the serving measurements; keep the rest of --json")
+    parser.add_argument(
+        "--serving-only", action="store_true", help="rerun only the serving measurements; keep the rest of --json"
+    )
     args = parser.parse_args()
     subprocess.run(["bash", str(REPO / "scripts" / "nlp_assets.sh")], check=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -269,12 +318,22 @@ def main() -> int:
     variants = {v.name: v for v in report.variants}
     texts = [line for line in (WORK / "minilm" / "data" / "evaluation.txt").read_text().splitlines() if line]
     previous = json.loads(args.json.read_text()) if args.serving_only and args.json.is_file() else {}
-    out: dict[str, Any] = {**previous,
+    out: dict[str, Any] = {
+        **previous,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other work, load {os.getloadavg()[0]:.1f} at start",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "variants": {n: {"bytes": v.size_bytes, "cosine_mean": v.accuracy, "cosine_min": v.notes.cosine_min,
-                         "fused": v.notes.fused_ops, "p50_us": v.latency_p50_us} for n, v in variants.items()},
-        "chosen": report.variant, "evaluation_texts": report.evaluation_samples,
+        "variants": {
+            n: {
+                "bytes": v.size_bytes,
+                "cosine_mean": v.accuracy,
+                "cosine_min": v.notes.cosine_min,
+                "fused": v.notes.fused_ops,
+                "p50_us": v.latency_p50_us,
+            }
+            for n, v in variants.items()
+        },
+        "chosen": report.variant,
+        "evaluation_texts": report.evaluation_samples,
     }
     with tempfile.TemporaryDirectory(prefix="nlp-bench-") as tmp:
         folder = Path(tmp)
@@ -284,8 +343,10 @@ def main() -> int:
             log("cosine of the int8 embeddings to the float32 ONNX ones, one text at a time")
             alone = np.stack([i8.predict(np.array([t], dtype=object))[0] for t in texts])
             cos_alone = cosines(alone, embed(f32, texts))
-            out["int8_vs_float32_onnx_one_at_a_time"] = {"mean": round(float(cos_alone.mean()), 4),
-                                                         "min": round(float(cos_alone.min()), 4)}
+            out["int8_vs_float32_onnx_one_at_a_time"] = {
+                "mean": round(float(cos_alone.mean()), 4),
+                "min": round(float(cos_alone.min()), 4),
+            }
             log("sentiment head on float embeddings, scored on float and int8 embeddings")
             out["sentiment"] = sentiment(f32, i8)
             log("one short sentence, 1 thread")
@@ -299,15 +360,22 @@ def main() -> int:
             ours16 = load(url, texts, 16, args.duration)
         with naive_server(float_path, tokenizer_path, folder) as url:
             naive16 = load(url, texts, 16, args.duration)
-        out["serving_c16"] = {"our_threads": args.threads, "ours_int8_batching": ours16, "fastapi_onnx_float32": naive16,
-                              "ratio": round(ours16["rps"] / max(naive16["rps"], 1e-9), 2)}
+        out["serving_c16"] = {
+            "our_threads": args.threads,
+            "ours_int8_batching": ours16,
+            "fastapi_onnx_float32": naive16,
+            "ratio": round(ours16["rps"] / max(naive16["rps"], 1e-9), 2),
+        }
         log("batching's gain at c=64 on mixed lengths (ours, int8)")
         with our_server(int8_path, folder, 32, args.threads) as url:
             batched = load(url, texts, 64, args.duration)
         with our_server(int8_path, folder, 1, args.threads) as url:
             unbatched = load(url, texts, 64, args.duration)
-        out["batching_c64"] = {"batching_32": batched, "no_batching": unbatched,
-                               "gain": round(batched["rps"] / max(unbatched["rps"], 1e-9), 2)}
+        out["batching_c64"] = {
+            "batching_32": batched,
+            "no_batching": unbatched,
+            "gain": round(batched["rps"] / max(unbatched["rps"], 1e-9), 2),
+        }
     v = out["variants"]
     s1 = out["single_sentence"]
     floors = {
@@ -316,13 +384,22 @@ def main() -> int:
         "cosine min >= 0.97 (1,000 held-out)": (v["onnx-dynamic"]["cosine_min"], ">=", 0.97),
         "sentiment accuracy drop <= 1 point": (out["sentiment"]["drop_points"], "<=", 1.0),
         "16-token sentence, 1 thread: int8 p50 <= 0.5x float32": (
-            s1["onnx-dynamic"]["p50_ms"] / s1["onnx-float32"]["p50_ms"], "<=", 0.5),
+            s1["onnx-dynamic"]["p50_ms"] / s1["onnx-float32"]["p50_ms"],
+            "<=",
+            0.5,
+        ),
         "c=16: ours >= 3x FastAPI+ORT float32": (out["serving_c16"]["ratio"], ">=", 3.0),
-        "c=16: our p99 <= FastAPI's": (out["serving_c16"]["ours_int8_batching"]["p99_ms"] /
-                                       max(out["serving_c16"]["fastapi_onnx_float32"]["p99_ms"], 1e-9), "<=", 1.0),
+        "c=16: our p99 <= FastAPI's": (
+            out["serving_c16"]["ours_int8_batching"]["p99_ms"]
+            / max(out["serving_c16"]["fastapi_onnx_float32"]["p99_ms"], 1e-9),
+            "<=",
+            1.0,
+        ),
     }
-    out["floors"] = {k: {"value": round(val, 4), "holds": val <= lim if op == "<=" else val >= lim, "limit": f"{op} {lim}"}
-                     for k, (val, op, lim) in floors.items()}
+    out["floors"] = {
+        k: {"value": round(val, 4), "holds": val <= lim if op == "<=" else val >= lim, "limit": f"{op} {lim}"}
+        for k, (val, op, lim) in floors.items()
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

@@ -44,8 +44,14 @@ ROLLOUT = """  rollout:
 """
 CANDIDATES = {
     # name: (spec edits (old, new), strategy, load)
-    "5xx": ([("path: model/digits.keras", "path: model/digits-exploded.keras"), ("quantization: int8", "quantization: none")],
-            "canary", True),
+    "5xx": (
+        [
+            ("path: model/digits.keras", "path: model/digits-exploded.keras"),
+            ("quantization: int8", "quantization: none"),
+        ],
+        "canary",
+        True,
+    ),
     "wrong": ([("path: model/digits.keras", "path: model/digits-shuffled.keras")], "canary", True),
     "slow": ([("cpus: 1.0", "cpus: 0.1")], "canary", True),
     "good": ([("quantization: int8", "quantization: dynamic")], "canary", True),
@@ -72,7 +78,9 @@ def main() -> int:
     shuffled(example)
     exploded(example)
     stack = Sandbox(root, example)
-    stack.edit_spec("  ready_timeout: 60", ROLLOUT.format(strategy="canary", first=10, hold=args.hold) + "  ready_timeout: 60")
+    stack.edit_spec(
+        "  ready_timeout: 60", ROLLOUT.format(strategy="canary", first=10, hold=args.hold) + "  ready_timeout: 60"
+    )
     with np.load(example / "data" / "evaluation.npz") as data:
         bodies = [{"instances": [row.tolist()]} for row in data["x"]]
     results: dict[str, Any] = {"hold_s": args.hold, "candidates": {}}
@@ -91,8 +99,9 @@ def main() -> int:
     return 0
 
 
-def roll(stack: Any, bodies: list[dict[str, Any]], edits: list[tuple[str, str]], strategy: str, loaded: bool,
-         hold: float) -> dict[str, Any]:
+def roll(
+    stack: Any, bodies: list[dict[str, Any]], edits: list[tuple[str, str]], strategy: str, loaded: bool, hold: float
+) -> dict[str, Any]:
     from iac.loadgen import PacedLoad
 
     spec = stack.dir / "model.yaml"
@@ -119,14 +128,36 @@ def roll(stack: Any, bodies: list[dict[str, Any]], edits: list[tuple[str, str]],
         record = stack.outputs().get("last_rollout") or {}
         shown = re.search(r"error: ((canary|shadow) rollout of version \S+ rolled back at .*)", run.stdout)
         return {
-            "outcome": record.get("outcome"), "up_exit": run.returncode, "up_s": round(seconds, 1),
-            "reason": record.get("reason") or None, "shown_by_up": shown.group(1).strip() if shown else None,
-            "metric": record.get("metric"), "candidate": record.get("candidate"), "stable": record.get("stable"),
-            "steps": [{k: s.get(k) for k in ("step", "weight", "outcome", "requests", "error_rate", "p99_ms",
-                                              "stable_p99_ms", "agreement", "agreement_samples")}
-                      for s in record.get("steps", [])],
-            "client_ok_during": during[0], "client_failed_during": during[1], "answered_by": during[2],
-            "client_ok_after": after_ok, "client_failed_after": after_failed,
+            "outcome": record.get("outcome"),
+            "up_exit": run.returncode,
+            "up_s": round(seconds, 1),
+            "reason": record.get("reason") or None,
+            "shown_by_up": shown.group(1).strip() if shown else None,
+            "metric": record.get("metric"),
+            "candidate": record.get("candidate"),
+            "stable": record.get("stable"),
+            "steps": [
+                {
+                    k: s.get(k)
+                    for k in (
+                        "step",
+                        "weight",
+                        "outcome",
+                        "requests",
+                        "error_rate",
+                        "p99_ms",
+                        "stable_p99_ms",
+                        "agreement",
+                        "agreement_samples",
+                    )
+                }
+                for s in record.get("steps", [])
+            ],
+            "client_ok_during": during[0],
+            "client_failed_during": during[1],
+            "answered_by": during[2],
+            "client_ok_after": after_ok,
+            "client_failed_after": after_failed,
         }
     finally:
         spec.write_text(original)

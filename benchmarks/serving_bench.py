@@ -66,8 +66,14 @@ NAIVE_DEPS = CACHE / "naive-deps"
 # uvloop 0.22+ breaks MLServer 1.7's inference worker processes ("no current event loop").
 MLSERVER_PINS = ["mlserver==1.7.1", "ai-edge-litert==2.3.0", "uvloop==0.21.0"]
 NAIVE_PINS = [
-    "fastapi==0.165.0", "starlette==1.10.0", "uvicorn==0.54.0", "h11==0.16.0", "anyio==4.16.0",
-    "sniffio==1.3.1", "annotated-doc==0.0.7", "click==8.3.1",
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
+    "h11==0.16.0",
+    "anyio==4.16.0",
+    "sniffio==1.3.1",
+    "annotated-doc==0.0.7",
+    "click==8.3.1",
 ]
 
 
@@ -104,8 +110,13 @@ def _trained(folder: Path, example: str, what: str) -> Path:
     """``folder`` with ``modelprep.examples.<example>`` trained into it (once: cached)."""
     if not (folder / "model" / f"{example}.keras").is_file():
         log(f"training {what}")
-        subprocess.run([str(PY), "-m", f"modelprep.examples.{example}", str(folder)], check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(PY), "-m", f"modelprep.examples.{example}", str(folder)],
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     return folder
 
 
@@ -113,7 +124,8 @@ def prepare_models(work: Path) -> dict[str, Any]:
     """Train + prep the digits model and build the conv model (cached in ``work``)."""
     digits = _trained(work / "digits", "digits", "the digits model")
     spec = digits / "model.yaml"
-    spec.write_text(textwrap.dedent("""\
+    spec.write_text(
+        textwrap.dedent("""\
         name: digits
         model:
           path: model/digits.keras
@@ -127,7 +139,8 @@ def prepare_models(work: Path) -> dict[str, Any]:
         optimize:
           quantization: int8
           max_accuracy_drop: 0.01
-        """))
+        """)
+    )
     cnn = _trained(work / "cnn", "digits_cnn", "the digits-cnn example (a convolutional model)")
     conv = work / "conv"
     conv.mkdir(parents=True, exist_ok=True)
@@ -215,7 +228,11 @@ class Server:
         self.log_path = logs / f"{self.name}.log"
         handle = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=handle, stderr=subprocess.STDOUT,
+            self.argv,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -242,7 +259,7 @@ class Server:
             self.proc.wait()
 
 
-NAIVE_APP = '''
+NAIVE_APP = """
 import os
 import numpy as np
 import tensorflow as tf
@@ -265,7 +282,7 @@ def healthz():
 def predict(request: PredictRequest):
     x = np.array(request.instances, dtype=np.float32)
     return {"predictions": model.predict(x, verbose=0).tolist()}
-'''
+"""
 
 MLSERVER_RUNTIME = '''
 """A LiteRT runtime for MLServer, written against its documented custom-runtime API."""
@@ -316,11 +333,17 @@ def naive_server(info: dict[str, Any], logs: Path) -> Server:
     (app_dir / "naive_app.py").write_text(NAIVE_APP)
     port = free_port()
     return Server(
-        "naive", [str(PY), "-m", "uvicorn", "naive_app:app", "--host", "127.0.0.1", "--port", str(port),
-                  "--workers", "1"],
-        port, "/healthz", cwd=app_dir,
-        env={"PYTHONPATH": f"{NAIVE_DEPS}:{app_dir}", "NAIVE_MODEL": info["digits_keras"],
-             "TF_CPP_MIN_LOG_LEVEL": "2", "OMP_NUM_THREADS": "1"},
+        "naive",
+        [str(PY), "-m", "uvicorn", "naive_app:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        port,
+        "/healthz",
+        cwd=app_dir,
+        env={
+            "PYTHONPATH": f"{NAIVE_DEPS}:{app_dir}",
+            "NAIVE_MODEL": info["digits_keras"],
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "OMP_NUM_THREADS": "1",
+        },
     )
 
 
@@ -329,17 +352,34 @@ def mlserver_server(info: dict[str, Any], logs: Path, parallel_workers: int) -> 
     (root / "digits").mkdir(parents=True, exist_ok=True)
     (root / "litert_runtime.py").write_text(MLSERVER_RUNTIME)
     port = free_port()
-    (root / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-        "parallel_workers": parallel_workers, "debug": False,
-    }))
-    (root / "digits" / "model-settings.json").write_text(json.dumps({
-        "name": "digits", "implementation": "litert_runtime.LiteRTRuntime",
-        "parameters": {"uri": info["digits_tflite"]},
-    }))
+    (root / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": parallel_workers,
+                "debug": False,
+            }
+        )
+    )
+    (root / "digits" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "digits",
+                "implementation": "litert_runtime.LiteRTRuntime",
+                "parameters": {"uri": info["digits_tflite"]},
+            }
+        )
+    )
     return Server(
-        f"mlserver-pw{parallel_workers}", [str(BENCH_VENV / "bin" / "mlserver"), "start", str(root)], port,
-        "/v2/models/digits/ready", cwd=root, env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+        f"mlserver-pw{parallel_workers}",
+        [str(BENCH_VENV / "bin" / "mlserver"), "start", str(root)],
+        port,
+        "/v2/models/digits/ready",
+        cwd=root,
+        env={"PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -347,28 +387,69 @@ def raw_asgi_server(info: dict[str, Any]) -> Server:
     port = free_port()
     return Server(
         "raw-asgi",
-        [str(PY), "-m", "uvicorn", "benchmarks.raw_asgi_app:app", "--host", "127.0.0.1", "--port", str(port),
-         "--http", "httptools", "--loop", "uvloop", "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        port, "/", env={"RAW_MODEL": info["digits_tflite"]},
+        [
+            str(PY),
+            "-m",
+            "uvicorn",
+            "benchmarks.raw_asgi_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http",
+            "httptools",
+            "--loop",
+            "uvloop",
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        port,
+        "/",
+        env={"RAW_MODEL": info["digits_tflite"]},
     )
 
 
-def our_server(name: str, model: str, artifact: str, shape: list[int], input_name: str, logs: Path,
-               max_batch_size: int, max_latency_ms: float = 0.0) -> Server:
+def our_server(
+    name: str,
+    model: str,
+    artifact: str,
+    shape: list[int],
+    input_name: str,
+    logs: Path,
+    max_batch_size: int,
+    max_latency_ms: float = 0.0,
+) -> Server:
     port = free_port()
     config = logs / f"{name}.json"
-    config.write_text(json.dumps({
-        "model_name": model, "artifact": artifact, "host": "127.0.0.1", "port": port, "threads": 1,
-        "inputs": [{"name": input_name, "shape": shape, "dtype": "float32"}],
-        "max_batch_size": max_batch_size, "max_latency_ms": max_latency_ms,
-    }))
-    return Server(name, [str(PY), "-m", "serving.server"], port, "/readyz",
-                  env={"MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)})
+    config.write_text(
+        json.dumps(
+            {
+                "model_name": model,
+                "artifact": artifact,
+                "host": "127.0.0.1",
+                "port": port,
+                "threads": 1,
+                "inputs": [{"name": input_name, "shape": shape, "dtype": "float32"}],
+                "max_batch_size": max_batch_size,
+                "max_latency_ms": max_latency_ms,
+            }
+        )
+    )
+    return Server(
+        name,
+        [str(PY), "-m", "serving.server"],
+        port,
+        "/readyz",
+        env={"MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)},
+    )
 
 
 # --- load ------------------------------------------------------------------------------------------
 
-WRK_SCRIPT = '''
+WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = io.open(os.getenv("BENCH_BODY"), "rb"):read()
@@ -380,7 +461,7 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
-'''
+"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -389,8 +470,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path, threads: int = 2,
-            pid: int | None = None, warm_up: bool = True) -> dict[str, Any]:
+def run_wrk(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    duration: float,
+    work: Path,
+    threads: int = 2,
+    pid: int | None = None,
+    warm_up: bool = True,
+) -> dict[str, Any]:
     """One wrk run; with the server's ``pid``, also its CPU time per request (user + system), which
     the machine's other load disturbs far less than throughput does."""
     script = work / "bench.lua"
@@ -401,24 +490,51 @@ def run_wrk(url: str, body: bytes, concurrency: int, duration: float, work: Path
     threads_arg = str(min(threads, concurrency))
     load = os.getloadavg()[0]
     if warm_up:
-        subprocess.run(["wrk", "-t", threads_arg, "-c", str(concurrency), "-d", "2s", "-s", str(script), url],
-                       env=env, capture_output=True, text=True, check=True)
+        subprocess.run(
+            ["wrk", "-t", threads_arg, "-c", str(concurrency), "-d", "2s", "-s", str(script), url],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     done = subprocess.run(
-        ["wrk", "-t", threads_arg, "-c", str(concurrency), "-d", f"{duration:g}s", "--timeout", "10s",
-         "-s", str(script), url],
-        env=env, capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            "-t",
+            threads_arg,
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{duration:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     cpu = cpu_seconds(pid) - cpu_before if pid is not None else None
-    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
-    raw = json.loads(line[len("RESULT "):])
+    line = next(out for out in done.stdout.splitlines() if out.startswith("RESULT "))
+    raw = json.loads(line[len("RESULT ") :])
     errors = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     seconds = raw["duration_us"] / 1e6
     return {
         "throughput_rps": round((raw["requests"] - raw["non2xx"]) / seconds, 1),
-        "p50_ms": raw["p50"] / 1000, "p95_ms": raw["p95"] / 1000, "p99_ms": raw["p99"] / 1000,
-        "max_ms": raw["max"] / 1000, "requests": raw["requests"], "errors": errors, "load1_before": round(load, 1),
-        **({"cpu_us_per_request": round(cpu / raw["requests"] * 1e6, 1)} if cpu is not None and raw["requests"] else {}),
+        "p50_ms": raw["p50"] / 1000,
+        "p95_ms": raw["p95"] / 1000,
+        "p99_ms": raw["p99"] / 1000,
+        "max_ms": raw["max"] / 1000,
+        "requests": raw["requests"],
+        "errors": errors,
+        "load1_before": round(load, 1),
+        **(
+            {"cpu_us_per_request": round(cpu / raw["requests"] * 1e6, 1)} if cpu is not None and raw["requests"] else {}
+        ),
     }
 
 
@@ -439,8 +555,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=CACHE / "serving-bench")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--only", help="comma-separated servers to run (e.g. raw-asgi,ours); floors need all")
-    parser.add_argument("--pair-rounds", type=int, default=8,
-                        help="alternating runs of the raw ASGI app and ours (wrk -t1), each pair one ratio")
+    parser.add_argument(
+        "--pair-rounds",
+        type=int,
+        default=8,
+        help="alternating runs of the raw ASGI app and ours (wrk -t1), each pair one ratio",
+    )
     parser.add_argument("--pair-duration", type=float, default=4.0, help="measured seconds per pair run")
     args = parser.parse_args()
 
@@ -453,8 +573,9 @@ def main() -> int:
 
     sample = info["digits_sample"]
     v1_digits = json.dumps({"instances": [sample]}).encode()
-    v2_digits = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32",
-                                        "data": sample}]}).encode()
+    v2_digits = json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": sample}]}
+    ).encode()
     import random
 
     rng = random.Random(0)
@@ -500,8 +621,9 @@ def main() -> int:
     pair: list[dict[str, dict[str, Any]]] = []
     try:
         if {"raw-asgi", "ours"} <= keep:
-            pair = pair_phase(servers["raw-asgi"], servers["ours"], v1, v1_digits, args.pair_rounds,
-                              args.pair_duration, logs)
+            pair = pair_phase(
+                servers["raw-asgi"], servers["ours"], v1, v1_digits, args.pair_rounds, args.pair_duration, logs
+            )
         for round_ in range(args.rounds):
             for server_name in dict.fromkeys(entry[2] for entry in plan):
                 server = servers[server_name]
@@ -528,18 +650,25 @@ def main() -> int:
     report = render(table, per_round, pair, info, args)
     print(report)
     if args.json:
-        args.json.write_text(json.dumps({
-            "results": [{"model": m, "server": s, "concurrency": c, **r} for (m, s, c), r in table.items()],
-            "rounds": {f"{m}|{s}|{c}": r for (m, s, c), r in results.items()},
-            "pair": pair,
-            "conv_ms_per_sample": info["conv_ms_per_sample"], "cnn_ms_per_sample": info["cnn_ms_per_sample"],
-            "digits_variant": info["digits_variant"],
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": [{"model": m, "server": s, "concurrency": c, **r} for (m, s, c), r in table.items()],
+                    "rounds": {f"{m}|{s}|{c}": r for (m, s, c), r in results.items()},
+                    "pair": pair,
+                    "conv_ms_per_sample": info["conv_ms_per_sample"],
+                    "cnn_ms_per_sample": info["cnn_ms_per_sample"],
+                    "digits_variant": info["digits_variant"],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
-def pair_phase(raw: Server, ours: Server, path: str, body: bytes, rounds: int, duration: float,
-               logs: Path) -> list[dict[str, dict[str, Any]]]:
+def pair_phase(
+    raw: Server, ours: Server, path: str, body: bytes, rounds: int, duration: float, logs: Path
+) -> list[dict[str, dict[str, Any]]]:
     """The HTTP floor's measurement: the raw ASGI app and ours, both running, measured in short
     alternating runs (wrk -t1 -c16; raw-ours, then ours-raw, ...) so that each pair of runs sees
     the same machine: this host's speed drifts by 10-30% within a minute, more than the gap
@@ -549,7 +678,7 @@ def pair_phase(raw: Server, ours: Server, path: str, body: bytes, rounds: int, d
     try:
         urls = {name: f"http://127.0.0.1:{server.port}{path}" for name, server in (("raw", raw), ("ours", ours))}
         pids = {"raw": raw.proc.pid, "ours": ours.proc.pid}  # type: ignore[union-attr]
-        for name, url in urls.items():
+        for _name, url in urls.items():
             check_response(url, body)
             run_wrk(url, body, 16, 2.0, logs, 1, warm_up=False)  # the warm-up: one 2 s run
         slots = []
@@ -568,8 +697,10 @@ def pair_phase(raw: Server, ours: Server, path: str, body: bytes, rounds: int, d
 
 def pair_ratios(pair: list[dict[str, dict[str, Any]]]) -> tuple[list[float], list[float]]:
     """Per pair, ours / raw: throughput and p99 latency (both servers measured in the same minute)."""
-    return ([slot["ours"]["throughput_rps"] / slot["raw"]["throughput_rps"] for slot in pair],
-            [slot["ours"]["p99_ms"] / slot["raw"]["p99_ms"] for slot in pair])
+    return (
+        [slot["ours"]["throughput_rps"] / slot["raw"]["throughput_rps"] for slot in pair],
+        [slot["ours"]["p99_ms"] / slot["raw"]["p99_ms"] for slot in pair],
+    )
 
 
 def pair_floor(pair: list[dict[str, dict[str, Any]]]) -> tuple[str, float, float, bool]:
@@ -578,9 +709,13 @@ def pair_floor(pair: list[dict[str, dict[str, Any]]]) -> tuple[str, float, float
     compares the two servers under the same conditions; medians of each server's p99 over the
     whole phase would mix minutes in which the host ran 10-30% apart."""
     ratios, p99_ratios = pair_ratios(pair)
-    return ("ours >= 1.0x the raw ASGI app on uvicorn+httptools+uvloop, p99 no worse (digits, c=16, "
-            f"TF Serving REST, wrk -t1; median of {len(pair)} alternating pairs)",
-            statistics.median(ratios), 1.0, statistics.median(p99_ratios) <= 1.0)
+    return (
+        "ours >= 1.0x the raw ASGI app on uvicorn+httptools+uvloop, p99 no worse (digits, c=16, "
+        f"TF Serving REST, wrk -t1; median of {len(pair)} alternating pairs)",
+        statistics.median(ratios),
+        1.0,
+        statistics.median(p99_ratios) <= 1.0,
+    )
 
 
 def floors(table: dict[tuple[str, str, int], dict[str, Any]]) -> list[tuple[str, float, float, bool]]:
@@ -591,24 +726,46 @@ def floors(table: dict[tuple[str, str, int], dict[str, Any]]) -> list[tuple[str,
 
     def naive() -> list[tuple[str, float, float, bool]]:
         base = get("digits", "naive", 16)
-        return [(f"{label.split()[0]} >= 50x naive throughput (digits, c=16, TF Serving REST both)",
-                 get("digits", label, 16)["throughput_rps"] / base["throughput_rps"], 50.0, True)
-                for label in ("ours v1", "ours-batch v1")]
+        return [
+            (
+                f"{label.split()[0]} >= 50x naive throughput (digits, c=16, TF Serving REST both)",
+                get("digits", label, 16)["throughput_rps"] / base["throughput_rps"],
+                50.0,
+                True,
+            )
+            for label in ("ours v1", "ours-batch v1")
+        ]
 
     def mlserver() -> list[tuple[str, float, float, bool]]:
-        mls = max(get("digits", "mlserver-pw0", 16), get("digits", "mlserver-pw1", 16), key=lambda r: r["throughput_rps"])
-        return [(f"{label.split()[0]} >= 1.5x the best MLServer setup, p99 no worse (digits, c=16, V2 both)",
-                 get("digits", label, 16)["throughput_rps"] / mls["throughput_rps"], 1.5,
-                 get("digits", label, 16)["p99_ms"] <= mls["p99_ms"]) for label in ("ours v2", "ours-batch v2")]
+        mls = max(
+            get("digits", "mlserver-pw0", 16), get("digits", "mlserver-pw1", 16), key=lambda r: r["throughput_rps"]
+        )
+        return [
+            (
+                f"{label.split()[0]} >= 1.5x the best MLServer setup, p99 no worse (digits, c=16, V2 both)",
+                get("digits", label, 16)["throughput_rps"] / mls["throughput_rps"],
+                1.5,
+                get("digits", label, 16)["p99_ms"] <= mls["p99_ms"],
+            )
+            for label in ("ours v2", "ours-batch v2")
+        ]
 
     def batching() -> list[tuple[str, float, float, bool]]:
         unb, bat = get("conv", "ours v1", 64), get("conv", "ours-batch v1", 64)
         d_unb, d_bat = get("digits", "ours v1", 64), get("digits", "ours-batch v1", 64)
         return [
-            ("batching >= 2x unbatched throughput, p99 <= 2x unbatched (conv, c=64)",
-             bat["throughput_rps"] / unb["throughput_rps"], 2.0, bat["p99_ms"] <= 2 * unb["p99_ms"]),
-            ("batching does not lose throughput (digits, c=64)", d_bat["throughput_rps"] / d_unb["throughput_rps"],
-             1.0, True),
+            (
+                "batching >= 2x unbatched throughput, p99 <= 2x unbatched (conv, c=64)",
+                bat["throughput_rps"] / unb["throughput_rps"],
+                2.0,
+                bat["p99_ms"] <= 2 * unb["p99_ms"],
+            ),
+            (
+                "batching does not lose throughput (digits, c=64)",
+                d_bat["throughput_rps"] / d_unb["throughput_rps"],
+                1.0,
+                True,
+            ),
         ]
 
     result = []
@@ -625,16 +782,23 @@ def _median(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else ordered[len(ordered) // 2 - 1]
 
 
-def render(table: dict[tuple[str, str, int], dict[str, Any]], per_round: list[dict[tuple[str, str, int], dict[str, Any]]],
-           pair: list[dict[str, dict[str, Any]]], info: dict[str, Any], args: argparse.Namespace) -> str:
+def render(
+    table: dict[tuple[str, str, int], dict[str, Any]],
+    per_round: list[dict[tuple[str, str, int], dict[str, Any]]],
+    pair: list[dict[str, dict[str, Any]]],
+    info: dict[str, Any],
+    args: argparse.Namespace,
+) -> str:
     lines = [
         "| model | server | protocol | c | requests/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     rows = list(table.items())
     if pair:  # the pair phase's medians head the table
-        rows = [(("digits", f"{name} v1 t1", 16), _median([slot[key] for slot in pair]))
-                for name, key in (("raw-asgi", "raw"), ("ours", "ours"))] + rows
+        rows = [
+            (("digits", f"{name} v1 t1", 16), _median([slot[key] for slot in pair]))
+            for name, key in (("raw-asgi", "raw"), ("ours", "ours"))
+        ] + rows
     for (model, label, c), r in rows:
         server, _, protocol = label.partition(" ")
         protocol = protocol or ("v2" if server.startswith("mlserver") else "v1")
@@ -645,39 +809,66 @@ def render(table: dict[tuple[str, str, int], dict[str, Any]], per_round: list[di
         )
 
     checks = [floors(r) for r in per_round]
-    lines += ["", "| floor (evaluated in each round; ratio = median over rounds) | ratio | needed | rounds where it holds |",
-              "|---|---:|---:|---|"]
+    lines += [
+        "",
+        "| floor (evaluated in each round; ratio = median over rounds) | ratio | needed | rounds where it holds |",
+        "|---|---:|---:|---|",
+    ]
     if pair:
         name, ratio, need, latency_ok = pair_floor(pair)
         ratios, p99_ratios = pair_ratios(pair)
-        lines.append(f"| {name} | {ratio:.2f}x | {need:g}x | median {'holds' if ratio >= need and latency_ok else 'does not hold'}"
-                     f" (p99 {'ok' if latency_ok else 'worse'}: median p99 ratio {statistics.median(p99_ratios):.2f}); "
-                     f"ours ahead in {sum(r >= 1.0 for r in ratios)}/{len(ratios)} pairs, "
-                     f"p99 no worse in {sum(r <= 1.0 for r in p99_ratios)}/{len(p99_ratios)} |")
+        lines.append(
+            f"| {name} | {ratio:.2f}x | {need:g}x | median {'holds' if ratio >= need and latency_ok else 'does not hold'}"
+            f" (p99 {'ok' if latency_ok else 'worse'}: median p99 ratio {statistics.median(p99_ratios):.2f}); "
+            f"ours ahead in {sum(r >= 1.0 for r in ratios)}/{len(ratios)} pairs, "
+            f"p99 no worse in {sum(r <= 1.0 for r in p99_ratios)}/{len(p99_ratios)} |"
+        )
     for i, (name, _, need, _) in enumerate(checks[0] if checks else ()):
         ratios = [round_checks[i][1] for round_checks in checks]
         held = [ratio >= need and latency_ok for _, ratio, need, latency_ok in (c[i] for c in checks)]
-        detail = ", ".join(f"{'yes' if h else 'no'} ({c[i][3] and 'p99 ok' or 'p99 worse'}, {c[i][1]:.2f}x)"
-                           for h, c in zip(held, checks))
+        detail = ", ".join(
+            f"{'yes' if h else 'no'} ({c[i][3] and 'p99 ok' or 'p99 worse'}, {c[i][1]:.2f}x)"
+            for h, c in zip(held, checks)
+        )
         lines.append(f"| {name} | {statistics.median(ratios):.2f}x | {need:g}x | {sum(held)}/{len(held)}: {detail} |")
-    cnn = [r[("digits-cnn", "ours-batch v1", 64)]["throughput_rps"] / r[("digits-cnn", "ours v1", 64)]["throughput_rps"]
-           for r in per_round if ("digits-cnn", "ours v1", 64) in r]
+    cnn = [
+        r[("digits-cnn", "ours-batch v1", 64)]["throughput_rps"] / r[("digits-cnn", "ours v1", 64)]["throughput_rps"]
+        for r in per_round
+        if ("digits-cnn", "ours v1", 64) in r
+    ]
     pairs = [(slot["ours"], slot["raw"]) for slot in pair]
-    pairs_t2 = [(r[("digits", "ours v1", 16)], r[("digits", "raw-asgi v1", 16)])
-                for r in per_round if ("digits", "raw-asgi v1", 16) in r and ("digits", "ours v1", 16) in r]
-    for runs, title in ((pairs, "per pair (wrk -t1, c=16; the floor)"),
-                        (pairs_t2, "per round (wrk -t2, c=16; no floor: two wrk threads and the server share 2 CPUs)")):
+    pairs_t2 = [
+        (r[("digits", "ours v1", 16)], r[("digits", "raw-asgi v1", 16)])
+        for r in per_round
+        if ("digits", "raw-asgi v1", 16) in r and ("digits", "ours v1", 16) in r
+    ]
+    for runs, title in (
+        (pairs, "per pair (wrk -t1, c=16; the floor)"),
+        (pairs_t2, "per round (wrk -t2, c=16; no floor: two wrk threads and the server share 2 CPUs)"),
+    ):
         if runs:
-            lines += ["", f"ours / raw ASGI {title}: " + "; ".join(
-                f"{i + 1}: {o['throughput_rps'] / w['throughput_rps']:.2f}x "
-                f"({o['throughput_rps']:,.0f} vs {w['throughput_rps']:,.0f} req/s), "
-                f"p99 {o['p99_ms']:.2f} vs {w['p99_ms']:.2f} ms"
-                + (f", server CPU {o['cpu_us_per_request']:.1f} vs {w['cpu_us_per_request']:.1f} µs/request"
-                   if "cpu_us_per_request" in o and "cpu_us_per_request" in w else "")
-                for i, (o, w) in enumerate(runs))]
+            lines += [
+                "",
+                f"ours / raw ASGI {title}: "
+                + "; ".join(
+                    f"{i + 1}: {o['throughput_rps'] / w['throughput_rps']:.2f}x "
+                    f"({o['throughput_rps']:,.0f} vs {w['throughput_rps']:,.0f} req/s), "
+                    f"p99 {o['p99_ms']:.2f} vs {w['p99_ms']:.2f} ms"
+                    + (
+                        f", server CPU {o['cpu_us_per_request']:.1f} vs {w['cpu_us_per_request']:.1f} µs/request"
+                        if "cpu_us_per_request" in o and "cpu_us_per_request" in w
+                        else ""
+                    )
+                    for i, (o, w) in enumerate(runs)
+                ),
+            ]
     if cnn:
-        lines += ["", "Also measured (no floor): batching on the digits-cnn example (float32 LiteRT, c=64): "
-                  + ", ".join(f"{ratio:.2f}x" for ratio in cnn) + " the unbatched throughput."]
+        lines += [
+            "",
+            "Also measured (no floor): batching on the digits-cnn example (float32 LiteRT, c=64): "
+            + ", ".join(f"{ratio:.2f}x" for ratio in cnn)
+            + " the unbatched throughput.",
+        ]
     lines += [
         "",
         f"conv model: {info['conv_ms_per_sample']['batch_1']:.2f} ms per sample alone, "

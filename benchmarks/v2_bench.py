@@ -52,8 +52,9 @@ import tempfile
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PY = REPO / ".venv" / "bin" / "python"
@@ -101,8 +102,13 @@ def build_model() -> Path:
         open({str(path)!r}, "wb").write(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         """)
     log("building the 32x32x3 model (TensorFlow, once)")
-    subprocess.run([str(PY), "-c", script], check=True, cwd=REPO, capture_output=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    subprocess.run(
+        [str(PY), "-c", script],
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     return path
 
 
@@ -117,13 +123,25 @@ class AioVariant:
 
     def __init__(self, artifact: Path, logs: Path) -> None:
         config = logs / "aio-variant.json"
-        config.write_text(json.dumps({
-            "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 1, "grpc_port": 0,
-            "threads": 1, "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_name": MODEL,
+                    "artifact": str(artifact),
+                    "host": "127.0.0.1",
+                    "port": 1,
+                    "grpc_port": 0,
+                    "threads": 1,
+                    "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],
+                }
+            )
+        )
         self.proc = subprocess.Popen(
-            [str(PY), str(REPO / "benchmarks" / "grpc_aio_variant.py")], cwd=REPO,
-            stdout=subprocess.PIPE, stderr=(logs / "aio-variant.log").open("wb"), text=True,
+            [str(PY), str(REPO / "benchmarks" / "grpc_aio_variant.py")],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=(logs / "aio-variant.log").open("wb"),
+            text=True,
             env={**os.environ, "MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)},
             start_new_session=True,
         )
@@ -151,14 +169,25 @@ class OurServer:
     def __init__(self, artifact: Path, logs: Path) -> None:
         self.port, self.grpc_port = free_port(), free_port()
         config = logs / "serving.json"
-        config.write_text(json.dumps({
-            "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": self.port,
-            "grpc_port": self.grpc_port, "threads": 1,
-            "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_name": MODEL,
+                    "artifact": str(artifact),
+                    "host": "127.0.0.1",
+                    "port": self.port,
+                    "grpc_port": self.grpc_port,
+                    "threads": 1,
+                    "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],
+                }
+            )
+        )
         self.log = (logs / "server.log").open("wb")
         self.proc = subprocess.Popen(
-            [str(PY), "-m", "serving.server"], cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+            [str(PY), "-m", "serving.server"],
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "MODELSTACK_SERVING_CONFIG": str(config), "PYTHONPATH": str(REPO)},
             start_new_session=True,
         )
@@ -200,17 +229,23 @@ def bodies(work: Path) -> dict[str, Any]:
     tensor = {"name": "image", "shape": [1, 32, 32, 3], "datatype": "FP32"}
     json_body = json.dumps({"inputs": [{**tensor, "data": sample.ravel().tolist()}]}).encode()
     raw = sample.tobytes()
-    header = json.dumps({
-        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     message = pb.ModelInferRequest(
         model_name=MODEL,
         inputs=[pb.ModelInferRequest.InferInputTensor(name="image", datatype="FP32", shape=[1, 32, 32, 3])],
         raw_input_contents=[raw],
     )
-    files = {"json": work / "v2.json", "binary": work / "v2.bin", "grpc": work / "infer.pb",
-             "grpc-frame": work / "infer.grpc"}
+    files = {
+        "json": work / "v2.json",
+        "binary": work / "v2.bin",
+        "grpc": work / "infer.pb",
+        "grpc-frame": work / "infer.grpc",
+    }
     files["json"].write_bytes(json_body)
     files["binary"].write_bytes(header + raw)
     serialized = message.SerializeToString()
@@ -218,10 +253,17 @@ def bodies(work: Path) -> dict[str, Any]:
     # One gRPC message as it goes on the wire: not compressed (0), then its length, big-endian.
     files["grpc-frame"].write_bytes(b"\0" + struct.pack(">I", len(serialized)) + serialized)
     grpc_size = len(files["grpc-frame"].read_bytes())
-    return {"files": files, "header_length": len(header), "sizes": {
-        "v2-json": len(json_body), "v2-binary": len(header) + len(raw), "grpc-raw": grpc_size,
-        "grpc-ghz": grpc_size, "grpc-aio": grpc_size,
-    }}
+    return {
+        "files": files,
+        "header_length": len(header),
+        "sizes": {
+            "v2-json": len(json_body),
+            "v2-binary": len(header) + len(raw),
+            "grpc-raw": grpc_size,
+            "grpc-ghz": grpc_size,
+            "grpc-aio": grpc_size,
+        },
+    }
 
 
 def check_answers(server: OurServer, info: dict[str, Any], aio: AioVariant) -> None:
@@ -238,19 +280,27 @@ def check_answers(server: OurServer, info: dict[str, Any], aio: AioVariant) -> N
     url = f"http://127.0.0.1:{server.port}/v2/models/{MODEL}/infer"
     with urllib.request.urlopen(urllib.request.Request(url, data=info["files"]["json"].read_bytes()), timeout=10) as r:
         from_json = np.array(json.loads(r.read())["outputs"][0]["data"], dtype=np.float32)
-    request = urllib.request.Request(url, data=info["files"]["binary"].read_bytes(), headers={
-        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(info["header_length"])})
+    request = urllib.request.Request(
+        url,
+        data=info["files"]["binary"].read_bytes(),
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(info["header_length"]),
+        },
+    )
     with urllib.request.urlopen(request, timeout=10) as r:
         length = int(r.headers["Inference-Header-Content-Length"])
         from_binary = np.frombuffer(r.read()[length:], dtype="<f4")
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
-            pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes()))
+            pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes())
+        )
         from_grpc = np.frombuffer(answer.raw_output_contents[0], dtype="<f4")
     np.testing.assert_allclose(from_binary, from_json, rtol=1e-6)
     np.testing.assert_allclose(from_grpc, from_json, rtol=1e-6)
-    sample = np.frombuffer(pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes()).raw_input_contents[0],
-                           dtype="<f4").reshape(1, 32, 32, 3)
+    sample = np.frombuffer(
+        pb.ModelInferRequest.FromString(info["files"]["grpc"].read_bytes()).raw_input_contents[0], dtype="<f4"
+    ).reshape(1, 32, 32, 3)
     for port in (server.grpc_port, aio.grpc_port):  # the client the gRPC rows stand for
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
         tensor = grpcclient.InferInput("image", [1, 32, 32, 3], "FP32")
@@ -259,7 +309,7 @@ def check_answers(server: OurServer, info: dict[str, Any], aio: AioVariant) -> N
         client.close()
 
 
-WRK_SCRIPT = '''
+WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = io.open(os.getenv("BENCH_BODY"), "rb"):read("*a")
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
@@ -275,15 +325,17 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(99)))
 end
-'''
+"""
 
 
-def run_wrk(url: str, body: Path, header_length: int | None, concurrency: int, duration: float,
-            work: Path, meter: Meter) -> dict[str, Any]:
+def run_wrk(
+    url: str, body: Path, header_length: int | None, concurrency: int, duration: float, work: Path, meter: Meter
+) -> dict[str, Any]:
     script = work / "v2.lua"
     script.write_text(WRK_SCRIPT)
     env = {
-        **os.environ, "BENCH_BODY": str(body),
+        **os.environ,
+        "BENCH_BODY": str(body),
         "BENCH_CONTENT_TYPE": "application/json" if header_length is None else "application/octet-stream",
         "BENCH_HEADER_LENGTH": "" if header_length is None else str(header_length),
     }
@@ -291,19 +343,38 @@ def run_wrk(url: str, body: Path, header_length: int | None, concurrency: int, d
     subprocess.run([*argv[:1], *argv[1:], "-d", "2s"], env=env, capture_output=True, check=True)  # warm-up
     with meter:
         done = subprocess.run([*argv, "-d", f"{duration:g}s"], env=env, capture_output=True, text=True, check=True)
-    raw = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    raw = json.loads(next(out for out in done.stdout.splitlines() if out.startswith("RESULT "))[7:])
     seconds = raw["duration_us"] / 1e6
     errors = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
-    return {"rps": round((raw["requests"] - raw["non2xx"]) / seconds, 1), "p50_ms": raw["p50"] / 1000,
-            "p99_ms": raw["p99"] / 1000, "errors": errors}
+    return {
+        "rps": round((raw["requests"] - raw["non2xx"]) / seconds, 1),
+        "p50_ms": raw["p50"] / 1000,
+        "p99_ms": raw["p99"] / 1000,
+        "errors": errors,
+    }
 
 
 def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: float, meter: Meter) -> dict[str, Any]:
     argv = [
-        ghz, "--insecure", "--proto", str(REPO / "serving" / "proto" / "grpc_service.proto"),
-        "--import-paths", str(REPO), "--call", "inference.GRPCInferenceService.ModelInfer",
-        "--binary-file", str(message), "-c", str(concurrency), "--connections", "1", "--cpus", "1",
-        "--format", "json", f"127.0.0.1:{port}",
+        ghz,
+        "--insecure",
+        "--proto",
+        str(REPO / "serving" / "proto" / "grpc_service.proto"),
+        "--import-paths",
+        str(REPO),
+        "--call",
+        "inference.GRPCInferenceService.ModelInfer",
+        "--binary-file",
+        str(message),
+        "-c",
+        str(concurrency),
+        "--connections",
+        "1",
+        "--cpus",
+        "1",
+        "--format",
+        "json",
+        f"127.0.0.1:{port}",
     ]
     subprocess.run([*argv, "-z", "2s"], capture_output=True, check=True)  # warm-up
     with meter:
@@ -314,42 +385,68 @@ def run_ghz(ghz: str, port: int, message: Path, concurrency: int, duration: floa
     # worker) fail on the client's side with "transport is closing" or "the client connection is
     # closing"; they are not server errors.
     messages = report.get("errorDistribution") or {}
-    cut = sum(n for message, n in messages.items()
-              if "transport is closing" in message or "client connection is closing" in message)
+    cut = sum(
+        n
+        for message, n in messages.items()
+        if "transport is closing" in message or "client connection is closing" in message
+    )
     latencies = {d["percentage"]: d["latency"] for d in report.get("latencyDistribution") or []}
-    return {"rps": round(ok / (report["total"] / 1e9), 1), "p50_ms": latencies.get(50, 0) / 1e6,
-            "p99_ms": latencies.get(99, 0) / 1e6, "errors": report["count"] - ok - min(cut, concurrency),
-            "cut_at_end": cut, "error_messages": messages}
+    return {
+        "rps": round(ok / (report["total"] / 1e9), 1),
+        "p50_ms": latencies.get(50, 0) / 1e6,
+        "p99_ms": latencies.get(99, 0) / 1e6,
+        "errors": report["count"] - ok - min(cut, concurrency),
+        "cut_at_end": cut,
+        "error_messages": messages,
+    }
 
 
-def run_h2load(port: int, frame: Path, concurrency: int, duration: float, work: Path,
-               ok_calls: Callable[[], int], meter: Meter) -> dict[str, Any]:
+def run_h2load(
+    port: int, frame: Path, concurrency: int, duration: float, work: Path, ok_calls: Callable[[], int], meter: Meter
+) -> dict[str, Any]:
     """h2load sending unary ModelInfer calls; a call counts when the server counted it OK."""
     requests = work / "h2load.log"
     argv = [
-        "h2load", "-t1", "-c1", "-m", str(concurrency), "-d", str(frame),
-        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "h2load",
+        "-t1",
+        "-c1",
+        "-m",
+        str(concurrency),
+        "-d",
+        str(frame),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
         f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
     ]
     subprocess.run([*argv, "-D", "2"], capture_output=True, check=True)  # warm-up
     before = ok_calls()
     with meter:
-        done = subprocess.run([*argv, "-D", f"{duration:g}", "--log-file", str(requests)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [*argv, "-D", f"{duration:g}", "--log-file", str(requests)], capture_output=True, text=True, check=True
+        )
     ok = ok_calls() - before
     seconds = float(re.search(r"finished in ([\d.]+)s", done.stdout).group(1))
-    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                       r"(\d+) errored, (\d+) timeout", done.stdout)
+    counts = re.search(
+        r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        done.stdout,
+    )
     answered, succeeded, failed, errored, timeout = (int(x) for x in counts.groups())
     # Lines: start (us since the epoch), HTTP status, duration (us); sorted for the percentiles.
     latencies = sorted(int(line.split()[2]) for line in requests.read_text().splitlines() if line.strip())
     # The server counts a call before its answer leaves, so a call cut off by the end of the run
     # counts there and not here; a call h2load saw answered that the server did not count OK
     # ended with a gRPC error (HTTP 200 and grpc-status in the trailers).
-    return {"rps": round(min(ok, succeeded) / seconds, 1),
-            "p50_ms": latencies[len(latencies) // 2] / 1000, "p99_ms": latencies[int(len(latencies) * 0.99)] / 1000,
-            "errors": max(0, succeeded - ok) + (answered - succeeded) + failed + errored + timeout,
-            "answered": succeeded, "server_ok": ok}
+    return {
+        "rps": round(min(ok, succeeded) / seconds, 1),
+        "p50_ms": latencies[len(latencies) // 2] / 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] / 1000,
+        "errors": max(0, succeeded - ok) + (answered - succeeded) + failed + errored + timeout,
+        "answered": succeeded,
+        "server_ok": ok,
+    }
 
 
 class Meter:
@@ -371,9 +468,11 @@ class Meter:
     def __exit__(self, *exc: object) -> None:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall, generator, server = self._start
-        self.figures = {"seconds": time.monotonic() - wall,
-                        "generator_cpu_s": usage.ru_utime + usage.ru_stime - generator,
-                        "server_cpu_s": self._server_cpu() - server}
+        self.figures = {
+            "seconds": time.monotonic() - wall,
+            "generator_cpu_s": usage.ru_utime + usage.ru_stime - generator,
+            "server_cpu_s": self._server_cpu() - server,
+        }
 
     def add_to(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row with the generator's CPU (% of a core) and the server's CPU per answered call."""
@@ -426,9 +525,14 @@ def main() -> int:
             for row in result.values():
                 row["load1_before_round"] = load
             rounds.append(result)
-            log(f"round {number} (load {load}): " + ", ".join(
-                f"{k} {v['rps']:,.0f} req/s ({v['server_cpu_ms_per_call']:.3f} ms server CPU/call, "
-                f"generator {v['generator_cpu_pct']:.0f}%)" for k, v in result.items()))
+            log(
+                f"round {number} (load {load}): "
+                + ", ".join(
+                    f"{k} {v['rps']:,.0f} req/s ({v['server_cpu_ms_per_call']:.3f} ms server CPU/call, "
+                    f"generator {v['generator_cpu_pct']:.0f}%)"
+                    for k, v in result.items()
+                )
+            )
     finally:
         server.stop()
         aio.stop()
@@ -462,18 +566,23 @@ def render(rounds: list[dict[str, dict[str, Any]]], info: dict[str, Any], args: 
         middle = values[len(values) // 2][name]
         per_round = " / ".join(f"{r[name]['rps']:,.0f}" for r in rounds)
         errors = sum(r[name]["errors"] for r in rounds)
-        lines.append(f"| {name} | {info['sizes'][name]:,} | {middle['rps']:,.0f} | {per_round} | "
-                     f"{middle['p50_ms']:.2f} | {middle['p99_ms']:.2f} | {errors} | "
-                     f"{median(name, 'server_cpu_ms_per_call'):.3f} | {median(name, 'generator_cpu_pct'):.0f}% |")
+        lines.append(
+            f"| {name} | {info['sizes'][name]:,} | {middle['rps']:,.0f} | {per_round} | "
+            f"{middle['p50_ms']:.2f} | {middle['p99_ms']:.2f} | {errors} | "
+            f"{median(name, 'server_cpu_ms_per_call'):.3f} | {median(name, 'generator_cpu_pct'):.0f}% |"
+        )
     lines += ["", "| floor | per round | median | needed | held in every round |", "|---|---|---:|---:|---|"]
     for (fast, slow, _), (label, ratio, needed, ok) in zip(FLOORS, floors(rounds)):
         per_round = ", ".join(f"{r[fast]['rps'] / r[slow]['rps']:.2f}x" for r in rounds)
         lines.append(f"| {label} | {per_round} | {ratio:.2f}x | {needed}x | {'yes' if ok else 'NO'} |")
     loads = [r["v2-json"]["load1_before_round"] for r in rounds]
-    lines += ["", f"Machine: {os.cpu_count()} cores, load average (1 min) before each round: "
-                  f"{', '.join(f'{x:.2f}' for x in loads)}; wrk -t1, h2load -t1 -c1 -m{args.concurrency}, "
-                  f"ghz --cpus 1; {args.duration:g} s per run after a 2 s warm-up, rounds interleaved; "
-                  "CPU columns: medians over the rounds (generator CPU in % of one core)."]
+    lines += [
+        "",
+        f"Machine: {os.cpu_count()} cores, load average (1 min) before each round: "
+        f"{', '.join(f'{x:.2f}' for x in loads)}; wrk -t1, h2load -t1 -c1 -m{args.concurrency}, "
+        f"ghz --cpus 1; {args.duration:g} s per run after a 2 s warm-up, rounds interleaved; "
+        "CPU columns: medians over the rounds (generator CPU in % of one core).",
+    ]
     return "\n".join(lines)
 
 

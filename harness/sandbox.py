@@ -48,7 +48,9 @@ class Sandbox:
         for sub in ("model", "data"):
             shutil.copytree(example / sub, self.dir / sub)
         (root / "state").mkdir()
-        pulumi_yaml = (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
+        pulumi_yaml = (
+            (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
+        )
         (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
         self.port = free_port()
         self.edit_spec("host_port: 8501", f"host_port: {self.port}")
@@ -74,8 +76,14 @@ class Sandbox:
         spec.write_text(text.replace(old, new))
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
-                             env=self.env, capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(
+            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and run.returncode != 0:
             raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}")
         return run
@@ -99,8 +107,13 @@ class Sandbox:
     def popen(self, *args: str) -> subprocess.Popen[bytes]:
         """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the project."""
         with open(self.dir.parent / f"pulumi-{len(list(self.dir.parent.glob('pulumi-*.log')))}.log", "wb") as log:
-            return subprocess.Popen([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+                cwd=self.dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def outputs(self) -> dict[str, Any]:
         return json.loads(self.pulumi("stack", "output", "--json"))

@@ -40,7 +40,9 @@ class BenchResult:
         return asdict(self)
 
 
-def build_requests(url: str, bodies: list[bytes], headers: dict[str, str] | None = None) -> tuple[str, int, list[bytes]]:
+def build_requests(
+    url: str, bodies: list[bytes], headers: dict[str, str] | None = None
+) -> tuple[str, int, list[bytes]]:
     """(host, port, raw HTTP/1.1 requests) for POSTing each body to ``url``."""
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
@@ -99,8 +101,14 @@ class _Closed(Exception):
 
 
 def _connection_loop(
-    host: str, port: int, requests: list[bytes], offset: int, deadline: float,
-    latencies: list[float], statuses: dict[int, int], lock: threading.Lock,
+    host: str,
+    port: int,
+    requests: list[bytes],
+    offset: int,
+    deadline: float,
+    latencies: list[float],
+    statuses: dict[int, int],
+    lock: threading.Lock,
 ) -> None:
     sock: socket.socket | None = None
     buffer = bytearray()
@@ -139,8 +147,14 @@ def _connection_loop(
 
 
 def _worker(
-    host: str, port: int, requests: list[bytes], connections: int, first: int,
-    start_at: float, duration: float, out: Any,
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    first: int,
+    start_at: float,
+    duration: float,
+    out: Any,
 ) -> None:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
@@ -191,15 +205,26 @@ def run_load(
         return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 3)
 
     return BenchResult(
-        url=url, concurrency=concurrency, duration_s=duration, requests=total, errors=total - ok,
+        url=url,
+        concurrency=concurrency,
+        duration_s=duration,
+        requests=total,
+        errors=total - ok,
         throughput_rps=round(ok / duration, 1),
-        latency_ms={"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99),
-                    "max": round(latencies[-1] * 1000, 3) if latencies else float("nan")},
-        statuses={str(k): v for k, v in sorted(statuses.items())}, processes=procs,
+        latency_ms={
+            "p50": pct(0.50),
+            "p95": pct(0.95),
+            "p99": pct(0.99),
+            "max": round(latencies[-1] * 1000, 3) if latencies else float("nan"),
+        },
+        statuses={str(k): v for k, v in sorted(statuses.items())},
+        processes=procs,
     )
 
 
-def _run(host: str, port: int, raw: list[bytes], concurrency: int, duration: float, procs: int) -> tuple[list[float], dict[int, int]]:
+def _run(
+    host: str, port: int, raw: list[bytes], concurrency: int, duration: float, procs: int
+) -> tuple[list[float], dict[int, int]]:
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     out = ctx.Queue()
     start_at = time.time() + 0.3  # every worker starts its clock together
@@ -240,8 +265,12 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
     if protocol not in ("v1", "v2"):
         raise UserError.single("--protocol", "", f"{protocol!r} is not a protocol", "use v1 or v2")
     if (spec_path is None) == (body_path is None):
-        raise UserError.single("bench", "", "give the request body with exactly one of --spec or --body",
-                               "--spec model.yaml (evaluation data) or --body request.json")
+        raise UserError.single(
+            "bench",
+            "",
+            "give the request body with exactly one of --spec or --body",
+            "--spec model.yaml (evaluation data) or --body request.json",
+        )
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname:
         raise UserError.single(url, "", "is not an http:// URL", "e.g. http://127.0.0.1:8501")
@@ -250,8 +279,12 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
         if not body_path.is_file():
             raise UserError.single(str(body_path), "", "no such file", "give a file with one JSON request body")
         if not has_path:
-            raise UserError.single(url, "", "has no path and --body does not say which model",
-                                   "give the full URL, e.g. http://127.0.0.1:8501/v1/models/NAME:predict")
+            raise UserError.single(
+                url,
+                "",
+                "has no path and --body does not say which model",
+                "give the full URL, e.g. http://127.0.0.1:8501/v1/models/NAME:predict",
+            )
         return BenchPlan(url, [body_path.read_bytes()], {})
 
     import numpy as np
@@ -267,14 +300,28 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
             columns = {t.name: data[t.name][:64] for t in inputs}
         count = len(columns[inputs[0].name])
         if protocol == "v1":
-            bodies = [json.dumps({"instances": [{n: c[i].tolist() for n, c in columns.items()}]}).encode()
-                      for i in range(count)]
+            bodies = [
+                json.dumps({"instances": [{n: c[i].tolist() for n, c in columns.items()}]}).encode()
+                for i in range(count)
+            ]
             path = f"/v1/models/{name}:predict"
         else:
-            bodies = [json.dumps({"inputs": [
-                {"name": t.name, "shape": [1, *columns[t.name][i].shape], "datatype": t.dtype.value.upper()
-                 .replace("FLOAT", "FP"), "data": columns[t.name][i].ravel().tolist()} for t in inputs
-            ]}).encode() for i in range(count)]
+            bodies = [
+                json.dumps(
+                    {
+                        "inputs": [
+                            {
+                                "name": t.name,
+                                "shape": [1, *columns[t.name][i].shape],
+                                "datatype": t.dtype.value.upper().replace("FLOAT", "FP"),
+                                "data": columns[t.name][i].ravel().tolist(),
+                            }
+                            for t in inputs
+                        ]
+                    }
+                ).encode()
+                for i in range(count)
+            ]
             path = f"/v2/models/{name}/infer"
         target = url if has_path else url.rstrip("/") + path
         return BenchPlan(target, bodies, api_key_headers(spec))
@@ -284,8 +331,16 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
         bodies = [json.dumps({"instances": [s.tolist()]}).encode() for s in samples]
         path = f"/v1/models/{name}:predict"
     else:
-        bodies = [json.dumps({"inputs": [{"name": tensor.name, "shape": [1, *s.shape], "datatype": "FP32",
-                                          "data": s.ravel().tolist()}]}).encode() for s in samples]
+        bodies = [
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": tensor.name, "shape": [1, *s.shape], "datatype": "FP32", "data": s.ravel().tolist()}
+                    ]
+                }
+            ).encode()
+            for s in samples
+        ]
         path = f"/v2/models/{name}/infer"
     target = url if has_path else url.rstrip("/") + path
     return BenchPlan(target, bodies, api_key_headers(spec))
@@ -332,8 +387,14 @@ class PacedLoad(ThreadedLoad):
     TIME_WAIT for 60 s, on the client and on docker's port proxy, and at thousands a second the host
     runs out of ephemeral ports — the failures would be the load generator's, not the service's."""
 
-    def __init__(self, url: str, body: dict[str, Any] | list[dict[str, Any]], concurrency: int = 8,
-                 headers: dict[str, str] | None = None, rate: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        body: dict[str, Any] | list[dict[str, Any]],
+        concurrency: int = 8,
+        headers: dict[str, str] | None = None,
+        rate: float = 30.0,
+    ) -> None:
         """``body``: one request body, or a list cycled through (different inputs, e.g. for agreement checks)."""
         import json
 

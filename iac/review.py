@@ -62,7 +62,9 @@ PREP_NEEDED = "prep needed"  # what preview shows for the model when the edited 
 def signature_of(spec: ResolvedSpec) -> str:
     """`pixels[64]:float32`: sorted by name, as the served signature is read back (TF Serving's inputs
     are a mapping)."""
-    return ", ".join(f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name))
+    return ", ".join(
+        f"{t.name}{list(t.shape or [])}:{t.dtype.value}" for t in sorted(spec.inputs, key=lambda t: t.name)
+    )
 
 
 def model_fields(report: PrepReport, spec: ResolvedSpec) -> dict[str, Any]:
@@ -85,13 +87,18 @@ def rollout_plan(spec: ResolvedSpec) -> str:
     a = rollout.analysis
     share = "copied" if rollout.strategy == "shadow" else ""
     steps = ", ".join(f"{s.weight}%{' ' + share if share else ''} for {s.hold:g} s" for s in rollout.steps)
-    agreement = {"cosine": f"cosine >= {a.min_cosine if a.min_cosine is not None else '2 x prep cosine - 1'}",
-                 "mae": f"MAE <= {a.max_mae if a.max_mae is not None else '2 x prep MAE'}"}.get(
+    agreement = {
+        "cosine": f"cosine >= {a.min_cosine if a.min_cosine is not None else '2 x prep cosine - 1'}",
+        "mae": f"MAE <= {a.max_mae if a.max_mae is not None else '2 x prep MAE'}",
+    }.get(
         spec.spec.optimize.metric.value,
-        f"top-1 agreement >= {a.min_agreement if a.min_agreement is not None else '2 x prep accuracy - 1'}")
-    return (f"{rollout.strategy}: {steps}, then 100%; each step judged on error rate <= stable + "
-            f"{a.max_error_rate_increase:g}, p99 <= {a.max_p99_ratio:g} x stable, {agreement}, "
-            f">= {a.min_samples} samples (fewer: {a.inconclusive})")
+        f"top-1 agreement >= {a.min_agreement if a.min_agreement is not None else '2 x prep accuracy - 1'}",
+    )
+    return (
+        f"{rollout.strategy}: {steps}, then 100%; each step judged on error rate <= stable + "
+        f"{a.max_error_rate_increase:g}, p99 <= {a.max_p99_ratio:g} x stable, {agreement}, "
+        f">= {a.min_samples} samples (fewer: {a.inconclusive})"
+    )
 
 
 def _cell(value: Any) -> str:

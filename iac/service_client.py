@@ -69,8 +69,14 @@ def predict_sample(spec: ResolvedSpec, index: int, url: str | None = None) -> Pr
     try:
         scores = post_json(target, {"instances": [x[index].tolist()]}, spec)["predictions"][0]
     except urllib.error.HTTPError as exc:
-        raise UserError.single(target, "", f"the service answered {exc.code} ({exc.read()[:200]!r})",
-                               "check serving.api_key_env and that the key's variable is exported") from None
+        raise UserError.single(
+            target,
+            "",
+            f"the service answered {exc.code} ({exc.read()[:200]!r})",
+            "check serving.api_key_env and that the key's variable is exported",
+        ) from None
     except (urllib.error.URLError, ConnectionError, OSError) as exc:
-        raise UserError.single(target, "", f"the service did not answer ({exc})", "run `pulumi up` in the stack first") from None
+        raise UserError.single(
+            target, "", f"the service did not answer ({exc})", "run `pulumi up` in the stack first"
+        ) from None
     return Prediction(target, int(np.argmax(scores)), int(y[index]), float(max(scores)))

@@ -73,9 +73,13 @@ def figure(report: PrepReport) -> tuple[Any, list[tuple[list[Bbox], list[Bbox]]]
     fig = plt.figure(figsize=(17, 6.2), dpi=100)
     grid = fig.add_gridspec(1, 3, width_ratios=(1, 1, 1.2), wspace=0.22)
     left, right, table = fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), fig.add_subplot(grid[2])
-    limit = report.baseline_accuracy + (report.max_accuracy_drop if report.lower_is_better else -report.max_accuracy_drop)
-    for axis, field, label in ((left, "size_bytes", "artifact size (bytes, log)"),
-                               (right, "latency_p50_us", "single-sample latency p50 (µs, log)")):
+    limit = report.baseline_accuracy + (
+        report.max_accuracy_drop if report.lower_is_better else -report.max_accuracy_drop
+    )
+    for axis, field, label in (
+        (left, "size_bytes", "artifact size (bytes, log)"),
+        (right, "latency_p50_us", "single-sample latency p50 (µs, log)"),
+    ):
         points = [(float(getattr(e, field)), e.accuracy) for e in entries]
         for kind, style in STYLES.items():
             mine = [p for p, e in zip(points, entries) if status(e) == kind]
@@ -90,8 +94,11 @@ def figure(report: PrepReport) -> tuple[Any, list[tuple[list[Bbox], list[Bbox]]]
         boxes.append(_place(fig, axis, points, [status(e) for e in entries]))
     left.legend(loc="best", fontsize=8)
     _table(table, entries, metric)
-    fig.suptitle(f"modelprep {report.key[:12]}: chosen {report.variant} (objective {report.objective.value}, "
-                 f"gate: at most {report.max_accuracy_drop:g} {metric} worse than the float model)", fontsize=11)
+    fig.suptitle(
+        f"modelprep {report.key[:12]}: chosen {report.variant} (objective {report.objective.value}, "
+        f"gate: at most {report.max_accuracy_drop:g} {metric} worse than the float model)",
+        fontsize=11,
+    )
     return fig, boxes
 
 
@@ -131,11 +138,21 @@ def _place(fig: Any, axis: Axes, points: list[tuple[float, float]], kinds: list[
         spot = _free_spot(x, y, width, height, frame, [*placed, *markers])
         sx, sy = spot if spot is not None else (x, y + RINGS_PX[0])
         far = math.dist((sx, sy), (x, y)) > RINGS_PX[1]
-        axis.annotate(str(i + 1), points[i], xytext=tuple(axis.transData.inverted().transform((sx, sy))),
-                      textcoords="data", fontsize=8, fontweight="bold", ha="center", va="center", zorder=4,
-                      annotation_clip=False,
-                      arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6, "shrinkA": 4, "shrinkB": 4}
-                      if far else None)
+        axis.annotate(
+            str(i + 1),
+            points[i],
+            xytext=tuple(axis.transData.inverted().transform((sx, sy))),
+            textcoords="data",
+            fontsize=8,
+            fontweight="bold",
+            ha="center",
+            va="center",
+            zorder=4,
+            annotation_clip=False,
+            arrowprops={"arrowstyle": "-", "color": "0.55", "linewidth": 0.6, "shrinkA": 4, "shrinkB": 4}
+            if far
+            else None,
+        )
         placed.append(Bbox.from_extents(sx - width / 2, sy - height / 2, sx + width / 2, sy + height / 2))
     return placed, markers
 
@@ -145,7 +162,9 @@ def _size(text: Any, renderer: Any) -> tuple[float, float]:
     return box.width + 3.0, box.height + 2.0
 
 
-def _free_spot(x: float, y: float, width: float, height: float, frame: Bbox, taken: list[Bbox]) -> tuple[float, float] | None:
+def _free_spot(
+    x: float, y: float, width: float, height: float, frame: Bbox, taken: list[Bbox]
+) -> tuple[float, float] | None:
     from matplotlib.transforms import Bbox
 
     for radius in RINGS_PX:
@@ -164,11 +183,18 @@ def _table(axis: Axes, entries: list[Measure], metric: str) -> None:
     from matplotlib.transforms import Bbox
 
     axis.axis("off")
-    rows = [[str(i), e.name, f"{e.size_bytes:,}", f"{e.latency_p50_us:,.1f}", f"{e.accuracy:.4f}", status(e)]
-            for i, e in enumerate(entries, 1)]
-    table = axis.table(cellText=rows, colLabels=["#", "variant", "bytes", "p50 µs", metric, "gate"],
-                       cellLoc="left", colLoc="left", bbox=Bbox.from_bounds(0.0, 0.0, 1.0, min(1.0, 0.055 * (len(rows) + 1))),
-                       colWidths=[0.05, 0.27, 0.17, 0.15, 0.14, 0.22])
+    rows = [
+        [str(i), e.name, f"{e.size_bytes:,}", f"{e.latency_p50_us:,.1f}", f"{e.accuracy:.4f}", status(e)]
+        for i, e in enumerate(entries, 1)
+    ]
+    table = axis.table(
+        cellText=rows,
+        colLabels=["#", "variant", "bytes", "p50 µs", metric, "gate"],
+        cellLoc="left",
+        colLoc="left",
+        bbox=Bbox.from_bounds(0.0, 0.0, 1.0, min(1.0, 0.055 * (len(rows) + 1))),
+        colWidths=[0.05, 0.27, 0.17, 0.15, 0.14, 0.22],
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(8)
     for (row, _col), cell in table.get_celld().items():

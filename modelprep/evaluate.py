@@ -20,7 +20,9 @@ THROUGHPUT_BATCH = 32
 
 # ----------------------------------------------------------------------------------- Keras
 def keras_predict(model: Any, x: np.ndarray) -> np.ndarray:
-    outputs = [np.asarray(first_output(model(keras_input(x[i : i + BATCH]), training=False))) for i in range(0, len(x), BATCH)]
+    outputs = [
+        np.asarray(first_output(model(keras_input(x[i : i + BATCH]), training=False))) for i in range(0, len(x), BATCH)
+    ]
     return np.concatenate(outputs)
 
 
@@ -67,8 +69,14 @@ class Latency:
     calls: int
 
 
-def measure(single: Callable[[], Any], batch: Callable[[], Any], batch_size: int = THROUGHPUT_BATCH,
-            budget_s: float = 0.4, min_calls: int = 20, max_calls: int = 5000) -> Latency:
+def measure(
+    single: Callable[[], Any],
+    batch: Callable[[], Any],
+    batch_size: int = THROUGHPUT_BATCH,
+    budget_s: float = 0.4,
+    min_calls: int = 20,
+    max_calls: int = 5000,
+) -> Latency:
     """p50/p99 of single-sample calls, and samples per second at `batch_size`."""
     times = _timed(single, budget_s, min_calls, max_calls)
     batch_times = _timed(batch, budget_s / 2, max(3, min_calls // 4), max_calls // 4)

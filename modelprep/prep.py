@@ -71,13 +71,16 @@ def check_pin(req: PrepRequest) -> None:
     actual = file_sha256(req.model_path)
     if actual != req.model_sha256:
         raise UserError.single(
-            req.where("model.sha256"), "model.sha256", f"the model's bytes hash to {actual}, not the pinned {req.model_sha256}",
+            req.where("model.sha256"),
+            "model.sha256",
+            f"the model's bytes hash to {actual}, not the pinned {req.model_sha256}",
             "point model.path at the pinned model, or update the pin if the new model is intended",
         )
 
 
-def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lambda _: None,
-         step: Step | None = None) -> PrepResult:
+def prep(
+    req: PrepRequest, cache: Cache | None = None, progress: Progress = lambda _: None, step: Step | None = None
+) -> PrepResult:
     """Return the cached result, or build, measure and gate every candidate, choose one, and
     cache. Raises UserError when no candidate passes the gate; then no result is cached
     (nothing deployable), though each measured variant is, for the next attempt."""
@@ -94,8 +97,9 @@ def prep(req: PrepRequest, cache: Cache | None = None, progress: Progress = lamb
     work = _Work(req, family, cache, progress, step or (lambda *_: None))
     baselines, entries = work.run()
     outputs = work.output_signature(family.catalogue[entries[0].name])
-    report = decide(req, family, key, work.hashes["model"] or "", work.session.evaluation_samples(), baselines, entries,
-                    outputs)
+    report = decide(
+        req, family, key, work.hashes["model"] or "", work.session.evaluation_samples(), baselines, entries, outputs
+    )
     chosen = work.entry(family.catalogue[report.variant])
     files = {
         report.artifact_file: (chosen / CANDIDATE_FILE).read_bytes(),
@@ -177,9 +181,14 @@ class _Work:
         for done, (variant, artifact, notes) in enumerate(self.session.build(missing), 1):
             self.progress(f"evaluating {variant.name} ({variant.runtime})")
             made = self.session.measure(variant, artifact, notes, base.outputs)
-            self.cache.put(self.key(variant), {
-                CANDIDATE_FILE: artifact, OUTPUTS: npy_bytes(made.outputs), MEASURES: _measures_json([made.measure]).encode(),
-            })
+            self.cache.put(
+                self.key(variant),
+                {
+                    CANDIDATE_FILE: artifact,
+                    OUTPUTS: npy_bytes(made.outputs),
+                    MEASURES: _measures_json([made.measure]).encode(),
+                },
+            )
             measured[variant.name] = made.measure
             self.step("convert and evaluate", done, len(missing))
         entries = [self._judged(measured[c.variant.name], c) for c in cands]
@@ -189,7 +198,9 @@ class _Work:
     def _judged(self, measure: Measure, candidate: Candidate) -> Measure:
         """The row with the candidate's eligibility, and the family's judgement of what it measured."""
         why = self.family.judge(self.req, measure) if candidate.eligible else candidate.reason
-        return measure.model_copy(update={"eligible": candidate.eligible and why is None, "not_eligible_because": why or None})
+        return measure.model_copy(
+            update={"eligible": candidate.eligible and why is None, "not_eligible_because": why or None}
+        )
 
 
 def variant_artifacts(req: PrepRequest, cache: Cache | None = None) -> dict[str, bytes]:

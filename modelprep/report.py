@@ -88,7 +88,7 @@ class TensorSignature(_Data):
 
 
 def signature_text(tensors: list[TensorSignature]) -> str:
-    """"a[1]:int64, b[1]:int64", sorted by name (as TF Serving's signature maps are)."""
+    """ "a[1]:int64, b[1]:int64", sorted by name (as TF Serving's signature maps are)."""
     return ", ".join(t.text() for t in sorted(tensors, key=lambda t: t.name))
 
 
@@ -160,26 +160,65 @@ class PrepReport(_Data):
 
     def served(self) -> ServedModel:
         return ServedModel(
-            variant=self.variant, quantization=self.quantization, artifact_sha256=self.artifact_sha256,
-            model_sha256=self.model_sha256, size_bytes=self.size_bytes, accuracy=self.accuracy,
-            inputs=self.inputs, outputs=self.outputs,
+            variant=self.variant,
+            quantization=self.quantization,
+            artifact_sha256=self.artifact_sha256,
+            model_sha256=self.model_sha256,
+            size_bytes=self.size_bytes,
+            accuracy=self.accuracy,
+            inputs=self.inputs,
+            outputs=self.outputs,
         )
 
     @classmethod
-    def of(cls, *, key: str, metric: Metric, top_k: int, objective: Objective, max_accuracy_drop: float,
-           baseline_accuracy: float, model_sha256: str, threads: int, inputs: list[TensorSignature],
-           outputs: list[TensorSignature], evaluation_samples: int, baselines: list[Measure], variants: list[Measure],
-           choice: str, lower_is_better: bool = False) -> PrepReport:
+    def of(
+        cls,
+        *,
+        key: str,
+        metric: Metric,
+        top_k: int,
+        objective: Objective,
+        max_accuracy_drop: float,
+        baseline_accuracy: float,
+        model_sha256: str,
+        threads: int,
+        inputs: list[TensorSignature],
+        outputs: list[TensorSignature],
+        evaluation_samples: int,
+        baselines: list[Measure],
+        variants: list[Measure],
+        choice: str,
+        lower_is_better: bool = False,
+    ) -> PrepReport:
         """The report with its top-level fields taken from the one variant marked chosen."""
         c = next(v for v in variants if v.chosen)
         assert c.artifact_file is not None and c.sha256 is not None and c.accuracy_drop is not None
         return cls(
-            key=key, metric=metric, top_k=top_k if metric == Metric.top_k else None, objective=objective,
-            max_accuracy_drop=max_accuracy_drop, baseline_accuracy=baseline_accuracy, model_sha256=model_sha256,
-            threads=threads, inputs=inputs, outputs=outputs, lower_is_better=lower_is_better,
-            evaluation_samples=evaluation_samples, baselines=baselines,
-            variants=variants, choice=choice, variant=c.name, runtime=c.runtime, quantization=c.quantization,
-            artifact_file=c.artifact_file, artifact_sha256=c.sha256, size_bytes=c.size_bytes, gzip_bytes=c.gzip_bytes,
-            accuracy=c.accuracy, accuracy_drop=c.accuracy_drop, latency_p50_us=c.latency_p50_us,
-            latency_p99_us=c.latency_p99_us, throughput_per_s=c.throughput_per_s,
+            key=key,
+            metric=metric,
+            top_k=top_k if metric == Metric.top_k else None,
+            objective=objective,
+            max_accuracy_drop=max_accuracy_drop,
+            baseline_accuracy=baseline_accuracy,
+            model_sha256=model_sha256,
+            threads=threads,
+            inputs=inputs,
+            outputs=outputs,
+            lower_is_better=lower_is_better,
+            evaluation_samples=evaluation_samples,
+            baselines=baselines,
+            variants=variants,
+            choice=choice,
+            variant=c.name,
+            runtime=c.runtime,
+            quantization=c.quantization,
+            artifact_file=c.artifact_file,
+            artifact_sha256=c.sha256,
+            size_bytes=c.size_bytes,
+            gzip_bytes=c.gzip_bytes,
+            accuracy=c.accuracy,
+            accuracy_drop=c.accuracy_drop,
+            latency_p50_us=c.latency_p50_us,
+            latency_p99_us=c.latency_p99_us,
+            throughput_per_s=c.throughput_per_s,
         )

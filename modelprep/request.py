@@ -19,8 +19,17 @@ from modelprep.request_model import PrepRequest
 if TYPE_CHECKING:
     from modelprep.family import Family, Variant
 
-__all__ = ["PrepRequest", "baseline_key", "canon", "data_hashes", "prep_key", "prep_request", "refuse_ignored",
-           "step_key", "variant_key"]
+__all__ = [
+    "PrepRequest",
+    "baseline_key",
+    "canon",
+    "data_hashes",
+    "prep_key",
+    "prep_request",
+    "refuse_ignored",
+    "step_key",
+    "variant_key",
+]
 
 # Bump when building or measuring changes, so cached variants and baselines are rebuilt.
 PREP_VERSION = 3
@@ -34,9 +43,12 @@ def prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
     from modelprep.families import FORMATS, family_of_format
 
     if spec.model_format.value not in FORMATS:
-        raise UserError.single(spec.where("model.path"), "model.path",
-                               f"no model family prep knows loads a {spec.model_format.value} model yet",
-                               f"use a model of one of these formats: {', '.join(FORMATS)}")
+        raise UserError.single(
+            spec.where("model.path"),
+            "model.path",
+            f"no model family prep knows loads a {spec.model_format.value} model yet",
+            f"use a model of one of these formats: {', '.join(FORMATS)}",
+        )
     family = family_of_format(spec.model_format.value)
     refuse_ignored(spec.spec.optimize, family, spec.locations)
     req = family.request(spec, all_variants)
@@ -49,9 +61,12 @@ def refuse_ignored(optimize: Optimize, family: Family, locations: Locations) -> 
     read: silently ignoring it would serve a model the user did not ask for."""
     takes = ", ".join(family.catalogue)
     problems = [
-        Problem(locations.where(f"optimize.{name}"), f"optimize.{name}",
-                f"a {family.name} model takes optimize.variants ({takes})",
-                f"remove optimize.{name}: prep would ignore it")
+        Problem(
+            locations.where(f"optimize.{name}"),
+            f"optimize.{name}",
+            f"a {family.name} model takes optimize.variants ({takes})",
+            f"remove optimize.{name}: prep would ignore it",
+        )
         for name, info in Optimize.model_fields.items()
         if name not in family.honours and getattr(optimize, name) != info.get_default(call_default_factory=True)
     ]
@@ -61,7 +76,9 @@ def refuse_ignored(optimize: Optimize, family: Family, locations: Locations) -> 
 
 def prep_key(req: PrepRequest) -> str:
     """Content address of the result: the bytes of every input plus the settings."""
-    return json_sha256({"version": PREP_VERSION, "report": REPORT_VERSION, **data_hashes(req), "settings": _settings(req)})
+    return json_sha256(
+        {"version": PREP_VERSION, "report": REPORT_VERSION, **data_hashes(req), "settings": _settings(req)}
+    )
 
 
 def data_hashes(req: PrepRequest) -> dict[str, str | None]:
@@ -77,30 +94,53 @@ def variant_key(req: PrepRequest, variant: Variant, hashes: dict[str, str | None
     """Content address of one measured variant: what makes it (`settings`, from its family) and
     how it is judged, nothing about the choice, so a changed objective or gate re-measures nothing."""
     o = req.optimize
-    return json_sha256({
-        "version": PREP_VERSION, "variant": variant.name,
-        "data": hashes if variant.uses_fine_tuning_data else {k: v for k, v in hashes.items() if k != "fine_tuning"},
-        "settings": canon(settings), "metric": o.metric.value, "top_k": _top_k(o), "threads": req.threads,
-        "input": [req.input_name, list(req.sample_shape)],
-        **({} if req.inputs is None else {"inputs": canon(req.inputs)}),
-        **({"family_settings": canon(req.family_settings)} if req.family_settings else {}),
-    })
+    return json_sha256(
+        {
+            "version": PREP_VERSION,
+            "variant": variant.name,
+            "data": hashes
+            if variant.uses_fine_tuning_data
+            else {k: v for k, v in hashes.items() if k != "fine_tuning"},
+            "settings": canon(settings),
+            "metric": o.metric.value,
+            "top_k": _top_k(o),
+            "threads": req.threads,
+            "input": [req.input_name, list(req.sample_shape)],
+            **({} if req.inputs is None else {"inputs": canon(req.inputs)}),
+            **({"family_settings": canon(req.family_settings)} if req.family_settings else {}),
+        }
+    )
 
 
 def baseline_key(req: PrepRequest, hashes: dict[str, str | None], baseline: str) -> str:
     """Content address of the float model's measures (`baseline` names what measures it)."""
     o = req.optimize
-    return json_sha256({"version": PREP_VERSION, "baseline": baseline, "model": hashes["model"],
-                        "evaluation": hashes["evaluation"], "metric": o.metric.value, "top_k": _top_k(o),
-                        "threads": req.threads,
-                        **({"family_settings": canon(req.family_settings)} if req.family_settings else {})})
+    return json_sha256(
+        {
+            "version": PREP_VERSION,
+            "baseline": baseline,
+            "model": hashes["model"],
+            "evaluation": hashes["evaluation"],
+            "metric": o.metric.value,
+            "top_k": _top_k(o),
+            "threads": req.threads,
+            **({"family_settings": canon(req.family_settings)} if req.family_settings else {}),
+        }
+    )
 
 
 def step_key(req: PrepRequest, hashes: dict[str, str | None], step: str) -> str:
     """Content address of a family's shared intermediate step (e.g. one export several variants
     start from): the model's bytes, the family's settings and the step's name."""
-    return json_sha256({"version": PREP_VERSION, "family": req.family, "step": step, "model": hashes["model"],
-                        "family_settings": canon(req.family_settings)})
+    return json_sha256(
+        {
+            "version": PREP_VERSION,
+            "family": req.family,
+            "step": step,
+            "model": hashes["model"],
+            "family_settings": canon(req.family_settings),
+        }
+    )
 
 
 def _top_k(o: Optimize) -> int | None:
@@ -108,7 +148,14 @@ def _top_k(o: Optimize) -> int | None:
 
 
 # Request fields that are not settings: paths (their bytes are keyed instead) and how long to time.
-_NOT_SETTINGS = {"model_path", "calibration_path", "evaluation_path", "fine_tuning_path", "latency_budget_s", "locations"}
+_NOT_SETTINGS = {
+    "model_path",
+    "calibration_path",
+    "evaluation_path",
+    "fine_tuning_path",
+    "latency_budget_s",
+    "locations",
+}
 
 
 def _settings(req: PrepRequest) -> dict[str, Any]:

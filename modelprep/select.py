@@ -44,21 +44,33 @@ def choose(entries: list[Measure], objective: str, allowed: float = 0.0) -> tupl
 
         def score(e: Measure) -> float:
             penalty = max(e.accuracy_drop or 0.0, 0.0) / allowed if allowed > 0 else 0.0
-            return round(math.log2(e.size_bytes / smallest) + math.log2(max(e.latency_p50_us, 1e-9) / quickest) + penalty, 4)
+            return round(
+                math.log2(e.size_bytes / smallest) + math.log2(max(e.latency_p50_us, 1e-9) / quickest) + penalty, 4
+            )
 
         scores = {e.name: score(e) for e in pool}
         entries = [e.model_copy(update={"balanced_score": scores[e.name]}) if e.name in scores else e for e in entries]
         best = min((e for e in entries if e.name in scores), key=lambda e: (scores[e.name], e.size_bytes, e.name))
-        why = (f"best balance of size, latency and accuracy (score {scores[best.name]:.2f}: "
-               f"log2 size ratio + log2 latency ratio + loss/allowed) among {len(pool)} passing candidates")
+        why = (
+            f"best balance of size, latency and accuracy (score {scores[best.name]:.2f}: "
+            f"log2 size ratio + log2 latency ratio + loss/allowed) among {len(pool)} passing candidates"
+        )
     else:
         best = min(pool, key=lambda e: (e.size_bytes, e.gzip_bytes, e.latency_p50_us, e.name))
         why = f"smallest artifact ({best.size_bytes:,} bytes) among {len(pool)} passing candidates"
     return [e.model_copy(update={"chosen": e.name == best.name}) for e in entries], best.name, why
 
 
-def miss_problems(entries: list[Measure], quality: Quality, allowed: float, baseline: float, label: str | None,
-                  where: str, gentle: tuple[str, ...], field: str = "optimize.max_accuracy_drop") -> list[Problem]:
+def miss_problems(
+    entries: list[Measure],
+    quality: Quality,
+    allowed: float,
+    baseline: float,
+    label: str | None,
+    where: str,
+    gentle: tuple[str, ...],
+    field: str = "optimize.max_accuracy_drop",
+) -> list[Problem]:
     """One problem per candidate, located at the gate's field: how far it missed the gate (or why
     it could not be chosen)."""
     problems = []
@@ -66,17 +78,29 @@ def miss_problems(entries: list[Measure], quality: Quality, allowed: float, base
         drop = e.accuracy_drop or 0.0
         loss = quality.loss_text(drop, baseline, e.accuracy, label)
         if e.passed_gate:
-            problem = f"{e.name} passes the gate ({loss}) but may not be chosen: {e.not_eligible_because or 'not eligible'}"
+            problem = (
+                f"{e.name} passes the gate ({loss}) but may not be chosen: {e.not_eligible_because or 'not eligible'}"
+            )
             fix = "name it in optimize.variants to allow it"
         else:
-            problem = f"{e.name} {loss}, {quality.amount(drop - allowed)} more than the allowed {quality.amount(allowed)}"
+            problem = (
+                f"{e.name} {loss}, {quality.amount(drop - allowed)} more than the allowed {quality.amount(allowed)}"
+            )
             fix = f"allow a larger drop, or try gentler variants ({', '.join(gentle)})"
         problems.append(Problem(where, field, problem, fix))
     return problems
 
 
-def decide(req: PrepRequest, family: Family, key: str, model_sha256: str, evaluation_samples: int,
-           baselines: list[Measure], entries: list[Measure], outputs: list[TensorSignature]) -> PrepReport:
+def decide(
+    req: PrepRequest,
+    family: Family,
+    key: str,
+    model_sha256: str,
+    evaluation_samples: int,
+    baselines: list[Measure],
+    entries: list[Measure],
+    outputs: list[TensorSignature],
+) -> PrepReport:
     """Gate every entry against the float model (the first baseline), choose one by the objective,
     and report; a UserError at the gate's line when nothing may be chosen."""
     o = req.optimize
@@ -86,13 +110,34 @@ def decide(req: PrepRequest, family: Family, key: str, model_sha256: str, evalua
     entries, chosen, why = choose(gated(entries, reference, quality, allowed), o.objective.value, allowed)
     if chosen is None:
         label = f"top-{o.top_k} accuracy" if o.metric.value == "top_k" else None
-        raise UserError(miss_problems(entries, quality, allowed, reference, label, req.where(family.gate_field),
-                                      family.gentle, family.gate_field))
+        raise UserError(
+            miss_problems(
+                entries,
+                quality,
+                allowed,
+                reference,
+                label,
+                req.where(family.gate_field),
+                family.gentle,
+                family.gate_field,
+            )
+        )
     return PrepReport.of(
-        key=key, metric=o.metric, top_k=o.top_k, objective=o.objective, max_accuracy_drop=allowed,
-        baseline_accuracy=reference, model_sha256=model_sha256, threads=req.threads, inputs=signature(req),
-        outputs=outputs, lower_is_better=quality.lower_is_better, evaluation_samples=evaluation_samples,
-        baselines=gated(baselines, reference, quality, allowed), variants=entries, choice=why,
+        key=key,
+        metric=o.metric,
+        top_k=o.top_k,
+        objective=o.objective,
+        max_accuracy_drop=allowed,
+        baseline_accuracy=reference,
+        model_sha256=model_sha256,
+        threads=req.threads,
+        inputs=signature(req),
+        outputs=outputs,
+        lower_is_better=quality.lower_is_better,
+        evaluation_samples=evaluation_samples,
+        baselines=gated(baselines, reference, quality, allowed),
+        variants=entries,
+        choice=why,
     )
 
 

@@ -48,7 +48,9 @@ def main() -> int:
         print(f"pulumi up: digits, 2 replicas, on {stack.base_url} ...", flush=True)
         stack.pulumi("up", "--yes", "--skip-preview")
         print("rolling the wrong-labels version (canary 10% -> 50% -> 100%) under 8 clients ...", flush=True)
-        wrong = roll(stack, bodies, [("path: model/digits.keras", "path: model/digits-shuffled.keras")], "canary", True, 10)
+        wrong = roll(
+            stack, bodies, [("path: model/digits.keras", "path: model/digits-shuffled.keras")], "canary", True, 10
+        )
         print(f"  {wrong['outcome']}: {wrong['reason']}")
         print(f"  clients: {wrong['client_ok_during']} answered, {wrong['client_failed_during']} failed")
         print("rolling a good version (quantized dynamic instead of int8) ...", flush=True)

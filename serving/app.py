@@ -56,7 +56,9 @@ class App:
 
     def _internal_error(self, request: Request, conn: Responder) -> None:
         log_event(
-            event="internal_error", method=request.method, path=request.target,
+            event="internal_error",
+            method=request.method,
+            path=request.target,
             error=traceback.format_exc(),
         )
         conn.send(request, _INTERNAL)

@@ -9,9 +9,7 @@ from serving.config import ServingConfig
 from serving.errors import ClientError
 from serving.messages import Headers
 
-_WRONG_KEY = (
-    "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-)
+_WRONG_KEY = "missing or wrong API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
 
 def read_api_key(config: ServingConfig) -> str | None:

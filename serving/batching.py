@@ -69,9 +69,7 @@ class Batcher:
         self.max_latency = max_latency_ms / 1000.0 if self.max_batch_size > 1 else 0.0
         self._metrics = metrics
         self.offload = sample_cost_s is not None and sample_cost_s >= HANDOFF_COST_S
-        self._executor = (
-            ThreadPoolExecutor(1, thread_name_prefix="inference") if self.offload else None
-        )
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference") if self.offload else None
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wake: asyncio.Handle | None = None
@@ -94,7 +92,10 @@ class Batcher:
             self._schedule()
 
     def submit_answer(
-        self, rows: np.ndarray, make: Callable[[np.ndarray], R], reply: Callable[[Callable[[], R]], None],
+        self,
+        rows: np.ndarray,
+        make: Callable[[np.ndarray], R],
+        reply: Callable[[Callable[[], R]], None],
     ) -> None:
         """``submit`` for a route handler: once the batch ran, ``reply`` gets a callable that makes the
         answer from the output (or raises the batch's error, for the handler's error handling)."""
@@ -205,9 +206,7 @@ class Batcher:
                 item.done(None, error or RuntimeError("the model returned no output"))
             return
         if self._metrics is not None:
-            self._metrics.inference(
-                len(output), finished - started, [started - item.enqueued for item in batch]
-            )
+            self._metrics.inference(len(output), finished - started, [started - item.enqueued for item in batch])
         if len(batch) == 1:  # (unbatched: every batch) the output is the caller's rows
             batch[0].done(output, None)
             return

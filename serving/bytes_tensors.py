@@ -45,7 +45,7 @@ def decode_bytes(raw: bytes | memoryview, count: int, where: str) -> np.ndarray:
                 f"{where}: BYTES element {i} of {count} says {length} bytes, but only "
                 f"{size - offset} remain; check the element lengths and the tensor's byte size"
             )
-        out[i] = bytes(view[offset:offset + length])
+        out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != size:
         raise TensorDataError(
@@ -74,7 +74,7 @@ def split_bytes(raw: bytes | memoryview, where: str) -> list[bytes]:
                 f"{where}: BYTES element {len(elements)} says {length} bytes, but only "
                 f"{len(view) - offset} remain; check the element lengths"
             )
-        elements.append(bytes(view[offset:offset + length]))
+        elements.append(bytes(view[offset : offset + length]))
         offset += length
     return elements
 
@@ -104,9 +104,7 @@ def bytes_from_json(data: Any, count: int, where: str) -> np.ndarray:
             flat.append(value)
     for i, value in enumerate(flat):
         if not isinstance(value, str):
-            raise TensorDataError(
-                f"{where}: BYTES element {i} must be a string, got {type(value).__name__}"
-            )
+            raise TensorDataError(f"{where}: BYTES element {i} must be a string, got {type(value).__name__}")
     if len(flat) != count:
         raise TensorDataError(f"{where}: the shape needs {count} BYTES element(s), got {len(flat)}")
     out = np.empty(count, dtype=object)

@@ -50,55 +50,101 @@ API_KEY_ENV_PATTERN = r"[A-Z_][A-Z0-9_]{0,127}"
 
 PORT: Setting[int] = Setting(8501, "Port the server listens on inside the container", 1024, 65535, ephemeral=True)
 GRPC_PORT: Setting[int | None] = Setting(
-    8001, "Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) inside the container, "
-          "beside the HTTP port; null turns it off", 1024, 65535, nullable=True, ephemeral=True)
+    8001,
+    "Port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService) inside the container, "
+    "beside the HTTP port; null turns it off",
+    1024,
+    65535,
+    nullable=True,
+    ephemeral=True,
+)
 THREADS: Setting[int] = Setting(1, "Runtime threads per inference (LiteRT interpreter / ONNX Runtime intra-op)", 1, 64)
 MAX_BATCH_SIZE_SETTING: Setting[int] = Setting(
-    1, "Dynamic batching: most samples run in one inference; 0 or 1 turns batching off", 0, 1024)
+    1, "Dynamic batching: most samples run in one inference; 0 or 1 turns batching off", 0, 1024
+)
 MAX_LATENCY_MS: Setting[float] = Setting(
-    0.0, "Dynamic batching: longest a request waits for others to join its batch; 0 = no waiting, a batch holds "
-         "what queued during the previous one", 0.0, 10_000.0, integer=False)
+    0.0,
+    "Dynamic batching: longest a request waits for others to join its batch; 0 = no waiting, a batch holds "
+    "what queued during the previous one",
+    0.0,
+    10_000.0,
+    integer=False,
+)
 MAX_BODY_BYTES: Setting[int] = Setting(
-    DEFAULT_MAX_BODY_BYTES, "Largest request body accepted; bigger ones get 413", 1024, 256 * 1024**2)
+    DEFAULT_MAX_BODY_BYTES, "Largest request body accepted; bigger ones get 413", 1024, 256 * 1024**2
+)
 API_KEY_ENV: Setting[str | None] = Setting(
-    None, "Require an API key (Authorization: Bearer or X-API-Key) on every route but the health checks; the key "
-          "is read from this environment variable when the container starts, never stored in the image "
-          "(e.g. MODELSTACK_API_KEY)", nullable=True, pattern=API_KEY_ENV_PATTERN)
+    None,
+    "Require an API key (Authorization: Bearer or X-API-Key) on every route but the health checks; the key "
+    "is read from this environment variable when the container starts, never stored in the image "
+    "(e.g. MODELSTACK_API_KEY)",
+    nullable=True,
+    pattern=API_KEY_ENV_PATTERN,
+)
 MAX_CONNECTIONS: Setting[int] = Setting(
-    1024, "Connections open at once; a connection over this gets 503 with Retry-After", 1, 1_000_000)
+    1024, "Connections open at once; a connection over this gets 503 with Retry-After", 1, 1_000_000
+)
 MAX_BUFFERED_BYTES: Setting[int] = Setting(
-    64 * 1024**2, "Request bytes held across all connections (heads, bodies, announced Content-Lengths); a request "
-                  "over this gets 503 with Retry-After. At least max_body_bytes", 1024, 2**40)
+    64 * 1024**2,
+    "Request bytes held across all connections (heads, bodies, announced Content-Lengths); a request "
+    "over this gets 503 with Retry-After. At least max_body_bytes",
+    1024,
+    2**40,
+)
 MAX_HEADER_BYTES: Setting[int] = Setting(
-    64 * 1024, "Request line and header fields of one request; longer heads get 431", 1024, 16 * 1024**2)
+    64 * 1024, "Request line and header fields of one request; longer heads get 431", 1024, 16 * 1024**2
+)
 MAX_HEADERS: Setting[int] = Setting(100, "Header fields of one request; more get 431", 4, 10_000)
 REQUEST_TIMEOUT_S: Setting[float] = Setting(
-    30.0, "Seconds a request may take to arrive, from its first byte; slower ones get 408", 0.1, 3600.0, integer=False)
+    30.0, "Seconds a request may take to arrive, from its first byte; slower ones get 408", 0.1, 3600.0, integer=False
+)
 IDLE_TIMEOUT_S: Setting[float] = Setting(
-    75.0, "Seconds an idle keep-alive connection (or one whose client stopped reading) stays open", 0.1, 86400.0,
-    integer=False)
+    75.0,
+    "Seconds an idle keep-alive connection (or one whose client stopped reading) stays open",
+    0.1,
+    86400.0,
+    integer=False,
+)
 
 MAX_AUDIO_SECONDS: Setting[float] = Setting(
-    600.0, "Speech recognition: longest audio accepted per request, in seconds; longer gets 413 (decoding stops "
-           "at the limit)", 1.0, 86400.0, integer=False)
+    600.0,
+    "Speech recognition: longest audio accepted per request, in seconds; longer gets 413 (decoding stops at the limit)",
+    1.0,
+    86400.0,
+    integer=False,
+)
 
 # Text generation (task text-generation, serving.generate): the KV cache holds context_length x
 # max_sequences tokens, so these two size the replica's memory.
 MAX_SEQUENCES: Setting[int] = Setting(
-    4, "Text generation: sequences decoded together (continuous batching); each has its own KV cache", 1, 256)
+    4, "Text generation: sequences decoded together (continuous batching); each has its own KV cache", 1, 256
+)
 MAX_QUEUED_SEQUENCES: Setting[int] = Setting(
-    64, "Text generation: requests that may wait for a free sequence; more get 503 with Retry-After", 0, 100_000)
+    64, "Text generation: requests that may wait for a free sequence; more get 503 with Retry-After", 0, 100_000
+)
 CONTEXT_LENGTH: Setting[int] = Setting(
-    0, "Text generation: each sequence's context in tokens; 0 = the model's training context", 0, 1_048_576)
+    0, "Text generation: each sequence's context in tokens; 0 = the model's training context", 0, 1_048_576
+)
 
 # The spec's serving section, field by field, in the order the spec lists them.
 SETTINGS: dict[str, Setting[Any]] = {
-    "port": PORT, "grpc_port": GRPC_PORT, "threads": THREADS, "max_batch_size": MAX_BATCH_SIZE_SETTING,
-    "max_latency_ms": MAX_LATENCY_MS, "max_body_bytes": MAX_BODY_BYTES, "api_key_env": API_KEY_ENV,
-    "max_connections": MAX_CONNECTIONS, "max_buffered_bytes": MAX_BUFFERED_BYTES, "max_header_bytes": MAX_HEADER_BYTES,
-    "max_headers": MAX_HEADERS, "request_timeout_s": REQUEST_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S,
-    "max_audio_seconds": MAX_AUDIO_SECONDS, "max_sequences": MAX_SEQUENCES,
-    "max_queued_sequences": MAX_QUEUED_SEQUENCES, "context_length": CONTEXT_LENGTH,
+    "port": PORT,
+    "grpc_port": GRPC_PORT,
+    "threads": THREADS,
+    "max_batch_size": MAX_BATCH_SIZE_SETTING,
+    "max_latency_ms": MAX_LATENCY_MS,
+    "max_body_bytes": MAX_BODY_BYTES,
+    "api_key_env": API_KEY_ENV,
+    "max_connections": MAX_CONNECTIONS,
+    "max_buffered_bytes": MAX_BUFFERED_BYTES,
+    "max_header_bytes": MAX_HEADER_BYTES,
+    "max_headers": MAX_HEADERS,
+    "request_timeout_s": REQUEST_TIMEOUT_S,
+    "idle_timeout_s": IDLE_TIMEOUT_S,
+    "max_audio_seconds": MAX_AUDIO_SECONDS,
+    "max_sequences": MAX_SEQUENCES,
+    "max_queued_sequences": MAX_QUEUED_SEQUENCES,
+    "context_length": CONTEXT_LENGTH,
 }
 
 
@@ -112,8 +158,11 @@ SUPPORTED_DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "in
 
 # What an integer input's ``range`` may span (numpy's iinfo, without importing numpy here).
 _INTEGER_LIMITS = {
-    "int8": (-(2**7), 2**7 - 1), "uint8": (0, 2**8 - 1), "int16": (-(2**15), 2**15 - 1),
-    "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1),
+    "int8": (-(2**7), 2**7 - 1),
+    "uint8": (0, 2**8 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
 }
 
 # The name appears in URL paths (/v1/models/<name>:predict), so ':' and '/' must not occur.
@@ -190,7 +239,7 @@ class ServingConfig:
 
     @property
     def resolved_runtime(self) -> str:
-        """"litert" or "onnx": the config's choice, or the artifact's suffix for "auto"."""
+        """ "litert" or "onnx": the config's choice, or the artifact's suffix for "auto"."""
         if self.runtime != "auto":
             return self.runtime
         return "onnx" if self.artifact.lower().endswith(".onnx") else "litert"
@@ -225,7 +274,9 @@ class ServingConfig:
         if not isinstance(metadata, dict):
             errors.append(f"metadata: must be a JSON object, got {_kind(metadata)}")
         runtime = _check_str(data.get("runtime", "auto"), "runtime", errors)  # which ones: the family's check
-        settings = {name: check_setting(name, data.get(name, setting.default), errors) for name, setting in SETTINGS.items()}
+        settings = {
+            name: check_setting(name, data.get(name, setting.default), errors) for name, setting in SETTINGS.items()
+        }
         port, grpc_port = settings["port"], settings["grpc_port"]
         if grpc_port and grpc_port == port:
             errors.append(f"grpc_port: must differ from port ({port}), got {grpc_port}")
@@ -239,8 +290,16 @@ class ServingConfig:
             raise ValueError(f"{source}: " + f"\n{source}: ".join(errors))
         settings["max_batch_size"] = max(settings["max_batch_size"], 1)
         settings["max_latency_ms"] = float(settings["max_latency_ms"])
-        return cls(model_name=model_name, artifact=artifact, inputs=inputs, task=task, host=host, metadata=metadata,
-                   runtime=runtime, **settings)
+        return cls(
+            model_name=model_name,
+            artifact=artifact,
+            inputs=inputs,
+            task=task,
+            host=host,
+            metadata=metadata,
+            runtime=runtime,
+            **settings,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> ServingConfig:
@@ -289,19 +348,27 @@ def check_setting(name: str, value: Any, errors: list[str]) -> Any:
     if setting.pattern is not None:
         if isinstance(value, str) and re.fullmatch(setting.pattern, value):
             return value
-        errors.append(f"{name}: must be {'null or ' if setting.nullable else ''}an environment variable name "
-                      f"(upper-case letters, digits and '_'), got {_show(value)}")
+        errors.append(
+            f"{name}: must be {'null or ' if setting.nullable else ''}an environment variable name "
+            f"(upper-case letters, digits and '_'), got {_show(value)}"
+        )
         return setting.default
     assert setting.low is not None and setting.high is not None  # a number setting has bounds
     if setting.integer and isinstance(value, float) and value.is_integer():
         value = int(value)  # 8501.0, as JSON tools (and Pulumi state) may write a whole number
     whole = isinstance(value, int) or (not setting.integer and isinstance(value, float))
-    if not isinstance(value, bool) and whole and (setting.low <= value <= setting.high or (setting.ephemeral and value == 0)):
+    if (
+        not isinstance(value, bool)
+        and whole
+        and (setting.low <= value <= setting.high or (setting.ephemeral and value == 0))
+    ):
         return value if setting.integer else float(value)
     kind = "an integer" if setting.integer else "a number"
     also = [*(["0: any free port"] if setting.ephemeral else []), *(["null: off"] if setting.nullable else [])]
-    errors.append(f"{name}: must be {kind} in {setting.low:g}..{setting.high:g}"
-                  f"{' (or ' + '; or '.join(also) + ')' if also else ''}, got {_show(value)}")
+    errors.append(
+        f"{name}: must be {kind} in {setting.low:g}..{setting.high:g}"
+        f"{' (or ' + '; or '.join(also) + ')' if also else ''}, got {_show(value)}"
+    )
     return setting.default
 
 
@@ -353,8 +420,7 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
     name = _check_name(item.get("name", _MISSING), f"{where}.name", errors)
     shape = item.get("shape", _MISSING)
     if shape is not _MISSING and not (
-        isinstance(shape, list)
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
     ):
         errors.append(
             f"{where}.shape: must be a list of positive integers without the batch dimension, "
@@ -362,10 +428,7 @@ def _check_input(item: Any, index: int, errors: list[str]) -> InputSpec | None:
         )
     dtype = item.get("dtype", _MISSING)
     if dtype is not _MISSING and dtype not in SUPPORTED_DTYPES:
-        errors.append(
-            f"{where}.dtype: {_show(dtype)} is not supported; use one of "
-            f"{', '.join(SUPPORTED_DTYPES)}"
-        )
+        errors.append(f"{where}.dtype: {_show(dtype)} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
     value_range = _check_range(item.get("range"), dtype, f"{where}.range", errors)
     if len(errors) != before:
         return None
@@ -377,11 +440,14 @@ def _check_range(value: Any, dtype: Any, where: str, errors: list[str]) -> tuple
     if value is None:
         return None
     if dtype not in _INTEGER_LIMITS:
-        errors.append(f"{where}: applies to integer inputs only (int8 .. int64, uint8); remove it for dtype {_show(dtype)}")
+        errors.append(
+            f"{where}: applies to integer inputs only (int8 .. int64, uint8); remove it for dtype {_show(dtype)}"
+        )
         return None
     low_limit, high_limit = _INTEGER_LIMITS[dtype]
     if not (
-        isinstance(value, list) and len(value) == 2
+        isinstance(value, list)
+        and len(value) == 2
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         and low_limit <= value[0] <= value[1] <= high_limit
     ):

@@ -54,34 +54,66 @@ __all__ = ["GrpcFrontEnd", "InferenceService"]
 _SERVICE = "/inference.GRPCInferenceService/"
 # gRPC status codes (their numbers on the wire) and names, for answers and the access log.
 OK, CANCELLED, INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = (
-    0, 1, 3, 5, 8, 13, 14, 16)
+    0,
+    1,
+    3,
+    5,
+    8,
+    13,
+    14,
+    16,
+)
 CODE_NAMES = {
-    OK: "OK", CANCELLED: "CANCELLED", INVALID_ARGUMENT: "INVALID_ARGUMENT", NOT_FOUND: "NOT_FOUND",
-    RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED", INTERNAL: "INTERNAL", UNAVAILABLE: "UNAVAILABLE",
+    OK: "OK",
+    CANCELLED: "CANCELLED",
+    INVALID_ARGUMENT: "INVALID_ARGUMENT",
+    NOT_FOUND: "NOT_FOUND",
+    RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
+    INTERNAL: "INTERNAL",
+    UNAVAILABLE: "UNAVAILABLE",
     UNAUTHENTICATED: "UNAUTHENTICATED",
 }
 # The gRPC code for each client error status, and back: the HTTP status metrics and log count.
 MAX_STATUS_MESSAGE = 1024  # characters of a status message: client strings in it never grow a header
-_CODE_OF_STATUS = {400: INVALID_ARGUMENT, 401: UNAUTHENTICATED, 404: NOT_FOUND, 413: RESOURCE_EXHAUSTED,
-                   503: UNAVAILABLE}
-_HTTP_STATUS = {OK: 200, INVALID_ARGUMENT: 400, UNAUTHENTICATED: 401, NOT_FOUND: 404, RESOURCE_EXHAUSTED: 413,
-                UNAVAILABLE: 503, INTERNAL: 500, CANCELLED: 499}
+_CODE_OF_STATUS = {
+    400: INVALID_ARGUMENT,
+    401: UNAUTHENTICATED,
+    404: NOT_FOUND,
+    413: RESOURCE_EXHAUSTED,
+    503: UNAVAILABLE,
+}
+_HTTP_STATUS = {
+    OK: 200,
+    INVALID_ARGUMENT: 400,
+    UNAUTHENTICATED: 401,
+    NOT_FOUND: 404,
+    RESOURCE_EXHAUSTED: 413,
+    UNAVAILABLE: 503,
+    INTERNAL: 500,
+    CANCELLED: 499,
+}
 # What a call's answer goes to: (code, serialized response) for OK, (code, message) otherwise;
 # it returns whether the client was still there to get it.
 Answer = Callable[[int, "bytes | str"], bool]
 
 # Typed contents field for each datatype (the protocol carries narrow integers in wide fields).
 _CONTENTS_FIELD = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
-    "INT32": "int_contents", "INT64": "int64_contents", "UINT8": "uint_contents",
-    "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
-    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 # Output datatype by numpy dtype (a dict lookup: ``dtype.name`` costs more on every call).
 _DATATYPE_OF = {np.dtype(name): datatype for name, datatype in V2_DATATYPES.items()}
-_WRONG_KEY = (
-    "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
-)
+_WRONG_KEY = "missing or wrong API key; send it as metadata 'authorization: Bearer <key>' or 'x-api-key: <key>'"
 
 
 class InferenceService:
@@ -105,8 +137,9 @@ class InferenceService:
             "ModelInfer": (pb.ModelInferRequest, "grpc_infer", False, None),
         }
 
-    def handle(self, method: str, message: bytes, peer: str, authorization: str | None, api_key: str | None,
-               answer: Answer) -> None:
+    def handle(
+        self, method: str, message: bytes, peer: str, authorization: str | None, api_key: str | None, answer: Answer
+    ) -> None:
         """Answer one call: parse, check the key, run; ``answer`` gets its code and bytes or message.
         The call is recorded once answered."""
         started = time.perf_counter()
@@ -120,8 +153,11 @@ class InferenceService:
             try:
                 request = request_type.FromString(message)
             except DecodeError:
-                raise ClientError(400, f"the {request_type.__name__} message does not parse; send it as "
-                                       "the protocol's grpc_service.proto defines it") from None
+                raise ClientError(
+                    400,
+                    f"the {request_type.__name__} message does not parse; send it as "
+                    "the protocol's grpc_service.proto defines it",
+                ) from None
             if not open_:
                 self._check_key(authorization, api_key)
             if quick is None:  # ModelInfer: answered once its batch ran
@@ -196,9 +232,9 @@ class InferenceService:
             head = self._response_heads[key] = pb.ModelInferResponse(
                 model_name=self.state.config.model_name,
                 model_version="1",
-                outputs=[pb.ModelInferResponse.InferOutputTensor(
-                    name=v2.OUTPUT_NAME, datatype=datatype, shape=outputs.shape
-                )],
+                outputs=[
+                    pb.ModelInferResponse.InferOutputTensor(name=v2.OUTPUT_NAME, datatype=datatype, shape=outputs.shape)
+                ],
             ).SerializeToString()
         tail = pb.ModelInferResponse(id=request.id, raw_output_contents=[tensor_to_bytes(outputs)])
         return head + tail.SerializeToString()
@@ -272,28 +308,23 @@ def _from_contents(tensor: Any, shape: list[int], where: str) -> np.ndarray:
     contents = tensor.contents
     for other in set(_CONTENTS_FIELD.values()) - {field}:
         if len(getattr(contents, other)):
-            raise TensorDataError(
-                f"{where}.contents.{other}: {datatype} elements go in {field}"
-            )
+            raise TensorDataError(f"{where}.contents.{other}: {datatype} elements go in {field}")
     values = getattr(contents, field)
     count = math.prod(shape)
     if len(values) != count:
-        raise TensorDataError(
-            f"{where}.contents.{field}: shape {shape} needs {count} element(s), got {len(values)}"
-        )
+        raise TensorDataError(f"{where}.contents.{field}: shape {shape} needs {count} element(s), got {len(values)}")
     dtype = RAW_DTYPES[datatype]
     wide = np.asarray(values)  # int32/int64/uint32/uint64/float32/float64 as sent
     if wide.size and dtype.kind in "iu" and wide.dtype != dtype:
         info = np.iinfo(dtype)
         if wide.min() < info.min or wide.max() > info.max:
-            raise TensorDataError(
-                f"{where}.contents.{field}: {datatype} takes values in {info.min}..{info.max}"
-            )
+            raise TensorDataError(f"{where}.contents.{field}: {datatype} takes values in {info.min}..{info.max}")
     return wide.astype(dtype.newbyteorder("=")).reshape(shape)
 
 
 def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
     """The V2 model metadata document (the HTTP API's) as its gRPC message."""
+
     def tensors(items: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return [
             pb.ModelMetadataResponse.TensorMetadata(name=t["name"], datatype=t["datatype"], shape=t["shape"])
@@ -301,8 +332,11 @@ def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
         ]
 
     return pb.ModelMetadataResponse(
-        name=document["name"], versions=document["versions"], platform=document["platform"],
-        inputs=tensors(document["inputs"]), outputs=tensors(document["outputs"]),
+        name=document["name"],
+        versions=document["versions"],
+        platform=document["platform"],
+        inputs=tensors(document["inputs"]),
+        outputs=tensors(document["outputs"]),
     )
 
 
@@ -327,10 +361,16 @@ class GrpcFrontEnd:
         config = self.state.config
         try:
             # The HTTP front end's bounds, in gRPC's terms (serving.config, docs/serving.md).
-            server = Server(self.host, self.requested_port, max_message_bytes=config.max_body_bytes,
-                            max_in_flight=config.max_connections, max_buffered_bytes=config.max_buffered_bytes,
-                            max_connections=config.max_connections, request_timeout_s=config.request_timeout_s,
-                            idle_timeout_s=config.idle_timeout_s)
+            server = Server(
+                self.host,
+                self.requested_port,
+                max_message_bytes=config.max_body_bytes,
+                max_in_flight=config.max_connections,
+                max_buffered_bytes=config.max_buffered_bytes,
+                max_connections=config.max_connections,
+                request_timeout_s=config.request_timeout_s,
+                idle_timeout_s=config.idle_timeout_s,
+            )
         except OSError as exc:
             raise OSError(f"cannot bind gRPC to {self.host}:{self.requested_port}: {exc}") from None
         self._loop = asyncio.get_running_loop()

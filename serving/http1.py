@@ -33,7 +33,6 @@ from serving.errors import ClientError, error_body, show
 from serving.messages import JSON, Headers, Request, Response
 
 
-
 class HttpServer(Protocol):
     """What a connection needs of the server that accepted it (``serving.listener.HttpServer``):
     the shared caps it counts against. A Protocol, so this module never imports the listener."""
@@ -46,6 +45,7 @@ class HttpServer(Protocol):
 
     def register(self, conn: HttpConnection) -> bool: ...
     def unregister(self, conn: HttpConnection) -> None: ...
+
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -124,9 +124,11 @@ class HttpConnection(asyncio.Protocol):
         if not self._server.register(self):  # over the cap, or shutting down: answer at once, then close
             self._broken = True
             request = self.request = Request("", "")
-            message = ("the server is shutting down; retry shortly" if self._server.draining else
-                       f"the server has {self._server.max_connections} connections open "
-                       "(max_connections); retry shortly")
+            message = (
+                "the server is shutting down; retry shortly"
+                if self._server.draining
+                else f"the server has {self._server.max_connections} connections open (max_connections); retry shortly"
+            )
             self.respond(request, 503, error_body(message), _RETRY, close=True)
 
     def data_received(self, data: bytes) -> None:
@@ -138,7 +140,7 @@ class HttpConnection(asyncio.Protocol):
         else:  # in slices, so a head (and its padding) is measured within a slice wherever it starts
             view = memoryview(data)
             for start in range(0, len(data), FEED_SLICE):
-                self._feed(view[start:start + FEED_SLICE])
+                self._feed(view[start : start + FEED_SLICE])
                 if self._broken:
                     break
         self._continue()
@@ -162,8 +164,12 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(_upgrade_refused())
             return
         except httptools.HttpParserInvalidMethodError:
-            self._refuse(ClientError(400, "malformed request line or unknown method; send "
-                                          "'GET|HEAD|POST <target> HTTP/1.1' followed by CRLF"))
+            self._refuse(
+                ClientError(
+                    400,
+                    "malformed request line or unknown method; send 'GET|HEAD|POST <target> HTTP/1.1' followed by CRLF",
+                )
+            )
             return
         except httptools.HttpParserError as exc:
             if str(exc).startswith("Pause on PRI"):  # the HTTP/2 prior-knowledge preface
@@ -246,8 +252,11 @@ class HttpConnection(asyncio.Protocol):
         size = self._head_size = self._head_size + len(name) + len(value) + 4
         server = self._server
         if count > server.max_headers:
-            raise self._stop(ClientError(431, f"the request has more than {server.max_headers} header "
-                                              "fields (max_headers); send fewer"))
+            raise self._stop(
+                ClientError(
+                    431, f"the request has more than {server.max_headers} header fields (max_headers); send fewer"
+                )
+            )
         if size > server.max_header_bytes:
             raise self._stop(ClientError(431, _head_too_long(server.max_header_bytes)))
         key = name.decode("latin-1").lower()
@@ -303,26 +312,36 @@ class HttpConnection(asyncio.Protocol):
         if "transfer-encoding" in values:
             codings = _codings(headers, "transfer-encoding")
             if codings != ["chunked"]:  # llhttp checked that chunked comes last
-                raise ClientError(501, f"Transfer-Encoding {show(', '.join(codings))} is not supported; "
-                                       "send the body as is, with Content-Length or chunked only")
+                raise ClientError(
+                    501,
+                    f"Transfer-Encoding {show(', '.join(codings))} is not supported; "
+                    "send the body as is, with Content-Length or chunked only",
+                )
             self._chunked = True
         elif "content-length" in values:
             length = int(values["content-length"][0])  # llhttp checked: one value, digits only
             if length > server.max_body_bytes:
-                raise ClientError(413, f"the request body is {length} bytes; the limit is "
-                                       f"{server.max_body_bytes} (max_body_bytes)")
+                raise ClientError(
+                    413, f"the request body is {length} bytes; the limit is {server.max_body_bytes} (max_body_bytes)"
+                )
         elif request.method in _BODY_METHODS:
-            raise ClientError(411, f"a Content-Length header (or chunked transfer encoding) is required "
-                                   f"for {request.method}")
+            raise ClientError(
+                411, f"a Content-Length header (or chunked transfer encoding) is required for {request.method}"
+            )
         if "content-encoding" in values:  # a compressed body would reach the decoders as it is
             codings = _codings(headers, "content-encoding")
             if any(c not in ("identity", "") for c in codings):
-                raise ClientError(415, f"Content-Encoding {show(', '.join(codings))} is not supported; "
-                                       "send the body uncompressed, without Content-Encoding")
+                raise ClientError(
+                    415,
+                    f"Content-Encoding {show(', '.join(codings))} is not supported; "
+                    "send the body uncompressed, without Content-Encoding",
+                )
         # The body's bytes are counted as they arrive (on_body), never as declared: a declared
         # length costs the server nothing until it is sent.
         self._expect_continue = (
-            "expect" in values and version == "1.1" and (length > 0 or self._chunked)
+            "expect" in values
+            and version == "1.1"
+            and (length > 0 or self._chunked)
             and headers.get("expect").lower() == "100-continue"
         )
 
@@ -332,8 +351,9 @@ class HttpConnection(asyncio.Protocol):
         self._body_size += size
         server = self._server
         if self._chunked and self._body_size > server.max_body_bytes:
-            raise self._stop(ClientError(413, f"the chunked request body is over {server.max_body_bytes} "
-                                              "bytes (max_body_bytes)"))
+            raise self._stop(
+                ClientError(413, f"the chunked request body is over {server.max_body_bytes} bytes (max_body_bytes)")
+            )
         server.buffered += size
         self._held += size
         if server.buffered > server.max_buffered_bytes and not server.make_room(self, size):
@@ -358,13 +378,19 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if self._dispatching or transport is None or self._closing:
             return  # (inside the dispatch loop, the loop goes on by itself)
-        if not (self._pending or self._reading_paused or self._writing_paused or self._peer_eof
-                or self._expect_continue):
+        if not (
+            self._pending or self._reading_paused or self._writing_paused or self._peer_eof or self._expect_continue
+        ):
             return  # nothing waits, nothing is paused or owed: reading goes on as it was
         self._dispatching = True
         try:
-            while (self.request is None and self._pending and not self._writing_paused
-                   and not self._closing and self._transport is not None):
+            while (
+                self.request is None
+                and self._pending
+                and not self._writing_paused
+                and not self._closing
+                and self._transport is not None
+            ):
                 item = self._pending.popleft()
                 if isinstance(item, _Refusal):
                     error = item.error
@@ -373,14 +399,25 @@ class HttpConnection(asyncio.Protocol):
                 else:
                     self.request = item
                     self._app.handle(item, self)
-            if (self._expect_continue and self.request is None and not self._pending
-                    and self._parsing is not None and not self._in_head and not self._closing):
+            if (
+                self._expect_continue
+                and self.request is None
+                and not self._pending
+                and self._parsing is not None
+                and not self._in_head
+                and not self._closing
+            ):
                 self._expect_continue = False  # its turn, and the checks passed: ask for the body
                 transport.write(_CONTINUE)
         finally:
             self._dispatching = False
-        if (self._peer_eof and self.request is None and not self._pending and not self._writing_paused
-                and not self._closing):
+        if (
+            self._peer_eof
+            and self.request is None
+            and not self._pending
+            and not self._writing_paused
+            and not self._closing
+        ):
             # Every complete request is answered and nothing more will come.
             if self._parsing is not None and not self._in_head:  # hung up mid-request: nobody to answer
                 self._app.record(self._parsing, 499, self.remote)
@@ -470,10 +507,17 @@ class HttpConnection(asyncio.Protocol):
             return
         if self.request is not None or self._pending:
             return  # an answer is being computed
-        if (self.partial_since is not None and now - self.partial_since > server.request_timeout_s
-                and not self._closing and not self._broken):
-            self._refuse(ClientError(408, f"the request was not complete within "
-                                          f"{server.request_timeout_s:g} s (request_timeout_s)"))
+        if (
+            self.partial_since is not None
+            and now - self.partial_since > server.request_timeout_s
+            and not self._closing
+            and not self._broken
+        ):
+            self._refuse(
+                ClientError(
+                    408, f"the request was not complete within {server.request_timeout_s:g} s (request_timeout_s)"
+                )
+            )
             self._continue()
         elif now - self.last_active > server.idle_timeout_s:
             self.close(abort=True)
@@ -503,8 +547,7 @@ class HttpConnection(asyncio.Protocol):
             if transport is None or request is not self.request:
                 return
             headers = (*response.headers, ("Transfer-Encoding", "chunked")) if chunked else response.headers
-            transport.write(self._head_bytes(request, status, b"", headers, response.content_type, close,
-                                             length=False))
+            transport.write(self._head_bytes(request, status, b"", headers, response.content_type, close, length=False))
             if request.method != "HEAD":
                 async for chunk in stream:
                     if not chunk:
@@ -583,8 +626,13 @@ class HttpConnection(asyncio.Protocol):
 
     @staticmethod
     def _head_bytes(
-        request: Request, status: int, body: bytes, headers: tuple[tuple[str, str], ...],
-        content_type: bytes, close: bool, length: bool = True,
+        request: Request,
+        status: int,
+        body: bytes,
+        headers: tuple[tuple[str, str], ...],
+        content_type: bytes,
+        close: bool,
+        length: bool = True,
     ) -> bytes:
         extra = b"".join(f"{key}: {value}\r\n".encode("latin-1") for key, value in headers) if headers else b""
         if close:
@@ -593,7 +641,11 @@ class HttpConnection(asyncio.Protocol):
             extra += b"Connection: keep-alive\r\n"
         size = b"Content-Length: %d\r\n" % len(body) if length else b""
         return b"%sContent-Type: %s\r\n%s%s%s\r\n" % (
-            _STATUS_LINES[status], content_type, size, date_header(), extra,
+            _STATUS_LINES[status],
+            content_type,
+            size,
+            date_header(),
+            extra,
         )
 
     def _close_after_write(self, transport: asyncio.Transport) -> None:
@@ -643,18 +695,25 @@ def _malformed(exc: Exception) -> str:
 
 
 def _head_too_long(limit: int) -> str:
-    return (f"the request line and headers are longer than {limit} bytes (max_header_bytes); "
-            "send a shorter target or fewer/shorter headers")
+    return (
+        f"the request line and headers are longer than {limit} bytes (max_header_bytes); "
+        "send a shorter target or fewer/shorter headers"
+    )
 
 
 def _busy() -> ClientError:
-    return ClientError(503, "the server holds too many request bytes right now (max_buffered_bytes); "
-                            "retry shortly", close=True, headers=_RETRY)
+    return ClientError(
+        503,
+        "the server holds too many request bytes right now (max_buffered_bytes); retry shortly",
+        close=True,
+        headers=_RETRY,
+    )
 
 
 def _upgrade_refused() -> ClientError:
-    return ClientError(400, "protocol upgrades are not supported (Upgrade header or CONNECT); "
-                            "send plain HTTP/1.1 requests")
+    return ClientError(
+        400, "protocol upgrades are not supported (Upgrade header or CONNECT); send plain HTTP/1.1 requests"
+    )
 
 
 _date: list[tuple[int, bytes]] = [(0, b"")]

@@ -96,12 +96,22 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
         await server.stop(timeout=1.0)
         return 1
     open_files, _ = raise_open_file_limit()
-    log_event(event="listening", host=host, port=port, model=config.model_name,
-              loop=type(loop).__module__.split(".")[0], open_files=open_files,
-              max_connections=config.max_connections, grpc_port=grpc_front.port if grpc_front else None)
+    log_event(
+        event="listening",
+        host=host,
+        port=port,
+        model=config.model_name,
+        loop=type(loop).__module__.split(".")[0],
+        open_files=open_files,
+        max_connections=config.max_connections,
+        grpc_port=grpc_front.port if grpc_front else None,
+    )
     if config.max_connections + 64 > open_files:
-        log_event(event="warning", problem=f"max_connections {config.max_connections} is near the open-file "
-                  f"limit {open_files}; accepts may fail with EMFILE before the cap answers 503")
+        log_event(
+            event="warning",
+            problem=f"max_connections {config.max_connections} is near the open-file "
+            f"limit {open_files}; accepts may fail with EMFILE before the cap answers 503",
+        )
 
     # Loading runs in a daemon thread so the loop answers /healthz (and 503s) meanwhile, and a
     # SIGTERM during a long load exits at once instead of waiting for it.
@@ -121,8 +131,16 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
         return 1
     state.set_ready(served, loop)
     # The family's fields first: a name it shares with these (say "task") cannot take their place.
-    log_event(**{**served.ready_fields(), "event": "ready", "model": config.model_name, "port": port,
-                 "task": config.task, "auth": "api_key" if state.api_key else "none"})
+    log_event(
+        **{
+            **served.ready_fields(),
+            "event": "ready",
+            "model": config.model_name,
+            "port": port,
+            "task": config.task,
+            "auth": "api_key" if state.api_key else "none",
+        }
+    )
 
     await stopping
     drained = await _stop(server, grpc_front, DRAIN_TIMEOUT_S)
@@ -142,8 +160,10 @@ async def _start_grpc(state: ModelState) -> GrpcFront | None:
         return None
     front = family.grpc_front(state, config.host, port)
     if front is None:
-        log_event(event="warning", problem=f"grpc_port {port}: task {config.task!r} has no gRPC service; "
-                  "nothing listens there")
+        log_event(
+            event="warning",
+            problem=f"grpc_port {port}: task {config.task!r} has no gRPC service; nothing listens there",
+        )
         return None
     await front.start()
     return front
@@ -157,9 +177,7 @@ async def _stop(server: HttpServer, grpc_front: GrpcFront | None, timeout: float
     return drained and calls_drained
 
 
-def _load_in_background(
-    config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Served]
-) -> None:
+def _load_in_background(config: ServingConfig, loop: asyncio.AbstractEventLoop, result: asyncio.Future[Served]) -> None:
     try:
         loaded, error = family.family(config.task).load(config), None
     except Exception as exc:

@@ -127,9 +127,7 @@ class HttpServer:
         self._default_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._loop_error)
         self._closed = asyncio.Event()
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self), sock=self.socket, backlog=1024
-        )
+        self._server = await loop.create_server(lambda: HttpConnection(self), sock=self.socket, backlog=1024)
         self._sweeper = loop.call_later(SWEEP_INTERVAL_S, self._sweep)
 
     async def stop(self, timeout: float) -> bool:
@@ -179,8 +177,12 @@ class HttpServer:
         self._accept_errors += 1
         now = time.monotonic()
         if now - self._accept_logged >= ACCEPT_ERROR_LOG_S:
-            log_event(event="accept_error", error=f"{message}: {error}", count=self._accept_errors,
-                      connections=len(self._connections))
+            log_event(
+                event="accept_error",
+                error=f"{message}: {error}",
+                count=self._accept_errors,
+                connections=len(self._connections),
+            )
             self._accept_errors = 0
             self._accept_logged = now
 
@@ -198,8 +200,14 @@ class HttpServer:
         connections holding more than it, largest first (each gets 503), if ``conn`` is within its
         share (``serving.shares``). False when ``conn`` is the one to give way."""
         others = ((c, c.holding) for c in self._connections if c is not conn)
-        cut = make_room(self.max_buffered_bytes, self.buffered - extra, conn.holding - extra, extra, others,
-                        floor=self.max_body_bytes + 2 * self.max_header_bytes)
+        cut = make_room(
+            self.max_buffered_bytes,
+            self.buffered - extra,
+            conn.holding - extra,
+            extra,
+            others,
+            floor=self.max_body_bytes + 2 * self.max_header_bytes,
+        )
         if cut is None:
             return False
         for victim in cut:
@@ -211,8 +219,9 @@ class HttpServer:
         clients holding the most answers unread (``serving.shares``), or ``conn``'s when it is the
         one over its share."""
         others = ((c, c.unsent) for c in self._connections if c is not conn)
-        cut = make_room(self.max_unsent_bytes, self.unsent - conn.unsent, 0, conn.unsent, others,
-                        floor=self.max_body_bytes)
+        cut = make_room(
+            self.max_unsent_bytes, self.unsent - conn.unsent, 0, conn.unsent, others, floor=self.max_body_bytes
+        )
         for victim in [conn] if cut is None else cut:
             victim.close(abort=True)
 

@@ -37,12 +37,12 @@ def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
     """Fail start-up when the config's input does not fit the artifact's input tensor."""
     if spec.dtype == "string":
         if model.input_dtype != np.dtype(object):
-            raise ValueError(f"inputs[0].dtype string needs a text model, but the artifact takes {model.input_dtype.name}")
+            raise ValueError(
+                f"inputs[0].dtype string needs a text model, but the artifact takes {model.input_dtype.name}"
+            )
         return
     model_shape = model.input_shape
-    if len(model_shape) != len(spec.shape) or any(
-        m not in (-1, c) for m, c in zip(model_shape, spec.shape)
-    ):
+    if len(model_shape) != len(spec.shape) or any(m not in (-1, c) for m, c in zip(model_shape, spec.shape)):
         raise ValueError(
             f"inputs[0].shape {list(spec.shape)} does not match the model's input shape "
             f"{list(model_shape)} (batch dimension excluded)"
@@ -56,9 +56,7 @@ def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
         or (tensor.kind in "iu" and client.kind in "iu")
     )
     if not fits:
-        raise ValueError(
-            f"inputs[0].dtype {spec.dtype} cannot feed the model's {tensor.name} input tensor"
-        )
+        raise ValueError(f"inputs[0].dtype {spec.dtype} cannot feed the model's {tensor.name} input tensor")
 
 
 def warm_up_sizes(config: ServingConfig) -> tuple[int, ...]:

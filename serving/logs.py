@@ -83,8 +83,9 @@ def write_line(line: str | _Entry) -> None:
         flush_logs()
 
 
-def write_request(method: str, target: str, status: int, seconds: float, remote: str,
-                  grpc_code: str | None = None) -> None:
+def write_request(
+    method: str, target: str, status: int, seconds: float, remote: str, grpc_code: str | None = None
+) -> None:
     """Buffer one access-log line, formatted when it is written out. A gRPC call gives its method
     as ``"gRPC"``, the RPC's path as the target and its status code's name."""
     if len(target) > MAX_TARGET_CHARS:
@@ -104,8 +105,10 @@ def _request_line(entry: str | _Entry) -> str:
     # Methods, HTTP client addresses and code names are tokens; a target (visible ASCII) or a
     # gRPC peer needs escaping only with a quote or a backslash.
     code = f',"grpc_code":"{grpc_code}"' if grpc_code else ""
-    return (f'{{"ts":"{timestamp(at)}","event":"request","method":"{method}","path":{_quoted(target)},'
-            f'"status":{status}{code},"duration_ms":{seconds * 1000:.3f},"remote":{_quoted(remote)}}}')
+    return (
+        f'{{"ts":"{timestamp(at)}","event":"request","method":"{method}","path":{_quoted(target)},'
+        f'"status":{status}{code},"duration_ms":{seconds * 1000:.3f},"remote":{_quoted(remote)}}}'
+    )
 
 
 def _quoted(text: str) -> str:
@@ -171,7 +174,7 @@ def _flush(block: bool) -> None:
     try:
         if block:
             stderr.flush()  # whatever was printed directly goes first
-        _unsent[0] = data[_write(fd, data, block):]
+        _unsent[0] = data[_write(fd, data, block) :]
     except OSError:  # stderr closed: nothing useful left to do
         _unsent[0] = b""
 
@@ -213,7 +216,7 @@ def _write(fd: int, data: bytes, block: bool) -> int:
     while written < len(data):
         if not select.select([], [fd], [], 0)[1]:
             break
-        written += os.write(fd, data[written:written + select.PIPE_BUF])
+        written += os.write(fd, data[written : written + select.PIPE_BUF])
     return written
 
 

@@ -32,8 +32,12 @@ def load_multi_runtime(config: ServingConfig) -> Any:
     """The runtime for a config with several inputs."""
     if config.resolved_runtime == "onnx":
         return OnnxFeedsModel(config.artifact, config.inputs, num_threads=config.threads)
-    return LiteRTFeedsModel(config.artifact, config.inputs, num_threads=config.threads,
-                            max_bucket=max(DEFAULT_MAX_BUCKET, config.max_batch_size))
+    return LiteRTFeedsModel(
+        config.artifact,
+        config.inputs,
+        num_threads=config.threads,
+        max_bucket=max(DEFAULT_MAX_BUCKET, config.max_batch_size),
+    )
 
 
 def check_feeds(feeds: dict[str, tuple[tuple[int, ...], np.dtype[Any]]], inputs: list[InputSpec], where: str) -> None:
@@ -50,7 +54,11 @@ def check_feeds(feeds: dict[str, tuple[tuple[int, ...], np.dtype[Any]]], inputs:
                 f"{spec.name!r} of shape {list(shape)} (batch dimension excluded)"
             )
         client = np.dtype(spec.dtype)
-        if not (dtype == client or (dtype.kind == "f" and client.kind == "f") or (dtype.kind in "iu" and client.kind in "iu")):
+        if not (
+            dtype == client
+            or (dtype.kind == "f" and client.kind == "f")
+            or (dtype.kind in "iu" and client.kind in "iu")
+        ):
             raise ValueError(f"inputs[{i}].dtype {spec.dtype} cannot feed the model's {dtype.name} input {spec.name!r}")
 
 
@@ -59,8 +67,14 @@ class LiteRTFeedsModel:
 
     platform = "tensorflow_lite"
 
-    def __init__(self, path: str | os.PathLike[str], inputs: list[InputSpec], num_threads: int = 1,
-                 max_bucket: int = DEFAULT_MAX_BUCKET, content: bytes | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        inputs: list[InputSpec],
+        num_threads: int = 1,
+        max_bucket: int = DEFAULT_MAX_BUCKET,
+        content: bytes | None = None,
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         model_path = Path(path)
@@ -114,9 +128,12 @@ class LiteRTFeedsModel:
         if n <= step:
             raw = self._run(tensors, n)
         else:
-            raw = np.concatenate([
-                self._run({k: v[i : i + step] for k, v in tensors.items()}, min(step, n - i)) for i in range(0, n, step)
-            ])
+            raw = np.concatenate(
+                [
+                    self._run({k: v[i : i + step] for k, v in tensors.items()}, min(step, n - i))
+                    for i in range(0, n, step)
+                ]
+            )
         return dequantize(raw, self._out_scale, self._out_zero)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
@@ -159,8 +176,9 @@ class OnnxFeedsModel:
 
     platform = "onnxruntime_onnx"
 
-    def __init__(self, path: str | os.PathLike[str], inputs: list[InputSpec], num_threads: int = 1,
-                 content: bytes | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], inputs: list[InputSpec], num_threads: int = 1, content: bytes | None = None
+    ) -> None:
         import onnxruntime as ort
 
         from serving.onnx_runtime import ORT_DTYPES, onnx_dim
@@ -181,7 +199,8 @@ class OnnxFeedsModel:
             raise ValueError(f"model artifact {model_path}: expected one output tensor, found {len(outputs)}")
         self._output = outputs[0]
         self.feeds = {
-            t.name: (tuple(onnx_dim(d) for d in t.shape[1:]), np.dtype(ORT_DTYPES[t.type])) for t in self._session.get_inputs()
+            t.name: (tuple(onnx_dim(d) for d in t.shape[1:]), np.dtype(ORT_DTYPES[t.type]))
+            for t in self._session.get_inputs()
         }
         self._output_dtype = np.dtype(ORT_DTYPES[self._output.type])
         self._output_shape = tuple(onnx_dim(d) for d in self._output.shape[1:])
@@ -214,4 +233,4 @@ class OnnxFeedsModel:
 def _plain(name: str) -> str:
     """A LiteRT tensor name without the converter's signature prefix and output suffix."""
     name = name.split(":")[0]
-    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+    return name[len("serving_default_") :] if name.startswith("serving_default_") else name

@@ -81,6 +81,8 @@ ROUTES: tuple[Route, ...] = (
         "(`Inference-Header-Content-Length`, below)",
     ),
 )
+
+
 def routes(config: ServingConfig) -> tuple[Route, ...]:
     """V1 and V2 routes: one set for every model, whatever its inputs (``serving.request``)."""
     return ROUTES

@@ -101,10 +101,10 @@ def bind_input(tensor: InferInput, spec: InputSpec, integers_only: bool) -> np.n
         if tensor.shape is None:
             return text_batch(tensor.data, tensor.field)
         if tensor.contents is not None:
-            raise ClientError(400, f'{tensor.where}.datatype: input "{spec.name}" takes text as BYTES, '
-                                   f"got {show(tensor.datatype)}")
-        return text_tensor(tensor.name, tensor.shape, tensor.datatype, tensor.data, tensor.raw, spec.name,
-                           tensor.where)
+            raise ClientError(
+                400, f'{tensor.where}.datatype: input "{spec.name}" takes text as BYTES, got {show(tensor.datatype)}'
+            )
+        return text_tensor(tensor.name, tensor.shape, tensor.datatype, tensor.data, tensor.raw, spec.name, tensor.where)
     integers_only = integers_only and spec.dtype in _INTEGER_DTYPES
     bare = spec.shape == (1,)
     if tensor.shape is None:  # V1 JSON: the nesting is the shape
@@ -122,8 +122,7 @@ def bind_input(tensor: InferInput, spec: InputSpec, integers_only: bool) -> np.n
     if integers_only and not str(datatype).startswith(("INT", "UINT")):
         raise ClientError(
             400,
-            f'{place}.datatype: input "{spec.name}" takes integers ({V2_DATATYPES[spec.dtype]}), '
-            f"got {show(datatype)}",
+            f'{place}.datatype: input "{spec.name}" takes integers ({V2_DATATYPES[spec.dtype]}), got {show(datatype)}',
         )
     try:
         if tensor.raw is not None:

@@ -56,8 +56,14 @@ class Route:
 COMMON_ROUTES: tuple[Route, ...] = (
     Route("metrics", GET, "/metrics", metrics, "Prometheus text exposition"),
     Route("healthz", GET, "/healthz", healthz, "200 while the process is up", open=True),
-    Route("readyz", GET, "/readyz", readyz,
-          "200 once the model is loaded and warmed up, else 503 (the Docker health check)", open=True),
+    Route(
+        "readyz",
+        GET,
+        "/readyz",
+        readyz,
+        "200 once the model is loaded and warmed up, else 503 (the Docker health check)",
+        open=True,
+    ),
 )
 
 
@@ -65,9 +71,7 @@ def _compile(path: str) -> re.Pattern[str] | None:
     if "<name>" not in path:
         return None
     prefix, suffix = path.split("<name>")
-    return re.compile(
-        re.escape(prefix) + r"(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?" + re.escape(suffix)
-    )
+    return re.compile(re.escape(prefix) + r"(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?" + re.escape(suffix))
 
 
 class Router:

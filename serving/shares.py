@@ -19,8 +19,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def make_room(limit: int, total: int, own: int, extra: int, others: Iterable[tuple[T, int]],
-              floor: int = 0) -> list[T] | None:
+def make_room(
+    limit: int, total: int, own: int, extra: int, others: Iterable[tuple[T, int]], floor: int = 0
+) -> list[T] | None:
     """The holders to cut so that ``extra`` more for a holder already at ``own`` fits under ``limit``
     (``total`` is held by everyone, the wanting holder included, without ``extra``): the largest
     first, each holding more than the wanting holder would. None when the wanting holder is to give

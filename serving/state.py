@@ -65,8 +65,7 @@ class ModelState:
         if not self.ready or self.served is None:
             raise ClientError(
                 503,
-                f"model {show(self.config.model_name)} is still loading; retry when /readyz "
-                "answers 200",
+                f"model {show(self.config.model_name)} is still loading; retry when /readyz answers 200",
                 headers=(("Retry-After", "1"),),
             )
         return self.served

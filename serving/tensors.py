@@ -28,9 +28,18 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 # numpy dtype name -> V2 datatype, and back (BOOL and BYTES are not model inputs here).
 V2_DATATYPES = {
-    "float16": "FP16", "float32": "FP32", "float64": "FP64", "int8": "INT8", "int16": "INT16",
-    "int32": "INT32", "int64": "INT64", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
-    "uint64": "UINT64", "bool": "BOOL",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "bool": "BOOL",
 }
 V2_NUMPY = {v2: np.dtype(name) for name, v2 in V2_DATATYPES.items() if v2 != "BOOL"}
 MAX_BATCH_DIM = 2**63 - 1  # an int64 dimension, as gRPC's shapes are: element counts stay printable
@@ -223,15 +232,12 @@ def _find_problem(data: Any, spec: InputSpec, field: str) -> str | None:
             continue
         want = dims[depth]
         if not isinstance(value, list):
-            return (
-                f'{path}: expected an array (input "{spec.name}" takes shape '
-                f"{[-1, *spec.shape]}), got {show(value)}"
-            )
+            return f'{path}: expected an array (input "{spec.name}" takes shape {[-1, *spec.shape]}), got {show(value)}'
         if want is None and not value:
             return f"{path}: expected a non-empty batch of samples, got an empty array"
         if want is not None and len(value) != want:
             return (
-                f"{path}: expected {want} values (input \"{spec.name}\" takes samples of shape "
+                f'{path}: expected {want} values (input "{spec.name}" takes samples of shape '
                 f"{list(spec.shape)}), got {len(value)}"
             )
         if depth == len(dims) - 1 and list not in set(map(type, value)):
@@ -335,10 +341,7 @@ def _outside(array: np.ndarray, spec: InputSpec, field: str, low: int, high: int
     sample, position = (int(i[0]) for i in np.nonzero((flat < low) | (flat > high)))
     value = flat[sample, position]
     what = "ids" if spec.range is not None else f"{spec.dtype} values"
-    return (
-        f'{field}: input "{spec.name}" takes {what} in {low}..{high}; '
-        f"sample {sample} has {value.item()}"
-    )
+    return f'{field}: input "{spec.name}" takes {what} in {low}..{high}; sample {sample} has {value.item()}'
 
 
 def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, where: str) -> None:
@@ -355,8 +358,7 @@ def check_input_tensor(name: Any, shape: Any, datatype: Any, spec: InputSpec, wh
     ):
         raise ClientError(
             400,
-            f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), '
-            f"got {show(shape)}",
+            f'{where}.shape: input "{spec.name}" takes shape {expected} (batch first, at least 1), got {show(shape)}',
         )
     if datatype not in V2_NUMPY:
         raise ClientError(
@@ -386,16 +388,13 @@ def tensor_array(data: Any, shape: list[int], field: str, name: str, may_hold_bo
         if problem:
             raise ClientError(400, f'{problem} (input "{name}")')
         if array is None or array.dtype.kind not in "iuf":
-            raise ClientError(
-                400, f'{field}: input "{name}" must be numbers, flat or nested in shape {shape}'
-            )
+            raise ClientError(400, f'{field}: input "{name}" must be numbers, flat or nested in shape {shape}')
     if array.ndim != 1 and list(array.shape) != list(shape):
         raise ClientError(
-            400, f"{field}: nested data has shape {list(array.shape)}, but shape says {shape}; "
+            400,
+            f"{field}: nested data has shape {list(array.shape)}, but shape says {shape}; "
             "send it flat (row-major) or nested in that shape",
         )
     if array.size != count:
-        raise ClientError(
-            400, f"{field}: shape {shape} needs {count} values, got {array.size}"
-        )
+        raise ClientError(400, f"{field}: shape {shape} needs {count} values, got {array.size}")
     return array.reshape(shape)

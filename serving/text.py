@@ -44,16 +44,21 @@ class TextSettings:
     def metadata(self, tokenizer_json: str) -> dict[str, str]:
         """The ONNX metadata_props that make an artifact a text model."""
         return {
-            f"{META_PREFIX}task": self.task, f"{META_PREFIX}max_length": str(self.max_length),
-            f"{META_PREFIX}truncation": self.truncation, f"{META_PREFIX}labels": json.dumps(list(self.labels)),
-            f"{META_PREFIX}output": self.output, f"{META_PREFIX}tokenizer": tokenizer_json,
+            f"{META_PREFIX}task": self.task,
+            f"{META_PREFIX}max_length": str(self.max_length),
+            f"{META_PREFIX}truncation": self.truncation,
+            f"{META_PREFIX}labels": json.dumps(list(self.labels)),
+            f"{META_PREFIX}output": self.output,
+            f"{META_PREFIX}tokenizer": tokenizer_json,
         }
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> TextSettings:
         return cls(
-            task=meta[f"{META_PREFIX}task"], max_length=int(meta[f"{META_PREFIX}max_length"]),
-            truncation=meta[f"{META_PREFIX}truncation"], labels=tuple(json.loads(meta[f"{META_PREFIX}labels"])),
+            task=meta[f"{META_PREFIX}task"],
+            max_length=int(meta[f"{META_PREFIX}max_length"]),
+            truncation=meta[f"{META_PREFIX}truncation"],
+            labels=tuple(json.loads(meta[f"{META_PREFIX}labels"])),
             output=meta.get(f"{META_PREFIX}output", "sentence_embedding"),
         )
 
@@ -88,7 +93,8 @@ class TextTokenizer:
                 if len(row) > self.max_length:
                     raise TextError(
                         f"text {i} has {len(row)} tokens, more than max_length {self.max_length}; "
-                        "shorten it or split it into several texts", status=413,
+                        "shorten it or split it into several texts",
+                        status=413,
                     )
         return ids
 
@@ -157,12 +163,20 @@ class TextModel:
         if not is_text_metadata(meta):
             raise ValueError(f"model artifact {self.path} is not a text model (no tokenizer in its metadata)")
         self.settings = TextSettings.from_metadata(meta)
-        self.tokenizer = TextTokenizer(meta[f"{META_PREFIX}tokenizer"], self.settings.max_length, self.settings.truncation)
+        self.tokenizer = TextTokenizer(
+            meta[f"{META_PREFIX}tokenizer"], self.settings.max_length, self.settings.truncation
+        )
         names = [i.name for i in self._session.get_inputs()]
         if sorted(names) != sorted(INPUTS):
-            raise ValueError(f"model artifact {self.path}: a text model takes {', '.join(INPUTS)}, not {', '.join(names)}")
+            raise ValueError(
+                f"model artifact {self.path}: a text model takes {', '.join(INPUTS)}, not {', '.join(names)}"
+            )
         self._output_name = self._session.get_outputs()[0].name
-        self._width = int(self._session.get_outputs()[0].shape[-1]) if isinstance(self._session.get_outputs()[0].shape[-1], int) else -1
+        self._width = (
+            int(self._session.get_outputs()[0].shape[-1])
+            if isinstance(self._session.get_outputs()[0].shape[-1], int)
+            else -1
+        )
 
     # the interface the server and the batcher use ----------------------------------------------
     @property
@@ -210,7 +224,9 @@ class TextModel:
         return out
 
     def run_padded(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self._session.run([self._output_name], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        out: np.ndarray = self._session.run(
+            [self._output_name], {"input_ids": input_ids, "attention_mask": attention_mask}
+        )[0]
         return out.astype(np.float32, copy=False)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
@@ -226,7 +242,9 @@ class TextModel:
 def text_batch(data: Any, field: str) -> np.ndarray:
     """TF Serving rows/columns for a string input: a list of strings (or [string] rows) → object array."""
     if not isinstance(data, list) or not data:
-        raise TextError(f"{field}: must be a non-empty array of texts, got {_kind(data) if data != [] else 'an empty array'}")
+        raise TextError(
+            f"{field}: must be a non-empty array of texts, got {_kind(data) if data != [] else 'an empty array'}"
+        )
     rows = [row[0] if isinstance(row, list) and len(row) == 1 else row for row in data]
     return np.array(check_texts(rows, field), dtype=object)
 
@@ -239,9 +257,16 @@ def text_tensor(name: Any, shape: Any, datatype: Any, data: Any, raw: Any, spec_
 
     if name != spec_name:
         raise TextError(f'{where}.name: this model\'s input is "{spec_name}", got {show(name)}')
-    if not (isinstance(shape, list) and len(shape) in (1, 2) and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            and 1 <= shape[0] < 2**63 and shape[1:] in ([], [1])):
-        raise TextError(f'{where}.shape: input "{spec_name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}')
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (1, 2)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        and 1 <= shape[0] < 2**63
+        and shape[1:] in ([], [1])
+    ):
+        raise TextError(
+            f'{where}.shape: input "{spec_name}" takes shape [n] or [n, 1] (one text per sample), got {show(shape)}'
+        )
     if datatype != "BYTES":
         raise TextError(f'{where}.datatype: input "{spec_name}" takes text as BYTES, got {show(datatype)}')
     count = shape[0]
@@ -261,8 +286,10 @@ def text_tensor(name: Any, shape: Any, datatype: Any, data: Any, raw: Any, spec_
 
 def labelled(outputs: np.ndarray, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     """Class probabilities as rows naming the most likely label and each label's probability."""
-    return [{"label": labels[int(np.argmax(row))], "probabilities": {k: float(v) for k, v in zip(labels, row)}}
-            for row in outputs]
+    return [
+        {"label": labels[int(np.argmax(row))], "probabilities": {k: float(v) for k, v in zip(labels, row)}}
+        for row in outputs
+    ]
 
 
 def _kind(value: Any) -> str:

@@ -22,9 +22,16 @@ Reply = Callable[[Callable[[], Response]], None]
 
 _PREDICT_FIELDS = ("instances", "inputs", "signature_name")
 TF_DTYPES = {
-    "float32": "DT_FLOAT", "float16": "DT_HALF", "float64": "DT_DOUBLE", "int8": "DT_INT8",
-    "uint8": "DT_UINT8", "int16": "DT_INT16", "int32": "DT_INT32", "int64": "DT_INT64",
-    "bool": "DT_BOOL", "string": "DT_STRING",
+    "float32": "DT_FLOAT",
+    "float16": "DT_HALF",
+    "float64": "DT_DOUBLE",
+    "int8": "DT_INT8",
+    "uint8": "DT_UINT8",
+    "int16": "DT_INT16",
+    "int32": "DT_INT32",
+    "int64": "DT_INT64",
+    "bool": "DT_BOOL",
+    "string": "DT_STRING",
 }
 
 
@@ -44,15 +51,11 @@ def read_predict_request(body: bytes, inputs: Sequence[InputSpec]) -> tuple[Infe
     sent) and whether it was row format."""
     payload = parse_json(body)
     if not isinstance(payload, dict):
-        raise ClientError(
-            400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}'
-        )
+        raise ClientError(400, f'the body must be a JSON object with "instances" or "inputs", got {kind(payload)}')
     if not (len(payload) == 1 and "instances" in payload):  # the usual body has nothing else to check
         check_predict_fields(payload)
         if "instances" in payload and "inputs" in payload:
-            raise ClientError(
-                400, 'give either "instances" (row format) or "inputs" (columnar format), not both'
-            )
+            raise ClientError(400, 'give either "instances" (row format) or "inputs" (columnar format), not both')
     # JSON booleans come only from these tokens: a body without them skips the (bounded) scan.
     bools = b"true" in body or b"false" in body
     if "instances" in payload:
@@ -74,9 +77,7 @@ def check_predict_fields(payload: dict[str, Any]) -> None:
         )
     signature = payload.get("signature_name", "serving_default")
     if signature != "serving_default":
-        raise ClientError(
-            400, f'signature_name: only "serving_default" is served, got {show(signature)}'
-        )
+        raise ClientError(400, f'signature_name: only "serving_default" is served, got {show(signature)}')
 
 
 def _expected(inputs: Sequence[InputSpec]) -> str:
@@ -98,13 +99,18 @@ def _rows(instances: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[Inf
             raise ClientError(400, f"instances[{i}]: expected an object with {_expected(inputs)}, got {show(instance)}")
         if instance.keys() != keys:
             if len(inputs) == 1:
-                raise ClientError(400, f"instances[{i}]: expected an object with {_expected(inputs)}, "
-                                       f"got {show(instance)}")
+                raise ClientError(
+                    400, f"instances[{i}]: expected an object with {_expected(inputs)}, got {show(instance)}"
+                )
             check_names(list(instance), inputs, f"instances[{i}]")
     field = "instances" if len(inputs) == 1 else "instances[*].{}"
     return tuple(
-        InferInput(spec.name, data=[instance[spec.name] for instance in instances], field=field.format(spec.name),
-                   may_hold_bools=bools)
+        InferInput(
+            spec.name,
+            data=[instance[spec.name] for instance in instances],
+            field=field.format(spec.name),
+            may_hold_bools=bools,
+        )
         for spec in inputs
     )
 
@@ -121,8 +127,9 @@ def _columns(columns: Any, inputs: Sequence[InputSpec], bools: bool) -> tuple[In
         raise ClientError(400, f'"inputs": expected {_expected(inputs)}, got keys {show(sorted(columns))}')
     check_names(list(columns), inputs, '"inputs"')
     field = "inputs" if len(inputs) == 1 else "inputs.{}"
-    return tuple(InferInput(name, data=batch, field=field.format(name), may_hold_bools=bools)
-                 for name, batch in columns.items())
+    return tuple(
+        InferInput(name, data=batch, field=field.format(name), may_hold_bools=bools) for name, batch in columns.items()
+    )
 
 
 def encode_outputs(key: str, outputs: np.ndarray, labels: tuple[str, ...] = ()) -> bytes:
@@ -166,9 +173,7 @@ def metadata_document(config: ServingConfig, model: Runtime) -> dict[str, Any]:
     """TF Serving's metadata response, plus the config's metadata under "modelstack"."""
     signature = {
         "inputs": {spec.name: tensor_info(spec.name, spec.dtype, spec.shape) for spec in config.inputs},
-        "outputs": {
-            "output_0": tensor_info("output_0", model.output_dtype.name, model.output_shape)
-        },
+        "outputs": {"output_0": tensor_info("output_0", model.output_dtype.name, model.output_shape)},
         "method_name": "tensorflow/serving/predict",
     }
     return {
@@ -199,7 +204,10 @@ def predict(state: ModelState, request: Request, reply: Reply) -> None:
 
 
 def run_predict(
-    state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes], tuple[np.ndarray, bool]],
+    state: ModelState,
+    request: Request,
+    reply: Reply,
+    decode: Callable[[bytes], tuple[np.ndarray, bool]],
 ) -> None:
     """A predict request: ``decode`` turns the body into a batch (and says whether it was row format);
     the batcher runs it and the answer is ``{"predictions"|"outputs": ...}``."""

@@ -155,8 +155,16 @@ def _read_input(tensor: Any, where: str, reader: v2_binary.BinaryTail | None, bo
                 "Inference-Header-Content-Length header (the size of the JSON part of the body)",
             )
         raw = reader.take(tensor["parameters"]["binary_data_size"], where)
-    return InferInput(tensor["name"], tensor["datatype"], tensor["shape"], tensor.get("data"), raw,
-                      where=where, field=f"{where}.data", may_hold_bools=bools)
+    return InferInput(
+        tensor["name"],
+        tensor["datatype"],
+        tensor["shape"],
+        tensor.get("data"),
+        raw,
+        where=where,
+        field=f"{where}.data",
+        may_hold_bools=bools,
+    )
 
 
 def wants_binary_output(payload: dict[str, Any]) -> bool:
@@ -167,7 +175,7 @@ def wants_binary_output(payload: dict[str, Any]) -> bool:
 
 def _check_requested_outputs(outputs: Any) -> None:
     if not isinstance(outputs, list):
-        raise ClientError(400, f"outputs: must be a list of {{\"name\": ...}} objects, got {kind(outputs)}")
+        raise ClientError(400, f'outputs: must be a list of {{"name": ...}} objects, got {kind(outputs)}')
     for i, item in enumerate(outputs):
         where = f"outputs[{i}]"
         if not isinstance(item, dict):
@@ -231,9 +239,7 @@ def encode_infer_response(model_name: str, outputs: np.ndarray, request_id: str 
         document["id"] = request_id
     check_finite_outputs(outputs)
     flat = np.ascontiguousarray(outputs).reshape(-1)
-    document["outputs"] = [
-        {"name": OUTPUT_NAME, "shape": list(outputs.shape), "datatype": datatype, "data": flat}
-    ]
+    document["outputs"] = [{"name": OUTPUT_NAME, "shape": list(outputs.shape), "datatype": datatype, "data": flat}]
     return dumps(document)
 
 
@@ -244,11 +250,14 @@ def encode_binary_infer_response(model_name: str, outputs: np.ndarray, request_i
     if request_id is not None:
         document["id"] = request_id
     raw = v2_binary.tensor_to_bytes(outputs)
-    document["outputs"] = [{
-        "name": OUTPUT_NAME, "shape": list(outputs.shape),
-        "datatype": V2_DATATYPES.get(outputs.dtype.name, outputs.dtype.name.upper()),
-        "parameters": {"binary_data_size": len(raw)},
-    }]
+    document["outputs"] = [
+        {
+            "name": OUTPUT_NAME,
+            "shape": list(outputs.shape),
+            "datatype": V2_DATATYPES.get(outputs.dtype.name, outputs.dtype.name.upper()),
+            "parameters": {"binary_data_size": len(raw)},
+        }
+    ]
     return v2_binary.encode_binary_body(encode_json(document).encode(), [raw])
 
 
@@ -289,7 +298,9 @@ def infer(state: ModelState, request: Request, reply: Reply) -> None:
 Decoded = tuple[np.ndarray, Any, bool]  # the batch, the request's id, whether outputs go back binary
 
 
-def run_infer(state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes, str | None], Decoded]) -> None:
+def run_infer(
+    state: ModelState, request: Request, reply: Reply, decode: Callable[[bytes, str | None], Decoded]
+) -> None:
     """An infer request: ``decode`` takes the body and its ``Inference-Header-Content-Length`` (sent at
     most once); the batcher runs the batch and the answer is JSON, or binary when the request asked."""
     batcher = batched(state).batcher

@@ -25,16 +25,32 @@ OCTET_STREAM = b"application/octet-stream"
 
 # Protocol datatype -> little-endian numpy dtype of its raw bytes (BYTES is length-prefixed).
 RAW_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"), "UINT8": np.dtype("<u1"), "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
 }
 DATATYPES = (*RAW_DTYPES, "BYTES")
 
 __all__ = [
-    "DATATYPES", "HEADER_LENGTH", "OCTET_STREAM", "RAW_DTYPES", "BinaryTail", "TensorDataError",
-    "binary_outputs_wanted", "encode_binary_body", "header_length", "tensor_from_bytes",
+    "DATATYPES",
+    "HEADER_LENGTH",
+    "OCTET_STREAM",
+    "RAW_DTYPES",
+    "BinaryTail",
+    "TensorDataError",
+    "binary_outputs_wanted",
+    "encode_binary_body",
+    "header_length",
+    "tensor_from_bytes",
     "tensor_to_bytes",
 ]
 
@@ -91,7 +107,7 @@ class BinaryTail:
             )
         start = self._offset
         self._offset += size
-        return self._view[start:self._offset]
+        return self._view[start : self._offset]
 
     def finish(self) -> None:
         """Every byte must belong to an input."""
@@ -111,9 +127,7 @@ def tensor_from_bytes(raw: bytes | memoryview, datatype: str, shape: list[int], 
         return decode_bytes(raw, count, where).reshape(shape)
     dtype = RAW_DTYPES.get(datatype)
     if dtype is None:
-        raise TensorDataError(
-            f"{where}.datatype: {datatype!r} has no binary form; use one of {', '.join(DATATYPES)}"
-        )
+        raise TensorDataError(f"{where}.datatype: {datatype!r} has no binary form; use one of {', '.join(DATATYPES)}")
     size = len(memoryview(raw).cast("B"))
     expected = count * dtype.itemsize
     if size != expected:

@@ -118,19 +118,15 @@ def check_conformance(
     assert status == 200, f"metadata: {status} {doc}"
     assert doc["model_spec"]["name"] == model_name, doc
     signature = doc["metadata"]["signature_def"]["signature_def"]["serving_default"]
-    (input_name, input_info), = signature["inputs"].items()
+    ((input_name, input_info),) = signature["inputs"].items()
     dims = [int(d["size"]) for d in input_info["tensor_shape"]["dim"]]
     assert dims == [-1, *sample_shape], f"metadata input shape {dims}, sample shape {sample_shape}"
 
     status, rows = c.json("POST", f"/v1/models/{model_name}:predict", {"instances": [sample, sample]})
     assert status == 200 and len(rows["predictions"]) == 2, f"predict instances: {status} {rows}"
-    status, named = c.json(
-        "POST", f"/v1/models/{model_name}:predict", {"instances": [{input_name: sample}]}
-    )
+    status, named = c.json("POST", f"/v1/models/{model_name}:predict", {"instances": [{input_name: sample}]})
     assert status == 200 and len(named["predictions"]) == 1, f"predict named instances: {status} {named}"
-    status, columns = c.json(
-        "POST", f"/v1/models/{model_name}:predict", {"inputs": {input_name: [sample]}}
-    )
+    status, columns = c.json("POST", f"/v1/models/{model_name}:predict", {"inputs": {input_name: [sample]}})
     assert status == 200 and len(columns["outputs"]) == 1, f"predict inputs: {status} {columns}"
     _close(_flat(rows["predictions"][0]), _flat(columns["outputs"][0]), "instances vs inputs")
     _close(_flat(rows["predictions"][0]), _flat(named["predictions"][0]), "instances vs named")
@@ -154,8 +150,7 @@ def check_conformance(
     request = {
         "id": "conformance-1",
         "inputs": [
-            {"name": input_name, "shape": [2, *sample_shape], "datatype": v2_input["datatype"],
-             "data": flat + flat}
+            {"name": input_name, "shape": [2, *sample_shape], "datatype": v2_input["datatype"], "data": flat + flat}
         ],
         "outputs": [{"name": v2_output["name"]}],
     }
@@ -177,14 +172,25 @@ def check_conformance(
         ("POST", f"/v1/models/{model_name}:predict", json.dumps({"instances": [[1e999]]}).encode(), 400),
         ("POST", f"/v1/models/{model_name}:predict", json.dumps({"rows": [sample]}).encode(), 400),
         ("POST", f"/v2/models/{model_name}/infer", b"[" * 1500 + b"]" * 1500, 400),
-        ("POST", f"/v2/models/{model_name}/infer",
-         json.dumps({"inputs": [{**request["inputs"][0], "shape": [1, 1]}]}).encode(), 400),
-        ("POST", f"/v2/models/{model_name}/infer",
-         json.dumps({"inputs": [{**request["inputs"][0], "name": "nope"}]}).encode(), 400),
-        ("POST", f"/v2/models/{model_name}/infer",
-         json.dumps({"inputs": [{**request["inputs"][0], "datatype": "BYTES"}]}).encode(), 400),
-        ("POST", f"/v2/models/{model_name}/infer",
-         json.dumps({**request, "extra": 1}).encode(), 400),
+        (
+            "POST",
+            f"/v2/models/{model_name}/infer",
+            json.dumps({"inputs": [{**request["inputs"][0], "shape": [1, 1]}]}).encode(),
+            400,
+        ),
+        (
+            "POST",
+            f"/v2/models/{model_name}/infer",
+            json.dumps({"inputs": [{**request["inputs"][0], "name": "nope"}]}).encode(),
+            400,
+        ),
+        (
+            "POST",
+            f"/v2/models/{model_name}/infer",
+            json.dumps({"inputs": [{**request["inputs"][0], "datatype": "BYTES"}]}).encode(),
+            400,
+        ),
+        ("POST", f"/v2/models/{model_name}/infer", json.dumps({**request, "extra": 1}).encode(), 400),
         ("POST", f"/v2/models/{model_name}/infer", b'{"inputs": [{"data": NaN}]}', 400),
         ("POST", "/v2/models/no-such-model/infer", json.dumps(request).encode(), 404),
         ("GET", "/v2/models/no-such-model", None, 404),
@@ -202,8 +208,10 @@ def check_conformance(
     assert status == 200 and headers["content-type"].startswith("text/plain"), f"/metrics: {status}"
     text = payload.decode()
     for series in (
-        "modelstack_requests_total{", "modelstack_request_duration_seconds_bucket{",
-        "modelstack_batch_size_bucket{", "modelstack_inference_duration_seconds_bucket{",
+        "modelstack_requests_total{",
+        "modelstack_request_duration_seconds_bucket{",
+        "modelstack_batch_size_bucket{",
+        "modelstack_inference_duration_seconds_bucket{",
     ):
         assert series in text, f"/metrics has no {series}"
     assert 'route="v2_infer",status="200"' in text, "/metrics does not count V2 infer requests"

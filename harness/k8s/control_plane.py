@@ -55,17 +55,36 @@ def ensure_tools(real_node: bool = False) -> None:
 
 # ---------------------------------------------------------------- certificates (openssl)
 
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 def _certificates(pki: Path) -> None:
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
-             "-subj", "/CN=modelstack-local-ca", cwd=pki)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=modelstack-local-ca",
+        cwd=pki,
+    )
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
-    sans = "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:" + NODE_IP + ",DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    sans = (
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:"
+        + NODE_IP
+        + ",DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    )
     _sign(pki, "apiserver", "/CN=kube-apiserver", sans)
     for name, subject in {
         "admin": "/O=system:masters/CN=modelstack-admin",
@@ -81,11 +100,39 @@ def _certificates(pki: Path) -> None:
 
 
 def _sign(pki: Path, name: str, subject: str, sans: str | None) -> None:
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=pki)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        subject,
+        cwd=pki,
+    )
     ext = pki / f"{name}.ext"
     ext.write_text((sans + "\n" if sans else "") + "basicConstraints=CA:FALSE\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", f"{name}.crt", "-days", "30", "-extfile", str(ext), cwd=pki)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.crt",
+        "-days",
+        "30",
+        "-extfile",
+        str(ext),
+        cwd=pki,
+    )
 
 
 def _api_ready(pki: Path, port: int) -> bool:
@@ -95,8 +142,14 @@ def _api_ready(pki: Path, port: int) -> bool:
         return response.status == 200
 
 
-def start(root: str | Path, *, kwok_nodes: int = 1, real_node: bool = False, build: bool = True,
-          registry_port: int | None = None) -> LocalCluster:
+def start(
+    root: str | Path,
+    *,
+    kwok_nodes: int = 1,
+    real_node: bool = False,
+    build: bool = True,
+    registry_port: int | None = None,
+) -> LocalCluster:
     """Start the cluster under `root` (made fresh) and return it once every part answers."""
     if build:
         ensure_tools(real_node)
@@ -111,53 +164,127 @@ def start(root: str | Path, *, kwok_nodes: int = 1, real_node: bool = False, bui
     if registry_port:
         ports["registry"] = registry_port
     server = f"https://127.0.0.1:{ports['api']}"
-    cluster = LocalCluster(str(root), str(kubeconfig(root / "admin.kubeconfig", pki, "admin", server)),
-                           f"127.0.0.1:{ports['registry']}", ports["api"], real_node=real_node)
+    cluster = LocalCluster(
+        str(root),
+        str(kubeconfig(root / "admin.kubeconfig", pki, "admin", server)),
+        f"127.0.0.1:{ports['registry']}",
+        ports["api"],
+        real_node=real_node,
+    )
     pids = cluster.pids
     try:
         _registry(root, ports["registry"], pids)
         etcd = f"http://127.0.0.1:{ports['etcd']}"
         peer = f"http://127.0.0.1:{ports['peer']}"
-        spawn(root, "etcd", [str(BIN / "etcd"), "--name", "local", "--data-dir", str(root / "etcd"),
-                              "--listen-client-urls", etcd, "--advertise-client-urls", etcd,
-                              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                              "--initial-cluster", f"local={peer}", "--log-level", "warn",
-                              "--quota-backend-bytes", str(4 * 1024**3)], pids)
-        spawn(root, "kube-apiserver", [
-            str(BIN / "kube-apiserver"), "--etcd-servers", etcd, "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={ports['api']}", "--endpoint-reconciler-type=none",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-            f"--client-ca-file={pki / 'ca.crt'}", f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc", f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--kubelet-preferred-address-types=InternalIP", f"--kubelet-certificate-authority={pki / 'ca.crt'}",
-            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-            "--profiling=false", "--v=1",
-        ], pids)
+        spawn(
+            root,
+            "etcd",
+            [
+                str(BIN / "etcd"),
+                "--name",
+                "local",
+                "--data-dir",
+                str(root / "etcd"),
+                "--listen-client-urls",
+                etcd,
+                "--advertise-client-urls",
+                etcd,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"local={peer}",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ],
+            pids,
+        )
+        spawn(
+            root,
+            "kube-apiserver",
+            [
+                str(BIN / "kube-apiserver"),
+                "--etcd-servers",
+                etcd,
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['api']}",
+                "--endpoint-reconciler-type=none",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+            pids,
+        )
         wait_for("kube-apiserver", lambda: _api_ready(pki, ports["api"]), 120, root, "kube-apiserver")
         cm = kubeconfig(root / "controller-manager.kubeconfig", pki, "controller-manager", server)
-        spawn(root, "kube-controller-manager", [
-            str(BIN / "kube-controller-manager"), f"--kubeconfig={cm}", f"--authentication-kubeconfig={cm}",
-            f"--authorization-kubeconfig={cm}", "--use-service-account-credentials=true", "--leader-elect=false",
-            f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
-            "--secure-port=0", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10",
-            "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-        ], pids)
+        spawn(
+            root,
+            "kube-controller-manager",
+            [
+                str(BIN / "kube-controller-manager"),
+                f"--kubeconfig={cm}",
+                f"--authentication-kubeconfig={cm}",
+                f"--authorization-kubeconfig={cm}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--secure-port=0",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=1",
+            ],
+            pids,
+        )
         sched = kubeconfig(root / "scheduler.kubeconfig", pki, "scheduler", server)
-        spawn(root, "kube-scheduler", [
-            str(BIN / "kube-scheduler"), f"--kubeconfig={sched}", f"--authentication-kubeconfig={sched}",
-            f"--authorization-kubeconfig={sched}", "--leader-elect=false", "--secure-port=0",
-            "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-        ], pids)
+        spawn(
+            root,
+            "kube-scheduler",
+            [
+                str(BIN / "kube-scheduler"),
+                f"--kubeconfig={sched}",
+                f"--authentication-kubeconfig={sched}",
+                f"--authorization-kubeconfig={sched}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                "--v=1",
+            ],
+            pids,
+        )
         kwok_config = _kwok_stages(root)
         kw = kubeconfig(root / "kwok.kubeconfig", pki, "kwok", server)
-        spawn(root, "kwok", [
-            str(BIN / "kwok"), f"--kubeconfig={kw}", f"--config={kwok_config}", "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
-        ], pids)
+        spawn(
+            root,
+            "kwok",
+            [
+                str(BIN / "kwok"),
+                f"--kubeconfig={kw}",
+                f"--config={kwok_config}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
+                f"--server-address=127.0.0.1:{ports['kwok']}",
+            ],
+            pids,
+        )
         core = cluster.core()
         wait_for("the default service account's namespace", lambda: core.read_namespace("default"), 60)
         add_kwok_nodes(cluster, kwok_nodes)
@@ -173,14 +300,24 @@ def start(root: str | Path, *, kwok_nodes: int = 1, real_node: bool = False, bui
 
 def _registry(root: Path, port: int, pids: dict[str, int]) -> None:
     config = root / "registry.yml"
-    config.write_text(yaml.safe_dump({
-        "version": 0.1, "log": {"level": "warn"},
-        "storage": {"filesystem": {"rootdirectory": str(root / "registry")}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "version": 0.1,
+                "log": {"level": "warn"},
+                "storage": {"filesystem": {"rootdirectory": str(root / "registry")}, "delete": {"enabled": True}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
     spawn(root, "registry", ["/usr/bin/docker-registry", "serve", str(config)], pids)
-    wait_for("the registry", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
-          30, root, "registry")
+    wait_for(
+        "the registry",
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).status == 200,
+        30,
+        root,
+        "registry",
+    )
 
 
 def _kwok_stages(root: Path) -> Path:
@@ -190,7 +327,8 @@ def _kwok_stages(root: Path) -> Path:
     for stage in stages:
         if stage["metadata"]["name"] == "pod-ready":
             stage["spec"]["selector"]["matchExpressions"].append(
-                {"key": f'.metadata.annotations["{NEVER_READY}"]', "operator": "DoesNotExist"})
+                {"key": f'.metadata.annotations["{NEVER_READY}"]', "operator": "DoesNotExist"}
+            )
     path = root / "kwok-stages.yaml"
     path.write_text(yaml.safe_dump_all(stages))
     return path
@@ -203,19 +341,28 @@ def add_kwok_nodes(cluster: LocalCluster, count: int, start_index: int = 0) -> l
     for i in range(start_index, start_index + count):
         name = f"kwok-node-{i}"
         capacity = {"cpu": "64", "memory": "256Gi", "pods": "250"}
-        core.create_node({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                         "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
-            "spec": {"taints": [{"key": KWOK_ANNOTATION, "value": "fake", "effect": "NoSchedule"}]},
-            "status": {"allocatable": capacity, "capacity": capacity},
-        })
+        core.create_node(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"},
+                },
+                "spec": {"taints": [{"key": KWOK_ANNOTATION, "value": "fake", "effect": "NoSchedule"}]},
+                "status": {"allocatable": capacity, "capacity": capacity},
+            }
+        )
         names.append(name)
 
     def ready() -> bool:
         nodes = {n.metadata.name: n for n in core.list_node(label_selector="type=kwok").items}
-        return all(any(c.type == "Ready" and c.status == "True" for c in (nodes[n].status.conditions or []))
-                   for n in names if n in nodes) and all(n in nodes for n in names)
+        return all(
+            any(c.type == "Ready" and c.status == "True" for c in (nodes[n].status.conditions or []))
+            for n in names
+            if n in nodes
+        ) and all(n in nodes for n in names)
 
     wait_for(f"{count} kwok nodes", ready, 60)
     return names
@@ -274,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("dir")
     args = parser.parse_args(argv)
     if args.command == "up":
-        cluster = running(args.dir) or start(args.dir, kwok_nodes=args.kwok_nodes, real_node=args.real_node,
-                                             registry_port=args.registry_port)
+        cluster = running(args.dir) or start(
+            args.dir, kwok_nodes=args.kwok_nodes, real_node=args.real_node, registry_port=args.registry_port
+        )
         if args.namespace:
             restricted_namespace(cluster, args.namespace)
         print(f"kubeconfig {cluster.kubeconfig}\nregistry   {cluster.registry}")

@@ -16,8 +16,13 @@ from harness.processes import free_port, spawn, terminate, wait_for
 
 CNI_BIN = "/usr/lib/cni"
 # The kubelet sets these kernel settings to its own defaults; they are saved before it starts and put back after.
-KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys",
-                   "kernel/keys/root_maxbytes")
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
 # Chains the kubelet adds to the host's firewall (kube-proxy --cleanup removes kube-proxy's own).
 KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 
@@ -28,57 +33,127 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
     cni = root / "cni"
     for sub in ("conf", "cache", "ipam"):
         (cni / sub).mkdir(parents=True, exist_ok=True)
-    (cni / "conf" / "10-modelstack.conflist").write_text(json.dumps({
-        "cniVersion": "0.4.0", "name": "modelstack-k8s",
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}],
-                      "dataDir": str(cni / "ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }))
+    (cni / "conf" / "10-modelstack.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "0.4.0",
+                "name": "modelstack-k8s",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": BRIDGE,
+                        "isGateway": True,
+                        "ipMasq": True,
+                        "hairpinMode": True,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{"subnet": POD_CIDR}]],
+                            "routes": [{"dst": "0.0.0.0/0"}],
+                            "dataDir": str(cni / "ipam"),
+                        },
+                    },
+                    {"type": "portmap", "capabilities": {"portMappings": True}},
+                ],
+            }
+        )
+    )
     socket_path = root / "cri-dockerd.sock"
-    spawn(root, "cri-dockerd", [
-        str(BIN / "cri-dockerd"), f"--container-runtime-endpoint=unix://{socket_path}",
-        "--docker-endpoint=unix:///var/run/docker.sock", f"--cri-dockerd-root-directory={root / 'cri-dockerd'}",
-        f"--pod-infra-container-image={PAUSE_IMAGE}", f"--streaming-bind-addr=127.0.0.1:{free_port()}",
-        "--network-plugin=cni", f"--cni-bin-dir={CNI_BIN}", f"--cni-conf-dir={cni / 'conf'}",
-        f"--cni-cache-dir={cni / 'cache'}",
-    ], pids)
+    spawn(
+        root,
+        "cri-dockerd",
+        [
+            str(BIN / "cri-dockerd"),
+            f"--container-runtime-endpoint=unix://{socket_path}",
+            "--docker-endpoint=unix:///var/run/docker.sock",
+            f"--cri-dockerd-root-directory={root / 'cri-dockerd'}",
+            f"--pod-infra-container-image={PAUSE_IMAGE}",
+            f"--streaming-bind-addr=127.0.0.1:{free_port()}",
+            "--network-plugin=cni",
+            f"--cni-bin-dir={CNI_BIN}",
+            f"--cni-conf-dir={cni / 'conf'}",
+            f"--cni-cache-dir={cni / 'cache'}",
+        ],
+        pids,
+    )
     wait_for("cri-dockerd", socket_path.exists, 60, root, "cri-dockerd")
 
     config = root / "kubelet.yaml"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "address": NODE_IP, "port": free_port(), "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
-                           "x509": {"clientCAFile": str(pki / "ca.crt")}},
-        "authorization": {"mode": "AlwaysAllow"},
-        "tlsCertFile": str(pki / "kubelet-serving.crt"), "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
-        "cgroupDriver": "cgroupfs", "failSwapOn": False, "failCgroupV1": False,
-        "evictionHard": {"memory.available": "1%", "nodefs.available": "1%", "imagefs.available": "1%",
-                         "nodefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "containerRuntimeEndpoint": f"unix://{socket_path}", "maxPods": 40, "serializeImagePulls": False,
-        "syncFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
-    }))
-    (root / "sysctls.json").write_text(json.dumps(
-        {name: Path("/proc/sys", name).read_text().strip() for name in KUBELET_SYSCTLS}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "kind": "KubeletConfiguration",
+                "address": NODE_IP,
+                "port": free_port(),
+                "readOnlyPort": 0,
+                "healthzBindAddress": "127.0.0.1",
+                "healthzPort": free_port(),
+                "authentication": {
+                    "anonymous": {"enabled": False},
+                    "webhook": {"enabled": False},
+                    "x509": {"clientCAFile": str(pki / "ca.crt")},
+                },
+                "authorization": {"mode": "AlwaysAllow"},
+                "tlsCertFile": str(pki / "kubelet-serving.crt"),
+                "tlsPrivateKeyFile": str(pki / "kubelet-serving.key"),
+                "cgroupDriver": "cgroupfs",
+                "failSwapOn": False,
+                "failCgroupV1": False,
+                "evictionHard": {
+                    "memory.available": "1%",
+                    "nodefs.available": "1%",
+                    "imagefs.available": "1%",
+                    "nodefs.inodesFree": "1%",
+                },
+                "imageGCHighThresholdPercent": 100,
+                "imageGCLowThresholdPercent": 99,
+                "containerRuntimeEndpoint": f"unix://{socket_path}",
+                "maxPods": 40,
+                "serializeImagePulls": False,
+                "syncFrequency": "10s",
+                "nodeStatusUpdateFrequency": "5s",
+            }
+        )
+    )
+    (root / "sysctls.json").write_text(
+        json.dumps({name: Path("/proc/sys", name).read_text().strip() for name in KUBELET_SYSCTLS})
+    )
     node_kubeconfig = kubeconfig(root / "node.kubeconfig", pki, "node", server)
-    spawn(root, "kubelet", [
-        str(BIN / "kubelet"), f"--config={config}", f"--kubeconfig={node_kubeconfig}",
-        f"--root-dir={root / 'kubelet'}", f"--cert-dir={root / 'kubelet-pki'}", f"--hostname-override={REAL_NODE}",
-        f"--node-ip={NODE_IP}", "--node-labels=type=real", "--v=1",
-    ], pids)
+    spawn(
+        root,
+        "kubelet",
+        [
+            str(BIN / "kubelet"),
+            f"--config={config}",
+            f"--kubeconfig={node_kubeconfig}",
+            f"--root-dir={root / 'kubelet'}",
+            f"--cert-dir={root / 'kubelet-pki'}",
+            f"--hostname-override={REAL_NODE}",
+            f"--node-ip={NODE_IP}",
+            "--node-labels=type=real",
+            "--v=1",
+        ],
+        pids,
+    )
     proxy_kubeconfig = kubeconfig(root / "kube-proxy.kubeconfig", pki, "kube-proxy", server)
-    spawn(root, "kube-proxy", [
-        str(BIN / "kube-proxy"), f"--kubeconfig={proxy_kubeconfig}", f"--hostname-override={REAL_NODE}",
-        f"--cluster-cidr={POD_CIDR}", "--proxy-mode=iptables",
-        f"--metrics-bind-address=127.0.0.1:{free_port()}", f"--healthz-bind-address=127.0.0.1:{free_port()}",
-        "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0s", "--conntrack-tcp-timeout-close-wait=0s",
-        "--v=1",
-    ], pids)
+    spawn(
+        root,
+        "kube-proxy",
+        [
+            str(BIN / "kube-proxy"),
+            f"--kubeconfig={proxy_kubeconfig}",
+            f"--hostname-override={REAL_NODE}",
+            f"--cluster-cidr={POD_CIDR}",
+            "--proxy-mode=iptables",
+            f"--metrics-bind-address=127.0.0.1:{free_port()}",
+            f"--healthz-bind-address=127.0.0.1:{free_port()}",
+            "--conntrack-max-per-core=0",
+            "--conntrack-tcp-timeout-established=0s",
+            "--conntrack-tcp-timeout-close-wait=0s",
+            "--v=1",
+        ],
+        pids,
+    )
     core = cluster.core()
 
     def ready() -> bool:
@@ -99,7 +174,10 @@ def stop_node(cluster: LocalCluster) -> None:
         for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={REAL_NODE}").items:
             core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={REAL_NODE}").items:
+        while (
+            time.monotonic() < deadline
+            and core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={REAL_NODE}").items
+        ):
             time.sleep(0.5)
     except Exception:  # noqa: BLE001 - the API may already be gone; the sweep below still runs
         pass
@@ -126,7 +204,9 @@ def _remove_kubelet_chains() -> None:
     for command in ("iptables", "ip6tables"):
         for table in ("filter", "nat", "mangle"):
             for hook in ("INPUT", "OUTPUT"):
-                subprocess.run([command, "-t", table, "-D", hook, "-j", "KUBE-FIREWALL"], capture_output=True, check=False)
+                subprocess.run(
+                    [command, "-t", table, "-D", hook, "-j", "KUBE-FIREWALL"], capture_output=True, check=False
+                )
             for chain in KUBELET_CHAINS:
                 subprocess.run([command, "-t", table, "-F", chain], capture_output=True, check=False)
                 subprocess.run([command, "-t", table, "-X", chain], capture_output=True, check=False)

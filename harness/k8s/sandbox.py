@@ -91,8 +91,14 @@ class K8sSandbox:
             self.destroy()
 
     def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=self.dir,
-                             env=self.env, capture_output=True, text=True, timeout=timeout)
+        run = subprocess.run(
+            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and run.returncode != 0:
             raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-5000:]}\n{run.stderr[-3000:]}")
         return run

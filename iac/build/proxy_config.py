@@ -20,10 +20,19 @@ PROXY_MAX_BODY_BYTES = 64 * 1024 * 1024
 def nginx_conf(name: str, replicas: int, grpc: bool = False) -> str:
     """The proxy's nginx.conf; with ``grpc`` also an HTTP/2 server passing gRPC to the replicas."""
     return render_template(
-        "nginx.conf.j2", name=name, workers=2, port=PROXY_PORT, upstream_file=UPSTREAM_FILE,
-        max_body_bytes=PROXY_MAX_BODY_BYTES, tries=max(2, replicas + 1),
-        grpc_port=PROXY_GRPC_PORT if grpc else None, grpc_upstream_file=GRPC_UPSTREAM_FILE,
-        candidate_file=CANDIDATE_FILE, split_file=SPLIT_FILE, mirror_file=MIRROR_FILE, replay_log=REPLAY_LOG,
+        "nginx.conf.j2",
+        name=name,
+        workers=2,
+        port=PROXY_PORT,
+        upstream_file=UPSTREAM_FILE,
+        max_body_bytes=PROXY_MAX_BODY_BYTES,
+        tries=max(2, replicas + 1),
+        grpc_port=PROXY_GRPC_PORT if grpc else None,
+        grpc_upstream_file=GRPC_UPSTREAM_FILE,
+        candidate_file=CANDIDATE_FILE,
+        split_file=SPLIT_FILE,
+        mirror_file=MIRROR_FILE,
+        replay_log=REPLAY_LOG,
     )
 
 

@@ -40,8 +40,9 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
     }
 
 
-def render(spec: ResolvedSpec, artifact: Path, report: PrepReport, out_dir: Path,
-           wheelhouse: Path | None = None) -> list[Path]:
+def render(
+    spec: ResolvedSpec, artifact: Path, report: PrepReport, out_dir: Path, wheelhouse: Path | None = None
+) -> list[Path]:
     """Write the build context into `out_dir` (replacing what was there); returns its files."""
     wheelhouse = wheelhouse or default_wheelhouse()
     requirements = requirements_file(report)
@@ -94,13 +95,18 @@ def requirements_file(report: PrepReport) -> Path:
 def wheels_for(requirements: Path, wheelhouse: Path) -> list[Path]:
     """The wheelhouse's wheels for the pinned packages in `requirements` (every transitive
     dependency is pinned there, so nothing else is needed and nothing else is copied)."""
-    wanted = {_normalize(line.split("==")[0]) for line in requirements.read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
+    wanted = {
+        _normalize(line.split("==")[0])
+        for line in requirements.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     wheels = sorted(w for w in wheelhouse.glob("*.whl") if _normalize(w.name.split("-")[0]) in wanted)
     found = {_normalize(w.name.split("-")[0]) for w in wheels}
     if found != wanted:
         raise UserError.single(
-            str(wheelhouse), "", f"the wheelhouse lacks {', '.join(sorted(wanted - found))}",
+            str(wheelhouse),
+            "",
+            f"the wheelhouse lacks {', '.join(sorted(wanted - found))}",
             "run `make setup` (scripts/wheelhouse.sh downloads the serving image's packages)",
         )
     return wheels
@@ -121,10 +127,13 @@ def context_inputs() -> dict[str, Any]:
     from modelprep.hashing import file_sha256
 
     # The gRPC transport's wheel is built here with a fixed version: its sources stand for it.
-    transport = [*(GRPC_TRANSPORT / name for name in ("Cargo.toml", "Cargo.lock", "pyproject.toml")),
-                 *(GRPC_TRANSPORT / "src").glob("*.rs")]
-    sources = sorted([*TEMPLATES.glob("*.j2"), *server_sources(), *SERVING_PACKAGE.glob("requirements*.txt"),
-                      *transport])
+    transport = [
+        *(GRPC_TRANSPORT / name for name in ("Cargo.toml", "Cargo.lock", "pyproject.toml")),
+        *(GRPC_TRANSPORT / "src").glob("*.rs"),
+    ]
+    sources = sorted(
+        [*TEMPLATES.glob("*.j2"), *server_sources(), *SERVING_PACKAGE.glob("requirements*.txt"), *transport]
+    )
     return {
         "version": CONTEXT_VERSION,
         "sources": {str(p.relative_to(REPO)): file_sha256(p) for p in sources},

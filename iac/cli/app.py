@@ -31,6 +31,7 @@ def user_errors(fn: F) -> F:
             for problem in exc.problems:
                 err.print(f"[bold red]error[/] {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -64,7 +65,9 @@ def schema() -> None:
 def prep(
     spec: SpecArg,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON: baselines and variants")] = False,
-    all_variants: Annotated[bool, typer.Option("--all-variants", help="Evaluate every technique, whatever the spec chose")] = False,
+    all_variants: Annotated[
+        bool, typer.Option("--all-variants", help="Evaluate every technique, whatever the spec chose")
+    ] = False,
 ) -> None:
     """Build, measure and gate the candidate variants; choose one by optimize.objective."""
     from iac.spec.load import load_resolved
@@ -86,7 +89,13 @@ def _run_prep_with_progress(request: Any) -> Any:
 
     from modelprep.prep import prep as run_prep
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False) as bars:
         status = bars.add_task("prep", total=None)
         tasks: dict[str, Any] = {}
@@ -103,7 +112,9 @@ def _run_prep_with_progress(request: Any) -> Any:
 
 @app.command()
 @user_errors
-def render(spec: SpecArg, output: Annotated[Path, typer.Option("-o", "--output", help="Directory for the build context")]) -> None:
+def render(
+    spec: SpecArg, output: Annotated[Path, typer.Option("-o", "--output", help="Directory for the build context")]
+) -> None:
     """Prep (cached) and write a complete Docker build context to OUTPUT."""
     from iac.build.render import render as render_context
     from iac.spec.load import load_resolved
@@ -130,7 +141,9 @@ def predict(
 
     result = predict_sample(load_resolved(spec), index, url)
     out.print(f"endpoint {result.endpoint}")
-    out.print(f"sample {index}: predicted {result.predicted} (label {result.label}, confidence {result.confidence:.3f})")
+    out.print(
+        f"sample {index}: predicted {result.predicted} (label {result.label}, confidence {result.confidence:.3f})"
+    )
 
 
 @app.command()
@@ -138,9 +151,13 @@ def predict(
 def serve(
     spec: SpecArg,
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port)")] = 8501,
-    grpc_port: Annotated[int | None, typer.Option(
-        help="Port of the V2 gRPC service (default: serving.grpc_port, or any free port with --port 0; "
-             "0: any free port; -1: off)")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port of the V2 gRPC service (default: serving.grpc_port, or any free port with --port 0; "
+            "0: any free port; -1: off)"
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     max_batch_size: Annotated[int | None, typer.Option(help="Override serving.max_batch_size")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Override serving.max_latency_ms")] = None,
@@ -171,16 +188,27 @@ def serve(
             config[key] = value
     key_env = config.get("api_key_env")
     if key_env and not os.environ.get(key_env):
-        raise UserError.single("serving.api_key_env", "", f"the spec requires an API key but ${key_env} is not set",
-                               f"export {key_env}=<key> before `modelstack serve`")
+        raise UserError.single(
+            "serving.api_key_env",
+            "",
+            f"the spec requires an API key but ${key_env} is not set",
+            f"export {key_env}=<key> before `modelstack serve`",
+        )
     with tempfile.TemporaryDirectory(prefix="modelstack-serve-") as folder:
         config_path = Path(folder) / "serving.json"
         config_path.write_text(json.dumps(config, indent=2))
         grpc = f" and gRPC {host}:{config['grpc_port']}" if config.get("grpc_port") is not None else ""
-        err.print(f"serving {resolved.name!r} ({result.report.variant}, {config['runtime']}) on "
-                  f"http://{host}:{port}{grpc} — Ctrl-C stops; JSON logs follow", highlight=False, soft_wrap=True)
-        env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config_path),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        err.print(
+            f"serving {resolved.name!r} ({result.report.variant}, {config['runtime']}) on "
+            f"http://{host}:{port}{grpc} — Ctrl-C stops; JSON logs follow",
+            highlight=False,
+            soft_wrap=True,
+        )
+        env = {
+            **os.environ,
+            "MODELSTACK_SERVING_CONFIG": str(config_path),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
         proc = subprocess.Popen([sys.executable, "-m", "serving.server"], env=env)
         forward = lambda signum, _frame: proc.send_signal(signum)  # noqa: E731
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -197,10 +225,17 @@ def serve(
 @user_errors
 def bench(
     url: Annotated[str, typer.Argument(help="Base URL (http://host:port) or the full predict/infer URL")],
-    spec: Annotated[Path | None, typer.Option(help="model.yaml: request bodies from its evaluation data, model name for the path, API key from serving.api_key_env")] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="model.yaml: request bodies from its evaluation data, model name for the path, API key from serving.api_key_env"
+        ),
+    ] = None,
     body: Annotated[Path | None, typer.Option(help="File with one JSON request body (instead of --spec)")] = None,
     protocol: Annotated[str, typer.Option(help="v1 (TF Serving predict) or v2 (Open Inference infer)")] = "v1",
-    concurrency: Annotated[int, typer.Option("-c", "--concurrency", min=1, max=4096, help="Connections, each one request at a time")] = 16,
+    concurrency: Annotated[
+        int, typer.Option("-c", "--concurrency", min=1, max=4096, help="Connections, each one request at a time")
+    ] = 16,
     duration: Annotated[float, typer.Option("-d", "--duration", min=0.1, help="Measured seconds")] = 10.0,
     warmup: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds first")] = 1.0,
     processes: Annotated[int | None, typer.Option(help="Load-generating processes (default: one per CPU)")] = None,
@@ -211,10 +246,19 @@ def bench(
 
     plan = bench_plan(url, spec, body, protocol)
     if not as_json:
-        err.print(f"bench {plan.target}: {concurrency} connections, {warmup:g} s warm-up + {duration:g} s", highlight=False)
+        err.print(
+            f"bench {plan.target}: {concurrency} connections, {warmup:g} s warm-up + {duration:g} s", highlight=False
+        )
     try:
-        result = run_load(plan.target, plan.bodies, concurrency=concurrency, duration=duration, processes=processes,
-                          headers=plan.headers or None, warmup=warmup)
+        result = run_load(
+            plan.target,
+            plan.bodies,
+            concurrency=concurrency,
+            duration=duration,
+            processes=processes,
+            headers=plan.headers or None,
+            warmup=warmup,
+        )
     except ValueError as exc:
         raise UserError.single(url, "", str(exc), "check the URL") from None
     if as_json:

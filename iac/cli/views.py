@@ -23,8 +23,10 @@ def print_report(report: PrepReport, artifact: Path, cached: bool) -> None:
     # A lower-is-better metric (mae, KL divergence) is a number, not a share shown in points.
     numeric = report.lower_is_better or metric == "mae"
     verb = "raise" if report.lower_is_better else "lose"
-    table = Table(title=f"prep {report.key[:12]}{' (cached)' if cached else ''}: objective {report.objective.value}, "
-                        f"gate: {verb} {metric} by at most {_loss(numeric, report.max_accuracy_drop)}")
+    table = Table(
+        title=f"prep {report.key[:12]}{' (cached)' if cached else ''}: objective {report.objective.value}, "
+        f"gate: {verb} {metric} by at most {_loss(numeric, report.max_accuracy_drop)}"
+    )
     columns = ("name", "runtime", "bytes", "gzip", metric, "drop", "p50 µs", "p99 µs", "batch-32 /s", "")
     for column in columns:
         table.add_column(column, justify="left" if column in ("name", "runtime", "") else "right", no_wrap=True)
@@ -48,19 +50,25 @@ def print_report(report: PrepReport, artifact: Path, cached: bool) -> None:
             notes.append(f"{entry.name}: {entry.notes.int8_fallback}")
         n = entry.notes
         if n.top1_agreement is not None:  # text generation: what the KL column does not say
-            notes.append(f"{entry.name}: top-1 agreement {n.top1_agreement:.1%}, perplexity {n.perplexity:.2f}, "
-                         f"prompt {n.prompt_tokens_per_s:,.0f} tok/s, generation {n.generation_tokens_per_s:,.1f} tok/s, "
-                         f"peak RSS {(n.peak_rss_bytes or 0) / 2**20:,.0f} MiB at context {n.context_length}")
+            notes.append(
+                f"{entry.name}: top-1 agreement {n.top1_agreement:.1%}, perplexity {n.perplexity:.2f}, "
+                f"prompt {n.prompt_tokens_per_s:,.0f} tok/s, generation {n.generation_tokens_per_s:,.1f} tok/s, "
+                f"peak RSS {(n.peak_rss_bytes or 0) / 2**20:,.0f} MiB at context {n.context_length}"
+            )
         table.add_row(*_cells(entry, numeric), mark, style="bold" if entry.chosen else None)
     console.print(table)
     for note in dict.fromkeys(notes):
         console.print(f"  note {note}", highlight=False, soft_wrap=True)
     reference = report.reference
     ratio = f"{report.size_bytes / reference.size_bytes:.0%} of float32 LiteRT; " if reference else ""
-    console.print(f"chosen [bold]{report.variant}[/] ({report.runtime}): {report.choice}; "
-                  f"{metric} {'rise' if report.lower_is_better else 'drop'} {_loss(numeric, report.accuracy_drop)} "
-                  f"(allowed {_loss(numeric, report.max_accuracy_drop)}); "
-                  f"{ratio}artifact {artifact}", highlight=False, soft_wrap=True)
+    console.print(
+        f"chosen [bold]{report.variant}[/] ({report.runtime}): {report.choice}; "
+        f"{metric} {'rise' if report.lower_is_better else 'drop'} {_loss(numeric, report.accuracy_drop)} "
+        f"(allowed {_loss(numeric, report.max_accuracy_drop)}); "
+        f"{ratio}artifact {artifact}",
+        highlight=False,
+        soft_wrap=True,
+    )
     chart = artifact.parent / "report.png"
     if chart.is_file():
         console.print(f"chart {chart}", highlight=False, soft_wrap=True)
@@ -73,9 +81,15 @@ def _loss(numeric: bool, value: float) -> str:
 def _cells(entry: Measure, numeric: bool) -> list[str]:
     drop = entry.accuracy_drop
     return [
-        entry.name, entry.runtime, f"{entry.size_bytes:,}", f"{entry.gzip_bytes:,}",
-        f"{entry.accuracy:.4f}", "" if drop is None else (f"{drop:.4f}" if numeric else f"{drop * 100:.2f}"),
-        f"{entry.latency_p50_us:,.1f}", f"{entry.latency_p99_us:,.1f}", f"{entry.throughput_per_s:,.0f}",
+        entry.name,
+        entry.runtime,
+        f"{entry.size_bytes:,}",
+        f"{entry.gzip_bytes:,}",
+        f"{entry.accuracy:.4f}",
+        "" if drop is None else (f"{drop:.4f}" if numeric else f"{drop * 100:.2f}"),
+        f"{entry.latency_p50_us:,.1f}",
+        f"{entry.latency_p99_us:,.1f}",
+        f"{entry.throughput_per_s:,.0f}",
     ]
 
 
@@ -86,8 +100,15 @@ def print_bench(result: Any, target: str, concurrency: int, duration: float) -> 
     for column in ("requests/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "requests", "errors"):
         table.add_column(column, justify="right")
     lat = result.latency_ms
-    table.add_row(f"{result.throughput_rps:,.1f}", f"{lat['p50']:.2f}", f"{lat['p95']:.2f}", f"{lat['p99']:.2f}",
-                  f"{lat['max']:.2f}", f"{result.requests:,}", f"{result.errors:,}")
+    table.add_row(
+        f"{result.throughput_rps:,.1f}",
+        f"{lat['p50']:.2f}",
+        f"{lat['p95']:.2f}",
+        f"{lat['p99']:.2f}",
+        f"{lat['max']:.2f}",
+        f"{result.requests:,}",
+        f"{result.errors:,}",
+    )
     out.print(table)
     if result.errors:
         out.print(f"[red]{result.errors} errors[/]; statuses {result.statuses} (0 = connection error)")
@@ -97,8 +118,10 @@ def print_status(state: TargetStatus) -> None:
     serving = state.serving
     out.print(f"endpoint  {state.endpoint}")
     if serving:
-        out.print(f"serving   {serving.get('variant')} (artifact {str(serving.get('artifact_sha256'))[:12]}, "
-                  f"{serving.get('size_bytes')} bytes, accuracy {serving.get('accuracy')})")
+        out.print(
+            f"serving   {serving.get('variant')} (artifact {str(serving.get('artifact_sha256'))[:12]}, "
+            f"{serving.get('size_bytes')} bytes, accuracy {serving.get('accuracy')})"
+        )
     else:
         out.print("serving   [red]nothing answers[/] (not deployed, or the proxy is down)")
     out.print(f"replicas  {state.ready}/{state.wanted} ready")

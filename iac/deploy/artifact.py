@@ -46,7 +46,9 @@ def _prep(props: dict[str, Any]) -> dict[str, Any]:
     # The typed request takes back what Pulumi state did to it (ints as floats, None dropped).
     result = prep(PrepRequest.model_validate(props["request"]), Cache())
     if result.key != props["key"]:
-        raise RuntimeError(f"model inputs changed during the update (key {result.key[:12]} != {props['key'][:12]}); run `pulumi up` again")
+        raise RuntimeError(
+            f"model inputs changed during the update (key {result.key[:12]} != {props['key'][:12]}); run `pulumi up` again"
+        )
     return outputs_of(str(result.artifact_path), result.report)
 
 
@@ -74,8 +76,15 @@ class ModelArtifact(Resource, module="modelstack", name="ModelArtifact"):
 
     model: pulumi.Output[Any]  # `review.model_fields`, or "prep needed": what `preview --diff` shows of the model
 
-    def __init__(self, name: str, key: str, request: dict[str, Any], model: Any = None,
-                 known: dict[str, Any] | None = None, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        key: str,
+        request: dict[str, Any],
+        model: Any = None,
+        known: dict[str, Any] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         """`known`: the outputs when the prep is already cached (`outputs_of`). A dynamic provider's preview
         shows its inputs as its outputs, so with them `preview` shows the new variant, size and accuracy
         rather than unknowns; `up` makes them again from the cache."""

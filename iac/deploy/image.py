@@ -56,8 +56,12 @@ def _build(props: dict[str, Any]) -> str:
         render(spec, Path(props["artifact_path"]), report, context)
         try:
             image, _logs = docker_client().images.build(
-                path=str(context), tag=props["tag"], labels=owner_labels(props["owner"]),
-                rm=True, forcerm=True, pull=False,
+                path=str(context),
+                tag=props["tag"],
+                labels=owner_labels(props["owner"]),
+                rm=True,
+                forcerm=True,
+                pull=False,
             )
         except docker.errors.BuildError as exc:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-2000:]
@@ -82,11 +86,27 @@ class Image(Resource, module="docker", name="Image"):
     image_id: pulumi.Output[str]
     tag: pulumi.Output[str]
 
-    def __init__(self, name: str, *, owner: pulumi.Input[str], tag: pulumi.Input[str], context_key: str, spec: dict[str, Any],
-                 artifact_path: pulumi.Input[str], artifact_sha256: pulumi.Input[str], report: pulumi.Input[dict],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        owner: pulumi.Input[str],
+        tag: pulumi.Input[str],
+        context_key: str,
+        spec: dict[str, Any],
+        artifact_path: pulumi.Input[str],
+        artifact_sha256: pulumi.Input[str],
+        report: pulumi.Input[dict],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         props = {
-            "owner": owner, "tag": tag, "context_key": context_key, "spec": spec,
-            "artifact_path": artifact_path, "artifact_sha256": artifact_sha256, "report": report, "image_id": None,
+            "owner": owner,
+            "tag": tag,
+            "context_key": context_key,
+            "spec": spec,
+            "artifact_path": artifact_path,
+            "artifact_sha256": artifact_sha256,
+            "report": report,
+            "image_id": None,
         }
         super().__init__(ImageProvider(), name, props, opts)

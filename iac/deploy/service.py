@@ -48,24 +48,42 @@ class ModelService(pulumi.ComponentResource):
         # The request without where the spec's lines are: editing a comment changes no resource.
         cached = prepared(request)
         artifact = ModelArtifact(
-            f"{name}-artifact", key=key, request=request.model_dump(mode="json", exclude={"locations"}),
+            f"{name}-artifact",
+            key=key,
+            request=request.model_dump(mode="json", exclude={"locations"}),
             # The model's fields and the rollout plan: what `preview --diff` shows beside the infrastructure.
             # The plan names the prep it rolls, so every model change shows it (a diff elides unchanged fields).
-            model={**(model_fields(cached.report, spec) if cached else {"prep": PREP_NEEDED}),
-                   "rollout": f"prep {key[:12]} by {rollout_plan(spec)}"},
-            known=outputs_of(str(cached.artifact_path), cached.report) if cached else None, opts=child,
+            model={
+                **(model_fields(cached.report, spec) if cached else {"prep": PREP_NEEDED}),
+                "rollout": f"prep {key[:12]} by {rollout_plan(spec)}",
+            },
+            known=outputs_of(str(cached.artifact_path), cached.report) if cached else None,
+            opts=child,
         )
         report = artifact.typed_report
         image = Image(
             # The stack id in the tag too: another checkout building the same context never takes it over.
-            f"{name}-image", owner=owner, tag=identity.stack_id.apply(lambda stack_id: f"{base}:{ctx_key[:12]}-{stack_id}"),
+            f"{name}-image",
+            owner=owner,
+            tag=identity.stack_id.apply(lambda stack_id: f"{base}:{ctx_key[:12]}-{stack_id}"),
             context_key=ctx_key,
-            spec=spec.model_dump(mode="json", exclude={"locations"}), artifact_path=artifact.artifact_path,
-            artifact_sha256=artifact.artifact_sha256, report=artifact.report, opts=child,
+            spec=spec.model_dump(mode="json", exclude={"locations"}),
+            artifact_path=artifact.artifact_path,
+            artifact_sha256=artifact.artifact_sha256,
+            report=artifact.report,
+            opts=child,
         )
         target = target_of(spec).deploy(
-            name, TargetArgs(spec, owner, base, image.image_id, artifact.artifact_sha256,
-                             ContentKeys(model=key, image=ctx_key), api_key_of(spec, args.api_key)),
+            name,
+            TargetArgs(
+                spec,
+                owner,
+                base,
+                image.image_id,
+                artifact.artifact_sha256,
+                ContentKeys(model=key, image=ctx_key),
+                api_key_of(spec, args.api_key),
+            ),
             child,
         )
         self.outputs = {
@@ -87,7 +105,9 @@ def api_key_of(spec: ResolvedSpec, secret: pulumi.Input[str] | None) -> ApiKey |
         return None
     if secret is None:
         raise UserError.single(
-            spec.where("serving.api_key_env"), "serving.api_key_env", f"asks for an API key in {env}, but the stack has none",
+            spec.where("serving.api_key_env"),
+            "serving.api_key_env",
+            f"asks for an API key in {env}, but the stack has none",
             "set it with `pulumi config set --secret apiKey <key>`, or remove serving.api_key_env",
         )
     return ApiKey(env=env, secret=secret)

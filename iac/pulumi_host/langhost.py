@@ -171,10 +171,7 @@ class LanguageHost(LanguageServer):
     def InstallDependencies(
         self, request: language_pb2.InstallDependenciesRequest, context: Any
     ) -> Iterator[language_pb2.InstallDependenciesResponse]:
-        note = (
-            "Python dependencies are managed by the modelstack virtualenv "
-            f"({sys.prefix}); nothing to install.\n"
-        )
+        note = f"Python dependencies are managed by the modelstack virtualenv ({sys.prefix}); nothing to install.\n"
         yield language_pb2.InstallDependenciesResponse(stdout=note.encode())
 
     def About(self, request: language_pb2.AboutRequest, context: Any) -> Any:

@@ -52,7 +52,9 @@ def load(path: str | Path) -> SpecDocument:
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError.single(f"{path.name}:{line}", "", f"invalid YAML: {problem}", "fix the YAML syntax") from None
     if not isinstance(data, dict):
-        raise UserError.single(f"{path.name}:1", "", "the spec must be a mapping of fields", "start from stacks/digits/model.yaml")
+        raise UserError.single(
+            f"{path.name}:1", "", "the spec must be a mapping of fields", "start from stacks/digits/model.yaml"
+        )
     lines: dict[Loc, int] = {}
     _index_lines(node, (), lines)
     return SpecDocument(path=path.resolve(), data=data, lines=lines)
@@ -99,7 +101,9 @@ def resolve(doc: SpecDocument, spec: ModelSpec) -> ResolvedSpec:
         model_path=str((base / spec.model.path).resolve()),
         calibration_path=str((base / spec.data.calibration).resolve()),
         evaluation_path=str((base / spec.data.evaluation).resolve()),
-        fine_tuning_path=None if spec.optimize.fine_tuning_data is None else str((base / spec.optimize.fine_tuning_data).resolve()),
+        fine_tuning_path=None
+        if spec.optimize.fine_tuning_data is None
+        else str((base / spec.optimize.fine_tuning_data).resolve()),
         locations=doc.locations,
         model_format=_format(base, spec),
     )
@@ -116,25 +120,42 @@ def _file_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
     model = base / spec.model.path
     if not (model.is_file() or (model / "saved_model.pb").is_file() or (model / "config.json").is_file()):
         problems.append(
-            Problem(doc.where(("model", "path")), "model.path", f"{spec.model.path!r} does not exist (relative to {doc.path.name})",
-                    "train or copy the model there, or fix the path")
+            Problem(
+                doc.where(("model", "path")),
+                "model.path",
+                f"{spec.model.path!r} does not exist (relative to {doc.path.name})",
+                "train or copy the model there, or fix the path",
+            )
         )
     for field in ("calibration", "evaluation"):
         value = getattr(spec.data, field)
         if not (base / value).is_file():
             problems.append(
-                Problem(doc.where(("data", field)), f"data.{field}", f"{value!r} does not exist (relative to {doc.path.name})",
-                        "create the .npz file or fix the path")
+                Problem(
+                    doc.where(("data", field)),
+                    f"data.{field}",
+                    f"{value!r} does not exist (relative to {doc.path.name})",
+                    "create the .npz file or fix the path",
+                )
             )
     return problems + _family_problems(doc, spec, _format(base, spec)) + _section_problems(doc, spec)
 
 
 def _section_problems(doc: SpecDocument, spec: ModelSpec) -> list[Problem]:
     """Settings of one section that another section's settings rule out."""
-    if isinstance(spec.deploy, DockerDeploy) and spec.deploy.grpc_host_port is not None and spec.serving.grpc_port is None:
-        return [Problem(doc.where(("deploy", "grpc_host_port")), "deploy.grpc_host_port",
-                        "publishes the gRPC service, but serving.grpc_port is null (off)",
-                        "set serving.grpc_port (e.g. 8001) or remove deploy.grpc_host_port")]
+    if (
+        isinstance(spec.deploy, DockerDeploy)
+        and spec.deploy.grpc_host_port is not None
+        and spec.serving.grpc_port is None
+    ):
+        return [
+            Problem(
+                doc.where(("deploy", "grpc_host_port")),
+                "deploy.grpc_host_port",
+                "publishes the gRPC service, but serving.grpc_port is null (off)",
+                "set serving.grpc_port (e.g. 8001) or remove deploy.grpc_host_port",
+            )
+        ]
     return []
 
 
@@ -152,18 +173,38 @@ def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> li
 
     if fmt == ModelFormat.huggingface:
         if m.task is None:
-            add(("model",), "a huggingface model needs a task", "add task: sentence-embedding or task: text-classification")
+            add(
+                ("model",),
+                "a huggingface model needs a task",
+                "add task: sentence-embedding or task: text-classification",
+            )
         for field in ("calibration", "evaluation"):
             if getattr(spec.data, field).endswith(".npz"):
-                add(("data", field), "a text model reads texts, not arrays", "use a .txt file (one text per line) or .jsonl")
+                add(
+                    ("data", field),
+                    "a text model reads texts, not arrays",
+                    "use a .txt file (one text per line) or .jsonl",
+                )
         if spec.data.evaluation.endswith(".txt") and m.task == Task.text_classification:
-            add(("data", "evaluation"), "text-classification needs labelled texts", 'use .jsonl with {"text": ..., "label": ...} per line')
+            add(
+                ("data", "evaluation"),
+                "text-classification needs labelled texts",
+                'use .jsonl with {"text": ..., "label": ...} per line',
+            )
         metric = spec.optimize.metric
         allowed = ("cosine",) if m.task == Task.sentence_embedding else ("accuracy", "top_k")
         if m.task is not None and metric.value not in allowed and "metric" in (doc.data.get("optimize") or {}):
-            add(("optimize", "metric"), f'"{metric.value}" does not score a {m.task.value} model', f"use {' or '.join(allowed)}")
+            add(
+                ("optimize", "metric"),
+                f'"{metric.value}" does not score a {m.task.value} model',
+                f"use {' or '.join(allowed)}",
+            )
         if not (base_dir := doc.path.parent / m.path).joinpath("tokenizer.json").is_file() and base_dir.is_dir():
-            add(("model", "path"), f"{m.path!r} has no tokenizer.json", "save the tokenizer with the model (tokenizer.save_pretrained)")
+            add(
+                ("model", "path"),
+                f"{m.path!r} has no tokenizer.json",
+                "save the tokenizer with the model (tokenizer.save_pretrained)",
+            )
     elif fmt == ModelFormat.keras:
         if m.inputs is None:
             add(("model",), "a keras model needs its input signature", "add inputs with name, shape and dtype")
@@ -184,12 +225,18 @@ def _problem(doc: SpecDocument, err: Any) -> Problem:
         problem, fix = "is required", "add it (see `modelstack schema`)"
     elif kind == "deploy_target":
         loc, problem, fix = unknown_target(value)
-    elif kind == "extra_forbidden" and target is not None and len(loc) == 2 and (
-        foreign := foreign_setting(str(loc[1]), target)
+    elif (
+        kind == "extra_forbidden"
+        and target is not None
+        and len(loc) == 2
+        and (foreign := foreign_setting(str(loc[1]), target))
     ):
         problem, fix = foreign
     elif kind == "extra_forbidden":
-        problem, fix = "is not a known field", f"remove it or fix its spelling; known fields: {_known_fields(loc, target)}"
+        problem, fix = (
+            "is not a known field",
+            f"remove it or fix its spelling; known fields: {_known_fields(loc, target)}",
+        )
     elif kind == "enum":
         problem, fix = f"{_show(value)} is not supported", f"use one of {_choices(ctx.get('expected', ''))}"
     elif kind == "literal_error":
@@ -200,11 +247,17 @@ def _problem(doc: SpecDocument, err: Any) -> Problem:
     elif kind == "string_pattern_mismatch":
         problem, fix = f"{_show(value)} is not valid", _pattern_fix(loc)
     elif kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
-        problem, fix = f"{_show(value)} is out of range", f"use a value that is {err['msg'].lower().removeprefix('input should be ')}"
+        problem, fix = (
+            f"{_show(value)} is out of range",
+            f"use a value that is {err['msg'].lower().removeprefix('input should be ')}",
+        )
     elif kind in {"too_short", "too_long"}:
         problem, fix = err["msg"].lower(), "see `modelstack schema` for the allowed number of items"
     else:
-        problem, fix = f"{_show(value)} is not valid ({err['msg'].lower()})", "see `modelstack schema` for the expected type"
+        problem, fix = (
+            f"{_show(value)} is not valid ({err['msg'].lower()})",
+            "see `modelstack schema` for the expected type",
+        )
     return Problem(doc.where(loc), ".".join(str(part) for part in loc), problem, fix)
 
 

@@ -82,9 +82,12 @@ class TokenizerSettings(_Strict):
     """How the server turns a string into token ids (the tokenizer itself comes with the model)."""
 
     max_length: Annotated[int, Field(ge=2, le=8192, description="Most tokens per text, special tokens included")] = 256
-    truncation: Annotated[Truncation, Field(
-        description="A longer text is cut to max_length (truncate) or answered with 413 (refuse)",
-    )] = Truncation.truncate
+    truncation: Annotated[
+        Truncation,
+        Field(
+            description="A longer text is cut to max_length (truncate) or answered with 413 (refuse)",
+        ),
+    ] = Truncation.truncate
 
 
 class TensorSpec(_Strict):
@@ -92,9 +95,7 @@ class TensorSpec(_Strict):
     A `string` input is one text per sample: it has no shape, and the tokenizer settings apply."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-    shape: Annotated[
-        list[Annotated[int, Field(ge=1, le=1_000_000)]] | None, Field(min_length=1, max_length=6)
-    ] = None
+    shape: Annotated[list[Annotated[int, Field(ge=1, le=1_000_000)]] | None, Field(min_length=1, max_length=6)] = None
     dtype: DType = DType.float32
     tokenizer: TokenizerSettings | None = None
 
@@ -107,7 +108,9 @@ class TensorSpec(_Strict):
             if self.shape is None:
                 raise ValueError(f"a {self.dtype.value} input needs the shape of one sample; add shape, e.g. [64]")
             if self.tokenizer is not None:
-                raise ValueError(f"tokenizer settings apply to string inputs, not {self.dtype.value}; remove tokenizer or set dtype: string")
+                raise ValueError(
+                    f"tokenizer settings apply to string inputs, not {self.dtype.value}; remove tokenizer or set dtype: string"
+                )
         return self
 
     @property
@@ -123,26 +126,46 @@ TEXT_INPUT = TensorSpec(name="text", dtype=DType.string)
 
 
 class ModelSource(_Strict):
-    path: Annotated[str, Field(min_length=1, description="A .keras or .h5 file, a SavedModel directory, a Hugging Face "
-                                                         "model directory (config.json, tokenizer.json, model.safetensors), a .gguf file "
-                                                         "or a CTranslate2 folder (model.bin), relative to model.yaml")]
-    format: Annotated[ModelFormat | None, Field(
-        description="keras, huggingface, gguf or ctranslate2; default: gguf for a .gguf file, ctranslate2 for a directory "
-                    "holding model.bin, huggingface for a directory holding config.json, else keras",
-    )] = None
-    task: Annotated[Task | None, Field(
-        description="What the model does: predict (keras, the default), sentence-embedding (mean-pooled, L2-normalised) or "
-                    "text-classification (huggingface), text-generation (gguf), speech-recognition (ctranslate2)",
-    )] = None
-    labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]] | None, Field(
-        min_length=2, max_length=10_000,
-        description="text-classification: the class names in output order (default: the config's id2label)",
-    )] = None
+    path: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="A .keras or .h5 file, a SavedModel directory, a Hugging Face "
+            "model directory (config.json, tokenizer.json, model.safetensors), a .gguf file "
+            "or a CTranslate2 folder (model.bin), relative to model.yaml",
+        ),
+    ]
+    format: Annotated[
+        ModelFormat | None,
+        Field(
+            description="keras, huggingface, gguf or ctranslate2; default: gguf for a .gguf file, ctranslate2 for a directory "
+            "holding model.bin, huggingface for a directory holding config.json, else keras",
+        ),
+    ] = None
+    task: Annotated[
+        Task | None,
+        Field(
+            description="What the model does: predict (keras, the default), sentence-embedding (mean-pooled, L2-normalised) or "
+            "text-classification (huggingface), text-generation (gguf), speech-recognition (ctranslate2)",
+        ),
+    ] = None
+    labels: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=128)]] | None,
+        Field(
+            min_length=2,
+            max_length=10_000,
+            description="text-classification: the class names in output order (default: the config's id2label)",
+        ),
+    ] = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$", description="Pin the model file's bytes")] = None
-    inputs: Annotated[list[TensorSpec] | None, Field(
-        min_length=1, max_length=16,
-        description="The input signature, each input named; default for a Hugging Face model: one string input 'text'",
-    )] = None
+    inputs: Annotated[
+        list[TensorSpec] | None,
+        Field(
+            min_length=1,
+            max_length=16,
+            description="The input signature, each input named; default for a Hugging Face model: one string input 'text'",
+        ),
+    ] = None
 
     @field_validator("path")
     @classmethod
@@ -163,33 +186,54 @@ class ModelSource(_Strict):
 
     @model_validator(mode="after")
     def _family(self) -> ModelSource:
-        written = self.format or (ModelFormat.gguf if self.path.endswith(GGUF_SUFFIX) else None) or next(
-            (f for f, tasks in FORMAT_TASKS.items() if self.task in tasks and f not in (ModelFormat.keras, ModelFormat.huggingface)),
-            None)
+        written = (
+            self.format
+            or (ModelFormat.gguf if self.path.endswith(GGUF_SUFFIX) else None)
+            or next(
+                (
+                    f
+                    for f, tasks in FORMAT_TASKS.items()
+                    if self.task in tasks and f not in (ModelFormat.keras, ModelFormat.huggingface)
+                ),
+                None,
+            )
+        )
         if written is not None and written not in (ModelFormat.keras, ModelFormat.huggingface):
             tasks = FORMAT_TASKS[written]
             if self.task is not None and self.task not in tasks:
-                raise ValueError(f"a {written.value} model does not do {self.task.value}; "
-                                 f"use task: {' or task: '.join(t.value for t in tasks)}, or remove task")
+                raise ValueError(
+                    f"a {written.value} model does not do {self.task.value}; "
+                    f"use task: {' or task: '.join(t.value for t in tasks)}, or remove task"
+                )
             return self
         hf = self.format == ModelFormat.huggingface or (self.format is None and self.task in HF_TASKS)
         if hf and self.path.endswith(MODEL_SUFFIXES):
-            raise ValueError(f"{self.path!r} is a Keras file, not a Hugging Face model directory; "
-                             "remove task (and format) for a Keras model, or point path at a Hugging Face model directory")
+            raise ValueError(
+                f"{self.path!r} is a Keras file, not a Hugging Face model directory; "
+                "remove task (and format) for a Keras model, or point path at a Hugging Face model directory"
+            )
         if hf:
             if self.task is None:
-                raise ValueError("a huggingface model needs a task; add task: sentence-embedding or task: text-classification")
+                raise ValueError(
+                    "a huggingface model needs a task; add task: sentence-embedding or task: text-classification"
+                )
             texts = [t for t in self.inputs or [] if t.text]
             if self.inputs is not None and (len(self.inputs) != 1 or not texts):
-                raise ValueError("a huggingface model takes one string input; list one input with dtype: string, or leave inputs out")
+                raise ValueError(
+                    "a huggingface model takes one string input; list one input with dtype: string, or leave inputs out"
+                )
         else:
             if self.task not in (None, Task.predict):
-                raise ValueError(f"a keras model does predict, not {self.task.value}; remove task, "
-                                 "or set the format that does it (huggingface, gguf, ctranslate2)")
+                raise ValueError(
+                    f"a keras model does predict, not {self.task.value}; remove task, "
+                    "or set the format that does it (huggingface, gguf, ctranslate2)"
+                )
             if self.inputs is None and self.format == ModelFormat.keras:
                 raise ValueError("a keras model needs its input signature; add inputs with name, shape and dtype")
             if any(t.text for t in self.inputs or []):
-                raise ValueError("string inputs need a tokenizer, which comes with a huggingface model; use format: huggingface")
+                raise ValueError(
+                    "string inputs need a tokenizer, which comes with a huggingface model; use format: huggingface"
+                )
         if self.labels is not None:
             if self.task != Task.text_classification:
                 raise ValueError("labels apply to task: text-classification; remove labels")
@@ -221,17 +265,29 @@ class ModelSource(_Strict):
 
 
 class DataFiles(_Strict):
-    calibration: Annotated[str, Field(description=".npz with an array 'x' of representative inputs "
-                                                  "(text models: .txt, one text per line, or .jsonl)")]
-    evaluation: Annotated[str, Field(description=".npz with arrays 'x' (inputs) and 'y' (labels); text models: .txt "
-                                                 "(one text per line) or .jsonl ({\"text\": ..., \"label\": ...} per line)")]
+    calibration: Annotated[
+        str,
+        Field(
+            description=".npz with an array 'x' of representative inputs "
+            "(text models: .txt, one text per line, or .jsonl)"
+        ),
+    ]
+    evaluation: Annotated[
+        str,
+        Field(
+            description=".npz with arrays 'x' (inputs) and 'y' (labels); text models: .txt "
+            '(one text per line) or .jsonl ({"text": ..., "label": ...} per line)'
+        ),
+    ]
 
     @field_validator("calibration", "evaluation")
     @classmethod
     def _npz(cls, value: str) -> str:
         if not value.endswith((".npz", *TEXT_DATA_SUFFIXES)):
-            raise ValueError(f"{value!r} is not an .npz, .txt or .jsonl file; save arrays with numpy.savez as a .npz file, "
-                             "or texts one per line in a .txt or .jsonl file")
+            raise ValueError(
+                f"{value!r} is not an .npz, .txt or .jsonl file; save arrays with numpy.savez as a .npz file, "
+                "or texts one per line in a .txt or .jsonl file"
+            )
         return value
 
 
@@ -239,26 +295,39 @@ class DataFiles(_Strict):
 # Mixed into Optimize so they sit beside the fields every family shares; the llm family honours
 # them and the others refuse them when set (modelprep.family `honours`).
 
+
 class GenerationGate(BaseModel):
     """The gate on a re-quantized language model: how far its next-token distributions may move
     from the source model's over the evaluation text (data.evaluation)."""
 
-    max_kl: Annotated[float | None, Field(
-        ge=0.0, le=1.0,
-        description="Text generation: largest accepted mean KL divergence (nats per token) of a variant's "
-                    "next-token distributions from the source model's (llama.cpp Q8_0 is typically ~0.01, "
-                    "Q4_0 0.1-0.3); default 0.1",
-    )] = None
-    min_agreement: Annotated[float | None, Field(
-        ge=0.0, le=1.0,
-        description="Text generation: least accepted top-1 agreement with the source model (0.9 = the same most "
-                    "likely next token at 90% of the positions); default: not gated",
-    )] = None
-    evaluation_tokens: Annotated[int | None, Field(
-        ge=64, le=1_000_000,
-        description="Text generation: held-out tokens of data.evaluation to compare on (fewer if the text is "
-                    "shorter); default 20000",
-    )] = None
+    max_kl: Annotated[
+        float | None,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="Text generation: largest accepted mean KL divergence (nats per token) of a variant's "
+            "next-token distributions from the source model's (llama.cpp Q8_0 is typically ~0.01, "
+            "Q4_0 0.1-0.3); default 0.1",
+        ),
+    ] = None
+    min_agreement: Annotated[
+        float | None,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="Text generation: least accepted top-1 agreement with the source model (0.9 = the same most "
+            "likely next token at 90% of the positions); default: not gated",
+        ),
+    ] = None
+    evaluation_tokens: Annotated[
+        int | None,
+        Field(
+            ge=64,
+            le=1_000_000,
+            description="Text generation: held-out tokens of data.evaluation to compare on (fewer if the text is "
+            "shorter); default 20000",
+        ),
+    ] = None
 
 
 # Unset fields stay None, so the other families' prep keys do not change; these are the defaults.
@@ -324,7 +393,9 @@ class Pruning(_Strict):
     target_sparsity: Annotated[float, Field(ge=0.05, le=0.99, description="Fraction of weights set to zero")] = 0.8
     schedule: PruningSchedule = PruningSchedule.polynomial
     begin_step: Annotated[int, Field(ge=0, description="Fine-tuning step where pruning starts")] = 0
-    end_step: Annotated[int | None, Field(ge=1, description="Step where the target is reached (default: 70% of fine-tuning)")] = None
+    end_step: Annotated[
+        int | None, Field(ge=1, description="Step where the target is reached (default: 70% of fine-tuning)")
+    ] = None
     frequency: Annotated[int, Field(ge=1, le=10_000, description="Prune every this many steps")] = 10
     epochs: Annotated[int, Field(ge=1, le=200, description="Fine-tuning epochs")] = 2
 
@@ -346,30 +417,51 @@ class Optimize(GenerationGate, _Strict):
     configured here) and measures the ONNX variants for comparison."""
 
     objective: Annotated[Objective, Field(description="smallest bytes, fastest p50, or balanced")] = Objective.smallest
-    metric: Annotated[Metric, Field(description="accuracy, top_k (with top_k), mae (regression), cosine (embeddings) "
-                                                "or wer (speech: word error rate; max_accuracy_drop is its largest accepted increase)")] = Metric.accuracy
+    metric: Annotated[
+        Metric,
+        Field(
+            description="accuracy, top_k (with top_k), mae (regression), cosine (embeddings) "
+            "or wer (speech: word error rate; max_accuracy_drop is its largest accepted increase)"
+        ),
+    ] = Metric.accuracy
     top_k: Annotated[int, Field(ge=1, le=1000, description="k for metric top_k")] = 5
     max_accuracy_drop: Annotated[
-        float, Field(ge=0.0, le=1.0, description="Largest accepted loss of the metric, absolute (0.01 = 1 percentage point; for mae, the largest accepted increase)")
+        float,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="Largest accepted loss of the metric, absolute (0.01 = 1 percentage point; for mae, the largest accepted increase)",
+        ),
     ] = 0.01
     quantization: Annotated[
-        Quantization | None, Field(description="Shorthand for variants: [litert-<quantization>] (none = litert-float32)")
+        Quantization | None,
+        Field(description="Shorthand for variants: [litert-<quantization>] (none = litert-float32)"),
     ] = None
     variants: Annotated[
         list[VariantName] | None,
-        Field(min_length=1, description="Restrict the candidates to these; the only way to allow onnx-* variants to be chosen"),
+        Field(
+            min_length=1,
+            description="Restrict the candidates to these; the only way to allow onnx-* variants to be chosen",
+        ),
     ] = None
     int8_io: Annotated[bool, Field(description="Also try litert-int8-io (int8 inputs and outputs)")] = False
-    min_cosine: Annotated[float | None, Field(
-        ge=0.0, le=1.0, description="metric cosine: every evaluation text's embedding must reach this cosine to the float model's",
-    )] = None
+    min_cosine: Annotated[
+        float | None,
+        Field(
+            ge=0.0,
+            le=1.0,
+            description="metric cosine: every evaluation text's embedding must reach this cosine to the float model's",
+        ),
+    ] = None
     pruning: Pruning | None = None
     clustering: Clustering | None = None
     qat: QuantizationAwareTraining | None = None
     fine_tuning_data: Annotated[
         str | None,
-        Field(description=".npz with 'x' (and 'y') for pruning/clustering/QAT fine-tuning, relative to model.yaml; "
-                          "default: data.calibration's inputs, distilled from the float model"),
+        Field(
+            description=".npz with 'x' (and 'y') for pruning/clustering/QAT fine-tuning, relative to model.yaml; "
+            "default: data.calibration's inputs, distilled from the float model"
+        ),
     ] = None
 
     @field_validator("variants")
@@ -390,7 +482,9 @@ class Optimize(GenerationGate, _Strict):
     def _one_way_to_pick(self) -> Optimize:
         if self.quantization is not None and self.variants is not None:
             raise ValueError(
-                "quantization and variants are both set; keep variants (e.g. [litert-" + self.quantization.value.replace("none", "float32") + "]) and remove quantization"
+                "quantization and variants are both set; keep variants (e.g. [litert-"
+                + self.quantization.value.replace("none", "float32")
+                + "]) and remove quantization"
             )
         return self
 
@@ -418,10 +512,14 @@ class Serving(_Strict):
     (serving/config.py: SETTINGS), so the two cannot disagree."""
 
     port: Annotated[int, Field(**_bounds(sc.PORT)), Number] = sc.PORT.default
-    grpc_port: Annotated[Annotated[int, Field(ge=sc.GRPC_PORT.low, le=sc.GRPC_PORT.high), Number] | None,
-                         Field(description=sc.GRPC_PORT.description)] = sc.GRPC_PORT.default
+    grpc_port: Annotated[
+        Annotated[int, Field(ge=sc.GRPC_PORT.low, le=sc.GRPC_PORT.high), Number] | None,
+        Field(description=sc.GRPC_PORT.description),
+    ] = sc.GRPC_PORT.default
     threads: Annotated[int, Field(**_bounds(sc.THREADS)), Number] = sc.THREADS.default
-    max_batch_size: Annotated[int, Field(**_bounds(sc.MAX_BATCH_SIZE_SETTING)), Number] = sc.MAX_BATCH_SIZE_SETTING.default
+    max_batch_size: Annotated[int, Field(**_bounds(sc.MAX_BATCH_SIZE_SETTING)), Number] = (
+        sc.MAX_BATCH_SIZE_SETTING.default
+    )
     max_latency_ms: Annotated[float, Field(**_bounds(sc.MAX_LATENCY_MS)), Number] = sc.MAX_LATENCY_MS.default
     max_body_bytes: Annotated[int, Field(**_bounds(sc.MAX_BODY_BYTES)), Number] = sc.MAX_BODY_BYTES.default
     api_key_env: Annotated[str | None, Field(**_bounds(sc.API_KEY_ENV))] = sc.API_KEY_ENV.default
@@ -433,7 +531,9 @@ class Serving(_Strict):
     idle_timeout_s: Annotated[float, Field(**_bounds(sc.IDLE_TIMEOUT_S)), Number] = sc.IDLE_TIMEOUT_S.default
     max_audio_seconds: Annotated[float, Field(**_bounds(sc.MAX_AUDIO_SECONDS)), Number] = sc.MAX_AUDIO_SECONDS.default
     max_sequences: Annotated[int, Field(**_bounds(sc.MAX_SEQUENCES)), Number] = sc.MAX_SEQUENCES.default
-    max_queued_sequences: Annotated[int, Field(**_bounds(sc.MAX_QUEUED_SEQUENCES)), Number] = sc.MAX_QUEUED_SEQUENCES.default
+    max_queued_sequences: Annotated[int, Field(**_bounds(sc.MAX_QUEUED_SEQUENCES)), Number] = (
+        sc.MAX_QUEUED_SEQUENCES.default
+    )
     context_length: Annotated[int, Field(**_bounds(sc.CONTEXT_LENGTH)), Number] = sc.CONTEXT_LENGTH.default
 
     @model_validator(mode="after")
@@ -466,7 +566,9 @@ class Serving(_Strict):
 CPU_RE = re.compile(r"^(?:[1-9][0-9]*m|[0-9]+(?:\.[0-9]{1,3})?)$")
 REGISTRY_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-LABEL_NAME_RE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_NAME_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 LABEL_VALUE_RE = re.compile(r"^(|[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$")
 PERCENT_RE = re.compile(r"^(100|[1-9]?[0-9])%$")
 
@@ -513,11 +615,15 @@ class PodResources(_Strict):
     @model_validator(mode="after")
     def _requests_within_limits(self) -> PodResources:
         if cpu_millis(self.requests.cpu) > cpu_millis(self.limits.cpu):
-            raise ValueError(f"requests.cpu {self.requests.cpu} is above limits.cpu {self.limits.cpu}; "
-                             "lower the request or raise the limit")
+            raise ValueError(
+                f"requests.cpu {self.requests.cpu} is above limits.cpu {self.limits.cpu}; "
+                "lower the request or raise the limit"
+            )
         if memory_bytes(self.requests.memory) > memory_bytes(self.limits.memory):
-            raise ValueError(f"requests.memory {self.requests.memory} is above limits.memory {self.limits.memory}; "
-                             "lower the request or raise the limit")
+            raise ValueError(
+                f"requests.memory {self.requests.memory} is above limits.memory {self.limits.memory}; "
+                "lower the request or raise the limit"
+            )
         return self
 
 
@@ -526,31 +632,49 @@ class Autoscaling(_Strict):
 
     min_replicas: Annotated[int, Field(ge=1, le=10_000)] = 2
     max_replicas: Annotated[int, Field(ge=1, le=10_000)] = 10
-    cpu_utilization: Annotated[int, Field(
-        ge=1, le=1000, description="Target average CPU use, in percent of the pods' CPU request",
-    )] = 70
+    cpu_utilization: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="Target average CPU use, in percent of the pods' CPU request",
+        ),
+    ] = 70
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}; "
-                             "make max_replicas at least min_replicas")
+            raise ValueError(
+                f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}; "
+                "make max_replicas at least min_replicas"
+            )
         return self
 
 
 class DisruptionBudget(_Strict):
     """A PodDisruptionBudget: how many pods voluntary disruptions (node drains) may take at once."""
 
-    min_available: Annotated[int | str | None, Field(description="Pods that must stay up: a count or a percentage like 50%")] = None
-    max_unavailable: Annotated[int | str | None, Field(
-        description="Pods that may be down: a count or a percentage (default: 1 when min_available is not set)",
-    )] = None
+    min_available: Annotated[
+        int | str | None, Field(description="Pods that must stay up: a count or a percentage like 50%")
+    ] = None
+    max_unavailable: Annotated[
+        int | str | None,
+        Field(
+            description="Pods that may be down: a count or a percentage (default: 1 when min_available is not set)",
+        ),
+    ] = None
 
     @field_validator("min_available", "max_unavailable")
     @classmethod
     def _count_or_percent(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, bool) or (isinstance(value, int) and value < 0) or (isinstance(value, str) and not PERCENT_RE.match(value)):
-            raise ValueError(f"{value!r} is not a pod count or a percentage; write a whole number like 1 or a percentage like 50%")
+        if (
+            isinstance(value, bool)
+            or (isinstance(value, int) and value < 0)
+            or (isinstance(value, str) and not PERCENT_RE.match(value))
+        ):
+            raise ValueError(
+                f"{value!r} is not a pod count or a percentage; write a whole number like 1 or a percentage like 50%"
+            )
         return value
 
     @model_validator(mode="after")
@@ -589,37 +713,91 @@ class Inconclusive(StrEnum):
 
 
 class RolloutStep(_Strict):
-    weight: Annotated[int, Field(ge=1, le=99, description=(
-        "canary: percent of live requests the new version answers; shadow: percent of live requests copied to it"))]
+    weight: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=99,
+            description=(
+                "canary: percent of live requests the new version answers; shadow: percent of live requests copied to it"
+            ),
+        ),
+    ]
     hold: Annotated[float, Field(ge=1, le=3600, description="Seconds the step lasts: its analysis window")] = 30.0
 
 
 class RolloutAnalysis(_Strict):
     """Each step's judgement, new version against the old over the step's window, side by side."""
 
-    max_error_rate_increase: Annotated[float, Field(ge=0, le=1, description=(
-        "The new version's rate of 5xx and timed-out requests may exceed the old one's by this much"))] = 0.01
-    max_p99_ratio: Annotated[float, Field(ge=1, le=100, description=(
-        "The new version's p99 latency may be at most this many times the old one's"))] = 2.0
-    min_agreement: Annotated[float | None, Field(ge=0, le=1, description=(
-        "Classifiers: least share of replayed live requests on which both versions give the same top-1 "
-        "class; null: 2 x the old version's prep accuracy - 1 (two models that good disagree at most that often)"))] = None
-    min_cosine: Annotated[float | None, Field(ge=-1, le=1, description=(
-        "Embeddings: least mean cosine between both versions' outputs; null: 2 x the old version's prep cosine - 1"))] = None
-    max_mae: Annotated[float | None, Field(ge=0, description=(
-        "Regressors: largest mean absolute difference between both versions' outputs; null: 2 x the old version's prep MAE"))] = None
-    min_samples: Annotated[int, Field(ge=1, le=1_000_000, description=(
-        "Fewest requests the new version must see in a window (and fewest replayed for agreement) to judge it; "
-        "fewer is inconclusive, never a pass"))] = 50
+    max_error_rate_increase: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=1,
+            description=("The new version's rate of 5xx and timed-out requests may exceed the old one's by this much"),
+        ),
+    ] = 0.01
+    max_p99_ratio: Annotated[
+        float,
+        Field(ge=1, le=100, description=("The new version's p99 latency may be at most this many times the old one's")),
+    ] = 2.0
+    min_agreement: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            le=1,
+            description=(
+                "Classifiers: least share of replayed live requests on which both versions give the same top-1 "
+                "class; null: 2 x the old version's prep accuracy - 1 (two models that good disagree at most that often)"
+            ),
+        ),
+    ] = None
+    min_cosine: Annotated[
+        float | None,
+        Field(
+            ge=-1,
+            le=1,
+            description=(
+                "Embeddings: least mean cosine between both versions' outputs; null: 2 x the old version's prep cosine - 1"
+            ),
+        ),
+    ] = None
+    max_mae: Annotated[
+        float | None,
+        Field(
+            ge=0,
+            description=(
+                "Regressors: largest mean absolute difference between both versions' outputs; null: 2 x the old version's prep MAE"
+            ),
+        ),
+    ] = None
+    min_samples: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1_000_000,
+            description=(
+                "Fewest requests the new version must see in a window (and fewest replayed for agreement) to judge it; "
+                "fewer is inconclusive, never a pass"
+            ),
+        ),
+    ] = 50
     inconclusive: Inconclusive = Inconclusive.fail
-    max_holds: Annotated[int, Field(ge=0, le=100, description="inconclusive: hold: windows a step may be held before it fails")] = 2
+    max_holds: Annotated[
+        int, Field(ge=0, le=100, description="inconclusive: hold: windows a step may be held before it fails")
+    ] = 2
 
 
 class Rollout(_Strict):
     strategy: RolloutStrategy = RolloutStrategy.rolling
-    steps: Annotated[list[RolloutStep], Field(min_length=1, max_length=20, description=(
-        "canary: increasing weights, each held and judged; the new version takes 100% after the last"))] = [
-        RolloutStep(weight=10, hold=30.0), RolloutStep(weight=50, hold=30.0)]
+    steps: Annotated[
+        list[RolloutStep],
+        Field(
+            min_length=1,
+            max_length=20,
+            description=("canary: increasing weights, each held and judged; the new version takes 100% after the last"),
+        ),
+    ] = [RolloutStep(weight=10, hold=30.0), RolloutStep(weight=50, hold=30.0)]
     analysis: RolloutAnalysis = RolloutAnalysis()
 
     @model_validator(mode="after")
@@ -633,11 +811,16 @@ class Rollout(_Strict):
 class _DeployCommon(_Strict):
     """What every target's deploy section takes, beside the target's own settings."""
 
-    target: Annotated[str, Field(
-        description="docker: one Docker host; kubernetes: a cluster. Each target's settings sit directly under deploy",
-    )]
+    target: Annotated[
+        str,
+        Field(
+            description="docker: one Docker host; kubernetes: a cluster. Each target's settings sit directly under deploy",
+        ),
+    ]
     base_image: Annotated[str, Field(min_length=1)] = DEFAULT_BASE_IMAGE
-    rollout: Annotated[Rollout, Field(description="How a new version replaces the one serving: rolling, canary or shadow")] = Rollout()
+    rollout: Annotated[
+        Rollout, Field(description="How a new version replaces the one serving: rolling, canary or shadow")
+    ] = Rollout()
 
     @field_validator("base_image")
     @classmethod
@@ -658,12 +841,21 @@ class DockerDeploy(_DeployCommon):
     cpus: Annotated[float, Field(gt=0.0, le=64.0)] = 1.0
     memory: Annotated[str, Field(description="Memory limit, e.g. 512Mi or 2Gi")] = "512Mi"
     bind_address: IPv4Address = IPv4Address("127.0.0.1")
-    host_port: Annotated[int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")] = 8501
-    grpc_host_port: Annotated[int | None, Field(
-        ge=1024, le=65535,
-        description="The proxy's gRPC port on the host (to serving.grpc_port of the replicas); null: gRPC is not published",
-    )] = None
-    ready_timeout: Annotated[float, Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned")] = 60.0
+    host_port: Annotated[
+        int, Field(ge=1024, le=65535, description="The proxy's port on the host: the one users call")
+    ] = 8501
+    grpc_host_port: Annotated[
+        int | None,
+        Field(
+            ge=1024,
+            le=65535,
+            description="The proxy's gRPC port on the host (to serving.grpc_port of the replicas); null: gRPC is not published",
+        ),
+    ] = None
+    ready_timeout: Annotated[
+        float,
+        Field(gt=0, le=600, description="Seconds a new version has to become ready before the rollout is abandoned"),
+    ] = 60.0
 
     @field_validator("memory")
     @classmethod
@@ -676,7 +868,9 @@ class DockerDeploy(_DeployCommon):
     @model_validator(mode="after")
     def _two_host_ports(self) -> DockerDeploy:
         if self.grpc_host_port == self.host_port:
-            raise ValueError(f"grpc_host_port and host_port are both {self.host_port}; publish gRPC on its own port, e.g. 8001")
+            raise ValueError(
+                f"grpc_host_port and host_port are both {self.host_port}; publish gRPC on its own port, e.g. 8001"
+            )
         return self
 
 
@@ -684,52 +878,74 @@ class KubernetesDeploy(_DeployCommon):
     """deploy.target: kubernetes: where and how the cluster runs the image (pulumi-kubernetes)."""
 
     target: Literal["kubernetes"]
-    kubeconfig: Annotated[str | None, Field(
-        description="Kubeconfig file, relative to model.yaml or absolute; default: the usual rules ($KUBECONFIG, else ~/.kube/config)",
-    )] = None
-    context: Annotated[str | None, Field(min_length=1, description="Kubeconfig context; default: its current context")] = None
+    kubeconfig: Annotated[
+        str | None,
+        Field(
+            description="Kubeconfig file, relative to model.yaml or absolute; default: the usual rules ($KUBECONFIG, else ~/.kube/config)",
+        ),
+    ] = None
+    context: Annotated[
+        str | None, Field(min_length=1, description="Kubeconfig context; default: its current context")
+    ] = None
     namespace: Annotated[str, Field(description="Namespace the service runs in (it must exist)")] = "default"
-    registry: Annotated[str, Field(
-        description="Registry (and path) the image is pushed to, e.g. 127.0.0.1:5000 or registry.example.com/ml; "
-                    "pods pull it by digest",
-    )]
+    registry: Annotated[
+        str,
+        Field(
+            description="Registry (and path) the image is pushed to, e.g. 127.0.0.1:5000 or registry.example.com/ml; "
+            "pods pull it by digest",
+        ),
+    ]
     replicas: Annotated[int, Field(ge=0, le=10_000, description="Pods (without autoscaling)")] = 2
     resources: Annotated[PodResources, Field(default_factory=PodResources)]
-    autoscaling: Annotated[Autoscaling | None, Field(description="Scale with a HorizontalPodAutoscaler; replicas is then ignored")] = None
+    autoscaling: Annotated[
+        Autoscaling | None, Field(description="Scale with a HorizontalPodAutoscaler; replicas is then ignored")
+    ] = None
     disruption_budget: DisruptionBudget = DisruptionBudget()
     service_type: ServiceType = ServiceType.cluster_ip
     labels: Annotated[dict[str, str], Field(description="Extra labels on every object and pod")] = {}
     annotations: Annotated[dict[str, str], Field(description="Extra annotations on every object and pod")] = {}
     node_selector: Annotated[dict[str, str], Field(description="Schedule pods only on nodes with these labels")] = {}
     tolerations: Annotated[list[Toleration], Field(max_length=32, description="Taints the pods tolerate")] = []
-    startup_timeout: Annotated[int, Field(ge=5, le=3600, description="Seconds a pod has to load and warm up its model before it is restarted")] = 120
-    progress_deadline: Annotated[int, Field(
-        ge=10, le=7200,
-        description="Seconds a rollout may take before `pulumi up` fails; Kubernetes also marks it failed after this "
-                    "long without progress. The old pods keep serving",
-    )] = 300
+    startup_timeout: Annotated[
+        int, Field(ge=5, le=3600, description="Seconds a pod has to load and warm up its model before it is restarted")
+    ] = 120
+    progress_deadline: Annotated[
+        int,
+        Field(
+            ge=10,
+            le=7200,
+            description="Seconds a rollout may take before `pulumi up` fails; Kubernetes also marks it failed after this "
+            "long without progress. The old pods keep serving",
+        ),
+    ] = 300
 
     @model_validator(mode="after")
     def _rolling_only(self) -> KubernetesDeploy:
         if self.rollout.strategy != RolloutStrategy.rolling:
-            raise ValueError(f"rollout strategy {self.rollout.strategy} runs on the docker target only so far; "
-                             "use strategy: rolling with target kubernetes")
+            raise ValueError(
+                f"rollout strategy {self.rollout.strategy} runs on the docker target only so far; "
+                "use strategy: rolling with target kubernetes"
+            )
         return self
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
         if not NAMESPACE_RE.match(value):
-            raise ValueError(f"{value!r} is not a namespace name; use lower-case letters, digits and '-' "
-                             "(at most 63, starting and ending with a letter or digit)")
+            raise ValueError(
+                f"{value!r} is not a namespace name; use lower-case letters, digits and '-' "
+                "(at most 63, starting and ending with a letter or digit)"
+            )
         return value
 
     @field_validator("registry")
     @classmethod
     def _registry(cls, value: str) -> str:
         if not REGISTRY_RE.match(value):
-            raise ValueError(f"{value!r} is not a registry address; write a host with an optional :port and /path and no tag, "
-                             "e.g. 127.0.0.1:5000 or registry.example.com/ml")
+            raise ValueError(
+                f"{value!r} is not a registry address; write a host with an optional :port and /path and no tag, "
+                "e.g. 127.0.0.1:5000 or registry.example.com/ml"
+            )
         return value
 
     @field_validator("labels")
@@ -737,9 +953,13 @@ class KubernetesDeploy(_DeployCommon):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
             if not LABEL_NAME_RE.match(key):
-                raise ValueError(f"{key!r} is not a label name; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')")
+                raise ValueError(
+                    f"{key!r} is not a label name; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')"
+                )
             if not LABEL_VALUE_RE.match(item):
-                raise ValueError(f"{item!r} (label {key}) is not a label value; use at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit")
+                raise ValueError(
+                    f"{item!r} (label {key}) is not a label value; use at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit"
+                )
             if key.startswith("app.kubernetes.io/") or key.startswith("modelstack.dev/"):
                 raise ValueError(f"{key!r} is set by modelstack; choose another label name")
         return value
@@ -749,13 +969,15 @@ class KubernetesDeploy(_DeployCommon):
     def _names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if not LABEL_NAME_RE.match(key):
-                raise ValueError(f"{key!r} is not a valid key; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')")
+                raise ValueError(
+                    f"{key!r} is not a valid key; use letters, digits, '-', '_', '.' (at most 63, optionally prefixed by a DNS name and '/')"
+                )
         return value
 
 
-
 DEPLOY_SECTIONS: dict[str, type[DockerDeploy] | type[KubernetesDeploy]] = {
-    "docker": DockerDeploy, "kubernetes": KubernetesDeploy,
+    "docker": DockerDeploy,
+    "kubernetes": KubernetesDeploy,
 }
 
 
@@ -771,8 +993,9 @@ def _deploy_target(value: object) -> str | None:
 # docker setting under target kubernetes (or the reverse) is an unknown field, named as such.
 Deploy = Annotated[
     Annotated[DockerDeploy, Tag("docker")] | Annotated[KubernetesDeploy, Tag("kubernetes")],
-    Discriminator(_deploy_target, custom_error_type="deploy_target",
-                  custom_error_message="deploy.target is not a known target"),
+    Discriminator(
+        _deploy_target, custom_error_type="deploy_target", custom_error_message="deploy.target is not a known target"
+    ),
 ]
 
 

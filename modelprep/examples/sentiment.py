@@ -49,15 +49,22 @@ def write_folder(out: Path, weight: np.ndarray, bias: np.ndarray) -> Path:
     config["label2id"] = {s: i for i, s in enumerate(SENTIMENTS)}
     (model / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     # contiguous copies: safetensors writes an array's memory as is, and scikit-learn's coef_ is Fortran-ordered
-    save_file({"classifier.weight": np.ascontiguousarray(weight, dtype=np.float32),
-               "classifier.bias": np.ascontiguousarray(bias, dtype=np.float32)},
-              str(model / "classifier.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {
+            "classifier.weight": np.ascontiguousarray(weight, dtype=np.float32),
+            "classifier.bias": np.ascontiguousarray(bias, dtype=np.float32),
+        },
+        str(model / "classifier.safetensors"),
+        metadata={"format": "pt"},
+    )
     return model
 
 
 def write_jsonl(path: Path, rows: list[tuple[str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"text": " ".join(t.split()), "label": s}) + "\n" for t, s in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(t.split()), "label": s}) + "\n" for t, s in rows), encoding="utf-8"
+    )
 
 
 def main(out_dir: str) -> None:
@@ -72,8 +79,10 @@ def main(out_dir: str) -> None:
     write_folder(out, head.coef_, head.intercept_)
     write_jsonl(out / "data" / "evaluation.jsonl", test)
     write_jsonl(out / "data" / "calibration.jsonl", train[:200])
-    print(f"{out}/model: MiniLM + a {len(SENTIMENTS)}-class head trained on {len(train):,} tweets "
-          f"(train accuracy {head.score(x, y):.3f}); {len(test):,} held-out tweets in data/evaluation.jsonl")
+    print(
+        f"{out}/model: MiniLM + a {len(SENTIMENTS)}-class head trained on {len(train):,} tweets "
+        f"(train accuracy {head.score(x, y):.3f}); {len(test):,} held-out tweets in data/evaluation.jsonl"
+    )
 
 
 if __name__ == "__main__":

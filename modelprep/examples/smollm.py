@@ -29,7 +29,9 @@ def gguf_path() -> Path:
         raise UserError.single(PACKAGE, "", "is not installed", "run scripts/llm_assets.sh (make llm does)")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF
     if not path.is_file() or path.stat().st_size != GGUF_BYTES:
-        raise UserError.single(str(path), "", f"is missing or not {GGUF_BYTES:,} bytes", "reinstall: scripts/llm_assets.sh")
+        raise UserError.single(
+            str(path), "", f"is missing or not {GGUF_BYTES:,} bytes", "reinstall: scripts/llm_assets.sh"
+        )
     return path
 
 

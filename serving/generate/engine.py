@@ -86,8 +86,10 @@ class Sequence:
             self._pending = ""
             return pending[: min(found)], True
         # Hold back the longest tail that could still grow into a stop sequence.
-        hold = max((k for s in stops for k in range(min(len(s) - 1, len(pending)), 0, -1)
-                    if pending.endswith(s[:k])), default=0)
+        hold = max(
+            (k for s in stops for k in range(min(len(s) - 1, len(pending)), 0, -1) if pending.endswith(s[:k])),
+            default=0,
+        )
         cut = len(pending) - hold
         self._pending = pending[cut:]
         return pending[:cut], False
@@ -102,8 +104,15 @@ class Sequence:
 class Engine:
     """A GGUF model, its context (KV cache for ``max_sequences`` x ``context_length`` tokens) and the decode thread."""
 
-    def __init__(self, model_path: str, threads: int, max_sequences: int, context_length: int,
-                 max_queued: int, stats: GenerationStats | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        threads: int,
+        max_sequences: int,
+        context_length: int,
+        max_queued: int,
+        stats: GenerationStats | None = None,
+    ) -> None:
         import llama_cpp as ll  # the runtime loads only for this family
 
         self._ll = ll
@@ -151,8 +160,9 @@ class Engine:
 
     @classmethod
     def open(cls, config: ServingConfig) -> Engine:
-        return cls(config.artifact, config.threads, config.max_sequences, config.context_length,
-                   config.max_queued_sequences)
+        return cls(
+            config.artifact, config.threads, config.max_sequences, config.context_length, config.max_queued_sequences
+        )
 
     # -- the lifecycle's calls (serving.state.Served) --
 
@@ -167,9 +177,13 @@ class Engine:
             await asyncio.sleep(0.02)
 
     def ready_fields(self) -> dict[str, Any]:
-        return {"threads": self.threads, "max_sequences": self.max_sequences,
-                "context_length": self.context_length, "max_queued_sequences": self.max_queued,
-                "warm_up_ms": round(self.warm_up_ms, 1)}
+        return {
+            "threads": self.threads,
+            "max_sequences": self.max_sequences,
+            "context_length": self.context_length,
+            "max_queued_sequences": self.max_queued,
+            "warm_up_ms": round(self.warm_up_ms, 1),
+        }
 
     # -- on the event loop --
 
@@ -198,8 +212,11 @@ class Engine:
                 raise ClientError(503, "the server is shutting down; retry shortly", headers=(("Retry-After", "1"),))
             if len(self._free) == 0 and len(self._waiting) >= self.max_queued:
                 raise ClientError(
-                    503, f"{self.max_sequences} sequences are running and {len(self._waiting)} wait "
-                    "(max_sequences, max_queued_sequences); retry shortly", headers=(("Retry-After", "1"),))
+                    503,
+                    f"{self.max_sequences} sequences are running and {len(self._waiting)} wait "
+                    "(max_sequences, max_queued_sequences); retry shortly",
+                    headers=(("Retry-After", "1"),),
+                )
             self._waiting.append(seq)
             self.stats.waiting = len(self._waiting)
             self._cond.notify()
@@ -219,8 +236,11 @@ class Engine:
         started = time.perf_counter()
         done = threading.Event()
         # Before the first request there is no event loop to deliver to: the sink runs inline.
-        seq = Sequence(self.tokenize("Hello"), Sampling(max_tokens=2, temperature=0.0),
-                       lambda text, finish, *_: done.set() if finish else None)
+        seq = Sequence(
+            self.tokenize("Hello"),
+            Sampling(max_tokens=2, temperature=0.0),
+            lambda text, finish, *_: done.set() if finish else None,
+        )
         with self._cond:
             self._waiting.append(seq)
             self._cond.notify()
@@ -340,8 +360,9 @@ class Engine:
                 text, stopped = seq.add_piece(self._piece_of(token))
                 if stopped:
                     finish = "stop"  # the stop sequence and what follows it are not sent
-                elif ((seq.sampling.max_tokens is not None and seq.generated >= seq.sampling.max_tokens)
-                      or len(seq.prompt) + seq.generated >= self.context_length):
+                elif (seq.sampling.max_tokens is not None and seq.generated >= seq.sampling.max_tokens) or len(
+                    seq.prompt
+                ) + seq.generated >= self.context_length:
                     finish, text = "length", text + seq.flush()
             if finish is not None:
                 self._release(seq)
@@ -370,8 +391,7 @@ class Engine:
         now = time.perf_counter()
         for seq, _, finish in events:
             if finish is not None:
-                self.stats.finished(seq.submitted, seq.first_token_at, now, len(seq.prompt), seq.generated,
-                                    finish)
+                self.stats.finished(seq.submitted, seq.first_token_at, now, len(seq.prompt), seq.generated, finish)
         loop = self._loop
         if loop is None or loop.is_closed():
             _send(events)  # warm-up, before any request: no loop to hand over to

@@ -45,9 +45,14 @@ def openai_errors(handler: Handler) -> Handler:
         except ClientError as exc:
             field = exc.message.split(":", 1)[0]
             kind = "invalid_request_error" if exc.status < 500 else "server_error"
-            body = {"error": {"message": exc.message, "type": kind,
-                              "param": field if _FIELD.match(field) else None,
-                              "code": "model_not_found" if exc.status == 404 else None}}
+            body = {
+                "error": {
+                    "message": exc.message,
+                    "type": kind,
+                    "param": field if _FIELD.match(field) else None,
+                    "code": "model_not_found" if exc.status == 404 else None,
+                }
+            }
             return Response(exc.status, encode_json(body).encode(), headers=exc.headers)
 
     return wrapped
@@ -63,9 +68,12 @@ def _prompt_tokens(engine: Engine, job: params.Job, field: str) -> list[int]:
     if not tokens:
         raise ClientError(400, f"{field}: the prompt is empty; send some text")
     if len(tokens) >= engine.context_length:
-        raise ClientError(400, f"{field}: the prompt is {len(tokens)} tokens; a sequence's context holds "
-                               f"{engine.context_length} (context_length), which leaves no room for an answer; "
-                               "send a shorter prompt")
+        raise ClientError(
+            400,
+            f"{field}: the prompt is {len(tokens)} tokens; a sequence's context holds "
+            f"{engine.context_length} (context_length), which leaves no room for an answer; "
+            "send a shorter prompt",
+        )
     return tokens
 
 
@@ -79,10 +87,16 @@ def _failure(reason: str) -> Response:
     return Response(500, error_body("the generation failed in the runtime; see the server log"))
 
 
-def _run(state: ModelState, request: Request, reply: Reply, job: params.Job, field: str,
-         whole: Callable[[str, str, int, int], bytes],
-         chunk: Callable[[str, str | None], bytes | None],
-         tail: Callable[[int, int], bytes] | None) -> Response | None:
+def _run(
+    state: ModelState,
+    request: Request,
+    reply: Reply,
+    job: params.Job,
+    field: str,
+    whole: Callable[[str, str, int, int], bytes],
+    chunk: Callable[[str, str | None], bytes | None],
+    tail: Callable[[int, int], bytes] | None,
+) -> Response | None:
     """Submit the job; answer once (``whole``) or as server-sent events (``chunk``, then ``tail``)."""
     engine = _engine(state)
     tokens = _prompt_tokens(engine, job, field)
@@ -116,8 +130,11 @@ def _run(state: ModelState, request: Request, reply: Reply, job: params.Job, fie
                     stream.write(tail(prompt, completion))
                 stream.end()
         elif finish != "cancelled":
-            stream.write(b"data: " + encode_json({"error": {"message": f"generation ended: {finish}",
-                                                            "type": "server_error"}}).encode() + b"\n\n")
+            stream.write(
+                b"data: "
+                + encode_json({"error": {"message": f"generation ended: {finish}", "type": "server_error"}}).encode()
+                + b"\n\n"
+            )
             stream.end()
 
     def start(stream: ResponseStream) -> None:
@@ -144,19 +161,31 @@ def chat_completions(state: ModelState, request: Request, reply: Reply) -> Respo
     first = [True]
 
     def whole(text: str, finish: str, prompt: int, completion: int) -> bytes:
-        return encode_json({
-            "id": ident, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish}],
-            "usage": _usage(prompt, completion),
-        }).encode()
+        return encode_json(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": _usage(prompt, completion),
+            }
+        ).encode()
 
     def chunk(text: str, finish: str | None) -> bytes | None:
         events = b""
         if first[0]:  # the first event names the role, as OpenAI's does
             first[0] = False
-            events += _event(_chat_chunk(ident, created, model, {"role": "assistant", "content": ""}, None,
-                                         job.include_usage))
+            events += _event(
+                _chat_chunk(ident, created, model, {"role": "assistant", "content": ""}, None, job.include_usage)
+            )
         if text:
             events += _event(_chat_chunk(ident, created, model, {"content": text}, None, job.include_usage))
         if finish is not None:
@@ -177,10 +206,14 @@ def _tail(job: params.Job, head: dict[str, Any]) -> Callable[[int, int], bytes]:
     return tail
 
 
-def _chat_chunk(ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None,
-                include_usage: bool) -> dict[str, Any]:
+def _chat_chunk(
+    ident: str, created: int, model: str, delta: dict[str, Any], finish: str | None, include_usage: bool
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
     }
     if include_usage:
@@ -195,8 +228,13 @@ def completions(state: ModelState, request: Request, reply: Reply) -> Response |
     ident, created, model = "cmpl-" + os.urandom(12).hex(), int(time.time()), state.config.model_name
 
     def doc(text: str, finish: str | None) -> dict[str, Any]:
-        return {"id": ident, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": ident,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+        }
 
     def whole(text: str, finish: str, prompt: int, completion: int) -> bytes:
         return encode_json(doc(text, finish) | {"usage": _usage(prompt, completion)}).encode()
@@ -230,8 +268,9 @@ def _v2(state: ModelState, request: Request, reply: Reply, stream: bool) -> Resp
     base = {"model_name": state.config.model_name, "model_version": "1"}
 
     def whole(text: str, finish: str, prompt: int, completion: int) -> bytes:
-        return encode_json(base | {"text_output": text, "finish_reason": finish,
-                                   "usage": _usage(prompt, completion)}).encode()
+        return encode_json(
+            base | {"text_output": text, "finish_reason": finish, "usage": _usage(prompt, completion)}
+        ).encode()
 
     def chunk(text: str, finish: str | None) -> bytes | None:
         if not text and finish is None:
@@ -250,19 +289,39 @@ def v2_generate_stream(state: ModelState, request: Request, reply: Reply) -> Res
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("openai_chat", POST, "/v1/chat/completions", openai_errors(chat_completions),
-          "OpenAI chat completions: `messages`, `max_tokens`/`max_completion_tokens`, `temperature`, "
-          "`top_p`, `stop`, `seed`, `n: 1`, `stream` (server-sent events, `stream_options.include_usage`)"),
-    Route("openai_completions", POST, "/v1/completions", openai_errors(completions),
-          "OpenAI (legacy) completions: `prompt` and the same sampling and streaming fields"),
+    Route(
+        "openai_chat",
+        POST,
+        "/v1/chat/completions",
+        openai_errors(chat_completions),
+        "OpenAI chat completions: `messages`, `max_tokens`/`max_completion_tokens`, `temperature`, "
+        "`top_p`, `stop`, `seed`, `n: 1`, `stream` (server-sent events, `stream_options.include_usage`)",
+    ),
+    Route(
+        "openai_completions",
+        POST,
+        "/v1/completions",
+        openai_errors(completions),
+        "OpenAI (legacy) completions: `prompt` and the same sampling and streaming fields",
+    ),
     Route("openai_models", GET, "/v1/models", list_models, "OpenAI model list: the served model"),
     Route("openai_model", GET, "/v1/models/<name>", get_model, "OpenAI model object"),
-    Route("v2_generate", POST, "/v2/models/<name>/generate", v2_generate,
-          'Open Inference Protocol generate extension: `{"text_input", "parameters"?: {"max_tokens", '
-          '"temperature", "top_p", "stop", "seed"}}` → `{"model_name", "model_version", "text_output", '
-          '"finish_reason", "usage"}`'),
-    Route("v2_generate_stream", POST, "/v2/models/<name>/generate_stream", v2_generate_stream,
-          "the same as server-sent events, one `text_output` piece per event"),
+    Route(
+        "v2_generate",
+        POST,
+        "/v2/models/<name>/generate",
+        v2_generate,
+        'Open Inference Protocol generate extension: `{"text_input", "parameters"?: {"max_tokens", '
+        '"temperature", "top_p", "stop", "seed"}}` → `{"model_name", "model_version", "text_output", '
+        '"finish_reason", "usage"}`',
+    ),
+    Route(
+        "v2_generate_stream",
+        POST,
+        "/v2/models/<name>/generate_stream",
+        v2_generate_stream,
+        "the same as server-sent events, one `text_output` piece per event",
+    ),
     Route("v2_live", GET, "/v2/health/live", v2.server_live, '`{"live": true}`', open=True),
     Route("v2_ready", GET, "/v2/health/ready", v2.server_ready, '`{"ready": true}`; 503 while loading', open=True),
 )

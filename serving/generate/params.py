@@ -85,8 +85,9 @@ def completion(body: Any) -> Job:
     if body.get("suffix") not in (None, ""):
         raise _bad("suffix", "is not supported; leave it out")
     _refuse_unsupported(body)
-    return Job(_sampling(body, _optional_int(body, "max_tokens")), prompt=prompt, stream=stream,
-               include_usage=include_usage)
+    return Job(
+        _sampling(body, _optional_int(body, "max_tokens")), prompt=prompt, stream=stream, include_usage=include_usage
+    )
 
 
 def generate(body: Any, stream: bool) -> Job:
@@ -125,8 +126,10 @@ def _message(item: Any, i: int) -> tuple[str, str]:
         for j, part in enumerate(content):
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
                 what = part.get("type") if isinstance(part, dict) else kind(part)
-                raise _bad(f"{where}.content[{j}]", f"must be a text part {{type: text, text: ...}}; "
-                                                    f"this model takes text only, got {show(what)}")
+                raise _bad(
+                    f"{where}.content[{j}]",
+                    f"must be a text part {{type: text, text: ...}}; this model takes text only, got {show(what)}",
+                )
             texts.append(part["text"])
         return role, "".join(texts)
     raise _bad(f"{where}.content", f"must be text (a string or a list of text parts), got {kind(content)}")

@@ -1,14 +1,14 @@
 """The family's Prometheus series, rendered into ``/metrics`` beside the common ones.
 
-    modelstack_llm_time_to_first_token_seconds         histogram (queued + prompt + first token)
-    modelstack_llm_time_per_output_token_seconds       histogram (per request, after the first token)
-    modelstack_llm_e2e_request_seconds                 histogram (submitted -> last token)
-    modelstack_llm_prompt_tokens_total                 counter
-    modelstack_llm_generated_tokens_total              counter
-    modelstack_llm_requests_finished_total{reason}     counter (stop, length, cancelled, error, abort)
-    modelstack_llm_sequences_running / _waiting        gauges
-    modelstack_llm_kv_cache_tokens / _capacity         gauges (cells in use / allocated)
-    modelstack_llm_kv_cache_usage_ratio                gauge
+modelstack_llm_time_to_first_token_seconds         histogram (queued + prompt + first token)
+modelstack_llm_time_per_output_token_seconds       histogram (per request, after the first token)
+modelstack_llm_e2e_request_seconds                 histogram (submitted -> last token)
+modelstack_llm_prompt_tokens_total                 counter
+modelstack_llm_generated_tokens_total              counter
+modelstack_llm_requests_finished_total{reason}     counter (stop, length, cancelled, error, abort)
+modelstack_llm_sequences_running / _waiting        gauges
+modelstack_llm_kv_cache_tokens / _capacity         gauges (cells in use / allocated)
+modelstack_llm_kv_cache_usage_ratio                gauge
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ class GenerationStats:
             self.decode_seconds += seconds
             self.prompt_tokens += prompt_tokens
 
-    def finished(self, submitted: float, first: float, end: float, prompt: int, generated: int,
-                 reason: str) -> None:
+    def finished(self, submitted: float, first: float, end: float, prompt: int, generated: int, reason: str) -> None:
         with self._lock:
             self.generated_tokens += generated
             self.finish_reasons[reason] = self.finish_reasons.get(reason, 0) + 1
@@ -76,8 +75,10 @@ class GenerationStats:
                 f"modelstack_llm_generated_tokens_total {self.generated_tokens}",
                 "# HELP modelstack_llm_requests_finished_total Generations ended, by reason.",
                 "# TYPE modelstack_llm_requests_finished_total counter",
-                *(f'modelstack_llm_requests_finished_total{{reason="{r}"}} {n}'
-                  for r, n in sorted(self.finish_reasons.items())),
+                *(
+                    f'modelstack_llm_requests_finished_total{{reason="{r}"}} {n}'
+                    for r, n in sorted(self.finish_reasons.items())
+                ),
                 "# HELP modelstack_llm_sequences_running Sequences in the decode batch.",
                 "# TYPE modelstack_llm_sequences_running gauge",
                 f"modelstack_llm_sequences_running {self.running}",

@@ -40,5 +40,7 @@ def _jinja(template: bytes | None, messages: list[tuple[str, str]]) -> str:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     return env.from_string(template.decode("utf-8")).render(
         messages=[{"role": r, "content": c} for r, c in messages],
-        add_generation_prompt=True, bos_token="", eos_token="",
+        add_generation_prompt=True,
+        bos_token="",
+        eos_token="",
     )

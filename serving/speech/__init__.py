@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 SETTINGS_KEY = "speech"
 _FIELDS: dict[str, tuple[type, ...]] = {
-    "compute_type": (str,), "beam_size": (int,), "max_audio_seconds": (int, float), "vad": (bool,),
+    "compute_type": (str,),
+    "beam_size": (int,),
+    "max_audio_seconds": (int, float),
+    "vad": (bool,),
     "english_only": (bool,),
 }
 
@@ -75,7 +78,9 @@ def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
 
     model = speech_model(state)
     doc = {
-        "name": state.config.model_name, "versions": ["1"], "platform": "ctranslate2_whisper",
+        "name": state.config.model_name,
+        "versions": ["1"],
+        "platform": "ctranslate2_whisper",
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [1]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}],
         "parameters": model.ready_fields(),
@@ -101,16 +106,36 @@ def _infer(state: ModelState, request: Request, reply: Reply) -> None:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("transcriptions", POST, "/v1/audio/transcriptions", _transcriptions,
-          "OpenAI transcription API: multipart form `file`, `model`, `language`, `prompt`, `temperature`, "
-          "`response_format` (json, text, srt, vtt, verbose_json), `timestamp_granularities[]`"),
-    Route("v2_model", GET, "/v2/models/<name>", _metadata,
-          "V2 model metadata: input `audio` (BYTES [1], an encoded file), output `text` (BYTES [1])"),
-    Route("v2_model_ready", GET, "/v2/models/<name>/ready", _model_ready,
-          '`{"name": ..., "ready": true}`; 503 while loading'),
-    Route("v2_infer", POST, "/v2/models/<name>/infer", _infer,
-          'input `{"name": "audio", "datatype": "BYTES", "shape": [1], "data": ["<base64 file>"]}` (or the '
-          "raw file with the binary extension) → output `text`"),
+    Route(
+        "transcriptions",
+        POST,
+        "/v1/audio/transcriptions",
+        _transcriptions,
+        "OpenAI transcription API: multipart form `file`, `model`, `language`, `prompt`, `temperature`, "
+        "`response_format` (json, text, srt, vtt, verbose_json), `timestamp_granularities[]`",
+    ),
+    Route(
+        "v2_model",
+        GET,
+        "/v2/models/<name>",
+        _metadata,
+        "V2 model metadata: input `audio` (BYTES [1], an encoded file), output `text` (BYTES [1])",
+    ),
+    Route(
+        "v2_model_ready",
+        GET,
+        "/v2/models/<name>/ready",
+        _model_ready,
+        '`{"name": ..., "ready": true}`; 503 while loading',
+    ),
+    Route(
+        "v2_infer",
+        POST,
+        "/v2/models/<name>/infer",
+        _infer,
+        'input `{"name": "audio", "datatype": "BYTES", "shape": [1], "data": ["<base64 file>"]}` (or the '
+        "raw file with the binary extension) → output `text`",
+    ),
 )
 
 

@@ -53,8 +53,9 @@ def decode(data: bytes, max_seconds: float, part: str = "file") -> Audio:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, EOFError) as exc:
         raise AudioError(
-            400, f"{part}: could not be decoded as audio ({type(exc).__name__}: {exc}); "
-            "send wav, flac, mp3, ogg/opus or webm"
+            400,
+            f"{part}: could not be decoded as audio ({type(exc).__name__}: {exc}); "
+            "send wav, flac, mp3, ogg/opus or webm",
         ) from exc
     return Audio(samples, name)
 
@@ -88,6 +89,4 @@ def _read(container: object, max_seconds: float, part: str) -> np.ndarray:
 
 def _too_long(seconds: float, limit: float, part: str, at_least: bool = False) -> AudioError:
     what = f"at least {seconds:.1f}" if at_least else f"{seconds:.1f}"
-    return AudioError(
-        413, f"{part}: audio is {what} s long; the limit is {limit:g} s (serving.max_audio_seconds)"
-    )
+    return AudioError(413, f"{part}: audio is {what} s long; the limit is {limit:g} s (serving.max_audio_seconds)")

@@ -96,8 +96,16 @@ def transcribe_samples(model: Any, samples: np.ndarray, settings: Settings, opti
     )
     out = tuple(
         Segment(
-            s.id, s.seek, round(s.start, 3), round(s.end, 3), s.text, tuple(s.tokens), float(s.temperature or 0.0),
-            float(s.avg_logprob), float(s.compression_ratio), float(s.no_speech_prob),
+            s.id,
+            s.seek,
+            round(s.start, 3),
+            round(s.end, 3),
+            s.text,
+            tuple(s.tokens),
+            float(s.temperature or 0.0),
+            float(s.avg_logprob),
+            float(s.compression_ratio),
+            float(s.no_speech_prob),
             tuple((round(w.start, 3), round(w.end, 3), w.word) for w in (s.words or ())),
         )
         for s in segments
@@ -110,8 +118,12 @@ def load_whisper(settings: Settings) -> Any:
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
     return WhisperModel(
-        settings.model_dir, device="cpu", compute_type=settings.compute_type,
-        cpu_threads=settings.threads, num_workers=1, local_files_only=True,
+        settings.model_dir,
+        device="cpu",
+        compute_type=settings.compute_type,
+        cpu_threads=settings.threads,
+        num_workers=1,
+        local_files_only=True,
     )
 
 
@@ -155,12 +167,19 @@ class SpeechModel:
 
     def ready_fields(self) -> dict[str, Any]:
         s = self.settings
-        return {"warm_up_ms": round(self.warm_up_ms, 1), "threads": s.threads, "compute_type": s.compute_type,
-                "beam_size": s.beam_size, "vad": s.vad, "max_audio_seconds": s.max_audio_seconds}
+        return {
+            "warm_up_ms": round(self.warm_up_ms, 1),
+            "threads": s.threads,
+            "compute_type": s.compute_type,
+            "beam_size": s.beam_size,
+            "vad": s.vad,
+            "max_audio_seconds": s.max_audio_seconds,
+        }
 
     # --- requests ---
-    def submit(self, data: bytes, part: str, options: Options,
-               done: Callable[[concurrent.futures.Future[Transcript]], None]) -> None:
+    def submit(
+        self, data: bytes, part: str, options: Options, done: Callable[[concurrent.futures.Future[Transcript]], None]
+    ) -> None:
         """Decode and transcribe ``data`` on the worker; ``done(future)`` runs on the event loop."""
         self.metrics.queued(+1)
         future = self._worker.submit(self._run, data, part, options)

@@ -27,11 +27,23 @@ def render(transcript: Transcript, response_format: str) -> tuple[bytes, bytes]:
 
 def verbose(t: Transcript) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "task": "transcribe", "language": t.language, "duration": round(t.duration, 3), "text": t.text,
+        "task": "transcribe",
+        "language": t.language,
+        "duration": round(t.duration, 3),
+        "text": t.text,
         "segments": [
-            {"id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text, "tokens": list(s.tokens),
-             "temperature": s.temperature, "avg_logprob": s.avg_logprob,
-             "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
+            {
+                "id": s.id,
+                "seek": s.seek,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": list(s.tokens),
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
             for s in t.segments
         ],
     }
@@ -51,8 +63,7 @@ def _clock(seconds: float, separator: str) -> str:
 
 def srt(segments: tuple[Segment, ...]) -> str:
     blocks = [
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-        for i, s in enumerate(segments, 1)
+        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n" for i, s in enumerate(segments, 1)
     ]
     return "\n".join(blocks)
 

@@ -42,8 +42,9 @@ def parse(content_type: str, body: bytes, files: frozenset[str]) -> dict[str, Pa
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise ClientError(
-            400, f"body: Content-Type is {show(content_type or '(none)')}; send multipart/form-data "
-            "with a boundary (a file part named 'file' and the other fields)"
+            400,
+            f"body: Content-Type is {show(content_type or '(none)')}; send multipart/form-data "
+            "with a boundary (a file part named 'file' and the other fields)",
         )
     collector = _Collector(files)
     parser = MultipartParser(boundary, collector.callbacks())
@@ -70,9 +71,12 @@ class _Collector:
 
     def callbacks(self) -> MultipartCallbacks:
         return {
-            "on_part_begin": self._begin, "on_header_field": self._header_field,
-            "on_header_value": self._header_value, "on_header_end": self._header_end,
-            "on_part_data": self._part_data, "on_part_end": self._end,
+            "on_part_begin": self._begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_part_data": self._part_data,
+            "on_part_end": self._end,
         }
 
     def _begin(self) -> None:
@@ -113,6 +117,8 @@ class _Collector:
         filename = options.get(b"filename")
         if name not in self.parts:  # the first of a repeated name wins (as with query strings)
             self.parts[name] = Part(
-                name, b"".join(self._data), filename.decode("utf-8", "replace") if filename is not None else None,
+                name,
+                b"".join(self._data),
+                filename.decode("utf-8", "replace") if filename is not None else None,
                 self._headers.get("content-type"),
             )

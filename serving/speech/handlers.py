@@ -34,13 +34,16 @@ def speech_model(state: ModelState) -> SpeechModel:
     model = getattr(state, "served", None)
     if not state.ready or not isinstance(model, SpeechModel):
         raise ClientError(
-            503, f"model {show(state.config.model_name)} is still loading; retry when /readyz answers 200",
+            503,
+            f"model {show(state.config.model_name)} is still loading; retry when /readyz answers 200",
             headers=(("Retry-After", "1"),),
         )
     return model
 
 
-def _answer(reply: Reply, make: Callable[[Transcript], Response]) -> Callable[[concurrent.futures.Future[Transcript]], None]:
+def _answer(
+    reply: Reply, make: Callable[[Transcript], Response]
+) -> Callable[[concurrent.futures.Future[Transcript]], None]:
     """The worker's result as a response: AudioError → its 4xx; anything else re-raised (a logged 500)."""
 
     def done(future: concurrent.futures.Future[Transcript]) -> None:
@@ -74,7 +77,9 @@ def transcriptions(state: ModelState, request: Request, reply: Reply) -> None:
         )
     response_format = _text(parts, "response_format") or "json"
     if response_format not in formats.FORMATS:
-        raise ClientError(400, f"response_format: must be one of {', '.join(formats.FORMATS)}, got {show(response_format)}")
+        raise ClientError(
+            400, f"response_format: must be one of {', '.join(formats.FORMATS)}, got {show(response_format)}"
+        )
     options = Options(
         language=_language(_text(parts, "language"), model),
         prompt=_text(parts, "prompt"),
@@ -99,7 +104,9 @@ def _language(value: str | None, model: SpeechModel) -> str | None:
         return None
     code = value.lower()
     if model.settings.english_only and code != "en":
-        raise ClientError(400, f"language: this model transcribes English only; send 'en' or leave it out, got {show(value)}")
+        raise ClientError(
+            400, f"language: this model transcribes English only; send 'en' or leave it out, got {show(value)}"
+        )
     if not (code.isascii() and code.isalpha() and 2 <= len(code) <= 3):
         raise ClientError(400, f"language: must be an ISO-639-1 code such as 'en', got {show(value)}")
     return code
@@ -174,7 +181,9 @@ def _binary_output(payload: dict[str, Any]) -> bool:
     from serving.v2_binary import binary_outputs_wanted
 
     outputs = payload.get("outputs")
-    wanted = outputs[0].get("parameters") if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else None
+    wanted = (
+        outputs[0].get("parameters") if isinstance(outputs, list) and outputs and isinstance(outputs[0], dict) else None
+    )
     return binary_outputs_wanted(payload.get("parameters"), wanted)
 
 
@@ -190,13 +199,19 @@ def _v2_audio(payload: dict[str, Any], tail: memoryview | None) -> bytes:
     if tensor.get("name") != INPUT_NAME:
         raise ClientError(400, f'{where}.name: must be "{INPUT_NAME}", got {show(tensor.get("name"))}')
     if tensor.get("datatype") != "BYTES":
-        raise ClientError(400, f'{where}.datatype: must be "BYTES" (an encoded audio file), got {show(tensor.get("datatype"))}')
+        raise ClientError(
+            400, f'{where}.datatype: must be "BYTES" (an encoded audio file), got {show(tensor.get("datatype"))}'
+        )
     if tensor.get("shape") != [1]:
-        raise ClientError(400, f"{where}.shape: must be [1] (one audio file per request), got {show(tensor.get('shape'))}")
+        raise ClientError(
+            400, f"{where}.shape: must be [1] (one audio file per request), got {show(tensor.get('shape'))}"
+        )
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
         if tail is None:
-            raise ClientError(400, f"{where}.parameters.binary_data_size: needs the Inference-Header-Content-Length header")
+            raise ClientError(
+                400, f"{where}.parameters.binary_data_size: needs the Inference-Header-Content-Length header"
+            )
         try:
             reader = BinaryTail(tail)
             raw = reader.take(size, where)

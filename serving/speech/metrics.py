@@ -1,8 +1,8 @@
 """Speech metrics, rendered after the server's own on ``GET /metrics``::
 
-    modelstack_audio_seconds_total            counter   (seconds of audio transcribed)
-    modelstack_real_time_factor               histogram (compute seconds / audio seconds, per request)
-    modelstack_transcription_queue_depth      gauge     (requests accepted and not yet finished)
+modelstack_audio_seconds_total            counter   (seconds of audio transcribed)
+modelstack_real_time_factor               histogram (compute seconds / audio seconds, per request)
+modelstack_transcription_queue_depth      gauge     (requests accepted and not yet finished)
 """
 
 from __future__ import annotations

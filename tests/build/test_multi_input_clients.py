@@ -20,8 +20,11 @@ INPUTS = [InputSpec("user_id", (1,), "int32"), InputSpec("item_id", (1,), "int32
 
 def test_warm_up_body_takes_integers_for_integer_inputs() -> None:
     props_inputs = [["user_id", [1], "int32"], ["item_id", [1], "int32"]]
-    body = {"instances": [{name: _zeros(shape, 0 if dtype.startswith("int") else 0.0)
-                           for name, shape, dtype in props_inputs}]}
+    body = {
+        "instances": [
+            {name: _zeros(shape, 0 if dtype.startswith("int") else 0.0) for name, shape, dtype in props_inputs}
+        ]
+    }
     batch, rows = decode_predict(json.dumps(body).encode(), INPUTS)
     assert rows and batch["user_id"].tolist() == [[0]]
     assert _zeros([2]) == [0.0, 0.0]  # one input: as before

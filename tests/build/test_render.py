@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prep_reports import passing_report
 
 from iac.build.render import render
 from iac.spec.load import load_resolved
-from prep_reports import passing_report
 
 GOLDEN = Path(__file__).parent / "golden" / "digits"
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
@@ -66,7 +66,13 @@ def test_rendered_files_match_golden(inputs: tuple[Path, Path, Path], tmp_path: 
 def test_context_is_complete(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     out = tmp_path / "context"
     files = {p.relative_to(out).as_posix() for p in _render(inputs, out)}
-    assert {"Dockerfile", "serving.json", "model/model.tflite", "app/serving/server.py", "app/serving/runtime.py"} <= files
+    assert {
+        "Dockerfile",
+        "serving.json",
+        "model/model.tflite",
+        "app/serving/server.py",
+        "app/serving/runtime.py",
+    } <= files
     assert sum(1 for f in files if f.startswith("wheels/")) == len(_pinned("requirements.txt"))
     assert (out / "model" / "model.tflite").read_bytes() == b"tflite-bytes\n"
     dockerfile = (out / "Dockerfile").read_text()
@@ -89,11 +95,15 @@ def test_render_replaces_stale_files(inputs: tuple[Path, Path, Path], tmp_path: 
     assert not (out / "stale.txt").exists()
 
 
-def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(
+    inputs: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
     spec, artifact, wheels = inputs
     out = tmp_path / "context"
     report = passing_report(runtime="onnx", artifact_file="model.onnx", name="onnx-dynamic", quantization="dynamic")
-    files = {p.relative_to(out).as_posix() for p in render(load_resolved(spec), artifact, report, out, wheelhouse=wheels)}
+    files = {
+        p.relative_to(out).as_posix() for p in render(load_resolved(spec), artifact, report, out, wheelhouse=wheels)
+    }
     assert "model/model.onnx" in files and "model/model.tflite" not in files
     assert "onnxruntime==" in (out / "requirements.txt").read_text()
     shipped = {f.split("/")[1].split("-")[0] for f in files if f.startswith("wheels/")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,9 @@ def test_the_key_comes_from_the_variable_the_spec_names(tmp_path: Path, monkeypa
     assert api_key_headers(_spec(tmp_path, "DIGITS_TEST_KEY")) == {"Authorization": "Bearer s3cret"}
 
 
-def test_no_key_when_the_spec_names_none_whatever_the_shell_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_key_when_the_spec_names_none_whatever_the_shell_exports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODELSTACK_API_KEY", "not-this-one")
     assert api_key_headers(_spec(tmp_path, None)) == {}
 

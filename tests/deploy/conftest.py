@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fake_docker import FakeDocker
 
 REPO = Path(__file__).resolve().parents[2]

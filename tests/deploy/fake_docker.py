@@ -84,15 +84,26 @@ class FakeContainer:
         return {
             "Id": self.id,
             "Name": f"/{self.name}",
-            "State": {"Status": self.status, "Running": self.status == "running", "OOMKilled": self.oom_killed,
-                      "Health": {"Status": self.health}},
+            "State": {
+                "Status": self.status,
+                "Running": self.status == "running",
+                "OOMKilled": self.oom_killed,
+                "Health": {"Status": self.health},
+            },
             "RestartCount": self.restart_count,
             "NetworkSettings": {"Networks": {network: {"IPAddress": address}} if network else {}},
-            "Config": {"Labels": self.labels, "Env": [f"{k}={v}" for k, v in (self.kwargs.get("environment") or {}).items()]},
-            "HostConfig": {**{k: v for k, v in self.kwargs.items() if k not in ("environment", "labels", "name")},
-                           # the engine's shape of `ports={"8080/tcp": (address, port)}`
-                           "PortBindings": {inner: [{"HostIp": host[0], "HostPort": str(host[1])}]
-                                            for inner, host in (self.kwargs.get("ports") or {}).items()}},
+            "Config": {
+                "Labels": self.labels,
+                "Env": [f"{k}={v}" for k, v in (self.kwargs.get("environment") or {}).items()],
+            },
+            "HostConfig": {
+                **{k: v for k, v in self.kwargs.items() if k not in ("environment", "labels", "name")},
+                # the engine's shape of `ports={"8080/tcp": (address, port)}`
+                "PortBindings": {
+                    inner: [{"HostIp": host[0], "HostPort": str(host[1])}]
+                    for inner, host in (self.kwargs.get("ports") or {}).items()
+                },
+            },
         }
 
     def reload(self) -> None:
@@ -129,16 +140,30 @@ class Containers:
         self.client = client
         self.items: dict[str, FakeContainer] = {}
 
-    def run(self, image: str, command: Any = None, *, name: str, detach: bool = True, labels: dict[str, str] | None = None,
-            **kwargs: Any) -> FakeContainer:
+    def run(
+        self,
+        image: str,
+        command: Any = None,
+        *,
+        name: str,
+        detach: bool = True,
+        labels: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> FakeContainer:
         assert detach, "providers run containers detached"
         if any(c.name == name for c in self.items.values()):
             raise docker.errors.APIError(f'Conflict. The container name "/{name}" is already in use')
         network = kwargs.get("network")
         if network and not self.client.networks.list(names=[network]):
             raise docker.errors.NotFound(f"network {network} not found")
-        container = FakeContainer(self.client, _new_id(), name, self.client.images.items.get(image),
-                                  dict(labels or {}), {"image": image, "command": command, **kwargs})
+        container = FakeContainer(
+            self.client,
+            _new_id(),
+            name,
+            self.client.images.items.get(image),
+            dict(labels or {}),
+            {"image": image, "command": command, **kwargs},
+        )
         self.items[container.id] = container
         return container
 
@@ -200,8 +225,9 @@ class Images:
         self.items[image.id] = image
         return image
 
-    def build(self, *, path: str, tag: str, labels: dict[str, str] | None = None, pull: bool = False,
-              **kwargs: Any) -> tuple[FakeImage, Iterator[dict[str, str]]]:
+    def build(
+        self, *, path: str, tag: str, labels: dict[str, str] | None = None, pull: bool = False, **kwargs: Any
+    ) -> tuple[FakeImage, Iterator[dict[str, str]]]:
         assert not pull, "nothing is pulled: base images are local"
         self.builds.append({"path": path, "tag": tag, "labels": labels, **kwargs})
         return self.add(tag, labels), iter([{"stream": "built"}])
@@ -236,8 +262,15 @@ class FakeDocker:
         self.host_ports_in_use: set[int] = set()  # held by a process of the host that is not a container
 
     def emit(self, action: str, container: FakeContainer) -> None:
-        self.events_log.append({"Type": "container", "Action": action, "status": action, "id": container.id,
-                                "Actor": {"ID": container.id, "Attributes": {"name": container.name, **container.labels}}})
+        self.events_log.append(
+            {
+                "Type": "container",
+                "Action": action,
+                "status": action,
+                "id": container.id,
+                "Actor": {"ID": container.id, "Attributes": {"name": container.name, **container.labels}},
+            }
+        )
 
     def events(self, decode: bool = False, filters: dict[str, Any] | None = None, **_: Any) -> Iterator[dict[str, Any]]:
         """What happened so far and matches `filters` (type, event, label); then the stream ends."""

@@ -16,15 +16,25 @@ from iac.deploy.targets.docker.analysis import (
 )
 
 BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01)
-ANALYSIS = {"max_error_rate_increase": 0.01, "max_p99_ratio": 2.0, "min_agreement": None, "min_cosine": None,
-            "max_mae": None, "min_samples": 50, "inconclusive": "fail", "max_holds": 2}
+ANALYSIS = {
+    "max_error_rate_increase": 0.01,
+    "max_p99_ratio": 2.0,
+    "min_agreement": None,
+    "min_cosine": None,
+    "max_mae": None,
+    "min_samples": 50,
+    "inconclusive": "fail",
+    "max_holds": 2,
+}
 
 
 def metrics(ok: int, errors: int, buckets: tuple[int, ...], route: str = "v1_predict") -> str:
     """A replica's /metrics as serving/metrics.py renders it (cumulative buckets)."""
-    lines = [f'modelstack_requests_total{{route="{route}",status="200"}} {ok}',
-             f'modelstack_requests_total{{route="{route}",status="500"}} {errors}',
-             'modelstack_requests_total{route="readyz",status="200"} 999']
+    lines = [
+        f'modelstack_requests_total{{route="{route}",status="200"}} {ok}',
+        f'modelstack_requests_total{{route="{route}",status="500"}} {errors}',
+        'modelstack_requests_total{route="readyz",status="200"} 999',
+    ]
     for bound, count in zip((*BOUNDS, "+Inf"), buckets, strict=True):
         lines.append(f'modelstack_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {count}')
     lines.append('modelstack_request_duration_seconds_bucket{route="readyz",le="+Inf"} 999')
@@ -81,16 +91,26 @@ def test_a_good_candidate_passes() -> None:
 def test_errors_fail_with_both_values_the_threshold_and_the_samples() -> None:
     verdict = judge(window(0, 100, FAST, [0.0] * 10), LIMITS)
     assert (verdict.outcome, verdict.metric, verdict.candidate, verdict.stable, verdict.samples) == (
-        "fail", "error rate", "1.000", "0.000", 100)
+        "fail",
+        "error rate",
+        "1.000",
+        "0.000",
+        100,
+    )
     assert verdict.line("step 1/2 (10% of requests)") == (
         "step 1/2 (10% of requests): failed on error rate: candidate 1.000, stable 0.000, "
-        "threshold <= stable + 0.01, 100 samples")
+        "threshold <= stable + 0.01, 100 samples"
+    )
 
 
 def test_wrong_predictions_fail_on_agreement() -> None:
     verdict = judge(window(100, 0, FAST, [1.0] * 10 + [0.0] * 90), LIMITS)
     assert (verdict.outcome, verdict.metric, verdict.candidate, verdict.threshold) == (
-        "fail", "top-1 agreement", "0.100", ">= 0.940")
+        "fail",
+        "top-1 agreement",
+        "0.100",
+        ">= 0.940",
+    )
 
 
 def test_a_slower_candidate_fails_on_p99() -> None:

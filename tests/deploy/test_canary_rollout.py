@@ -58,7 +58,8 @@ def replicas_state(stack: Sandbox) -> dict[str, Any]:
 
 
 def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_error(
-        stack: Sandbox, bodies: list[dict[str, Any]]) -> None:
+    stack: Sandbox, bodies: list[dict[str, Any]]
+) -> None:
     from modelprep.examples.digits_faulty import shuffled
 
     serving, before = stack.metadata()["artifact_sha256"], replicas_state(stack)
@@ -68,14 +69,20 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
         with PacedLoad(stack.endpoint, bodies, concurrency=8) as load:
             run = stack.run("up", "--yes", "--skip-preview", check=False)
         assert run.returncode != 0
-        assert "canary rollout of version" in run.stdout and "rolled back at step 1/2 (10% of requests): failed on " \
-            "top-1 agreement: candidate 0." in run.stdout, run.stdout[-4000:]
+        assert (
+            "canary rollout of version" in run.stdout
+            and "rolled back at step 1/2 (10% of requests): failed on top-1 agreement: candidate 0." in run.stdout
+        ), run.stdout[-4000:]
         assert load.result.failures == [] and load.result.ok > 100
         assert load.result.pools.get("model_candidate", 0) > 0  # it did answer live requests, rightly or not
         assert stack.metadata()["artifact_sha256"] == serving
         assert sorted(c.name for c in stack.containers("model")) == sorted(before["replica_names"])
         record = stack.outputs()["last_rollout"]
-        assert (record["outcome"], record["metric"], record["steps"][0]["step"]) == ("rolled back", "top-1 agreement", 1)
+        assert (record["outcome"], record["metric"], record["steps"][0]["step"]) == (
+            "rolled back",
+            "top-1 agreement",
+            1,
+        )
         assert float(record["candidate"]) < 0.5 and record["samples"] >= 30
         stack.pulumi("refresh", "--yes")
         assert replicas_state(stack) == before  # what the state says is what runs
@@ -84,15 +91,17 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
 
 
 def test_a_good_candidate_is_promoted_through_every_step_with_no_failed_request(
-        stack: Sandbox, bodies: list[dict[str, Any]]) -> None:
+    stack: Sandbox, bodies: list[dict[str, Any]]
+) -> None:
     stack.edit_spec("quantization: int8", "quantization: dynamic")
     # Preview tells the model change where the infrastructure diff is: first that prep is needed ...
     diff = stack.pulumi("preview", "--diff")
     assert re.search(r'prep\s*: "prep needed"', diff), diff[-4000:]
     assert "by canary: 10% for 8 s, 50% for 6 s, then 100%" in diff  # the plan, beside the model
     # ... then, once prepped, the model's own fields, old and new.
-    subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(stack.dir / "model.yaml")], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", "prep", str(stack.dir / "model.yaml")], check=True, capture_output=True
+    )
     diff = stack.pulumi("preview", "--diff")
     assert re.search(r'variant\s*: "litert-int8" => "litert-dynamic"', diff), diff[-4000:]
     assert re.search(r"bytes\s*: \d+ => \d+", diff)

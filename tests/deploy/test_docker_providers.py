@@ -59,10 +59,14 @@ def test_network_create_takes_over_a_stale_one_read_sees_it_gone_delete_is_idemp
 
 def proxy_props(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     return {
-        "owner": OWNER, "container_name": "modelstack-dev-digits-proxy", "image": "modelstack-proxy:bookworm-nginx",
+        "owner": OWNER,
+        "container_name": "modelstack-dev-digits-proxy",
+        "image": "modelstack-proxy:bookworm-nginx",
         "network_name": "modelstack-dev-digits",
         "settings": {"bind_address": "127.0.0.1", "host_port": 8501.0, "proxy_port": 8080.0},
-        "config_dir": str(tmp_path / "proxy"), "nginx_conf": "events {}\n", "parked_upstream": "server 127.0.0.1:9 down;\n",
+        "config_dir": str(tmp_path / "proxy"),
+        "nginx_conf": "events {}\n",
+        "parked_upstream": "server 127.0.0.1:9 down;\n",
         **changes,
     }
 
@@ -82,8 +86,9 @@ def test_proxy_diff_never_replaces(tmp_path: Path) -> None:
         assert (result.changes, result.replaces) == (True, [])  # updated in place: the port stays served
 
 
-def test_proxy_create_writes_config_and_publishes_the_port(tmp_path: Path, fake_docker: FakeDocker, network: None,
-                                                          no_sleep: list[float]) -> None:
+def test_proxy_create_writes_config_and_publishes_the_port(
+    tmp_path: Path, fake_docker: FakeDocker, network: None, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     props = proxy_props(tmp_path)
@@ -100,8 +105,9 @@ def test_proxy_create_writes_config_and_publishes_the_port(tmp_path: Path, fake_
     assert (tmp_path / "proxy" / "upstream.conf").read_text() == "server a:8501;\n"
 
 
-def test_proxy_update_reloads_for_config_and_recreates_for_the_port(tmp_path: Path, fake_docker: FakeDocker,
-                                                                   network: None, no_sleep: list[float]) -> None:
+def test_proxy_update_reloads_for_config_and_recreates_for_the_port(
+    tmp_path: Path, fake_docker: FakeDocker, network: None, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     olds = ProxyProvider().create(proxy_props(tmp_path)).outs
@@ -117,11 +123,14 @@ def test_proxy_update_reloads_for_config_and_recreates_for_the_port(tmp_path: Pa
     recreated = ProxyProvider().update(first.id, updated.outs, moved)
     assert recreated.outs["container_id"] != first.id
     assert first.id not in fake_docker.containers.items
-    assert fake_docker.containers.get(recreated.outs["container_id"]).kwargs["ports"] == {"8080/tcp": ("127.0.0.1", 9000)}
+    assert fake_docker.containers.get(recreated.outs["container_id"]).kwargs["ports"] == {
+        "8080/tcp": ("127.0.0.1", 9000)
+    }
 
 
-def test_proxy_failed_reload_is_an_error(tmp_path: Path, fake_docker: FakeDocker, network: None,
-                                         no_sleep: list[float]) -> None:
+def test_proxy_failed_reload_is_an_error(
+    tmp_path: Path, fake_docker: FakeDocker, network: None, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     olds = ProxyProvider().create(proxy_props(tmp_path)).outs
@@ -130,8 +139,9 @@ def test_proxy_failed_reload_is_an_error(tmp_path: Path, fake_docker: FakeDocker
         ProxyProvider().update(olds["container_id"], olds, {**olds, "nginx_conf": "broken"})
 
 
-def test_proxy_read_sees_a_stopped_or_removed_proxy_delete_cleans_up(tmp_path: Path, fake_docker: FakeDocker,
-                                                                     network: None, no_sleep: list[float]) -> None:
+def test_proxy_read_sees_a_stopped_or_removed_proxy_delete_cleans_up(
+    tmp_path: Path, fake_docker: FakeDocker, network: None, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     outs = ProxyProvider().create(proxy_props(tmp_path)).outs
@@ -170,12 +180,23 @@ def ready(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 def replicas_props(tmp_path: Path, version: str = "v1", replicas: int = 2, **changes: Any) -> dict[str, Any]:
     return {
-        "owner": OWNER, "base_name": "modelstack-dev-digits", "image_id": "sha256:abc",
-        "network_name": "modelstack-dev-digits", "replicas": float(replicas),
+        "owner": OWNER,
+        "base_name": "modelstack-dev-digits",
+        "image_id": "sha256:abc",
+        "network_name": "modelstack-dev-digits",
+        "replicas": float(replicas),
         "settings": {"port": 8501.0, "host_port": 8501.0, "cpus": 1.0, "memory_bytes": 536870912.0, "pids": 256.0},
-        "version": version, "api_key": "", "api_key_env": None, "proxy_name": "modelstack-dev-digits-proxy",
-        "config_dir": str(tmp_path / "proxy"), "model_name": "digits", "input_shape": [64.0],
-        "artifact_sha256": "f" * 64, "probe_host": "127.0.0.1", "ready_timeout_s": 1.0, **changes,
+        "version": version,
+        "api_key": "",
+        "api_key_env": None,
+        "proxy_name": "modelstack-dev-digits-proxy",
+        "config_dir": str(tmp_path / "proxy"),
+        "model_name": "digits",
+        "input_shape": [64.0],
+        "artifact_sha256": "f" * 64,
+        "probe_host": "127.0.0.1",
+        "ready_timeout_s": 1.0,
+        **changes,
     }
 
 
@@ -198,8 +219,9 @@ def test_replicas_diff_never_replaces() -> None:
     assert ReplicasProvider().diff("id", olds, {**olds, "version": UNKNOWN}).changes is True
 
 
-def test_replicas_create_runs_hardened_replicas_and_points_the_proxy_at_them(tmp_path: Path, fake_docker: FakeDocker,
-                                                                            proxy: Any, ready: set[str]) -> None:
+def test_replicas_create_runs_hardened_replicas_and_points_the_proxy_at_them(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str]
+) -> None:
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     created = ReplicasProvider().create(replicas_props(tmp_path))
@@ -209,14 +231,19 @@ def test_replicas_create_runs_hardened_replicas_and_points_the_proxy_at_them(tmp
     replica = fake_docker.containers.get(names[0])
     assert replica.labels == {**LABELS, "org.modelstack.role": "model", "org.modelstack.version": "v1"}
     assert "ports" not in replica.kwargs  # only the proxy is published
-    assert (replica.kwargs["mem_limit"], replica.kwargs["nano_cpus"], replica.kwargs["pids_limit"]) == (512 * 1024**2, 10**9, 256)
+    assert (replica.kwargs["mem_limit"], replica.kwargs["nano_cpus"], replica.kwargs["pids_limit"]) == (
+        512 * 1024**2,
+        10**9,
+        256,
+    )
     assert replica.kwargs["read_only"] and replica.kwargs["security_opt"] == ["no-new-privileges"]
     assert upstream(tmp_path) == "".join(f"server {n}:8501 max_fails=1 fail_timeout=2s;\n" for n in names)
     assert proxy.execs == [["nginx", "-c", "/etc/modelstack/nginx.conf", "-s", "reload"]]
 
 
-def test_replicas_update_rolls_new_ones_in_and_retires_the_old(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
-                                                              ready: set[str]) -> None:
+def test_replicas_update_rolls_new_ones_in_and_retires_the_old(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str]
+) -> None:
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
@@ -228,8 +255,9 @@ def test_replicas_update_rolls_new_ones_in_and_retires_the_old(tmp_path: Path, f
     assert "v1" not in upstream(tmp_path) and len(proxy.execs) == 2
 
 
-def test_replicas_api_key_reaches_the_container_environment_only(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
-                                                                ready: set[str]) -> None:
+def test_replicas_api_key_reaches_the_container_environment_only(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str]
+) -> None:
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     ReplicasProvider().create(replicas_props(tmp_path, api_key="s3cret", api_key_env="DIGITS_API_KEY"))
@@ -239,7 +267,11 @@ def test_replicas_api_key_reaches_the_container_environment_only(tmp_path: Path,
 
 
 def test_replicas_that_never_get_ready_are_removed_and_the_old_ones_keep_serving(
-    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    fake_docker: FakeDocker,
+    proxy: Any,
+    ready: set[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from iac.deploy.targets.docker import replicas
     from iac.deploy.targets.docker.replicas import ReplicasProvider, RolloutError
@@ -255,8 +287,9 @@ def test_replicas_that_never_get_ready_are_removed_and_the_old_ones_keep_serving
     assert upstream(tmp_path) == before
 
 
-def test_replicas_read_marks_drift_unhealthy_and_delete_removes_every_replica(tmp_path: Path, fake_docker: FakeDocker,
-                                                                             proxy: Any, ready: set[str]) -> None:
+def test_replicas_read_marks_drift_unhealthy_and_delete_removes_every_replica(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str]
+) -> None:
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     outs = ReplicasProvider().create(replicas_props(tmp_path)).outs
@@ -302,9 +335,16 @@ def spec_json(spec_folder: Path) -> dict[str, Any]:
 
 
 def image_props(spec: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
-    return {"owner": OWNER, "tag": "modelstack-dev-digits:0123456789ab", "context_key": "k1", "spec": spec or {},
-            "artifact_path": "/cache/model.tflite", "artifact_sha256": "a" * 64,
-            "report": passing_report().model_dump(mode="json"), **changes}
+    return {
+        "owner": OWNER,
+        "tag": "modelstack-dev-digits:0123456789ab",
+        "context_key": "k1",
+        "spec": spec or {},
+        "artifact_path": "/cache/model.tflite",
+        "artifact_sha256": "a" * 64,
+        "report": passing_report().model_dump(mode="json"),
+        **changes,
+    }
 
 
 def test_image_diff_updates_in_place() -> None:
@@ -317,8 +357,9 @@ def test_image_diff_updates_in_place() -> None:
         assert (result.changes, result.replaces) == (True, [])
 
 
-def test_image_create_builds_locally_update_sweeps_unused_images(fake_docker: FakeDocker, rendered: list[Path],
-                                                                 spec_json: dict[str, Any]) -> None:
+def test_image_create_builds_locally_update_sweeps_unused_images(
+    fake_docker: FakeDocker, rendered: list[Path], spec_json: dict[str, Any]
+) -> None:
     from iac.deploy.image import ImageProvider
 
     first = ImageProvider().create(image_props(spec_json))
@@ -328,16 +369,22 @@ def test_image_create_builds_locally_update_sweeps_unused_images(fake_docker: Fa
 
     fake_docker.networks.create("net")
     running = fake_docker.containers.run(first.id, name="still-serving", network="net", labels=LABELS)
-    second = ImageProvider().update(first.id, first.outs, image_props(spec_json, context_key="k2", tag="modelstack-dev-digits:k2"))
+    second = ImageProvider().update(
+        first.id, first.outs, image_props(spec_json, context_key="k2", tag="modelstack-dev-digits:k2")
+    )
     assert set(fake_docker.images.items) == {first.id, second.outs["image_id"]}  # the old one still runs a replica
     running.remove(force=True)
-    third = ImageProvider().update(second.outs["image_id"], second.outs, image_props(spec_json, context_key="k3", tag="t3"))
+    third = ImageProvider().update(
+        second.outs["image_id"], second.outs, image_props(spec_json, context_key="k3", tag="t3")
+    )
     assert set(fake_docker.images.items) == {third.outs["image_id"]}
     assert len(rendered) == 3
 
 
 def test_image_read_sees_a_removed_image_delete_removes_every_image_of_the_owner(
-    fake_docker: FakeDocker, rendered: list[Path], spec_json: dict[str, Any],
+    fake_docker: FakeDocker,
+    rendered: list[Path],
+    spec_json: dict[str, Any],
 ) -> None:
     from iac.deploy.image import ImageProvider
 
@@ -363,7 +410,9 @@ def test_artifact_diff_read_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert (changed.changes, changed.replaces) == (True, [])  # content-addressed: an update, never a replacement
 
     preps: list[dict] = []
-    monkeypatch.setattr(artifact, "_prep", lambda props: preps.append(props) or {"artifact_path": olds["artifact_path"]})
+    monkeypatch.setattr(
+        artifact, "_prep", lambda props: preps.append(props) or {"artifact_path": olds["artifact_path"]}
+    )
     created = ModelArtifactProvider().create(olds)
     assert (created.id, preps) == ("k1", [olds])
 
@@ -386,12 +435,16 @@ def test_a_strangers_network_is_reported_at_check_and_left_untouched_by_create(f
     theirs = fake_docker.networks.create("modelstack-dev-digits", labels=STRANGER)
     props = {"owner": OWNER, "network_name": "modelstack-dev-digits", "where": WHERE}
     failures = NetworkProvider().check({}, props).failures
-    assert [(f.property, f.reason) for f in failures] == [(
-        "network_name",
-        ("model.yaml:3: name: the network modelstack-dev-digits is already taken by network modelstack-dev-digits "
-         "of stack digits/dev/digits@99999999 (checkout /home/other/checkout); give this service another name "
-         "(or run the stack under another stack name)"),
-    )]
+    assert [(f.property, f.reason) for f in failures] == [
+        (
+            "network_name",
+            (
+                "model.yaml:3: name: the network modelstack-dev-digits is already taken by network modelstack-dev-digits "
+                "of stack digits/dev/digits@99999999 (checkout /home/other/checkout); give this service another name "
+                "(or run the stack under another stack name)"
+            ),
+        )
+    ]
     # At a first preview the stack's id is not known yet: nothing on the engine is the stack's.
     assert len(NetworkProvider().check({}, {**props, "owner": UNKNOWN}).failures) == 1
     with pytest.raises(RuntimeError, match="already taken by network modelstack-dev-digits of stack"):
@@ -399,16 +452,22 @@ def test_a_strangers_network_is_reported_at_check_and_left_untouched_by_create(f
     assert fake_docker.networks.items == {theirs.id: theirs}
 
 
-def test_a_stack_made_before_stack_ids_keeps_its_own_objects(tmp_path: Path, fake_docker: FakeDocker,
-                                                              no_sleep: list[float]) -> None:
+def test_a_stack_made_before_stack_ids_keeps_its_own_objects(
+    tmp_path: Path, fake_docker: FakeDocker, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.network import NetworkProvider
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     legacy = {OWNER_LABEL: "digits/dev/digits"}
     fake_docker.networks.create("modelstack-dev-digits", labels=legacy)
     olds = proxy_props(tmp_path, owner="digits/dev/digits")
-    fake_docker.containers.run("modelstack-proxy:bookworm-nginx", name="modelstack-dev-digits-proxy",
-                               network="modelstack-dev-digits", labels=legacy, ports={"8080/tcp": ("127.0.0.1", 8501)})
+    fake_docker.containers.run(
+        "modelstack-proxy:bookworm-nginx",
+        name="modelstack-dev-digits-proxy",
+        network="modelstack-dev-digits",
+        labels=legacy,
+        ports={"8080/tcp": ("127.0.0.1", 8501)},
+    )
     # The state's old owner names them: no collision, and the proxy's update replaces its own container.
     assert NetworkProvider().check({"owner": "digits/dev/digits"}, {**olds, "owner": OWNER}).failures == []
     assert ProxyProvider().check(olds, proxy_props(tmp_path)).failures == []
@@ -418,34 +477,55 @@ def test_a_stack_made_before_stack_ids_keeps_its_own_objects(tmp_path: Path, fak
     assert updated.outs["container_id"] in fake_docker.containers.items
 
 
-def test_a_taken_host_port_names_its_holder_and_the_field(tmp_path: Path, fake_docker: FakeDocker, network: None,
-                                                          no_sleep: list[float]) -> None:
+def test_a_taken_host_port_names_its_holder_and_the_field(
+    tmp_path: Path, fake_docker: FakeDocker, network: None, no_sleep: list[float]
+) -> None:
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     other = fake_docker.containers.run("img", name="someone-elses-web", labels={}, ports={"80/tcp": ("0.0.0.0", 8501)})
     props = proxy_props(tmp_path, where=WHERE)
     failures = ProxyProvider().check({}, props).failures
-    assert [(f.property, f.reason) for f in failures] == [(
-        "deploy.host_port",
-        ("model.yaml:40: deploy.host_port: port 8501 on 127.0.0.1 is taken by container someone-elses-web "
-         "(not made by modelstack); set deploy.host_port to a free port"),
-    )]
+    assert [(f.property, f.reason) for f in failures] == [
+        (
+            "deploy.host_port",
+            (
+                "model.yaml:40: deploy.host_port: port 8501 on 127.0.0.1 is taken by container someone-elses-web "
+                "(not made by modelstack); set deploy.host_port to a free port"
+            ),
+        )
+    ]
     with pytest.raises(RuntimeError, match="deploy.host_port: port 8501"):
         ProxyProvider().create(props)
     assert list(fake_docker.containers.items) == [other.id]
 
     fake_docker.host_ports_in_use.add(9000)  # a process of the host, not a container
     moved = proxy_props(tmp_path, settings={**props["settings"], "host_port": 9000.0})
-    assert "taken by a process on this host that is not a container" in ProxyProvider().check({}, moved).failures[0].reason
+    assert (
+        "taken by a process on this host that is not a container" in ProxyProvider().check({}, moved).failures[0].reason
+    )
     # Another port, another address: free.
-    assert ProxyProvider().check({}, proxy_props(tmp_path, settings={**props["settings"], "host_port": 9001.0})).failures == []
+    assert (
+        ProxyProvider().check({}, proxy_props(tmp_path, settings={**props["settings"], "host_port": 9001.0})).failures
+        == []
+    )
 
 
 # -- Canary and shadow: the provider's control flow (each window's figures given) ----------------
 
-PLAN = {"strategy": "canary", "steps": [{"weight": 10, "hold": 1.0}, {"weight": 50, "hold": 1.0}],
-        "analysis": {"max_error_rate_increase": 0.01, "max_p99_ratio": 2.0, "min_agreement": None, "min_cosine": None,
-                     "max_mae": None, "min_samples": 50, "inconclusive": "fail", "max_holds": 2}}
+PLAN = {
+    "strategy": "canary",
+    "steps": [{"weight": 10, "hold": 1.0}, {"weight": 50, "hold": 1.0}],
+    "analysis": {
+        "max_error_rate_increase": 0.01,
+        "max_p99_ratio": 2.0,
+        "min_agreement": None,
+        "min_cosine": None,
+        "max_mae": None,
+        "min_samples": 50,
+        "inconclusive": "fail",
+        "max_holds": 2,
+    },
+}
 
 
 @pytest.fixture
@@ -468,19 +548,21 @@ def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
 
 
 def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
-        tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list) -> None:
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
+) -> None:
     from iac.deploy.targets.docker.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     splits = windows.pop()
     olds = ReplicasProvider().create(replicas_props(tmp_path)).outs
-    windows += [Verdict("pass", samples=120),
-                Verdict("fail", "top-1 agreement", "0.100", "1.000", ">= 0.940", 200)]
+    windows += [Verdict("pass", samples=120), Verdict("fail", "top-1 agreement", "0.100", "1.000", ">= 0.940", 200)]
     updated = ReplicasProvider().update("id", olds, replicas_props(tmp_path, version="v2", rollout=PLAN))
     record = updated.outs["last_rollout"]
     assert record["outcome"] == "rolled back" and record["version"] == "v2"
-    assert record["reason"] == ("canary rollout of version v2 rolled back at step 2/2 (50% of requests): failed on "
-                                "top-1 agreement: candidate 0.100, stable 1.000, threshold >= 0.940, 200 samples")
+    assert record["reason"] == (
+        "canary rollout of version v2 rolled back at step 2/2 (50% of requests): failed on "
+        "top-1 agreement: candidate 0.100, stable 1.000, threshold >= 0.940, 200 samples"
+    )
     # The state still says the old version serves; only its replicas run, and they take everything.
     assert updated.outs["version"] == "v1" and updated.outs["replica_names"] == olds["replica_names"]
     assert model_names(fake_docker) == olds["replica_names"]
@@ -490,8 +572,9 @@ def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
     assert "rolled back" in (tmp_path / "proxy" / "rollout.log").read_text()
 
 
-def test_a_canary_that_passes_every_step_is_promoted(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
-                                                     ready: set[str], windows: list) -> None:
+def test_a_canary_that_passes_every_step_is_promoted(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
+) -> None:
     from iac.deploy.targets.docker.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
@@ -504,8 +587,9 @@ def test_a_canary_that_passes_every_step_is_promoted(tmp_path: Path, fake_docker
     assert (tmp_path / "proxy" / "split.conf").read_text() == split_conf()
 
 
-def test_an_inconclusive_window_holds_when_asked_then_fails(tmp_path: Path, fake_docker: FakeDocker, proxy: Any,
-                                                            ready: set[str], windows: list) -> None:
+def test_an_inconclusive_window_holds_when_asked_then_fails(
+    tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
+) -> None:
     from iac.deploy.targets.docker.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 

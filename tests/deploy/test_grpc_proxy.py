@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fake_docker import FakeDocker
+
 from iac.build.proxy_config import nginx_conf
 from iac.spec.load import load_resolved
 
@@ -14,7 +15,9 @@ OWNER = "digits/dev/digits"
 def _spec(folder: Path, grpc_host_port: int | None):  # type: ignore[no-untyped-def]
     spec = folder / "model.yaml"
     if grpc_host_port is not None:
-        text = spec.read_text().replace("  host_port: 8501\n", f"  host_port: 8501\n  grpc_host_port: {grpc_host_port}\n")
+        text = spec.read_text().replace(
+            "  host_port: 8501\n", f"  host_port: 8501\n  grpc_host_port: {grpc_host_port}\n"
+        )
         spec.write_text(text)
     return load_resolved(spec)
 
@@ -40,25 +43,37 @@ def test_settings_carry_grpc_only_for_a_stack_that_publishes_it(spec_folder: Pat
     assert grpc_target(plain) is None
     published = _spec(spec_folder, 8001)
     assert proxy_settings(published) == {
-        "bind_address": "127.0.0.1", "host_port": 8501, "proxy_port": 8080, "grpc_host_port": 8001,
+        "bind_address": "127.0.0.1",
+        "host_port": 8501,
+        "proxy_port": 8080,
+        "grpc_host_port": 8001,
         "proxy_grpc_port": 8081,
     }
     assert replica_settings(published)["grpc_port"] == 8001  # serving.grpc_port's default
     assert grpc_target(published) == "127.0.0.1:8001"
 
 
-def test_proxy_publishes_the_grpc_port_and_parks_its_upstream(tmp_path: Path, fake_docker: FakeDocker,
-                                                              no_sleep: list[float]) -> None:
+def test_proxy_publishes_the_grpc_port_and_parks_its_upstream(
+    tmp_path: Path, fake_docker: FakeDocker, no_sleep: list[float]
+) -> None:
     from iac.deploy.dynamic import OWNER_LABEL
     from iac.deploy.targets.docker.proxy import ProxyProvider
 
     fake_docker.networks.create("modelstack-dev-digits", labels={OWNER_LABEL: OWNER})
     props = {
-        "owner": OWNER, "container_name": "modelstack-dev-digits-proxy", "image": "modelstack-proxy:bookworm-nginx",
+        "owner": OWNER,
+        "container_name": "modelstack-dev-digits-proxy",
+        "image": "modelstack-proxy:bookworm-nginx",
         "network_name": "modelstack-dev-digits",
-        "settings": {"bind_address": "127.0.0.1", "host_port": 8501.0, "proxy_port": 8080.0,
-                     "grpc_host_port": 8001.0, "proxy_grpc_port": 8081.0},
-        "config_dir": str(tmp_path / "proxy"), "nginx_conf": nginx_conf("digits", 2, grpc=True),
+        "settings": {
+            "bind_address": "127.0.0.1",
+            "host_port": 8501.0,
+            "proxy_port": 8080.0,
+            "grpc_host_port": 8001.0,
+            "proxy_grpc_port": 8081.0,
+        },
+        "config_dir": str(tmp_path / "proxy"),
+        "nginx_conf": nginx_conf("digits", 2, grpc=True),
         "parked_upstream": "server 127.0.0.1:9 down;\n",
     }
     created = ProxyProvider().create(props)

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fake_docker import FakeDocker
+
 from iac.deploy.dynamic import OWNER_LABEL
 from iac.deploy.targets.docker import healer_daemon
 from iac.deploy.targets.docker.healer import (
-    DAEMON, HealerProcess, healer_pids, process_start_time, recorded, state_file_healer,
+    DAEMON,
+    HealerProcess,
+    healer_pids,
+    process_start_time,
+    recorded,
+    state_file_healer,
 )
 
 OWNER = "digits/t-identity/digits"
@@ -49,9 +54,11 @@ def test_a_recycled_pid_is_not_the_healer_and_is_never_signalled(fake_healer: su
     start = process_start_time(fake_healer.pid)
     assert start is not None
     # What the state says about a healer that is long gone, its pid now taken by this process:
-    for stale in (HealerProcess(fake_healer.pid, OWNER, start - 1, "tok-1"),  # another process's start time
-                  HealerProcess(fake_healer.pid, OWNER, start, "tok-0"),  # another healer's token
-                  HealerProcess(fake_healer.pid, "digits/other/digits", start, "tok-1")):  # another stack's
+    for stale in (
+        HealerProcess(fake_healer.pid, OWNER, start - 1, "tok-1"),  # another process's start time
+        HealerProcess(fake_healer.pid, OWNER, start, "tok-0"),  # another healer's token
+        HealerProcess(fake_healer.pid, "digits/other/digits", start, "tok-1"),
+    ):  # another stack's
         assert not stale.is_running()
         assert stale.signal(signal.SIGTERM) is False
         stale.stop()
@@ -87,7 +94,9 @@ def test_state_from_pulumi_and_the_state_file(tmp_path: Path, fake_healer: subpr
     # State written before start times and tokens were kept: the command line is all there is.
     assert recorded(str(fake_healer.pid), {"owner": OWNER, "pid": None}).is_running()
 
-    (tmp_path / "healer.json").write_text(f'{{"pid": {fake_healer.pid}, "owner": "{OWNER}", "start_time": {start}, "token": "tok-1"}}')
+    (tmp_path / "healer.json").write_text(
+        f'{{"pid": {fake_healer.pid}, "owner": "{OWNER}", "start_time": {start}, "token": "tok-1"}}'
+    )
     assert state_file_healer(tmp_path) == HealerProcess(fake_healer.pid, OWNER, start, "tok-1")
     assert state_file_healer(tmp_path / "missing") is None
 
@@ -103,10 +112,14 @@ def stack(fake_docker: FakeDocker, tmp_path: Path) -> dict[str, Any]:
     fake_docker.networks.create("net")
     run = fake_docker.containers.run
     proxy = run("proxy-image", name="p", network="net", labels={**labels, "org.modelstack.role": "proxy"})
-    models = [run("img", name=f"r-v2-{i}", network="net", labels={**labels, "org.modelstack.role": "model"}) for i in (0, 1)]
+    models = [
+        run("img", name=f"r-v2-{i}", network="net", labels={**labels, "org.modelstack.role": "model"}) for i in (0, 1)
+    ]
     retired = run("img", name="r-v1-0", network="net", labels={**labels, "org.modelstack.role": "model"})
     retired.stop()
-    (tmp_path / "upstream.conf").write_text("server r-v2-0:8501 max_fails=1 fail_timeout=2s;\nserver r-v2-1:8501 max_fails=1 fail_timeout=2s;\n")
+    (tmp_path / "upstream.conf").write_text(
+        "server r-v2-0:8501 max_fails=1 fail_timeout=2s;\nserver r-v2-1:8501 max_fails=1 fail_timeout=2s;\n"
+    )
     fake_docker.events_log.clear()
     return {"proxy": proxy, "models": models, "retired": retired, "config_dir": tmp_path}
 
@@ -122,7 +135,9 @@ def test_a_killed_routed_replica_is_started_and_nginx_reloaded(fake_docker: Fake
     assert healer_daemon.on_event(fake_docker, OWNER, stack["config_dir"], event) == []
 
 
-def test_a_killed_proxy_is_started_a_retired_or_removed_replica_is_not(fake_docker: FakeDocker, stack: dict[str, Any]) -> None:
+def test_a_killed_proxy_is_started_a_retired_or_removed_replica_is_not(
+    fake_docker: FakeDocker, stack: dict[str, Any]
+) -> None:
     stack["proxy"].kill()
     stack["retired"].start()
     stack["retired"].stop()
@@ -138,15 +153,20 @@ def test_a_killed_proxy_is_started_a_retired_or_removed_replica_is_not(fake_dock
 
 
 def test_the_stream_filters_on_die_and_oom_of_the_stack(fake_docker: FakeDocker, stack: dict[str, Any]) -> None:
-    assert healer_daemon.event_filters(OWNER) == {"type": "container", "event": ["die", "oom"],
-                                                 "label": f"{OWNER_LABEL}={OWNER}"}
+    assert healer_daemon.event_filters(OWNER) == {
+        "type": "container",
+        "event": ["die", "oom"],
+        "label": f"{OWNER_LABEL}={OWNER}",
+    }
     other = fake_docker.containers.run("img", name="x", network="net", labels={OWNER_LABEL: "other/dev/x"})
     other.kill()
     assert list(fake_docker.events(decode=True, filters=healer_daemon.event_filters(OWNER))) == []
 
 
 def test_watch_reconciles_on_every_connection_and_reconnects_a_dropped_stream(
-    fake_docker: FakeDocker, stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+    fake_docker: FakeDocker,
+    stack: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stop = threading.Event()
     connections = []

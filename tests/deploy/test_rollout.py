@@ -122,7 +122,11 @@ def test_killed_replica_is_back_within_30s_with_no_failed_request(stack: Sandbox
             assert now < 30, f"{victim.name} not back within 30 s ({victim.status}, {times})"
             time.sleep(0.05)
         time.sleep(1)
-    print("replica back: " + ", ".join(f"{k} after {v:.2f} s" for k, v in times.items()) + f"; {load.result.ok} requests served")
+    print(
+        "replica back: "
+        + ", ".join(f"{k} after {v:.2f} s" for k, v in times.items())
+        + f"; {load.result.ok} requests served"
+    )
     assert load.result.failures == []
     assert times["serving"] < 5, "the healer restarts on the die event, not on a later poll"
 
@@ -182,8 +186,9 @@ def test_replicas_run_hardened(stack: Sandbox) -> None:
 
 def modelstack(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the modelstack CLI; its output captured as text."""
-    return subprocess.run([sys.executable, "-m", "iac.cli.app", *args], capture_output=True, text=True,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", *args], capture_output=True, text=True, env={**os.environ, **env}
+    )
 
 
 def test_status_and_model_diff(stack: Sandbox) -> None:
@@ -207,7 +212,9 @@ def test_status_and_model_diff(stack: Sandbox) -> None:
         stack.edit_spec("quantization: float16", f"quantization: {serving}")
     assert before.returncode == 1 and "modelstack prep" in before.stderr
     assert after.returncode == 0, after.stderr
-    assert VARIANTS[serving] in after.stdout and "litert-float16" in after.stdout and "pixels[64]:float32" in after.stdout
+    assert (
+        VARIANTS[serving] in after.stdout and "litert-float16" in after.stdout and "pixels[64]:float32" in after.stdout
+    )
 
 
 def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Sandbox, body: dict) -> None:
@@ -219,8 +226,9 @@ def test_api_key_is_a_pulumi_secret_passed_at_run_time(stack: Sandbox, body: dic
     stack.edit_spec("  threads: 1\n", "  threads: 1\n  api_key_env: DIGITS_API_KEY\n")
     try:
         stack.pulumi("up", "--yes", "--skip-preview")
-        request = urllib.request.Request(stack.endpoint, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            stack.endpoint, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(request, timeout=10)
         assert denied.value.code == 401

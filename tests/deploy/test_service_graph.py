@@ -56,9 +56,15 @@ class DeployMocks(Mocks):
         suffix = args.name.rsplit("-", 1)[-1]
         if suffix == "artifact":
             report = passing_report(size_bytes=102400, accuracy=0.97).model_copy(update={"model_sha256": "m" * 64})
-            outs.update(artifact_path="/cache/a.tflite", artifact_sha256=report.artifact_sha256, variant=report.variant,
-                        size_bytes=report.size_bytes, accuracy=report.accuracy, baseline_accuracy=report.baseline_accuracy,
-                        report=report.model_dump(mode="json"))
+            outs.update(
+                artifact_path="/cache/a.tflite",
+                artifact_sha256=report.artifact_sha256,
+                variant=report.variant,
+                size_bytes=report.size_bytes,
+                accuracy=report.accuracy,
+                baseline_accuracy=report.baseline_accuracy,
+                report=report.model_dump(mode="json"),
+            )
         elif suffix == "image":
             outs["image_id"] = "sha256:" + "1" * 64
         elif suffix == "network":
@@ -66,8 +72,9 @@ class DeployMocks(Mocks):
         elif suffix == "proxy":
             outs["container_id"] = "c1"
         elif suffix == "replicas":
-            outs["replica_names"] = [f"{args.inputs['base_name']}-{args.inputs['version']}-{i}"
-                                     for i in range(int(args.inputs["replicas"]))]
+            outs["replica_names"] = [
+                f"{args.inputs['base_name']}-{args.inputs['version']}-{i}" for i in range(int(args.inputs["replicas"]))
+            ]
         elif suffix == "healer":
             outs["pid"] = 4242
         elif suffix == "identity":
@@ -176,15 +183,18 @@ def test_outputs(graph: tuple[Recorder, DeployMocks, dict], spec_folder: Path) -
         "variant": "litert-int8",
         "artifact_size_bytes": 102400,
         "accuracy": 0.97,
-        "model": {**model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
-                  "rollout": f"prep {prep_key(prep_request(load_resolved(spec_folder / 'model.yaml')))[:12]} by rolling: "
-                             "the new replicas start, take every request once ready, the old ones drain"},
+        "model": {
+            **model_fields(CACHED, load_resolved(spec_folder / "model.yaml")),
+            "rollout": f"prep {prep_key(prep_request(load_resolved(spec_folder / 'model.yaml')))[:12]} by rolling: "
+            "the new replicas start, take every request once ready, the old ones drain",
+        },
         "last_rollout": None,  # no canary or shadow rollout yet
     }
 
 
-@pytest.mark.parametrize("deploy", [{"replicas": 1}, {"target": "kubernetes", "registry": "127.0.0.1:5000"}],
-                         ids=["docker", "kubernetes"])
+@pytest.mark.parametrize(
+    "deploy", [{"replicas": 1}, {"target": "kubernetes", "registry": "127.0.0.1:5000"}], ids=["docker", "kubernetes"]
+)
 def test_api_key_guard_is_once_for_every_target(spec_folder: Path, deploy: dict[str, Any]) -> None:
     """A spec asking for an API key on a stack without one fails in ModelService, located, before any
     target sees it; with the key, every target is handed the variable's name and the secret together."""
@@ -207,8 +217,19 @@ def test_api_key_guard_is_once_for_every_target(spec_folder: Path, deploy: dict[
     assert str(problem).startswith(f"model.yaml:{line}: serving.api_key_env: asks for an API key in MODELSTACK_API_KEY")
     key = api_key_of(spec, "s3cret")
     assert key is not None and (key.env, key.secret) == ("MODELSTACK_API_KEY", "s3cret")
-    assert api_key_of(spec.model_copy(update={"spec": spec.spec.model_copy(update={
-        "serving": spec.spec.serving.model_copy(update={"api_key_env": None})})}), "unused") is None
+    assert (
+        api_key_of(
+            spec.model_copy(
+                update={
+                    "spec": spec.spec.model_copy(
+                        update={"serving": spec.spec.serving.model_copy(update={"api_key_env": None})}
+                    )
+                }
+            ),
+            "unused",
+        )
+        is None
+    )
 
 
 def test_preview_shows_the_cached_models_fields_or_that_prep_is_needed(spec_folder: Path, cache: Path) -> None:
@@ -227,8 +248,12 @@ def test_preview_shows_the_cached_models_fields_or_that_prep_is_needed(spec_fold
     artifact = mocks.inputs["digits-artifact"]
     fields = model_fields(CACHED, load_resolved(spec_folder / "model.yaml"))
     assert artifact["model"] == {**fields, "rollout": rolling} and fields == {
-        "variant": "litert-int8", "bytes": 4096, "accuracy": 0.98, "signature": "pixels[64]:float32",
-        "latency_p99_us": 9.0, "sha256": CACHED.artifact_sha256[:12],
+        "variant": "litert-int8",
+        "bytes": 4096,
+        "accuracy": 0.98,
+        "signature": "pixels[64]:float32",
+        "latency_p99_us": 9.0,
+        "sha256": CACHED.artifact_sha256[:12],
     }
     # What the provider's outputs will be, known at preview: the stack's outputs show the new model.
     assert (artifact["variant"], artifact["size_bytes"], artifact["accuracy"]) == ("litert-int8", 4096, 0.98)
@@ -238,12 +263,21 @@ def test_the_rollout_plan_reads_as_the_spec_says() -> None:
     from iac.review import rollout_plan
     from iac.spec.models import ResolvedSpec
 
-    spec = ResolvedSpec.model_validate({
-        "spec_file": "model.yaml", "model_path": "m.keras", "calibration_path": "c.npz", "evaluation_path": "e.npz",
-        "spec": {"name": "digits", "model": {"path": "m.keras", "inputs": [{"name": "pixels", "shape": [64]}]},
-                 "data": {"calibration": "c.npz", "evaluation": "e.npz"},
-                 "deploy": {"rollout": {"strategy": "canary", "steps": [{"weight": 10, "hold": 30}, {"weight": 50}]}}},
-    })
+    spec = ResolvedSpec.model_validate(
+        {
+            "spec_file": "model.yaml",
+            "model_path": "m.keras",
+            "calibration_path": "c.npz",
+            "evaluation_path": "e.npz",
+            "spec": {
+                "name": "digits",
+                "model": {"path": "m.keras", "inputs": [{"name": "pixels", "shape": [64]}]},
+                "data": {"calibration": "c.npz", "evaluation": "e.npz"},
+                "deploy": {"rollout": {"strategy": "canary", "steps": [{"weight": 10, "hold": 30}, {"weight": 50}]}},
+            },
+        }
+    )
     assert rollout_plan(spec) == (
         "canary: 10% for 30 s, 50% for 30 s, then 100%; each step judged on error rate <= stable + 0.01, "
-        "p99 <= 2 x stable, top-1 agreement >= 2 x prep accuracy - 1, >= 50 samples (fewer: fail)")
+        "p99 <= 2 x stable, top-1 agreement >= 2 x prep accuracy - 1, >= 50 samples (fewer: fail)"
+    )

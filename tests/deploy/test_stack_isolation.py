@@ -49,7 +49,8 @@ def fingerprint(stack: Sandbox) -> list[tuple[str, str, str]]:
 
 
 def test_second_checkout_is_refused_then_runs_beside_and_its_destroy_leaves_the_first(
-        first: Sandbox, body: dict, digits_example: Path, tmp_path: Path) -> None:
+    first: Sandbox, body: dict, digits_example: Path, tmp_path: Path
+) -> None:
     before, image = fingerprint(first), first.outputs()["image_id"]
     second = second_checkout(first, digits_example, tmp_path)
     network = f"modelstack-{first.name}-digits"
@@ -76,9 +77,12 @@ def test_second_checkout_is_refused_then_runs_beside_and_its_destroy_leaves_the_
     second.edit_spec(f"host_port: {second.port}", f"host_port: {first.port}")
     run = second.run("preview", check=False)
     assert run.returncode != 0
-    assert re.search(rf"model\.yaml:\d+: deploy\.host_port: port {first.port} on 127\.0\.0\.1 is taken by container "
-                     rf"{network}-proxy of stack {re.escape(first.owner)}@[0-9a-f]{{8}} \(checkout {re.escape(str(first.dir))}\); "
-                     r"set deploy\.host_port to a free port", run.stdout), run.stdout[-3000:]
+    assert re.search(
+        rf"model\.yaml:\d+: deploy\.host_port: port {first.port} on 127\.0\.0\.1 is taken by container "
+        rf"{network}-proxy of stack {re.escape(first.owner)}@[0-9a-f]{{8}} \(checkout {re.escape(str(first.dir))}\); "
+        r"set deploy\.host_port to a free port",
+        run.stdout,
+    ), run.stdout[-3000:]
 
     # Its own port: both serve side by side; destroying the second leaves the first as it was.
     second.edit_spec(f"host_port: {first.port}", f"host_port: {second.port}")
@@ -103,8 +107,11 @@ def test_a_strangers_network_of_the_same_name_is_reported_and_left_alone(digits_
         stack.pulumi("stack", "init", stack.name)
         run = stack.run("preview", check=False)
         assert run.returncode != 0
-        assert re.search(rf"model\.yaml:\d+: name: the network {theirs.name} is already taken by network "
-                         rf"{theirs.name} \(not made by modelstack\)", run.stdout), run.stdout[-3000:]
+        assert re.search(
+            rf"model\.yaml:\d+: name: the network {theirs.name} is already taken by network "
+            rf"{theirs.name} \(not made by modelstack\)",
+            run.stdout,
+        ), run.stdout[-3000:]
         assert stack.run("up", "--yes", "--skip-preview", check=False).returncode != 0
         client.networks.get(theirs.id)  # still there
         stack.pulumi("destroy", "--yes")

@@ -49,7 +49,9 @@ def test_up_predict_change_preview_up_destroy(digits_example: Path, tmp_path: Pa
         assert second["variant"] == "litert-dynamic"
         assert second["image_id"] != first["image_id"]
         assert second["artifact_size_bytes"] != first["artifact_size_bytes"]
-        assert get(f"{stack.base_url}/v1/models/digits/metadata")["metadata"]["modelstack"]["variant"] == "litert-dynamic"
+        assert (
+            get(f"{stack.base_url}/v1/models/digits/metadata")["metadata"]["modelstack"]["variant"] == "litert-dynamic"
+        )
     finally:
         stack.pulumi("destroy", "--yes")
     assert leftovers(stack.owner) == {"containers": [], "networks": [], "images": []}

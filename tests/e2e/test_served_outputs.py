@@ -46,7 +46,9 @@ def _wait_ready(base: str, container: Any, timeout_s: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("variant", ["litert-int8", "litert-int8-io"])
-def test_the_container_serves_exactly_the_outputs_prep_measured(variant: str, digits_example: Path, tmp_path: Path) -> None:
+def test_the_container_serves_exactly_the_outputs_prep_measured(
+    variant: str, digits_example: Path, tmp_path: Path
+) -> None:
     import docker
 
     from iac.build.render import render
@@ -67,12 +69,23 @@ def test_the_container_serves_exactly_the_outputs_prep_measured(variant: str, di
     render(resolved, result.artifact_path, report, tmp_path / "context")
     client = docker.from_env(timeout=300)
     tag = f"modelstack-test-outputs:{variant}-{uuid.uuid4().hex[:8]}"
-    image, _logs = client.images.build(path=str(tmp_path / "context"), tag=tag, rm=True, forcerm=True, pull=False,
-                                       labels={"org.modelstack.owner": OWNER})
+    image, _logs = client.images.build(
+        path=str(tmp_path / "context"),
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        pull=False,
+        labels={"org.modelstack.owner": OWNER},
+    )
     port = free_port()
     container = client.containers.run(
-        image.id, detach=True, ports={"8501/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
-        tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"}, labels={"org.modelstack.owner": OWNER},
+        image.id,
+        detach=True,
+        ports={"8501/tcp": ("127.0.0.1", port)},
+        read_only=True,
+        cap_drop=["ALL"],
+        tmpfs={"/tmp": "rw,noexec,nosuid,size=16m"},
+        labels={"org.modelstack.owner": OWNER},
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -81,7 +94,9 @@ def test_the_container_serves_exactly_the_outputs_prep_measured(variant: str, di
             x, y = data["x"].astype(np.float32), data["y"]
         url = f"{base}/v1/models/digits:predict"
         # One sample a request, as clients send them ...
-        one_by_one = np.asarray([_call(url, {"instances": [row.tolist()]})["predictions"][0] for row in x], dtype=np.float32)
+        one_by_one = np.asarray(
+            [_call(url, {"instances": [row.tolist()]})["predictions"][0] for row in x], dtype=np.float32
+        )
         # ... and the whole set in one request (the runtime splits it into its batch buckets).
         at_once = np.asarray(_call(url, {"instances": x.tolist()})["predictions"], dtype=np.float32)
         metadata = _call(f"{base}/v1/models/digits/metadata")["metadata"]["modelstack"]

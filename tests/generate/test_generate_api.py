@@ -34,10 +34,17 @@ CONTEXT = 4096  # the tiny model's training context: long streams outlast the te
 
 def generation_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
     return {
-        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0, "threads": 1,
+        "model_name": MODEL,
+        "artifact": str(artifact),
+        "host": "127.0.0.1",
+        "port": 0,
+        "threads": 1,
         "task": "text-generation",
-        "max_sequences": 2, "max_queued_sequences": 1, "context_length": CONTEXT,
-        "max_body_bytes": 65536, **overrides,
+        "max_sequences": 2,
+        "max_queued_sequences": 1,
+        "context_length": CONTEXT,
+        "max_body_bytes": 65536,
+        **overrides,
     }
 
 
@@ -57,8 +64,7 @@ def client(server: ServerProcess) -> openai.OpenAI:
 
 
 def chat(client: openai.OpenAI, **kwargs: Any) -> Any:
-    return client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hello world"}], **kwargs)
+    return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello world"}], **kwargs)
 
 
 def post(server: ServerProcess, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
@@ -93,8 +99,7 @@ def test_chat_completion(client: openai.OpenAI) -> None:
 
 def test_chat_stream_matches_the_whole_answer(client: openai.OpenAI) -> None:
     whole = chat(client, max_completion_tokens=16, temperature=0)
-    stream = chat(client, max_completion_tokens=16, temperature=0, stream=True,
-                  stream_options={"include_usage": True})
+    stream = chat(client, max_completion_tokens=16, temperature=0, stream=True, stream_options={"include_usage": True})
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -110,8 +115,7 @@ def test_completions_stream_and_not(client: openai.OpenAI) -> None:
     whole = client.completions.create(model=MODEL, prompt="the model", max_tokens=10, temperature=0)
     assert whole.object == "text_completion" and whole.choices[0].finish_reason == "length"
     assert whole.usage is not None and whole.usage.completion_tokens == 10
-    pieces = list(client.completions.create(model=MODEL, prompt="the model", max_tokens=10, temperature=0,
-                                            stream=True))
+    pieces = list(client.completions.create(model=MODEL, prompt="the model", max_tokens=10, temperature=0, stream=True))
     assert "".join(p.choices[0].text for p in pieces) == whole.choices[0].text
     assert pieces[-1].choices[0].finish_reason == "length"
 
@@ -129,8 +133,9 @@ def test_sse_ends_with_done(server: ServerProcess) -> None:
 
 
 def test_seed_repeats_a_sampled_answer(client: openai.OpenAI) -> None:
-    answers = {chat(client, max_tokens=12, temperature=1.0, top_p=0.9, seed=7).choices[0].message.content
-               for _ in range(2)}
+    answers = {
+        chat(client, max_tokens=12, temperature=1.0, top_p=0.9, seed=7).choices[0].message.content for _ in range(2)
+    }
     assert len(answers) == 1
     other = chat(client, max_tokens=12, temperature=1.0, seed=8).choices[0].message.content
     assert other not in answers
@@ -159,15 +164,18 @@ def test_models(client: openai.OpenAI) -> None:
 
 
 def test_v2_generate(server: ServerProcess) -> None:
-    status, _, answer = post(server, f"/v2/models/{MODEL}/generate",
-                             {"text_input": "hello", "parameters": {"max_tokens": 6, "temperature": 0}})
+    status, _, answer = post(
+        server,
+        f"/v2/models/{MODEL}/generate",
+        {"text_input": "hello", "parameters": {"max_tokens": 6, "temperature": 0}},
+    )
     assert status == 200 and answer["model_name"] == MODEL and answer["finish_reason"] == "length"
     assert answer["usage"]["completion_tokens"] == 6
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     body = json.dumps({"text_input": "hello", "max_tokens": 6, "temperature": 0}).encode()
     conn.request("POST", f"/v2/models/{MODEL}/generate_stream", body, {"Content-Type": "application/json"})
     response = conn.getresponse()
-    events = [json.loads(e[len("data: "):]) for e in response.read().decode().split("\n\n") if e]
+    events = [json.loads(e[len("data: ") :]) for e in response.read().decode().split("\n\n") if e]
     assert "".join(e["text_output"] for e in events) == answer["text_output"]
     assert events[-1]["finish_reason"] == "length"
     conn.close()
@@ -180,26 +188,34 @@ def test_v2_generate(server: ServerProcess) -> None:
 GOOD = [{"role": "user", "content": "hi"}]
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"model": MODEL}, "messages"),
-    ({"model": MODEL, "messages": []}, "messages"),
-    ({"model": MODEL, "messages": "hi"}, "messages"),
-    ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0]"),
-    ({"model": MODEL, "messages": GOOD, "max_tokens": 0}, "max_tokens"),
-    ({"model": MODEL, "messages": GOOD, "max_completion_tokens": -3}, "max_completion_tokens"),
-    ({"model": MODEL, "messages": GOOD, "temperature": 2.5}, "temperature"),
-    ({"model": MODEL, "messages": GOOD, "temperature": -0.1}, "temperature"),
-    ({"model": MODEL, "messages": GOOD, "top_p": 0}, "top_p"),
-    ({"model": MODEL, "messages": GOOD, "top_p": 1.5}, "top_p"),
-    ({"model": MODEL, "messages": GOOD, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"model": MODEL, "messages": GOOD, "n": 2}, "n"),
-    ({"model": MODEL, "messages": GOOD, "seed": "x"}, "seed"),
-    ({"model": MODEL, "messages": GOOD, "stream": "yes"}, "stream"),
-    ({"messages": GOOD}, "model"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": MODEL}, "messages"),
+        ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "messages": "hi"}, "messages"),
+        ({"model": MODEL, "messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        (
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            },
+            "messages[0].content[0]",
+        ),
+        ({"model": MODEL, "messages": GOOD, "max_tokens": 0}, "max_tokens"),
+        ({"model": MODEL, "messages": GOOD, "max_completion_tokens": -3}, "max_completion_tokens"),
+        ({"model": MODEL, "messages": GOOD, "temperature": 2.5}, "temperature"),
+        ({"model": MODEL, "messages": GOOD, "temperature": -0.1}, "temperature"),
+        ({"model": MODEL, "messages": GOOD, "top_p": 0}, "top_p"),
+        ({"model": MODEL, "messages": GOOD, "top_p": 1.5}, "top_p"),
+        ({"model": MODEL, "messages": GOOD, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"model": MODEL, "messages": GOOD, "n": 2}, "n"),
+        ({"model": MODEL, "messages": GOOD, "seed": "x"}, "seed"),
+        ({"model": MODEL, "messages": GOOD, "stream": "yes"}, "stream"),
+        ({"messages": GOOD}, "model"),
+    ],
+)
 def test_bad_chat_input_names_the_field(server: ServerProcess, body: dict[str, Any], field: str) -> None:
     status, _, answer = post(server, "/v1/chat/completions", body)
     assert status == 400, answer
@@ -217,8 +233,9 @@ def test_bad_input_through_the_client(client: openai.OpenAI) -> None:
 
 
 def test_prompt_longer_than_the_context(server: ServerProcess) -> None:
-    status, _, answer = post(server, "/v1/completions",
-                             {"model": MODEL, "prompt": "hello world " * 4000, "max_tokens": 4})
+    status, _, answer = post(
+        server, "/v1/completions", {"model": MODEL, "prompt": "hello world " * 4000, "max_tokens": 4}
+    )
     assert status == 400
     message = answer["error"]
     assert message["message"].startswith("prompt:") and f"holds {CONTEXT}" in message["message"]
@@ -226,8 +243,9 @@ def test_prompt_longer_than_the_context(server: ServerProcess) -> None:
 
 
 def test_oversized_body_is_413(server: ServerProcess) -> None:
-    status, _, answer = post(server, "/v1/chat/completions",
-                             {"model": MODEL, "messages": [{"role": "user", "content": "x" * 70000}]})
+    status, _, answer = post(
+        server, "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x" * 70000}]}
+    )
     assert status == 413 and "max_body_bytes" in answer["error"]
 
 
@@ -236,8 +254,7 @@ def test_malformed_json_and_bad_v2_fields(server: ServerProcess) -> None:
     assert status == 400 and "malformed JSON" in answer["error"]["message"]
     status, _, answer = post(server, f"/v2/models/{MODEL}/generate", {"parameters": {}})
     assert status == 400 and answer["error"].startswith("text_input:")
-    status, _, answer = post(server, f"/v2/models/{MODEL}/generate",
-                             {"text_input": "hi", "parameters": {"top_p": 2}})
+    status, _, answer = post(server, f"/v2/models/{MODEL}/generate", {"text_input": "hi", "parameters": {"top_p": 2}})
     assert status == 400 and answer["error"].startswith("top_p:")
 
 
@@ -248,8 +265,9 @@ def test_concurrent_streams_all_complete(client: openai.OpenAI) -> None:
     texts: dict[int, str] = {}
 
     def one(i: int) -> None:
-        texts[i] = "".join(c.choices[0].delta.content or "" for c in
-                           chat(client, max_tokens=20, temperature=0, stream=True))
+        texts[i] = "".join(
+            c.choices[0].delta.content or "" for c in chat(client, max_tokens=20, temperature=0, stream=True)
+        )
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]  # 2 sequences + 1 queued
     for t in threads:
@@ -263,11 +281,14 @@ class RawStream:
     """A streaming request on a raw socket, read until ``n`` data events have arrived."""
 
     def __init__(self, port: int, max_tokens: int) -> None:
-        body = json.dumps({"model": MODEL, "prompt": "hello", "max_tokens": max_tokens, "stream": True,
-                           "temperature": 0}).encode()
+        body = json.dumps(
+            {"model": MODEL, "prompt": "hello", "max_tokens": max_tokens, "stream": True, "temperature": 0}
+        ).encode()
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
         self.received = b""
 
     def read_events(self, n: int) -> None:
@@ -280,8 +301,7 @@ class RawStream:
         self.sock.close()
 
 
-def test_full_queue_is_503_then_cancellation_frees_sequences(server: ServerProcess,
-                                                             client: openai.OpenAI) -> None:
+def test_full_queue_is_503_then_cancellation_frees_sequences(server: ServerProcess, client: openai.OpenAI) -> None:
     cancelled_before = _finished(server, "cancelled")
     generated_before = metric(server, "modelstack_llm_generated_tokens_total")
     long = [RawStream(server.port, 4000) for _ in range(2)]  # both sequences
@@ -289,8 +309,7 @@ def test_full_queue_is_503_then_cancellation_frees_sequences(server: ServerProce
         stream.read_events(2)
     waiting = RawStream(server.port, 4000)  # the one queue place
     _wait_until(lambda: metric(server, "modelstack_llm_sequences_waiting") == 1)
-    status, headers, answer = post(server, "/v1/chat/completions",
-                                   {"model": MODEL, "messages": GOOD, "max_tokens": 2})
+    status, headers, answer = post(server, "/v1/chat/completions", {"model": MODEL, "messages": GOOD, "max_tokens": 2})
     assert status == 503 and headers["Retry-After"] == "1" and "max_sequences" in answer["error"]["message"]
 
     for stream in long:  # hang up mid-stream

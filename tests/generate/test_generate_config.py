@@ -21,15 +21,18 @@ def test_defaults() -> None:
     assert (loaded.max_sequences, loaded.max_queued_sequences, loaded.context_length) == (8, 0, 2048)
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"max_sequences": 0}, "max_sequences"),
-    ({"max_sequences": "8"}, "max_sequences"),
-    ({"max_queued_sequences": -1}, "max_queued_sequences"),
-    ({"context_length": 1.5}, "context_length"),
-    ({"inputs": [{"name": "x", "shape": [1], "dtype": "string"}]}, "inputs"),
-    ({"artifact": "/models/model.onnx"}, "artifact"),
-    ({"max_batch_size": 8}, "max_batch_size"),
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"max_sequences": 0}, "max_sequences"),
+        ({"max_sequences": "8"}, "max_sequences"),
+        ({"max_queued_sequences": -1}, "max_queued_sequences"),
+        ({"context_length": 1.5}, "context_length"),
+        ({"inputs": [{"name": "x", "shape": [1], "dtype": "string"}]}, "inputs"),
+        ({"artifact": "/models/model.onnx"}, "artifact"),
+        ({"max_batch_size": 8}, "max_batch_size"),
+    ],
+)
 def test_bad_fields_are_named(fields: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=rf"serving config: {field}: "):
         ServingConfig.from_dict(config(**fields))

@@ -22,8 +22,9 @@ CONTEXT = 4096
 EOS = 4  # <|im_end|>
 
 
-def write_tiny_llama(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                     n_head_kv: int = 2, n_ff: int = 128) -> Path:
+def write_tiny_llama(
+    path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128
+) -> Path:
     import gguf
 
     rng = np.random.default_rng(seed)

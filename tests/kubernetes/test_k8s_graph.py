@@ -51,8 +51,15 @@ def _graph(folder: Path, serving: dict[str, Any] | None = None, **settings: Any)
 
     @pulumi.runtime.test
     def build() -> pulumi.Output:
-        args = TargetArgs(spec, "digits/dev/digits", "modelstack-dev-digits", pulumi.Output.from_input("sha256:" + "1" * 64),
-                          pulumi.Output.from_input("a" * 64), KEYS, api_key_of(spec, pulumi.Output.secret("s3cret")))
+        args = TargetArgs(
+            spec,
+            "digits/dev/digits",
+            "modelstack-dev-digits",
+            pulumi.Output.from_input("sha256:" + "1" * 64),
+            pulumi.Output.from_input("a" * 64),
+            KEYS,
+            api_key_of(spec, pulumi.Output.secret("s3cret")),
+        )
         target = target_of(spec).deploy("digits", args, pulumi.ResourceOptions())
         names = list(target.outputs)
         return pulumi.Output.all(*target.outputs.values()).apply(lambda values: resolved.update(zip(names, values)))
@@ -92,26 +99,38 @@ def test_restricted_pods_pulled_by_digest(folder: Path) -> None:
     (container,) = pod["containers"]
     assert container["image"] == f"127.0.0.1:5000/ml/digits@sha256:{'d' * 64}"
     assert container["securityContext"] == {
-        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 120
     assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
-    assert container["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
     annotations = spec["template"]["metadata"]["annotations"]
     assert annotations == {"modelstack.dev/model-key": "m" * 16, "modelstack.dev/image-key": "i" * 16}
     assert outputs["endpoint"] == "http://digits.models.svc.cluster.local:8501/v1/models/digits:predict"
     assert outputs["grpc_target"] == "digits.models.svc.cluster.local:8001"
-    assert container["ports"] == [{"name": "http", "containerPort": 8501, "protocol": "TCP"},
-                                  {"name": "grpc", "containerPort": 8001, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8501, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+    ]
     assert outputs["image_digest"] == "sha256:" + "d" * 64 and outputs["replicas"] == 3
     assert _of(mocks, "pulumi-python:dynamic/kubernetes:Push")["image_id"] == "sha256:" + "1" * 64
 
 
 def test_service_budget_policy_account(folder: Path) -> None:
-    mocks, _ = _graph(folder, service_type="NodePort", labels={"team": "ml"}, disruption_budget={"min_available": "50%"})
+    mocks, _ = _graph(
+        folder, service_type="NodePort", labels={"team": "ml"}, disruption_budget={"min_available": "50%"}
+    )
     service = _of(mocks, "kubernetes:core/v1:Service")
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["ports"] == [  # HTTP, and the V2 gRPC service (serving.grpc_port, 8001 by default)
@@ -150,5 +169,6 @@ def test_api_key_reaches_pods_from_a_secret(folder: Path) -> None:
     assert data.get(SECRET_SIG) == SECRET_VALUE, "the key stays a Pulumi secret"
     assert data["value"] == {"api-key": "s3cret"}
     (container,) = _of(mocks, "kubernetes:apps/v1:Deployment")["spec"]["template"]["spec"]["containers"]
-    assert container["env"] == [{"name": "MODELSTACK_API_KEY",
-                                 "valueFrom": {"secretKeyRef": {"name": "digits-api-key", "key": "api-key"}}}]
+    assert container["env"] == [
+        {"name": "MODELSTACK_API_KEY", "valueFrom": {"secretKeyRef": {"name": "digits-api-key", "key": "api-key"}}}
+    ]

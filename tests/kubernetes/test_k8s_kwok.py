@@ -21,10 +21,17 @@ NAMESPACE = "models"
 def stack(cluster: object, digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from harness.k8s.sandbox import K8sSandbox
 
-    deploy = kubernetes_deploy(cluster.registry, cluster.kubeconfig, NAMESPACE, replicas=3,
-                               autoscaling={"min_replicas": 3, "max_replicas": 6, "cpu_utilization": 60},
-                               disruption_budget={"min_available": 2}, labels={"team": "ml"},
-                               progress_deadline=20, **KWOK_PLACEMENT)
+    deploy = kubernetes_deploy(
+        cluster.registry,
+        cluster.kubeconfig,
+        NAMESPACE,
+        replicas=3,
+        autoscaling={"min_replicas": 3, "max_replicas": 6, "cpu_utilization": 60},
+        disruption_budget={"min_available": 2},
+        labels={"team": "ml"},
+        progress_deadline=20,
+        **KWOK_PLACEMENT,
+    )
     with K8sSandbox(tmp_path_factory.mktemp("kwok-stack"), digits_example, deploy).deployed() as stack:
         yield stack
 
@@ -40,7 +47,8 @@ def _ready_pods(cluster: object, template_key: str | None = None) -> list[str]:
     core, _ = _apis(cluster)
     pods = core.list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=digits").items
     return sorted(
-        p.metadata.name for p in pods
+        p.metadata.name
+        for p in pods
         if not p.metadata.deletion_timestamp
         and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
         and (template_key is None or p.metadata.annotations.get("modelstack.dev/model-key") == template_key)
@@ -67,7 +75,12 @@ def test_pods_are_restricted_and_pulled_by_digest(cluster: object, stack: object
     (container,) = pod.containers
     assert container.image == outputs["image_ref"]
     sc = container.security_context
-    assert (sc.run_as_non_root, sc.run_as_user, sc.allow_privilege_escalation, sc.read_only_root_filesystem) == (True, 10001, False, True)
+    assert (sc.run_as_non_root, sc.run_as_user, sc.allow_privilege_escalation, sc.read_only_root_filesystem) == (
+        True,
+        10001,
+        False,
+        True,
+    )
     assert sc.capabilities.drop == ["ALL"] and sc.seccomp_profile.type == "RuntimeDefault"
     assert container.readiness_probe.http_get.path == "/readyz" and container.startup_probe.http_get.path == "/readyz"
     assert container.liveness_probe.http_get.path == "/healthz"
@@ -81,8 +94,12 @@ def test_the_namespace_refuses_pods_that_are_not_restricted(cluster: object, sta
     from kubernetes.client.exceptions import ApiException
 
     core, _ = _apis(cluster)
-    privileged = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root-pod"},
-                  "spec": {"containers": [{"name": "c", "image": "modelstack-pause:1"}]}}
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root-pod"},
+        "spec": {"containers": [{"name": "c", "image": "modelstack-pause:1"}]},
+    }
     with pytest.raises(ApiException) as info:
         core.create_namespaced_pod(NAMESPACE, privileged)
     message = json.loads(info.value.body)["message"]

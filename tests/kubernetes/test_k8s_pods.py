@@ -27,8 +27,15 @@ SMALL = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", 
 def stack(real_node: object, digits_example: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from harness.k8s.sandbox import K8sSandbox
 
-    deploy = kubernetes_deploy(real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=2, resources=SMALL,
-                               progress_deadline=90, startup_timeout=60)
+    deploy = kubernetes_deploy(
+        real_node.registry,
+        real_node.kubeconfig,
+        NAMESPACE,
+        replicas=2,
+        resources=SMALL,
+        progress_deadline=90,
+        startup_timeout=60,
+    )
     with K8sSandbox(tmp_path_factory.mktemp("pods-stack"), digits_example, deploy).deployed() as stack:
         yield stack
 
@@ -69,7 +76,9 @@ def _settled(stack: object, wanted: str, key: str = "variant", timeout: float = 
         if in_a_row == 8:
             return served
         time.sleep(0.25)
-    raise AssertionError(f"the Service still serves {key}={served.get(key)!r}, not {wanted!r}, {timeout:.0f} s after up")
+    raise AssertionError(
+        f"the Service still serves {key}={served.get(key)!r}, not {wanted!r}, {timeout:.0f} s after up"
+    )
 
 
 def _switch(stack: object) -> str:
@@ -148,8 +157,13 @@ def test_a_version_that_never_gets_ready_never_takes_traffic(stack: object, body
 def test_status_and_model_diff(stack: object) -> None:
     env = {**os.environ, "PULUMI_CONFIG_PASSPHRASE": "modelstack-sandbox"}
     cli = [sys.executable, "-m", "iac.cli.app"]
-    status = subprocess.run([*cli, "status", str(stack.spec_path), "--stack", stack.name], capture_output=True,
-                            text=True, env=env, timeout=60)
+    status = subprocess.run(
+        [*cli, "status", str(stack.spec_path), "--stack", stack.name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     assert "2/2 ready" in status.stdout and "litert-" in status.stdout
     _switch(stack)

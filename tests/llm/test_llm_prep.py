@@ -96,8 +96,9 @@ def test_min_agreement_refuses_too(measured: tuple[PrepRequest, PrepReport]) -> 
 
 
 def test_nothing_within_the_gate_is_a_located_user_error(chat_folder: Path) -> None:
-    spec = load_resolved(write_spec(chat_folder, "optimize:\n  variants: [gguf-q4_0]\n  max_kl: 0.0001\n"
-                                                 "  evaluation_tokens: 256\n"))
+    spec = load_resolved(
+        write_spec(chat_folder, "optimize:\n  variants: [gguf-q4_0]\n  max_kl: 0.0001\n  evaluation_tokens: 256\n")
+    )
     req = family_of_format("gguf").request(spec)
     with pytest.raises(UserError) as info:
         measure_and_choose(req, progress=lambda _: None)

@@ -79,12 +79,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x_train, y_train, x_eval, y_eval = digits_arrays()
     x_train, x_eval = x_train.reshape(-1, 8, 8, 1), x_eval.reshape(-1, 8, 8, 1)
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=6, batch_size=64, verbose=0)
     model.save(folder / "model" / "tiny.keras")
@@ -104,12 +106,20 @@ def _requests(folder: Path) -> Callable[..., PrepRequest]:
     """The tiny model's request with every technique, and any field changed (`optimize` as a dict
     of the optimize fields that change)."""
     base = PrepRequest(
-        model_path=str(folder / "model" / "tiny.keras"), calibration_path=str(folder / "data" / "calibration.npz"),
-        evaluation_path=str(folder / "data" / "evaluation.npz"), fine_tuning_path=str(folder / "data" / "train.npz"),
-        input_name="image", sample_shape=(8, 8, 1),
-        optimize=Optimize(max_accuracy_drop=0.05, pruning=Pruning(**PRUNING), clustering=Clustering(**CLUSTERING),
-                          qat=QuantizationAwareTraining(**QAT)),
-        all_variants=True, latency_budget_s=0.02,
+        model_path=str(folder / "model" / "tiny.keras"),
+        calibration_path=str(folder / "data" / "calibration.npz"),
+        evaluation_path=str(folder / "data" / "evaluation.npz"),
+        fine_tuning_path=str(folder / "data" / "train.npz"),
+        input_name="image",
+        sample_shape=(8, 8, 1),
+        optimize=Optimize(
+            max_accuracy_drop=0.05,
+            pruning=Pruning(**PRUNING),
+            clustering=Clustering(**CLUSTERING),
+            qat=QuantizationAwareTraining(**QAT),
+        ),
+        all_variants=True,
+        latency_budget_s=0.02,
     )
 
     def make(**changes: Any) -> PrepRequest:

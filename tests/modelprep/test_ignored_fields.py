@@ -77,7 +77,9 @@ def test_a_text_request_and_its_key_survive_pulumi_state(project: Path) -> None:
     from modelprep.request import PrepRequest, prep_key
 
     spec = project / "model.yaml"
-    spec.write_text((IGNORED / "invalid_optimize_int8_io_on_huggingface.yaml").read_text().replace("  int8_io: true\n", ""))
+    spec.write_text(
+        (IGNORED / "invalid_optimize_int8_io_on_huggingface.yaml").read_text().replace("  int8_io: true\n", "")
+    )
     req = prep_request(load_resolved(spec))
     assert req.family == "huggingface" and text_of(req).max_length == 256
 

@@ -57,7 +57,8 @@ def test_artifact_runs_in_litert_with_a_dynamic_batch(request_int8: PrepRequest,
 
 
 def test_unmeetable_gate_fails_at_the_specs_line_and_caches_nothing(
-        request_int8: PrepRequest, digits_example: Path, hard_labels: Callable[[PrepRequest], Path], tmp_path: Path) -> None:
+    request_int8: PrepRequest, digits_example: Path, hard_labels: Callable[[PrepRequest], Path], tmp_path: Path
+) -> None:
     # A model whose float baseline is clearly better than its int8 artifact can ever be: hide
     # the gap with a tiny tolerance by evaluating on labels the int8 model gets wrong.
     strict = request_int8.changed(optimize={"max_accuracy_drop": 0.0}, evaluation_path=str(hard_labels(request_int8)))
@@ -71,14 +72,19 @@ def test_unmeetable_gate_fails_at_the_specs_line_and_caches_nothing(
     assert not list((tmp_path / "cache").rglob("*.tflite")), "nothing deployable may be left behind"
 
 
-def test_cli_gate_failure_exits_nonzero(digits_example: Path, hard_labels: Callable[[PrepRequest], Path],
-                                        tmp_path: Path) -> None:
+def test_cli_gate_failure_exits_nonzero(
+    digits_example: Path, hard_labels: Callable[[PrepRequest], Path], tmp_path: Path
+) -> None:
     spec = digits_example / "gate.yaml"
     hard = hard_labels(prep_request(load_resolved(digits_example / "model.yaml")))
     text = (digits_example / "model.yaml").read_text()
-    spec.write_text(text.replace("data/evaluation.npz", str(hard)).replace("max_accuracy_drop: 0.01", "max_accuracy_drop: 0.0"))
+    spec.write_text(
+        text.replace("data/evaluation.npz", str(hard)).replace("max_accuracy_drop: 0.01", "max_accuracy_drop: 0.0")
+    )
     env = {**os.environ, "MODELSTACK_CACHE": str(tmp_path / "cache")}
-    run = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(spec)], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", "prep", str(spec)], capture_output=True, text=True, env=env
+    )
     assert run.returncode == 2, run.stderr
     assert "optimize.max_accuracy_drop" in run.stderr and "Traceback" not in run.stderr
     line = _line_of(spec, "max_accuracy_drop")
@@ -89,7 +95,9 @@ def test_cli_gate_failure_exits_nonzero(digits_example: Path, hard_labels: Calla
 def test_second_prep_does_no_tensorflow_work(digits_example: Path, tmp_path: Path) -> None:
     env = {**os.environ, "MODELSTACK_CACHE": str(tmp_path / "cache")}
     spec = digits_example / "model.yaml"
-    first = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(spec), "--json"], capture_output=True, text=True, env=env)
+    first = subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", "prep", str(spec), "--json"], capture_output=True, text=True, env=env
+    )
     assert first.returncode == 0, first.stderr
     probe = (
         "import sys, json; from iac.spec.load import load_resolved; from modelprep.request import prep_request; "
@@ -103,8 +111,9 @@ def test_second_prep_does_no_tensorflow_work(digits_example: Path, tmp_path: Pat
     assert outcome["key"] == json.loads(first.stdout)["key"]
 
 
-def test_sha256_pin_mismatch_is_a_user_error_at_the_model_section(request_int8: PrepRequest, digits_example: Path,
-                                                                   tmp_path: Path) -> None:
+def test_sha256_pin_mismatch_is_a_user_error_at_the_model_section(
+    request_int8: PrepRequest, digits_example: Path, tmp_path: Path
+) -> None:
     with pytest.raises(UserError, match="model.sha256") as info:
         prep(request_int8.changed(model_sha256="0" * 64), Cache(tmp_path))
     # The example spec writes no pin: the error points at the model section it belongs in.

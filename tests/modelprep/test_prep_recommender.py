@@ -36,8 +36,12 @@ def _paper(tmp_path: Path, **optimize: object) -> PrepRequest:
     for name in ("model.keras", "calibration.npz", "evaluation.npz"):
         (tmp_path / name).write_bytes(name.encode())
     return PrepRequest(
-        model_path=str(tmp_path / "model.keras"), calibration_path=str(tmp_path / "calibration.npz"),
-        evaluation_path=str(tmp_path / "evaluation.npz"), input_name="user_id", sample_shape=(1,), inputs=INPUTS,
+        model_path=str(tmp_path / "model.keras"),
+        calibration_path=str(tmp_path / "calibration.npz"),
+        evaluation_path=str(tmp_path / "evaluation.npz"),
+        input_name="user_id",
+        sample_shape=(1,),
+        inputs=INPUTS,
     ).changed(optimize=optimize)
 
 
@@ -87,8 +91,10 @@ def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
 
     req = prep_request(load_resolved(recommender / "model.yaml"))
     assert req.inputs == INPUTS
-    req = req.changed(optimize={"variants": ["litert-float32", "litert-dynamic", "litert-int8", "onnx-float32"]},
-                      latency_budget_s=0.02)
+    req = req.changed(
+        optimize={"variants": ["litert-float32", "litert-dynamic", "litert-int8", "onnx-float32"]},
+        latency_budget_s=0.02,
+    )
     result = prep(req, Cache(tmp_path))
     report = result.report
     names = {m.name for m in report.variants}
@@ -103,6 +109,8 @@ def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
         batch = pack(specs, {"user_id": data["user_id"][:16], "item_id": data["item_id"][:16]})
         labels = data["y"][:16]
     content = result.artifact_path.read_bytes()
-    runtime = (OnnxFeedsModel if result.artifact_path.suffix == ".onnx" else LiteRTFeedsModel).from_bytes(content, specs)
+    runtime = (OnnxFeedsModel if result.artifact_path.suffix == ".onnx" else LiteRTFeedsModel).from_bytes(
+        content, specs
+    )
     outputs = runtime.predict(batch)
     assert outputs.shape == (16, 1) and float(np.abs(outputs - labels).mean()) < 1.0

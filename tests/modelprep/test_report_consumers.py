@@ -37,18 +37,23 @@ def test_serving_metadata_is_the_reports_served_model(spec_file: Path) -> None:
     assert type(config["metadata"]["size_bytes"]) is int
 
 
-def test_diff_compares_what_is_served_with_the_cached_report(spec_file: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diff_compares_what_is_served_with_the_cached_report(
+    spec_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import iac.review
     import modelprep.prep
     from iac.spec.load import load_resolved
     from modelprep.prep import PrepResult
 
     deployed = passing_report()
-    edited = passing_report(name="litert-dynamic", quantization="dynamic", size_bytes=11, sha256="c" * 64, accuracy=0.98)
+    edited = passing_report(
+        name="litert-dynamic", quantization="dynamic", size_bytes=11, sha256="c" * 64, accuracy=0.98
+    )
     # What the server answers: serving.json's metadata, passed through JSON as the server does.
     served = {"modelstack": json.loads(json.dumps(deployed.served().model_dump(mode="json")))}
-    monkeypatch.setattr(modelprep.prep, "cached_result", lambda _req: PrepResult("k" * 64, tmp_path / "model.tflite", edited, True))
+    monkeypatch.setattr(
+        modelprep.prep, "cached_result", lambda _req: PrepResult("k" * 64, tmp_path / "model.tflite", edited, True)
+    )
     monkeypatch.setattr(iac.review, "served_metadata", lambda _url, _spec: served)
     changes, missing = iac.review.model_diff(load_resolved(spec_file))
     assert missing is None
@@ -62,8 +67,9 @@ def test_diff_compares_what_is_served_with_the_cached_report(spec_file: Path, tm
     assert rows["output signature"] == ("output_0[10]:float32", "output_0[10]:float32", False)
 
 
-def test_diff_says_nothing_of_a_signature_an_older_server_did_not_report(spec_file: Path, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diff_says_nothing_of_a_signature_an_older_server_did_not_report(
+    spec_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import iac.review
     import modelprep.prep
     from iac.spec.load import load_resolved
@@ -71,7 +77,9 @@ def test_diff_says_nothing_of_a_signature_an_older_server_did_not_report(spec_fi
 
     report = passing_report()
     older = report.served().model_dump(mode="json", exclude={"inputs", "outputs"})
-    monkeypatch.setattr(modelprep.prep, "cached_result", lambda _req: PrepResult("k" * 64, tmp_path / "model.tflite", report, True))
+    monkeypatch.setattr(
+        modelprep.prep, "cached_result", lambda _req: PrepResult("k" * 64, tmp_path / "model.tflite", report, True)
+    )
     monkeypatch.setattr(iac.review, "served_metadata", lambda _url, _spec: {"modelstack": older})
     rows = {c.field: (c.deployed, c.edited) for c in iac.review.model_diff(load_resolved(spec_file))[0]}
     assert rows["variant"] == ("litert-int8", "litert-int8")
@@ -92,5 +100,9 @@ def test_artifact_outputs_come_from_the_report() -> None:
     report = passing_report()
     outs: dict[str, Any] = outputs_of("/cache/model.tflite", report)
     assert set(outs) == set(OUTPUTS)
-    assert (outs["variant"], outs["size_bytes"], outs["accuracy"]) == (report.variant, report.size_bytes, report.accuracy)
+    assert (outs["variant"], outs["size_bytes"], outs["accuracy"]) == (
+        report.variant,
+        report.size_bytes,
+        report.accuracy,
+    )
     assert PrepReport.model_validate(outs["report"]) == report

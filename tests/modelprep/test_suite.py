@@ -25,7 +25,17 @@ from modelprep.prep import prep
 from modelprep.report import PrepReport
 from modelprep.request import PrepRequest
 
-FIELDS = ("name", "runtime", "size_bytes", "gzip_bytes", "accuracy", "latency_p50_us", "latency_p99_us", "throughput_per_s", "chosen")
+FIELDS = (
+    "name",
+    "runtime",
+    "size_bytes",
+    "gzip_bytes",
+    "accuracy",
+    "latency_p50_us",
+    "latency_p99_us",
+    "throughput_per_s",
+    "chosen",
+)
 Request = Callable[..., PrepRequest]
 
 
@@ -73,8 +83,9 @@ def test_exactly_one_variant_is_chosen_and_it_is_what_was_cached(suite: dict[str
 
 
 @pytest.mark.tf
-def test_a_changed_objective_re_measures_nothing(suite: dict[str, Any], tiny_request: Request, cache_dir: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_changed_objective_re_measures_nothing(
+    suite: dict[str, Any], tiny_request: Request, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import modelprep.families.keras.build
     import modelprep.families.keras.convert
 
@@ -94,8 +105,9 @@ def test_a_changed_objective_re_measures_nothing(suite: dict[str, Any], tiny_req
 
 
 @pytest.mark.tf
-def test_variants_restrict_the_candidates_and_allow_onnx(suite: dict[str, Any], tiny: Path, tiny_request: Request,
-                                                         cache_dir: Path) -> None:
+def test_variants_restrict_the_candidates_and_allow_onnx(
+    suite: dict[str, Any], tiny: Path, tiny_request: Request, cache_dir: Path
+) -> None:
     result = prep(tiny_request(optimize={"variants": ["onnx-static"]}, all_variants=False), Cache(cache_dir))
     report = result.report
     assert [e.name for e in report.variants] == ["onnx-static"]
@@ -109,11 +121,18 @@ def test_variants_restrict_the_candidates_and_allow_onnx(suite: dict[str, Any], 
 
 
 @pytest.mark.tf
-def test_cli_json_has_baselines_and_variants_and_all_variants(suite: dict[str, Any], tiny: Path, cache_dir: Path) -> None:
+def test_cli_json_has_baselines_and_variants_and_all_variants(
+    suite: dict[str, Any], tiny: Path, cache_dir: Path
+) -> None:
     # The spec's settings equal the suite's request, so every variant comes from the cache.
     env = {**os.environ, "MODELSTACK_CACHE": str(cache_dir)}
-    run = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml"), "--json", "--all-variants"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml"), "--json", "--all-variants"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
     assert PrepReport.model_validate(report) == suite["result"].report.model_copy(update={"key": report["key"]})
@@ -122,8 +141,13 @@ def test_cli_json_has_baselines_and_variants_and_all_variants(suite: dict[str, A
     assert sum(e["chosen"] for e in report["variants"]) == 1
     for entry in [*report["baselines"], *report["variants"]]:
         assert set(FIELDS) <= set(entry)
-    table = subprocess.run([sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml")],
-                           capture_output=True, text=True, env=env, timeout=300)
+    table = subprocess.run(
+        [sys.executable, "-m", "iac.cli.app", "prep", str(tiny / "model.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert table.returncode == 0, table.stderr[-3000:]
     assert "keras-predict" in table.stdout and "pruned-int8" in table.stdout and "chosen" in table.stdout
     assert "report.png" in table.stdout
@@ -160,9 +184,15 @@ def test_ops_without_int8_kernels_fall_back_to_float_and_say_so(tmp_path: Path) 
     x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
     np.savez(tmp_path / "cal.npz", x=x)
     np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(64, np.int64))
-    req = PrepRequest(model_path=str(tmp_path / "cumsum.keras"), calibration_path=str(tmp_path / "cal.npz"),
-                      evaluation_path=str(tmp_path / "eval.npz"), input_name="x", sample_shape=(8,),
-                      optimize={"variants": ["litert-int8"], "max_accuracy_drop": 1.0}, latency_budget_s=0.01)
+    req = PrepRequest(
+        model_path=str(tmp_path / "cumsum.keras"),
+        calibration_path=str(tmp_path / "cal.npz"),
+        evaluation_path=str(tmp_path / "eval.npz"),
+        input_name="x",
+        sample_shape=(8,),
+        optimize={"variants": ["litert-int8"], "max_accuracy_drop": 1.0},
+        latency_budget_s=0.01,
+    )
     messages: list[str] = []
     report = prep(req, Cache(tmp_path / "cache"), progress=messages.append).report
     assert report.variants[0].notes.float_ops == ["CUMSUM"]
@@ -170,7 +200,11 @@ def test_ops_without_int8_kernels_fall_back_to_float_and_say_so(tmp_path: Path) 
     # ... and pruning/QAT cannot rebuild the raw op in Keras 2: a UserError says which and why.
     with pytest.raises(UserError) as info:
         prep(req.changed(optimize={"variants": ["pruned-int8"]}), Cache(tmp_path / "cache"))
-    assert "'cumsum'" in str(info.value) and "no tf_keras equivalent" in str(info.value) and "optimize.variants" in str(info.value)
+    assert (
+        "'cumsum'" in str(info.value)
+        and "no tf_keras equivalent" in str(info.value)
+        and "optimize.variants" in str(info.value)
+    )
 
 
 @pytest.mark.tf
@@ -225,7 +259,10 @@ def test_calibration_of_the_wrong_dtype_is_a_user_error(tiny_request: Request, t
     path = tmp_path / "bool.npz"
     np.savez(path, x=np.zeros((10, 8, 8, 1), bool))
     with pytest.raises(UserError, match=r"data.calibration: 'x' has dtype bool.*float32"):
-        prep(tiny_request(calibration_path=str(path), optimize={"variants": ["litert-int8"]}, all_variants=False), Cache(tmp_path))
+        prep(
+            tiny_request(calibration_path=str(path), optimize={"variants": ["litert-int8"]}, all_variants=False),
+            Cache(tmp_path),
+        )
 
 
 @pytest.mark.tf
@@ -233,11 +270,17 @@ def test_evaluation_without_labels_and_fine_tuning_of_the_wrong_shape(tiny_reque
     path = tmp_path / "unlabelled.npz"
     np.savez(path, x=np.zeros((10, 8, 8, 1), np.float32))
     with pytest.raises(UserError, match=r"data.evaluation: has no labels"):
-        prep(tiny_request(evaluation_path=str(path), optimize={"variants": ["litert-int8"]}, all_variants=False), Cache(tmp_path))
+        prep(
+            tiny_request(evaluation_path=str(path), optimize={"variants": ["litert-int8"]}, all_variants=False),
+            Cache(tmp_path),
+        )
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((10, 64), np.float32))
     with pytest.raises(UserError, match=r"optimize.fine_tuning_data: 'x' has shape \[10, 64\].*\[N, 8, 8, 1\]"):
-        prep(tiny_request(fine_tuning_path=str(wrong), optimize={"variants": ["pruned-int8"]}, all_variants=False), Cache(tmp_path))
+        prep(
+            tiny_request(fine_tuning_path=str(wrong), optimize={"variants": ["pruned-int8"]}, all_variants=False),
+            Cache(tmp_path),
+        )
 
 
 @pytest.mark.tf
@@ -245,7 +288,10 @@ def test_corrupt_model_and_pin_mismatch_are_user_errors(tiny_request: Request, t
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(UserError, match=r"model.path: cannot be loaded as a Keras model"):
-        prep(tiny_request(model_path=str(corrupt), optimize={"variants": ["litert-int8"]}, all_variants=False), Cache(tmp_path))
+        prep(
+            tiny_request(model_path=str(corrupt), optimize={"variants": ["litert-int8"]}, all_variants=False),
+            Cache(tmp_path),
+        )
     with pytest.raises(UserError, match=r"model.sha256: the model's bytes hash to [0-9a-f]{64}, not the pinned"):
         prep(tiny_request(model_sha256="1" * 64), Cache(tmp_path))
 
@@ -260,16 +306,27 @@ def test_unknown_variant_or_objective_cannot_reach_prep(paper_request: Request) 
 
 
 @pytest.mark.tf
-def test_a_pruning_schedule_longer_than_fine_tuning_is_a_user_error_at_the_specs_line(tiny: Path, tmp_path: Path) -> None:
+def test_a_pruning_schedule_longer_than_fine_tuning_is_a_user_error_at_the_specs_line(
+    tiny: Path, tmp_path: Path
+) -> None:
     """Raised in the tfmot child process, reported here as the same UserError, at the spec's line."""
     from iac.spec.load import load_resolved
     from modelprep.request import prep_request
 
     spec = tiny / "long-pruning.yaml"
-    spec.write_text((tiny / "model.yaml").read_text().replace("pruning: {target_sparsity: 0.5, frequency: 2, epochs: 1}",
-                                                               "variants: [pruned-int8]\n  pruning:\n    end_step: 10000"))
+    spec.write_text(
+        (tiny / "model.yaml")
+        .read_text()
+        .replace(
+            "pruning: {target_sparsity: 0.5, frequency: 2, epochs: 1}",
+            "variants: [pruned-int8]\n  pruning:\n    end_step: 10000",
+        )
+    )
     line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if "end_step" in text)
-    with pytest.raises(UserError, match=r"optimize.pruning.end_step: pruning from step 0 to 10000 does not fit in the \d+ fine-tuning steps") as info:
+    with pytest.raises(
+        UserError,
+        match=r"optimize.pruning.end_step: pruning from step 0 to 10000 does not fit in the \d+ fine-tuning steps",
+    ) as info:
         prep(prep_request(load_resolved(spec)).changed(latency_budget_s=0.02), Cache(tmp_path))
     assert info.value.problems[0].where == f"long-pruning.yaml:{line}"
 

@@ -83,10 +83,7 @@ def project(tmp_path: Path) -> Project:
     shutil.copytree(FIXTURE, root, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "state").mkdir()
     (root / "Pulumi.yaml").write_text(
-        "name: langhost-fixture\n"
-        "runtime: python\n"
-        "backend:\n"
-        f"  url: file://{tmp_path / 'state'}\n"
+        f"name: langhost-fixture\nruntime: python\nbackend:\n  url: file://{tmp_path / 'state'}\n"
     )
     env = dict(os.environ)
     env.update(

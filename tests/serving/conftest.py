@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from serving_support import (
-    FAKE_SERVER, ServerProcess, build_tflite_models, in_process_server, make_config, ready_server,
+    FAKE_SERVER,
+    ServerProcess,
+    build_tflite_models,
+    in_process_server,
+    make_config,
+    ready_server,
 )
 
 

@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 if os.environ.get("FAKE_EVENT_LOOP") == "asyncio":
     sys.modules["uvloop"] = None  # type: ignore[assignment]  # makes `import uvloop` fail
 
+from serving_support import FakeRecommender, FakeRuntime, FakeTextRuntime  # noqa: E402
+
 import serving.loading  # noqa: E402
 from serving.lifecycle import main  # noqa: E402
-from serving_support import FakeRecommender, FakeRuntime, FakeTextRuntime  # noqa: E402
 
 
 def _load_fake(config: object) -> FakeRuntime | FakeRecommender | FakeTextRuntime:

@@ -107,8 +107,14 @@ RECOMMENDER_INPUTS = _recommender_inputs()
 class ServerProcess:
     """``python -m serving.server`` (or ``command``) on 127.0.0.1 with its stderr collected line by line."""
 
-    def __init__(self, config: dict[str, Any] | None, folder: Path | None, command: list[str] | None = None,
-                 env: dict[str, str] | None = None, preexec_fn: Any = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        folder: Path | None,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        preexec_fn: Any = None,
+    ) -> None:
         """Serve ``config`` (written to ``folder``); with ``config=None``, ``command`` brings its own."""
         # The repository first; what the caller's PYTHONPATH adds (e.g. a freshly built transport) after it.
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -119,8 +125,13 @@ class ServerProcess:
             config_path.write_text(json.dumps(config))
             full_env["MODELSTACK_SERVING_CONFIG"] = str(config_path)
         self.proc = subprocess.Popen(
-            command or [sys.executable, "-m", "serving.server"], cwd=REPO, env=full_env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+            command or [sys.executable, "-m", "serving.server"],
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=preexec_fn,
         )
         self.lines: list[str] = []
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -225,9 +236,16 @@ def raw_request(port: int, data: bytes) -> tuple[int, dict[str, str], Any]:
 def make_config(artifact: Path | str, **overrides: Any) -> dict[str, Any]:
     """A serving.json for the tiny 4 -> 3 model (real or fake); HTTP only (gRPC's default port is a fixed one)."""
     return {
-        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0, "grpc_port": None,
-        "threads": 1, "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
-        "max_body_bytes": 4096, "metadata": METADATA, **overrides,
+        "model_name": MODEL,
+        "artifact": str(artifact),
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": None,
+        "threads": 1,
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+        "max_body_bytes": 4096,
+        "metadata": METADATA,
+        **overrides,
     }
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conformance import check_conformance
+from serving_support import MODEL, REPO, SAMPLES, ServerProcess
 from typer.testing import CliRunner
 
-from conformance import check_conformance
 from iac.cli.app import app
 from iac.loadgen import run_load
-from serving_support import MODEL, REPO, SAMPLES, ServerProcess
 
 
 @pytest.fixture()
@@ -51,7 +51,9 @@ def test_bench_cli_json_and_errors(server: ServerProcess, tmp_path: Path) -> Non
 
     # Every request failing (404): reported, and the exit code says so.
     wrong = f"http://127.0.0.1:{server.port}/v1/models/nope:predict"
-    result = runner.invoke(app, ["bench", wrong, "--body", str(body), "-c", "1", "-d", "0.3", "--warmup", "0", "--json"])
+    result = runner.invoke(
+        app, ["bench", wrong, "--body", str(body), "-c", "1", "-d", "0.3", "--warmup", "0", "--json"]
+    )
     assert result.exit_code == 1
     assert json.loads(result.stdout)["statuses"].keys() == {"404"}
 
@@ -65,9 +67,22 @@ def test_serve_runs_the_spec_locally(digits_example: Path) -> None:
     """`modelstack serve` preps (cached), serves on the port, passes conformance, stops on SIGINT."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "iac.cli.app", "serve", str(digits_example / "model.yaml"), "--port", "0",
-         "--max-batch-size", "8"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "iac.cli.app",
+            "serve",
+            str(digits_example / "model.yaml"),
+            "--port",
+            "0",
+            "--max-batch-size",
+            "8",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     events: queue.Queue[dict] = queue.Queue()
     lines: list[str] = []

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
+from v2_fixtures import API_KEY, MODEL, SAMPLES, V2Server, expected_outputs, server_config, started, tiny_onnx_model
 
 from serving.proto import grpc_service_pb2 as pb
 from serving.proto import grpc_service_pb2_grpc as pb_grpc
-from v2_fixtures import API_KEY, MODEL, SAMPLES, V2Server, expected_outputs, server_config, started, tiny_onnx_model
 
 
 @pytest.fixture(scope="module")
@@ -105,10 +105,10 @@ def test_tritonclient_grpc_many_concurrent_calls_batch_together(server: V2Server
     def call(row: int) -> None:
         try:
             inputs = [grpcclient.InferInput("features", [1, 4], "FP32")]
-            inputs[0].set_data_from_numpy(SAMPLES[row:row + 1])
+            inputs[0].set_data_from_numpy(SAMPLES[row : row + 1])
             for _ in range(20):
                 output = client.infer(MODEL, inputs).as_numpy("output_0")
-                np.testing.assert_allclose(output, expected_outputs(SAMPLES[row:row + 1]), rtol=1e-5)
+                np.testing.assert_allclose(output, expected_outputs(SAMPLES[row : row + 1]), rtol=1e-5)
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
@@ -162,31 +162,82 @@ def test_typed_contents_are_accepted_for_every_typed_datatype(server: V2Server) 
         ({"model_name": "other"}, grpc.StatusCode.NOT_FOUND, 'model "other" is not served here'),
         ({"model_version": "2"}, grpc.StatusCode.NOT_FOUND, 'no version "2"; the only version is 1'),
         ({"inputs": []}, grpc.StatusCode.INVALID_ARGUMENT, 'exactly one tensor named "features", got 0'),
-        ({"raw_input_contents": [b"\x00" * 12]}, grpc.StatusCode.INVALID_ARGUMENT,
-         "12 bytes of binary data, but shape [1, 4] of FP32 needs 16"),
+        (
+            {"raw_input_contents": [b"\x00" * 12]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "12 bytes of binary data, but shape [1, 4] of FP32 needs 16",
+        ),
         ({"raw_input_contents": [b"\x00" * 16, b""]}, grpc.StatusCode.INVALID_ARGUMENT, "one entry per input"),
-        ({"raw_input_contents": [np.array([1, 2, np.nan, 4], dtype="<f4").tobytes()]},
-         grpc.StatusCode.INVALID_ARGUMENT, "non-finite values"),
-        ({"raw_input_contents": []}, grpc.StatusCode.INVALID_ARGUMENT,
-         "contents.fp32_contents: shape [1, 4] needs 4 element(s), got 0"),
-        ({"outputs": [pb.ModelInferRequest.InferRequestedOutputTensor(name="probs")]},
-         grpc.StatusCode.INVALID_ARGUMENT, 'the model has one output, "output_0"'),
-        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 4])]},
-         grpc.StatusCode.INVALID_ARGUMENT, 'this model\'s input is "features", got "x"'),
-        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[1, 5])]},
-         grpc.StatusCode.INVALID_ARGUMENT, "takes shape [-1, 4] (batch first, at least 1), got [1, 5]"),
-        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP16", shape=[1, 4],
-                                                           contents=pb.InferTensorContents(fp32_contents=[1] * 4))],
-          "raw_input_contents": []},
-         grpc.StatusCode.INVALID_ARGUMENT, "FP16 has no typed contents field; send it as raw_input_contents"),
-        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="INT8", shape=[1, 4],
-                                                           contents=pb.InferTensorContents(int_contents=[1, 2, 300, 4]))],
-          "raw_input_contents": []},
-         grpc.StatusCode.INVALID_ARGUMENT, "INT8 takes values in -128..127"),
-        ({"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="INT32", shape=[1, 4],
-                                                           contents=pb.InferTensorContents(fp32_contents=[1] * 4))],
-          "raw_input_contents": []},
-         grpc.StatusCode.INVALID_ARGUMENT, "INT32 elements go in int_contents"),
+        (
+            {"raw_input_contents": [np.array([1, 2, np.nan, 4], dtype="<f4").tobytes()]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "non-finite values",
+        ),
+        (
+            {"raw_input_contents": []},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "contents.fp32_contents: shape [1, 4] needs 4 element(s), got 0",
+        ),
+        (
+            {"outputs": [pb.ModelInferRequest.InferRequestedOutputTensor(name="probs")]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            'the model has one output, "output_0"',
+        ),
+        (
+            {"inputs": [pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[1, 4])]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            'this model\'s input is "features", got "x"',
+        ),
+        (
+            {"inputs": [pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[1, 5])]},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "takes shape [-1, 4] (batch first, at least 1), got [1, 5]",
+        ),
+        (
+            {
+                "inputs": [
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="features",
+                        datatype="FP16",
+                        shape=[1, 4],
+                        contents=pb.InferTensorContents(fp32_contents=[1] * 4),
+                    )
+                ],
+                "raw_input_contents": [],
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "FP16 has no typed contents field; send it as raw_input_contents",
+        ),
+        (
+            {
+                "inputs": [
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="features",
+                        datatype="INT8",
+                        shape=[1, 4],
+                        contents=pb.InferTensorContents(int_contents=[1, 2, 300, 4]),
+                    )
+                ],
+                "raw_input_contents": [],
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INT8 takes values in -128..127",
+        ),
+        (
+            {
+                "inputs": [
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="features",
+                        datatype="INT32",
+                        shape=[1, 4],
+                        contents=pb.InferTensorContents(fp32_contents=[1] * 4),
+                    )
+                ],
+                "raw_input_contents": [],
+            },
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INT32 elements go in int_contents",
+        ),
     ],
 )
 def test_model_infer_rejects_bad_requests_with_a_message(
@@ -221,8 +272,12 @@ def test_grpc_calls_are_counted_and_logged(server: V2Server) -> None:
     assert 'modelstack_requests_total{route="grpc_infer",status="200"}' in metrics
     assert 'modelstack_requests_total{route="grpc_infer",status="404"}' in metrics
     lines = [r for r in server.records() if r.get("method") == "gRPC"]
-    assert any(r["path"] == "/inference.GRPCInferenceService/ModelInfer" and r["grpc_code"] == "NOT_FOUND"
-               and r["status"] == 404 for r in lines)
+    assert any(
+        r["path"] == "/inference.GRPCInferenceService/ModelInfer"
+        and r["grpc_code"] == "NOT_FOUND"
+        and r["status"] == 404
+        for r in lines
+    )
     ok = next(r for r in lines if r["grpc_code"] == "OK")
     assert ok["status"] == 200 and "127.0.0.1" in ok["remote"] and ok["duration_ms"] >= 0
 
@@ -231,8 +286,11 @@ def test_access_log_lines_of_both_protocols_share_one_format() -> None:
     from serving.logs import _request_line
 
     http = json.loads(_request_line((0.0, "POST", '/v1/"x"', 200, 0.0012, "10.0.0.1", None)))
-    call = json.loads(_request_line((0.0, "gRPC", "/inference.GRPCInferenceService/ModelInfer", 404, 0.0012,
-                                     'ipv6:[::1]:5"0', "NOT_FOUND")))
+    call = json.loads(
+        _request_line(
+            (0.0, "gRPC", "/inference.GRPCInferenceService/ModelInfer", 404, 0.0012, 'ipv6:[::1]:5"0', "NOT_FOUND")
+        )
+    )
     assert list(http) == ["ts", "event", "method", "path", "status", "duration_ms", "remote"]
     assert list(call) == ["ts", "event", "method", "path", "status", "grpc_code", "duration_ms", "remote"]
     assert http["path"] == '/v1/"x"' and call["remote"] == 'ipv6:[::1]:5"0'  # escaped where needed
@@ -306,9 +364,19 @@ def test_descriptors_match_the_standard_client_field_by_field() -> None:
     """Same message names and field numbers as tritonclient's copy of the protocol."""
     from tritonclient.grpc import service_pb2 as triton
 
-    for name in ("ServerLiveResponse", "ServerReadyResponse", "ModelReadyRequest", "ModelReadyResponse",
-                 "ServerMetadataResponse", "ModelMetadataRequest", "ModelMetadataResponse", "ModelInferRequest",
-                 "ModelInferResponse", "InferParameter", "InferTensorContents"):
+    for name in (
+        "ServerLiveResponse",
+        "ServerReadyResponse",
+        "ModelReadyRequest",
+        "ModelReadyResponse",
+        "ServerMetadataResponse",
+        "ModelMetadataRequest",
+        "ModelMetadataResponse",
+        "ModelInferRequest",
+        "ModelInferResponse",
+        "InferParameter",
+        "InferTensorContents",
+    ):
         ours, theirs = getattr(pb, name).DESCRIPTOR, getattr(triton, name).DESCRIPTOR
         assert ours.full_name == theirs.full_name
         _same_fields(ours, theirs)
@@ -319,7 +387,9 @@ def test_descriptors_match_the_standard_client_field_by_field() -> None:
 def _same_fields(ours: object, theirs: object) -> None:
     for field in ours.fields:  # type: ignore[attr-defined]
         other = theirs.fields_by_name[field.name]  # type: ignore[attr-defined]
-        assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), field.full_name
+        assert (field.number, field.type, field.is_repeated) == (other.number, other.type, other.is_repeated), (
+            field.full_name
+        )
         if field.message_type is not None:
             _same_fields(field.message_type, other.message_type)
 
@@ -327,13 +397,20 @@ def _same_fields(ours: object, theirs: object) -> None:
 def test_serving_config_grpc_port() -> None:
     from serving.config import ServingConfig
 
-    base = {"model_name": MODEL, "artifact": "m.tflite", "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    base = {
+        "model_name": MODEL,
+        "artifact": "m.tflite",
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+    }
     assert ServingConfig.from_dict(base).grpc_port == 8001  # absent: the spec's default (serving.config.GRPC_PORT)
     assert ServingConfig.from_dict({**base, "grpc_port": None}).grpc_port is None  # null: gRPC off
     assert ServingConfig.from_dict({**base, "grpc_port": 8001}).grpc_port == 8001
     assert ServingConfig.from_dict({**base, "port": 0, "grpc_port": 0}).grpc_port == 0  # both ephemeral
-    for bad, message in ((8501, "grpc_port: must differ from port (8501)"), ("8001", "grpc_port: must be an integer"),
-                         (70000, "grpc_port: must be an integer in 1024..65535")):
+    for bad, message in (
+        (8501, "grpc_port: must differ from port (8501)"),
+        ("8001", "grpc_port: must be an integer"),
+        (70000, "grpc_port: must be an integer in 1024..65535"),
+    ):
         with pytest.raises(ValueError, match=re.escape(message)):
             ServingConfig.from_dict({**base, "grpc_port": bad})
 
@@ -352,23 +429,40 @@ def test_a_text_model_takes_bytes_raw_or_typed_with_the_http_rules() -> None:
         channel = grpc.insecure_channel(target)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         typed = pb.ModelInferRequest.InferInputTensor(
-            name="text", datatype="BYTES", shape=[3, 1], contents=pb.InferTensorContents(bytes_contents=[b"a", b"bb", b"ccc"])
+            name="text",
+            datatype="BYTES",
+            shape=[3, 1],
+            contents=pb.InferTensorContents(bytes_contents=[b"a", b"bb", b"ccc"]),
         )
         answer = stub.ModelInfer(pb.ModelInferRequest(model_name="texts", inputs=[typed]))
         assert np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(3, 2)[:, 0].tolist() == [1.0, 2.0, 3.0]
         for tensor, raw, message in (
-            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="FP32", shape=[1]), [b"\0" * 4],
-             'input "text" takes text as BYTES, got "FP32"'),
-            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2]), [b"\x01\0\0\0a"],
-             "shape [2] needs 2 texts, got 1"),
-            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]), [b"\x09\0\0\0a"],
-             "BYTES element 0 says 9 bytes, but only 1 remain"),
-            (pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]), [b"\x01\0\0\0\xff"],
-             "is not valid UTF-8"),
+            (
+                pb.ModelInferRequest.InferInputTensor(name="text", datatype="FP32", shape=[1]),
+                [b"\0" * 4],
+                'input "text" takes text as BYTES, got "FP32"',
+            ),
+            (
+                pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2]),
+                [b"\x01\0\0\0a"],
+                "shape [2] needs 2 texts, got 1",
+            ),
+            (
+                pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]),
+                [b"\x09\0\0\0a"],
+                "BYTES element 0 says 9 bytes, but only 1 remain",
+            ),
+            (
+                pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[1]),
+                [b"\x01\0\0\0\xff"],
+                "is not valid UTF-8",
+            ),
         ):
             with pytest.raises(grpc.RpcError) as info:
                 stub.ModelInfer(pb.ModelInferRequest(model_name="texts", inputs=[tensor], raw_input_contents=raw))
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details(), info.value.details()
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details(), (
+                info.value.details()
+            )
         channel.close()
 
 
@@ -377,9 +471,14 @@ def test_calls_over_max_connections_are_refused_with_resource_exhausted() -> Non
 
     from v2_fixtures import SlowModel, grpc_in_process
 
-    config = {"model_name": MODEL, "artifact": "m.tflite", "max_connections": 2,
-              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    config = {
+        "model_name": MODEL,
+        "artifact": "m.tflite",
+        "max_connections": 2,
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+    }
     with grpc_in_process(config, SlowModel(0.5), sample_cost_s=0.5) as target:
+
         def call(_: int) -> str:
             with grpc.insecure_channel(target) as channel:
                 try:
@@ -399,8 +498,12 @@ def test_calls_that_time_out_or_are_cancelled_hold_their_slot_until_answered_the
     answered, the place is free again."""
     from v2_fixtures import SlowModel, grpc_in_process
 
-    config = {"model_name": MODEL, "artifact": "m.tflite", "max_connections": 2,
-              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    config = {
+        "model_name": MODEL,
+        "artifact": "m.tflite",
+        "max_connections": 2,
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+    }
     with grpc_in_process(config, SlowModel(0.3), sample_cost_s=0.3) as target, grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for _ in range(2):
@@ -449,8 +552,14 @@ def _serves_again(target: str, deadline_s: float = 10.0) -> bool:
     while time.monotonic() < deadline:
         with grpc.insecure_channel(target) as channel:
             try:
-                return len(pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(_infer_request(), timeout=2)
-                           .raw_output_contents) == 1
+                return (
+                    len(
+                        pb_grpc.GRPCInferenceServiceStub(channel)
+                        .ModelInfer(_infer_request(), timeout=2)
+                        .raw_output_contents
+                    )
+                    == 1
+                )
             except grpc.RpcError:
                 time.sleep(0.2)
     return False
@@ -511,12 +620,18 @@ def test_messages_held_across_calls_are_capped_by_max_buffered_bytes() -> None:
 
     from v2_fixtures import SlowModel, grpc_in_process
 
-    config = {"model_name": MODEL, "artifact": "m.tflite", "max_body_bytes": 65536, "max_buffered_bytes": 131072,
-              "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}]}
+    config = {
+        "model_name": MODEL,
+        "artifact": "m.tflite",
+        "max_body_bytes": 65536,
+        "max_buffered_bytes": 131072,
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+    }
     rows = np.zeros((3750, 4), dtype=np.float32)  # 60,000 bytes a message: two fit, a third does not
     tensor = pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=list(rows.shape))
     big = pb.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=[rows.tobytes()])
     with grpc_in_process(config, SlowModel(0.4), sample_cost_s=0.4) as target:
+
         def call(_: int) -> str:
             with grpc.insecure_channel(target) as channel:
                 try:
@@ -618,13 +733,26 @@ def test_a_message_that_stalls_holds_no_place(model_path: Path, tmp_path: Path) 
     try:
         server.wait_for("ready")
         stalled = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5)
-        headers = b"".join(_literal(k, v) for k, v in (
-            (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
-            (":authority", "127.0.0.1"), ("content-type", "application/grpc"), ("te", "trailers")))
+        headers = b"".join(
+            _literal(k, v)
+            for k, v in (
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", "/inference.GRPCInferenceService/ModelInfer"),
+                (":authority", "127.0.0.1"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            )
+        )
         partial = b"\x00" + struct.pack(">I", 100) + b"\x0a" * 10  # 10 of the 100 bytes it announces
-        stalled.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(4, 0, 0)
-                        + _frame(1, 4, 1, headers) + _frame(0, 0, 1, partial)
-                        + _frame(1, 4, 3, headers) + _frame(0, 0, 3, partial))
+        stalled.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + _frame(4, 0, 0)
+            + _frame(1, 4, 1, headers)
+            + _frame(0, 0, 1, partial)
+            + _frame(1, 4, 3, headers)
+            + _frame(0, 0, 3, partial)
+        )
         time.sleep(0.3)
         with grpc.insecure_channel(server.grpc_url) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)

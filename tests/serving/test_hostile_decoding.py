@@ -12,14 +12,12 @@ import http.client
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
-
 from v2_fixtures import MODEL, V2Server, server_config, started, tiny_onnx_model
 
 ROWS = 60_000  # ~1.5 MB of JSON numbers per body
@@ -102,11 +100,19 @@ def test_a_boolean_in_a_v1_body_costs_about_a_valid_body(server: V2Server) -> No
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_fp16_non_finite_values_are_refused_over_binary_http(server: V2Server, value: float) -> None:
     raw = np.array([[0.5, value, 1.0, 2.0]], dtype="<f2").tobytes()
-    header = json.dumps({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP16",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    status, payload = _post(server, "/v2/models/tiny/infer", header + raw,
-                            {"Inference-Header-Content-Length": str(len(header)),
-                             "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "features", "shape": [1, 4], "datatype": "FP16", "parameters": {"binary_data_size": len(raw)}}
+            ]
+        }
+    ).encode()
+    status, payload = _post(
+        server,
+        "/v2/models/tiny/infer",
+        header + raw,
+        {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert status == 400 and b"non-finite" in payload
 
 
@@ -136,10 +142,13 @@ def test_a_huge_shape_is_a_400_on_json_and_binary(server: V2Server, dims: list[i
     status, payload = _post(server, "/v2/models/tiny/infer", as_json.encode())
     assert status == 400 and len(payload) < 600 and b"shape" in payload, payload[:300]
     raw = np.zeros(4, "<f4").tobytes()
-    header = (f'{{"inputs": [{{"name": "features", "shape": {shape}, "datatype": "FP32", '
-              f'"parameters": {{"binary_data_size": {len(raw)}}}}}]}}').encode()
-    status, payload = _post(server, "/v2/models/tiny/infer", header + raw,
-                            {"Inference-Header-Content-Length": str(len(header))})
+    header = (
+        f'{{"inputs": [{{"name": "features", "shape": {shape}, "datatype": "FP32", '
+        f'"parameters": {{"binary_data_size": {len(raw)}}}}}]}}'
+    ).encode()
+    status, payload = _post(
+        server, "/v2/models/tiny/infer", header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert status == 400 and len(payload) < 600 and b"shape" in payload, payload[:300]
 
 
@@ -164,8 +173,10 @@ def test_long_client_strings_are_cut_in_grpc_status_messages(server: V2Server) -
         (lambda c: c.infer(long, [_features()]), "StatusCode.NOT_FOUND"),
         (lambda c: c.infer("\x00" * 400_000, [_features()]), "StatusCode.NOT_FOUND"),
         (lambda c: c.infer(MODEL, [_features()], model_version=long), "StatusCode.NOT_FOUND"),
-        (lambda c: c.infer(MODEL, [_features()], outputs=[grpcclient.InferRequestedOutput(long)]),
-         "StatusCode.INVALID_ARGUMENT"),
+        (
+            lambda c: c.infer(MODEL, [_features()], outputs=[grpcclient.InferRequestedOutput(long)]),
+            "StatusCode.INVALID_ARGUMENT",
+        ),
         (lambda c: c.get_model_metadata(long), "StatusCode.NOT_FOUND"),
     ]
     for call, code in cases:
@@ -176,6 +187,10 @@ def test_long_client_strings_are_cut_in_grpc_status_messages(server: V2Server) -
 
 def test_a_long_tensor_problem_message_is_cut_with_the_cut_shown(server: V2Server) -> None:
     name = "n" * 5000
-    error = _grpc_error(server, lambda c: c.infer(MODEL, [grpcclient.InferInput(name, [1, 4], "FP32")
-                                                             .set_data_from_numpy(np.zeros((1, 4), np.float32))]))
+    error = _grpc_error(
+        server,
+        lambda c: c.infer(
+            MODEL, [grpcclient.InferInput(name, [1, 4], "FP32").set_data_from_numpy(np.zeros((1, 4), np.float32))]
+        ),
+    )
     assert error.status() == "StatusCode.INVALID_ARGUMENT" and len(error.message()) <= CUT + 100

@@ -47,7 +47,8 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _infer(request_id: str = "") -> bytes:
     return pb.ModelInferRequest(
-        model_name=MODEL, id=request_id,
+        model_name=MODEL,
+        id=request_id,
         inputs=[pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[1, 4])],
         raw_input_contents=[SAMPLES[:1].tobytes()],
     ).SerializeToString()
@@ -84,14 +85,30 @@ class H2Client:
         self.sock.shutdown(socket.SHUT_WR)
         self.half_closed = True
 
-    def start(self, path: str, message: bytes | None, headers: tuple[tuple[str, str], ...] = (),
-              content_type: str = "application/grpc", flag: int = 0, end: bool = True) -> int:
+    def start(
+        self,
+        path: str,
+        message: bytes | None,
+        headers: tuple[tuple[str, str], ...] = (),
+        content_type: str = "application/grpc",
+        flag: int = 0,
+        end: bool = True,
+    ) -> int:
         """Open a call: headers, then the framed message (none when ``message`` is None)."""
         stream = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream, [
-            (":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1"),
-            ("content-type", content_type), ("te", "trailers"), *headers,
-        ], end_stream=message is None and end)
+        self.conn.send_headers(
+            stream,
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", path),
+                (":authority", "127.0.0.1"),
+                ("content-type", content_type),
+                ("te", "trailers"),
+                *headers,
+            ],
+            end_stream=message is None and end,
+        )
         self.streams[stream] = {"headers": {}, "data": b"", "trailers": {}, "ended": False, "reset": False}
         if message is not None:
             self.send(stream, _framed(message, flag), end)
@@ -178,8 +195,14 @@ def started_server(config: dict[str, Any], folder: Path) -> Iterator[V2Server]:
 
 @pytest.fixture()
 def server(model_path: Path, tmp_path: Path) -> Iterator[V2Server]:
-    config = server_config(model_path, max_connections=64, max_body_bytes=2 * 1024 * 1024,
-                           max_buffered_bytes=16 * 1024 * 1024, idle_timeout_s=2.0, request_timeout_s=2.0)
+    config = server_config(
+        model_path,
+        max_connections=64,
+        max_body_bytes=2 * 1024 * 1024,
+        max_buffered_bytes=16 * 1024 * 1024,
+        idle_timeout_s=2.0,
+        request_timeout_s=2.0,
+    )
     with started_server(config, tmp_path) as server:
         yield server
 
@@ -268,12 +291,15 @@ def test_10_calls_reset_by_their_client_do_not_close_the_connection(server: V2Se
         client.close()
 
 
-@pytest.mark.parametrize(("kind", "start", "expected"), [
-    ("no message", lambda c: c.start(INFER, None), "3"),
-    ("compressed flag, no grpc-encoding", lambda c: c.start(INFER, _infer(), flag=1), "3"),
-    ("unknown flag", lambda c: c.start(INFER, _infer(), flag=7), "3"),
-    ("metadata over 16 KiB", lambda c: c.start(INFER, _infer(), headers=(("x-big", "v" * 20_000),)), "8"),
-])
+@pytest.mark.parametrize(
+    ("kind", "start", "expected"),
+    [
+        ("no message", lambda c: c.start(INFER, None), "3"),
+        ("compressed flag, no grpc-encoding", lambda c: c.start(INFER, _infer(), flag=1), "3"),
+        ("unknown flag", lambda c: c.start(INFER, _infer(), flag=7), "3"),
+        ("metadata over 16 KiB", lambda c: c.start(INFER, _infer(), headers=(("x-big", "v" * 20_000),)), "8"),
+    ],
+)
 def test_11_client_mistakes_get_client_error_codes(server: V2Server, kind: str, start: Any, expected: str) -> None:
     client = H2Client(server.grpc_port)
     try:

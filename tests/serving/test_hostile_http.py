@@ -30,8 +30,9 @@ def _post(path: str, body: bytes) -> bytes:
 
 def _infer_with_id(size: int) -> bytes:
     """A V2 infer request whose ``id`` (echoed in the answer) is ``size`` bytes long."""
-    body = json.dumps({"id": "i" * size, "inputs": [
-        {"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).encode()
+    body = json.dumps(
+        {"id": "i" * size, "inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    ).encode()
     return _post(INFER, body)
 
 
@@ -218,7 +219,7 @@ def _pipelined(port: int, requests: list[bytes], batch: int = 200) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         reader = sock.makefile("rb")
         for start in range(0, len(requests), batch):
-            part = requests[start:start + batch]
+            part = requests[start : start + batch]
             sock.sendall(b"".join(part))
             for _ in part:
                 status = int(reader.readline().split()[1])
@@ -256,8 +257,9 @@ def test_8b_the_log_buffer_is_capped_while_the_reader_stalls_and_drops_are_count
             metrics = b""
             while chunk := sock.recv(65536):
                 metrics += chunk
-        [dropped] = [line for line in metrics.decode().splitlines()
-                     if line.startswith("modelstack_log_lines_dropped_total ")]
+        [dropped] = [
+            line for line in metrics.decode().splitlines() if line.startswith("modelstack_log_lines_dropped_total ")
+        ]
         assert int(dropped.split()[1]) > 1000, dropped
     finally:
         rest = _stop_stalled(proc)

@@ -38,9 +38,15 @@ EXPECTED = FakeRecommender().predict(
 
 def _config(**overrides: object) -> dict[str, object]:
     return {
-        "model_name": MODEL, "artifact": "fake.tflite", "host": "127.0.0.1", "port": 0, "grpc_port": 0,
-        "inputs": [{"name": "user_id", "shape": [1], "dtype": "int32"},
-                   {"name": "item_id", "shape": [1], "dtype": "int32"}],
+        "model_name": MODEL,
+        "artifact": "fake.tflite",
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": 0,
+        "inputs": [
+            {"name": "user_id", "shape": [1], "dtype": "int32"},
+            {"name": "item_id", "shape": [1], "dtype": "int32"},
+        ],
         **overrides,
     }
 
@@ -87,48 +93,82 @@ def test_v1_rows_and_columns(server: ServerProcess) -> None:
     np.testing.assert_allclose(_scores(body, "outputs"), EXPECTED, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    ({"instances": [{"user_id": 3}]}, 'missing input "item_id"'),
-    ({"instances": [{"user_id": 3, "item_id": 4, "age": 30}]}, 'unexpected input "age"'),
-    ({"instances": [{"user_id": 3.5, "item_id": 4}]}, 'input "user_id" takes integers'),
-    ({"instances": [{"user_id": 3.0, "item_id": 4}]}, 'input "user_id" takes integers'),
-    ({"instances": [{"user_id": "3", "item_id": 4}]}, 'input "user_id"'),
-    ({"instances": [{"user_id": 3, "item_id": 2**40}]}, 'input "item_id" takes int32 values'),
-    ({"inputs": {"user_id": [1, 2], "item_id": [1]}}, 'input "item_id" has 1 samples but "user_id" has 2'),
-    ({"inputs": {"user_id": [1]}}, 'missing input "item_id"'),
-    ({"inputs": [1, 2]}, "one batch per input"),
-    ({"instances": [3, 4]}, "expected an object with the inputs"),
-])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"instances": [{"user_id": 3}]}, 'missing input "item_id"'),
+        ({"instances": [{"user_id": 3, "item_id": 4, "age": 30}]}, 'unexpected input "age"'),
+        ({"instances": [{"user_id": 3.5, "item_id": 4}]}, 'input "user_id" takes integers'),
+        ({"instances": [{"user_id": 3.0, "item_id": 4}]}, 'input "user_id" takes integers'),
+        ({"instances": [{"user_id": "3", "item_id": 4}]}, 'input "user_id"'),
+        ({"instances": [{"user_id": 3, "item_id": 2**40}]}, 'input "item_id" takes int32 values'),
+        ({"inputs": {"user_id": [1, 2], "item_id": [1]}}, 'input "item_id" has 1 samples but "user_id" has 2'),
+        ({"inputs": {"user_id": [1]}}, 'missing input "item_id"'),
+        ({"inputs": [1, 2]}, "one batch per input"),
+        ({"instances": [3, 4]}, "expected an object with the inputs"),
+    ],
+)
 def test_v1_malformed_requests_name_the_input(server: ServerProcess, body: object, fragment: str) -> None:
     status, _, answer = server.request("POST", f"/v1/models/{MODEL}:predict", body)
     assert status == 400 and fragment in answer["error"], answer
 
 
 def test_v2_json(server: ServerProcess) -> None:
-    body = {"id": "r1", "inputs": [
-        {"name": "user_id", "shape": [4, 1], "datatype": "INT32", "data": USERS},
-        {"name": "item_id", "shape": [4], "datatype": "INT64", "data": ITEMS},
-    ]}
+    body = {
+        "id": "r1",
+        "inputs": [
+            {"name": "user_id", "shape": [4, 1], "datatype": "INT32", "data": USERS},
+            {"name": "item_id", "shape": [4], "datatype": "INT64", "data": ITEMS},
+        ],
+    }
     status, _, answer = server.request("POST", f"/v2/models/{MODEL}/infer", body)
     assert status == 200, answer
     assert answer["id"] == "r1" and answer["outputs"][0]["shape"] == [4, 1]
     np.testing.assert_allclose(np.reshape(answer["outputs"][0]["data"], (-1, 1)), EXPECTED, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("tensors", "fragment"), [
-    ([{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'missing input "item_id"'),
-    ([{"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]},
-      {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'input "user_id" takes integers (INT32)'),
-    ([{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1.5]},
-      {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'input "user_id" takes integers'),
-    ([{"name": "user_id", "shape": [2], "datatype": "INT32", "data": [1, 2]},
-      {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'input "item_id" has 1 samples but "user_id" has 2'),
-    ([{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]},
-      {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]},
-      {"name": "extra", "shape": [1], "datatype": "INT32", "data": [1]}], 'unexpected input "extra"'),
-    ([{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]},
-      {"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'input "user_id" is given more than once'),
-])
+@pytest.mark.parametrize(
+    ("tensors", "fragment"),
+    [
+        ([{"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]}], 'missing input "item_id"'),
+        (
+            [
+                {"name": "user_id", "shape": [1], "datatype": "FP32", "data": [1.0]},
+                {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]},
+            ],
+            'input "user_id" takes integers (INT32)',
+        ),
+        (
+            [
+                {"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1.5]},
+                {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]},
+            ],
+            'input "user_id" takes integers',
+        ),
+        (
+            [
+                {"name": "user_id", "shape": [2], "datatype": "INT32", "data": [1, 2]},
+                {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]},
+            ],
+            'input "item_id" has 1 samples but "user_id" has 2',
+        ),
+        (
+            [
+                {"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]},
+                {"name": "item_id", "shape": [1], "datatype": "INT32", "data": [1]},
+                {"name": "extra", "shape": [1], "datatype": "INT32", "data": [1]},
+            ],
+            'unexpected input "extra"',
+        ),
+        (
+            [
+                {"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]},
+                {"name": "user_id", "shape": [1], "datatype": "INT32", "data": [1]},
+            ],
+            'input "user_id" is given more than once',
+        ),
+    ],
+)
 def test_v2_malformed_requests_name_the_input(server: ServerProcess, tensors: list[object], fragment: str) -> None:
     status, _, answer = server.request("POST", f"/v2/models/{MODEL}/infer", {"inputs": tensors})
     assert status == 400 and fragment in answer["error"], answer
@@ -147,7 +187,9 @@ def test_v2_binary_through_tritonclient_http_defaults(server: ServerProcess) -> 
     try:
         metadata = client.get_model_metadata(MODEL)
         assert [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"]] == [
-            ("user_id", "INT32", [-1, 1]), ("item_id", "INT32", [-1, 1])]
+            ("user_id", "INT32", [-1, 1]),
+            ("item_id", "INT32", [-1, 1]),
+        ]
         result = client.infer(MODEL, _triton_inputs(httpclient, USERS, ITEMS))
         np.testing.assert_allclose(result.as_numpy("output_0"), EXPECTED, rtol=1e-6)
         wrong = httpclient.InferInput("item_id", [4, 1], "FP32")
@@ -195,7 +237,9 @@ def test_batched_callers_each_get_their_own_score(batching: ServerProcess) -> No
     with ThreadPoolExecutor(16) as pool:
         scores = list(pool.map(one, pairs))
     for pair, score in zip(pairs, scores):
-        alone = model.predict(pack(RECOMMENDER_INPUTS, {"user_id": np.array([[pair[0]]]), "item_id": np.array([[pair[1]]])}))
+        alone = model.predict(
+            pack(RECOMMENDER_INPUTS, {"user_id": np.array([[pair[0]]]), "item_id": np.array([[pair[1]]])})
+        )
         assert score == pytest.approx(float(alone[0, 0]), rel=1e-6)
     conn = http.client.HTTPConnection("127.0.0.1", batching.port, timeout=10)
     conn.request("GET", "/metrics")
@@ -217,9 +261,12 @@ RANGES = {"user_id": [0, 49], "item_id": [0, 79]}  # the fake recommender's voca
 
 @pytest.fixture(scope="module")
 def ranged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    config = _config(max_batch_size=8, inputs=[
-        {"name": name, "shape": [1], "dtype": "int32", "range": RANGES[name]} for name in ("user_id", "item_id")
-    ])
+    config = _config(
+        max_batch_size=8,
+        inputs=[
+            {"name": name, "shape": [1], "dtype": "int32", "range": RANGES[name]} for name in ("user_id", "item_id")
+        ],
+    )
     yield from ready_server(config, tmp_path_factory.mktemp("multi-ranged"), FAKE_SERVER)
 
 
@@ -230,7 +277,8 @@ def test_config_range_is_checked() -> None:
         return str(caught.value)
 
     assert "inputs[0].range: applies to integer inputs only" in problems(
-        [{"name": "x", "shape": [4], "dtype": "float32", "range": [0, 1]}])
+        [{"name": "x", "shape": [4], "dtype": "float32", "range": [0, 1]}]
+    )
     for bad in ([5, 1], [0], [0, 2**31], [0.0, 3], "0..9"):
         message = problems([{"name": "x", "shape": [1], "dtype": "int32", "range": bad}])
         assert "inputs[0].range: must be [low, high], integers with low <= high within int32" in message, bad
@@ -238,18 +286,23 @@ def test_config_range_is_checked() -> None:
     assert config.input.range == (0, 9)
 
 
-@pytest.mark.parametrize(("users", "items", "fragment"), [
-    ([1, 50], [2, 3], 'input "user_id" takes ids in 0..49; sample 1 has 50'),
-    ([1, 2], [-1, 3], 'input "item_id" takes ids in 0..79; sample 0 has -1'),
-])
+@pytest.mark.parametrize(
+    ("users", "items", "fragment"),
+    [
+        ([1, 50], [2, 3], 'input "user_id" takes ids in 0..49; sample 1 has 50'),
+        ([1, 2], [-1, 3], 'input "item_id" takes ids in 0..79; sample 0 has -1'),
+    ],
+)
 def test_ids_outside_the_range_are_400s_over_every_protocol(
     ranged: ServerProcess, users: list[int], items: list[int], fragment: str
 ) -> None:
     rows = [{"user_id": u, "item_id": i} for u, i in zip(users, items)]
     status, _, answer = ranged.request("POST", f"/v1/models/{MODEL}:predict", {"instances": rows})
     assert status == 400 and fragment in answer["error"], answer
-    tensors = [{"name": "user_id", "shape": [2, 1], "datatype": "INT32", "data": users},
-               {"name": "item_id", "shape": [2, 1], "datatype": "INT64", "data": items}]
+    tensors = [
+        {"name": "user_id", "shape": [2, 1], "datatype": "INT32", "data": users},
+        {"name": "item_id", "shape": [2, 1], "datatype": "INT64", "data": items},
+    ]
     status, _, answer = ranged.request("POST", f"/v2/models/{MODEL}/infer", {"inputs": tensors})
     assert status == 400 and fragment in answer["error"], answer
     client = httpclient.InferenceServerClient(ranged.http_url)
@@ -265,6 +318,9 @@ def test_ids_outside_the_range_are_400s_over_every_protocol(
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
     finally:
         grpc_client.close()
-    status, _, answer = ranged.request("POST", f"/v1/models/{MODEL}:predict", {"instances": [
-        {"user_id": 49, "item_id": 79}, {"user_id": 0, "item_id": 0}]})
+    status, _, answer = ranged.request(
+        "POST",
+        f"/v1/models/{MODEL}:predict",
+        {"instances": [{"user_id": 49, "item_id": 79}, {"user_id": 0, "item_id": 0}]},
+    )
     assert status == 200, answer  # both ends of each range are ids the model knows

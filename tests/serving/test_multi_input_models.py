@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-
 from serving_support import ServerProcess, ready_server
 
 pytestmark = pytest.mark.tf
@@ -48,10 +47,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
 
 
 @pytest.fixture(scope="module", params=["onnx", "litert"])
-def server(request: pytest.FixtureRequest, exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    request: pytest.FixtureRequest, exported: Exported, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     config = {
-        "model_name": "recommender", "artifact": str(exported[0] if request.param == "onnx" else exported[4]), "host": "127.0.0.1", "port": 0, "grpc_port": 0,
-        "inputs": [{"name": "user_id", "shape": [1], "dtype": "int32"}, {"name": "item_id", "shape": [1], "dtype": "int32"}],
+        "model_name": "recommender",
+        "artifact": str(exported[0] if request.param == "onnx" else exported[4]),
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": 0,
+        "inputs": [
+            {"name": "user_id", "shape": [1], "dtype": "int32"},
+            {"name": "item_id", "shape": [1], "dtype": "int32"},
+        ],
         "max_batch_size": 8,
     }
     yield from ready_server(config, tmp_path_factory.mktemp("recommender-server"))

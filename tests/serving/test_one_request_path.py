@@ -36,8 +36,16 @@ TEXT_ANSWER = [[5.0, 1.0], [2.0, 1.0], [13.0, 1.0]]
 
 
 def _server(name: str, inputs: list[dict[str, Any]], folder: Any) -> Iterator[ServerProcess]:
-    config = {"model_name": name, "artifact": "fake.tflite", "host": "127.0.0.1", "port": 0, "grpc_port": 0,
-              "inputs": inputs, "max_batch_size": 8, "max_latency_ms": 5}
+    config = {
+        "model_name": name,
+        "artifact": "fake.tflite",
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": 0,
+        "inputs": inputs,
+        "max_batch_size": 8,
+        "max_latency_ms": 5,
+    }
     yield from ready_server(config, folder, FAKE_SERVER)
 
 
@@ -49,7 +57,9 @@ def recommender(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    yield from _server("texts", [{"name": "text", "shape": [], "dtype": "string"}], tmp_path_factory.mktemp("one-path-text"))
+    yield from _server(
+        "texts", [{"name": "text", "shape": [], "dtype": "string"}], tmp_path_factory.mktemp("one-path-text")
+    )
 
 
 # --- the four request forms, each answered through the one path ------------------------------------
@@ -58,8 +68,10 @@ Ask = Callable[[ServerProcess, str, dict[str, np.ndarray]], np.ndarray]
 
 
 def _v1(server: ServerProcess, model: str, tensors: dict[str, np.ndarray]) -> np.ndarray:
-    columns = {name: [v.item() if isinstance(v, np.generic) else v for v in values.reshape(-1)]
-               for name, values in tensors.items()}
+    columns = {
+        name: [v.item() if isinstance(v, np.generic) else v for v in values.reshape(-1)]
+        for name, values in tensors.items()
+    }
     rows = [{name: columns[name][i] for name in columns} for i in range(len(next(iter(columns.values()))))]
     if len(rows[0]) == 1:  # one input: each row is the sample itself
         rows = [next(iter(row.values())) for row in rows]
@@ -135,8 +147,9 @@ def test_a_text_model_refuses_an_empty_text_in_every_form(texts: ServerProcess, 
 # --- the readers: one InferRequest, one binding --------------------------------------------------
 
 
-def _all_readers(inputs: list[InputSpec], v1_body: bytes, v2_body: bytes,
-                 grpc_message: pb.ModelInferRequest) -> list[InferRequest]:
+def _all_readers(
+    inputs: list[InputSpec], v1_body: bytes, v2_body: bytes, grpc_message: pb.ModelInferRequest
+) -> list[InferRequest]:
     return [
         v1.read_predict_request(v1_body, inputs)[0],
         v2.read_infer_request(v2_body)[0],
@@ -146,12 +159,16 @@ def _all_readers(inputs: list[InputSpec], v1_body: bytes, v2_body: bytes,
 
 def test_every_reader_makes_one_request_that_binds_to_the_same_batch() -> None:
     v1_body = b'{"instances": [{"user_id": 3, "item_id": 5}, {"user_id": 7, "item_id": 2}]}'
-    v2_body = (b'{"inputs": [{"name": "item_id", "shape": [2], "datatype": "INT32", "data": [5, 2]},'
-               b' {"name": "user_id", "shape": [2, 1], "datatype": "INT64", "data": [[3], [7]]}]}')
+    v2_body = (
+        b'{"inputs": [{"name": "item_id", "shape": [2], "datatype": "INT32", "data": [5, 2]},'
+        b' {"name": "user_id", "shape": [2, 1], "datatype": "INT64", "data": [[3], [7]]}]}'
+    )
     message = pb.ModelInferRequest(
         model_name="recommender",
-        inputs=[pb.ModelInferRequest.InferInputTensor(name="user_id", datatype="INT32", shape=[2, 1]),
-                pb.ModelInferRequest.InferInputTensor(name="item_id", datatype="INT32", shape=[2])],
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(name="user_id", datatype="INT32", shape=[2, 1]),
+            pb.ModelInferRequest.InferInputTensor(name="item_id", datatype="INT32", shape=[2]),
+        ],
         raw_input_contents=[np.array([3, 7], "<i4").tobytes(), np.array([5, 2], "<i4").tobytes()],
     )
     batches = [bind(r, RECOMMENDER_INPUTS) for r in _all_readers(RECOMMENDER_INPUTS, v1_body, v2_body, message)]
@@ -162,8 +179,9 @@ def test_every_reader_makes_one_request_that_binds_to_the_same_batch() -> None:
 
 def test_one_input_is_a_list_of_one() -> None:
     spec = [InputSpec("features", (2,), "float32")]
-    request = v2.read_infer_request(b'{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", '
-                                    b'"data": [1, 2]}]}')[0]
+    request = v2.read_infer_request(
+        b'{"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
+    )[0]
     assert len(request.inputs) == 1 and request.inputs[0].name == "features"
     batch = bind(request, spec)
     assert batch.dtype == np.float32 and batch.tolist() == [[1.0, 2.0]]

@@ -17,11 +17,13 @@ def _reference(batch: np.ndarray, dtype: np.dtype, scale: float, zero: int) -> n
 def test_quantize_matches_round_then_clip(dtype: type, source: type) -> None:
     scale, zero = 0.0627451, (-128 if dtype is np.int8 else 3)
     rng = np.random.default_rng(7)
-    batch = np.concatenate([
-        rng.uniform(-1e4, 1e4, size=(8, 16)),                       # far outside the range: clipped
-        rng.uniform(0, 16, size=(8, 16)),                           # the usual inputs
-        (np.arange(-64, 64, 0.5).reshape(-1, 16) * scale),          # halfway values: round half to even
-    ]).astype(source)
+    batch = np.concatenate(
+        [
+            rng.uniform(-1e4, 1e4, size=(8, 16)),  # far outside the range: clipped
+            rng.uniform(0, 16, size=(8, 16)),  # the usual inputs
+            (np.arange(-64, 64, 0.5).reshape(-1, 16) * scale),  # halfway values: round half to even
+        ]
+    ).astype(source)
     got = quantize(batch, np.dtype(dtype), scale, zero)
     assert got.dtype == np.dtype(dtype) and got.shape == batch.shape
     assert np.array_equal(got, _reference(batch, np.dtype(dtype), scale, zero))

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config
 
 from serving.batching import Batcher, settle
 from serving.config import ServingConfig
 from serving.loading import warm_up_sizes
-from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config
 
 # --- the batcher alone -------------------------------------------------------------------------------
 
@@ -196,17 +196,17 @@ def test_concurrent_callers_get_their_own_results(
         from serving.runtime import LiteRTModel
 
         direct = LiteRTModel(artifact, num_threads=1)  # single-sample inference, no batching
-        expected = [
-            np.concatenate([direct.predict(rows[i : i + 1]) for i in range(len(rows))])
-            for rows in requests
-        ]
+        expected = [np.concatenate([direct.predict(rows[i : i + 1]) for i in range(len(rows))]) for rows in requests]
 
         def call(i: int) -> tuple[int, dict]:
             rows = requests[i].tolist()
             if i % 2:
                 body = {"instances": rows}
                 return _post(server.port, json.dumps(body).encode())
-            body = {"id": str(i), "inputs": [{"name": "features", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}]}
+            body = {
+                "id": str(i),
+                "inputs": [{"name": "features", "shape": [len(rows), 4], "datatype": "FP32", "data": rows}],
+            }
             return _post(server.port, json.dumps(body).encode(), f"/v2/models/{MODEL}/infer")
 
         with ThreadPoolExecutor(max_workers=48) as pool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import resource
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,13 @@ import httptools
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from serving_support import (
-    FAKE_SERVER, MODEL, ServerProcess, make_config, predict_bytes, ready_server, rss_kib,
+    FAKE_SERVER,
+    MODEL,
+    ServerProcess,
+    make_config,
+    predict_bytes,
+    rss_kib,
 )
 
 PREDICT = f"/v1/models/{MODEL}:predict"
@@ -100,11 +103,15 @@ def test_1_content_length_with_unicode_space_or_junk_is_refused(server: ServerPr
     _alive(server)
 
 
-@pytest.mark.parametrize("head", [
-    b"GET /healthz HTTP/1.1\r\r\nHost: x\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
-], ids=["after-request-line", "after-header", "inside-header"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+    ],
+    ids=["after-request-line", "after-header", "inside-header"],
+)
 def test_2_bare_cr_is_refused(server: ServerProcess, head: bytes) -> None:
     _refused(server.port, head, 400, "malformed request")
 
@@ -122,8 +129,11 @@ def test_4_http11_needs_exactly_one_host(server: ServerProcess) -> None:
 
 
 def test_5_connection_close_wins_over_keep_alive(server: ServerProcess) -> None:
-    for headers in (b"Connection: keep-alive\r\nConnection: close\r\n", b"Connection: keep-alive, close\r\n",
-                    b"Connection: close\r\nConnection: keep-alive\r\n"):
+    for headers in (
+        b"Connection: keep-alive\r\nConnection: close\r\n",
+        b"Connection: keep-alive, close\r\n",
+        b"Connection: close\r\nConnection: keep-alive\r\n",
+    ):
         request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(request + request)  # the second must never be answered
@@ -143,7 +153,7 @@ def _many_headers(count: int) -> bytes:
 def test_6_head_limits_do_not_depend_on_segmentation(server: ServerProcess, pieces: int) -> None:
     def split(data: bytes) -> list[bytes]:
         size = -(-len(data) // pieces)
-        return [data[i:i + size] for i in range(0, len(data), size)]
+        return [data[i : i + size] for i in range(0, len(data), size)]
 
     pause = 0.002 if pieces > 1 else 0.0
     ok = _final(_exchange(server.port, split(_many_headers(100)), pause))
@@ -168,10 +178,12 @@ def test_7_a_head_trickled_in_small_segments_costs_linear_time(tmp_path: Path) -
     server = ServerProcess(config, tmp_path, FAKE_SERVER)
     try:
         server.wait_for("ready")
-        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
-            b"X-%05d: %s\r\n" % (i, b"v" * 50) for i in range(2000)
-        ) + b"\r\n"
-        pieces = [head[i:i + 60] for i in range(0, len(head), 60)]
+        head = (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%05d: %s\r\n" % (i, b"v" * 50) for i in range(2000))
+            + b"\r\n"
+        )
+        pieces = [head[i : i + 60] for i in range(0, len(head), 60)]
         before = _cpu_seconds(server.proc.pid)
         answers = _final(_exchange(server.port, pieces, pause=0.0002, timeout=60))
         spent = _cpu_seconds(server.proc.pid) - before
@@ -185,8 +197,9 @@ def test_8_buffered_bodies_are_capped_and_memory_stays_bounded(tmp_path: Path) -
     # 32 clients each send all but one byte of a 4 MiB body and stall (the probe: 64 such clients
     # took the old server from 56 to 312 MB). With 16 MiB for all request bytes, at most four are
     # held at a time: a newcomer within its share pushes out the largest holder, who gets a 503.
-    config = make_config("fake.model", max_body_bytes=4 * 1024 * 1024, max_buffered_bytes=16 * 1024 * 1024,
-                         request_timeout_s=60)
+    config = make_config(
+        "fake.model", max_body_bytes=4 * 1024 * 1024, max_buffered_bytes=16 * 1024 * 1024, request_timeout_s=60
+    )
     server = ServerProcess(config, tmp_path, FAKE_SERVER)
     clients: list[socket.socket] = []
     try:
@@ -244,8 +257,12 @@ def test_8_connections_are_capped_with_a_503(tmp_path: Path) -> None:
 
 def test_8_the_open_file_limit_is_raised_at_start_up(tmp_path: Path) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER,
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    server = ServerProcess(
+        make_config("fake.model"),
+        tmp_path,
+        FAKE_SERVER,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)),
+    )
     try:
         assert server.wait_for("listening")["open_files"] == hard
     finally:
@@ -257,8 +274,13 @@ def test_8_accept_errors_are_logged_at_a_bounded_rate(tmp_path: Path, loop: str)
     # 40 open files in all: the process runs out of descriptors long before max_connections.
     # asyncio reports each failed accept (the probe saw 46,918 tracebacks in 5 s); libuv closes
     # the connections it cannot accept and reports nothing.
-    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER, env={"FAKE_EVENT_LOOP": loop},
-                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)))
+    server = ServerProcess(
+        make_config("fake.model"),
+        tmp_path,
+        FAKE_SERVER,
+        env={"FAKE_EVENT_LOOP": loop},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)),
+    )
     held: list[socket.socket] = []
     try:
         assert server.wait_for("ready")
@@ -304,16 +326,26 @@ def test_compressed_bodies_are_refused_with_415(server: ServerProcess) -> None:
     _alive(server)
 
 
-@pytest.mark.parametrize(("data", "status", "words"), [
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 400, "upgrade"),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-     b"HTTP2-Settings: AAMAAABkAARAAAAA\r\n\r\n", 400, "upgrade"),
-    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501, "CONNECT"),
-    (b"GET /healthz\r\n\r\n", 505, "HTTP/0.9"),
-    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP/2"),
-    (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0"),
-], ids=["websocket", "h2c", "connect", "http09", "h2-preface", "http2-version"])
-def test_upgrades_connect_and_other_versions_are_refused(server: ServerProcess, data: bytes, status: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 400, "upgrade"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAARAAAAA\r\n\r\n",
+            400,
+            "upgrade",
+        ),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 501, "CONNECT"),
+        (b"GET /healthz\r\n\r\n", 505, "HTTP/0.9"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP/2"),
+        (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/2.0"),
+    ],
+    ids=["websocket", "h2c", "connect", "http09", "h2-preface", "http2-version"],
+)
+def test_upgrades_connect_and_other_versions_are_refused(
+    server: ServerProcess, data: bytes, status: int, words: str
+) -> None:
     _refused(server.port, data, status, words)
 
 
@@ -344,12 +376,19 @@ def test_pipelined_requests_are_answered_in_order_up_to_a_broken_one(server: Ser
 # --- a fuzz of request heads -----------------------------------------------------------------------
 
 SENTINEL = b"GET /healthz HTTP/1.1\r\nHost: s\r\nConnection: close\r\n\r\n"
-_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=12)
+_token = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=12
+)
 _junk = st.binary(max_size=12).map(lambda b: b.replace(b"\n", b""))
-_value = st.one_of(_token.map(str.encode), _junk, st.sampled_from([b"", b" ", b"\t", b"a\rb", b"\x00", b"\x7f", b"\xff", b"a b"]))
+_value = st.one_of(
+    _token.map(str.encode), _junk, st.sampled_from([b"", b" ", b"\t", b"a\rb", b"\x00", b"\x7f", b"\xff", b"a b"])
+)
 _header = st.one_of(
     st.tuples(st.just(b"Content-Length"), st.one_of(st.integers(0, 40).map(lambda n: str(n).encode()), _value)),
-    st.tuples(st.just(b"Transfer-Encoding"), st.sampled_from([b"chunked", b"gzip", b"chunked, gzip", b"gzip, chunked", b" chunked", b"identity"])),
+    st.tuples(
+        st.just(b"Transfer-Encoding"),
+        st.sampled_from([b"chunked", b"gzip", b"chunked, gzip", b"gzip, chunked", b" chunked", b"identity"]),
+    ),
     st.tuples(st.just(b"Connection"), st.sampled_from([b"close", b"keep-alive", b"upgrade", b"Keep-Alive, close"])),
     st.tuples(st.just(b"Host"), _value),
     st.tuples(st.just(b"Expect"), st.sampled_from([b"100-continue", b"nothing"])),
@@ -358,11 +397,22 @@ _header = st.one_of(
 )
 _head = st.builds(
     lambda method, target, version, headers, host, sep, body: (
-        method + b" " + target + b" " + version + b"\r\n" + (b"Host: h\r\n" if host else b"")
-        + b"".join(n + sep + v + b"\r\n" for n, v in headers) + b"\r\n" + body
+        method
+        + b" "
+        + target
+        + b" "
+        + version
+        + b"\r\n"
+        + (b"Host: h\r\n" if host else b"")
+        + b"".join(n + sep + v + b"\r\n" for n, v in headers)
+        + b"\r\n"
+        + body
     ),
     method=st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"]),
-    target=st.one_of(st.sampled_from([b"/healthz", PREDICT.encode(), b"/v2/health/ready", b"*", b"/%00"]), _junk.map(lambda b: b"/" + b)),
+    target=st.one_of(
+        st.sampled_from([b"/healthz", PREDICT.encode(), b"/v2/health/ready", b"*", b"/%00"]),
+        _junk.map(lambda b: b"/" + b),
+    ),
     version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/1.2", b"HTTP/11", b"http/1.1"]),
     headers=st.lists(_header, max_size=6),
     host=st.booleans(),
@@ -413,6 +463,7 @@ def test_fuzzed_heads_get_no_5xx_and_frame_like_httptools(server: ServerProcess,
     else:
         # A request was refused or asked to close: the ones before it were framed alike.
         assert ref.complete >= len(answers) - 1, (request, ref.__dict__, answers)
+
 
 def test_server_is_alive_after_the_fuzz(server: ServerProcess) -> None:
     _alive(server)

@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conformance import check_conformance
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serving_support import MODEL, SAMPLES, ServerProcess, make_config, ready_server
 
-from conformance import check_conformance
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError
 from serving.v1 import decode_predict_request
 from serving.v2 import decode_infer
-from serving_support import MODEL, SAMPLES, ServerProcess, make_config, ready_server
 
 SPEC = InputSpec("features", (4,), "float32")
 API_KEY = "s3cret-key"
@@ -59,7 +59,9 @@ def _base(server: ServerProcess) -> str:
 def test_conformance_float_model(v2_server: ServerProcess) -> None:
     meta = check_conformance(_base(v2_server), MODEL, SAMPLES[0].tolist())
     assert meta == {
-        "name": MODEL, "versions": ["1"], "platform": "tensorflow_lite",
+        "name": MODEL,
+        "versions": ["1"],
+        "platform": "tensorflow_lite",
         "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}],
         "outputs": [{"name": "output_0", "datatype": "FP32", "shape": [-1, 3]}],
     }
@@ -96,20 +98,50 @@ def test_v2_infer_matches_direct_runtime(v2_server: ServerProcess, tflite_models
         (b'{"inputs": [1]}', "inputs[0]: must be an object"),
         (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32"}]}', "inputs[0].data: required"),
         (b'{"inputs": [{"name": "f", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}]}', 'input is "features"'),
-        (b'{"inputs": [{"name": "features", "shape": [4], "datatype": "FP32", "data": [1,2,3,4]}]}', "takes shape [-1, 4]"),
+        (
+            b'{"inputs": [{"name": "features", "shape": [4], "datatype": "FP32", "data": [1,2,3,4]}]}',
+            "takes shape [-1, 4]",
+        ),
         (b'{"inputs": [{"name": "features", "shape": [0, 4], "datatype": "FP32", "data": []}]}', "takes shape [-1, 4]"),
         (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "BYTES", "data": [1,2,3,4]}]}', 'got "BYTES"'),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3]}]}', "needs 4 values, got 3"),
-        (b'{"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [[1,2],[3,4],[5,6],[7,8]]}]}', "nested data has shape [4, 2]"),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,"3",4]}]}', 'data[2]: expected a number, got "3"'),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,true,4]}]}', "data[2]: expected a number, got true"),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,NaN,4]}]}', "NaN is not allowed"),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,1e999,4]}]}', "non-finite"),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "INT8", "data": [1,2,300,4]}]}', "INT8 takes values in -128..127"),
-        (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4], "x": 0}]}', 'inputs[0]: unexpected field(s) "x"'),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3]}]}',
+            "needs 4 values, got 3",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [2, 4], "datatype": "FP32", "data": [[1,2],[3,4],[5,6],[7,8]]}]}',
+            "nested data has shape [4, 2]",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,"3",4]}]}',
+            'data[2]: expected a number, got "3"',
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,true,4]}]}',
+            "data[2]: expected a number, got true",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,NaN,4]}]}',
+            "NaN is not allowed",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,1e999,4]}]}',
+            "non-finite",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "INT8", "data": [1,2,300,4]}]}',
+            "INT8 takes values in -128..127",
+        ),
+        (
+            b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4], "x": 0}]}',
+            'inputs[0]: unexpected field(s) "x"',
+        ),
         (b'{"id": 5, "inputs": []}', "id: must be a string"),
         (b'{"outputs": [{"name": "probs"}], "inputs": []}', 'the model has one output, "output_0"'),
-        (b'{"parameters": {"binary_data_output": "yes"}, "inputs": []}', "parameters.binary_data_output: must be true or false"),
+        (
+            b'{"parameters": {"binary_data_output": "yes"}, "inputs": []}',
+            "parameters.binary_data_output: must be true or false",
+        ),
         (b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply"),
     ],
 )
@@ -130,11 +162,15 @@ def test_v2_decode_accepts_flat_and_nested_data() -> None:
 
 
 def test_not_ready_v2_routes_answer_503_but_live(ask_unloaded_server) -> None:  # noqa: ANN001
-    seen = ask_unloaded_server([
-        ("GET", "/v2/health/live", None), ("GET", "/v2/health/ready", None),
-        ("GET", f"/v2/models/{MODEL}/ready", None), ("GET", f"/v2/models/{MODEL}", None),
-        ("POST", f"/v2/models/{MODEL}/infer", b'{"inputs": []}'),
-    ])
+    seen = ask_unloaded_server(
+        [
+            ("GET", "/v2/health/live", None),
+            ("GET", "/v2/health/ready", None),
+            ("GET", f"/v2/models/{MODEL}/ready", None),
+            ("GET", f"/v2/models/{MODEL}", None),
+            ("POST", f"/v2/models/{MODEL}/infer", b'{"inputs": []}'),
+        ]
+    )
     assert seen["/v2/health/live"] == (200, {"live": True})
     assert seen["/v2/health/ready"] == (503, {"ready": False})
     assert seen[f"/v2/models/{MODEL}/ready"] == (503, {"name": MODEL, "ready": False})
@@ -272,19 +308,32 @@ def test_runtime_choice_follows_suffix_ormake_config() -> None:
     assert ServingConfig.from_dict({**base, "artifact": "/a/m.bin", "runtime": "onnx"}).resolved_runtime == "onnx"
     with pytest.raises(ValueError) as info:
         ServingConfig.from_dict(
-            {**base, "artifact": "a", "runtime": "tf", "max_batch_size": -1, "max_latency_ms": "1",
-             "api_key_env": "1BAD"}
+            {
+                **base,
+                "artifact": "a",
+                "runtime": "tf",
+                "max_batch_size": -1,
+                "max_latency_ms": "1",
+                "api_key_env": "1BAD",
+            }
         )
-    for message in ("runtime: must be one of auto, litert, onnx", "max_batch_size: must be an integer",
-                    "max_latency_ms: must be a number", "api_key_env: must be null or an environment"):
+    for message in (
+        "runtime: must be one of auto, litert, onnx",
+        "max_batch_size: must be an integer",
+        "max_latency_ms: must be a number",
+        "api_key_env: must be null or an environment",
+    ):
         assert message in str(info.value)
 
 
 # --- fuzzing --------------------------------------------------------------------------------------------
 
 _json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
 )
 _json = st.recursive(
     _json_leaf,
@@ -303,23 +352,49 @@ _tensor = st.fixed_dictionaries(
     },
 )
 _v2_body = st.fixed_dictionaries(
-    {}, optional={"inputs": st.one_of(st.lists(_tensor, max_size=2), _json), "id": _json,
-                  "outputs": _json, "parameters": _json, "junk": _json},
+    {},
+    optional={
+        "inputs": st.one_of(st.lists(_tensor, max_size=2), _json),
+        "id": _json,
+        "outputs": _json,
+        "parameters": _json,
+        "junk": _json,
+    },
 ).map(lambda d: json.dumps(d).encode())
 _v1_body = st.fixed_dictionaries(
-    {}, optional={"instances": _json, "inputs": _json, "signature_name": _json, "junk": _json},
+    {},
+    optional={"instances": _json, "inputs": _json, "signature_name": _json, "junk": _json},
 ).map(lambda d: json.dumps(d).encode())
 _raw_body = st.one_of(
     st.binary(max_size=64),
-    st.sampled_from([b"NaN", b"[Infinity]", b'{"instances": [[1, 2, 3, -Infinity]]}', b"[" * 2000,
-                     b'{"instances": ' + b"[" * 50000 + b"}", "\"\\ud800\"".encode(), b"\xff\xfe"]),
+    st.sampled_from(
+        [
+            b"NaN",
+            b"[Infinity]",
+            b'{"instances": [[1, 2, 3, -Infinity]]}',
+            b"[" * 2000,
+            b'{"instances": ' + b"[" * 50000 + b"}",
+            b'"\\ud800"',
+            b"\xff\xfe",
+        ]
+    ),
     _json.map(lambda v: json.dumps(v).encode()),
 )
-_path = st.sampled_from([
-    f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer", f"/v2/models/{MODEL}/versions/1/infer",
-    f"/v2/models/{MODEL}/versions/2/infer", "/v2/models/other/infer", f"/v1/models/{MODEL}",
-    f"/v2/models/{MODEL}", "/v2/health/ready", "/metrics", "/v2/models//infer", "/v2/models/%00/infer",
-])
+_path = st.sampled_from(
+    [
+        f"/v1/models/{MODEL}:predict",
+        f"/v2/models/{MODEL}/infer",
+        f"/v2/models/{MODEL}/versions/1/infer",
+        f"/v2/models/{MODEL}/versions/2/infer",
+        "/v2/models/other/infer",
+        f"/v1/models/{MODEL}",
+        f"/v2/models/{MODEL}",
+        "/v2/health/ready",
+        "/metrics",
+        "/v2/models//infer",
+        "/v2/models/%00/infer",
+    ]
+)
 
 
 @pytest.mark.tf
@@ -367,8 +442,12 @@ def _decode_outcome(body: bytes, spec: InputSpec) -> tuple[str, Any]:
 
 
 _leaf = st.one_of(
-    st.integers(-(2**65), 2**65), st.floats(width=32, allow_nan=False), st.booleans(), st.none(),
-    st.text(max_size=2), st.just(1e39),
+    st.integers(-(2**65), 2**65),
+    st.floats(width=32, allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=2),
+    st.just(1e39),
 )
 
 

@@ -46,7 +46,11 @@ def test_fake_server_passes_conformance_and_predicts_like_the_runtime(fake_serve
 @pytest.mark.parametrize("route", ROUTES, ids=[r.name for r in ROUTES])
 def test_every_route_answers_its_methods_and_405s_the_others(fake_server: ServerProcess, route) -> None:  # noqa: ANN001
     path = _concrete(route.path)
-    body = b'{"instances": [[0, 0, 0, 0]]}' if "predict" in path else b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}'
+    body = (
+        b'{"instances": [[0, 0, 0, 0]]}'
+        if "predict" in path
+        else b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}'
+    )
     port = fake_server.port
     for method in route.methods:
         status, _ = _ask(port, method, path, body if method == "POST" else None)
@@ -65,4 +69,3 @@ def test_unknown_path_hint_names_every_route(fake_server: ServerProcess) -> None
     assert status == 404
     for route in ROUTES:
         assert route.path in doc["error"]
-

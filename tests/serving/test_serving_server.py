@@ -21,16 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_support import (
+    FAKE_SERVER,
+    METADATA,
+    MODEL,
+    SAMPLES,
+    ServerProcess,
+    in_process_server,
+    make_config,
+    predict_bytes,
+    read_response,
+    rss_kib,
+)
 
 from serving import tensors
 from serving.config import InputSpec, ServingConfig
 from serving.errors import ClientError
 from serving.tensors import has_wide_integer
 from serving.v1 import decode_predict_request
-from serving_support import (
-    FAKE_SERVER, METADATA, MODEL, SAMPLES, FakeRuntime, ServerProcess, in_process_server, make_config,
-    predict_bytes, read_response, rss_kib,
-)
 
 
 def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:
@@ -44,10 +52,15 @@ def _direct_predict(artifact: Path, batch: np.ndarray) -> np.ndarray:
 
 def test_config_loads_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "serving.json"
-    path.write_text(json.dumps({
-        "model_name": "digits", "artifact": "/app/model.tflite",
-        "inputs": [{"name": "pixels", "shape": [64], "dtype": "float32"}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "model_name": "digits",
+                "artifact": "/app/model.tflite",
+                "inputs": [{"name": "pixels", "shape": [64], "dtype": "float32"}],
+            }
+        )
+    )
     monkeypatch.setenv("MODELSTACK_SERVING_CONFIG", str(path))
     config = ServingConfig.load()
     assert config.input == InputSpec(name="pixels", shape=(64,), dtype="float32")
@@ -57,16 +70,27 @@ def test_config_loads_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_config_reports_every_problem_at_once() -> None:
     with pytest.raises(ValueError) as caught:
-        ServingConfig.from_dict({
-            "model_name": "a/b", "port": True, "threads": 0, "extra": 1, "metadata": [],
-            "inputs": [{"name": "x", "shape": [0], "dtype": "int4", "size": 3}],
-        })
+        ServingConfig.from_dict(
+            {
+                "model_name": "a/b",
+                "port": True,
+                "threads": 0,
+                "extra": 1,
+                "metadata": [],
+                "inputs": [{"name": "x", "shape": [0], "dtype": "int4", "size": 3}],
+            }
+        )
     message = str(caught.value)
     for expected in (
-        'model_name: "a/b" is not a valid name', "port: must be an integer in 1024..65535 (or 0: any free port), got true",
-        "threads: must be an integer in 1..64", "extra: unknown field", "artifact: required field is missing",
-        "metadata: must be a JSON object", "inputs[0].shape: must be a list of positive integers",
-        'inputs[0].dtype: "int4" is not supported', "inputs[0].size: unknown field",
+        'model_name: "a/b" is not a valid name',
+        "port: must be an integer in 1024..65535 (or 0: any free port), got true",
+        "threads: must be an integer in 1..64",
+        "extra: unknown field",
+        "artifact: required field is missing",
+        "metadata: must be a JSON object",
+        "inputs[0].shape: must be a list of positive integers",
+        'inputs[0].dtype: "int4" is not supported',
+        "inputs[0].size: unknown field",
     ):
         assert expected in message, message
 
@@ -94,7 +118,7 @@ def test_config_rejects_repeated_input_names_and_unreadable_files(tmp_path: Path
         (b'{"instances": [[1e999, 0, 0, 0]]}', "float32", "non-finite"),
         (b'{"instances": [[1e39, 0, 0, 0]]}', "float32", "outside the float32 range"),
         (b'{"instances": [[99999999999999999999999, 0, 0, 0]]}', "float32", "out of range"),
-        (b'{"instances": [[' + b"9" * 5000 + b', 0, 0, 0]]}', "float32", "malformed JSON: Exceeds the limit"),
+        (b'{"instances": [[' + b"9" * 5000 + b", 0, 0, 0]]}", "float32", "malformed JSON: Exceeds the limit"),
         (b'{"instances": [[1.5, 0, 0, 0]]}', "int8", "takes integers"),
         (b'{"instances": [[300, 0, 0, 0]]}', "int8", "int8 values in -128..127"),
     ],
@@ -116,7 +140,7 @@ def test_integers_beyond_64_bits_are_refused_not_rounded() -> None:
     # orjson would read both as floats: -2**63 - 1 would then pass as -2**63.
     for literal in (b"-9223372036854775809", b"18446744073709551616"):
         with pytest.raises(ClientError) as caught:
-            decode_predict_request(b'{"instances": [[' + literal + b', 0]]}', InputSpec("f", (2,), "int64"))
+            decode_predict_request(b'{"instances": [[' + literal + b", 0]]}", InputSpec("f", (2,), "int64"))
         assert f"integer {literal.decode()} is out of range for int64" in caught.value.message
 
 
@@ -155,11 +179,15 @@ def test_float32_bodies_with_long_fractions_take_the_fast_parser(monkeypatch: py
 
 
 def test_not_ready_server_answers_503_but_is_healthy(ask_unloaded_server) -> None:  # noqa: ANN001
-    results = ask_unloaded_server([
-        ("GET", "/healthz", None), ("GET", "/readyz", None), ("GET", f"/v1/models/{MODEL}", None),
-        ("GET", f"/v1/models/{MODEL}/metadata", None),
-        ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
-    ])
+    results = ask_unloaded_server(
+        [
+            ("GET", "/healthz", None),
+            ("GET", "/readyz", None),
+            ("GET", f"/v1/models/{MODEL}", None),
+            ("GET", f"/v1/models/{MODEL}/metadata", None),
+            ("POST", f"/v1/models/{MODEL}:predict", b'{"instances": [[0, 0, 0, 0]]}'),
+        ]
+    )
     assert results["/healthz"][0] == 200 and results["/readyz"][0] == 503
     assert results[f"/v1/models/{MODEL}"][1]["model_version_status"][0]["state"] == "LOADING"
     assert results[f"/v1/models/{MODEL}/metadata"][0] == 503
@@ -257,17 +285,45 @@ BAD_REQUESTS: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]]
     ("missing-field", "POST", ":predict", b'{"signature_name": "serving_default"}', {}, 400, 'missing "instances"'),
     ("both-fields", "POST", ":predict", b'{"instances": [[0,0,0,0]], "inputs": [[0,0,0,0]]}', {}, 400, "not both"),
     ("extra-field", "POST", ":predict", b'{"instances": [[0,0,0,0]], "foo": 1}', {}, 400, 'unexpected field(s) "foo"'),
-    ("bad-signature", "POST", ":predict", b'{"instances": [[0,0,0,0]], "signature_name": "x"}', {}, 400,
-     "signature_name"),
+    (
+        "bad-signature",
+        "POST",
+        ":predict",
+        b'{"instances": [[0,0,0,0]], "signature_name": "x"}',
+        {},
+        400,
+        "signature_name",
+    ),
     ("empty-batch", "POST", ":predict", b'{"instances": []}', {}, 400, "non-empty array"),
-    ("wrong-shape", "POST", ":predict", b'{"instances": [[1, 2, 3]]}', {}, 400,
-     'instances[0]: expected 4 values (input "features"'),
+    (
+        "wrong-shape",
+        "POST",
+        ":predict",
+        b'{"instances": [[1, 2, 3]]}',
+        {},
+        400,
+        'instances[0]: expected 4 values (input "features"',
+    ),
     ("ragged", "POST", ":predict", b'{"inputs": [[1, 2, 3, 4], [1, 2]]}', {}, 400, "inputs[1]: expected 4 values"),
-    ("too-deep", "POST", ":predict", b'{"instances": [[[1], [2], [3], [4]]]}', {}, 400,
-     "instances[0][0]: expected a number"),
+    (
+        "too-deep",
+        "POST",
+        ":predict",
+        b'{"instances": [[[1], [2], [3], [4]]]}',
+        {},
+        400,
+        "instances[0][0]: expected a number",
+    ),
     ("scalar-batch", "POST", ":predict", b'{"inputs": 3}', {}, 400, "inputs: expected an array"),
-    ("string", "POST", ":predict", b'{"instances": [[1, "2", 3, 4]]}', {}, 400,
-     'instances[0][1]: expected a number for input "features", got "2"'),
+    (
+        "string",
+        "POST",
+        ":predict",
+        b'{"instances": [[1, "2", 3, 4]]}',
+        {},
+        400,
+        'instances[0][1]: expected a number for input "features", got "2"',
+    ),
     ("boolean", "POST", ":predict", b'{"instances": [[true, false, true, false]]}', {}, 400, "got true"),
     ("null", "POST", ":predict", b'{"instances": [[1, null, 3, 4]]}', {}, 400, "got null"),
     ("wrong-name", "POST", ":predict", b'{"instances": [{"pixels": [0,0,0,0]}]}', {}, 400, 'single key "features"'),
@@ -295,11 +351,17 @@ def _model_path(path: str) -> str:
 
 @pytest.mark.parametrize(
     ("method", "path", "body", "headers", "status", "message"),
-    [case[1:] for case in BAD_REQUESTS], ids=[case[0] for case in BAD_REQUESTS],
+    [case[1:] for case in BAD_REQUESTS],
+    ids=[case[0] for case in BAD_REQUESTS],
 )
 def test_bad_request_gets_json_error(
-    fake_server: ServerProcess, method: str, path: str, body: bytes | None, headers: dict[str, str],
-    status: int, message: str,
+    fake_server: ServerProcess,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    status: int,
+    message: str,
 ) -> None:
     if "Content-Length" in headers:  # http.client would send its own
         length = headers["Content-Length"]
@@ -322,8 +384,11 @@ def test_bad_request_gets_json_error(
     ("raw", "status", "message"),
     [
         (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length header (or chunked"),
-        (b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
-         400, "Duplicate Content-Length"),
+        (
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            400,
+            "Duplicate Content-Length",
+        ),
         (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
         (b"GET /healthz HTTP/2.0\r\n\r\n", 505, "not supported"),
         (b"GET /healthz HTTP/1.1\r\nBad Header: 1\r\n\r\n", 400, "Invalid header token"),
@@ -331,8 +396,16 @@ def test_bad_request_gets_json_error(
         (b"BREW /healthz HTTP/1.1\r\n\r\n", 400, "unknown method"),
         (b"PROPFIND /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501, "Unsupported method"),
     ],
-    ids=["no-length", "conflicting-lengths", "bad-request-line", "http2", "space-in-name",
-         "obs-fold", "unknown-method", "unsupported-method"],
+    ids=[
+        "no-length",
+        "conflicting-lengths",
+        "bad-request-line",
+        "http2",
+        "space-in-name",
+        "obs-fold",
+        "unknown-method",
+        "unsupported-method",
+    ],
 )
 def test_malformed_http_gets_json_error(fake_server: ServerProcess, raw: bytes, status: int, message: str) -> None:
     got, headers, payload = fake_server.raw(raw)
@@ -364,8 +437,12 @@ def test_keep_alive_survives_client_errors_and_the_server_stays_up(fake_server: 
 
 def test_pipelined_and_dribbled_requests_are_answered_in_order(fake_server: ServerProcess) -> None:
     requests = [predict_bytes([i, 0, 0, 0]) for i in range(5)] + [b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
-    expected = [fake_server.request("POST", f"/v1/models/{MODEL}:predict",
-                                     json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[2] for i in range(5)]
+    expected = [
+        fake_server.request("POST", f"/v1/models/{MODEL}:predict", json.dumps({"instances": [[i, 0, 0, 0]]}).encode())[
+            2
+        ]
+        for i in range(5)
+    ]
     with socket.create_connection(("127.0.0.1", fake_server.port), timeout=10) as sock:
         answers = sock.makefile("rb")  # one reader: several answers may arrive in one segment
         sock.sendall(b"".join(requests))  # pipelined: six requests in one write

@@ -110,7 +110,12 @@ def test_bytes_tensor_through_the_numeric_entry_point() -> None:
 @pytest.mark.parametrize(
     ("raw", "datatype", "shape", "message"),
     [
-        (b"\x00" * 12, "FP32", [1, 4], "12 bytes of binary data, but shape [1, 4] of FP32 needs 16 (4 element(s) of 4 byte(s))"),
+        (
+            b"\x00" * 12,
+            "FP32",
+            [1, 4],
+            "12 bytes of binary data, but shape [1, 4] of FP32 needs 16 (4 element(s) of 4 byte(s))",
+        ),
         (b"\x00" * 20, "FP32", [1, 4], "20 bytes of binary data"),
         (b"\x00" * 4, "FP16", [1, 4], "needs 8"),
         (b"\x02", "BOOL", [1], "BOOL elements must be bytes 0 or 1"),

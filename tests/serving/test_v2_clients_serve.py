@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-
 from v2_fixtures import V2Server
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
-
 from v2_fixtures import API_KEY, MODEL, SAMPLES, V2Server, expected_outputs, server_config, started, tiny_onnx_model
 
 INFER = f"/v2/models/{MODEL}/infer"
@@ -107,7 +106,10 @@ def test_tritonclient_http_bytes_input_to_a_float_model_names_the_expected_datat
 
 def test_binary_answer_framing(server: V2Server) -> None:
     body, headers = _binary_request(
-        {"inputs": [_tensor(shape=[2, 4], parameters={"binary_data_size": 32})], "parameters": {"binary_data_output": True}},
+        {
+            "inputs": [_tensor(shape=[2, 4], parameters={"binary_data_size": 32})],
+            "parameters": {"binary_data_output": True},
+        },
         SAMPLES[:2].tobytes(),
     )
     status, answer_headers, answer = _post(server, body, headers)
@@ -115,11 +117,16 @@ def test_binary_answer_framing(server: V2Server) -> None:
     assert answer_headers["content-type"] == "application/octet-stream"
     length = int(answer_headers["inference-header-content-length"])
     document = json.loads(answer[:length])
-    assert document["outputs"][0] == {"name": "output_0", "shape": [2, 3], "datatype": "FP32",
-                                      "parameters": {"binary_data_size": 24}}
+    assert document["outputs"][0] == {
+        "name": "output_0",
+        "shape": [2, 3],
+        "datatype": "FP32",
+        "parameters": {"binary_data_size": 24},
+    }
     assert len(answer) == length + 24
-    np.testing.assert_allclose(np.frombuffer(answer[length:], "<f4").reshape(2, 3), expected_outputs(SAMPLES[:2]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.frombuffer(answer[length:], "<f4").reshape(2, 3), expected_outputs(SAMPLES[:2]), rtol=1e-5
+    )
     # Without binary outputs asked for, the answer is plain JSON with no framing header.
     body, headers = _binary_request({"inputs": [_tensor(parameters={"binary_data_size": 16})]}, SAMPLES[:1].tobytes())
     status, answer_headers, answer = _post(server, body, headers)
@@ -130,34 +137,88 @@ def test_binary_answer_framing(server: V2Server) -> None:
 @pytest.mark.parametrize(
     ("header", "tail", "length", "message"),
     [
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})]}, b"\x00" * 16, 10_000,
-         "Inference-Header-Content-Length: 10000 is larger than the body"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})]}, b"\x00" * 16, "x12",
-         "Inference-Header-Content-Length: must be the JSON header's size in bytes"),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 16})]},
+            b"\x00" * 16,
+            10_000,
+            "Inference-Header-Content-Length: 10000 is larger than the body",
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 16})]},
+            b"\x00" * 16,
+            "x12",
+            "Inference-Header-Content-Length: must be the JSON header's size in bytes",
+        ),
         ({"inputs": [_tensor(parameters={"binary_data_size": 16})]}, b"\x00" * 16, 5, "malformed JSON"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 20})]}, b"\x00" * 16, None,
-         "inputs[0].parameters.binary_data_size: 20 bytes, but only 16 binary byte(s) follow"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 12})]}, b"\x00" * 16, None,
-         "inputs[0]: 12 bytes of binary data, but shape [1, 4] of FP32 needs 16"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})]}, b"\x00" * 20, None,
-         "4 byte(s) after the JSON header belong to no input"),
-        ({"inputs": [_tensor(data=[1, 2, 3, 4])]}, b"\x00" * 4, None,
-         "4 byte(s) after the JSON header belong to no input"),
-        ({"inputs": [_tensor(data=[1, 2, 3, 4], parameters={"binary_data_size": 16})]}, b"\x00" * 16, None,
-         'inputs[0]: give the tensor as "data" or as binary_data_size bytes, not both'),
-        ({"inputs": [_tensor(parameters={"binary_data_size": -16})]}, b"\x00" * 16, None,
-         "binary_data_size: must be the tensor's size in bytes"),
-        ({"inputs": [_tensor(datatype="FP64", parameters={"binary_data_size": 16})]}, b"\x00" * 16, None,
-         "shape [1, 4] of FP64 needs 32"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})]},
-         np.array([1, np.inf, 3, 4], dtype="<f4").tobytes(), None, "non-finite values"),
-        ({"inputs": [_tensor(datatype="BYTES", parameters={"binary_data_size": 8})]},
-         struct.pack("<I", 4) + b"abcd", None, 'input "features" takes FP32'),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})], "parameters": {"binary_data_output": "yes"}},
-         b"\x00" * 16, None, "parameters.binary_data_output: must be true or false"),
-        ({"inputs": [_tensor(parameters={"binary_data_size": 16})],
-          "outputs": [{"name": "output_0", "parameters": {"binary_data": 1}}]},
-         b"\x00" * 16, None, "outputs[0].parameters.binary_data: must be true or false"),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 20})]},
+            b"\x00" * 16,
+            None,
+            "inputs[0].parameters.binary_data_size: 20 bytes, but only 16 binary byte(s) follow",
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 12})]},
+            b"\x00" * 16,
+            None,
+            "inputs[0]: 12 bytes of binary data, but shape [1, 4] of FP32 needs 16",
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 16})]},
+            b"\x00" * 20,
+            None,
+            "4 byte(s) after the JSON header belong to no input",
+        ),
+        (
+            {"inputs": [_tensor(data=[1, 2, 3, 4])]},
+            b"\x00" * 4,
+            None,
+            "4 byte(s) after the JSON header belong to no input",
+        ),
+        (
+            {"inputs": [_tensor(data=[1, 2, 3, 4], parameters={"binary_data_size": 16})]},
+            b"\x00" * 16,
+            None,
+            'inputs[0]: give the tensor as "data" or as binary_data_size bytes, not both',
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": -16})]},
+            b"\x00" * 16,
+            None,
+            "binary_data_size: must be the tensor's size in bytes",
+        ),
+        (
+            {"inputs": [_tensor(datatype="FP64", parameters={"binary_data_size": 16})]},
+            b"\x00" * 16,
+            None,
+            "shape [1, 4] of FP64 needs 32",
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 16})]},
+            np.array([1, np.inf, 3, 4], dtype="<f4").tobytes(),
+            None,
+            "non-finite values",
+        ),
+        (
+            {"inputs": [_tensor(datatype="BYTES", parameters={"binary_data_size": 8})]},
+            struct.pack("<I", 4) + b"abcd",
+            None,
+            'input "features" takes FP32',
+        ),
+        (
+            {"inputs": [_tensor(parameters={"binary_data_size": 16})], "parameters": {"binary_data_output": "yes"}},
+            b"\x00" * 16,
+            None,
+            "parameters.binary_data_output: must be true or false",
+        ),
+        (
+            {
+                "inputs": [_tensor(parameters={"binary_data_size": 16})],
+                "outputs": [{"name": "output_0", "parameters": {"binary_data": 1}}],
+            },
+            b"\x00" * 16,
+            None,
+            "outputs[0].parameters.binary_data: must be true or false",
+        ),
     ],
 )
 def test_binary_requests_that_do_not_add_up_get_400_naming_the_tensor(
@@ -171,8 +232,10 @@ def test_binary_requests_that_do_not_add_up_get_400_naming_the_tensor(
 
 def test_the_header_length_sent_twice_is_400(server: V2Server) -> None:
     document = json.dumps({"inputs": [_tensor(parameters={"binary_data_size": 16})]}).encode()
-    head = (f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(document) + 16}\r\n"
-            f"Inference-Header-Content-Length: {len(document)}\r\nInference-Header-Content-Length: 1\r\n\r\n")
+    head = (
+        f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(document) + 16}\r\n"
+        f"Inference-Header-Content-Length: {len(document)}\r\nInference-Header-Content-Length: 1\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head.encode() + document + b"\x00" * 16)
         response = http.client.HTTPResponse(sock)

@@ -19,9 +19,7 @@ import numpy as np
 from serving_support import ServerProcess
 
 MODEL = "tiny"
-WEIGHTS = np.array(
-    [[0.5, -0.25, 0.1], [0.3, 0.2, -0.4], [-0.6, 0.1, 0.25], [0.05, 0.45, -0.15]], dtype=np.float32
-)
+WEIGHTS = np.array([[0.5, -0.25, 0.1], [0.3, 0.2, -0.4], [-0.6, 0.1, 0.25], [0.05, 0.45, -0.15]], dtype=np.float32)
 BIAS = np.array([0.1, -0.2, 0.05], dtype=np.float32)
 SAMPLES = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
 API_KEY = "v2-test-key"
@@ -59,17 +57,29 @@ def tiny_onnx_model(folder: Path) -> Path:
 def server_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
     """HTTP and gRPC on ephemeral ports (the "listening" line tells which)."""
     return {
-        "model_name": MODEL, "artifact": str(artifact), "host": "127.0.0.1", "port": 0,
-        "grpc_port": 0, "threads": 1, "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
-        "max_body_bytes": 65536, **overrides,
+        "model_name": MODEL,
+        "artifact": str(artifact),
+        "host": "127.0.0.1",
+        "port": 0,
+        "grpc_port": 0,
+        "threads": 1,
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+        "max_body_bytes": 65536,
+        **overrides,
     }
 
 
 class V2Server(ServerProcess):
     """The server process, argument order as the V2 tests call it (``argv`` runs instead of a config)."""
 
-    def __init__(self, config: dict[str, Any] | None, folder: Path | None, env: dict[str, str] | None = None,
-                 argv: list[str] | None = None, preexec_fn: Any = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any] | None,
+        folder: Path | None,
+        env: dict[str, str] | None = None,
+        argv: list[str] | None = None,
+        preexec_fn: Any = None,
+    ) -> None:
         super().__init__(config, folder, command=argv, env=env, preexec_fn=preexec_fn)
 
 

@@ -49,11 +49,18 @@ def test_a_task_the_format_does_not_do_is_refused_with_the_fix(tmp_path: Path) -
     (tmp_path / "m.gguf").write_bytes(b"placeholder")
     with pytest.raises(UserError) as info:
         load_resolved(_spec(tmp_path, "  path: m.gguf\n  task: speech-recognition\n"))
-    assert "model.yaml:2: model: a gguf model does not do speech-recognition; use task: text-generation" in str(info.value)
+    assert "model.yaml:2: model: a gguf model does not do speech-recognition; use task: text-generation" in str(
+        info.value
+    )
 
 
 def test_a_keras_model_takes_no_other_task(tmp_path: Path) -> None:
     (tmp_path / "m.keras").write_bytes(b"placeholder")
     with pytest.raises(UserError) as info:
-        load_resolved(_spec(tmp_path, "  path: m.keras\n  format: keras\n  task: text-generation\n  inputs: [{name: x, shape: [4]}]\n"))
+        load_resolved(
+            _spec(
+                tmp_path,
+                "  path: m.keras\n  format: keras\n  task: text-generation\n  inputs: [{name: x, shape: [4]}]\n",
+            )
+        )
     assert "a keras model does predict, not text-generation" in str(info.value)

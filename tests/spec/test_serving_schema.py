@@ -13,7 +13,11 @@ from pydantic import ValidationError
 from iac.spec.models import Serving
 from serving.config import SETTINGS, ServingConfig
 
-BASE: dict[str, Any] = {"model_name": "m", "artifact": "m.tflite", "inputs": [{"name": "x", "shape": [1], "dtype": "float32"}]}
+BASE: dict[str, Any] = {
+    "model_name": "m",
+    "artifact": "m.tflite",
+    "inputs": [{"name": "x", "shape": [1], "dtype": "float32"}],
+}
 # Cross-field rules both sides keep (ports differ; the buffer holds a body); values that respect them.
 APART = {"port": 9000, "grpc_port": 9001, "max_buffered_bytes": 2**40, "max_body_bytes": 1024}
 
@@ -58,8 +62,17 @@ def _probes(name: str) -> list[Any]:
         return ["MODELSTACK_API_KEY", "_K", "K" * 128, "K" * 129, "lower", "1BAD", "A-B", "", 3, None]
     assert s.low is not None and s.high is not None
     step = 1 if s.integer else 0.001
-    values: list[Any] = [s.low, s.high, s.low - step, s.high + step, (s.low + s.high) / 2 if not s.integer else s.low + 1,
-                         True, "1", None, 0]
+    values: list[Any] = [
+        s.low,
+        s.high,
+        s.low - step,
+        s.high + step,
+        (s.low + s.high) / 2 if not s.integer else s.low + 1,
+        True,
+        "1",
+        None,
+        0,
+    ]
     if s.integer:
         values.append(float(s.low) + 0.5)
     return values
@@ -78,12 +91,18 @@ def test_bounds_agree_both_ways(name: str) -> None:
         if value == 0 and s.ephemeral and not isinstance(value, bool):
             assert server and not spec, "0 is any free port: the server's alone"
             continue
-        assert spec == server, f"{name}={value!r}: spec {'accepts' if spec else 'refuses'}, server {'accepts' if server else 'refuses'}"
+        assert spec == server, (
+            f"{name}={value!r}: spec {'accepts' if spec else 'refuses'}, server {'accepts' if server else 'refuses'}"
+        )
 
 
 def test_cross_field_rules_agree() -> None:
-    for values in ({"port": 9000, "grpc_port": 9000}, {"max_body_bytes": 2048, "max_buffered_bytes": 1024},
-                   {"port": 9000, "grpc_port": 9001}, {"max_body_bytes": 1024, "max_buffered_bytes": 1024}):
+    for values in (
+        {"port": 9000, "grpc_port": 9000},
+        {"max_body_bytes": 2048, "max_buffered_bytes": 1024},
+        {"port": 9000, "grpc_port": 9001},
+        {"max_body_bytes": 1024, "max_buffered_bytes": 1024},
+    ):
         try:
             Serving.model_validate(values)
             spec = True
@@ -104,13 +123,26 @@ def test_render_hands_the_validated_section_through() -> None:
     from iac.build.render import serving_config
     from iac.spec.models import ResolvedSpec
 
-    spec = ResolvedSpec.model_validate({
-        "spec_file": "/x/model.yaml", "model_path": "/x/m.keras", "calibration_path": "/x/c.npz", "evaluation_path": "/x/e.npz",
-        "spec": {"name": "digits", "model": {"path": "m.keras", "inputs": [{"name": "pixels", "shape": [64]}]},
-                 "data": {"calibration": "c.npz", "evaluation": "e.npz"},
-                 "serving": {"threads": 64, "max_latency_ms": 10000, "api_key_env": "DIGITS_KEY", "grpc_port": None}},
-    })
+    spec = ResolvedSpec.model_validate(
+        {
+            "spec_file": "/x/model.yaml",
+            "model_path": "/x/m.keras",
+            "calibration_path": "/x/c.npz",
+            "evaluation_path": "/x/e.npz",
+            "spec": {
+                "name": "digits",
+                "model": {"path": "m.keras", "inputs": [{"name": "pixels", "shape": [64]}]},
+                "data": {"calibration": "c.npz", "evaluation": "e.npz"},
+                "serving": {"threads": 64, "max_latency_ms": 10000, "api_key_env": "DIGITS_KEY", "grpc_port": None},
+            },
+        }
+    )
     config = serving_config(spec, passing_report())
     assert {k: config[k] for k in SETTINGS} == spec.spec.serving.model_dump(mode="json")
     server = ServingConfig.from_dict(config)
-    assert (server.threads, server.max_latency_ms, server.api_key_env, server.grpc_port) == (64, 10000.0, "DIGITS_KEY", None)
+    assert (server.threads, server.max_latency_ms, server.api_key_env, server.grpc_port) == (
+        64,
+        10000.0,
+        "DIGITS_KEY",
+        None,
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from iac.spec.load import load, load_resolved, validate
 from iac.spec.errors import UserError
+from iac.spec.load import load, load_resolved, validate
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs"
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,9 @@ def test_all_problems_are_reported_at_once(spec_dir: Path) -> None:
 
 def test_spec_objects_are_frozen(spec_dir: Path) -> None:
     resolved = load_resolved(_copy(SPECS / "valid_minimal.yaml", spec_dir))
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         resolved.spec.optimize.quantization = "none"  # type: ignore[misc]
 
 
@@ -88,9 +90,11 @@ def test_committed_schema_matches_the_models() -> None:
     assert committed == ModelSpec.model_json_schema(), "regenerate with: modelstack schema > docs/model.schema.json"
 
 
-@pytest.mark.parametrize("spec", sorted((REPO / "modelprep" / "examples" / "specs").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "spec", sorted((REPO / "modelprep" / "examples" / "specs").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_example_specs_point_at_the_schema(spec: Path) -> None:
     first = spec.read_text().splitlines()[0]
     prefix = "# yaml-language-server: $schema="
     assert first.startswith(prefix)
-    assert (spec.parent / first[len(prefix):]).resolve() == REPO / "docs" / "model.schema.json"
+    assert (spec.parent / first[len(prefix) :]).resolve() == REPO / "docs" / "model.schema.json"

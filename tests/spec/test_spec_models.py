@@ -74,7 +74,9 @@ def test_format_is_inferred_from_config_json_and_inputs_default_to_one_text(tmp_
     _hf_dir(tmp_path)
     spec = "\n".join(line for line in EMBEDDING.splitlines() if "task:" not in line) + "\n"
     spec = spec.replace("  path: model/minilm\n", "  path: model/minilm\n  task: text-classification\n")
-    spec = spec.replace("data/evaluation.txt", "data/evaluation.jsonl").replace("  metric: cosine\n  min_cosine: 0.97\n", "")
+    spec = spec.replace("data/evaluation.txt", "data/evaluation.jsonl").replace(
+        "  metric: cosine\n  min_cosine: 0.97\n", ""
+    )
     (tmp_path / "data" / "evaluation.jsonl").write_text('{"text": "a", "label": 0}\n')
     body = spec.split("  inputs:")[0] + "data:" + spec.split("data:")[1]
     (tmp_path / "model.yaml").write_text(body)

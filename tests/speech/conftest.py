@@ -11,8 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from speech_support import ESPEAK_RATE, SENTENCE, RunningServer, config_for, model_dir, running, speak
-
+from speech_support import SENTENCE, RunningServer, config_for, model_dir, running, speak
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -50,8 +50,9 @@ def model_dir() -> Path:
 
 def speak(text: str, voice: str = "en-us", speed: int = 150) -> np.ndarray:
     """``text`` by espeak-ng as float32 at its own 22,050 Hz."""
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-                         check=True, capture_output=True).stdout
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], check=True, capture_output=True
+    ).stdout
     import av
 
     with av.open(io.BytesIO(wav)) as container:
@@ -72,11 +73,16 @@ def encode(samples: np.ndarray, rate: int, container: str, channels: int = 1, ou
         stream = out.add_stream(codec, rate=out_rate, layout="stereo" if channels == 2 else "mono")
         pcm = np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16)
         interleaved = np.repeat(pcm, channels) if channels > 1 else pcm
-        frame = av.AudioFrame.from_ndarray(interleaved.reshape(1, -1), format="s16",
-                                           layout="stereo" if channels == 2 else "mono")
+        frame = av.AudioFrame.from_ndarray(
+            interleaved.reshape(1, -1), format="s16", layout="stereo" if channels == 2 else "mono"
+        )
         frame.sample_rate = rate
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=stream.layout.name,
-                                      rate=out_rate, frame_size=stream.codec_context.frame_size or None)
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name,
+            layout=stream.layout.name,
+            rate=out_rate,
+            frame_size=stream.codec_context.frame_size or None,
+        )
         for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(chunk):
                 out.mux(packet)
@@ -92,13 +98,21 @@ class RunningServer:
     model: SpeechModel
 
 
-def config_for(model: Path, name: str = "whisper", max_audio_seconds: float = 180.0,
-               max_body_bytes: int = 8 * 1024 * 1024) -> ServingConfig:
-    return ServingConfig.from_dict({
-        "task": "speech-recognition", "model_name": name, "artifact": str(model), "threads": 1, "port": 0,
-        "host": "127.0.0.1", "max_body_bytes": max_body_bytes,
-        "metadata": {"speech": {"compute_type": "int8", "beam_size": 1, "max_audio_seconds": max_audio_seconds}},
-    })
+def config_for(
+    model: Path, name: str = "whisper", max_audio_seconds: float = 180.0, max_body_bytes: int = 8 * 1024 * 1024
+) -> ServingConfig:
+    return ServingConfig.from_dict(
+        {
+            "task": "speech-recognition",
+            "model_name": name,
+            "artifact": str(model),
+            "threads": 1,
+            "port": 0,
+            "host": "127.0.0.1",
+            "max_body_bytes": max_body_bytes,
+            "metadata": {"speech": {"compute_type": "int8", "beam_size": 1, "max_audio_seconds": max_audio_seconds}},
+        }
+    )
 
 
 @contextmanager

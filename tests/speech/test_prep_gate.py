@@ -48,7 +48,9 @@ def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set:
 
     worst = max(rows.values(), key=lambda r: r.accuracy)
     increase = worst.accuracy - float32.accuracy
-    assert increase > 0, f"no variant is worse than float32 on these clips ({[(r.name, r.accuracy) for r in rows.values()]})"
+    assert increase > 0, (
+        f"no variant is worse than float32 on these clips ({[(r.name, r.accuracy) for r in rows.values()]})"
+    )
     limit = increase / 2
     regated = gated(list(rows.values()), float32.accuracy, WER, limit)
     verdict = {r.name: r.passed_gate for r in regated}
@@ -63,8 +65,14 @@ def test_family_refuses_other_metrics_and_foreign_variants() -> None:
     from iac.spec.models import Optimize
     from modelprep.request import PrepRequest
 
-    req = PrepRequest(model_path="/m", calibration_path="/e.npz", evaluation_path="/e.npz", input_name="audio",
-                      sample_shape=(), optimize=Optimize(metric="wer", variants=["ct2-int8", "ct2-float32"]))
+    req = PrepRequest(
+        model_path="/m",
+        calibration_path="/e.npz",
+        evaluation_path="/e.npz",
+        input_name="audio",
+        sample_shape=(),
+        optimize=Optimize(metric="wer", variants=["ct2-int8", "ct2-float32"]),
+    )
     assert [c.variant.name for c in FAMILY.candidates(req)] == ["ct2-float32", "ct2-int8"]
     assert FAMILY.variant_settings(req, CATALOGUE["ct2-int8-beam5"]) == {"compute_type": "int8", "beam_size": 5}
     with pytest.raises(UserError, match="litert-int8 cannot be made from a CTranslate2 Whisper model"):

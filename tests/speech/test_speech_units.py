@@ -19,9 +19,14 @@ def test_normalisation_is_the_stated_one() -> None:
 
 
 def test_subtitles() -> None:
-    segments = (Segment(0, 0, 0.0, 1.5, " Hello there.", (1,), 0.0, -0.1, 1.0, 0.01),
-                Segment(1, 0, 3661.25, 3662.0, " Bye.", (2,), 0.0, -0.1, 1.0, 0.01))
-    assert formats.srt(segments) == "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\nBye.\n"
+    segments = (
+        Segment(0, 0, 0.0, 1.5, " Hello there.", (1,), 0.0, -0.1, 1.0, 0.01),
+        Segment(1, 0, 3661.25, 3662.0, " Bye.", (2,), 0.0, -0.1, 1.0, 0.01),
+    )
+    assert (
+        formats.srt(segments)
+        == "1\n00:00:00,000 --> 00:00:01,500\nHello there.\n\n2\n01:01:01,250 --> 01:01:02,000\nBye.\n"
+    )
     assert formats.vtt(segments).startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello there.\n")
     body, kind = formats.render(Transcript("Hello there. Bye.", "en", 3662.0, segments), "verbose_json")
     assert kind == b"application/json" and b'"segments":[{"id":0' in body

@@ -28,16 +28,24 @@ def wer(text: str, reference: str = SENTENCE) -> float:
 def test_openai_client_json(speech_server: RunningServer, sentence_audio: np.ndarray) -> None:
     wav = encode(sentence_audio, ESPEAK_RATE, "wav")
     result = client(speech_server).audio.transcriptions.create(
-        model="whisper-1", file=("speech.wav", wav), temperature=0,
+        model="whisper-1",
+        file=("speech.wav", wav),
+        temperature=0,
     )
     assert wer(result.text) <= 0.2, result.text
 
 
-def test_openai_client_verbose_json_has_timed_segments(speech_server: RunningServer, sentence_audio: np.ndarray) -> None:
+def test_openai_client_verbose_json_has_timed_segments(
+    speech_server: RunningServer, sentence_audio: np.ndarray
+) -> None:
     wav = encode(sentence_audio, ESPEAK_RATE, "wav")
     result = client(speech_server).audio.transcriptions.create(
-        model="whisper", file=("speech.wav", io.BytesIO(wav)), response_format="verbose_json",
-        language="en", prompt="Free software.", temperature=0,
+        model="whisper",
+        file=("speech.wav", io.BytesIO(wav)),
+        response_format="verbose_json",
+        language="en",
+        prompt="Free software.",
+        temperature=0,
     )
     assert result.language == "en"
     assert abs(result.duration - len(sentence_audio) / ESPEAK_RATE) < 0.05
@@ -49,8 +57,11 @@ def test_openai_client_verbose_json_has_timed_segments(speech_server: RunningSer
 def test_openai_client_word_timestamps(speech_server: RunningServer, sentence_audio: np.ndarray) -> None:
     wav = encode(sentence_audio, ESPEAK_RATE, "wav")
     result = client(speech_server).audio.transcriptions.create(
-        model="whisper", file=("speech.wav", wav), response_format="verbose_json",
-        timestamp_granularities=["word"], temperature=0,
+        model="whisper",
+        file=("speech.wav", wav),
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+        temperature=0,
     )
     assert result.words is not None and len(result.words) >= 8
     starts = [w.start for w in result.words]
@@ -58,10 +69,15 @@ def test_openai_client_word_timestamps(speech_server: RunningServer, sentence_au
 
 
 @pytest.mark.parametrize("response_format", ["text", "srt", "vtt"])
-def test_openai_client_text_formats(speech_server: RunningServer, sentence_audio: np.ndarray, response_format: str) -> None:
+def test_openai_client_text_formats(
+    speech_server: RunningServer, sentence_audio: np.ndarray, response_format: str
+) -> None:
     wav = encode(sentence_audio, ESPEAK_RATE, "wav")
     body = client(speech_server).audio.transcriptions.create(
-        model="whisper", file=("speech.wav", wav), response_format=response_format, temperature=0,
+        model="whisper",
+        file=("speech.wav", wav),
+        response_format=response_format,
+        temperature=0,
     )
     text = body if isinstance(body, str) else str(body)
     if response_format == "srt":
@@ -74,8 +90,14 @@ def test_openai_client_text_formats(speech_server: RunningServer, sentence_audio
 
 @pytest.mark.parametrize(
     ("container", "rate", "channels"),
-    [("wav", 22_050, 1), ("wav", 8_000, 2), ("flac", 44_100, 2), ("mp3", 44_100, 1),
-     ("ogg", 22_050, 1), ("webm", 22_050, 2)],
+    [
+        ("wav", 22_050, 1),
+        ("wav", 8_000, 2),
+        ("flac", 44_100, 2),
+        ("mp3", 44_100, 1),
+        ("ogg", 22_050, 1),
+        ("webm", 22_050, 2),
+    ],
 )
 def test_each_audio_format(
     speech_server: RunningServer, sentence_audio: np.ndarray, container: str, rate: int, channels: int
@@ -83,7 +105,8 @@ def test_each_audio_format(
     data = encode(sentence_audio, ESPEAK_RATE, container, channels=channels, out_rate=rate)
     reply = requests.post(
         speech_server.url + "/v1/audio/transcriptions",
-        files={"file": (f"speech.{CONTAINERS[container][2]}", data)}, data={"model": "whisper", "temperature": "0"},
+        files={"file": (f"speech.{CONTAINERS[container][2]}", data)},
+        data={"model": "whisper", "temperature": "0"},
         timeout=120,
     )
     assert reply.status_code == 200, reply.text
@@ -95,7 +118,9 @@ def test_silence_is_empty_text(speech_server: RunningServer, seconds: float) -> 
     data = encode(np.zeros(int(seconds * 16_000), dtype=np.float32), 16_000, "wav")
     reply = requests.post(
         speech_server.url + "/v1/audio/transcriptions",
-        files={"file": ("silence.wav", data)}, data={"model": "whisper"}, timeout=120,
+        files={"file": ("silence.wav", data)},
+        data={"model": "whisper"},
+        timeout=120,
     )
     assert reply.status_code == 200
     assert reply.json() == {"text": ""}
@@ -120,7 +145,8 @@ def test_two_minute_file_through_windows(speech_server: RunningServer) -> None:
     reply = requests.post(
         speech_server.url + "/v1/audio/transcriptions",
         files={"file": ("long.flac", encode(audio, ESPEAK_RATE, "flac"))},
-        data={"model": "whisper", "response_format": "verbose_json", "temperature": "0"}, timeout=600,
+        data={"model": "whisper", "response_format": "verbose_json", "temperature": "0"},
+        timeout=600,
     )
     assert reply.status_code == 200, reply.text
     doc = reply.json()
@@ -135,27 +161,43 @@ def test_v2_json_base64_and_binary(speech_server: RunningServer, sentence_audio:
 
     data = encode(sentence_audio, ESPEAK_RATE, "ogg")
     url = speech_server.url + "/v2/models/whisper/infer"
-    doc = {"id": "a1", "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1],
-                                   "data": [base64.b64encode(data).decode()]}]}
+    doc = {
+        "id": "a1",
+        "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}],
+    }
     reply = requests.post(url, json=doc, timeout=120)
     assert reply.status_code == 200, reply.text
     out = reply.json()
     assert out["id"] == "a1" and out["outputs"][0]["name"] == "text" and out["outputs"][0]["datatype"] == "BYTES"
     assert wer(out["outputs"][0]["data"][0]) <= 0.25
     element = struct.pack("<I", len(data)) + data
-    header = json.dumps({"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1],
-                                     "parameters": {"binary_data_size": len(element)}}]}).encode()
-    reply = requests.post(url, data=header + element, timeout=120,
-                          headers={"Inference-Header-Content-Length": str(len(header)),
-                                   "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "audio", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(element)}}
+            ]
+        }
+    ).encode()
+    reply = requests.post(
+        url,
+        data=header + element,
+        timeout=120,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert reply.status_code == 200, reply.text
     assert wer(reply.json()["outputs"][0]["data"][0]) <= 0.25
     # The text back with the binary extension too (the request's binary_data_output).
-    header = json.dumps({"parameters": {"binary_data_output": True},
-                         "inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1],
-                                     "parameters": {"binary_data_size": len(element)}}]}).encode()
-    reply = requests.post(url, data=header + element, timeout=120,
-                          headers={"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {
+            "parameters": {"binary_data_output": True},
+            "inputs": [
+                {"name": "audio", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(element)}}
+            ],
+        }
+    ).encode()
+    reply = requests.post(
+        url, data=header + element, timeout=120, headers={"Inference-Header-Content-Length": str(len(header))}
+    )
     assert reply.status_code == 200, reply.text
     size = int(reply.headers["Inference-Header-Content-Length"])
     out = json.loads(reply.content[:size])["outputs"][0]
@@ -174,8 +216,12 @@ def test_metrics_count_audio(speech_server: RunningServer, sentence_audio: np.nd
         return float(line.split()[1])
 
     before = audio_seconds()
-    requests.post(speech_server.url + "/v1/audio/transcriptions", timeout=120,
-                  files={"file": ("a.wav", encode(sentence_audio, ESPEAK_RATE, "wav"))}, data={"model": "whisper"})
+    requests.post(
+        speech_server.url + "/v1/audio/transcriptions",
+        timeout=120,
+        files={"file": ("a.wav", encode(sentence_audio, ESPEAK_RATE, "wav"))},
+        data={"model": "whisper"},
+    )
     assert audio_seconds() - before == pytest.approx(len(sentence_audio) / ESPEAK_RATE, abs=0.05)
     text = requests.get(speech_server.url + "/metrics", timeout=10).text
     assert "modelstack_real_time_factor_count" in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from text_support import sentences
 
 EMBEDDING_SPEC = """\
@@ -40,7 +39,9 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from modelprep.families.huggingface import tiny
 
-    return tiny.build(tmp_path_factory.mktemp("tiny-classifier") / "model", labels=["negative", "neutral", "positive"], seed=3)
+    return tiny.build(
+        tmp_path_factory.mktemp("tiny-classifier") / "model", labels=["negative", "neutral", "positive"], seed=3
+    )
 
 
 @pytest.fixture(scope="session")

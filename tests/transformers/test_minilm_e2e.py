@@ -32,8 +32,8 @@ def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Pa
     from iac.spec.load import load_resolved
     from modelprep.cache import Cache
     from modelprep.examples import minilm
-    from modelprep.request import prep_request
     from modelprep.prep import baseline_outputs as float_outputs
+    from modelprep.request import prep_request
 
     subprocess.run(["bash", str(REPO / "scripts" / "nlp_assets.sh")], check=True)
     project = tmp_path / "minilm"
@@ -41,20 +41,35 @@ def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Pa
     for name in ("Pulumi.yaml", "__main__.py"):
         shutil.copy(REPO / "stacks" / "minilm" / name, project / name)
     port = free_port()
-    spec = (REPO / "modelprep" / "examples" / "specs" / "minilm.yaml").read_text().replace("host_port: 8511", f"host_port: {port}")
+    spec = (
+        (REPO / "modelprep" / "examples" / "specs" / "minilm.yaml")
+        .read_text()
+        .replace("host_port: 8511", f"host_port: {port}")
+    )
     (project / "model.yaml").write_text(spec)
     minilm.main(str(project))
     (tmp_path / "state").mkdir()
-    pulumi_yaml = (project / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{tmp_path / 'state'}")
+    pulumi_yaml = (
+        (project / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{tmp_path / 'state'}")
+    )
     (project / "Pulumi.yaml").write_text(pulumi_yaml.replace("../../.venv", str(REPO / ".venv")))
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
-           "PATH": f"{PULUMI.parent}:{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
-           "PULUMI_CONFIG_PASSPHRASE": "modelstack-sandbox", "PULUMI_SKIP_UPDATE_CHECK": "true",
-           "PULUMI_HOME": str(tmp_path / "pulumi-home")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
+        "PATH": f"{PULUMI.parent}:{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        "PULUMI_CONFIG_PASSPHRASE": "modelstack-sandbox",
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_HOME": str(tmp_path / "pulumi-home"),
+    }
 
     def pulumi(*args: str) -> str:
-        run = subprocess.run([str(PULUMI), *args, "--non-interactive", "--color", "never"], cwd=project, env=env,
-                             capture_output=True, text=True, timeout=3000)
+        run = subprocess.run(
+            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3000,
+        )
         assert run.returncode == 0, f"pulumi {' '.join(args)}:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}"
         return run.stdout
 
@@ -73,8 +88,10 @@ def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Pa
         cos = np.sum(served * reference, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(reference, axis=1))
         assert cos.mean() >= 0.99 and cos.min() >= 0.95, (cos.mean(), cos.min())
         np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)
-        v2 = _post(endpoint.replace("/v1/models/minilm:predict", "/v2/models/minilm/infer"),
-                   {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts[:2]}]})
+        v2 = _post(
+            endpoint.replace("/v1/models/minilm:predict", "/v2/models/minilm/infer"),
+            {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts[:2]}]},
+        )
         pair = np.array(v2["outputs"][0]["data"], dtype=np.float32).reshape(2, -1)
         assert np.all(np.sum(pair * served[:2], axis=1) > 0.99)  # int8 activations are scaled per batch
     finally:

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from text_support import sentences
 
 from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from modelprep.cache import Cache
 from modelprep.prep import prep
 from modelprep.request import prep_request
-
-from text_support import sentences
 
 pytestmark = pytest.mark.tf
 
@@ -96,8 +95,12 @@ def test_classifier_outputs_probabilities_and_scores_accuracy(tiny_classifier: P
 
     shutil.copytree(tiny_classifier, tmp_path / "model")
     texts = sentences(60, seed=5)
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"text": t, "label": ["negative", "neutral", "positive"][i % 3]}) + "\n"
-                                                 for i, t in enumerate(texts)))
+    (tmp_path / "eval.jsonl").write_text(
+        "".join(
+            json.dumps({"text": t, "label": ["negative", "neutral", "positive"][i % 3]}) + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
     (tmp_path / "model.yaml").write_text(
         "name: tiny-classifier\nmodel:\n  path: model\n  task: text-classification\n"
         "data:\n  calibration: eval.jsonl\n  evaluation: eval.jsonl\n"
@@ -112,7 +115,9 @@ def test_classifier_outputs_probabilities_and_scores_accuracy(tiny_classifier: P
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
 
 
-def test_render_gives_a_text_serving_config_and_the_tokenizer_requirements(text_prep, embedding_stack: Path, tmp_path: Path) -> None:
+def test_render_gives_a_text_serving_config_and_the_tokenizer_requirements(
+    text_prep, embedding_stack: Path, tmp_path: Path
+) -> None:
     from iac.build.render import render
 
     _, _, result = text_prep
@@ -132,11 +137,14 @@ def test_float_model_gives_each_text_the_same_vector_alone_and_in_a_mixed_batch(
 
     _, cache, result = text_prep
     float_entry = next(v for v in result.report.variants if v.name == "onnx-float32")
-    artifact = next(p for p in cache.root.glob("*/candidate.bin") if hashlib.sha256(p.read_bytes()).hexdigest() == float_entry.sha256)
+    artifact = next(
+        p
+        for p in cache.root.glob("*/candidate.bin")
+        if hashlib.sha256(p.read_bytes()).hexdigest() == float_entry.sha256
+    )
     (tmp_path / "model.onnx").write_bytes(artifact.read_bytes())
     model = TextModel(tmp_path / "model.onnx")
     texts = sentences(24, seed=3, longest=40)
     together = model.predict(np.array(texts, dtype=object))
     for text, row in zip(texts, together):
         np.testing.assert_allclose(model.predict(np.array([text], dtype=object))[0], row, atol=2e-5)
-

@@ -12,16 +12,25 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from text_support import sentences, tiny_text_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _config(artifact: Path, **overrides: Any) -> dict[str, Any]:
-    return {"model_name": "text", "artifact": str(artifact), "host": "127.0.0.1", "port": 0, "threads": 1,
-            "runtime": "onnx", "inputs": [{"name": "text", "shape": [], "dtype": "string"}],
-            "max_body_bytes": 1 << 20, "metadata": {}, "grpc_port": None, **overrides}
+    return {
+        "model_name": "text",
+        "artifact": str(artifact),
+        "host": "127.0.0.1",
+        "port": 0,
+        "threads": 1,
+        "runtime": "onnx",
+        "inputs": [{"name": "text", "shape": [], "dtype": "string"}],
+        "max_body_bytes": 1 << 20,
+        "metadata": {},
+        "grpc_port": None,
+        **overrides,
+    }
 
 
 def _server(config: dict[str, Any], folder: Path) -> Iterator[Any]:
@@ -48,43 +57,60 @@ def refuse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_v1_rows_and_objects_give_unit_embeddings(embed_server: Any) -> None:
-    status, _, body = embed_server.request("POST", "/v1/models/text:predict", {"instances": ["hello world", "a good movie"]})
+    status, _, body = embed_server.request(
+        "POST", "/v1/models/text:predict", {"instances": ["hello world", "a good movie"]}
+    )
     assert status == 200, body
     vectors = np.array(body["predictions"])
     assert vectors.shape == (2, 8)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    status, _, named = embed_server.request("POST", "/v1/models/text:predict",
-                                            {"instances": [{"text": "hello world"}, {"text": "a good movie"}]})
+    status, _, named = embed_server.request(
+        "POST", "/v1/models/text:predict", {"instances": [{"text": "hello world"}, {"text": "a good movie"}]}
+    )
     assert status == 200 and np.allclose(named["predictions"], vectors, atol=1e-6)
 
 
 def test_v2_bytes_json_and_binary(embed_server: Any) -> None:
     texts = ["hello world", "naïve café", "the film"]
-    status, _, body = embed_server.request("POST", "/v2/models/text/infer", {
-        "inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]})
+    status, _, body = embed_server.request(
+        "POST",
+        "/v2/models/text/infer",
+        {"inputs": [{"name": "text", "shape": [3], "datatype": "BYTES", "data": texts}]},
+    )
     assert status == 200, body
     out = body["outputs"][0]
     assert out["shape"] == [3, 8]
     json_vectors = np.array(out["data"]).reshape(3, 8)
     raw = b"".join(struct.pack("<I", len(t.encode())) + t.encode() for t in texts)
-    header = json.dumps({"inputs": [{"name": "text", "shape": [3, 1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    status, _, body = embed_server.request("POST", "/v2/models/text/infer", header + raw,
-                                           {"Inference-Header-Content-Length": str(len(header)),
-                                            "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "text", "shape": [3, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+            ]
+        }
+    ).encode()
+    status, _, body = embed_server.request(
+        "POST",
+        "/v2/models/text/infer",
+        header + raw,
+        {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert status == 200, body
     np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(3, 8), json_vectors, atol=1e-6)
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"instances": [""]}, "empty string"),
-    ({"instances": ["   "]}, "empty string"),
-    ({"instances": [42]}, "not a string"),
-    ({"instances": [None]}, "not a string"),
-    ({"instances": [["a", "b"]]}, "not a string"),
-    ({"instances": []}, "non-empty"),
-    ({"inputs": {"text": "not a list"}}, "array of texts"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"instances": [""]}, "empty string"),
+        ({"instances": ["   "]}, "empty string"),
+        ({"instances": [42]}, "not a string"),
+        ({"instances": [None]}, "not a string"),
+        ({"instances": [["a", "b"]]}, "not a string"),
+        ({"instances": []}, "non-empty"),
+        ({"inputs": {"text": "not a list"}}, "array of texts"),
+    ],
+)
 def test_v1_malformed_text_is_400(embed_server: Any, body: Any, needle: str) -> None:
     status, _, answer = embed_server.request("POST", "/v1/models/text:predict", body)
     assert status == 400 and needle in answer["error"], answer
@@ -93,10 +119,12 @@ def test_v1_malformed_text_is_400(embed_server: Any, body: Any, needle: str) -> 
 def test_v2_malformed_text_is_400(embed_server: Any) -> None:
     bad = b"\xff\xfe"
     raw = struct.pack("<I", len(bad)) + bad
-    header = json.dumps({"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
-    status, _, answer = embed_server.request("POST", "/v2/models/text/infer", header + raw,
-                                             {"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()
+    status, _, answer = embed_server.request(
+        "POST", "/v2/models/text/infer", header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert status == 400 and "not valid UTF-8" in answer["error"], answer
     for tensor, needle in (
         ({"name": "text", "shape": [1], "datatype": "FP32", "data": ["x"]}, "takes text as BYTES"),
@@ -149,6 +177,9 @@ def test_mixed_length_batch_gives_each_caller_its_single_request_vector(embed_se
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    counts = {line.split("le=")[1].split("}")[0].strip('"'): float(line.split()[-1]) for line in text.splitlines()
-              if line.startswith("modelstack_batch_size_bucket")}
+    counts = {
+        line.split("le=")[1].split("}")[0].strip('"'): float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("modelstack_batch_size_bucket")
+    }
     assert counts["1.0" if "1.0" in counts else "1"] < counts["+Inf"], "some requests ran batched together"

@@ -5,12 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from text_support import sentences
 
-EXTRA = ["Hello, World!", "naïve café", "ÀÉÎÕÜ accents", "don't stop", "e-mail: a@b.c", "中文 字", "emoji 🙂 ok",
-         "   leading and trailing   ", "tabs\tand\nnewlines", "UPPER lower MiXeD", "x" * 300, "42 is 6*7",
-         "punctuation...!!!???", "quokka zebra unseenword", "a" + " b" * 200]
+EXTRA = [
+    "Hello, World!",
+    "naïve café",
+    "ÀÉÎÕÜ accents",
+    "don't stop",
+    "e-mail: a@b.c",
+    "中文 字",
+    "emoji 🙂 ok",
+    "   leading and trailing   ",
+    "tabs\tand\nnewlines",
+    "UPPER lower MiXeD",
+    "x" * 300,
+    "42 is 6*7",
+    "punctuation...!!!???",
+    "quokka zebra unseenword",
+    "a" + " b" * 200,
+]
 
 
 @pytest.mark.parametrize("max_length", [16, 128])

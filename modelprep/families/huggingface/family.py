@@ -26,7 +26,9 @@ class HuggingFaceFamily:
     tasks: tuple[str, ...] = ("sentence-embedding", "text-classification")
     catalogue: Mapping[str, Variant] = CATALOG
     honours: frozenset[str] = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "variants", "min_cosine"})
-    metrics: Mapping[str, Quality] = MappingProxyType({"cosine": Quality("cosine"), "accuracy": Quality("accuracy"), "top_k": Quality("top_k")})
+    metrics: Mapping[str, Quality] = MappingProxyType(
+        {"cosine": Quality("cosine"), "accuracy": Quality("accuracy"), "top_k": Quality("top_k")}
+    )
     baseline: str = "tensorflow"
     reference: str | None = None  # the float32 ONNX graph is a candidate like the others
     gentle: tuple[str, ...] = ("onnx-float32", "onnx-float16")
@@ -40,9 +42,12 @@ class HuggingFaceFamily:
         names = [v.value for v in o.variants] if o.variants is not None else list(CATALOG)
         unknown = [n for n in names if n not in CATALOG]
         if unknown:
-            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
-                                   f"{', '.join(unknown)} cannot be made from a Hugging Face model",
-                                   f"use some of {', '.join(CATALOG)}")
+            raise UserError.single(
+                req.where("optimize.variants"),
+                "optimize.variants",
+                f"{', '.join(unknown)} cannot be made from a Hugging Face model",
+                f"use some of {', '.join(CATALOG)}",
+            )
         return [Candidate(variant, True) for name, variant in CATALOG.items() if name in names]
 
     def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:

@@ -57,8 +57,12 @@ class Folder:
 
         files = sorted(self.path.glob("*.safetensors"))
         if not files:
-            raise UserError.single("model.yaml", "model.path", f"{self.path} has no .safetensors weights",
-                                   "save the model with save_pretrained(safe_serialization=True)")
+            raise UserError.single(
+                "model.yaml",
+                "model.path",
+                f"{self.path} has no .safetensors weights",
+                "save the model with save_pretrained(safe_serialization=True)",
+            )
         state: dict[str, np.ndarray] = {}
         for f in files:
             state.update(load_file(str(f)))
@@ -69,19 +73,33 @@ def open_folder(path: str | Path) -> Folder:
     folder = Path(path)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise UserError.single("model.yaml", "model.path", f"{folder} has no config.json",
-                               "point model.path at a folder written by save_pretrained")
+        raise UserError.single(
+            "model.yaml",
+            "model.path",
+            f"{folder} has no config.json",
+            "point model.path at a folder written by save_pretrained",
+        )
     config = json.loads(config_file.read_text())
     if config.get("model_type") not in SUPPORTED_TYPES:
-        raise UserError.single("model.yaml", "model.path", f"model_type {config.get('model_type')!r} is not supported yet",
-                               f"use a model of type {', '.join(SUPPORTED_TYPES)} (BERT, MiniLM)")
+        raise UserError.single(
+            "model.yaml",
+            "model.path",
+            f"model_type {config.get('model_type')!r} is not supported yet",
+            f"use a model of type {', '.join(SUPPORTED_TYPES)} (BERT, MiniLM)",
+        )
     if not (folder / "tokenizer.json").is_file():
-        raise UserError.single("model.yaml", "model.path", f"{folder} has no tokenizer.json",
-                               "save the tokenizer with the model (tokenizer.save_pretrained)")
+        raise UserError.single(
+            "model.yaml",
+            "model.path",
+            f"{folder} has no tokenizer.json",
+            "save the tokenizer with the model (tokenizer.save_pretrained)",
+        )
     return Folder(folder, config)
 
 
-def read_texts(path: str | Path, need_labels: bool, labels: list[str] | None = None) -> tuple[list[str], np.ndarray | None]:
+def read_texts(
+    path: str | Path, need_labels: bool, labels: list[str] | None = None
+) -> tuple[list[str], np.ndarray | None]:
     """Texts from .txt (one per line) or .jsonl ({"text": ..., "label": name or index}); labels as class indices."""
     p = Path(path)
     texts: list[str] = []
@@ -92,8 +110,12 @@ def read_texts(path: str | Path, need_labels: bool, labels: list[str] | None = N
                 continue
             row = json.loads(line)
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise UserError.single(f"{p.name}:{n}", "data", 'each line must be an object with a "text" string',
-                                       'write {"text": "...", "label": ...} per line')
+                raise UserError.single(
+                    f"{p.name}:{n}",
+                    "data",
+                    'each line must be an object with a "text" string',
+                    'write {"text": "...", "label": ...} per line',
+                )
             texts.append(row["text"])
             ys.append(row.get("label"))
     else:
@@ -110,6 +132,10 @@ def read_texts(path: str | Path, need_labels: bool, labels: list[str] | None = N
         elif isinstance(y, int) and not isinstance(y, bool) and 0 <= y < max(len(index), 1):
             out.append(y)
         else:
-            raise UserError.single(p.name, "data.evaluation", f"row {n}: label {y!r} is not one of the model's classes",
-                                   f"use a class name ({', '.join(index)}) or its index")
+            raise UserError.single(
+                p.name,
+                "data.evaluation",
+                f"row {n}: label {y!r} is not one of the model's classes",
+                f"use a class name ({', '.join(index)}) or its index",
+            )
     return texts, np.asarray(out, dtype=np.int64)

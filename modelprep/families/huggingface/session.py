@@ -38,12 +38,27 @@ EXPORT_NOTES = "fused.json"
 THROUGHPUT_BATCH = 32
 SHORT_TOKENS = 16  # the single-sample latency is timed on a text of about this many tokens
 CATALOG: dict[str, Variant] = {
-    v.name: v for v in (
-        Variant("onnx-float32", "onnx", "onnx", "none", "ONNX (TensorFlow → tf2onnx, ORT BERT fusion), float32", ARTIFACT),
-        Variant("onnx-dynamic", "onnx", "onnx", "dynamic", "ONNX Runtime dynamic int8, per-channel weights, after fusion",
-                ARTIFACT),
-        Variant("onnx-float16", "onnx", "onnx", "float16", "ONNX float16 weights and activations, float32 inputs and outputs",
-                ARTIFACT),
+    v.name: v
+    for v in (
+        Variant(
+            "onnx-float32", "onnx", "onnx", "none", "ONNX (TensorFlow → tf2onnx, ORT BERT fusion), float32", ARTIFACT
+        ),
+        Variant(
+            "onnx-dynamic",
+            "onnx",
+            "onnx",
+            "dynamic",
+            "ONNX Runtime dynamic int8, per-channel weights, after fusion",
+            ARTIFACT,
+        ),
+        Variant(
+            "onnx-float16",
+            "onnx",
+            "onnx",
+            "float16",
+            "ONNX float16 weights and activations, float32 inputs and outputs",
+            ARTIFACT,
+        ),
     )
 }
 
@@ -82,11 +97,21 @@ class TextSession:
         lat = self.time_tf(texts)
         size = _folder_bytes(self.folder.path)
         baseline = Measure(
-            name="tensorflow", runtime="tensorflow", technique="baseline", quantization="none",
+            name="tensorflow",
+            runtime="tensorflow",
+            technique="baseline",
+            quantization="none",
             description="transformers' TFBertModel with the folder's weights, pooling in the same function",
-            size_bytes=size, gzip_bytes=size, metric=self.req.optimize.metric, accuracy=round(value, 6),
-            latency_p50_us=lat.p50_us, latency_p99_us=lat.p99_us, throughput_per_s=lat.throughput_per_s,
-            latency_calls=lat.calls, threads=self.req.threads, baseline=True,
+            size_bytes=size,
+            gzip_bytes=size,
+            metric=self.req.optimize.metric,
+            accuracy=round(value, 6),
+            latency_p50_us=lat.p50_us,
+            latency_p99_us=lat.p99_us,
+            throughput_per_s=lat.throughput_per_s,
+            latency_calls=lat.calls,
+            threads=self.req.threads,
+            baseline=True,
         )
         return Baselines([baseline], reference)
 
@@ -121,8 +146,13 @@ class TextSession:
         from serving.text import TextSettings
 
         labels = _labels(self.req, self.folder) if self.classify else None
-        return TextSettings(task=self.text.task, max_length=self.text.max_length, truncation=self.text.truncation,
-                            labels=tuple(labels or ()), output="probabilities" if self.classify else "sentence_embedding")
+        return TextSettings(
+            task=self.text.task,
+            max_length=self.text.max_length,
+            truncation=self.text.truncation,
+            labels=tuple(labels or ()),
+            output="probabilities" if self.classify else "sentence_embedding",
+        )
 
     def function(self) -> Any:
         if self._function is None:
@@ -148,21 +178,33 @@ class TextSession:
         one = pad(tok.encode([short_text(texts, tok)]))
         batch = pad(tok.encode(_cycle(texts, THROUGHPUT_BATCH)))
         fn = self.function()
-        return evaluate.measure(lambda: fn(*one).numpy(), lambda: fn(*batch).numpy(), budget_s=self.req.latency_budget_s,
-                                min_calls=5, max_calls=500)
+        return evaluate.measure(
+            lambda: fn(*one).numpy(),
+            lambda: fn(*batch).numpy(),
+            budget_s=self.req.latency_budget_s,
+            min_calls=5,
+            max_calls=500,
+        )
 
 
 def _labels(req: PrepRequest, folder: Folder) -> list[str]:
     text = text_of(req)
     labels = list(text.labels) if text.labels else folder.labels()
     if not labels:
-        raise UserError.single(req.where("model.labels"), "model.labels", "the model's config.json has no id2label",
-                               "list the class names in model.labels, in output order")
+        raise UserError.single(
+            req.where("model.labels"),
+            "model.labels",
+            "the model's config.json has no id2label",
+            "list the class names in model.labels, in output order",
+        )
     head = folder.weights().get("classifier.weight")
     if head is not None and head.shape[0] != len(labels):
-        raise UserError.single(req.where("model.labels"), "model.labels",
-                               f"{len(labels)} labels for a classifier with {head.shape[0]} outputs",
-                               "list one name per class, in output order")
+        raise UserError.single(
+            req.where("model.labels"),
+            "model.labels",
+            f"{len(labels)} labels for a classifier with {head.shape[0]} outputs",
+            "list one name per class, in output order",
+        )
     return labels
 
 
@@ -196,8 +238,13 @@ def quantize(float_onnx: bytes, quantization: str) -> bytes:
         with tempfile.TemporaryDirectory(prefix="modelprep-quant-") as tmp:
             src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
             src.write_bytes(float_onnx)
-            quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
             return dst.read_bytes()
     if quantization == "float16":
         from onnxruntime.transformers.onnx_model import OnnxModel
@@ -220,8 +267,15 @@ def with_metadata(data: bytes, meta: dict[str, str]) -> bytes:
     return bytes(proto.SerializeToString())
 
 
-def _measure(req: PrepRequest, variant: Variant, artifact: bytes, notes: Notes, texts: list[str],
-             reference: np.ndarray, y: np.ndarray | None) -> Measured:
+def _measure(
+    req: PrepRequest,
+    variant: Variant,
+    artifact: bytes,
+    notes: Notes,
+    texts: list[str],
+    reference: np.ndarray,
+    y: np.ndarray | None,
+) -> Measured:
     from modelprep import evaluate
     from serving.text import TextModel
 
@@ -238,11 +292,23 @@ def _measure(req: PrepRequest, variant: Variant, artifact: bytes, notes: Notes, 
     batch = np.array(_cycle(texts, THROUGHPUT_BATCH), dtype=object)
     lat = evaluate.measure(lambda: model.predict(one), lambda: model.predict(batch), budget_s=req.latency_budget_s)
     row = Measure(
-        name=variant.name, runtime=variant.runtime, technique=variant.technique, quantization=variant.quantization,
-        description=variant.description, artifact_file=variant.artifact_file, sha256=hashlib.sha256(artifact).hexdigest(),
-        size_bytes=len(artifact), gzip_bytes=gzip_len(artifact), metric=req.optimize.metric, accuracy=round(value, 6),
-        outputs_sha256=outputs_sha256(outputs), latency_p50_us=lat.p50_us, latency_p99_us=lat.p99_us,
-        throughput_per_s=lat.throughput_per_s, latency_calls=lat.calls, threads=req.threads,
+        name=variant.name,
+        runtime=variant.runtime,
+        technique=variant.technique,
+        quantization=variant.quantization,
+        description=variant.description,
+        artifact_file=variant.artifact_file,
+        sha256=hashlib.sha256(artifact).hexdigest(),
+        size_bytes=len(artifact),
+        gzip_bytes=gzip_len(artifact),
+        metric=req.optimize.metric,
+        accuracy=round(value, 6),
+        outputs_sha256=outputs_sha256(outputs),
+        latency_p50_us=lat.p50_us,
+        latency_p99_us=lat.p99_us,
+        throughput_per_s=lat.throughput_per_s,
+        latency_calls=lat.calls,
+        threads=req.threads,
         notes=NoteFields.model_validate(notes),
     )
     return Measured(row, outputs)

@@ -33,11 +33,24 @@ def text_prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepReq
     task = m.resolved_task(spec.model_format)
     if "metric" not in optimize.model_fields_set and task.value == "sentence-embedding":
         optimize = optimize.model_copy(update={"metric": Metric.cosine})
-    text_request = TextRequest(task=task.value, labels=None if m.labels is None else tuple(m.labels),
-                               max_length=settings.max_length, truncation=settings.truncation.value)
+    text_request = TextRequest(
+        task=task.value,
+        labels=None if m.labels is None else tuple(m.labels),
+        max_length=settings.max_length,
+        truncation=settings.truncation.value,
+    )
     return PrepRequest(
-        family="huggingface", model_path=spec.model_path, model_sha256=m.sha256, calibration_path=spec.calibration_path,
-        evaluation_path=spec.evaluation_path, input_name=text.name, sample_shape=(), input_dtype="string",
-        optimize=optimize, threads=spec.spec.serving.threads, all_variants=all_variants, locations=spec.locations,
+        family="huggingface",
+        model_path=spec.model_path,
+        model_sha256=m.sha256,
+        calibration_path=spec.calibration_path,
+        evaluation_path=spec.evaluation_path,
+        input_name=text.name,
+        sample_shape=(),
+        input_dtype="string",
+        optimize=optimize,
+        threads=spec.spec.serving.threads,
+        all_variants=all_variants,
+        locations=spec.locations,
         family_settings=text_request.model_dump(mode="json", exclude_none=True),
     )

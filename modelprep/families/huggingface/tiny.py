@@ -39,10 +39,13 @@ def build_tokenizer(vocab: list[str], max_length: int):  # -> tokenizers.Tokeniz
 
     ids = {t: i for i, t in enumerate(vocab)}
     tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
     )
     tok.decoder = decoders.WordPiece(prefix="##")
@@ -50,8 +53,17 @@ def build_tokenizer(vocab: list[str], max_length: int):  # -> tokenizers.Tokeniz
     return tok
 
 
-def build(out: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int = 64,
-          max_positions: int = 128, seed: int = 0, labels: list[str] | None = None) -> Path:
+def build(
+    out: Path,
+    *,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 64,
+    max_positions: int = 128,
+    seed: int = 0,
+    labels: list[str] | None = None,
+) -> Path:
     """Write a random BERT to `out` (created); with `labels`, a sequence classifier with that many classes."""
     from safetensors.numpy import save_file
 
@@ -66,8 +78,10 @@ def build(out: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, inter
         "embeddings.word_embeddings.weight": w(len(vocab), hidden, scale=1.0),
         "embeddings.position_embeddings.weight": w(max_positions, hidden),
         "embeddings.token_type_embeddings.weight": w(2, hidden),
-        "embeddings.LayerNorm.weight": 1 + w(hidden, scale=0.05), "embeddings.LayerNorm.bias": w(hidden, scale=0.05),
-        "pooler.dense.weight": w(hidden, hidden), "pooler.dense.bias": w(hidden, scale=0.05),
+        "embeddings.LayerNorm.weight": 1 + w(hidden, scale=0.05),
+        "embeddings.LayerNorm.bias": w(hidden, scale=0.05),
+        "pooler.dense.weight": w(hidden, hidden),
+        "pooler.dense.bias": w(hidden, scale=0.05),
     }
     for i in range(layers):
         p = f"encoder.layer.{i}."
@@ -84,11 +98,22 @@ def build(out: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, inter
             state[f"{p}{ln}.weight"] = 1 + w(hidden, scale=0.05)
             state[f"{p}{ln}.bias"] = w(hidden, scale=0.05)
     config = {
-        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab), "hidden_size": hidden,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": intermediate,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": max_positions, "type_vocab_size": 2, "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute",
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": len(vocab),
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": intermediate,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": max_positions,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute",
     }
     if labels:
         state = {f"bert.{k}": v for k, v in state.items()}
@@ -101,11 +126,33 @@ def build(out: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, inter
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
     build_tokenizer(vocab, max_positions).save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizerFast", "do_lower_case": True, "model_max_length": max_positions,
-        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]",
-    }, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps({
-        "cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "unk_token": "[UNK]", "mask_token": "[MASK]",
-    }, indent=2) + "\n")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "BertTokenizerFast",
+                "do_lower_case": True,
+                "model_max_length": max_positions,
+                "cls_token": "[CLS]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "unk_token": "[UNK]",
+                "mask_token": "[MASK]",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "cls_token": "[CLS]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "unk_token": "[UNK]",
+                "mask_token": "[MASK]",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return out

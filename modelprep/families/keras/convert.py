@@ -39,7 +39,9 @@ def load_model(path: str | Path, field: str = "model.path") -> Any:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a bad file; all mean the same to a user
         raise UserError.single(
-            str(path), field, f"cannot be loaded as a Keras model ({type(exc).__name__}: {str(exc)[:200]})",
+            str(path),
+            field,
+            f"cannot be loaded as a Keras model ({type(exc).__name__}: {str(exc)[:200]})",
             "save the model with model.save('model.keras') and point model.path at it",
         ) from None
 
@@ -49,8 +51,14 @@ def to_litert(model_path: str | Path, quantization: str, calibration: np.ndarray
     return convert_litert(model_path, quantization, calibration, where=str(model_path)).artifact
 
 
-def convert_litert(model_path: str | Path | Any, quantization: str, calibration: np.ndarray | None,
-                   int8_io: bool = False, *, where: str) -> Converted:
+def convert_litert(
+    model_path: str | Path | Any,
+    quantization: str,
+    calibration: np.ndarray | None,
+    int8_io: bool = False,
+    *,
+    where: str,
+) -> Converted:
     """Convert; int8 is full-integer quantization calibrated on `calibration`. When an op has
     no int8 kernel, the conversion is retried letting that op run in float (the notes name
     those ops). `int8_io` makes the inputs and outputs int8 too. The batch dimension stays
@@ -109,28 +117,40 @@ def _convert_litert(converter_for: Any, quantization: str, where: str) -> Conver
         # The converter may keep an op without an int8 kernel in float32 (dequantize before it,
         # quantize after): say which, since those ops get none of int8's speed.
         float_ops = float_ops_of(artifact)
-        notes = {"int8_fallback": f"ops without an int8 kernel run in float32: {', '.join(float_ops)}",
-                 "float_ops": float_ops} if float_ops else {}
+        notes = (
+            {
+                "int8_fallback": f"ops without an int8 kernel run in float32: {', '.join(float_ops)}",
+                "float_ops": float_ops,
+            }
+            if float_ops
+            else {}
+        )
         return Converted(artifact, notes)
     if quantization != "int8":
         raise UserError.single(
-            where, "optimize.variants", f"{quantization!r} conversion failed ({first})",
+            where,
+            "optimize.variants",
+            f"{quantization!r} conversion failed ({first})",
             "choose another variant for this model",
         )
     try:
         artifact = _run(converter_for(True))
     except Exception as exc:
         raise UserError.single(
-            where, "optimize.variants",
+            where,
+            "optimize.variants",
             f"int8 conversion failed even with float fallback for ops without int8 kernels ({_first_line(exc)})",
             "drop the int8 variants (keep litert-dynamic or litert-float16) for this model",
         ) from None
     float_ops = float_ops_of(artifact)
-    return Converted(artifact, {
-        "int8_fallback": f"ops without an int8 kernel run in float32: {', '.join(float_ops) or 'none found'} "
-                         f"(the int8-only conversion failed: {first})",
-        "float_ops": float_ops,
-    })
+    return Converted(
+        artifact,
+        {
+            "int8_fallback": f"ops without an int8 kernel run in float32: {', '.join(float_ops) or 'none found'} "
+            f"(the int8-only conversion failed: {first})",
+            "float_ops": float_ops,
+        },
+    )
 
 
 def float_ops_of(artifact: bytes) -> list[str]:
@@ -181,8 +201,14 @@ def _calibration_tensor(values: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- ONNX
-def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str, *, where: str,
-            inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None) -> bytes:
+def to_onnx(
+    model: Any,
+    sample_shape: tuple[int, ...],
+    input_name: str,
+    *,
+    where: str,
+    inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None,
+) -> bytes:
     """Export the float model to ONNX (opset 17) with a dynamic batch; a failure is a UserError at `where`.
     With several `inputs` (name, sample shape, dtype), the graph takes each by name in its dtype."""
     tf = tensorflow()
@@ -200,7 +226,9 @@ def to_onnx(model: Any, sample_shape: tuple[int, ...], input_name: str, *, where
             proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=ONNX_OPSET)
     except Exception as exc:
         raise UserError.single(
-            where, "optimize.variants", f"ONNX export failed ({_first_line(exc)})",
+            where,
+            "optimize.variants",
+            f"ONNX export failed ({_first_line(exc)})",
             "drop the onnx-* variants for this model",
         ) from None
     return proto.SerializeToString()
@@ -250,8 +278,13 @@ def onnx_quantize(float_model: bytes, mode: str, calibration: np.ndarray | None 
 
             name = onnx.load_model_from_string(float_model).graph.input[0].name
             quantize_static(
-                str(prepped), str(target), Reader(name), quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                str(prepped),
+                str(target),
+                Reader(name),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
             )
         else:
             raise ValueError(mode)

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 # Several inputs: what cannot be made (int8 inputs would quantize integer ids; the fine-tuning
 # worker feeds one input tensor).
-_SEVERAL_INPUTS_FIX = ("use litert-float32, litert-dynamic, litert-float16, litert-int8 (float tensors quantized, ids "
-                       "stay integer) or the onnx-* variants")
+_SEVERAL_INPUTS_FIX = (
+    "use litert-float32, litert-dynamic, litert-float16, litert-int8 (float tensors quantized, ids "
+    "stay integer) or the onnx-* variants"
+)
 
 
 class KerasFamily:
@@ -32,13 +34,28 @@ class KerasFamily:
     formats: tuple[str, ...] = ("keras",)
     tasks: tuple[str, ...] = ("predict",)
     catalogue: Mapping[str, Variant] = CATALOG
-    honours: frozenset[str] = frozenset({"objective", "metric", "top_k", "max_accuracy_drop", "quantization", "variants", "int8_io",
-                         "pruning", "clustering", "qat", "fine_tuning_data"})
-    metrics: Mapping[str, Quality] = MappingProxyType({
-        "accuracy": Quality("accuracy"),
-        "top_k": Quality("top_k"),
-        "mae": Quality("mae", lower_is_better=True, percent=False),
-    })
+    honours: frozenset[str] = frozenset(
+        {
+            "objective",
+            "metric",
+            "top_k",
+            "max_accuracy_drop",
+            "quantization",
+            "variants",
+            "int8_io",
+            "pruning",
+            "clustering",
+            "qat",
+            "fine_tuning_data",
+        }
+    )
+    metrics: Mapping[str, Quality] = MappingProxyType(
+        {
+            "accuracy": Quality("accuracy"),
+            "top_k": Quality("top_k"),
+            "mae": Quality("mae", lower_is_better=True, percent=False),
+        }
+    )
     baseline: str = "keras"
     reference: str | None = "litert-float32"
     gentle: tuple[str, ...] = ("litert-float16", "litert-dynamic", "litert-float32")
@@ -51,11 +68,17 @@ class KerasFamily:
         return PrepRequest(
             family=self.name,
             inputs=None if several is None else tuple((t.name, tuple(t.shape or ()), t.dtype.value) for t in several),
-            model_path=spec.model_path, model_sha256=spec.spec.model.sha256,
-            calibration_path=spec.calibration_path, evaluation_path=spec.evaluation_path,
-            fine_tuning_path=spec.fine_tuning_path, input_name=tensor.name, sample_shape=tuple(tensor.shape or ()),
+            model_path=spec.model_path,
+            model_sha256=spec.spec.model.sha256,
+            calibration_path=spec.calibration_path,
+            evaluation_path=spec.evaluation_path,
+            fine_tuning_path=spec.fine_tuning_path,
+            input_name=tensor.name,
+            sample_shape=tuple(tensor.shape or ()),
             input_dtype=tensor.dtype.value,
-            optimize=spec.spec.optimize, threads=spec.spec.serving.threads, all_variants=all_variants,
+            optimize=spec.spec.optimize,
+            threads=spec.spec.serving.threads,
+            all_variants=all_variants,
             locations=spec.locations,
         )
 
@@ -63,22 +86,35 @@ class KerasFamily:
         o = req.optimize
         foreign = [v.value for v in o.variants or [] if v.value not in CATALOG]
         if foreign:
-            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
-                                   f"{', '.join(foreign)} cannot be made from a Keras model",
-                                   f"use some of {', '.join(CATALOG)}")
+            raise UserError.single(
+                req.where("optimize.variants"),
+                "optimize.variants",
+                f"{', '.join(foreign)} cannot be made from a Keras model",
+                f"use some of {', '.join(CATALOG)}",
+            )
         made = candidates(
             None if o.variants is None else tuple(v.value for v in o.variants),
             None if o.quantization is None else o.quantization.value,
-            o.int8_io, o.pruning is not None, o.clustering is not None, o.qat is not None, req.all_variants,
+            o.int8_io,
+            o.pruning is not None,
+            o.clustering is not None,
+            o.qat is not None,
+            req.all_variants,
         )
         if req.inputs is None:
             return made
-        refused = [c.variant.name for c in made if c.variant.name == "litert-int8-io" or c.variant.uses_fine_tuning_data]
+        refused = [
+            c.variant.name for c in made if c.variant.name == "litert-int8-io" or c.variant.uses_fine_tuning_data
+        ]
         if refused:
-            field = "optimize.variants" if o.variants is not None else (
-                "optimize.int8_io" if "litert-int8-io" in refused and o.int8_io else "optimize.variants")
+            field = (
+                "optimize.variants"
+                if o.variants is not None
+                else ("optimize.int8_io" if "litert-int8-io" in refused and o.int8_io else "optimize.variants")
+            )
             raise UserError.single(
-                req.where(field), field,
+                req.where(field),
+                field,
                 f"{', '.join(refused)} cannot be made for a model with several inputs "
                 f"({', '.join(name for name, _, _ in req.inputs)}): int8 inputs would turn integer ids into "
                 "quantized numbers, and pruning, clustering and QAT fine-tune through one input tensor",
@@ -114,11 +150,19 @@ class KerasSession:
         labels = "value" if r.optimize.metric.value == "mae" else "class"
         self.progress("loading data")
         if r.inputs is not None:  # several named inputs: one array per input name
-            self.calibration = load_npz_inputs(r.calibration_path, "data.calibration", r.inputs, need_labels=False, labels=labels)
-            self.evaluation = load_npz_inputs(r.evaluation_path, "data.evaluation", r.inputs, need_labels=True, labels=labels)
+            self.calibration = load_npz_inputs(
+                r.calibration_path, "data.calibration", r.inputs, need_labels=False, labels=labels
+            )
+            self.evaluation = load_npz_inputs(
+                r.evaluation_path, "data.evaluation", r.inputs, need_labels=True, labels=labels
+            )
         else:
-            self.calibration = load_npz(r.calibration_path, "data.calibration", r.sample_shape, need_labels=False, labels=labels)
-            self.evaluation = load_npz(r.evaluation_path, "data.evaluation", r.sample_shape, need_labels=True, labels=labels)
+            self.calibration = load_npz(
+                r.calibration_path, "data.calibration", r.sample_shape, need_labels=False, labels=labels
+            )
+            self.evaluation = load_npz(
+                r.evaluation_path, "data.evaluation", r.sample_shape, need_labels=True, labels=labels
+            )
         if r.fine_tuning_path and r.inputs is None:  # (fine-tuning variants are refused for several inputs)
             load_npz(r.fine_tuning_path, "optimize.fine_tuning_data", r.sample_shape, need_labels=False, labels=labels)
         self.progress("loading model")
@@ -149,7 +193,9 @@ class KerasSession:
 
         for variant in [v for v in variants if not v.uses_fine_tuning_data]:
             self._load()
-            artifact, notes = converted(self.req, self.model, self.calibration.x, variant, self._onnx_float, self.progress)
+            artifact, notes = converted(
+                self.req, self.model, self.calibration.x, variant, self._onnx_float, self.progress
+            )
             yield variant, artifact, notes
         tuned = [v for v in variants if v.uses_fine_tuning_data]
         if tuned:

@@ -20,8 +20,10 @@ from typing import Any
 from iac.spec.errors import Problem, UserError
 
 FIELD = "optimize.variants"
-FIX = ("keep this model to post-training variants (litert-*, onnx-*) in optimize.variants, or rebuild it "
-       "as a Sequential or functional model of built-in Keras layers")
+FIX = (
+    "keep this model to post-training variants (litert-*, onnx-*) in optimize.variants, or rebuild it "
+    "as a Sequential or functional model of built-in Keras layers"
+)
 # Keys of a Keras 3 layer config that every Keras 2 layer accepts through **kwargs.
 _BASE_KEYS = {"name", "trainable", "dtype"}
 
@@ -34,19 +36,23 @@ def check_convertible(model: Any, where: str = "model.path") -> None:
     kind = type(model).__name__
     if kind == "TFSMLayer":
         raise UserError.single(
-            where, FIELD,
+            where,
+            FIELD,
             "the model is a SavedModel: its graph has no Keras layers that pruning, clustering and quantization-aware "
             "training (Keras 2, tf_keras) could rebuild",
             "point model.path at the .keras file the SavedModel was exported from, or " + FIX.split(", or ")[0],
         )
     if kind not in ("Sequential", "Functional"):
-        problems.append(Problem(
-            where, FIELD,
-            f"the model is a subclassed model ({kind}): pruning, clustering and quantization-aware training run on "
-            "Keras 2 (tf_keras), which can only rebuild Sequential and functional models from their config, not a "
-            "call() written in Python",
-            FIX,
-        ))
+        problems.append(
+            Problem(
+                where,
+                FIELD,
+                f"the model is a subclassed model ({kind}): pruning, clustering and quantization-aware training run on "
+                "Keras 2 (tf_keras), which can only rebuild Sequential and functional models from their config, not a "
+                "call() written in Python",
+                FIX,
+            )
+        )
         raise UserError(problems)
     for layer in _layers(model):
         name = type(layer).__name__
@@ -55,12 +61,15 @@ def check_convertible(model: Any, where: str = "model.path") -> None:
         module = type(layer).__module__
         if not module.startswith("keras.src.layers") or not hasattr(tf_keras.layers, name):
             what = "custom layer" if not module.startswith("keras") else "operation"
-            problems.append(Problem(
-                where, FIELD,
-                f"{what} {layer.name!r} ({module}.{name}) has no tf_keras equivalent, so pruning, clustering and "
-                "quantization-aware training (which need Keras 2) cannot rebuild it",
-                FIX,
-            ))
+            problems.append(
+                Problem(
+                    where,
+                    FIELD,
+                    f"{what} {layer.name!r} ({module}.{name}) has no tf_keras equivalent, so pruning, clustering and "
+                    "quantization-aware training (which need Keras 2) cannot rebuild it",
+                    FIX,
+                )
+            )
     if problems:
         raise UserError(problems)
 
@@ -101,7 +110,9 @@ def to_tf_keras(model: Any) -> Any:
                 for kt, tensor in zip(node.outputs, outs):
                     tensors[id(kt)] = tensor
         clone = tf_keras.Model(
-            [tensors[id(t)] for t in model.inputs], [tensors[id(t)] for t in model.outputs], name=model.name,
+            [tensors[id(t)] for t in model.inputs],
+            [tensors[id(t)] for t in model.outputs],
+            name=model.name,
         )
     for layer in _layers(model):
         if id(layer) in made:
@@ -136,13 +147,19 @@ def _legacy_value(key: str, value: Any) -> Any:
         return value
     if value["class_name"] in ("DTypePolicy", "FloatDTypePolicy"):
         return value.get("config", {}).get("name", "float32")
-    for suffix, module in (("initializer", tf_keras.initializers), ("regularizer", tf_keras.regularizers),
-                           ("constraint", tf_keras.constraints)):
+    for suffix, module in (
+        ("initializer", tf_keras.initializers),
+        ("regularizer", tf_keras.regularizers),
+        ("constraint", tf_keras.constraints),
+    ):
         if key.endswith(suffix):
             cls = getattr(module, value["class_name"], None)
             if cls is None:
                 raise UserError.single(
-                    "model.path", FIELD, f"{key} {value['class_name']!r} has no tf_keras equivalent", FIX,
+                    "model.path",
+                    FIELD,
+                    f"{key} {value['class_name']!r} has no tf_keras equivalent",
+                    FIX,
                 )
             params = set(inspect.signature(cls.__init__).parameters)
             return cls(**{k: v for k, v in (value.get("config") or {}).items() if k in params})

@@ -94,7 +94,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         elif name == "clustered":
             init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
             model = tfmot.clustering.keras.cluster_weights(
-                model, number_of_clusters=int(technique["clusters"]), cluster_centroids_init=init,
+                model,
+                number_of_clusters=int(technique["clusters"]),
+                cluster_centroids_init=init,
             )
         elif name == "qat":
             model = tfmot.quantization.keras.quantize_model(model)
@@ -123,7 +125,9 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 def _loss_and_target(tf_keras: Any, metric: str, teacher: np.ndarray, y: np.ndarray | None) -> tuple[Any, np.ndarray]:
     """Labels when the data has them, else the float model's own outputs (distillation)."""
     if metric == "mae":
-        return tf_keras.losses.MeanSquaredError(), (teacher if y is None else y.astype(np.float32).reshape(teacher.shape))
+        return tf_keras.losses.MeanSquaredError(), (
+            teacher if y is None else y.astype(np.float32).reshape(teacher.shape)
+        )
     if y is None:
         return tf_keras.losses.MeanSquaredError(), teacher
     probabilities = bool(np.all(teacher >= 0) and np.allclose(teacher.sum(axis=-1), 1.0, atol=1e-3))
@@ -143,7 +147,8 @@ def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int, wh
     end = int(end)
     if begin >= total_steps or end >= total_steps or end <= begin:
         raise UserError.single(
-            where, "optimize.pruning.end_step",
+            where,
+            "optimize.pruning.end_step",
             f"pruning from step {begin} to {end} does not fit in the {total_steps} fine-tuning steps "
             f"({settings['epochs']} epochs of the fine-tuning data)",
             "lower begin_step/end_step, or raise optimize.pruning.epochs",
@@ -152,7 +157,11 @@ def _pruning_schedule(tfmot: Any, settings: dict[str, Any], total_steps: int, wh
         schedule = tfmot.sparsity.keras.ConstantSparsity(target, begin_step=begin, end_step=end, frequency=frequency)
     else:
         schedule = tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=target, begin_step=begin, end_step=end, frequency=frequency,
+            initial_sparsity=0.0,
+            final_sparsity=target,
+            begin_step=begin,
+            end_step=end,
+            frequency=frequency,
         )
     return schedule, {"begin_step": begin, "end_step": end, "frequency": frequency, "steps": total_steps}
 
@@ -168,7 +177,9 @@ def _sparsity(model: Any) -> float:
 
 
 def _unique_weights(model: Any) -> int:
-    counts = [len(np.unique(np.asarray(layer.kernel))) for layer in model.layers if getattr(layer, "kernel", None) is not None]
+    counts = [
+        len(np.unique(np.asarray(layer.kernel))) for layer in model.layers if getattr(layer, "kernel", None) is not None
+    ]
     return max(counts) if counts else 0
 
 
@@ -194,8 +205,14 @@ def _progress_class() -> type:
             self.technique, self.epochs = technique, epochs
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            emit("progress", technique=self.technique, stage="fine-tune", done=epoch + 1, total=self.epochs,
-                 loss=float((logs or {}).get("loss", float("nan"))))
+            emit(
+                "progress",
+                technique=self.technique,
+                stage="fine-tune",
+                done=epoch + 1,
+                total=self.epochs,
+                loss=float((logs or {}).get("loss", float("nan"))),
+            )
 
     return Progress
 

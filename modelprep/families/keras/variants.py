@@ -12,9 +12,15 @@ FINE_TUNED = ("pruned", "clustered", "qat")  # techniques that fine-tune (in the
 
 
 def _variant(name: str, runtime: str, technique: str, quantization: str, description: str) -> Variant:
-    return Variant(name, runtime, technique, quantization, description,
-                   artifact_file="model.onnx" if runtime == "onnx" else "model.tflite",
-                   uses_fine_tuning_data=technique in FINE_TUNED)
+    return Variant(
+        name,
+        runtime,
+        technique,
+        quantization,
+        description,
+        artifact_file="model.onnx" if runtime == "onnx" else "model.tflite",
+        uses_fine_tuning_data=technique in FINE_TUNED,
+    )
 
 
 CATALOG: dict[str, Variant] = {
@@ -25,10 +31,20 @@ CATALOG: dict[str, Variant] = {
         _variant("litert-float16", "litert", "ptq", "float16", "LiteRT, float16 weights"),
         _variant("litert-int8", "litert", "ptq", "int8", "LiteRT, full integer (calibrated), float I/O"),
         _variant("litert-int8-io", "litert", "ptq", "int8", "LiteRT, full integer with int8 inputs and outputs"),
-        _variant("pruned-float32", "litert", "pruned", "none", "magnitude pruning, fine-tuned, stripped; float32 LiteRT"),
+        _variant(
+            "pruned-float32", "litert", "pruned", "none", "magnitude pruning, fine-tuned, stripped; float32 LiteRT"
+        ),
         _variant("pruned-int8", "litert", "pruned", "int8", "magnitude pruning, fine-tuned, stripped; then full int8"),
-        _variant("clustered-float32", "litert", "clustered", "none", "weight clustering, fine-tuned, stripped; float32 LiteRT"),
-        _variant("clustered-int8", "litert", "clustered", "int8", "weight clustering, fine-tuned, stripped; then full int8"),
+        _variant(
+            "clustered-float32",
+            "litert",
+            "clustered",
+            "none",
+            "weight clustering, fine-tuned, stripped; float32 LiteRT",
+        ),
+        _variant(
+            "clustered-int8", "litert", "clustered", "int8", "weight clustering, fine-tuned, stripped; then full int8"
+        ),
         _variant("qat-int8", "litert", "qat", "int8", "quantization-aware training, then int8 LiteRT"),
         _variant("onnx-float32", "onnx", "onnx", "none", "ONNX (tf2onnx), float32, ONNX Runtime"),
         _variant("onnx-dynamic", "onnx", "onnx", "dynamic", "ONNX Runtime dynamic quantization (int8 weights)"),
@@ -41,12 +57,22 @@ ONNX = ("onnx-float32", "onnx-dynamic", "onnx-static")
 # Runtimes the generated server runs today; a variant of another runtime is chosen only when
 # the spec names it in optimize.variants.
 DEFAULT_RUNTIMES = ("litert",)
-SHORTHAND_VARIANTS = {"none": "litert-float32", "dynamic": "litert-dynamic", "float16": "litert-float16", "int8": "litert-int8"}
+SHORTHAND_VARIANTS = {
+    "none": "litert-float32",
+    "dynamic": "litert-dynamic",
+    "float16": "litert-float16",
+    "int8": "litert-int8",
+}
 
 
 def candidates(
-    variants: tuple[str, ...] | None, quantization: str | None, int8_io: bool, pruning: bool, clustering: bool,
-    qat: bool, all_variants: bool,
+    variants: tuple[str, ...] | None,
+    quantization: str | None,
+    int8_io: bool,
+    pruning: bool,
+    clustering: bool,
+    qat: bool,
+    all_variants: bool,
 ) -> list[Candidate]:
     """What to try, in catalog order.
 
@@ -61,7 +87,9 @@ def candidates(
         chosen = set(variants)
         listed = [CATALOG[name] for name in NAMES if name in chosen]
         if all_variants:
-            return [Candidate(CATALOG[n], n in chosen, "" if n in chosen else "not in optimize.variants") for n in NAMES]
+            return [
+                Candidate(CATALOG[n], n in chosen, "" if n in chosen else "not in optimize.variants") for n in NAMES
+            ]
         return [Candidate(v, True) for v in listed]
     if quantization and not all_variants:
         return [Candidate(CATALOG[SHORTHAND_VARIANTS[quantization]], True)]
@@ -84,7 +112,9 @@ def candidates(
         if shorthand and name != shorthand:
             out.append(Candidate(variant, False, f"optimize.quantization is {quantization}"))
         elif variant.runtime not in DEFAULT_RUNTIMES:
-            out.append(Candidate(variant, False, f"runtime {variant.runtime}: name it in optimize.variants to allow it"))
+            out.append(
+                Candidate(variant, False, f"runtime {variant.runtime}: name it in optimize.variants to allow it")
+            )
         else:
             out.append(Candidate(variant, True))
     return out

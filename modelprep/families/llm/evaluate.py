@@ -55,8 +55,16 @@ def load(path: Path, *, context: int, threads: int, logits_all: bool) -> Any:
     import llama_cpp
 
     with quiet():
-        return llama_cpp.Llama(model_path=str(path), n_ctx=context, n_batch=min(context, 512), n_ubatch=min(context, 512),
-                               n_threads=threads, n_threads_batch=threads, logits_all=logits_all, verbose=False)
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=context,
+            n_batch=min(context, 512),
+            n_ubatch=min(context, 512),
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=logits_all,
+            verbose=False,
+        )
 
 
 def windows(llm: Any, text: str, *, window: int, tokens: int) -> Windows:
@@ -80,7 +88,7 @@ def window_logits(llm: Any, row: np.ndarray, first: int) -> np.ndarray:
     """The logits at the scored positions of one window: (positions, vocabulary), float32."""
     llm.reset()
     llm.eval(row.tolist())
-    return np.array(llm.scores[first: len(row) - 1], dtype=np.float32)
+    return np.array(llm.scores[first : len(row) - 1], dtype=np.float32)
 
 
 class Reference:
@@ -95,8 +103,8 @@ class Reference:
         for i, row in enumerate(win.tokens):
             logits = window_logits(llm, row, win.first)
             logprobs = log_softmax(logits)
-            store[i * win.scored:(i + 1) * win.scored] = logprobs
-            self.tally.add(logprobs, logits, row[win.first + 1:])
+            store[i * win.scored : (i + 1) * win.scored] = logprobs
+            self.tally.add(logprobs, logits, row[win.first + 1 :])
         store.flush()
         del store, llm
         self.logprobs = np.load(path, mmap_mode="r")
@@ -107,7 +115,7 @@ class Reference:
         llm = load(model, context=win.tokens.shape[1], threads=threads, logits_all=True)
         tally = Tally()
         for i, row in enumerate(win.tokens):
-            ref = np.asarray(self.logprobs[i * win.scored:(i + 1) * win.scored], dtype=np.float64)
-            tally.add(ref, window_logits(llm, row, win.first), row[win.first + 1:])
+            ref = np.asarray(self.logprobs[i * win.scored : (i + 1) * win.scored], dtype=np.float64)
+            tally.add(ref, window_logits(llm, row, win.first), row[win.first + 1 :])
         del llm
         return tally

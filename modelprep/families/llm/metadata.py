@@ -41,24 +41,32 @@ def read(path: str | Path, where: str = "model.yaml") -> GgufInfo:
     with p.open("rb") as handle:
         magic = handle.read(4)
     if magic != GGUF_MAGIC:
-        raise UserError.single(where, "model.path", f"{p.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
-                               "point model.path at a .gguf file, e.g. one written by llama.cpp's convert_hf_to_gguf.py")
+        raise UserError.single(
+            where,
+            "model.path",
+            f"{p.name} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
+            "point model.path at a .gguf file, e.g. one written by llama.cpp's convert_hf_to_gguf.py",
+        )
     try:
         reader = GGUFReader(str(p))
     except (ValueError, OSError) as exc:
-        raise UserError.single(where, "model.path", f"{p.name} cannot be read as GGUF ({exc})",
-                               "point model.path at a complete .gguf file") from exc
+        raise UserError.single(
+            where, "model.path", f"{p.name} cannot be read as GGUF ({exc})", "point model.path at a complete .gguf file"
+        ) from exc
     fields = reader.fields
     arch = str(_field(fields, "general.architecture") or "")
     tokens = fields.get("tokenizer.ggml.tokens")
     vocabulary = len(tokens.data) if tokens is not None else 0
     context = _field(fields, f"{arch}.context_length")
     if not arch or not vocabulary or context is None:
-        raise UserError.single(where, "model.path",
-                               f"{p.name} has no {'architecture' if not arch else 'tokenizer' if not vocabulary else 'context length'} "
-                               "in its metadata; a text-generation model needs general.architecture, "
-                               "tokenizer.ggml.tokens and <architecture>.context_length",
-                               "convert the model with llama.cpp's convert_hf_to_gguf.py, which writes them")
+        raise UserError.single(
+            where,
+            "model.path",
+            f"{p.name} has no {'architecture' if not arch else 'tokenizer' if not vocabulary else 'context length'} "
+            "in its metadata; a text-generation model needs general.architecture, "
+            "tokenizer.ggml.tokens and <architecture>.context_length",
+            "convert the model with llama.cpp's convert_hf_to_gguf.py, which writes them",
+        )
 
     def token(key: str) -> str | None:
         index = _field(fields, key)
@@ -72,9 +80,14 @@ def read(path: str | Path, where: str = "model.yaml") -> GgufInfo:
     except ValueError:
         type_name = f"type {file_type}"
     return GgufInfo(
-        architecture=arch, name=str(_field(fields, "general.name") or p.stem), context_length=int(context),
-        vocabulary=vocabulary, bos=token("tokenizer.ggml.bos_token_id"), eos=token("tokenizer.ggml.eos_token_id"),
-        chat_template=_field(fields, "tokenizer.chat_template"), file_type=type_name,
+        architecture=arch,
+        name=str(_field(fields, "general.name") or p.stem),
+        context_length=int(context),
+        vocabulary=vocabulary,
+        bos=token("tokenizer.ggml.bos_token_id"),
+        eos=token("tokenizer.ggml.eos_token_id"),
+        chat_template=_field(fields, "tokenizer.chat_template"),
+        file_type=type_name,
         parameters=sum(int(t.n_elements) for t in reader.tensors),
         tensor_bytes=sum(int(t.n_bytes) for t in reader.tensors),
     )

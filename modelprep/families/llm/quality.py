@@ -34,8 +34,10 @@ class Tally:
     def add(self, reference_logprobs: np.ndarray, logits: np.ndarray, targets: np.ndarray) -> None:
         """`reference_logprobs` and `logits`: (positions, vocabulary); `targets`: the token that came next at each."""
         if reference_logprobs.shape != logits.shape or logits.shape[0] != targets.shape[0]:
-            raise ValueError(f"shapes differ: reference {reference_logprobs.shape}, candidate {logits.shape}, "
-                             f"targets {targets.shape}")
+            raise ValueError(
+                f"shapes differ: reference {reference_logprobs.shape}, candidate {logits.shape}, "
+                f"targets {targets.shape}"
+            )
         ref = np.asarray(reference_logprobs, dtype=np.float64)
         cand = log_softmax(logits)
         kl = np.maximum((np.exp(ref) * (ref - cand)).sum(axis=-1), 0.0)  # clip rounding below zero

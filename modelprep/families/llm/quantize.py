@@ -22,14 +22,19 @@ class Quant:
     description: str
 
 
-CATALOGUE: dict[str, Quant] = {q.name: q for q in (
-    Quant(SOURCE, None, "the GGUF as given"),
-    Quant("gguf-q8_0", "Q8_0", "8-bit blocks of 32 (llama.cpp Q8_0)"),
-    Quant("gguf-q6_k", "Q6_K", "6-bit K-quant (llama.cpp Q6_K)"),
-    Quant("gguf-q5_k_m", "Q5_K_M", "5-bit K-quant, attention and FFN-down tensors kept at 6 bits (llama.cpp Q5_K_M)"),
-    Quant("gguf-q4_k_m", "Q4_K_M", "4-bit K-quant, some tensors at 6 bits (llama.cpp Q4_K_M)"),
-    Quant("gguf-q4_0", "Q4_0", "4-bit blocks of 32, one scale each (llama.cpp Q4_0)"),
-)}
+CATALOGUE: dict[str, Quant] = {
+    q.name: q
+    for q in (
+        Quant(SOURCE, None, "the GGUF as given"),
+        Quant("gguf-q8_0", "Q8_0", "8-bit blocks of 32 (llama.cpp Q8_0)"),
+        Quant("gguf-q6_k", "Q6_K", "6-bit K-quant (llama.cpp Q6_K)"),
+        Quant(
+            "gguf-q5_k_m", "Q5_K_M", "5-bit K-quant, attention and FFN-down tensors kept at 6 bits (llama.cpp Q5_K_M)"
+        ),
+        Quant("gguf-q4_k_m", "Q4_K_M", "4-bit K-quant, some tensors at 6 bits (llama.cpp Q4_K_M)"),
+        Quant("gguf-q4_0", "Q4_0", "4-bit blocks of 32, one scale each (llama.cpp Q4_0)"),
+    )
+}
 DEFAULT = ("gguf-source", "gguf-q8_0", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0")
 
 

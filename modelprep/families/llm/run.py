@@ -12,7 +12,9 @@ from modelprep.report import PrepReport
 from modelprep.request import PrepRequest
 
 
-def measure_and_choose(req: PrepRequest, progress: Callable[[str], None] = print, cache: Cache | None = None) -> PrepReport:
+def measure_and_choose(
+    req: PrepRequest, progress: Callable[[str], None] = print, cache: Cache | None = None
+) -> PrepReport:
     """The report of the loop's run (or its cached result) over `req`."""
     from modelprep.prep import prep
 

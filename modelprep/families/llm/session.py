@@ -26,10 +26,10 @@ from modelprep.request import PrepRequest
 WINDOW = 1024  # tokens per evaluation window (fewer when the context is shorter)
 
 
-
 def context_length(req: PrepRequest) -> int:
     """Tokens per sequence, as the request resolved it from serving.context_length and the GGUF."""
     return int(req.family_settings["context_length"])
+
 
 class LlmSession:
     def __init__(self, req: PrepRequest, progress: Any, step: Any) -> None:
@@ -66,8 +66,14 @@ class LlmSession:
 
     def baselines(self) -> Baselines:
         """The source file as given, measured like every variant (KL 0 and agreement 1 by definition)."""
-        variant = Variant(name=quantize.SOURCE, runtime="llama.cpp", technique="baseline", quantization="source",
-                          description="the GGUF as given", artifact_file="model.gguf")
+        variant = Variant(
+            name=quantize.SOURCE,
+            runtime="llama.cpp",
+            technique="baseline",
+            quantization="source",
+            description="the GGUF as given",
+            artifact_file="model.gguf",
+        )
         measured = self.measure(variant, b"", {"tensor_types": quantize.tensor_types(self.source)}, None)
         return Baselines([measured.measure.model_copy(update={"baseline": True, "name": "llama.cpp"})])
 
@@ -101,25 +107,45 @@ class LlmSession:
             self.progress(f"comparing {variant.name} with the source over {ref.windows.total:,} tokens")
         # The source was read once to make the reference; reading it again would give the same logits.
         tally = ref.tally if path == self.source else ref.compare(path, self.req.threads)
-        self.progress(f"timing {variant.name}: prompt and generation at {self.req.threads} thread(s), context {self.context}")
-        timed = self._timed.get(path) or speed.measure(path, Path(self.req.evaluation_path), context=self.context,
-                                                       threads=self.req.threads)
+        self.progress(
+            f"timing {variant.name}: prompt and generation at {self.req.threads} thread(s), context {self.context}"
+        )
+        timed = self._timed.get(path) or speed.measure(
+            path, Path(self.req.evaluation_path), context=self.context, threads=self.req.threads
+        )
         self._timed[path] = timed  # the baseline and gguf-source are one file: timed once
         size = path.stat().st_size
         per_token_us = 1e6 / timed.generation_tokens_per_s if timed.generation_tokens_per_s > 0 else 0.0
         measure = Measure(
-            name=variant.name, runtime=variant.runtime, technique=variant.technique, quantization=variant.quantization,
-            description=variant.description, artifact_file=variant.artifact_file, sha256=file_sha256(path), size_bytes=size,
+            name=variant.name,
+            runtime=variant.runtime,
+            technique=variant.technique,
+            quantization=variant.quantization,
+            description=variant.description,
+            artifact_file=variant.artifact_file,
+            sha256=file_sha256(path),
+            size_bytes=size,
             gzip_bytes=size,  # quantized weights do not compress; gzipping 100s of MB would only cost time
-            metric=Metric.kl, accuracy=round(tally.mean_kl, 6),
-            latency_p50_us=round(per_token_us, 1), latency_p99_us=round(per_token_us, 1),
-            throughput_per_s=timed.generation_tokens_per_s, latency_calls=timed.generated_tokens,
+            metric=Metric.kl,
+            accuracy=round(tally.mean_kl, 6),
+            latency_p50_us=round(per_token_us, 1),
+            latency_p99_us=round(per_token_us, 1),
+            throughput_per_s=timed.generation_tokens_per_s,
+            latency_calls=timed.generated_tokens,
             threads=self.req.threads,
-            notes=Notes.model_validate({**notes, "kl_p99": round(tally.kl_p99, 6), "top1_agreement": round(tally.agreement, 6),
-                   "perplexity": round(tally.perplexity, 4), "scored_tokens": tally.tokens,
-                   "prompt_tokens_per_s": timed.prompt_tokens_per_s,
-                   "generation_tokens_per_s": timed.generation_tokens_per_s,
-                   "peak_rss_bytes": timed.peak_rss_bytes, "context_length": self.context}),
+            notes=Notes.model_validate(
+                {
+                    **notes,
+                    "kl_p99": round(tally.kl_p99, 6),
+                    "top1_agreement": round(tally.agreement, 6),
+                    "perplexity": round(tally.perplexity, 4),
+                    "scored_tokens": tally.tokens,
+                    "prompt_tokens_per_s": timed.prompt_tokens_per_s,
+                    "generation_tokens_per_s": timed.generation_tokens_per_s,
+                    "peak_rss_bytes": timed.peak_rss_bytes,
+                    "context_length": self.context,
+                }
+            ),
         )
         # Its "outputs": the KL at every scored position, so the spread is kept, not just the mean.
         return Measured(measure, np.concatenate(tally.kls).astype(np.float32) if tally.kls else np.zeros(0, np.float32))

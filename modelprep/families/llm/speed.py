@@ -34,12 +34,32 @@ class Speed:
     threads: int
 
 
-def measure(model: Path, text: Path, *, context: int, threads: int, prompt_tokens: int = PROMPT_TOKENS,
-            new_tokens: int = NEW_TOKENS, timeout: float = 900.0) -> Speed:
+def measure(
+    model: Path,
+    text: Path,
+    *,
+    context: int,
+    threads: int,
+    prompt_tokens: int = PROMPT_TOKENS,
+    new_tokens: int = NEW_TOKENS,
+    timeout: float = 900.0,
+) -> Speed:
     """Run this module in a child process and read its one line of JSON."""
-    cmd = [sys.executable, "-m", __spec__.name if __spec__ else "modelprep.families.llm.speed", str(model), str(text),
-           "--context", str(context), "--threads", str(threads), "--prompt-tokens", str(prompt_tokens),
-           "--new-tokens", str(new_tokens)]
+    cmd = [
+        sys.executable,
+        "-m",
+        __spec__.name if __spec__ else "modelprep.families.llm.speed",
+        str(model),
+        str(text),
+        "--context",
+        str(context),
+        "--threads",
+        str(threads),
+        "--prompt-tokens",
+        str(prompt_tokens),
+        "--new-tokens",
+        str(new_tokens),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"timing {model.name} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -75,9 +95,11 @@ def run(model: Path, text: Path, context: int, threads: int, prompt_tokens: int,
     return Speed(
         prompt_tokens_per_s=round(perf.n_p_eval / max(perf.t_p_eval_ms, 1e-9) * 1000, 2),
         generation_tokens_per_s=round(perf.n_eval / max(perf.t_eval_ms, 1e-9) * 1000, 2),
-        prompt_tokens=int(perf.n_p_eval), generated_tokens=int(perf.n_eval),
+        prompt_tokens=int(perf.n_p_eval),
+        generated_tokens=int(perf.n_eval),
         peak_rss_bytes=peak_rss(),
-        context=context, threads=threads,
+        context=context,
+        threads=threads,
     )
 
 

@@ -37,8 +37,14 @@ MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 def _variant(compute_type: str, beam: int) -> Variant:
     decoding = "greedy" if beam == 1 else f"beam search, {beam} beams"
     name = f"ct2-{compute_type}" + ("" if beam == 1 else f"-beam{beam}")
-    return Variant(name, RUNTIME, "baseline" if name == "ct2-float32" else "ptq", compute_type,
-                   f"CTranslate2 {compute_type} weights, {decoding}", artifact_file=ARTIFACT)
+    return Variant(
+        name,
+        RUNTIME,
+        "baseline" if name == "ct2-float32" else "ptq",
+        compute_type,
+        f"CTranslate2 {compute_type} weights, {decoding}",
+        artifact_file=ARTIFACT,
+    )
 
 
 CATALOGUE: dict[str, Variant] = {
@@ -65,22 +71,43 @@ def model_bytes(model_dir: Path) -> int:
     return sum((model_dir / name).stat().st_size for name in MODEL_FILES if (model_dir / name).exists())
 
 
-def measure_of(variant: Variant, scores: Scores, size: int, gzip_bytes: int, rss: int, threads: int,
-               eligible: bool = True, reason: str | None = None) -> Measure:
+def measure_of(
+    variant: Variant,
+    scores: Scores,
+    size: int,
+    gzip_bytes: int,
+    rss: int,
+    threads: int,
+    eligible: bool = True,
+    reason: str | None = None,
+) -> Measure:
     """A report row for a scored variant (the metric is WER, in ``accuracy`` as every family's metric is)."""
     from iac.spec.models import Metric
     from modelprep.report import Measure, Notes
 
     per_clip = sorted(scores.clip_seconds)
     return Measure(
-        name=variant.name, runtime=RUNTIME, technique=variant.technique, quantization=variant.quantization,
-        description=variant.description, artifact_file=ARTIFACT, size_bytes=size, gzip_bytes=gzip_bytes,
-        metric=Metric.wer, accuracy=round(scores.wer, 6),
-        latency_p50_us=round(scores.percentile_ms(50) * 1000, 1), latency_p99_us=round(scores.percentile_ms(99) * 1000, 1),
+        name=variant.name,
+        runtime=RUNTIME,
+        technique=variant.technique,
+        quantization=variant.quantization,
+        description=variant.description,
+        artifact_file=ARTIFACT,
+        size_bytes=size,
+        gzip_bytes=gzip_bytes,
+        metric=Metric.wer,
+        accuracy=round(scores.wer, 6),
+        latency_p50_us=round(scores.percentile_ms(50) * 1000, 1),
+        latency_p99_us=round(scores.percentile_ms(99) * 1000, 1),
         throughput_per_s=round(len(per_clip) / scores.compute_seconds, 3) if scores.compute_seconds else 0.0,
-        latency_calls=len(per_clip), threads=threads,
-        notes=Notes(resident_bytes=rss, real_time_factor=round(scores.rtf, 4), beam_size=decoding_of(variant).beam_size),
-        baseline=variant.name == BASELINE, eligible=eligible, not_eligible_because=reason,
+        latency_calls=len(per_clip),
+        threads=threads,
+        notes=Notes(
+            resident_bytes=rss, real_time_factor=round(scores.rtf, 4), beam_size=decoding_of(variant).beam_size
+        ),
+        baseline=variant.name == BASELINE,
+        eligible=eligible,
+        not_eligible_because=reason,
     )
 
 
@@ -175,10 +202,16 @@ class SpeechFamily:
         from modelprep.request import PrepRequest
 
         return PrepRequest(
-            model_path=spec.model_path, model_sha256=spec.spec.model.sha256,
-            calibration_path=spec.evaluation_path, evaluation_path=spec.evaluation_path,
-            input_name="audio", sample_shape=(), optimize=spec.spec.optimize,
-            threads=spec.spec.serving.threads, all_variants=all_variants, locations=spec.locations,
+            model_path=spec.model_path,
+            model_sha256=spec.spec.model.sha256,
+            calibration_path=spec.evaluation_path,
+            evaluation_path=spec.evaluation_path,
+            input_name="audio",
+            sample_shape=(),
+            optimize=spec.spec.optimize,
+            threads=spec.spec.serving.threads,
+            all_variants=all_variants,
+            locations=spec.locations,
         )
 
     def candidates(self, req: PrepRequest) -> list[Candidate]:
@@ -187,13 +220,19 @@ class SpeechFamily:
         wanted = [v.value for v in req.optimize.variants] if req.optimize.variants else list(CATALOGUE)
         foreign = [name for name in wanted if name not in CATALOGUE]
         if foreign:
-            raise UserError.single(req.where("optimize.variants"), "optimize.variants",
-                                   f"{', '.join(foreign)} cannot be made from a CTranslate2 Whisper model",
-                                   f"use some of {', '.join(CATALOGUE)}")
+            raise UserError.single(
+                req.where("optimize.variants"),
+                "optimize.variants",
+                f"{', '.join(foreign)} cannot be made from a CTranslate2 Whisper model",
+                f"use some of {', '.join(CATALOGUE)}",
+            )
         if req.optimize.metric.value != "wer":
-            raise UserError.single(req.where("optimize.metric"), "optimize.metric",
-                                   f"{req.optimize.metric.value} does not apply to speech recognition",
-                                   "use wer (word error rate; max_accuracy_drop is its largest accepted increase)")
+            raise UserError.single(
+                req.where("optimize.metric"),
+                "optimize.metric",
+                f"{req.optimize.metric.value} does not apply to speech recognition",
+                "use wer (word error rate; max_accuracy_drop is its largest accepted increase)",
+            )
         return [Candidate(CATALOGUE[name], True) for name in CATALOGUE if name in wanted]
 
     def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:

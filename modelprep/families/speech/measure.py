@@ -89,8 +89,11 @@ class Transcriber:
         return text, time.perf_counter() - started, time.process_time() - cpu
 
 
-def score(transcribers: Sequence[Transcriber], dataset: EvaluationSet,
-          step: Callable[[int, int], None] = lambda done, total: None) -> list[Scores]:
+def score(
+    transcribers: Sequence[Transcriber],
+    dataset: EvaluationSet,
+    step: Callable[[int, int], None] = lambda done, total: None,
+) -> list[Scores]:
     """Every transcriber on every clip, interleaved clip by clip so they share the machine's load."""
     texts: list[list[str]] = [[] for _ in transcribers]
     times: list[list[float]] = [[] for _ in transcribers]
@@ -106,7 +109,9 @@ def score(transcribers: Sequence[Transcriber], dataset: EvaluationSet,
     references = [c.text for c in dataset.clips]
     audio = sum(c.samples for c in dataset.clips) / SAMPLE_RATE
     return [
-        Scores(t.decoding.name, wer(references, texts[j]), audio, sum(times[j]), tuple(times[j]), tuple(texts[j]), cpu[j])
+        Scores(
+            t.decoding.name, wer(references, texts[j]), audio, sum(times[j]), tuple(times[j]), tuple(texts[j]), cpu[j]
+        )
         for j, t in enumerate(transcribers)
     ]
 
@@ -114,9 +119,19 @@ def score(transcribers: Sequence[Transcriber], dataset: EvaluationSet,
 def resident_bytes(model_dir: Path, decoding: Decoding, threads: int) -> int:
     """Resident memory of a fresh process after loading ``decoding`` and transcribing one second."""
     out = subprocess.run(
-        [sys.executable, "-m", "modelprep.families.speech.measure", "rss", str(model_dir),
-         decoding.compute_type, str(decoding.beam_size), str(threads)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "modelprep.families.speech.measure",
+            "rss",
+            str(model_dir),
+            decoding.compute_type,
+            str(decoding.beam_size),
+            str(threads),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return int(json.loads(out.strip().splitlines()[-1])["rss_bytes"])
 
@@ -124,8 +139,11 @@ def resident_bytes(model_dir: Path, decoding: Decoding, threads: int) -> int:
 def _rss_main(model_dir: str, compute_type: str, beam_size: str, threads: str) -> None:
     transcribe = Transcriber(Path(model_dir), Decoding(compute_type, int(beam_size)), int(threads))
     transcribe(np.random.default_rng(0).normal(0, 0.1, SAMPLE_RATE).astype(np.float32))
-    rss = next(int(line.split()[1]) * 1024 for line in Path("/proc/self/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
+    rss = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     print(json.dumps({"rss_bytes": rss}))
 
 

@@ -28,14 +28,16 @@ class SpeechChoice:
         return None if self.chosen is None else settings_of(CATALOGUE[self.chosen])
 
 
-def run(session: SpeechSession, variants: Sequence[str], max_accuracy_drop: float,
-        objective: str = "smallest") -> SpeechChoice:
+def run(
+    session: SpeechSession, variants: Sequence[str], max_accuracy_drop: float, objective: str = "smallest"
+) -> SpeechChoice:
     from modelprep.select import choose, gated
 
     baselines = session.baselines()
     baseline = baselines.measures[0]
-    rows = [baseline if name == BASELINE else session.measure(CATALOGUE[name], b"", {}, None).measure
-            for name in variants]
+    rows = [
+        baseline if name == BASELINE else session.measure(CATALOGUE[name], b"", {}, None).measure for name in variants
+    ]
     rows = gated(rows, baseline.accuracy, WER, max_accuracy_drop)
     rows, chosen, why = choose(rows, objective, max_accuracy_drop)
     return SpeechChoice(baseline, rows, chosen, why)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 PREDICT_ROUTES = ("v1_predict", "v2_infer")  # the routes live traffic uses; probes and metadata are left out
 Outcome = Literal["pass", "fail", "inconclusive"]
 
-_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$')
+_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -40,7 +40,9 @@ class Counters:
         if self.requests < before.requests:
             return self
         bounds = self.bounds or before.bounds
-        counts = tuple(max(0, a - b) for a, b in zip(_pad(self.counts, bounds), _pad(before.counts, bounds), strict=True))
+        counts = tuple(
+            max(0, a - b) for a, b in zip(_pad(self.counts, bounds), _pad(before.counts, bounds), strict=True)
+        )
         return Counters(self.requests - before.requests, max(0, self.errors - before.errors), bounds, counts)
 
     @property
@@ -151,11 +153,19 @@ class Thresholds:
         two models each right on a share `a` of inputs agree on at least `2a - 1`, and two regressors each
         `m` off the truth differ by at most `2m` on average."""
         kind = agreement_kind(metric)
-        written = {"top1": analysis.get("min_agreement"), "cosine": analysis.get("min_cosine"),
-                   "mae": analysis.get("max_mae")}[kind]
+        written = {
+            "top1": analysis.get("min_agreement"),
+            "cosine": analysis.get("min_cosine"),
+            "mae": analysis.get("max_mae"),
+        }[kind]
         default = 2 * stable_figure if kind == "mae" else max(0.0, 2 * stable_figure - 1)
-        return cls(float(analysis["max_error_rate_increase"]), float(analysis["max_p99_ratio"]),
-                   float(default if written is None else written), kind, int(analysis["min_samples"]))
+        return cls(
+            float(analysis["max_error_rate_increase"]),
+            float(analysis["max_p99_ratio"]),
+            float(default if written is None else written),
+            kind,
+            int(analysis["min_samples"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -180,8 +190,10 @@ class Verdict:
         """`step 1 (10%): error rate 1.000 (stable 0.000), threshold <= 0.010, 120 samples`."""
         if self.outcome == "pass":
             return f"{step}: passed ({self.samples} samples)"
-        return (f"{step}: {self.outcome if self.outcome == 'inconclusive' else 'failed'} on {self.metric}: "
-                f"candidate {self.candidate}, stable {self.stable}, threshold {self.threshold}, {self.samples} samples")
+        return (
+            f"{step}: {self.outcome if self.outcome == 'inconclusive' else 'failed'} on {self.metric}: "
+            f"candidate {self.candidate}, stable {self.stable}, threshold {self.threshold}, {self.samples} samples"
+        )
 
 
 def judge(window: Window, limits: Thresholds) -> Verdict:
@@ -190,36 +202,90 @@ def judge(window: Window, limits: Thresholds) -> Verdict:
     errors = cand.errors + window.replay_errors
     requests = cand.requests + window.replay_errors
     cand_rate = errors / requests if requests else 0.0
-    figures = {"requests": cand.requests, "stable_requests": stable.requests, "error_rate": round(cand_rate, 4),
-               "stable_error_rate": round(stable.error_rate, 4), "p99_ms": _round(cand.p99_ms()),
-               "stable_p99_ms": _round(stable.p99_ms()), "agreement": _round(window.agreement.value, 4),
-               "agreement_samples": window.agreement.samples}
+    figures = {
+        "requests": cand.requests,
+        "stable_requests": stable.requests,
+        "error_rate": round(cand_rate, 4),
+        "stable_error_rate": round(stable.error_rate, 4),
+        "p99_ms": _round(cand.p99_ms()),
+        "stable_p99_ms": _round(stable.p99_ms()),
+        "agreement": _round(window.agreement.value, 4),
+        "agreement_samples": window.agreement.samples,
+    }
     # A failure is a failure however few requests showed it: waiting would only fail more clients.
-    if requests and cand_rate > stable.error_rate + limits.max_error_rate_increase and errors >= min(limits.min_samples, 5):
-        return Verdict("fail", "error rate", f"{cand_rate:.3f}", f"{stable.error_rate:.3f}",
-                       f"<= stable + {limits.max_error_rate_increase:g}", requests, figures)
+    if (
+        requests
+        and cand_rate > stable.error_rate + limits.max_error_rate_increase
+        and errors >= min(limits.min_samples, 5)
+    ):
+        return Verdict(
+            "fail",
+            "error rate",
+            f"{cand_rate:.3f}",
+            f"{stable.error_rate:.3f}",
+            f"<= stable + {limits.max_error_rate_increase:g}",
+            requests,
+            figures,
+        )
     agreed = window.agreement
     if agreed.value is not None and agreed.samples >= limits.min_samples:
         bad = agreed.value > limits.agreement if limits.kind == "mae" else agreed.value < limits.agreement
         if bad:
-            name = {"top1": "top-1 agreement", "cosine": "cosine agreement", "mae": "mean absolute difference"}[limits.kind]
+            name = {"top1": "top-1 agreement", "cosine": "cosine agreement", "mae": "mean absolute difference"}[
+                limits.kind
+            ]
             sign = "<=" if limits.kind == "mae" else ">="
-            return Verdict("fail", name, f"{agreed.value:.3f}", "1.000" if limits.kind != "mae" else "0.000",
-                           f"{sign} {limits.agreement:.3f}", agreed.samples, figures)
+            return Verdict(
+                "fail",
+                name,
+                f"{agreed.value:.3f}",
+                "1.000" if limits.kind != "mae" else "0.000",
+                f"{sign} {limits.agreement:.3f}",
+                agreed.samples,
+                figures,
+            )
     cand_p99, stable_p99 = cand.p99_ms(), stable.p99_ms()
     enough = min(cand.requests, stable.requests) >= limits.min_samples
     if enough and cand_p99 is not None and stable_p99 and cand_p99 > limits.max_p99_ratio * stable_p99:
-        return Verdict("fail", "p99 latency", f"{cand_p99:.1f} ms", f"{stable_p99:.1f} ms",
-                       f"<= {limits.max_p99_ratio:g} x stable", cand.requests, figures)
+        return Verdict(
+            "fail",
+            "p99 latency",
+            f"{cand_p99:.1f} ms",
+            f"{stable_p99:.1f} ms",
+            f"<= {limits.max_p99_ratio:g} x stable",
+            cand.requests,
+            figures,
+        )
     if cand.requests < limits.min_samples:
-        return Verdict("inconclusive", "requests", str(cand.requests), str(stable.requests),
-                       f">= {limits.min_samples}", cand.requests, figures)
+        return Verdict(
+            "inconclusive",
+            "requests",
+            str(cand.requests),
+            str(stable.requests),
+            f">= {limits.min_samples}",
+            cand.requests,
+            figures,
+        )
     if agreed.samples < limits.min_samples:
-        return Verdict("inconclusive", "replayed samples", str(agreed.samples), "-", f">= {limits.min_samples}",
-                       agreed.samples, figures)
+        return Verdict(
+            "inconclusive",
+            "replayed samples",
+            str(agreed.samples),
+            "-",
+            f">= {limits.min_samples}",
+            agreed.samples,
+            figures,
+        )
     if stable.requests < limits.min_samples:
-        return Verdict("inconclusive", "stable requests", str(cand.requests), str(stable.requests),
-                       f">= {limits.min_samples}", stable.requests, figures)
+        return Verdict(
+            "inconclusive",
+            "stable requests",
+            str(cand.requests),
+            str(stable.requests),
+            f">= {limits.min_samples}",
+            stable.requests,
+            figures,
+        )
     return Verdict("pass", samples=cand.requests, figures=figures)
 
 

@@ -45,36 +45,67 @@ def judged_rollout(props: dict[str, Any], stable: list[str], candidate: list[str
     network, port = props["network_name"], int(props["settings"]["port"])
     addresses = {name: _address(name, network) for name in [*stable, *candidate]}
     limits = Thresholds.of(plan["analysis"], props.get("metric", "accuracy"), _stable_figure(props, stable, addresses))
-    record: dict[str, Any] = {"strategy": strategy, "version": props["version"], "started": _now(), "steps": [],
-                              "thresholds": asdict(limits)}
+    record: dict[str, Any] = {
+        "strategy": strategy,
+        "version": props["version"],
+        "started": _now(),
+        "steps": [],
+        "thresholds": asdict(limits),
+    }
     write_config(props["config_dir"], "upstream-candidate.conf", upstream_conf(candidate, port), keep_existing=False)
     progress = _progress(props["config_dir"], f"{strategy} rollout of version {props['version']}")
     proxy = docker_client().containers.get(props["proxy_name"])
     try:
         for number, step in enumerate(plan["steps"], start=1):
             weight = int(step["weight"])
-            label = f"step {number}/{len(plan['steps'])} ({weight}% {'copied' if strategy == 'shadow' else 'of requests'})"
+            label = (
+                f"step {number}/{len(plan['steps'])} ({weight}% {'copied' if strategy == 'shadow' else 'of requests'})"
+            )
             holds = 0
             _route(props, strategy, weight)
             while True:
-                verdict = _window(props, proxy, strategy, weight, float(step["hold"]), stable, candidate, addresses,
-                                  limits, label, progress)
-                record["steps"].append({"step": number, "weight": weight, "outcome": verdict.outcome,
-                                        **verdict.figures})
+                verdict = _window(
+                    props,
+                    proxy,
+                    strategy,
+                    weight,
+                    float(step["hold"]),
+                    stable,
+                    candidate,
+                    addresses,
+                    limits,
+                    label,
+                    progress,
+                )
+                record["steps"].append(
+                    {"step": number, "weight": weight, "outcome": verdict.outcome, **verdict.figures}
+                )
                 if verdict.outcome == "pass":
                     break
-                if (verdict.outcome == "inconclusive" and plan["analysis"]["inconclusive"] == "hold"
-                        and holds < int(plan["analysis"]["max_holds"])):
+                if (
+                    verdict.outcome == "inconclusive"
+                    and plan["analysis"]["inconclusive"] == "hold"
+                    and holds < int(plan["analysis"]["max_holds"])
+                ):
                     holds += 1
-                    progress(f"{label}: inconclusive, held for another window ({holds}/{plan['analysis']['max_holds']})")
+                    progress(
+                        f"{label}: inconclusive, held for another window ({holds}/{plan['analysis']['max_holds']})"
+                    )
                     continue
                 _back_to_stable(props)
                 line = f"{strategy} rollout of version {props['version']} rolled back at {verdict.line(label)}"
                 progress(line)
-                return {**record, "outcome": "rolled back" if verdict.outcome == "fail" else "inconclusive",
-                        "reason": line, "metric": verdict.metric, "candidate": verdict.candidate,
-                        "stable": verdict.stable, "threshold": verdict.threshold, "samples": verdict.samples,
-                        "finished": _now()}
+                return {
+                    **record,
+                    "outcome": "rolled back" if verdict.outcome == "fail" else "inconclusive",
+                    "reason": line,
+                    "metric": verdict.metric,
+                    "candidate": verdict.candidate,
+                    "stable": verdict.stable,
+                    "threshold": verdict.threshold,
+                    "samples": verdict.samples,
+                    "finished": _now(),
+                }
     except BaseException:
         _back_to_stable(props)  # interrupted or broken: the old version answers everything again
         raise
@@ -82,9 +113,19 @@ def judged_rollout(props: dict[str, Any], stable: list[str], candidate: list[str
     return {**record, "outcome": "promoted", "reason": "", "finished": _now()}
 
 
-def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold: float, stable: list[str],
-            candidate: list[str], addresses: dict[str, str | None], limits: Thresholds, label: str,
-            progress: Any) -> Verdict:
+def _window(
+    props: dict[str, Any],
+    proxy: Any,
+    strategy: str,
+    weight: int,
+    hold: float,
+    stable: list[str],
+    candidate: list[str],
+    addresses: dict[str, str | None],
+    limits: Thresholds,
+    label: str,
+    progress: Any,
+) -> Verdict:
     port = int(props["settings"]["port"])
     clear(proxy)
     before = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
@@ -92,15 +133,23 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 2.0))
         now = _scrape(candidate, addresses, port, props).since(before[1])
-        progress(f"{label}: {hold - max(0.0, deadline - time.monotonic()):.0f}/{hold:.0f} s, "
-                 f"{now.requests} requests to the new version, {now.errors} errors")
+        progress(
+            f"{label}: {hold - max(0.0, deadline - time.monotonic()):.0f}/{hold:.0f} s, "
+            f"{now.requests} requests to the new version, {now.errors} errors"
+        )
         if now.errors >= 5 and now.error_rate > limits.max_error_rate_increase:
             failing = True  # failing clients now: judge at once, without waiting out the hold or replaying
             break
     after = _scrape(stable, addresses, port, props), _scrape(candidate, addresses, port, props)
     entries = [] if failing else take(proxy, REPLAY_LIMIT)
-    agreement, failures = replay(entries, [addresses[n] or n for n in stable], [addresses[n] or n for n in candidate],
-                                 port, limits.kind, props.get("api_key") or None)
+    agreement, failures = replay(
+        entries,
+        [addresses[n] or n for n in stable],
+        [addresses[n] or n for n in candidate],
+        port,
+        limits.kind,
+        props.get("api_key") or None,
+    )
     verdict = judge(Window(after[0].since(before[0]), after[1].since(before[1]), agreement, failures), limits)
     progress(verdict.line(label) + f" [{json.dumps(verdict.figures)}]")
     return verdict
@@ -109,8 +158,12 @@ def _window(props: dict[str, Any], proxy: Any, strategy: str, weight: int, hold:
 def _route(props: dict[str, Any], strategy: str, weight: int) -> None:
     """`weight`% of requests to the new version (canary) or copied to it (shadow); bodies logged for replay."""
     canary = strategy == "canary"
-    write_config(props["config_dir"], "split.conf",
-                 split_conf(weight=weight if canary else 0, shadow=0 if canary else weight, replay=True), keep_existing=False)
+    write_config(
+        props["config_dir"],
+        "split.conf",
+        split_conf(weight=weight if canary else 0, shadow=0 if canary else weight, replay=True),
+        keep_existing=False,
+    )
     write_config(props["config_dir"], "mirror.conf", mirror_conf(not canary), keep_existing=False)
     reload(props["proxy_name"])
 
@@ -120,8 +173,12 @@ def _back_to_stable(props: dict[str, Any]) -> None:
     write_config(props["config_dir"], "split.conf", split_conf(), keep_existing=False)
     write_config(props["config_dir"], "mirror.conf", mirror_conf(False), keep_existing=False)
     reload(props["proxy_name"])
-    write_config(props["config_dir"], "upstream-candidate.conf", props.get("parked_upstream") or upstream_conf([], 0),
-                 keep_existing=False)
+    write_config(
+        props["config_dir"],
+        "upstream-candidate.conf",
+        props.get("parked_upstream") or upstream_conf([], 0),
+        keep_existing=False,
+    )
 
 
 def _scrape(names: list[str], addresses: dict[str, str | None], port: int, props: dict[str, Any]) -> Counters:

@@ -72,8 +72,12 @@ def port_holder(client: Any, bind_address: str, port: int, owners: Collection[st
 def published_ports(container: Any) -> list[tuple[str, int]]:
     """(host address, host port) of every port the container publishes."""
     bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
-    return [(b.get("HostIp") or "0.0.0.0", int(b["HostPort"]))
-            for entries in bindings.values() for b in entries or [] if b.get("HostPort")]
+    return [
+        (b.get("HostIp") or "0.0.0.0", int(b["HostPort"]))
+        for entries in bindings.values()
+        for b in entries or []
+        if b.get("HostPort")
+    ]
 
 
 def _overlap(a: str, b: str) -> bool:

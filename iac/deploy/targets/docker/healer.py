@@ -90,7 +90,7 @@ def process_start_time(pid: int) -> int | None:
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces: split after its last ')'.
-    return int(stat[stat.rindex(")") + 2:].split()[19])
+    return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
 def cmdline(pid: int) -> list[str]:
@@ -111,8 +111,11 @@ class HealerProvider(ResourceProvider):
         return CreateResult(id_=str(healer.pid), outs={**props, **_outs(healer)})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=bool(changed(olds, news, ("owner", "config_dir", "python"))), replaces=[],
-                          delete_before_replace=False)
+        return DiffResult(
+            changes=bool(changed(olds, news, ("owner", "config_dir", "python"))),
+            replaces=[],
+            delete_before_replace=False,
+        )
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         recorded(id_, olds).stop()
@@ -129,8 +132,12 @@ class HealerProvider(ResourceProvider):
 def recorded(id_: str, props: dict[str, Any]) -> HealerProcess:
     """The healer a resource's state names (numbers come back from Pulumi state as floats)."""
     start_time = props.get("start_time")
-    return HealerProcess(pid=int(props.get("pid") or id_), owner=props["owner"],
-                         start_time=None if start_time is None else int(start_time), token=props.get("token"))
+    return HealerProcess(
+        pid=int(props.get("pid") or id_),
+        owner=props["owner"],
+        start_time=None if start_time is None else int(start_time),
+        token=props.get("token"),
+    )
 
 
 def _outs(healer: HealerProcess) -> dict[str, Any]:
@@ -144,8 +151,22 @@ def _start(props: dict[str, Any]) -> HealerProcess:
     token = secrets.token_hex(16)
     with open(config_dir / "healer.log", "ab") as log:
         process = subprocess.Popen(
-            [props["python"], "-m", DAEMON, "--owner", props["owner"], "--config-dir", str(config_dir), "--token", token],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+            [
+                props["python"],
+                "-m",
+                DAEMON,
+                "--owner",
+                props["owner"],
+                "--config-dir",
+                str(config_dir),
+                "--token",
+                token,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
             env={**os.environ, TOKEN_ENV: token},
         )
     # Our unreaped child: its pid cannot be reused before this read.
@@ -177,7 +198,9 @@ def running_healers(owner: str) -> list[HealerProcess]:
             continue
         args = cmdline(int(entry.name))
         if DAEMON in args and _flag(args, "--owner") == owner:
-            found.append(HealerProcess(int(entry.name), owner, process_start_time(int(entry.name)), _flag(args, "--token")))
+            found.append(
+                HealerProcess(int(entry.name), owner, process_start_time(int(entry.name)), _flag(args, "--token"))
+            )
     return [healer for healer in found if healer.is_running()]
 
 
@@ -196,7 +219,15 @@ def _stop_all(owner: str, config_dir: Path) -> None:
 class Healer(Resource, module="modelstack", name="Healer"):
     pid: pulumi.Output[int]
 
-    def __init__(self, name: str, *, owner: pulumi.Input[str], config_dir: str, opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {"owner": owner, "config_dir": config_dir, "python": sys.executable, "pid": None,
-                 "start_time": None, "token": None}
+    def __init__(
+        self, name: str, *, owner: pulumi.Input[str], config_dir: str, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        props = {
+            "owner": owner,
+            "config_dir": config_dir,
+            "python": sys.executable,
+            "pid": None,
+            "start_time": None,
+            "token": None,
+        }
         super().__init__(HealerProvider(), name, props, opts)

@@ -37,7 +37,11 @@ def listed_replicas(config_dir: Path) -> set[str]:
         text = (config_dir / "upstream.conf").read_text()
     except OSError:
         return set()
-    return {line.split()[1].rsplit(":", 1)[0] for line in text.splitlines() if line.startswith("server ") and " down;" not in line}
+    return {
+        line.split()[1].rsplit(":", 1)[0]
+        for line in text.splitlines()
+        if line.startswith("server ") and " down;" not in line
+    }
 
 
 def event_filters(owner: str) -> dict[str, Any]:

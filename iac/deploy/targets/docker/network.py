@@ -6,7 +6,14 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
-    CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult,
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
 )
 
 from iac.deploy.dynamic import changed, docker_client, owner_labels
@@ -32,8 +39,9 @@ class NetworkProvider(ResourceProvider):
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         # An owner change (a stack made before stack ids gets one) keeps the network: it is known by id.
         replaces = changed(olds, news, ("network_name",))
-        return DiffResult(changes=bool(replaces or changed(olds, news, ("owner",))), replaces=replaces,
-                          delete_before_replace=True)
+        return DiffResult(
+            changes=bool(replaces or changed(olds, news, ("owner",))), replaces=replaces, delete_before_replace=True
+        )
 
     def update(self, id_: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         return UpdateResult(outs={**news, "network_id": id_})
@@ -60,15 +68,26 @@ def _collision(props: dict[str, Any], owners: set[str]) -> str | None:
     held = network_holder(docker_client(), props["network_name"], owners)
     if held is None:
         return None
-    return located(props.get("where") or {}, "name", f"the network {props['network_name']} is already taken by {held}",
-                   "give this service another name (or run the stack under another stack name)")
+    return located(
+        props.get("where") or {},
+        "name",
+        f"the network {props['network_name']} is already taken by {held}",
+        "give this service another name (or run the stack under another stack name)",
+    )
 
 
 class Network(Resource, module="docker", name="Network"):
     network_id: pulumi.Output[str]
     network_name: pulumi.Output[str]
 
-    def __init__(self, name: str, *, owner: pulumi.Input[str], network_name: str, where: dict[str, str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        owner: pulumi.Input[str],
+        network_name: str,
+        where: dict[str, str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         props = {"owner": owner, "network_name": network_name, "network_id": None, "where": where or {}}
         super().__init__(NetworkProvider(), name, props, opts)

@@ -15,7 +15,14 @@ from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
-    CheckFailure, CheckResult, CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult,
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
 )
 
 from iac.deploy.dynamic import HARDENED, UNKNOWN, changed, docker_client, owner_labels
@@ -120,8 +127,17 @@ def collisions(props: dict[str, Any], owners: set[str]) -> list[tuple[str, str]]
     found = []
     held = container_holder(client, props["container_name"], owners)
     if held:
-        found.append(("name", located(where, "name", f"the container name {props['container_name']} is taken by {held}",
-                                      "give this service another name (or run the stack under another stack name)")))
+        found.append(
+            (
+                "name",
+                located(
+                    where,
+                    "name",
+                    f"the container name {props['container_name']} is taken by {held}",
+                    "give this service another name (or run the stack under another stack name)",
+                ),
+            )
+        )
     if s == UNKNOWN or not isinstance(s, dict):
         return found
     for field, port in (("deploy.host_port", s.get("host_port")), ("deploy.grpc_host_port", s.get("grpc_host_port"))):
@@ -129,8 +145,17 @@ def collisions(props: dict[str, Any], owners: set[str]) -> list[tuple[str, str]]
             continue
         held = port_holder(client, str(s["bind_address"]), int(port), owners)
         if held:
-            found.append((field, located(where, field, f"port {int(port)} on {s['bind_address']} is taken by {held}",
-                                         f"set {field} to a free port")))
+            found.append(
+                (
+                    field,
+                    located(
+                        where,
+                        field,
+                        f"port {int(port)} on {s['bind_address']} is taken by {held}",
+                        f"set {field} to a free port",
+                    ),
+                )
+            )
     return found
 
 
@@ -196,13 +221,31 @@ class Proxy(Resource, module="docker", name="Proxy"):
     container_name: pulumi.Output[str]
     config_dir: pulumi.Output[str]
 
-    def __init__(self, name: str, *, owner: pulumi.Input[str], container_name: str, image: str,
-                 network_name: pulumi.Input[str], settings: dict[str, Any], config_dir: pulumi.Input[str],
-                 nginx_conf: str, parked_upstream: str, where: dict[str, str] | None = None,
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        owner: pulumi.Input[str],
+        container_name: str,
+        image: str,
+        network_name: pulumi.Input[str],
+        settings: dict[str, Any],
+        config_dir: pulumi.Input[str],
+        nginx_conf: str,
+        parked_upstream: str,
+        where: dict[str, str] | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         props = {
-            "owner": owner, "container_name": container_name, "image": image, "network_name": network_name,
-            "settings": settings, "config_dir": config_dir, "nginx_conf": nginx_conf,
-            "parked_upstream": parked_upstream, "container_id": None, "where": where or {},
+            "owner": owner,
+            "container_name": container_name,
+            "image": image,
+            "network_name": network_name,
+            "settings": settings,
+            "config_dir": config_dir,
+            "nginx_conf": nginx_conf,
+            "parked_upstream": parked_upstream,
+            "container_id": None,
+            "where": where or {},
         }
         super().__init__(ProxyProvider(), name, props, opts)

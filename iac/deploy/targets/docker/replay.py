@@ -40,8 +40,14 @@ def clear(proxy: Any) -> None:
     proxy.exec_run(["sh", "-c", f": > {REPLAY_LOG}"], user="33:33")
 
 
-def replay(entries: Sequence[dict[str, str]], stable: Sequence[str], candidate: Sequence[str], port: int,
-           kind: AgreementKind, api_key: str | None = None) -> tuple[Agreement, int]:
+def replay(
+    entries: Sequence[dict[str, str]],
+    stable: Sequence[str],
+    candidate: Sequence[str],
+    port: int,
+    kind: AgreementKind,
+    api_key: str | None = None,
+) -> tuple[Agreement, int]:
     """(agreement, candidate failures) over `entries`, alternating over the replicas' addresses."""
     figures: list[float] = []
     failures = 0
@@ -85,4 +91,4 @@ def instances(answer: dict[str, Any]) -> list[Any] | None:
     if not shape:
         return None
     per = len(data) // max(1, int(shape[0]))
-    return [data[i * per:(i + 1) * per] for i in range(int(shape[0]))]
+    return [data[i * per : (i + 1) * per] for i in range(int(shape[0]))]

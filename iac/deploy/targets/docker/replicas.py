@@ -47,8 +47,9 @@ class ReplicasProvider(ResourceProvider):
             # Rolled back: the old version serves as the state says (so `refresh` changes nothing), the
             # record says why; the next `up` diffs the new version against it and tries again.
             return UpdateResult(outs={**olds, "healthy": True, "last_rollout": record})
-        return UpdateResult(outs={**news, "replica_names": names, "healthy": True,
-                                  "last_rollout": record or olds.get("last_rollout")})
+        return UpdateResult(
+            outs={**news, "replica_names": names, "healthy": True, "last_rollout": record or olds.get("last_rollout")}
+        )
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         # Drift (a replica removed or stopped by hand) marks the state unhealthy, so the next
@@ -65,13 +66,16 @@ class ReplicasProvider(ResourceProvider):
 
 def version_of(image_id: str, settings: dict[str, Any], api_key: str | None) -> str:
     """What makes replicas interchangeable: same image, same limits, same key."""
-    blob = json.dumps({"image": image_id, "settings": settings, "key": hashlib.sha256((api_key or "").encode()).hexdigest()},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"image": image_id, "settings": settings, "key": hashlib.sha256((api_key or "").encode()).hexdigest()},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def rollout(props: dict[str, Any], owners: set[str] | None = None,
-            stable: list[str] | None = None) -> tuple[list[str], dict[str, Any] | None]:
+def rollout(
+    props: dict[str, Any], owners: set[str] | None = None, stable: list[str] | None = None
+) -> tuple[list[str], dict[str, Any] | None]:
     """Roll `props`' version out; returns the replicas serving after it and, for a judged rollout (canary
     or shadow), its record. `owners`: the owner labels this stack's replicas may carry (the state's old one
     too, so replicas made before a stack id are retired, not orphaned); `stable`: the replicas the state
@@ -94,8 +98,11 @@ def rollout(props: dict[str, Any], owners: set[str] | None = None,
         for container in started:
             container.remove(force=True)
         raise
-    serving = [name for name in (stable or []) if name not in wanted
-               and name in existing and existing[name].status == "running"]
+    serving = [
+        name
+        for name in (stable or [])
+        if name not in wanted and name in existing and existing[name].status == "running"
+    ]
     record = None
     if (props.get("rollout") or {}).get("strategy", "rolling") != "rolling" and serving:
         from iac.deploy.targets.docker.canary import judged_rollout
@@ -174,16 +181,23 @@ def _ready(container: Any, props: dict[str, Any]) -> bool:
     if props.get("api_key"):
         headers["Authorization"] = f"Bearer {props['api_key']}"
     if props.get("inputs"):  # several named inputs: one zero sample of each, integers for integer inputs
-        zeros = {"instances": [{name: _zeros(shape, 0 if dtype.startswith(("int", "uint")) else 0.0)
-                                for name, shape, dtype in props["inputs"]}]}
+        zeros = {
+            "instances": [
+                {
+                    name: _zeros(shape, 0 if dtype.startswith(("int", "uint")) else 0.0)
+                    for name, shape, dtype in props["inputs"]
+                }
+            ]
+        }
     else:
         zeros = {"instances": [_zeros(props["input_shape"])]}
     try:
         with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
             if response.status != 200:
                 return False
-        request = urllib.request.Request(f"{base}/v1/models/{props['model_name']}:predict",
-                                         data=json.dumps(zeros).encode(), headers=headers)
+        request = urllib.request.Request(
+            f"{base}/v1/models/{props['model_name']}:predict", data=json.dumps(zeros).encode(), headers=headers
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -212,8 +226,12 @@ def _switch_proxy(props: dict[str, Any], names: list[str]) -> None:
     write_config(props["config_dir"], "split.conf", split_conf(), keep_existing=False)
     write_config(props["config_dir"], "mirror.conf", mirror_conf(False), keep_existing=False)
     if settings.get("grpc_port") is not None:  # the proxy publishes gRPC: the same replicas at their gRPC port
-        write_config(props["config_dir"], "upstream-grpc.conf", upstream_conf(names, int(settings["grpc_port"])),
-                     keep_existing=False)
+        write_config(
+            props["config_dir"],
+            "upstream-grpc.conf",
+            upstream_conf(names, int(settings["grpc_port"])),
+            keep_existing=False,
+        )
     reload(props["proxy_name"])
     write_config(props["config_dir"], "upstream-candidate.conf", PARKED, keep_existing=False)
     _wait_serving(props)
@@ -249,8 +267,11 @@ def _retire(containers: list[Any]) -> None:
 def _replicas(owners: set[str]) -> list[Any]:
     """This stack's model containers: those labelled with one of its owners, never another stack's."""
     client = docker_client()
-    return [c for owner in sorted(owners)
-            for c in client.containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})]
+    return [
+        c
+        for owner in sorted(owners)
+        for c in client.containers.list(all=True, filters={"label": [f"{OWNER_LABEL}={owner}", f"{ROLE}=model"]})
+    ]
 
 
 class Replicas(Resource, module="docker", name="Replicas"):
@@ -259,5 +280,6 @@ class Replicas(Resource, module="docker", name="Replicas"):
     last_rollout: pulumi.Output[Any]  # the record of the last canary or shadow rollout (None before one)
 
     def __init__(self, name: str, *, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(ReplicasProvider(), name, {**props, "replica_names": None, "healthy": True, "last_rollout": None},
-                         opts)
+        super().__init__(
+            ReplicasProvider(), name, {**props, "replica_names": None, "healthy": True, "last_rollout": None}, opts
+        )

@@ -47,8 +47,11 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
 
     # The label carries the stack id after an `@`, which only the stack's state knows: match the prefix.
     prefix = owner_of(spec, stack)
-    containers = [c for c in docker_client().containers.list(all=True, filters={"label": OWNER_LABEL})
-                  if owner_prefix(c.labels.get(OWNER_LABEL, "")) == prefix]
+    containers = [
+        c
+        for c in docker_client().containers.list(all=True, filters={"label": OWNER_LABEL})
+        if owner_prefix(c.labels.get(OWNER_LABEL, "")) == prefix
+    ]
     owner = next((c.labels[OWNER_LABEL] for c in containers if c.labels.get("org.modelstack.role") == "proxy"), prefix)
     replicas, proxy = [], None
     for c in containers:
@@ -60,8 +63,15 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
         elif c.labels.get("org.modelstack.role") == "proxy":
             proxy = c.status
     metadata = served_metadata(base_url(spec), spec)
-    return ServiceStatus(endpoint(spec), owner, metadata.get("modelstack") if metadata else None,
-                         sorted(replicas), proxy, bool(healer_pids(owner)), docker_settings(spec).replicas)
+    return ServiceStatus(
+        endpoint(spec),
+        owner,
+        metadata.get("modelstack") if metadata else None,
+        sorted(replicas),
+        proxy,
+        bool(healer_pids(owner)),
+        docker_settings(spec).replicas,
+    )
 
 
 def _answers_readyz(container: Any, port: int) -> bool:

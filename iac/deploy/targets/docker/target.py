@@ -13,7 +13,14 @@ from iac.deploy.targets.docker.network import Network
 from iac.deploy.targets.docker.proxy import Proxy
 from iac.deploy.targets.docker.replicas import Replicas, version_of
 from iac.deploy.targets.docker.settings import (
-    base_url, docker_settings, endpoint, grpc_target, probe_host, proxy_settings, publishes_grpc, replica_settings,
+    base_url,
+    docker_settings,
+    endpoint,
+    grpc_target,
+    probe_host,
+    proxy_settings,
+    publishes_grpc,
+    replica_settings,
 )
 from modelprep.cache import default_root
 
@@ -47,10 +54,17 @@ class Target(pulumi.ComponentResource):
         where = {field: spec.where(field) for field in ("name", "deploy.host_port", "deploy.grpc_host_port")}
         network = Network(f"{name}-network", owner=owner, network_name=base, where=where, opts=child)
         proxy = Proxy(
-            f"{name}-proxy", owner=owner, container_name=f"{base}-proxy", image=PROXY_IMAGE,
-            network_name=network.network_name, settings=proxy_settings(spec), config_dir=config_dir,
+            f"{name}-proxy",
+            owner=owner,
+            container_name=f"{base}-proxy",
+            image=PROXY_IMAGE,
+            network_name=network.network_name,
+            settings=proxy_settings(spec),
+            config_dir=config_dir,
             nginx_conf=nginx_conf(spec.name, deploy.replicas, grpc=publishes_grpc(spec)),
-            parked_upstream=PARKED, where=where, opts=child,
+            parked_upstream=PARKED,
+            where=where,
+            opts=child,
         )
         settings = replica_settings(spec)
         key_env, api_key = (args.api_key.env, args.api_key.secret) if args.api_key is not None else (None, "")
@@ -58,17 +72,31 @@ class Target(pulumi.ComponentResource):
         replicas = Replicas(
             f"{name}-replicas",
             props={
-                "owner": owner, "base_name": base, "image_id": args.image_id, "network_name": network.network_name,
-                "replicas": deploy.replicas, "settings": settings, "version": version, "api_key": api_key,
-                "api_key_env": key_env, "proxy_name": proxy.container_name, "config_dir": config_dir,
-                "model_name": spec.name, "input_shape": list(spec.inputs[0].shape or []),
+                "owner": owner,
+                "base_name": base,
+                "image_id": args.image_id,
+                "network_name": network.network_name,
+                "replicas": deploy.replicas,
+                "settings": settings,
+                "version": version,
+                "api_key": api_key,
+                "api_key_env": key_env,
+                "proxy_name": proxy.container_name,
+                "config_dir": config_dir,
+                "model_name": spec.name,
+                "input_shape": list(spec.inputs[0].shape or []),
                 # several named inputs: the warm-up request names each (absent for one input)
-                **({"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
-                   if len(spec.inputs) > 1 else {}),
-                "artifact_sha256": args.artifact_sha256, "probe_host": probe_host(spec),
+                **(
+                    {"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
+                    if len(spec.inputs) > 1
+                    else {}
+                ),
+                "artifact_sha256": args.artifact_sha256,
+                "probe_host": probe_host(spec),
                 "ready_timeout_s": deploy.ready_timeout,
                 # canary or shadow: the steps and thresholds; the metric says how predictions are compared
-                "rollout": spec.spec.deploy.rollout.model_dump(mode="json"), "metric": spec.spec.optimize.metric.value,
+                "rollout": spec.spec.deploy.rollout.model_dump(mode="json"),
+                "metric": spec.spec.optimize.metric.value,
             },
             opts=pulumi.ResourceOptions(parent=self, aliases=moved, additional_secret_outputs=["api_key"]),
         )
@@ -77,8 +105,12 @@ class Target(pulumi.ComponentResource):
             from iac.deploy.targets.docker.progress import follow
 
             follow(config_dir, replicas.version)  # step, weight and live figures as the rollout goes
-        Healer(f"{name}-healer", owner=owner, config_dir=config_dir,
-               opts=pulumi.ResourceOptions(parent=self, aliases=moved, depends_on=[proxy, replicas]))
+        Healer(
+            f"{name}-healer",
+            owner=owner,
+            config_dir=config_dir,
+            opts=pulumi.ResourceOptions(parent=self, aliases=moved, depends_on=[proxy, replicas]),
+        )
 
         self.outputs = {
             "last_rollout": replicas.last_rollout,

@@ -55,7 +55,12 @@ class Push(Resource, module="kubernetes", name="Push"):
     image_ref: pulumi.Output[str]
     digest: pulumi.Output[str]
 
-    def __init__(self, name: str, *, repository: str, image_id: pulumi.Input[str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(PushProvider(), name, {"repository": repository, "image_id": image_id,
-                                                "image_ref": None, "digest": None}, opts)
+    def __init__(
+        self, name: str, *, repository: str, image_id: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(
+            PushProvider(),
+            name,
+            {"repository": repository, "image_id": image_id, "image_ref": None, "digest": None},
+            opts,
+        )

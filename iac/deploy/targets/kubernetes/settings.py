@@ -76,8 +76,12 @@ def _configuration(spec: ResolvedSpec) -> Any:
     from kubernetes import client, config
 
     configuration = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig_path(spec), context=settings(spec).context,
-                            client_configuration=configuration, persist_config=False)
+    config.load_kube_config(
+        config_file=kubeconfig_path(spec),
+        context=settings(spec).context,
+        client_configuration=configuration,
+        persist_config=False,
+    )
     return configuration
 
 
@@ -89,7 +93,8 @@ def base_url(spec: ResolvedSpec) -> str:
         from kubernetes import client
 
         service = client.CoreV1Api(api_client(spec)).read_namespaced_service(
-            spec.name, settings(spec).namespace, _request_timeout=5)
+            spec.name, settings(spec).namespace, _request_timeout=5
+        )
     except Exception:  # noqa: BLE001 - no cluster, no service: the in-cluster name is still the answer
         return cluster_base_url(spec)
     ingress = (service.status.load_balancer.ingress or []) if service.status and service.status.load_balancer else []

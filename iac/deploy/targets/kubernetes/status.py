@@ -52,8 +52,9 @@ def status(spec: ResolvedSpec, stack: str) -> ServiceStatus:
     except ApiException:
         proxy = None
     metadata = _served_metadata(core, spec) if proxy else None
-    return ServiceStatus(endpoint(spec), f"{k.namespace}/{spec.name}", metadata, sorted(pods), proxy,
-                         deployment is not None, wanted)
+    return ServiceStatus(
+        endpoint(spec), f"{k.namespace}/{spec.name}", metadata, sorted(pods), proxy, deployment is not None, wanted
+    )
 
 
 def _served_metadata(core: Any, spec: ResolvedSpec) -> dict[str, Any] | None:
@@ -62,8 +63,13 @@ def _served_metadata(core: Any, spec: ResolvedSpec) -> dict[str, Any] | None:
     key = os.environ.get(key_env) if key_env else None
     try:
         response = core.connect_get_namespaced_service_proxy_with_path(
-            f"{spec.name}:http", settings(spec).namespace, f"v1/models/{spec.name}/metadata",
-            _preload_content=False, _request_timeout=10, _headers={"X-API-Key": key} if key else None)
+            f"{spec.name}:http",
+            settings(spec).namespace,
+            f"v1/models/{spec.name}/metadata",
+            _preload_content=False,
+            _request_timeout=10,
+            _headers={"X-API-Key": key} if key else None,
+        )
         document = json.loads(response.data)
     except Exception:  # noqa: BLE001 - nothing answers: no pod ready, or no route from the API server
         return None

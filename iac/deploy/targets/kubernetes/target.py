@@ -38,45 +38,79 @@ class Target(pulumi.ComponentResource):
         spec = args.spec
         k = settings(spec)
         provider = k8s.Provider(
-            f"{name}-cluster", kubeconfig=kubeconfig_path(spec), context=k.context, namespace=k.namespace,
+            f"{name}-cluster",
+            kubeconfig=kubeconfig_path(spec),
+            context=k.context,
+            namespace=k.namespace,
             opts=pulumi.ResourceOptions(parent=self),
         )
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         labels = object_labels(spec)
-        meta = {"name": spec.name, "namespace": k.namespace, "labels": labels, "annotations": dict(k.annotations) or None}
+        meta = {
+            "name": spec.name,
+            "namespace": k.namespace,
+            "labels": labels,
+            "annotations": dict(k.annotations) or None,
+        }
 
-        pushed = Push(f"{name}-push", repository=repository(spec), image_id=args.image_id,
-                      opts=pulumi.ResourceOptions(parent=self))
+        pushed = Push(
+            f"{name}-push",
+            repository=repository(spec),
+            image_id=args.image_id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         account = k8s.core.v1.ServiceAccount(
-            f"{name}-account", metadata=meta, automount_service_account_token=False, opts=child)
+            f"{name}-account", metadata=meta, automount_service_account_token=False, opts=child
+        )
 
         env = []
         if args.api_key is not None:
             secret = k8s.core.v1.Secret(
-                f"{name}-api-key", metadata={**meta, "name": f"{spec.name}-api-key"}, type="Opaque",
-                string_data={API_KEY_FIELD: pulumi.Output.secret(args.api_key.secret)}, opts=child)
-            env.append({"name": args.api_key.env, "value_from": {"secret_key_ref": {
-                "name": secret.metadata["name"], "key": API_KEY_FIELD}}})
+                f"{name}-api-key",
+                metadata={**meta, "name": f"{spec.name}-api-key"},
+                type="Opaque",
+                string_data={API_KEY_FIELD: pulumi.Output.secret(args.api_key.secret)},
+                opts=child,
+            )
+            env.append(
+                {
+                    "name": args.api_key.env,
+                    "value_from": {"secret_key_ref": {"name": secret.metadata["name"], "key": API_KEY_FIELD}},
+                }
+            )
 
         deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=meta,
+            f"{name}-deployment",
+            metadata=meta,
             spec=deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(custom_timeouts=pulumi.CustomTimeouts(
-                create=f"{rollout_timeout_s(k)}s", update=f"{rollout_timeout_s(k)}s"))),
+            opts=pulumi.ResourceOptions.merge(
+                child,
+                pulumi.ResourceOptions(
+                    custom_timeouts=pulumi.CustomTimeouts(
+                        create=f"{rollout_timeout_s(k)}s", update=f"{rollout_timeout_s(k)}s"
+                    )
+                ),
+            ),
         )
         service = k8s.core.v1.Service(
-            f"{name}-service", metadata=meta,
+            f"{name}-service",
+            metadata=meta,
             spec={"type": k.service_type.value, "selector": selector_labels(spec), "ports": service_ports(spec)},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
         )
         k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-disruption-budget", metadata=meta,
-            spec={"selector": {"match_labels": selector_labels(spec)}, **k.disruption_budget.effective}, opts=child)
+            f"{name}-disruption-budget",
+            metadata=meta,
+            spec={"selector": {"match_labels": selector_labels(spec)}, **k.disruption_budget.effective},
+            opts=child,
+        )
         k8s.networking.v1.NetworkPolicy(
-            f"{name}-network-policy", metadata=meta, spec=network_policy_spec(spec), opts=child)
+            f"{name}-network-policy", metadata=meta, spec=network_policy_spec(spec), opts=child
+        )
         if k.autoscaling is not None:
             k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                f"{name}-autoscaler", metadata=meta, spec=autoscaler_spec(spec), opts=child)
+                f"{name}-autoscaler", metadata=meta, spec=autoscaler_spec(spec), opts=child
+            )
 
         self.outputs = {
             "endpoint": deployment.metadata.apply(lambda _: cluster_endpoint(spec)),
@@ -84,8 +118,13 @@ class Target(pulumi.ComponentResource):
             "version": pushed.digest,
             "image_digest": pushed.digest,
             "image_ref": pushed.image_ref,
-            "replicas": deployment.status.apply(lambda s: int((s or {}).get("ready_replicas") or 0)
-                                                if isinstance(s, dict) else int(getattr(s, "ready_replicas", 0) or 0)),
+            "replicas": deployment.status.apply(
+                lambda s: (
+                    int((s or {}).get("ready_replicas") or 0)
+                    if isinstance(s, dict)
+                    else int(getattr(s, "ready_replicas", 0) or 0)
+                )
+            ),
             "namespace": pulumi.Output.from_input(k.namespace),
             "service": service.metadata.apply(lambda m: m["name"] if isinstance(m, dict) else m.name),
         }
@@ -118,19 +157,32 @@ def content_annotations(keys: ContentKeys) -> dict[str, str]:
 def container_security() -> dict:
     """The restricted Pod Security Standard, and a read-only root filesystem."""
     return {
-        "run_as_non_root": True, "run_as_user": SERVING_UID, "run_as_group": SERVING_UID,
-        "allow_privilege_escalation": False, "read_only_root_filesystem": True,
-        "capabilities": {"drop": ["ALL"]}, "seccomp_profile": {"type": "RuntimeDefault"},
+        "run_as_non_root": True,
+        "run_as_user": SERVING_UID,
+        "run_as_group": SERVING_UID,
+        "allow_privilege_escalation": False,
+        "read_only_root_filesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccomp_profile": {"type": "RuntimeDefault"},
     }
 
 
-def deployment_spec(spec: ResolvedSpec, keys: ContentKeys, image: pulumi.Input[str], account: pulumi.Input[str],
-                    env: list[dict[str, Any]]) -> dict[str, Any]:
+def deployment_spec(
+    spec: ResolvedSpec,
+    keys: ContentKeys,
+    image: pulumi.Input[str],
+    account: pulumi.Input[str],
+    env: list[dict[str, Any]],
+) -> dict[str, Any]:
     k = settings(spec)
 
     def probe(path: str, failures: int, period: int = PROBE_PERIOD_S) -> dict:
-        return {"http_get": {"path": path, "port": "http"}, "period_seconds": period,
-                "timeout_seconds": 2, "failure_threshold": failures}
+        return {
+            "http_get": {"path": path, "port": "http"},
+            "period_seconds": period,
+            "timeout_seconds": 2,
+            "failure_threshold": failures,
+        }
 
     container = {
         "name": "model",
@@ -138,8 +190,10 @@ def deployment_spec(spec: ResolvedSpec, keys: ContentKeys, image: pulumi.Input[s
         "image_pull_policy": "IfNotPresent",
         "ports": [{"name": name, "container_port": number, "protocol": "TCP"} for name, number in serving_ports(spec)],
         "env": env or None,
-        "resources": {"requests": {"cpu": k.resources.requests.cpu, "memory": k.resources.requests.memory},
-                      "limits": {"cpu": k.resources.limits.cpu, "memory": k.resources.limits.memory}},
+        "resources": {
+            "requests": {"cpu": k.resources.requests.cpu, "memory": k.resources.requests.memory},
+            "limits": {"cpu": k.resources.limits.cpu, "memory": k.resources.limits.memory},
+        },
         # Ready once the model is loaded and warmed up; restarted when the process stops answering;
         # the startup probe holds liveness off while a slow model loads.
         "readiness_probe": probe("/readyz", failures=2),
@@ -154,8 +208,12 @@ def deployment_spec(spec: ResolvedSpec, keys: ContentKeys, image: pulumi.Input[s
         "automount_service_account_token": False,
         "enable_service_links": False,
         "termination_grace_period_seconds": grace_period_s(),
-        "security_context": {"run_as_non_root": True, "run_as_user": SERVING_UID, "run_as_group": SERVING_UID,
-                             "seccomp_profile": {"type": "RuntimeDefault"}},
+        "security_context": {
+            "run_as_non_root": True,
+            "run_as_user": SERVING_UID,
+            "run_as_group": SERVING_UID,
+            "seccomp_profile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": [{"name": "tmp", "empty_dir": {"medium": "Memory", "size_limit": TMP_SIZE}}],
         "node_selector": dict(k.node_selector) or None,
@@ -184,9 +242,16 @@ def serving_ports(spec: ResolvedSpec) -> list[tuple[str, int]]:
 
 def service_ports(spec: ResolvedSpec) -> list[dict]:
     """The Service's ports, one per serving port; gRPC is marked as cleartext HTTP/2 for meshes and gateways."""
-    return [{"name": name, "port": number, "target_port": name, "protocol": "TCP",
-             **({"app_protocol": "kubernetes.io/h2c"} if name == "grpc" else {})}
-            for name, number in serving_ports(spec)]
+    return [
+        {
+            "name": name,
+            "port": number,
+            "target_port": name,
+            "protocol": "TCP",
+            **({"app_protocol": "kubernetes.io/h2c"} if name == "grpc" else {}),
+        }
+        for name, number in serving_ports(spec)
+    ]
 
 
 def network_policy_spec(spec: ResolvedSpec) -> dict:
@@ -207,6 +272,13 @@ def autoscaler_spec(spec: ResolvedSpec) -> dict:
         "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment", "name": spec.name},
         "min_replicas": a.min_replicas,
         "max_replicas": a.max_replicas,
-        "metrics": [{"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "average_utilization": a.cpu_utilization}}}],
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "average_utilization": a.cpu_utilization},
+                },
+            }
+        ],
     }
