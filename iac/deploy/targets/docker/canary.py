@@ -208,7 +208,7 @@ def _stable_figure(props: dict[str, Any], stable: list[str], addresses: dict[str
 
 
 def _address(name: str, network: str) -> str | None:
-    from iac.deploy.targets.docker.replicas import replica_address
+    from iac.deploy.targets.docker.settings import replica_address
 
     container = docker_client().containers.get(name)
     return replica_address(container, network)

@@ -22,6 +22,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, Resou
 from iac.deploy.dynamic import HARDENED, OWNER_LABEL, changed, docker_client, owner_labels
 from iac.deploy.targets.docker.collisions import owners_of
 from iac.deploy.targets.docker.proxy import reload, write_config
+from iac.deploy.targets.docker.settings import replica_address
 
 ROLE = "org.modelstack.role"
 VERSION = "org.modelstack.version"
@@ -202,11 +203,6 @@ def _ready(container: Any, props: dict[str, Any]) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
-
-
-def replica_address(container: Any, network_name: str) -> str | None:
-    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
-    return (networks.get(network_name) or {}).get("IPAddress") or None
 
 
 def _zeros(shape: list[Any], zero: float = 0.0) -> Any:

@@ -64,3 +64,9 @@ def endpoint(spec: ResolvedSpec) -> str:
 def grpc_target(spec: ResolvedSpec) -> str | None:
     """host:port of the proxy's gRPC service (what a gRPC client dials), or None when not published."""
     return f"{probe_host(spec)}:{docker_settings(spec).grpc_host_port}" if publishes_grpc(spec) else None
+
+
+def replica_address(container: Any, network_name: str) -> str | None:
+    """A replica container's address on the stack's network (None before it has one)."""
+    networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+    return (networks.get(network_name) or {}).get("IPAddress") or None
