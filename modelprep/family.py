@@ -160,6 +160,11 @@ class Family(Protocol):
         setting re-measures nothing."""
         ...
 
+    def input_ranges(self, req: PrepRequest) -> dict[str, tuple[int, int]]:
+        """The values each integer input may carry, read from the model (e.g. an embedding's
+        vocabulary); kept in the report's signature, checked by the server per request."""
+        ...
+
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> Session:
         """A run over `req` (loads nothing yet); `cache` is for the family's own shared steps,
         e.g. one export that several variants start from."""

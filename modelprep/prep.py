@@ -100,6 +100,12 @@ def prep(
     report = decide(
         req, family, key, work.hashes["model"] or "", work.session.evaluation_samples(), baselines, entries, outputs
     )
+    ranges = family.input_ranges(req)
+    if ranges:
+        inputs = [
+            t.model_copy(update={"range": list(ranges[t.name])}) if t.name in ranges else t for t in report.inputs
+        ]
+        report = report.model_copy(update={"inputs": inputs})
     chosen = work.entry(family.catalogue[report.variant])
     files = {
         report.artifact_file: (chosen / CANDIDATE_FILE).read_bytes(),

@@ -82,6 +82,7 @@ class TensorSignature(_Data):
     name: str
     shape: list[int]
     dtype: str = "float32"
+    range: list[int] | None = None  # an integer input's lowest and highest accepted value (from the model)
 
     def text(self) -> str:
         return f"{self.name}{self.shape}:{self.dtype}"

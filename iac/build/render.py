@@ -35,9 +35,15 @@ def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
         "runtime": report.runtime,
         "task": s.model.resolved_task(spec.model_format).value,
         "host": "0.0.0.0",
-        "inputs": [{"name": t.name, "shape": list(t.shape or []), "dtype": t.dtype.value} for t in spec.inputs],
+        "inputs": [_served_input(t.name, list(t.shape or []), t.dtype.value, report) for t in spec.inputs],
         "metadata": report.served().model_dump(mode="json"),
     }
+
+
+def _served_input(name: str, shape: list[int], dtype: str, report: PrepReport) -> dict[str, Any]:
+    """One input of serving.json: the spec's signature, and the id range prep read from the model."""
+    found = {t.name: t.range for t in report.inputs or []}.get(name)
+    return {"name": name, "shape": shape, "dtype": dtype, **({"range": [int(v) for v in found]} if found else {})}
 
 
 def render(

@@ -114,3 +114,14 @@ def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
     )
     outputs = runtime.predict(batch)
     assert outputs.shape == (16, 1) and float(np.abs(outputs - labels).mean()) < 1.0
+    # The ids each embedding accepts, read from the model at prep, kept in the signature and
+    # handed to the server, which refuses an id outside them alone (400 naming input and range).
+    assert {t.name: t.range for t in report.inputs} == {"user_id": [0, 199], "item_id": [0, 299]}
+    from iac.build.render import serving_config
+
+    served = serving_config(load_resolved(recommender / "model.yaml"), report)
+    assert {i["name"]: i.get("range") for i in served["inputs"]} == {"user_id": [0, 199], "item_id": [0, 299]}
+    from serving.config import ServingConfig
+
+    config = ServingConfig.from_dict({**served, "artifact": str(result.artifact_path)})
+    assert {i.name: i.range for i in config.inputs} == {"user_id": (0, 199), "item_id": (0, 299)}

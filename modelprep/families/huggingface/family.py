@@ -60,6 +60,9 @@ class HuggingFaceFamily:
             return f"min cosine {lowest or 0.0:.4f} is below optimize.min_cosine {o.min_cosine}"
         return None
 
+    def input_ranges(self, req: PrepRequest) -> dict[str, tuple[int, int]]:
+        return {}  # no integer ids in its signature
+
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> TextSession:
         return TextSession(req, cache, progress)
 

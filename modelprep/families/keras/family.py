@@ -128,6 +128,11 @@ class KerasFamily:
     def judge(self, req: PrepRequest, measure: Measure) -> str | None:
         return None  # the gate and the candidates' eligibility say it all
 
+    def input_ranges(self, req: PrepRequest) -> dict[str, tuple[int, int]]:
+        from modelprep.families.keras.ranges import input_ranges
+
+        return input_ranges(req.model_path)
+
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> KerasSession:
         return KerasSession(req, progress, step)
 

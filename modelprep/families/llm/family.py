@@ -152,6 +152,9 @@ class LlmFamily:
             return f"top-1 agreement {agreement:.4f} is below optimize.min_agreement {floor}"
         return None
 
+    def input_ranges(self, req: PrepRequest) -> dict[str, tuple[int, int]]:
+        return {}  # no integer ids in its signature
+
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> Any:
         from modelprep.families.llm.session import LlmSession
 

@@ -198,6 +198,9 @@ class SpeechFamily:
     def judge(self, req: PrepRequest, measure: Measure) -> str | None:
         return None  # WER is the one gate
 
+    def input_ranges(self, req: PrepRequest) -> dict[str, tuple[int, int]]:
+        return {}  # no integer ids in its signature
+
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         from modelprep.request import PrepRequest
 
