@@ -80,11 +80,15 @@ def test_minilm_stack_up_serves_embeddings_close_to_the_float_model(tmp_path: Pa
         outputs = json.loads(pulumi("stack", "output", "--json"))
         assert outputs["variant"] == "onnx-dynamic"
         endpoint = outputs["endpoint"]
-        texts = [line for line in (project / "data" / "evaluation.txt").read_text().splitlines() if line][:64]
-        served = np.array([_post(endpoint, {"instances": [t]})["predictions"][0] for t in texts], dtype=np.float32)
+        # Every text the gate was measured on, one request each: what is served must pass the gate
+        # prep applied (mean cosine >= 0.99 over the set), not only on a subset's luck.
+        texts = [line for line in (project / "data" / "evaluation.txt").read_text().splitlines() if line]
         reference = float_outputs(prep_request(load_resolved(project / "model.yaml")), Cache())
-        assert reference is not None
-        reference = reference[:64]
+        assert reference is not None and len(reference) == len(texts), (
+            len(texts),
+            None if reference is None else len(reference),
+        )
+        served = np.array([_post(endpoint, {"instances": [t]})["predictions"][0] for t in texts], dtype=np.float32)
         cos = np.sum(served * reference, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(reference, axis=1))
         assert cos.mean() >= 0.99 and cos.min() >= 0.95, (cos.mean(), cos.min())
         np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)

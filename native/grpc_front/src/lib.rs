@@ -61,6 +61,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 const PREFACE_BYTES: usize = 24; // "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 const MAX_PENDING_RESETS: usize = 1000;
 const EOF_STALL: Duration = Duration::from_secs(1);
+// After a client's FIN with no call in progress: how many quiet turns in a row before its end is
+// reported (a call already read may still be on its way to the service).
+const EOF_QUIET_TURNS: u32 = 8;
 const MAX_METADATA_BYTES: usize = 16 * 1024; // grpc-core's default hard limit
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
@@ -582,6 +585,7 @@ struct Connection {
     timer: Pin<Box<Sleep>>,
     armed: Option<Instant>, // the deadline the timer is set to
     eof_turn: Option<(u64, u64)>, // after the client's FIN: calls begun and bytes written as of the last turn
+    eof_quiet_turns: u32,         // how many turns in a row have been quiet since
     written: u64,
 }
 impl Connection {
@@ -637,10 +641,18 @@ impl AsyncRead for Connection {
             let turn = (state.began.load(Ordering::Acquire), self.written);
             if state.streams.load(Ordering::Acquire) > 0 {
                 self.eof_turn = None; // `stream_ended` wakes us when the last one is done
+                self.eof_quiet_turns = 0;
             } else if self.eof_turn == Some(turn) {
-                return Poll::Ready(Ok(()));
+                // A call h2 has read may still be on its way to the service (a spawned task): the
+                // end waits for EOF_QUIET_TURNS quiet turns in a row, each after a yield to the runtime.
+                self.eof_quiet_turns += 1;
+                if self.eof_quiet_turns >= EOF_QUIET_TURNS {
+                    return Poll::Ready(Ok(()));
+                }
+                cx.waker().wake_by_ref();
             } else {
                 self.eof_turn = Some(turn);
+                self.eof_quiet_turns = 0;
                 cx.waker().wake_by_ref(); // another turn: h2 hands over or writes what it holds
             }
         }
@@ -722,7 +734,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, out: mpsc::Sender<io
                 let connection = Connection {
                     stream, counters, info, read: 0, opened: Instant::now(),
                     handshake: shared.request_timeout, idle: shared.idle_timeout,
-                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)), armed: None, eof_turn: None, written: 0,
+                    timer: Box::pin(tokio::time::sleep(shared.request_timeout)), armed: None, eof_turn: None, eof_quiet_turns: 0, written: 0,
                 };
                 if out.send(Ok(connection)).await.is_err() {
                     break;
