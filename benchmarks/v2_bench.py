@@ -129,7 +129,7 @@ class AioVariant:
                     "model_name": MODEL,
                     "artifact": str(artifact),
                     "host": "127.0.0.1",
-                    "port": 1,
+                    "port": 0,  # unused: the variant serves gRPC only
                     "grpc_port": 0,
                     "threads": 1,
                     "inputs": [{"name": "image", "shape": [32, 32, 3], "dtype": "float32"}],

@@ -3,9 +3,12 @@
 A `Sandbox` is a fresh project folder with its own file-backend state, a random stack name and a
 free host port: `Pulumi.yaml` and `__main__.py` come from `stacks/digits`, `model.yaml` from the
 pristine example spec (`modelprep/examples/specs/digits.yaml`, never the user-editable
-`stacks/digits/model.yaml`), the model and data files from a trained example folder. The CLI runs
+`stacks/digits/model.yaml`), the model and data files from a trained example folder. Another
+example passes its stack folder and spec (e.g. `stacks/smollm` and a spec around the tiny GGUF); the
+spec publishes `deploy.host_port: 8501`, which the sandbox replaces with a free port. The CLI runs
 with an environment the sandbox sets itself (passphrase, PULUMI_HOME, backend), whatever the
-caller's shell exports.
+caller's shell exports. `Project`, the folder and the CLI without the spec, serves
+`harness.k8s.sandbox` too.
 """
 
 from __future__ import annotations
@@ -33,40 +36,81 @@ PASSPHRASE = "modelstack-sandbox"  # guards only the sandbox's own throwaway sta
 CALLER_ONLY = ("PULUMI_CONFIG_PASSPHRASE_FILE", "PULUMI_BACKEND_URL", "PULUMI_ACCESS_TOKEN", "PULUMI_STACK")
 
 
-class Sandbox:
-    """`root/digits` (the project), `root/state` (its backend), `root/pulumi-home`; call `pulumi("stack",
-    "init", sandbox.name)` first and `pulumi("destroy", "--yes")` last."""
+class Project:
+    """A copy of a stack's program (the digits stack's unless `stack_files` names another) in
+    `root/<project>` with the model and data files of `example`,
+    its own file-backend state in `root/state`, and the pulumi CLI run there with an environment set
+    here (`env` on top), whatever the caller's shell exports. `model.yaml` is the subclass's to write."""
 
-    def __init__(self, root: Path, example: Path) -> None:
+    timeout = 600.0  # seconds a pulumi command may take, unless the call says otherwise
+
+    def __init__(
+        self, root: Path, example: Path, name: str, pulumi_home: Path, stack_files: Path = STACK_FILES, **env: str
+    ) -> None:
+        import yaml
+
         if not PULUMI.is_file():
             raise RuntimeError(f"{PULUMI} is missing: run `make setup` (scripts/pulumi_cli.sh)")
-        self.dir = root / "digits"
-        self.dir.mkdir()
-        for name in ("Pulumi.yaml", "__main__.py"):
-            shutil.copy(STACK_FILES / name, self.dir / name)
-        shutil.copy(EXAMPLE_SPEC, self.dir / "model.yaml")
+        self.project = str(yaml.safe_load((stack_files / "Pulumi.yaml").read_text())["name"])
+        self.dir = root / self.project
+        self.dir.mkdir(parents=True)
+        for file in ("Pulumi.yaml", "__main__.py"):
+            shutil.copy(stack_files / file, self.dir / file)
         for sub in ("model", "data"):
             shutil.copytree(example / sub, self.dir / sub)
         (root / "state").mkdir()
-        pulumi_yaml = (
-            (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
-        )
-        (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
-        self.port = free_port()
-        self.edit_spec("host_port: 8501", f"host_port: {self.port}")
-        self.name = f"t{uuid.uuid4().hex[:8]}"
-        # The owner label's prefix: the label adds the stack id of the sandbox's state after an `@`.
-        self.owner = f"digits/{self.name}/digits"
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.endpoint = f"{self.base_url}/v1/models/digits:predict"
+        project = (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
+        (self.dir / "Pulumi.yaml").write_text(project)
+        self.name = name  # the stack's
         inherited = {k: v for k, v in os.environ.items() if k not in CALLER_ONLY}
         self.env = {
             **inherited,
             "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_HOME": str(root / "pulumi-home"),
+            "PULUMI_HOME": str(pulumi_home),
+            **env,
         }
+
+    def command(self, *args: str) -> list[str]:
+        return [str(PULUMI), *args, "--non-interactive", "--color", "never"]
+
+    def run(self, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(
+            self.command(*args),
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout or self.timeout,
+        )
+        if check and run.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-5000:]}\n{run.stderr[-3000:]}")
+        return run
+
+    def pulumi(self, *args: str, timeout: float | None = None) -> str:
+        return self.run(*args, timeout=timeout).stdout
+
+    def outputs(self) -> dict[str, Any]:
+        return json.loads(self.pulumi("stack", "output", "--json"))
+
+
+class Sandbox(Project):
+    """`root/digits` (the project), `root/state` (its backend), `root/pulumi-home`; call `pulumi("stack",
+    "init", sandbox.name)` first and `pulumi("destroy", "--yes")` last."""
+
+    def __init__(self, root: Path, example: Path, stack_files: Path = STACK_FILES, spec: Path = EXAMPLE_SPEC) -> None:
+        import yaml
+
+        super().__init__(root, example, f"t{uuid.uuid4().hex[:8]}", root / "pulumi-home", stack_files)
+        self.service = str(yaml.safe_load(spec.read_text())["name"])
+        shutil.copy(spec, self.dir / "model.yaml")
+        self.port = free_port()
+        self.edit_spec("host_port: 8501", f"host_port: {self.port}")
+        # The owner label's prefix: the label adds the stack id of the sandbox's state after an `@`.
+        self.owner = f"{self.project}/{self.name}/{self.service}"
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.endpoint = f"{self.base_url}/v1/models/{self.service}:predict"
 
     def edit_spec(self, old: str, new: str) -> None:
         spec = self.dir / "model.yaml"
@@ -74,22 +118,6 @@ class Sandbox:
         if old not in text:
             raise ValueError(f"{old!r} not in {spec}")
         spec.write_text(text.replace(old, new))
-
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(
-            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and run.returncode != 0:
-            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}")
-        return run
-
-    def pulumi(self, *args: str) -> str:
-        return self.run(*args).stdout
 
     @contextlib.contextmanager
     def deployed(self) -> Iterator[Sandbox]:
@@ -108,18 +136,15 @@ class Sandbox:
         """Start a pulumi command in the background; its output goes to a pulumi-N.log beside the project."""
         with open(self.dir.parent / f"pulumi-{len(list(self.dir.parent.glob('pulumi-*.log')))}.log", "wb") as log:
             return subprocess.Popen(
-                [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+                self.command(*args),
                 cwd=self.dir,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.pulumi("stack", "output", "--json"))
-
     def metadata(self) -> dict[str, Any]:
-        return get(f"{self.base_url}/v1/models/digits/metadata")["metadata"]["modelstack"]
+        return get(f"{self.base_url}/v1/models/{self.service}/metadata")["metadata"]["modelstack"]
 
     def containers(self, role: str | None = None) -> list[Any]:
         import docker
@@ -163,8 +188,10 @@ def leftovers(prefix: str) -> dict[str, list[str]]:
 
     client = docker.from_env()
     label = {"label": OWNER_LABEL}
+    # Sparse: the list's own fields, so another session's container removed meanwhile is no error.
+    listed = [c.attrs for c in client.containers.list(all=True, sparse=True, filters=label)]
     return {
-        "containers": [c.name for c in client.containers.list(all=True, filters=label) if owned(c.labels, prefix)],
+        "containers": [c["Names"][0].lstrip("/") for c in listed if owned(c.get("Labels"), prefix)],
         "networks": [n.name for n in client.networks.list(filters=label) if owned(n.attrs.get("Labels"), prefix)],
         "images": [i.id for i in client.images.list(filters=label) if owned(i.labels, prefix)],
     }

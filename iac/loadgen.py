@@ -293,53 +293,33 @@ def bench_plan(url: str, spec_path: Any, body_path: Any, protocol: str) -> Bench
     from iac.spec.load import load_resolved
 
     spec = load_resolved(spec_path)
-    name, tensor = spec.name, spec.spec.model.inputs[0]
-    inputs = spec.spec.model.inputs or []
-    if len(inputs) > 1:  # several named inputs: rows of {name: sample} (V1), one tensor per input (V2)
-        with np.load(spec.evaluation_path) as data:
-            columns = {t.name: data[t.name][:64] for t in inputs}
-        count = len(columns[inputs[0].name])
-        if protocol == "v1":
-            bodies = [
-                json.dumps({"instances": [{n: c[i].tolist() for n, c in columns.items()}]}).encode()
-                for i in range(count)
-            ]
-            path = f"/v1/models/{name}:predict"
-        else:
-            bodies = [
-                json.dumps(
-                    {
-                        "inputs": [
-                            {
-                                "name": t.name,
-                                "shape": [1, *columns[t.name][i].shape],
-                                "datatype": t.dtype.value.upper().replace("FLOAT", "FP"),
-                                "data": columns[t.name][i].ravel().tolist(),
-                            }
-                            for t in inputs
-                        ]
-                    }
-                ).encode()
-                for i in range(count)
-            ]
-            path = f"/v2/models/{name}/infer"
-        target = url if has_path else url.rstrip("/") + path
-        return BenchPlan(target, bodies, api_key_headers(spec))
+    name, inputs = spec.name, spec.spec.model.inputs or []
+    # Each input's samples, by name: the data file holds one array per input name, or the lone
+    # input's as `x` (the keras family's data files).
     with np.load(spec.evaluation_path) as data:
-        samples = data["x"][:64]
-    if protocol == "v1":
-        bodies = [json.dumps({"instances": [s.tolist()]}).encode() for s in samples]
+        columns = {t.name: data[t.name if t.name in data.files else "x"][:64] for t in inputs}
+    count = len(columns[inputs[0].name])
+    if protocol == "v1":  # one row a request, each input by name
+        bodies = [
+            json.dumps({"instances": [{n: c[i].tolist() for n, c in columns.items()}]}).encode() for i in range(count)
+        ]
         path = f"/v1/models/{name}:predict"
-    else:
+    else:  # one tensor per input, each of one sample
         bodies = [
             json.dumps(
                 {
                     "inputs": [
-                        {"name": tensor.name, "shape": [1, *s.shape], "datatype": "FP32", "data": s.ravel().tolist()}
+                        {
+                            "name": t.name,
+                            "shape": [1, *columns[t.name][i].shape],
+                            "datatype": t.dtype.value.upper().replace("FLOAT", "FP"),
+                            "data": columns[t.name][i].ravel().tolist(),
+                        }
+                        for t in inputs
                     ]
                 }
             ).encode()
-            for s in samples
+            for i in range(count)
         ]
         path = f"/v2/models/{name}/infer"
     target = url if has_path else url.rstrip("/") + path
@@ -413,6 +393,7 @@ class PacedLoad(ThreadedLoad):
 
         while not self._stop.is_set():
             started = time.monotonic()
+            pool: str | None = None  # which version answered; None when nothing did
             try:
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
                 conn.request("POST", self.path, self.bodies[next(self._sent) % len(self.bodies)], self.headers)
@@ -424,7 +405,8 @@ class PacedLoad(ThreadedLoad):
             except (OSError, http.client.HTTPException) as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
             with self._lock:
-                self.result.pools[pool] = self.result.pools.get(pool, 0) + 1
+                if pool is not None:
+                    self.result.pools[pool] = self.result.pools.get(pool, 0) + 1
                 if outcome is None:
                     self.result.ok += 1
                 else:

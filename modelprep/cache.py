@@ -40,7 +40,8 @@ class Cache:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=self.root))
         try:
-            for name, content in files.items():
+            for name, content in files.items():  # a name with slashes is a file in a folder (a folder artifact)
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
                 (staging / name).write_bytes(content)
             (staging / "COMPLETE").write_text(key + "\n")
             final = self.entry(key)

@@ -10,7 +10,16 @@ family; a family says only what differs:
 - the `optimize` fields it honours (`honours`; any other field set in the spec is refused);
 - how one run builds, measures and baselines its variants (`session` → `Session`), measuring
   with the runtime the server loads (`Variant.runtime`);
-- its quality metrics and how the gate reads them (`metrics` → `Quality`).
+- its quality metrics and how the gate reads them (`metrics` → `Quality`);
+- what only it decides about a spec, e.g. the data files it reads (`spec_problems`), and the
+  serving image's packages for each runtime its variants run on (`requirements`);
+- optionally, what a replica needs to serve the chosen variant (`serving_needs(spec, report, artifact)`
+  → `ServingNeeds`: the least memory, the drain on SIGTERM), which the deploy targets size replicas
+  with; a family without it is served with the spec's limits and the server's default drain;
+- optionally, that its artifact is a folder: `artifact_files(req, candidate) -> dict[str, bytes]`
+  names every file of it (relative names) for the chosen candidate's bytes; the result entry then
+  holds the folder `<artifact_file>/`, shipped whole into the image, and the candidate's `sha256`
+  must be that folder's (`modelprep.hashing.tree_sha256`). Without it the artifact is one file.
 
 The contract is a `typing.Protocol` (structural) so a family is plain code with no base class
 to inherit and no import of the loop; the loop imports a family only by its registry name.
@@ -23,9 +32,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
-    from iac.spec.models import ResolvedSpec
+    from iac.spec.models import ModelSpec, ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.report import Measure
     from modelprep.request_model import PrepRequest
@@ -33,6 +44,17 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 Step = Callable[[str, int, int], None]  # (task, done, total): drives progress bars
 Notes = dict[str, Any]  # what a technique says about the variant it made (modelprep.report.Notes fields)
+Loc = tuple[str | int, ...]  # a field of the spec, e.g. ("data", "evaluation")
+Written = Callable[[Loc], bool]  # whether the user wrote a field (a default was not written)
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """A problem with a spec that only its family knows; the spec's loader locates it."""
+
+    loc: Loc
+    problem: str
+    fix: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,16 @@ class Candidate:
     variant: Variant
     eligible: bool
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class ServingNeeds:
+    """What one replica needs to serve the chosen variant, as its family computes it from the prep report,
+    the artifact and the spec's serving settings (e.g. a language model's weights and KV cache)."""
+
+    memory_bytes: int  # the least memory limit the replica serves with
+    memory_detail: str  # how the figure is made up, for the spec error and the logs
+    drain_s: float  # how long in-flight requests may take to finish after SIGTERM (e.g. streams)
 
 
 @dataclass(frozen=True)
@@ -141,6 +173,14 @@ class Family(Protocol):
     # The optimize field that holds the gate's allowance (copied into optimize.max_accuracy_drop by
     # the family's request when it is another, e.g. optimize.max_kl): where a miss is reported.
     gate_field: str
+    # The serving image's pinned packages (a requirements file in serving/) for each runtime its
+    # variants run on (`Variant.runtime`): render installs the chosen variant's.
+    requirements: Mapping[str, str]
+
+    def spec_problems(self, spec: ModelSpec, folder: Path, written: Written) -> list[SpecProblem]:
+        """What only this family decides about a validated spec (the data files it reads, the task and
+        metrics it needs, the files beside the model); `folder` holds the spec file."""
+        ...
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         """The prep request for a resolved spec of this family."""

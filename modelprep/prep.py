@@ -108,7 +108,7 @@ def prep(
         report = report.model_copy(update={"inputs": inputs})
     chosen = work.entry(family.catalogue[report.variant])
     files = {
-        report.artifact_file: (chosen / CANDIDATE_FILE).read_bytes(),
+        **shipped_files(family, req, report.artifact_file, (chosen / CANDIDATE_FILE).read_bytes()),
         OUTPUTS: (chosen / OUTPUTS).read_bytes(),
         REPORT: report_json(report).encode(),
     }
@@ -121,6 +121,16 @@ def prep(
     entry = cache.put(key, files)
     progress(f"cached as {key[:12]}")
     return PrepResult(key, entry / report.artifact_file, report, cached=False)
+
+
+def shipped_files(family: Family, req: PrepRequest, name: str, candidate: bytes) -> dict[str, bytes]:
+    """The deployable artifact as the result entry holds it: the chosen candidate's bytes as the file
+    `name`, or, for a family whose artifact is a folder (an optional `artifact_files(req, candidate)`
+    naming every file of it, e.g. a model folder plus the variant's settings), those files under `name/`."""
+    folder = getattr(family, "artifact_files", None)
+    if folder is None:
+        return {name: candidate}
+    return {f"{name}/{relative}": content for relative, content in folder(req, candidate).items()}
 
 
 class _Work:

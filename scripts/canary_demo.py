@@ -28,6 +28,7 @@ CANARY = """  rollout:
 
 
 def main() -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # training's C++ log lines would bury the outcomes
     from benchmarks.rollout_safety_bench import roll
     from harness.sandbox import Sandbox
     from modelprep.examples.digits import train

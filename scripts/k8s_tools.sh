@@ -102,7 +102,7 @@ install_provider() {
 }
 
 cri_dockerd() {
-  stamped cri-dockerd "$CRI_DOCKERD_VERSION-oom0" && return 0
+  stamped cri-dockerd "$CRI_DOCKERD_VERSION-oom0-http" && return 0
   need_go
   log "building cri-dockerd $CRI_DOCKERD_VERSION (first time: about 5 minutes)"
   go mod download "github.com/Mirantis/cri-dockerd@$CRI_DOCKERD_VERSION"
@@ -114,9 +114,10 @@ cri_dockerd() {
   # This host lacks CAP_SYS_RESOURCE, so a negative oom_score_adj makes runc fail: the sandbox gets 0
   # instead of -998, and a container's negative value (the kubelet gives Guaranteed pods -997) becomes 0.
   bash "$here/scripts/k8s_cri_dockerd_oom.sh" "$src"
+  bash "$here/scripts/k8s_cri_dockerd_streaming.sh" "$src"   # exec through the API (the canary proxy's routing)
   (cd "$src" && go build -mod=mod -trimpath -ldflags "-s -w" -o "$bin/cri-dockerd" .)
   rm -rf "$src"
-  stamp cri-dockerd "$CRI_DOCKERD_VERSION-oom0"
+  stamp cri-dockerd "$CRI_DOCKERD_VERSION-oom0-http"
 }
 
 # A pause image built here: a static C program that sleeps until signalled and reaps children.

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The text-generation runtime: llama.cpp through llama-cpp-python (MIT), which PyPI serves here
-# as an sdist only. Builds it once into a wheel (installed into .venv and put into the serving
-# wheelhouse) and, with --server (for benchmarks/llm_bench.py only), llama.cpp's own `llama-server` from the
-# same vendored tree. Both are cached outside the clone, keyed by version and build flags, with
-# a stamp, so a second run (or a second clone) costs nothing. Idempotent.
+# as an sdist only. Builds it once into a wheel (installed into .venv and, with GCC's OpenMP runtime
+# added, put into the serving wheelhouse) and, with --server (for benchmarks/llm_bench.py only),
+# llama.cpp's own `llama-server` from the same vendored tree. Both are cached outside the clone,
+# keyed by version and build flags, with a stamp, so a second run (or a second clone) costs nothing.
+# Idempotent.
 #
 # Why these flags (../docs/llm.md, notes/generative.md):
 # - GCC 12's native build compiles ggml's AMX path but drops the tile configuration: every
@@ -52,9 +53,16 @@ if [[ "$(cat "$venv/.llama-runtime.key" 2>/dev/null)" != "$version-$key" ]]; the
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheel"
   echo "$version-$key" > "$venv/.llama-runtime.key"
 fi
+# The serving image's copy carries GCC's OpenMP runtime (libgomp.so.1, which ggml links) beside
+# llama.cpp's libraries: the base image has Python's packages only (scripts/wheel_bundle_libs.py).
+if [[ ! -f "$cache/image-wheel.stamp" ]] || ! ls "$cache"/image-wheels/llama_cpp_python-"$version"-1-*.whl >/dev/null 2>&1; then
+  rm -rf "$cache/image-wheels"
+  "$venv/bin/python" "$here/scripts/wheel_bundle_libs.py" "$wheel" "$cache/image-wheels" llama_cpp/lib libgomp.so.1 >/dev/null
+  touch "$cache/image-wheel.stamp"
+fi
 if [[ -d "$wheelhouse" ]]; then
   rm -f "$wheelhouse"/llama_cpp_python-*.whl
-  cp "$wheel" "$wheelhouse/"
+  cp "$cache"/image-wheels/llama_cpp_python-*.whl "$wheelhouse/"
 fi
 
 # 2. llama.cpp's own server, static, for the side-by-side benchmark only.

@@ -22,7 +22,9 @@ fi
 platforms=(--platform manylinux2014_x86_64 --platform linux_x86_64)
 for n in $(seq 17 36); do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
 
-rm -rf "$dest"
+# Additive: a requirements file added or changed downloads what is missing (pip skips the wheels
+# already here), and the wheels built on this machine (the gRPC transport, llama.cpp) stay; a
+# wheel no requirements file pins any more is removed after the download.
 mkdir -p "$dest"
 log "downloading the pinned serving packages for CPython 3.11 / glibc 2.36"
 for req in "${reqs[@]}"; do
@@ -34,5 +36,10 @@ for req in "${reqs[@]}"; do
     "${platforms[@]}" --no-deps -r "$dest/.requirements.txt" -d "$dest"
 done
 rm -f "$dest/.requirements.txt"
+pinned="$(cat "${reqs[@]}" | grep -E '^[A-Za-z0-9._-]+==' | sed -E 's/==/-/; s/[-_.]+/_/g' | tr 'A-Z' 'a-z' | sort -u)"
+for wheel in "$dest"/*.whl; do
+  name="$(basename "$wheel" | cut -d- -f1-2 | sed -E 's/[-_.]+/_/g' | tr 'A-Z' 'a-z')"
+  grep -qxF "$name" <<<"$pinned" || { log "removing $(basename "$wheel") (no longer pinned)"; rm -f "$wheel"; }
+done
 echo "$want" > "$stamp"
 log "$(ls "$dest"/*.whl | wc -l) wheels in $dest"

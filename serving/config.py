@@ -169,8 +169,13 @@ _INTEGER_LIMITS = {
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # What the generator adds to the spec's serving section: the model, its task (the serving
-# family, serving/families.py) and where the server runs.
-_MODEL_FIELDS = ("task", "model_name", "artifact", "host", "inputs", "metadata", "runtime")
+# family, serving/families.py), where the server runs and how long it drains on SIGTERM (the
+# deploy target's stop grace period is sized from the same figure).
+_MODEL_FIELDS = ("task", "model_name", "artifact", "host", "inputs", "metadata", "runtime", "drain_timeout_s")
+# SIGTERM waits this long for in-flight requests unless the model needs longer (e.g. streams of
+# generated text: the generator writes drain_timeout_s); Docker's default stop timeout is 10 s.
+DEFAULT_DRAIN_TIMEOUT_S = 9.0
+MAX_DRAIN_TIMEOUT_S = 3600.0
 _TOP_LEVEL_FIELDS = (*_MODEL_FIELDS, *SETTINGS)
 # The predict family's runtimes (serving.predict checks them; other families name their own).
 # "auto" picks the runtime from the artifact's suffix: .onnx -> onnx, anything else -> litert.
@@ -231,6 +236,7 @@ class ServingConfig:
     max_sequences: int = MAX_SEQUENCES.default
     max_queued_sequences: int = MAX_QUEUED_SEQUENCES.default
     context_length: int = CONTEXT_LENGTH.default
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
 
     @property
     def batching_enabled(self) -> bool:
@@ -274,6 +280,9 @@ class ServingConfig:
         if not isinstance(metadata, dict):
             errors.append(f"metadata: must be a JSON object, got {_kind(metadata)}")
         runtime = _check_str(data.get("runtime", "auto"), "runtime", errors)  # which ones: the family's check
+        drain = data.get("drain_timeout_s", DEFAULT_DRAIN_TIMEOUT_S)
+        if isinstance(drain, bool) or not isinstance(drain, int | float) or not 0 < drain <= MAX_DRAIN_TIMEOUT_S:
+            errors.append(f"drain_timeout_s: must be seconds in (0, {MAX_DRAIN_TIMEOUT_S:g}], got {_show(drain)}")
         settings = {
             name: check_setting(name, data.get(name, setting.default), errors) for name, setting in SETTINGS.items()
         }
@@ -298,6 +307,7 @@ class ServingConfig:
             host=host,
             metadata=metadata,
             runtime=runtime,
+            drain_timeout_s=float(drain),
             **settings,
         )
 

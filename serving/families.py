@@ -56,3 +56,16 @@ def check(task: str, data: Mapping[str, Any]) -> list[str]:
     except FamilyUnavailable as exc:
         return [str(exc)]
     return list(getattr(found, "check", lambda _: [])(data))
+
+
+def takes_inputs(task: str) -> bool:
+    """Whether serving.json lists the model's inputs for ``task``: a family taking no tensor signature
+    (e.g. text generation, which takes text through its own API) says ``INPUTS = False``."""
+    return bool(getattr(module(task), "INPUTS", True))
+
+
+def warm_up_request(task: str, model_name: str) -> tuple[str, dict[str, Any]] | None:
+    """The family's own warm-up request (path, JSON body) a deployer sends a new replica before it takes
+    traffic, or None: the family answers the predict protocol, warmed up with zeros of its inputs."""
+    make = getattr(module(task), "warm_up_request", None)
+    return None if make is None else make(model_name)

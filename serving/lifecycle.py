@@ -4,7 +4,8 @@ The server binds and answers first, then loads and warms up the model in a threa
 ``/healthz`` answers during loading and ``/readyz`` (and predict) answer 503 until the model is
 ready. A model that fails to load ends the process with exit code 1; a bad config with 2.
 SIGTERM (or SIGINT): stop accepting, close idle keep-alive connections, let in-flight and queued
-requests finish (up to ``DRAIN_TIMEOUT_S``), exit 0.
+requests finish (up to the config's ``drain_timeout_s``: ``DRAIN_TIMEOUT_S`` unless the generator
+sized it for the model), exit 0.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from serving import family
 from serving.app import App
 from serving.auth import read_api_key
 from serving.batching import settle
-from serving.config import ServingConfig
+from serving.config import DEFAULT_DRAIN_TIMEOUT_S, ServingConfig
 from serving.listener import HttpServer, raise_open_file_limit, return_freed_memory
 from serving.logs import flush_logs, flush_on, log_event, stop_flushing
 from serving.state import ModelState
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from serving.family import GrpcFront
     from serving.state import Served
 
-# SIGTERM waits this long for in-flight requests; Docker's default stop timeout is 10 s.
-DRAIN_TIMEOUT_S = 9.0
+# SIGTERM waits this long for in-flight requests by default; Docker's default stop timeout is 10 s.
+DRAIN_TIMEOUT_S = DEFAULT_DRAIN_TIMEOUT_S
 # The loop thread holds the GIL most of the time; switching every 0.5 ms instead of 5 ms lets the
 # inference thread take its result back without waiting several intervals (a p99 cost).
 SWITCH_INTERVAL_S = 0.0005
@@ -143,7 +144,7 @@ async def _serve_until_stopped(loop: asyncio.AbstractEventLoop, server: HttpServ
     )
 
     await stopping
-    drained = await _stop(server, grpc_front, DRAIN_TIMEOUT_S)
+    drained = await _stop(server, grpc_front, config.drain_timeout_s)
     try:  # what the model already accepted is still finished (answers for clients that left too)
         await asyncio.wait_for(state.drain(), 1.0)
     except TimeoutError:

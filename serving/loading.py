@@ -1,27 +1,25 @@
-"""Model loading: the runtime for the config's artifact (LiteRT, ONNX Runtime, a text model or a
-several-input one), checked against the config and warmed up."""
+"""Model loading: the runtime for the config's artifact (LiteRT, ONNX Runtime or a text model),
+checked against the config's inputs and warmed up. A model with one input is the case of a list
+of one: every input is paired with the model's by name and checked alike."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from serving import runtime
 from serving.config import InputSpec, ServingConfig
+from serving.feeds import pair
 
 if TYPE_CHECKING:
-    from serving.runtime import Runtime
+    from serving.runtime import Feed, Runtime
 
 
 def load_runtime(config: ServingConfig) -> Runtime:
     """The runtime for the config's artifact, with the config's thread count."""
-    max_bucket = max(runtime.DEFAULT_MAX_BUCKET, runtime.bucket_for(config.max_batch_size))
-    if len(config.inputs) > 1:  # several named inputs (serving.multi_runtime)
-        from serving.multi_runtime import load_multi_runtime
-
-        return load_multi_runtime(config)  # type: ignore[no-any-return]
     if config.input.dtype == "string":  # a text model: tokenizer and ONNX graph in one artifact
         from serving.text import TextModel
 
@@ -29,34 +27,42 @@ def load_runtime(config: ServingConfig) -> Runtime:
     if config.resolved_runtime == "onnx":
         from serving.onnx_runtime import OnnxModel
 
-        return OnnxModel(config.artifact, num_threads=config.threads)
-    return runtime.LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket)
+        return OnnxModel(config.artifact, num_threads=config.threads, inputs=config.inputs)
+    max_bucket = max(runtime.DEFAULT_MAX_BUCKET, runtime.bucket_for(config.max_batch_size))
+    return runtime.LiteRTModel(config.artifact, num_threads=config.threads, max_bucket=max_bucket, inputs=config.inputs)
 
 
-def check_model_matches_config(model: Runtime, spec: InputSpec) -> None:
-    """Fail start-up when the config's input does not fit the artifact's input tensor."""
+def check_model_matches_config(model: Runtime, inputs: Sequence[InputSpec], where: str = "model") -> None:
+    """Fail start-up when an input of the config does not fit the model's input it feeds."""
+    feeds = {feed.name: feed for feed in model.feeds}
+    pairs = pair(list(feeds), [spec.name for spec in inputs], where)
+    for i, spec in enumerate(inputs):
+        check_input(i, spec, feeds[pairs[spec.name]])
+
+
+def check_input(i: int, spec: InputSpec, feed: Feed) -> None:
+    """One input of the config against the model's: a text for a text model, else a fitting shape
+    and a dtype the runtime can cast (or quantize) to the tensor's."""
     if spec.dtype == "string":
-        if model.input_dtype != np.dtype(object):
-            raise ValueError(
-                f"inputs[0].dtype string needs a text model, but the artifact takes {model.input_dtype.name}"
-            )
+        if feed.dtype != np.dtype(object):
+            raise ValueError(f"inputs[{i}].dtype string needs a text model, but the artifact takes {feed.dtype.name}")
         return
-    model_shape = model.input_shape
-    if len(model_shape) != len(spec.shape) or any(m not in (-1, c) for m, c in zip(model_shape, spec.shape)):
+    shape = feed.shape
+    if len(shape) != len(spec.shape) or any(m not in (-1, c) for m, c in zip(shape, spec.shape)):
         raise ValueError(
-            f"inputs[0].shape {list(spec.shape)} does not match the model's input shape "
-            f"{list(model_shape)} (batch dimension excluded)"
+            f"inputs[{i}].shape {list(spec.shape)} does not match the model's input {feed.name!r} of shape "
+            f"{list(shape)} (batch dimension excluded)"
         )
-    tensor = model.input_dtype
+    tensor = feed.dtype
     client = np.dtype(spec.dtype)
     fits = (
         tensor.kind == "f"
         or client == tensor
-        or (model.input_quantized and client.kind == "f")
+        or (feed.quantized and client.kind == "f")
         or (tensor.kind in "iu" and client.kind in "iu")
     )
     if not fits:
-        raise ValueError(f"inputs[0].dtype {spec.dtype} cannot feed the model's {tensor.name} input tensor")
+        raise ValueError(f"inputs[{i}].dtype {spec.dtype} cannot feed the model's {tensor.name} input {feed.name!r}")
 
 
 def warm_up_sizes(config: ServingConfig) -> tuple[int, ...]:
@@ -81,12 +87,7 @@ def single_sample_cost(model: Runtime, runs: int = 15) -> float:
 def load_model(config: ServingConfig) -> tuple[Runtime, float, float]:
     """Load, check and warm up the model: (runtime, warm-up ms, single-sample seconds)."""
     model = load_runtime(config)
-    if len(config.inputs) > 1:  # several named inputs: each checked by name
-        from serving.multi_runtime import check_feeds
-
-        check_feeds(model.feeds, config.inputs, config.artifact)  # type: ignore[attr-defined]
-    else:
-        check_model_matches_config(model, config.input)
+    check_model_matches_config(model, config.inputs, f"model artifact {config.artifact}")
     started = time.perf_counter()
     model.warm_up(warm_up_sizes(config))
     warm_up_ms = (time.perf_counter() - started) * 1000

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 JSON = b"application/json"
 
@@ -70,84 +67,3 @@ class Response:
     # chunked transfer encoding under the connection's flow control; ``body`` is then unused.
     # The iterator is closed (its ``finally`` runs) when the client goes away.
     stream: AsyncIterator[bytes] | None = None
-
-
-class ResponseStream(Protocol):
-    """The body of a streamed answer as a producer that pushes its pieces sees it.
-
-    ``write`` and ``end`` are called on the event loop; after the client has gone both do nothing
-    and ``on_disconnect`` (set by the producer) has been called once, so work can stop early.
-    """
-
-    on_disconnect: Callable[[], None] | None
-
-    @property
-    def closed(self) -> bool: ...
-    def write(self, data: bytes) -> None: ...
-    def end(self) -> None: ...
-
-
-@dataclass(slots=True)
-class StreamingResponse(Response):
-    """An answer whose producer pushes its pieces (e.g. tokens from a decode thread, handed to the
-    loop): ``start`` is called with a ``ResponseStream`` when the front end begins the answer; the
-    producer writes to it and ends it. It becomes the ``stream`` the front end writes under its flow
-    control, so there is one way to stream in ``serving.http1``. ``body`` is unused.
-    """
-
-    start: Callable[[ResponseStream], None] | None = None
-
-    def __post_init__(self) -> None:
-        if self.start is not None and self.stream is None:
-            self.stream = _pushed(self.start)
-
-
-class _Pushed:
-    """A ``ResponseStream`` whose writes queue up for the iterator the front end pulls."""
-
-    __slots__ = ("_ended", "gone", "on_disconnect", "pieces", "wake")
-
-    def __init__(self) -> None:
-        self.pieces: deque[bytes] = deque()
-        self.wake = asyncio.Event()
-        self.on_disconnect: Callable[[], None] | None = None
-        self.gone = False
-        self._ended = False
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    @property
-    def closed(self) -> bool:
-        return self.gone or self._ended
-
-    def write(self, data: bytes) -> None:
-        if data and not self.closed:
-            self.pieces.append(data)
-            self.wake.set()
-
-    def end(self) -> None:
-        self._ended = True
-        self.wake.set()
-
-
-async def _pushed(start: Callable[[ResponseStream], None]) -> AsyncIterator[bytes]:
-    """The pieces a pushing producer writes, as they come; closed early (the client left), it tells
-    the producer once through ``on_disconnect`` so its work stops."""
-    sink = _Pushed()
-    start(sink)
-    try:
-        while True:
-            while sink.pieces:
-                yield sink.pieces.popleft()
-            if sink.ended:
-                return
-            sink.wake.clear()
-            await sink.wake.wait()
-    finally:
-        if not sink.ended:
-            sink.gone = True
-            callback, sink.on_disconnect = sink.on_disconnect, None
-            if callback is not None:
-                callback()

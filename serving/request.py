@@ -3,9 +3,8 @@
 Every transport (TF Serving's V1 JSON, the V2 JSON body, the V2 binary extension, V2 gRPC)
 decodes into an ``InferRequest`` of ``InferInput`` s (KServe's shape: name, datatype, shape, data
 or raw bytes), its requested outputs and parameters. ``bind`` then checks the request against
-the model's inputs (names, datatypes, shapes, integer ranges, texts) and makes the batch: the
-input's tensor for a model with one input, a structured array with one field per input
-(``serving.feeds.pack``) for several. A model with one input is the case of a list of one.
+the model's inputs (names, datatypes, shapes, integer ranges, texts), each the same way, and makes
+the batch (``serving.feeds.batch``). A model with one input is the case of a list of one.
 
 Rules that hold for every transport:
 
@@ -29,7 +28,7 @@ import numpy as np
 from serving.bytes_tensors import TensorDataError
 from serving.config import InputSpec
 from serving.errors import ClientError, show
-from serving.feeds import pack
+from serving.feeds import batch
 from serving.tensors import V2_DATATYPES, V2_NUMPY, cast, check_input_tensor, check_integers, tensor_array, to_batch
 from serving.text import text_batch, text_tensor
 from serving.v2_binary import tensor_from_bytes
@@ -82,17 +81,31 @@ class InferRequest:
 
 def bind(request: InferRequest, inputs: Sequence[InputSpec], where: str = "inputs") -> np.ndarray:
     """The request checked against the model's ``inputs``, as one batch (see the module's rules)."""
-    tensors = request.inputs
-    if len(inputs) == 1:
-        spec = inputs[0]
-        if len(tensors) != 1:
-            raise ClientError(400, f'{where}: must hold exactly one tensor named "{spec.name}", got {len(tensors)}')
-        return bind_input(tensors[0], spec, integers_only=False)
-    check_names([t.name for t in tensors], inputs, where)
     specs = {spec.name: spec for spec in inputs}
-    arrays = {t.name: bind_input(t, specs[t.name], integers_only=True) for t in tensors}
+    integers_only = ids_only(inputs)
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in request.inputs:
+        name = tensor.name
+        spec = specs.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise ClientError(
+                400, f"{tensor.where}.name: unexpected input {show(name)}; this model takes {names(inputs)}"
+            )
+        if name in arrays:
+            raise ClientError(400, f'{where}: input "{name}" is given more than once')
+        arrays[name] = bind_input(tensor, spec, integers_only)
+    for spec in inputs:
+        if spec.name not in arrays:
+            raise ClientError(400, f'{where}: missing input "{spec.name}"; this model takes {names(inputs)}')
     same_batch(arrays, inputs, where)
-    return pack(inputs, arrays)
+    return batch(inputs, arrays)
+
+
+def ids_only(inputs: Sequence[InputSpec]) -> bool:
+    """Whether integer inputs take integers only: a model's integer inputs beside others are ids
+    (an integral float is refused, naming the input); a lone integer input takes integral values,
+    e.g. pixels written from a float array. The module's rules; tested both ways."""
+    return len(inputs) > 1
 
 
 def bind_input(tensor: InferInput, spec: InputSpec, integers_only: bool) -> np.ndarray:

@@ -1,31 +1,52 @@
 """Model runtimes: LiteRT (.tflite) and ONNX Runtime (.onnx), behind one small interface.
 
-Both classes offer what the HTTP layer and the batcher need: ``input_shape``, ``output_shape``
-(per sample, -1 for a dynamic dimension), ``input_dtype``, ``input_quantized``, ``output_dtype``,
-``platform``, ``predict(batch)`` (thread-safe) and ``warm_up(batch_sizes)``.
+Both classes offer what the server and the batcher need: ``feeds`` (each input under the name
+requests give it, with its per-sample shape, -1 for a dynamic dimension, and dtype),
+``output_shape``, ``output_dtype``, ``platform``, ``predict(batch)`` (thread-safe) and
+``warm_up(batch_sizes)``. A model with one input is the case of a list of one: ``predict`` takes
+the batch ``serving.request.bind`` makes (``serving.feeds``: a plain array for one input, a
+structured array for several) and reads each input from it by name.
 ``serving.loading.load_runtime`` picks one from the config (``runtime``, or the artifact's
-suffix). modelprep measures every variant through these same classes (``from_bytes``), so the gate judges the outputs the server gives.
+suffix). modelprep measures every variant through these same classes (``from_bytes``), so the
+gate judges the outputs the server gives.
 
 ``LiteRTModel`` hides the TFLite tensor plumbing: it quantizes float inputs for int8/uint8
-models, dequantizes quantized outputs, and keeps one interpreter per batch-size bucket (powers of
-two up to ``max_bucket``) so that batches of varying size never pay for
+tensors, dequantizes a quantized output, and keeps one interpreter per batch-size bucket (powers
+of two up to ``max_bucket``) so that batches of varying size never pay for
 ``resize_tensor_input`` + ``allocate_tensors`` (which reallocates every tensor): a batch of n
 runs on the interpreter of the smallest bucket >= n, padded with zero rows that are dropped from
 the output. Each interpreter has its own lock (an interpreter is not re-entrant). The model must
-have exactly one input and one output tensor.
+have exactly one output tensor.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from serving.feeds import pair, unpack, zeros
+
+if TYPE_CHECKING:
+    from serving.config import InputSpec
+
 # Batches above the largest bucket are split into chunks of that size.
 DEFAULT_MAX_BUCKET = 64
+
+
+@dataclass(frozen=True)
+class Feed:
+    """One input of a loaded model, under the name requests give it."""
+
+    name: str
+    shape: tuple[int, ...]  # per sample (no batch dimension); -1 marks a dynamic dimension
+    dtype: np.dtype[Any]  # the tensor's (int8/uint8 for a fully quantized model; object for texts)
+    quantized: bool = False  # float values are quantized with the tensor's scale and zero point
 
 
 class Runtime(Protocol):
@@ -34,13 +55,9 @@ class Runtime(Protocol):
     platform: str
 
     @property
-    def input_shape(self) -> tuple[int, ...]: ...
+    def feeds(self) -> tuple[Feed, ...]: ...
     @property
     def output_shape(self) -> tuple[int, ...]: ...
-    @property
-    def input_dtype(self) -> np.dtype[Any]: ...
-    @property
-    def input_quantized(self) -> bool: ...
     @property
     def output_dtype(self) -> np.dtype[Any]: ...
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
@@ -61,6 +78,36 @@ def bucket_for(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def request_names(model: Sequence[str], inputs: Sequence[InputSpec] | None, where: Path) -> list[tuple[str, str]]:
+    """(the model's name, the name requests give it) of each input, in the config's order
+    (``serving.feeds.pair``); the model's own names, in its order, when no config is given."""
+    if inputs is None:
+        return [(name, name) for name in model]
+    pairs = pair(model, [spec.name for spec in inputs], f"model artifact {where}")
+    return [(pairs[spec.name], spec.name) for spec in inputs]
+
+
+class _Input:
+    """One input tensor of the interpreter: where it goes, its dtype and its quantization."""
+
+    __slots__ = ("dtype", "feed", "index", "name", "sample", "scale", "zero")
+
+    def __init__(self, name: str, details: dict[str, Any]) -> None:
+        self.name = name
+        self.index: int = details["index"]
+        self.dtype: np.dtype[Any] = np.dtype(details["dtype"])
+        self.scale, self.zero = tensor_quantization(details)
+        self.sample = tuple(max(int(d), 1) for d in details["shape"][1:])  # the shape buckets resize to
+        shape = tuple(int(d) for d in details.get("shape_signature", details["shape"])[1:])
+        self.feed = Feed(name, shape, self.dtype, self.scale != 0.0)
+
+    def tensor(self, values: np.ndarray) -> np.ndarray:
+        """Values as the tensor takes them: float values quantized for a quantized tensor."""
+        if self.scale != 0.0 and values.dtype.kind == "f":
+            return quantize(values, self.dtype, self.scale, self.zero)
+        return np.ascontiguousarray(values, dtype=self.dtype)
+
+
 class _Slot:
     """One interpreter allocated for a fixed batch size, with its lock."""
 
@@ -73,7 +120,10 @@ class _Slot:
 
 
 class LiteRTModel:
-    """A .tflite model ready to run batches; ``predict`` may be called from any thread."""
+    """A .tflite model ready to run batches; ``predict`` may be called from any thread.
+
+    ``inputs`` (the config's) names the model's inputs as requests do (``request_names``); without
+    it they keep the model's own names (the signature's, else the tensors')."""
 
     platform = "tensorflow_lite"
     labels: tuple[str, ...] = ()  # no class names (a text classifier has them); read per request
@@ -84,6 +134,7 @@ class LiteRTModel:
         num_threads: int = 1,
         max_bucket: int = DEFAULT_MAX_BUCKET,
         content: bytes | None = None,
+        inputs: Sequence[InputSpec] | None = None,
     ) -> None:
         # Imported here so importing this module (e.g. for config checks) stays cheap.
         from ai_edge_litert.interpreter import Interpreter
@@ -95,40 +146,44 @@ class LiteRTModel:
         self._content = content  # shared by every bucket's interpreter
         self._make = lambda: Interpreter(model_content=self._content, num_threads=num_threads)
         interpreter = self._make()
-        inputs = interpreter.get_input_details()
+        details = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(
-                f"model artifact {model_path}: expected exactly one input and one output tensor, "
-                f"found {len(inputs)} inputs and {len(outputs)} outputs"
-            )
-        self._input = inputs[0]
+        if len(outputs) != 1:
+            raise ValueError(f"model artifact {model_path}: expected one output tensor, found {len(outputs)}")
+        own = _input_names(interpreter, details)
+        by_name = {own[int(d["index"])]: d for d in details}
+        self._inputs = tuple(
+            _Input(name, by_name[model]) for model, name in request_names(list(by_name), inputs, model_path)
+        )
+        self._feeds = tuple(spec.feed for spec in self._inputs)
+        self._names = tuple(spec.name for spec in self._inputs)
         self._output = outputs[0]
-        self._input_index: int = self._input["index"]
         self._output_index: int = self._output["index"]
-        self._input_dtype: np.dtype[Any] = np.dtype(self._input["dtype"])
-        self._in_scale, self._in_zero = tensor_quantization(self._input)
         self._out_scale, self._out_zero = tensor_quantization(self._output)
-        signature = self._input.get("shape_signature", self._input["shape"])
-        self._dynamic_batch = len(signature) > 0 and int(signature[0]) == -1
-        self._sample_shape = tuple(max(int(d), 1) for d in self._input["shape"][1:])
+        # A model exported with a fixed batch (of 1) cannot be resized: it runs samples one by one.
+        self._dynamic_batch = all(_dynamic_batch(d) for d in details)
         self.max_bucket = bucket_for(max_bucket) if self._dynamic_batch else 1
         self._slots: dict[int, _Slot] = {}
         self._slots_lock = threading.Lock()
         interpreter.allocate_tensors()
-        first = int(self._input["shape"][0]) if len(self._input["shape"]) else 1
+        first = int(details[0]["shape"][0]) if len(details[0]["shape"]) else 1
         self._slots[first] = _Slot(interpreter, first)
 
     @classmethod
-    def from_bytes(cls, content: bytes, num_threads: int = 1, max_bucket: int = DEFAULT_MAX_BUCKET) -> LiteRTModel:
+    def from_bytes(
+        cls,
+        content: bytes,
+        num_threads: int = 1,
+        max_bucket: int = DEFAULT_MAX_BUCKET,
+        inputs: Sequence[InputSpec] | None = None,
+    ) -> LiteRTModel:
         """The same model from the artifact's bytes (what modelprep measures before anything is written)."""
-        return cls("<memory>.tflite", num_threads=num_threads, max_bucket=max_bucket, content=content)
+        return cls("<memory>.tflite", num_threads=num_threads, max_bucket=max_bucket, content=content, inputs=inputs)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Per-sample input shape (no batch dimension); -1 marks a dynamic dimension."""
-        signature = self._input.get("shape_signature", self._input["shape"])
-        return tuple(int(d) for d in signature[1:])
+    def feeds(self) -> tuple[Feed, ...]:
+        """Each input, under the name requests give it, in the config's order."""
+        return self._feeds
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -137,90 +192,107 @@ class LiteRTModel:
         return tuple(int(d) for d in signature[1:])
 
     @property
-    def input_dtype(self) -> np.dtype[Any]:
-        """The input tensor's dtype (int8/uint8 for a fully quantized model)."""
-        return self._input_dtype
-
-    @property
-    def input_quantized(self) -> bool:
-        """True when float inputs are quantized with the tensor's scale and zero point."""
-        return self._in_scale != 0.0
-
-    @property
     def output_dtype(self) -> np.dtype[Any]:
         """The dtype ``predict`` returns: float32 for quantized outputs, else the tensor's."""
         dtype: np.dtype[Any] = np.dtype(np.float32 if self._out_scale else self._output["dtype"])
         return dtype
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Run a batch (first axis = samples) and return the output batch.
+        """Run a batch (first axis = samples; ``serving.feeds``) and return the output batch.
 
-        Float input for a quantized input tensor is quantized; input already in the tensor's
-        dtype is passed through as is.
+        Float values for a quantized input tensor are quantized; values already in the tensor's
+        dtype are passed through as they are.
         """
         batch = np.asarray(batch)
         if batch.ndim == 0 or batch.shape[0] == 0:
             raise ValueError(f"predict needs a batch with at least one sample, got shape {batch.shape}")
-        tensor = self._to_input_tensor(batch)
-        n = tensor.shape[0]
+        values = unpack(batch, self._names)
+        tensors = [spec.tensor(values[spec.name]) for spec in self._inputs]
+        n = batch.shape[0]
         step = self.max_bucket
         if n <= step:
-            raw = self._run(tensor)
+            raw = self._run(tensors, n)
         else:
-            raw = np.concatenate([self._run(tensor[i : i + step]) for i in range(0, n, step)])
-        return self._from_output_tensor(raw)
+            raw = np.concatenate(
+                [self._run([t[i : i + step] for t in tensors], min(step, n - i)) for i in range(0, n, step)]
+            )
+        return dequantize(raw, self._out_scale, self._out_zero)
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1,)) -> np.ndarray:
         """Run zero-filled batches so requests do not pay for lazy initialization.
 
         Each size allocates (and runs once) the interpreter of its bucket.
         """
+        # Float zeros for a quantized input, as requests bring them: the timed warm-up
+        # (serving.loading.single_sample_cost) includes the quantization they pay for.
+        sample = [Feed(f.name, f.shape, _FLOAT32) if f.quantized else f for f in self._feeds]
         result = np.zeros(0)
         for size in batch_sizes:
-            result = self.predict(np.zeros((size, *self._sample_shape), dtype=np.float32))
+            result = self.predict(zeros(sample, size))
         return result
 
-    def _run(self, tensor: np.ndarray) -> np.ndarray:
-        n = tensor.shape[0]
+    def _run(self, tensors: list[np.ndarray], n: int) -> np.ndarray:
         if not self._dynamic_batch:
-            # A model exported with a fixed batch of 1 cannot be resized: run samples one by one.
             slot = self._slots[next(iter(self._slots))]
             if n == 1:
-                return self._invoke(slot, tensor)
-            return np.concatenate([self._invoke(slot, tensor[i : i + 1]) for i in range(n)])
+                return self._invoke(slot, tensors)
+            return np.concatenate([self._invoke(slot, [t[i : i + 1] for t in tensors]) for i in range(n)])
         size = n if n & (n - 1) == 0 else bucket_for(n)  # a power of two is its own bucket
         slot = self._slots.get(size) or self._new_slot(size)
         if size != n:
-            padded = np.zeros((size, *tensor.shape[1:]), dtype=tensor.dtype)
-            padded[:n] = tensor
-            return self._invoke(slot, padded)[:n]
-        return self._invoke(slot, tensor)
+            return self._invoke(slot, [_padded(t, size) for t in tensors])[:n]
+        return self._invoke(slot, tensors)
 
     def _new_slot(self, size: int) -> _Slot:
         with self._slots_lock:
             slot = self._slots.get(size)
             if slot is None:
                 interpreter = self._make()
-                interpreter.resize_tensor_input(self._input_index, [size, *self._sample_shape])
+                for spec in self._inputs:
+                    interpreter.resize_tensor_input(spec.index, [size, *spec.sample])
                 interpreter.allocate_tensors()
                 slot = self._slots[size] = _Slot(interpreter, size)
             return slot
 
-    def _invoke(self, slot: _Slot, tensor: np.ndarray) -> np.ndarray:
+    def _invoke(self, slot: _Slot, tensors: list[np.ndarray]) -> np.ndarray:
         with slot.lock:
             interpreter = slot.interpreter
-            interpreter.set_tensor(self._input_index, tensor)
+            for spec, tensor in zip(self._inputs, tensors):
+                interpreter.set_tensor(spec.index, tensor)
             interpreter.invoke()
             output: np.ndarray = interpreter.get_tensor(self._output_index)
             return output  # a copy, so it stays valid after the lock is released
 
-    def _to_input_tensor(self, batch: np.ndarray) -> np.ndarray:
-        if self._in_scale != 0.0 and batch.dtype.kind == "f":
-            return quantize(batch, self._input_dtype, self._in_scale, self._in_zero)
-        return np.ascontiguousarray(batch, dtype=self._input_dtype)
 
-    def _from_output_tensor(self, raw: np.ndarray) -> np.ndarray:
-        return dequantize(raw, self._out_scale, self._out_zero)
+def _input_names(interpreter: Any, details: list[dict[str, Any]]) -> dict[int, str]:
+    """Each input tensor's index -> its name: the signature's (the Keras input's name) when the
+    model has one signature, else the tensor's own without the converter's decorations."""
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        named = {int(d["index"]): name for name, d in runner.get_input_details().items()}
+        if named.keys() == {int(d["index"]) for d in details}:  # the signature is the main graph's
+            return named
+    return {int(d["index"]): _plain(d["name"]) for d in details}
+
+
+def _plain(name: str) -> str:
+    """A LiteRT tensor name without the converter's signature prefix and output suffix
+    ("serving_default_user_id:0" -> "user_id")."""
+    name = name.split(":")[0]
+    return name.removeprefix("serving_default_")
+
+
+def _dynamic_batch(details: dict[str, Any]) -> bool:
+    signature = details.get("shape_signature", details["shape"])
+    return len(signature) > 0 and int(signature[0]) == -1
+
+
+def _padded(tensor: np.ndarray, size: int) -> np.ndarray:
+    """The tensor with zero rows added up to ``size`` samples."""
+    padded = np.zeros((size, *tensor.shape[1:]), dtype=tensor.dtype)
+    padded[: len(tensor)] = tensor
+    return padded
 
 
 def quantize(batch: np.ndarray, target: np.dtype[Any], scale: float, zero: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from serving.errors import ClientError, show
+from serving.runtime import Feed
 
 META_PREFIX = "modelstack."
 BUCKET = 8
@@ -180,20 +181,13 @@ class TextModel:
 
     # the interface the server and the batcher use ----------------------------------------------
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return ()
+    def feeds(self) -> tuple[Feed, ...]:
+        """One text per sample (the served input's name is free: ``serving.feeds.pair``)."""
+        return (Feed("text", (), np.dtype(object)),)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
         return (self._width,)
-
-    @property
-    def input_dtype(self) -> np.dtype[Any]:
-        return np.dtype(object)
-
-    @property
-    def input_quantized(self) -> bool:
-        return False
 
     @property
     def output_dtype(self) -> np.dtype[Any]:

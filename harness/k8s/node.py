@@ -53,6 +53,12 @@ def start_node(cluster: LocalCluster, pki: Path, server: str, ports: dict[str, i
                         },
                     },
                     {"type": "portmap", "capabilities": {"portMappings": True}},
+                    # Docker sets the FORWARD policy to DROP and bridged packets pass through it
+                    # (bridge-nf-call-iptables): without this, a pod reaches no other pod, directly
+                    # or through a Service (the canary proxy does). It accepts each pod's traffic in
+                    # a CNI-FORWARD chain and removes a pod's rules with the pod; the empty chain
+                    # stays (another cluster on this host may use it).
+                    {"type": "firewall", "backend": "iptables"},
                 ],
             }
         )

@@ -1,15 +1,11 @@
 """A throwaway digits stack pointed at a Kubernetes cluster, driven through the real Pulumi CLI (tests,
-`make k8s-demo`, the scale benchmark). Like `harness.sandbox.Sandbox`: its own project folder,
-file-backend state and passphrase, the pristine example spec with its deploy section set here, and
-PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin."""
+`make k8s-demo`, the scale benchmark). A `harness.sandbox.Project`, as `Sandbox` is: its own project
+folder, file-backend state and passphrase; here the pristine example spec with its deploy section set,
+and PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,39 +13,27 @@ from typing import Any
 
 import yaml
 
-from harness.sandbox import CALLER_ONLY, EXAMPLE_SPEC, PASSPHRASE, PULUMI, STACK_FILES
+from harness.sandbox import EXAMPLE_SPEC, Project
 
 REPO = Path(__file__).resolve().parents[2]
 PULUMI_HOME = REPO / ".tools" / "pulumi-home"
 
 
-class K8sSandbox:
+class K8sSandbox(Project):
     """`root/digits` (the project), `root/state` (its backend); `init()` first, `destroy()` last."""
 
+    timeout = 900.0  # a cluster's rollout: image pushes, pods scheduled
+
     def __init__(self, root: Path, example: Path, deploy: dict[str, Any], **changes: Any) -> None:
-        if not PULUMI.is_file():
-            raise RuntimeError(f"{PULUMI} is missing: run `make setup` (scripts/pulumi_cli.sh)")
-        self.dir = root / "digits"
-        self.dir.mkdir(parents=True)
-        for name in ("Pulumi.yaml", "__main__.py"):
-            shutil.copy(STACK_FILES / name, self.dir / name)
-        for sub in ("model", "data"):
-            shutil.copytree(example / sub, self.dir / sub)
-        (root / "state").mkdir()
-        project = (self.dir / "Pulumi.yaml").read_text().replace("file://./.pulumi-state", f"file://{root / 'state'}")
-        (self.dir / "Pulumi.yaml").write_text(project)
-        self.name = f"k{uuid.uuid4().hex[:8]}"
+        super().__init__(
+            root,
+            example,
+            f"k{uuid.uuid4().hex[:8]}",
+            PULUMI_HOME,
+            PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION="true",
+            PULUMI_DIY_BACKEND_NO_LEGACY_WARNING="true",
+        )
         self.write_spec(deploy, **changes)
-        inherited = {k: v for k, v in os.environ.items() if k not in CALLER_ONLY}
-        self.env = {
-            **inherited,
-            "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
-            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_HOME": str(PULUMI_HOME),
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
-        }
 
     @property
     def spec_path(self) -> Path:
@@ -90,27 +74,8 @@ class K8sSandbox:
         finally:
             self.destroy()
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(
-            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
-            cwd=self.dir,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and run.returncode != 0:
-            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-5000:]}\n{run.stderr[-3000:]}")
-        return run
-
-    def pulumi(self, *args: str, timeout: float = 900) -> str:
-        return self.run(*args, timeout=timeout).stdout
-
-    def up(self, timeout: float = 900) -> str:
+    def up(self, timeout: float | None = None) -> str:
         return self.pulumi("up", "--yes", "--skip-preview", "--suppress-progress", timeout=timeout)
 
     def destroy(self) -> str:
         return self.pulumi("destroy", "--yes", "--suppress-progress")
-
-    def outputs(self) -> dict[str, Any]:
-        return json.loads(self.pulumi("stack", "output", "--json"))

@@ -25,18 +25,28 @@ def default_wheelhouse() -> Path:
     return Path(os.environ.get("MODELSTACK_WHEELHOUSE") or REPO / ".cache" / "wheelhouse")
 
 
-def serving_config(spec: ResolvedSpec, report: PrepReport) -> dict[str, Any]:
-    """What the server reads at start-up (serving/config.py); its `metadata` is what /metadata shows."""
+def serving_config(spec: ResolvedSpec, report: PrepReport, artifact: Path | None = None) -> dict[str, Any]:
+    """What the server reads at start-up (serving/config.py); its `metadata` is what /metadata shows.
+    The inputs are the spec's signature unless the task's serving family takes none; the drain on SIGTERM
+    is what the model family says the chosen variant needs (`artifact`: its file), else the server's."""
+    from modelprep.families import serving_needs
+    from serving.families import takes_inputs
+
     s = spec.spec
+    task = s.model.resolved_task(spec.model_format).value
+    needs = serving_needs(spec, report, artifact) if artifact is not None else None
     return {
         **s.serving.model_dump(mode="json"),  # every setting, validated by the spec against the server's own bounds
         "model_name": s.name,
         "artifact": f"/app/model/{artifact_name(report)}",
         "runtime": report.runtime,
-        "task": s.model.resolved_task(spec.model_format).value,
+        "task": task,
         "host": "0.0.0.0",
-        "inputs": [_served_input(t.name, list(t.shape or []), t.dtype.value, report) for t in spec.inputs],
+        "inputs": [_served_input(t.name, list(t.shape or []), t.dtype.value, report) for t in spec.inputs]
+        if takes_inputs(task)
+        else [],
         "metadata": report.served().model_dump(mode="json"),
+        **({"drain_timeout_s": needs.drain_s} if needs is not None else {}),
     }
 
 
@@ -51,7 +61,7 @@ def render(
 ) -> list[Path]:
     """Write the build context into `out_dir` (replacing what was there); returns its files."""
     wheelhouse = wheelhouse or default_wheelhouse()
-    requirements = requirements_file(report)
+    requirements = requirements_file(spec, report)
     wheels = wheels_for(requirements, wheelhouse)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -68,9 +78,9 @@ def render(
     files = {
         "Dockerfile": render_template("Dockerfile.j2", **context).encode(),
         ".dockerignore": render_template("dockerignore.j2", **context).encode(),
-        "serving.json": (json.dumps(serving_config(spec, report), indent=2, sort_keys=True) + "\n").encode(),
+        "serving.json": (json.dumps(serving_config(spec, report, artifact), indent=2, sort_keys=True) + "\n").encode(),
         "requirements.txt": requirements.read_bytes(),
-        f"model/{artifact_name(report)}": artifact.read_bytes(),
+        **artifact_files(artifact, report),
     }
     for source in server_sources():
         files[f"app/serving/{source.relative_to(SERVING_PACKAGE).as_posix()}"] = source.read_bytes()
@@ -87,15 +97,29 @@ def artifact_name(report: PrepReport) -> str:
     return Path(report.artifact_file).name
 
 
-# The image carries one runtime, the one prep measured the chosen variant with.
-RUNTIME_REQUIREMENTS = {"onnx": "requirements-onnx.txt", "llama.cpp": "requirements-llm.txt"}
+def artifact_files(artifact: Path, report: PrepReport) -> dict[str, bytes]:
+    """The artifact under model/: one file, or a folder (e.g. a model's weights, tokenizer and
+    settings) with every file in it, at the same path the server is given either way."""
+    name = f"model/{artifact_name(report)}"
+    if not artifact.is_dir():
+        return {name: artifact.read_bytes()}
+    inside = sorted(p for p in artifact.rglob("*") if p.is_file())
+    return {f"{name}/{p.relative_to(artifact).as_posix()}": p.read_bytes() for p in inside}
 
 
-def requirements_file(report: PrepReport) -> Path:
-    """The pinned packages of the chosen variant's runtime: LiteRT unless it names another."""
-    if report.input.dtype == "string":  # a text model: ONNX Runtime and the tokenizer
-        return SERVING_PACKAGE / "requirements-text.txt"
-    return SERVING_PACKAGE / RUNTIME_REQUIREMENTS.get(report.runtime, "requirements.txt")
+def requirements_file(spec: ResolvedSpec, report: PrepReport) -> Path:
+    """The pinned packages of the chosen variant's runtime, as the model's family names them (the
+    image carries one runtime: the one prep measured the chosen variant with)."""
+    from modelprep.families import family_of_format
+
+    family = family_of_format(spec.model_format.value)
+    try:
+        return SERVING_PACKAGE / family.requirements[report.runtime]
+    except KeyError:
+        raise ValueError(
+            f"the {family.name} family names no serving image for runtime {report.runtime!r} "
+            f"(it has {', '.join(family.requirements)})"
+        ) from None
 
 
 def wheels_for(requirements: Path, wheelhouse: Path) -> list[Path]:

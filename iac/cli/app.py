@@ -177,7 +177,7 @@ def serve(
     resolved = load_resolved(spec)
     with err.status("prep", spinner="dots") as status:
         result = run_prep(prep_request(resolved), progress=lambda msg: status.update(f"prep: {msg}"))
-    config = serving_config(resolved, result.report)
+    config = serving_config(resolved, result.report, result.artifact_path)
     config.update(artifact=str(result.artifact_path), host=host, port=port)
     if grpc_port is not None:
         config["grpc_port"] = None if grpc_port < 0 else grpc_port

@@ -29,7 +29,8 @@ class ModelArtifactProvider(ResourceProvider):
         from pathlib import Path
 
         # A cache entry that was wiped is drift: forget the resource so `up` makes it again.
-        if not Path(props.get("artifact_path") or "").is_file():
+        # The artifact is a file or, for some families, a folder.
+        if not Path(props.get("artifact_path") or "").exists():
             return ReadResult(None, {})
         return ReadResult(id_, props)
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from iac.spec.deploy_errors import foreign_setting, moved_settings, unknown_target, untagged
 from iac.spec.errors import Problem, UserError
-from iac.spec.models import DEPLOY_SECTIONS, DockerDeploy, Locations, ModelFormat, ModelSpec, ResolvedSpec, Task
+from iac.spec.models import DEPLOY_SECTIONS, DockerDeploy, Locations, ModelFormat, ModelSpec, ResolvedSpec
 
 Loc = tuple[str | int, ...]
 
@@ -165,55 +165,12 @@ def _format(base: Path, spec: ModelSpec) -> ModelFormat:
 
 
 def _family_problems(doc: SpecDocument, spec: ModelSpec, fmt: ModelFormat) -> list[Problem]:
-    """What only the model's format (written or inferred from its files) decides."""
-    m, problems = spec.model, []
+    """What only the family of the model's format (written or inferred from its files) decides:
+    its data files, task and metric (``Family.spec_problems``), located in the file."""
+    from modelprep.families import family_of_format
 
-    def add(loc: Loc, problem: str, fix: str) -> None:
-        problems.append(Problem(doc.where(loc), ".".join(map(str, loc)), problem, fix))
-
-    if fmt == ModelFormat.huggingface:
-        if m.task is None:
-            add(
-                ("model",),
-                "a huggingface model needs a task",
-                "add task: sentence-embedding or task: text-classification",
-            )
-        for field in ("calibration", "evaluation"):
-            if getattr(spec.data, field).endswith(".npz"):
-                add(
-                    ("data", field),
-                    "a text model reads texts, not arrays",
-                    "use a .txt file (one text per line) or .jsonl",
-                )
-        if spec.data.evaluation.endswith(".txt") and m.task == Task.text_classification:
-            add(
-                ("data", "evaluation"),
-                "text-classification needs labelled texts",
-                'use .jsonl with {"text": ..., "label": ...} per line',
-            )
-        metric = spec.optimize.metric
-        allowed = ("cosine",) if m.task == Task.sentence_embedding else ("accuracy", "top_k")
-        if m.task is not None and metric.value not in allowed and "metric" in (doc.data.get("optimize") or {}):
-            add(
-                ("optimize", "metric"),
-                f'"{metric.value}" does not score a {m.task.value} model',
-                f"use {' or '.join(allowed)}",
-            )
-        if not (base_dir := doc.path.parent / m.path).joinpath("tokenizer.json").is_file() and base_dir.is_dir():
-            add(
-                ("model", "path"),
-                f"{m.path!r} has no tokenizer.json",
-                "save the tokenizer with the model (tokenizer.save_pretrained)",
-            )
-    elif fmt == ModelFormat.keras:
-        if m.inputs is None:
-            add(("model",), "a keras model needs its input signature", "add inputs with name, shape and dtype")
-        for field in ("calibration", "evaluation"):
-            if not getattr(spec.data, field).endswith(".npz"):
-                add(("data", field), "a Keras model reads arrays", "save them with numpy.savez as a .npz file")
-        if spec.optimize.metric.value == "cosine":
-            add(("optimize", "metric"), '"cosine" scores sentence embeddings', "use accuracy, top_k or mae")
-    return problems
+    found = family_of_format(fmt.value).spec_problems(spec, doc.path.parent, lambda loc: loc in doc.lines)
+    return [Problem(doc.where(p.loc), ".".join(map(str, p.loc)), p.problem, p.fix) for p in found]
 
 
 def _problem(doc: SpecDocument, err: Any) -> Problem:

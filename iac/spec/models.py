@@ -919,15 +919,6 @@ class KubernetesDeploy(_DeployCommon):
         ),
     ] = 300
 
-    @model_validator(mode="after")
-    def _rolling_only(self) -> KubernetesDeploy:
-        if self.rollout.strategy != RolloutStrategy.rolling:
-            raise ValueError(
-                f"rollout strategy {self.rollout.strategy} runs on the docker target only so far; "
-                "use strategy: rolling with target kubernetes"
-            )
-        return self
-
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:

@@ -9,10 +9,13 @@ family that loads it. A new family adds one line to each and nothing anywhere el
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
-    from modelprep.family import Family
+    from iac.spec.models import ResolvedSpec
+    from modelprep.family import Family, ServingNeeds
+    from modelprep.report import PrepReport
 
 FAMILIES: dict[str, str] = {
     "keras": "modelprep.families.keras.family",
@@ -43,3 +46,10 @@ def family_of_format(model_format: str) -> Family:
         return family(FORMATS[model_format])
     except KeyError:
         raise KeyError(f"no model family loads format {model_format!r}; known: {', '.join(FORMATS)}") from None
+
+
+def serving_needs(spec: ResolvedSpec, report: PrepReport, artifact: str | Path) -> ServingNeeds | None:
+    """What a replica needs to serve `report`'s chosen variant (its family's optional `serving_needs`),
+    or None when the family leaves the spec's limits as they are."""
+    hook = getattr(family_of_format(spec.model_format.value), "serving_needs", None)
+    return None if hook is None else cast("ServingNeeds", hook(spec, report, Path(artifact)))

@@ -17,6 +17,15 @@ if TYPE_CHECKING:
     from serving.generate.engine import Engine
     from serving.routes import Route
 
+# serving.json lists no tensor inputs for this family: it takes text through its own API (``check``
+# refuses them), so the generator leaves the spec's signature out (``serving.families.takes_inputs``).
+INPUTS = False
+
+
+def warm_up_request(model_name: str) -> tuple[str, dict[str, Any]]:
+    """What a deployer sends a new replica before it takes traffic: one greedy token."""
+    return "/v1/completions", {"model": model_name, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+
 
 def load(config: ServingConfig) -> Engine:
     """Open the configured GGUF file, start the decode thread and warm it up with one generation."""

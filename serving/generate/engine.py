@@ -2,9 +2,9 @@
 
 Each request is a ``Sequence`` with its own llama.cpp sequence id (a KV-cache stream) and its own
 sampler chain (llama.cpp's: top-p, temperature, seeded distribution, or greedy). Every step the
-thread admits waiting sequences while ids are free, drops cancelled ones (their KV cells are
-removed at once), puts one token per decoding sequence and prompt chunks of new ones into a
-single ``llama_batch``, calls ``llama_decode`` once and samples each sequence's next token. So a
+thread admits waiting sequences while ids are free (the lowest first), drops cancelled ones (their
+KV cells are removed at once), puts one token per decoding sequence and prompt chunks of new ones
+into a single ``llama_batch`` in sequence-id order, calls ``llama_decode`` once and samples each sequence's next token. So a
 request joins the running ones at the next step and leaves when it is done; nothing here
 re-implements sampling, the KV cache or batching — llama.cpp does those.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
+import heapq
+import os
 import sys
 import threading
 import time
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 N_BATCH = 2048
 N_UBATCH = 512
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+KV_UNIFIED = False  # a KV stream per sequence (see Engine.__init__); benchmarks flip it
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,12 @@ class Engine:
         max_queued: int,
         stats: GenerationStats | None = None,
     ) -> None:
+        # ggml's CPU threads meet at a barrier after every graph node (~1,000 a step) through
+        # OpenMP; libgomp's default spins there, so a thread the scheduler parks stalls the
+        # other's whole time slice. Measured at load 7-9 on 2 shared cores, 2 threads: 1 stream
+        # 1.5 -> 27 tokens/s, 8 streams 10 -> 22 with PASSIVE (docs/llm.md). libgomp reads it when
+        # llama.cpp's library loads, so before the import; OMP_WAIT_POLICY=active keeps spinning.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import llama_cpp as ll  # the runtime loads only for this family
 
         self._ll = ll
@@ -134,21 +143,26 @@ class Engine:
         params.n_ubatch = N_UBATCH
         params.n_seq_max = max_sequences
         params.n_threads = params.n_threads_batch = threads
-        # One KV stream per sequence: each attends over its own cells only (the sequences
-        # share no prefix worth a unified buffer).
-        params.kv_unified = max_sequences == 1
+        # A KV stream per sequence (llama-server's layout with --parallel N): each attends over its
+        # own cells only. llama.cpp then cuts a step with split_equal(sequential): a physical batch
+        # holds only sequences whose ids rise by one in batch order. So ids are handed out lowest
+        # first and the batch is laid out in id order (_step); handed out last-freed-first and in
+        # arrival order, a step of 8 decode tokens ran as 8 one-token passes over the weights
+        # (docs/llm.md, benchmarks/llm_steps.py). One unified buffer avoids the split but makes
+        # every token's attention scan every sequence's cells: +15-20% CPU per step at 8 x 256.
+        params.kv_unified = KV_UNIFIED
         params.no_perf = True
         self.ctx = ll.llama_init_from_model(self.model, params)
         if not self.ctx:
             raise ValueError(f"llama.cpp cannot create a context of {params.n_ctx} tokens for {model_path!r}")
-        self.context_length = int(ll.llama_n_ctx_seq(self.ctx))
+        self.context_length = min(self.context_length, int(ll.llama_n_ctx_seq(self.ctx)))
         self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(N_BATCH, 0, 1)
         self.template = ll.llama_model_chat_template(self.model, None)  # bytes or None
         self.max_queued = max_queued
         self.stats = stats or GenerationStats()
         self.stats.kv_capacity = self.context_length * max_sequences
-        self._free = list(range(max_sequences - 1, -1, -1))
+        self._free = list(range(max_sequences))  # a heap: the lowest free id first
         self._waiting: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._cond = threading.Condition()
@@ -279,9 +293,10 @@ class Engine:
             seq = self._waiting.popleft()
             if seq.cancelled:
                 continue
-            seq.slot = self._free.pop()
+            seq.slot = heapq.heappop(self._free)
             seq.sampler = self._sampler(seq.sampling)
             self._running.append(seq)
+        self._running.sort(key=lambda s: s.slot)  # the batch goes in id order
         stats = self.stats
         stats.waiting = len(self._waiting)
         stats.running = len(self._running)
@@ -308,7 +323,7 @@ class Engine:
             ll.llama_sampler_free(seq.sampler)
             seq.sampler = None
         self._running.remove(seq)
-        self._free.append(seq.slot)
+        heapq.heappush(self._free, seq.slot)
         seq.finished = True
 
     def _step(self) -> None:
@@ -317,16 +332,18 @@ class Engine:
         batch = self.batch
         n = 0
         sampled: list[tuple[Sequence, int]] = []  # (sequence, its row in the batch)
-        for seq in self._running:  # decoding sequences first: one token each
+        # Every decoding sequence's token has a place; prompt chunks share what is left.
+        room = N_BATCH - sum(1 for seq in self._running if seq.fed == len(seq.prompt))
+        prompt_tokens = 0
+        for seq in self._running:  # in id order: one physical batch spans consecutive ids
             if seq.fed == len(seq.prompt):
                 pos = len(seq.prompt) + seq.generated - 1
                 self._put(n, seq.last, pos, seq.slot, True)
                 sampled.append((seq, n))
                 n += 1
-        prompt_tokens = 0
-        for seq in self._running:  # then prompt chunks as far as the batch has room
-            if seq.fed < len(seq.prompt) and n < N_BATCH:
-                take = min(len(seq.prompt) - seq.fed, N_BATCH - n)
+            elif room > 0:
+                take = min(len(seq.prompt) - seq.fed, room)
+                room -= take
                 for i in range(seq.fed, seq.fed + take):
                     last = i == len(seq.prompt) - 1
                     self._put(n, seq.prompt[i], i, seq.slot, last)

@@ -8,17 +8,19 @@ server-sent events written as the tokens arrive, and a client that hangs up canc
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from serving import v2
 from serving.errors import ClientError, encode_json, error_body
 from serving.generate import params
 from serving.generate.engine import Sequence
-from serving.messages import Request, Response, ResponseStream, StreamingResponse
+from serving.messages import Request, Response
 from serving.routes import GET, POST, Route
 from serving.tensors import parse_json
 
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 
 Reply = Callable[[Callable[[], Response]], None]
 SSE = b"text/event-stream"
+# A proxy in front (the Docker target's nginx) passes each event on as it comes instead of
+# buffering the answer; clients and caches keep nothing.
+SSE_HEADERS = (("X-Accel-Buffering", "no"), ("Cache-Control", "no-cache"))
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -114,39 +119,46 @@ def _run(
         engine.submit(Sequence(tokens, job.sampling, collect))
         return None
 
-    out: list[ResponseStream] = []
-    seq = Sequence(tokens, job.sampling, lambda *_: None)
+    # The events queue from submission on (the engine calls ``forward`` on the event loop) until the
+    # front end pulls them as the answer's stream, under the connection's flow control.
+    pieces: deque[bytes] = deque()
+    wake = asyncio.Event()
+    ended = False
+    head = chunk("", None) if field == "messages" else None  # the chat role chunk comes first
+    if head is not None:
+        pieces.append(head)
 
     def forward(text: str, finish: str | None, prompt: int, completion: int) -> None:
-        if not out:
-            return
-        stream = out[0]
+        nonlocal ended
         if finish in ("stop", "length") or finish is None:
             data = chunk(text, finish)
             if data is not None:
-                stream.write(data)
-            if finish is not None:
-                if tail is not None:
-                    stream.write(tail(prompt, completion))
-                stream.end()
+                pieces.append(data)
+            if finish is not None and tail is not None:
+                pieces.append(tail(prompt, completion))
         elif finish != "cancelled":
-            stream.write(
-                b"data: "
-                + encode_json({"error": {"message": f"generation ended: {finish}", "type": "server_error"}}).encode()
-                + b"\n\n"
-            )
-            stream.end()
+            pieces.append(_event({"error": {"message": f"generation ended: {finish}", "type": "server_error"}}))
+        ended = ended or finish is not None
+        wake.set()
 
-    def start(stream: ResponseStream) -> None:
-        out.append(stream)
-        stream.on_disconnect = lambda: engine.cancel(seq)
-        head = chunk("", None) if field == "messages" else None  # the chat role chunk comes first
-        if head is not None:
-            stream.write(head)
+    seq = Sequence(tokens, job.sampling, forward)
 
-    seq.sink = forward
+    async def events() -> AsyncIterator[bytes]:
+        """The events as they come; closed early (the client hung up), it cancels the sequence."""
+        try:
+            while True:
+                while pieces:
+                    yield pieces.popleft()
+                if ended:
+                    return
+                wake.clear()
+                await wake.wait()
+        finally:
+            if not ended:
+                engine.cancel(seq)
+
     engine.submit(seq)
-    return StreamingResponse(200, b"", SSE, start=start)
+    return Response(200, b"", SSE, headers=SSE_HEADERS, stream=events())
 
 
 def _event(document: dict[str, Any]) -> bytes:
@@ -263,6 +275,17 @@ def get_model(state: ModelState, request: Request, reply: Reply) -> Response:
     return Response(200, encode_json(_model_object(state)).encode())  # the router checked the name
 
 
+def get_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    """What the predict family's TF Serving metadata route says about the served model, without a tensor
+    signature: the prep report under ``metadata.modelstack``. A deployer reads the served artifact here."""
+    config = state.config
+    document = {
+        "model_spec": {"name": config.model_name, "signature_name": "", "version": "1"},
+        "metadata": {"modelstack": config.metadata},
+    }
+    return Response(200, state.memo("generate_metadata", lambda: encode_json(document).encode()))
+
+
 def _v2(state: ModelState, request: Request, reply: Reply, stream: bool) -> Response | None:
     job = params.generate(parse_json(request.body), stream)
     base = {"model_name": state.config.model_name, "model_version": "1"}
@@ -306,6 +329,13 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("openai_models", GET, "/v1/models", list_models, "OpenAI model list: the served model"),
     Route("openai_model", GET, "/v1/models/<name>", get_model, "OpenAI model object"),
+    Route(
+        "v1_metadata",
+        GET,
+        "/v1/models/<name>/metadata",
+        get_metadata,
+        "the prep report under `metadata.modelstack` (variant, artifact sha256, KL, size), as the predict task has it",
+    ),
     Route(
         "v2_generate",
         POST,

@@ -4,7 +4,8 @@ Routes: OpenAI's ``POST /v1/audio/transcriptions`` (multipart form) and the Open
 Protocol's ``POST /v2/models/<name>/infer`` with a BYTES input ``audio`` (the encoded file) and a
 BYTES output ``text``, plus V2 metadata and readiness. ``config.artifact`` is the model folder
 (``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``); how it is run (the
-variant prep chose, the audio limit) is ``config.metadata["speech"]``, the fields of
+variant prep chose, the audio limit) is the folder's ``speech.json`` (written by prep, shipped with
+the model), then ``config.metadata["speech"]`` field by field over it: the fields of
 ``serving.speech.engine.Settings`` other than ``model_dir`` and ``threads``.
 """
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from serving.state import ModelState
 
 SETTINGS_KEY = "speech"
+SETTINGS_FILE = "speech.json"  # in the model folder: the variant prep chose
 _FIELDS: dict[str, tuple[type, ...]] = {
     "compute_type": (str,),
     "beam_size": (int,),
@@ -35,35 +37,80 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 def settings(config: ServingConfig) -> Settings:
     from serving.speech.engine import Settings
 
-    chosen = dict(config.metadata.get(SETTINGS_KEY) or {})
+    chosen = {**folder_settings(config.artifact), **(config.metadata.get(SETTINGS_KEY) or {})}
     chosen.setdefault("max_audio_seconds", config.max_audio_seconds)  # the spec's serving.max_audio_seconds
     return Settings(model_dir=config.artifact, threads=config.threads, **chosen)
 
 
+def folder_settings(model_dir: str) -> dict[str, Any]:
+    """The model folder's ``speech.json`` (the variant prep chose), or {} when it has none;
+    ValueError naming the file when it is not a valid settings object."""
+    import json
+    from pathlib import Path
+
+    path = Path(model_dir) / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable JSON settings file ({exc})") from None
+    problems = _problems(found, str(path))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(found)
+
+
 def check(data: Mapping[str, Any]) -> list[str]:
     """Problems with ``metadata.speech`` in a raw serving.json."""
-    from serving.speech.engine import COMPUTE_TYPES
-
     metadata = data.get("metadata") or {}
     chosen = metadata.get(SETTINGS_KEY, {}) if isinstance(metadata, dict) else {}
+    return _problems(chosen, f"metadata.{SETTINGS_KEY}")
+
+
+def _problems(chosen: Any, at: str) -> list[str]:
+    from serving.speech.engine import COMPUTE_TYPES
+
     if not isinstance(chosen, dict):
-        return [f"metadata.{SETTINGS_KEY}: must be an object"]
+        return [f"{at}: must be an object"]
     problems = []
     for key, value in chosen.items():
-        where = f"metadata.{SETTINGS_KEY}.{key}"
+        where = f"{at}.{key}"
         if key not in _FIELDS:
             problems.append(f"{where}: unknown field; allowed: {', '.join(_FIELDS)}")
         elif not isinstance(value, _FIELDS[key]) or (isinstance(value, bool) and bool not in _FIELDS[key]):
             problems.append(f"{where}: wrong type {type(value).__name__}")
     if chosen.get("compute_type", "int8") not in COMPUTE_TYPES:
-        problems.append(f"metadata.{SETTINGS_KEY}.compute_type: must be one of {', '.join(COMPUTE_TYPES)}")
+        problems.append(f"{at}.compute_type: must be one of {', '.join(COMPUTE_TYPES)}")
     beam = chosen.get("beam_size", 1)
     if isinstance(beam, int) and not 1 <= beam <= 16:
-        problems.append(f"metadata.{SETTINGS_KEY}.beam_size: must be 1..16")
+        problems.append(f"{at}.beam_size: must be 1..16")
     seconds = chosen.get("max_audio_seconds", 600)
     if isinstance(seconds, (int, float)) and not 0 < seconds <= 24 * 3600:
-        problems.append(f"metadata.{SETTINGS_KEY}.max_audio_seconds: must be > 0 and at most 86400")
+        problems.append(f"{at}.max_audio_seconds: must be > 0 and at most 86400")
     return problems
+
+
+# serving.json lists no tensor signature for this family: audio comes as a file, text goes back.
+INPUTS = False
+
+
+def warm_up_request(model_name: str) -> tuple[str, dict[str, Any]]:
+    """What a deployer sends a new replica before it takes traffic: half a second of silence as a WAV
+    file through the V2 route (VAD cuts it: answered at once, with empty text)."""
+    import base64
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(b"\0\0" * 8_000)
+    audio = base64.b64encode(buffer.getvalue()).decode()
+    body = {"inputs": [{"name": "audio", "datatype": "BYTES", "shape": [1], "data": [audio]}]}
+    return f"/v2/models/{model_name}/infer", body
 
 
 def load(config: ServingConfig) -> SpeechModel:
@@ -84,6 +131,16 @@ def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
         "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [1]}],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}],
         "parameters": model.ready_fields(),
+    }
+    return Response(200, encode_json(doc).encode())
+
+
+def _v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    """What every family answers at TF Serving's metadata path: the model and ``metadata.modelstack``
+    (variant, artifact sha256), which a rollout reads through the proxy to see the new version serve."""
+    doc = {
+        "model_spec": {"name": state.config.model_name, "signature_name": "", "version": "1"},
+        "metadata": {"modelstack": state.config.metadata},
     }
     return Response(200, encode_json(doc).encode())
 
@@ -113,6 +170,13 @@ ROUTES: tuple[Route, ...] = (
         _transcriptions,
         "OpenAI transcription API: multipart form `file`, `model`, `language`, `prompt`, `temperature`, "
         "`response_format` (json, text, srt, vtt, verbose_json), `timestamp_granularities[]`",
+    ),
+    Route(
+        "v1_metadata",
+        GET,
+        "/v1/models/<name>/metadata",
+        _v1_metadata,
+        "the model and `metadata.modelstack` (variant, artifact sha256): what a rollout checks the new version by",
     ),
     Route(
         "v2_model",

@@ -112,6 +112,31 @@ def test_onnx_artifact_gets_the_onnx_runtime_and_only_its_wheels(
     assert config["runtime"] == "onnx" and config["artifact"] == "/app/model/model.onnx"
 
 
+def test_the_models_family_names_the_images_packages() -> None:
+    # Not the input's dtype: the family says which packages run each of its runtimes.
+    from types import SimpleNamespace
+
+    from iac.build.render import SERVING_PACKAGE, requirements_file
+    from iac.spec.models import ModelFormat
+    from modelprep.families import FAMILIES, family
+
+    def chosen(fmt: ModelFormat, runtime: str) -> str:
+        spec = SimpleNamespace(model_format=fmt)
+        return requirements_file(spec, passing_report(runtime=runtime)).name  # type: ignore[arg-type]
+
+    assert chosen(ModelFormat.keras, "litert") == "requirements.txt"
+    assert chosen(ModelFormat.keras, "onnx") == "requirements-onnx.txt"
+    assert chosen(ModelFormat.huggingface, "onnx") == "requirements-text.txt"
+    assert chosen(ModelFormat.gguf, "llama.cpp") == "requirements-llm.txt"
+    assert chosen(ModelFormat.ctranslate2, "ctranslate2") == "requirements-speech.txt"
+    with pytest.raises(ValueError, match="names no serving image for runtime 'litert'"):
+        chosen(ModelFormat.huggingface, "litert")
+    for name in FAMILIES:  # every runtime a family's variants run on has its image
+        found = family(name)
+        assert {v.runtime for v in found.catalogue.values()} <= set(found.requirements), name
+        assert all((SERVING_PACKAGE / file).is_file() for file in found.requirements.values()), name
+
+
 def test_missing_wheels_are_named(inputs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     from iac.spec.errors import UserError
 

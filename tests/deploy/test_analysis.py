@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iac.deploy.targets.docker.analysis import (
+from iac.deploy.rollout.analysis import (
     Agreement,
     Counters,
     Thresholds,
@@ -49,6 +49,16 @@ def test_metrics_count_the_prediction_routes_only_and_sum_over_replicas() -> Non
     assert (both.requests, both.errors, both.counts) == (200, 10, (0, 50, 140, 200, 200, 200))
     assert both.since(one).counts == two.counts
     assert one.since(both) == one  # counters went down: a restarted replica counts from zero
+
+
+def test_replicas_that_answered_no_prediction_yet_add_up_with_those_that_did() -> None:
+    """Fresh pods (probes only: no histogram of a prediction route) summed first, then a busy one."""
+    idle = parse_metrics('modelstack_requests_total{route="readyz",status="200"} 3\n')
+    busy = parse_metrics(metrics(90, 10, (0, 50, 90, 100, 100, 100)))
+    total = Counters() + idle + idle + busy
+    assert (total.requests, total.counts) == (100, busy.counts)
+    assert (Counters() + idle).since(Counters() + idle) == Counters()
+    assert total.since(Counters() + idle).counts == busy.counts
 
 
 def test_p99_interpolates_in_its_bucket() -> None:

@@ -44,14 +44,32 @@ def test_network_create_takes_over_a_stale_one_read_sees_it_gone_delete_is_idemp
     network = fake_docker.networks.get(created.id)
     assert stale.id not in fake_docker.networks.items
     assert (network.name, network.labels) == ("modelstack-dev-digits", LABELS)
-    assert created.outs == {**props, "network_id": created.id}
-    assert NetworkProvider().check({}, props).failures == []  # ours: no collision
+    assert created.outs == {**props, "network_id": created.id, "taken_name": "modelstack-dev-digits"}
+    assert NetworkProvider().check({}, props).failures == []
 
     assert NetworkProvider().read(created.id, created.outs).id == created.id
     NetworkProvider().delete(created.id, created.outs)
     assert fake_docker.networks.items == {}
     assert NetworkProvider().read(created.id, created.outs).id is None  # drift: gone
     NetworkProvider().delete(created.id, created.outs)  # already gone: not an error
+
+
+def test_network_held_by_another_stack_takes_the_name_with_this_stacks_id(fake_docker: FakeDocker) -> None:
+    from iac.deploy.targets.docker.network import NetworkProvider
+
+    # A second checkout of the project (same project, stack and service; its own state and id).
+    theirs = fake_docker.networks.create("modelstack-dev-digits", labels={OWNER_LABEL: "digits/dev/digits@99999999"})
+    props = {"owner": OWNER, "network_name": "modelstack-dev-digits"}
+    assert NetworkProvider().check({}, props).failures == []  # not a collision: preview passes
+    created = NetworkProvider().create(props)
+    assert created.outs["taken_name"] == "modelstack-dev-digits-0a1b2c3d"
+    assert fake_docker.networks.get(created.id).name == "modelstack-dev-digits-0a1b2c3d"
+    assert theirs.id in fake_docker.networks.items  # untouched
+    # The name is kept in state: an update (the owner label adopted) does not choose again.
+    updated = NetworkProvider().update(created.id, created.outs, {**props, "taken_name": None})
+    assert updated.outs["taken_name"] == "modelstack-dev-digits-0a1b2c3d"
+    # A network made before names were chosen keeps the one it asked for.
+    assert NetworkProvider().update("n0", props, props).outs["taken_name"] == "modelstack-dev-digits"
 
 
 # -- Proxy ---------------------------------------------------------------------------------------
@@ -192,7 +210,7 @@ def replicas_props(tmp_path: Path, version: str = "v1", replicas: int = 2, **cha
         "proxy_name": "modelstack-dev-digits-proxy",
         "config_dir": str(tmp_path / "proxy"),
         "model_name": "digits",
-        "input_shape": [64.0],
+        "inputs": [["pixels", [64.0], "float32"]],
         "artifact_sha256": "f" * 64,
         "probe_host": "127.0.0.1",
         "ready_timeout_s": 1.0,
@@ -429,27 +447,23 @@ STRANGER = {OWNER_LABEL: "digits/dev/digits@99999999", CHECKOUT_LABEL: "/home/ot
 WHERE = {"name": "model.yaml:3", "deploy.host_port": "model.yaml:40"}
 
 
-def test_a_strangers_network_is_reported_at_check_and_left_untouched_by_create(fake_docker: FakeDocker) -> None:
+def test_a_strangers_network_is_left_untouched_and_a_held_suffixed_name_is_reported(fake_docker: FakeDocker) -> None:
     from iac.deploy.targets.docker.network import NetworkProvider
 
-    theirs = fake_docker.networks.create("modelstack-dev-digits", labels=STRANGER)
+    theirs = fake_docker.networks.create("modelstack-dev-digits", labels={})  # not modelstack's
     props = {"owner": OWNER, "network_name": "modelstack-dev-digits", "where": WHERE}
-    failures = NetworkProvider().check({}, props).failures
-    assert [(f.property, f.reason) for f in failures] == [
-        (
-            "network_name",
-            (
-                "model.yaml:3: name: the network modelstack-dev-digits is already taken by network modelstack-dev-digits "
-                "of stack digits/dev/digits@99999999 (checkout /home/other/checkout); give this service another name "
-                "(or run the stack under another stack name)"
-            ),
-        )
-    ]
-    # At a first preview the stack's id is not known yet: nothing on the engine is the stack's.
-    assert len(NetworkProvider().check({}, {**props, "owner": UNKNOWN}).failures) == 1
-    with pytest.raises(RuntimeError, match="already taken by network modelstack-dev-digits of stack"):
+    assert NetworkProvider().check({}, props).failures == []
+    assert NetworkProvider().check({}, {**props, "owner": UNKNOWN}).failures == []  # a first preview
+    # Both names taken (someone copied this stack's id): one located line, nothing removed.
+    also = fake_docker.networks.create("modelstack-dev-digits-0a1b2c3d", labels=STRANGER)
+    with pytest.raises(RuntimeError) as raised:
         NetworkProvider().create(props)
-    assert fake_docker.networks.items == {theirs.id: theirs}
+    assert str(raised.value) == (
+        "model.yaml:3: name: the network modelstack-dev-digits-0a1b2c3d is already taken by network "
+        "modelstack-dev-digits-0a1b2c3d of stack digits/dev/digits@99999999 (checkout /home/other/checkout); "
+        "give this service another name (or run the stack under another stack name)"
+    )
+    assert fake_docker.networks.items == {theirs.id: theirs, also.id: also}
 
 
 def test_a_stack_made_before_stack_ids_keeps_its_own_objects(
@@ -532,16 +546,17 @@ PLAN = {
 def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
     """Each window's verdict in turn (given, not measured: the fake engine's replicas serve no HTTP);
     records the split each window ran with."""
+    from iac.deploy.rollout import steps
     from iac.deploy.targets.docker import canary
 
     verdicts: list = []
     splits: list[str] = []
 
-    def window(props: dict[str, Any], *_: Any) -> Any:
-        splits.append((Path(props["config_dir"]) / "split.conf").read_text())
+    def window(versions: Any, *_: Any) -> Any:
+        splits.append((Path(versions.props["config_dir"]) / "split.conf").read_text())
         return verdicts.pop(0)
 
-    monkeypatch.setattr(canary, "_window", window)
+    monkeypatch.setattr(steps, "_window", window)
     monkeypatch.setattr(canary, "_stable_figure", lambda *_: 0.97)
     verdicts.append(splits)  # the last element: where the splits are recorded
     return verdicts
@@ -550,7 +565,7 @@ def windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
 def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
     tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
 ) -> None:
-    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.rollout.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     splits = windows.pop()
@@ -575,7 +590,7 @@ def test_a_canary_that_fails_a_step_goes_back_to_the_old_version_and_says_why(
 def test_a_canary_that_passes_every_step_is_promoted(
     tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
 ) -> None:
-    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.rollout.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     windows.pop()
@@ -590,7 +605,7 @@ def test_a_canary_that_passes_every_step_is_promoted(
 def test_an_inconclusive_window_holds_when_asked_then_fails(
     tmp_path: Path, fake_docker: FakeDocker, proxy: Any, ready: set[str], windows: list
 ) -> None:
-    from iac.deploy.targets.docker.analysis import Verdict
+    from iac.deploy.rollout.analysis import Verdict
     from iac.deploy.targets.docker.replicas import ReplicasProvider
 
     windows.pop()
@@ -601,3 +616,14 @@ def test_an_inconclusive_window_holds_when_asked_then_fails(
     assert updated.outs["last_rollout"]["outcome"] == "inconclusive"
     assert [s["outcome"] for s in updated.outs["last_rollout"]["steps"]] == ["inconclusive", "inconclusive"]
     assert updated.outs["version"] == "v1"
+
+
+def test_the_warm_up_request_names_every_input() -> None:
+    from iac.deploy.targets.docker import replicas
+
+    # One input or several, the same named row (Pulumi state hands shapes back as floats).
+    assert replicas.warm_up_body([["pixels", [2.0], "float32"]]) == {"instances": [{"pixels": [0.0, 0.0]}]}
+    assert replicas.warm_up_body([["user_id", [1.0], "int32"], ["item_id", [1.0], "int32"]]) == {
+        "instances": [{"user_id": [0], "item_id": [0]}]
+    }
+    assert replicas.warm_up_body([["text", [], "string"]]) == {"instances": [{"text": "warm-up"}]}

@@ -9,6 +9,7 @@ import pulumi
 import pytest
 from prep_reports import passing_report
 from pulumi.runtime.mocks import MockMonitor, MockResourceArgs, Mocks
+from pulumi_mocks import use_mocks
 
 # Each child's type token: dynamic providers register as pulumi-python:dynamic/<module>:<name>.
 TYPES = {
@@ -112,7 +113,7 @@ def register(spec_folder: Path, preview: bool) -> tuple[Recorder, DeployMocks, d
 
     mocks = DeployMocks()
     monitor = Recorder(mocks)
-    pulumi.runtime.set_mocks(mocks, project="digits", stack="dev", preview=preview, monitor=monitor)
+    use_mocks(mocks, preview=preview, monitor=monitor)
     spec = load_resolved(spec_folder / "model.yaml")
     resolved: dict[str, Any] = {}
 

@@ -1,13 +1,15 @@
 """Stacks on one Docker Engine never touch each other (real Pulumi engine, real Docker Engine).
 
-Two checkouts of the digits project with the same stack name: the second is refused at `preview`,
-before anything is created, with one located line naming the first as the holder; its `destroy`
-leaves the first serving; renamed, both serve side by side, and destroying the second leaves the
-first as it was. A network of the same name made by someone else is reported and left alone.
+Two checkouts of the digits project with the same stack and service name: the second, publishing
+the first's port, is refused at `preview` with one located line naming the holder and the field;
+on its own port both serve side by side (the second's Docker objects carry its stack id), and
+destroying either leaves the other serving. A network of the same name made by someone else is
+left alone.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 from harness.sandbox import Sandbox, get, healers, post
+from iac.deploy.dynamic import OWNER_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.tf, pytest.mark.timeout(1200)]
 
@@ -48,32 +51,14 @@ def fingerprint(stack: Sandbox) -> list[tuple[str, str, str]]:
     return sorted((c.name, c.id, c.status) for c in stack.containers())
 
 
-def test_second_checkout_is_refused_then_runs_beside_and_its_destroy_leaves_the_first(
+def test_second_checkout_serves_beside_the_first_and_destroying_either_leaves_the_other(
     first: Sandbox, body: dict, digits_example: Path, tmp_path: Path
 ) -> None:
     before, image = fingerprint(first), first.outputs()["image_id"]
     second = second_checkout(first, digits_example, tmp_path)
     network = f"modelstack-{first.name}-digits"
 
-    # Same project, stack and service name: refused at preview, before anything exists.
-    run = second.run("preview", check=False)
-    assert run.returncode != 0
-    line = re.search(r"model\.yaml:\d+: name: the network .*", run.stdout)
-    assert line, run.stdout[-3000:]
-    assert f"taken by network {network} of stack {first.owner}@" in line.group(0)
-    assert f"(checkout {first.dir})" in line.group(0) and "give this service another name" in line.group(0)
-    assert "Traceback" not in run.stdout
-
-    # Even without a preview, `up` stops at the collision; what it made carries only its own id,
-    # so its `destroy` takes nothing of the first stack's.
-    assert second.run("up", "--yes", "--skip-preview", check=False).returncode != 0
-    second.pulumi("destroy", "--yes")
-    assert fingerprint(first) == before
-    docker.from_env().images.get(image)
-    assert post(first.endpoint, body)["predictions"]
-
-    # Renamed but publishing the first stack's port: refused, naming the proxy that holds it.
-    second.edit_spec("name: digits", "name: digits-b")
+    # Publishing the first stack's port: refused at preview, naming the proxy that holds it.
     second.edit_spec(f"host_port: {second.port}", f"host_port: {first.port}")
     run = second.run("preview", check=False)
     assert run.returncode != 0
@@ -83,13 +68,31 @@ def test_second_checkout_is_refused_then_runs_beside_and_its_destroy_leaves_the_
         r"set deploy\.host_port to a free port",
         run.stdout,
     ), run.stdout[-3000:]
+    assert "Traceback" not in run.stdout
+    # Even without a preview, `up` stops at the collision; what it made carries only its own id,
+    # so its `destroy` takes nothing of the first stack's.
+    assert second.run("up", "--yes", "--skip-preview", check=False).returncode != 0
+    second.pulumi("destroy", "--yes")
+    assert fingerprint(first) == before
+    docker.from_env().images.get(image)
+    assert post(first.endpoint, body)["predictions"]
 
-    # Its own port: both serve side by side; destroying the second leaves the first as it was.
+    # Its own port, same stack and service name: both serve side by side.
     second.edit_spec(f"host_port: {first.port}", f"host_port: {second.port}")
+    second.pulumi("up", "--yes", "--skip-preview")
     try:
-        second.pulumi("up", "--yes", "--skip-preview")
-        assert post(f"{second.base_url}/v1/models/digits-b:predict", body)["predictions"]
+        assert post(second.endpoint, body)["predictions"]
         assert post(first.endpoint, body)["predictions"]
+        # The owner prefix is shared, the stack id is not: two owners, disjoint containers, two healers.
+        by_owner: dict[str, set[str]] = {}
+        for container in second.containers():
+            by_owner.setdefault(container.labels[OWNER_LABEL], set()).add(container.name)
+        assert len(by_owner) == 2, by_owner
+        theirs = {name for name, _, _ in before}
+        (mine,) = [names for names in by_owner.values() if names != theirs]
+        stack_id = next(owner for owner, names in by_owner.items() if names == mine).rsplit("@", 1)[1]
+        assert all(name.startswith(f"{network}-{stack_id}-") for name in mine), mine
+        assert len(healers(second.owner)) == 2
     finally:
         second.pulumi("destroy", "--yes")
     assert fingerprint(first) == before
@@ -98,23 +101,40 @@ def test_second_checkout_is_refused_then_runs_beside_and_its_destroy_leaves_the_
     assert post(first.endpoint, body)["predictions"]
 
 
-def test_a_strangers_network_of_the_same_name_is_reported_and_left_alone(digits_example: Path, tmp_path: Path) -> None:
+def test_destroying_the_first_checkout_leaves_the_second_serving(
+    digits_example: Path, body: dict, tmp_path: Path
+) -> None:
+    (tmp_path / "one").mkdir()
+    one = Sandbox(tmp_path / "one", digits_example)
+    one.pulumi("stack", "init", one.name)
+    one.pulumi("up", "--yes", "--skip-preview")
+    (tmp_path / "two").mkdir()
+    two = second_checkout(one, digits_example, tmp_path / "two")
+    try:
+        two.pulumi("up", "--yes", "--skip-preview")
+        one.pulumi("destroy", "--yes")
+        assert post(two.endpoint, body)["predictions"]
+        assert all(c.status == "running" for c in two.containers())
+        # The plain name is free again; the second keeps the name it took (kept in its state).
+        preview = json.loads(two.pulumi("preview", "--json"))
+        assert {step["op"] for step in preview["steps"]} == {"same"}, preview["steps"]
+    finally:
+        two.pulumi("destroy", "--yes")
+        one.pulumi("destroy", "--yes")
+
+
+def test_a_strangers_network_of_the_same_name_is_left_alone(digits_example: Path, body: dict, tmp_path: Path) -> None:
     stack = Sandbox(tmp_path, digits_example)
     stack.name = f"t{uuid.uuid4().hex[:8]}"
     client = docker.from_env()
     theirs = client.networks.create(f"modelstack-{stack.name}-digits", driver="bridge")
     try:
         stack.pulumi("stack", "init", stack.name)
-        run = stack.run("preview", check=False)
-        assert run.returncode != 0
-        assert re.search(
-            rf"model\.yaml:\d+: name: the network {theirs.name} is already taken by network "
-            rf"{theirs.name} \(not made by modelstack\)",
-            run.stdout,
-        ), run.stdout[-3000:]
-        assert stack.run("up", "--yes", "--skip-preview", check=False).returncode != 0
-        client.networks.get(theirs.id)  # still there
+        stack.pulumi("up", "--yes", "--skip-preview")
+        assert post(stack.endpoint, body)["predictions"]
+        assert client.networks.get(theirs.id).attrs["Labels"] in (None, {})  # still theirs, unlabelled
         stack.pulumi("destroy", "--yes")
         client.networks.get(theirs.id)
     finally:
+        stack.pulumi("destroy", "--yes")
         theirs.remove()

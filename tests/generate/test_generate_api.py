@@ -24,12 +24,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serving_support import ServerProcess
-from tiny_gguf import write_tiny_llama
+
+from modelprep.families.llm.tiny import build
 
 pytestmark = pytest.mark.llama
 
 MODEL = "tiny-llama"
 CONTEXT = 4096  # the tiny model's training context: long streams outlast the test's steps
+
+
+def tiny_llama(path: Path) -> Path:
+    """The tiny random Llama (modelprep's, for prep tests) trained for CONTEXT, its answers open-ended:
+    end-of-generation is never chosen, so every generation lasts max_tokens."""
+    return build(path, context=CONTEXT, open_ended=True)
 
 
 def generation_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
@@ -51,7 +58,7 @@ def generation_config(artifact: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("tiny-llm")
-    gguf = write_tiny_llama(folder / "tiny.gguf")
+    gguf = tiny_llama(folder / "tiny.gguf")
     proc = ServerProcess(generation_config(gguf), folder)
     proc.wait_for("ready", timeout=120)
     yield proc
@@ -350,7 +357,7 @@ def _wait_until(check: Any, timeout: float = 20.0) -> None:
 
 
 def test_sigterm_lets_in_flight_streams_finish(tmp_path: Path) -> None:
-    proc = ServerProcess(generation_config(write_tiny_llama(tmp_path / "tiny.gguf")), tmp_path)
+    proc = ServerProcess(generation_config(tiny_llama(tmp_path / "tiny.gguf")), tmp_path)
     proc.wait_for("ready", timeout=120)
     stream = RawStream(proc.port, 400)
     stream.read_events(2)

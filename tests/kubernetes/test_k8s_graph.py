@@ -9,6 +9,7 @@ import numpy as np
 import pulumi
 import pytest
 from pulumi.runtime.mocks import MockResourceArgs, Mocks
+from pulumi_mocks import use_mocks
 from specs import KWOK_PLACEMENT, kubernetes_deploy, write_kubernetes_spec
 
 from iac.deploy.targets import ContentKeys
@@ -29,6 +30,10 @@ class K8sMocks(Mocks):
             outs.update(image_ref=f"{args.inputs['repository']}@sha256:{'d' * 64}", digest="sha256:" + "d" * 64)
         elif args.typ == "kubernetes:apps/v1:Deployment":
             outs["status"] = {"readyReplicas": 3}
+        elif args.typ == "kubernetes:core/v1:Service":
+            outs["spec"] = {**args.inputs["spec"], "clusterIP": f"10.96.0.{len(self.resources)}"}
+        elif args.name.endswith("-rollout"):  # as on a first `up`: the pushed image is the stable one
+            outs.update(stable_image=args.inputs["image_ref"], stable_keys=args.inputs["keys"])
         return f"{args.name}-id", outs
 
     def call(self, args: Any) -> tuple[dict, None]:
@@ -46,7 +51,7 @@ def _graph(folder: Path, serving: dict[str, Any] | None = None, **settings: Any)
     deploy = kubernetes_deploy("127.0.0.1:5000/ml", "kubeconfig", "models", **settings)
     spec = load_resolved(write_kubernetes_spec(folder, deploy, **changes))
     mocks = K8sMocks()
-    pulumi.runtime.set_mocks(mocks, project="digits", stack="dev", preview=False)
+    use_mocks(mocks)
     resolved: dict[str, Any] = {}
 
     @pulumi.runtime.test
@@ -172,3 +177,139 @@ def test_api_key_reaches_pods_from_a_secret(folder: Path) -> None:
     assert container["env"] == [
         {"name": "MODELSTACK_API_KEY", "valueFrom": {"secretKeyRef": {"name": "digits-api-key", "key": "api-key"}}}
     ]
+
+
+CANARY = {"strategy": "canary", "steps": [{"weight": 10, "hold": 5}, {"weight": 50, "hold": 5}]}
+
+
+def test_canary_puts_the_proxy_in_front_of_a_stable_and_a_candidate_service(folder: Path) -> None:
+    """No mesh: the Service users call selects nginx pods (the Docker target's proxy and nginx.conf), which
+    send to the stable Service's cluster IP; the stable Deployment runs the image the Rollout chose."""
+    mocks, outputs = _graph(folder, replicas=2, rollout=CANARY)
+    services = {
+        inputs["metadata"]["name"]: inputs["spec"]
+        for typ, inputs in mocks.resources.values()
+        if typ == "kubernetes:core/v1:Service"
+    }
+    assert services["digits"]["selector"] == {
+        "app.kubernetes.io/name": "digits-proxy",
+        "app.kubernetes.io/instance": "digits-proxy",
+    }
+    assert services["digits-stable"]["selector"]["app.kubernetes.io/instance"] == "digits"
+    assert services["digits-candidate"]["selector"]["app.kubernetes.io/instance"] == "digits-candidate"
+    config = _of(mocks, "kubernetes:core/v1:ConfigMap")["data"]
+    assert "split_clients" in config["split.conf"] and "model_candidate" not in config["split.conf"]
+    assert config["upstream.conf"].startswith("server 10.96.0.") and ":8501 " in config["upstream.conf"]
+    assert "include /etc/modelstack/split.conf;" in config["nginx.conf"]
+    deployments = {
+        inputs["metadata"]["name"]: inputs["spec"]
+        for typ, inputs in mocks.resources.values()
+        if typ == "kubernetes:apps/v1:Deployment"
+    }
+    (nginx,) = deployments["digits-proxy"]["template"]["spec"]["containers"]
+    assert nginx["image"] == f"127.0.0.1:5000/ml/modelstack-proxy@sha256:{'d' * 64}"
+    assert nginx["securityContext"]["runAsUser"] == 33 and nginx["securityContext"]["readOnlyRootFilesystem"]
+    assert "-s quit" in nginx["lifecycle"]["preStop"]["exec"]["command"][-1]
+    (model,) = deployments["digits"]["template"]["spec"]["containers"]
+    assert model["image"] == f"127.0.0.1:5000/ml/digits@sha256:{'d' * 64}"  # the Rollout's stable_image
+    rollout = next(inputs for name, (_, inputs) in mocks.resources.items() if name.endswith("-rollout"))
+    assert rollout["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "digits-candidate"
+    assert rollout["plan"]["strategy"] == "canary" and "last_rollout" in outputs
+    # The proxy sends to the stable Service, never to the Service users call (which selects the proxy)
+    assert rollout["services"] == {"stable": "digits-stable", "candidate": "digits-candidate"}
+    policy = _of(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]["podSelector"]
+    assert policy["matchExpressions"][0]["values"] == ["digits", "digits-candidate"]
+
+
+def test_the_candidate_template_is_written_as_the_api_takes_it() -> None:
+    from iac.deploy.targets.kubernetes.canary import k8s_json
+
+    template = {
+        "metadata": {"labels": {"team_a": "x"}, "annotations": {"modelstack.dev/model-key": "m"}},
+        "spec": {
+            "termination_grace_period_seconds": 20.0,
+            "node_selector": {"disk_type": "ssd"},
+            "containers": [{"readiness_probe": {"http_get": {"path": "/readyz", "port": "http"}}, "env": None}],
+        },
+    }
+    assert k8s_json(template) == {
+        "metadata": {"labels": {"team_a": "x"}, "annotations": {"modelstack.dev/model-key": "m"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 20,
+            "nodeSelector": {"disk_type": "ssd"},
+            "containers": [{"readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}}}],
+        },
+    }
+
+
+def test_a_step_routes_by_request_weight_or_mirrors() -> None:
+    from iac.deploy.targets.kubernetes.proxy import resting_files, step_files
+
+    canary = step_files("canary", 10, "10.96.0.9", 8501)
+    assert "10% model_candidate;" in canary["split.conf"] and "POST 1;" in canary["split.conf"]
+    assert canary["upstream-candidate.conf"].startswith("server 10.96.0.9:8501")
+    assert "mirror" not in canary["mirror.conf"].split("#")[0]
+    shadow = step_files("shadow", 50, "10.96.0.9", 8501)
+    assert "model_candidate" not in shadow["split.conf"] and "50% 1;" in shadow["split.conf"]
+    assert shadow["mirror.conf"] == "mirror /_shadow;\n"
+    assert (
+        "model_candidate" not in resting_files()["split.conf"] and "down" in resting_files()["upstream-candidate.conf"]
+    )
+
+
+class FakeCluster:
+    """What ClusterVersions asks of the API: pods by label, proxied GETs, execs (recorded)."""
+
+    namespace = "models"
+
+    def __init__(self) -> None:
+        self.pods = {"stable": ["s-0", "s-1"], "candidate": ["c-0"], "proxy": ["p-0", "p-1"]}
+        self.runs: list[tuple[str, list[str]]] = []
+
+    def ready_pods(self, labels: dict[str, str]) -> list[str]:
+        return self.pods[labels["role"]]
+
+    @property
+    def core(self) -> Any:
+        from types import SimpleNamespace
+
+        ips = {"digits-stable": "10.96.0.5", "digits-candidate": "10.96.0.6"}
+        service = lambda name, _: SimpleNamespace(spec=SimpleNamespace(cluster_ip=ips[name]))  # noqa: E731
+        return SimpleNamespace(read_namespaced_service=service)
+
+    def request(self, pod: str, port: int, path: str, **_: Any) -> bytes:
+        count = 7 if pod.startswith("s") else 3
+        return (
+            f'modelstack_requests_total{{route="v1_predict",status="200"}} {count}\n'
+            f'modelstack_requests_total{{route="v1_predict",status="500"}} 1\n'
+        ).encode()
+
+    def run(self, pod: str, container: str, command: list[str]) -> tuple[int, str]:
+        self.runs.append((pod, command))
+        return 0, '{"uri":"/v1/models/digits:predict","body":"{}"}\n'
+
+
+def test_cluster_versions_reconfigure_every_proxy_pod_and_sum_every_replica() -> None:
+    from iac.deploy.targets.kubernetes.canary import ClusterVersions
+
+    cluster = FakeCluster()
+    props = {
+        "port": 8501.0,
+        "names": {"candidate": "digits-candidate", "stable": "digits"},
+        "services": {"candidate": "digits-candidate", "stable": "digits-stable"},
+        "selectors": {role: {"role": role} for role in ("stable", "candidate", "proxy")},
+    }
+    versions = ClusterVersions(cluster, props)  # type: ignore[arg-type]
+    versions.back_to_stable()
+    assert [pod for pod, _ in cluster.runs] == ["p-0", "p-1"]
+    pod, command = cluster.runs[0]
+    script, files = command[2], command[4:]
+    assert script.startswith("set -e; ") and script.endswith("nginx -c /etc/modelstack/nginx.conf -s reload")
+    assert "mv /etc/modelstack/.split.conf /etc/modelstack/split.conf" in script
+    assert len(files) == 4 and any("split_clients" in f for f in files)  # contents as arguments, never quoted
+    assert "server 10.96.0.5:8501" in files[-1]  # upstream.conf, sorted last: the stable Service
+    versions.promote()
+    assert "server 10.96.0.6:8501" in cluster.runs[-1][1][-1]  # the candidate is the main upstream
+    stable, candidate = versions.scrape(False), versions.scrape(True)
+    assert (stable.requests, stable.errors) == (16, 2) and (candidate.requests, candidate.errors) == (4, 1)
+    assert len(versions.take_log(400)) == 2  # one logged request from each proxy pod

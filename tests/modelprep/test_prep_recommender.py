@@ -87,7 +87,8 @@ def test_data_files_hold_one_array_per_input(tmp_path: Path) -> None:
 def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
     from serving.config import InputSpec
     from serving.feeds import pack
-    from serving.multi_runtime import LiteRTFeedsModel, OnnxFeedsModel
+    from serving.onnx_runtime import OnnxModel
+    from serving.runtime import LiteRTModel
 
     req = prep_request(load_resolved(recommender / "model.yaml"))
     assert req.inputs == INPUTS
@@ -109,9 +110,7 @@ def test_prep_of_the_recommender(recommender: Path, tmp_path: Path) -> None:
         batch = pack(specs, {"user_id": data["user_id"][:16], "item_id": data["item_id"][:16]})
         labels = data["y"][:16]
     content = result.artifact_path.read_bytes()
-    runtime = (OnnxFeedsModel if result.artifact_path.suffix == ".onnx" else LiteRTFeedsModel).from_bytes(
-        content, specs
-    )
+    runtime = (OnnxModel if result.artifact_path.suffix == ".onnx" else LiteRTModel).from_bytes(content, inputs=specs)
     outputs = runtime.predict(batch)
     assert outputs.shape == (16, 1) and float(np.abs(outputs - labels).mean()) < 1.0
     # The ids each embedding accepts, read from the model at prep, kept in the signature and

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.runtime import Feed
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 MODEL = "tiny"
@@ -33,10 +35,8 @@ class FakeRuntime:
     """A 4 -> 3 softmax layer in numpy with the Runtime interface: no model file, no TensorFlow."""
 
     platform = "fake"
-    input_shape = (4,)
+    feeds = (Feed("features", (4,), np.dtype(np.float32)),)
     output_shape = (3,)
-    input_dtype = np.dtype(np.float32)
-    input_quantized = False
     output_dtype = np.dtype(np.float32)
     weights = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
     bias = np.array([0.1, -0.2, 0.05], dtype=np.float32)
@@ -59,7 +59,7 @@ class FakeRecommender:
     platform = "fake"
     output_shape = (1,)
     output_dtype = np.dtype(np.float32)
-    feeds = {"user_id": ((1,), np.dtype(np.int32)), "item_id": ((1,), np.dtype(np.int32))}
+    feeds = (Feed("user_id", (1,), np.dtype(np.int32)), Feed("item_id", (1,), np.dtype(np.int32)))
     users = np.random.default_rng(1).normal(size=(50, 4)).astype(np.float32)
     items = np.random.default_rng(2).normal(size=(80, 4)).astype(np.float32)
 
@@ -81,10 +81,8 @@ class FakeTextRuntime:
     """A text model in numpy: each text's length in characters and 1 (no tokenizer, no ONNX)."""
 
     platform = "fake_text"
-    input_shape: tuple[int, ...] = ()
+    feeds = (Feed("text", (), np.dtype(object)),)
     output_shape = (2,)
-    input_dtype = np.dtype(object)
-    input_quantized = False
     output_dtype = np.dtype(np.float32)
     labels: tuple[str, ...] = ()
 
@@ -104,6 +102,14 @@ def _recommender_inputs() -> list[Any]:
 RECOMMENDER_INPUTS = _recommender_inputs()
 
 
+def server_env() -> dict[str, str]:
+    """This environment with this checkout's packages first on PYTHONPATH (what the caller's adds, e.g.
+    a freshly built transport, after them): fake_server.py's own folder comes first on its path, so
+    without it ``serving`` is whichever checkout the editable install points at (another worktree's)."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 class ServerProcess:
     """``python -m serving.server`` (or ``command``) on 127.0.0.1 with its stderr collected line by line."""
 
@@ -116,9 +122,7 @@ class ServerProcess:
         preexec_fn: Any = None,
     ) -> None:
         """Serve ``config`` (written to ``folder``); with ``config=None``, ``command`` brings its own."""
-        # The repository first; what the caller's PYTHONPATH adds (e.g. a freshly built transport) after it.
-        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-        full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
+        full_env = {**server_env(), **(env or {})}
         if config is not None:
             assert folder is not None
             config_path = folder / "serving.json"

@@ -118,3 +118,14 @@ def test_serve_runs_the_spec_locally(digits_example: Path) -> None:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=20)
     assert code == 0, "".join(lines)
+
+
+def test_paced_load_counts_a_refused_connection_as_a_failure_answered_by_no_version() -> None:
+    from harness.processes import free_port
+    from iac.loadgen import PacedLoad
+
+    with PacedLoad(f"http://127.0.0.1:{free_port()}/v1/models/m:predict", {"instances": [[0]]}, concurrency=2) as load:
+        time.sleep(0.3)
+    assert load.result.ok == 0 and load.result.failures
+    assert all("ConnectionRefusedError" in failure for failure in load.result.failures)
+    assert load.result.pools == {}  # nothing answered, so no version is credited

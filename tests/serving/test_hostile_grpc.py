@@ -193,8 +193,9 @@ def started_server(config: dict[str, Any], folder: Path) -> Iterator[V2Server]:
         server.stop()
 
 
-@pytest.fixture()
-def server(model_path: Path, tmp_path: Path) -> Iterator[V2Server]:
+@pytest.fixture(scope="module")
+def server(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[V2Server]:
+    """One server for the attacks below, each closing its clients: ten server starts fewer."""
     config = server_config(
         model_path,
         max_connections=64,
@@ -203,7 +204,7 @@ def server(model_path: Path, tmp_path: Path) -> Iterator[V2Server]:
         idle_timeout_s=2.0,
         request_timeout_s=2.0,
     )
-    with started_server(config, tmp_path) as server:
+    with started_server(config, tmp_path_factory.mktemp("hostile-grpc-server")) as server:
         yield server
 
 

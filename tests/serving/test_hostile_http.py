@@ -9,15 +9,16 @@ blocking stderr) and 12 (a padded head refused on the first read).
 from __future__ import annotations
 
 import json
-import os
 import select
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config, rss_kib
+import pytest
+from serving_support import FAKE_SERVER, MODEL, ServerProcess, make_config, rss_kib, server_env
 
 PREDICT = f"/v1/models/{MODEL}:predict"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -58,6 +59,22 @@ def _reset_by_server(sock: socket.socket, timeout: float) -> bool:
             if events & (select.POLLERR | select.POLLHUP):
                 return True
     return False
+
+
+def _reset_count(socks: list[socket.socket], timeout: float) -> int:
+    """How many of ``socks`` the server resets within ``timeout``, all watched at once (one at a
+    time, each client it keeps cost the whole timeout), without reading from them."""
+    poller = select.poll()
+    for sock in socks:
+        poller.register(sock, select.POLLERR | select.POLLHUP)
+    reset: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while len(reset) < len(socks) and (left := deadline - time.monotonic()) > 0:
+        for fd, events in poller.poll(left * 1000):
+            if events & (select.POLLERR | select.POLLHUP):
+                reset.add(fd)
+                poller.unregister(fd)
+    return len(reset)
 
 
 def _non_reader(port: int) -> socket.socket:
@@ -129,7 +146,7 @@ def test_4_unsent_answers_are_capped_and_the_largest_holders_give_way(tmp_path: 
             sock.sendall(request)
             clients.append(sock)
             assert server.request("POST", PREDICT, BODY)[0] == 200  # beside the attack
-        cut = sum(_reset_by_server(sock, timeout=1.0) for sock in clients)
+        cut = _reset_count(clients, timeout=1.0)
         assert cut >= 12, f"only {cut} of 16 non-reading clients were cut"
     finally:
         for sock in clients:
@@ -137,28 +154,34 @@ def test_4_unsent_answers_are_capped_and_the_largest_holders_give_way(tmp_path: 
         assert server.stop() == 0
 
 
-def test_12_a_padded_head_in_one_segment_is_refused(tmp_path: Path) -> None:
-    # The issue: the padding check skipped the first read, so a 130 KB head padded with spaces
-    # arriving in one segment got 200 despite the 64 KiB head limit (padding counts toward 2x).
-    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The server in its default config, for the tests that need no other (one start, not one each)."""
+    server = ServerProcess(make_config("fake.model"), tmp_path_factory.mktemp("hostile-http"), FAKE_SERVER)
     try:
         server.wait_for("ready")
-        for size in (150_000, 200_000):
-            head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b" " * size + b"v\r\n\r\n"
-            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-                sock.sendall(head)
-                assert _status(sock) == 431
-        # A request after a complete one in the same segment is measured the same way.
-        pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + head
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(pipelined)
-            answers = b""
-            while chunk := sock.recv(65536):
-                answers += chunk
-        assert answers.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 431" in answers
-        assert server.request("GET", "/healthz")[0] == 200
+        yield server
     finally:
         assert server.stop() == 0
+
+
+def test_12_a_padded_head_in_one_segment_is_refused(server: ServerProcess) -> None:
+    # The issue: the padding check skipped the first read, so a 130 KB head padded with spaces
+    # arriving in one segment got 200 despite the 64 KiB head limit (padding counts toward 2x).
+    for size in (150_000, 200_000):
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b" " * size + b"v\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            assert _status(sock) == 431
+    # A request after a complete one in the same segment is measured the same way.
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + head
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(pipelined)
+        answers = b""
+        while chunk := sock.recv(65536):
+            answers += chunk
+    assert answers.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 431" in answers
+    assert server.request("GET", "/healthz")[0] == 200
 
 
 def test_fair_shares_cut_the_largest_holders_and_only_for_a_holder_within_its_share() -> None:
@@ -175,20 +198,15 @@ def test_fair_shares_cut_the_largest_holders_and_only_for_a_holder_within_its_sh
 # --- 8: logging ---------------------------------------------------------------------------------------
 
 
-def test_8a_a_long_target_is_cut_in_the_access_log_with_the_cut_shown(tmp_path: Path) -> None:
+def test_8a_a_long_target_is_cut_in_the_access_log_with_the_cut_shown(server: ServerProcess) -> None:
     # The issue: the whole target (up to 64 KiB) went into every access-log line, 120 MB in 0.5 s.
-    server = ServerProcess(make_config("fake.model"), tmp_path, FAKE_SERVER)
-    try:
-        server.wait_for("ready")
-        target = "/healthz?" + "x" * 60_000
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            assert _status(sock) == 200
-        time.sleep(0.3)
-        [line] = [r for r in server.records() if r.get("event") == "request" and r["path"].startswith("/healthz?")]
-        assert len(line["path"]) < 300 and line["path"].endswith(f"...[+{len(target) - 256} chars]"), line["path"]
-    finally:
-        assert server.stop() == 0
+    target = "/healthz?" + "x" * 60_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert _status(sock) == 200
+    time.sleep(0.3)
+    [line] = [r for r in server.records() if r.get("event") == "request" and r["path"].startswith("/healthz?")]
+    assert len(line["path"]) < 300 and line["path"].endswith(f"...[+{len(target) - 256} chars]"), line["path"]
 
 
 def _stalled_log_server(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
@@ -198,7 +216,7 @@ def _stalled_log_server(tmp_path: Path, env: dict[str, str] | None = None) -> tu
         port = int(probe.getsockname()[1])
     config = tmp_path / "serving.json"
     config.write_text(json.dumps(make_config("fake.model", port=port)))
-    full_env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config), **(env or {})}
+    full_env = {**server_env(), "MODELSTACK_SERVING_CONFIG": str(config), **(env or {})}
     proc = subprocess.Popen(FAKE_SERVER, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

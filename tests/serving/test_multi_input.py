@@ -76,6 +76,23 @@ def test_pack_and_unpack_keep_each_input() -> None:
     assert np.concatenate([batch, batch]).shape == (4,)
     tensors = unpack(batch[1:])
     assert tensors["user_id"].tolist() == [[2]] and tensors["item_id"].dtype == np.int32
+    # A plain array is the batch of a model's one input, whatever its name.
+    plain = np.zeros((3, 4), np.float32)
+    assert unpack(plain, ["features"])["features"] is plain
+    with pytest.raises(ValueError, match="feeds one input"):
+        unpack(plain, ["user_id", "item_id"])
+
+
+def test_inputs_pair_by_name_and_a_lone_input_by_default() -> None:
+    from serving.feeds import pair
+
+    assert pair(["item_id", "user_id"], ["user_id", "item_id"], "m") == {"user_id": "user_id", "item_id": "item_id"}
+    assert pair(["serving_default_input_1"], ["features"], "m") == {"features": "serving_default_input_1"}
+    assert pair(["user_id", "movie"], ["user_id", "item_id"], "m") == {"user_id": "user_id", "item_id": "movie"}
+    with pytest.raises(ValueError, match="the config lists"):
+        pair(["a", "b"], ["c", "d"], "m")
+    with pytest.raises(ValueError, match="the config lists"):
+        pair(["a", "b"], ["a"], "m")
 
 
 def test_v1_rows_and_columns(server: ServerProcess) -> None:

@@ -279,11 +279,12 @@ def test_8_accept_errors_are_logged_at_a_bounded_rate(tmp_path: Path, loop: str)
         tmp_path,
         FAKE_SERVER,
         env={"FAKE_EVENT_LOOP": loop},
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)),
     )
     held: list[socket.socket] = []
     try:
         assert server.wait_for("ready")
+        # Set on the running server (no preexec_fn: a fork from the threaded test process is unsafe).
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (40, 40))
         for _ in range(80):
             held.append(socket.create_connection(("127.0.0.1", server.port), timeout=2))
         time.sleep(1)

@@ -94,10 +94,13 @@ def test_v2_infer_matches_direct_runtime(v2_server: ServerProcess, tflite_models
         (b"[]", 'the body must be a JSON object with "inputs"'),
         (b"{}", 'missing "inputs"'),
         (b'{"inputs": [], "x": 1}', 'unexpected field(s) "x"'),
-        (b'{"inputs": []}', "exactly one tensor"),
+        (b'{"inputs": []}', 'missing input "features"'),
         (b'{"inputs": [1]}', "inputs[0]: must be an object"),
         (b'{"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32"}]}', "inputs[0].data: required"),
-        (b'{"inputs": [{"name": "f", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}]}', 'input is "features"'),
+        (
+            b'{"inputs": [{"name": "f", "shape": [1, 4], "datatype": "FP32", "data": [1,2,3,4]}]}',
+            'inputs[0].name: unexpected input "f"; this model takes "features"',
+        ),
         (
             b'{"inputs": [{"name": "features", "shape": [4], "datatype": "FP32", "data": [1,2,3,4]}]}',
             "takes shape [-1, 4]",

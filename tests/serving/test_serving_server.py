@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from serving_support import (
     predict_bytes,
     read_response,
     rss_kib,
+    server_env,
 )
 
 from serving import tensors
@@ -204,8 +204,9 @@ def test_runtime_quantizes_int8_io_and_matches_float(tflite_models: dict[str, Pa
 
     float_model = LiteRTModel(tflite_models["float32"], num_threads=2)
     int8_model = LiteRTModel(tflite_models["int8"], num_threads=2)
-    assert int8_model.input_dtype == np.int8 and int8_model.input_quantized
-    assert int8_model.output_dtype == np.float32 and int8_model.input_shape == (4,)
+    (feed,) = int8_model.feeds
+    assert feed.dtype == np.int8 and feed.quantized and feed.shape == (4,)
+    assert int8_model.output_dtype == np.float32
     assert int8_model.warm_up().shape == (1, 3)
     expected = float_model.predict(SAMPLES)
     got = int8_model.predict(SAMPLES)
@@ -582,7 +583,7 @@ def test_a_log_reader_that_stops_reading_never_stalls_the_server(tmp_path: Path)
         port = probe.getsockname()[1]
     config = tmp_path / "serving.json"
     config.write_text(json.dumps(make_config("fake.model", port=port)))
-    env = {**os.environ, "MODELSTACK_SERVING_CONFIG": str(config)}
+    env = {**server_env(), "MODELSTACK_SERVING_CONFIG": str(config)}
     proc = subprocess.Popen(FAKE_SERVER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20

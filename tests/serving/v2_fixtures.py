@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from serving_support import ServerProcess
 
+from serving.runtime import Feed
+
 MODEL = "tiny"
 WEIGHTS = np.array([[0.5, -0.25, 0.1], [0.3, 0.2, -0.4], [-0.6, 0.1, 0.25], [0.05, 0.45, -0.15]], dtype=np.float32)
 BIAS = np.array([0.1, -0.2, 0.05], dtype=np.float32)
@@ -97,7 +99,7 @@ class FakeTextModel:
     """A stand-in text runtime: each text's length in characters and 1, as float32 (no tokenizer, no ONNX)."""
 
     platform = "fake_text"
-    input_shape: tuple[int, ...] = ()
+    feeds = (Feed("text", (), np.dtype(object)),)
     output_shape = (2,)
     output_dtype = np.dtype(np.float32)
 
@@ -139,7 +141,7 @@ class SlowModel:
     """The tiny model's shape, answering after ``seconds`` (on the batcher's inference thread)."""
 
     platform = "slow"
-    input_shape = (4,)
+    feeds = (Feed("features", (4,), np.dtype(np.float32)),)
     output_shape = (3,)
     output_dtype = np.dtype(np.float32)
 

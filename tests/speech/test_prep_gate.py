@@ -1,16 +1,22 @@
-"""The speech family's prep on Whisper tiny.en: variants measured with the server's runtime, the WER gate
-refusing a variant past the limit, the objective choosing among the rest."""
+"""The speech family's prep on Whisper tiny.en, through the one prep loop (`modelprep.prep.prep`): variants
+measured with the server's runtime, the WER gate refusing a variant past the limit, the objective choosing
+among the rest."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from modelprep.families.speech import CATALOGUE, FAMILY, WER, SpeechSession, corpus
-from modelprep.families.speech.run import run
-from modelprep.select import choose, gated
+from iac.spec.models import Optimize
+from modelprep.cache import Cache
+from modelprep.families.speech import CATALOGUE, FAMILY, corpus, settings_of
+from modelprep.hashing import file_sha256
+from modelprep.prep import prep
+from modelprep.request import PrepRequest
+from serving.speech import SETTINGS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +40,24 @@ def test_corpus_is_real_prose_with_transcripts(noisy_set: Path) -> None:
     assert 1.0 < dataset.clip(0).shape[0] / corpus.SAMPLE_RATE < 20.0
 
 
-def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set: Path) -> None:
-    session = SpeechSession(whisper_dir, noisy_set, threads=1)
+def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set: Path, tmp_path: Path) -> None:
     names = ["ct2-float32", "ct2-int8", "ct2-int8-beam5"]  # int8_float32 is what int8 runs as on CPU
-    everything = run(session, names, max_accuracy_drop=1.0)
+    req = PrepRequest(
+        family="speech",
+        model_path=str(whisper_dir),
+        calibration_path=str(noisy_set),
+        evaluation_path=str(noisy_set),
+        input_name="audio",
+        sample_shape=(),
+        optimize=Optimize(metric="wer", max_accuracy_drop=1.0, variants=names),
+    )
+    cache = Cache(tmp_path)
+    everything = prep(req, cache).report
     rows = {r.name: r for r in everything.variants}
     assert set(rows) == set(names)
-    assert everything.chosen is not None and all(r.passed_gate for r in rows.values())
+    assert all(r.passed_gate for r in rows.values())
     float32 = rows["ct2-float32"]
-    assert float32.accuracy == everything.baseline.accuracy
+    assert float32.accuracy == everything.baseline_accuracy
     assert rows["ct2-int8"].notes.resident_bytes < float32.notes.resident_bytes  # int8 weights in memory
     assert all(r.notes.real_time_factor and r.notes.real_time_factor > 0 for r in rows.values())
 
@@ -52,18 +67,21 @@ def test_gate_refuses_a_variant_past_the_wer_limit(whisper_dir: Path, noisy_set:
         f"no variant is worse than float32 on these clips ({[(r.name, r.accuracy) for r in rows.values()]})"
     )
     limit = increase / 2
-    regated = gated(list(rows.values()), float32.accuracy, WER, limit)
-    verdict = {r.name: r.passed_gate for r in regated}
+    said: list[str] = []
+    regated = prep(req.changed(optimize={"max_accuracy_drop": limit}), cache, progress=said.append)
+    assert not regated.cached and not [line for line in said if line.startswith("measuring")]  # nothing re-measured
+    verdict = {r.name: r.passed_gate for r in regated.report.variants}
     assert verdict[worst.name] is False
     assert verdict["ct2-float32"] is True
-    _picked, chosen, _ = choose(regated, "smallest", limit)
-    assert chosen is not None and chosen != worst.name
+    assert regated.report.variant != worst.name
+    # The artifact is the folder the image ships: the model's files and the chosen variant's settings.
+    shipped = regated.artifact_path
+    assert json.loads((shipped / SETTINGS_FILE).read_text()) == settings_of(CATALOGUE[regated.report.variant])
+    assert (shipped / "model.bin").is_file() and file_sha256(shipped) == regated.report.artifact_sha256
 
 
 def test_family_refuses_other_metrics_and_foreign_variants() -> None:
     from iac.spec.errors import UserError
-    from iac.spec.models import Optimize
-    from modelprep.request import PrepRequest
 
     req = PrepRequest(
         model_path="/m",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelprep.families.speech.wer import normalise, wer
@@ -48,3 +50,24 @@ def test_form_limits() -> None:
         forms.parse(f"multipart/form-data; boundary={boundary}", body, frozenset())
     ok = forms.parse(f"multipart/form-data; boundary={boundary}", (part + f"--{boundary}--\r\n").encode(), frozenset())
     assert ok["f"].text() == "v"
+
+
+def test_settings_come_from_the_model_folder_then_serving_json(tmp_path: Path) -> None:
+    """Prep ships the chosen variant as the folder's speech.json; metadata.speech overrides it field by field."""
+    from serving.config import ServingConfig
+    from serving.speech import SETTINGS_FILE, settings
+
+    def config(metadata: dict[str, object]) -> ServingConfig:
+        return ServingConfig.from_dict(
+            {"task": "speech-recognition", "model_name": "w", "artifact": str(tmp_path), "metadata": metadata}
+        )
+
+    assert settings(config({})).compute_type == "int8"  # no speech.json: the defaults
+    (tmp_path / SETTINGS_FILE).write_text('{"compute_type": "float32", "beam_size": 5}')
+    chosen = settings(config({}))
+    assert (chosen.compute_type, chosen.beam_size, chosen.model_dir) == ("float32", 5, str(tmp_path))
+    overridden = settings(config({"speech": {"beam_size": 1}}))
+    assert (overridden.compute_type, overridden.beam_size) == ("float32", 1)
+    (tmp_path / SETTINGS_FILE).write_text('{"compute_type": "int3"}')
+    with pytest.raises(ValueError, match=r"speech.json.compute_type: must be one of"):
+        settings(config({}))

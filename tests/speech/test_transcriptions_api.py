@@ -226,3 +226,16 @@ def test_metrics_count_audio(speech_server: RunningServer, sentence_audio: np.nd
     text = requests.get(speech_server.url + "/metrics", timeout=10).text
     assert "modelstack_real_time_factor_count" in text
     assert "modelstack_transcription_queue_depth 0" in text
+
+
+def test_deploy_probes_warm_up_and_version(speech_server: RunningServer) -> None:
+    """What a rollout sends a new replica (the family's warm-up request) and reads through the proxy
+    (the served metadata at TF Serving's metadata path)."""
+    from serving.speech import warm_up_request
+
+    path, body = warm_up_request("whisper")
+    reply = requests.post(speech_server.url + path, json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["data"] == [""]
+    doc = requests.get(speech_server.url + "/v1/models/whisper/metadata", timeout=10).json()
+    assert doc["model_spec"]["name"] == "whisper" and "modelstack" in doc["metadata"]

@@ -3,13 +3,15 @@
 `ModelService` (iac/deploy/service.py) builds what every target shares (the artifact, the image, the
 content keys, the checked API key) and hands it over as `TargetArgs`; a target turns that into running
 replicas and answers `modelstack status`. Adding a target means a package here with a `TARGET` object
-(a `DeployTarget`), its name in `TARGETS`, and its section in the spec's `deploy` union
-(`iac/spec/models.py`); nothing else changes.
+(a `DeployTarget`, usually a `PackageTarget` of the package's settings, status and `target.Target`), its
+name in `TARGETS`, and its section in the spec's `deploy` union (`iac/spec/models.py`); nothing else
+changes.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -92,6 +94,21 @@ class DeployTarget(Protocol):
         ...
 
     def status(self, spec: ResolvedSpec, stack: str) -> TargetStatus: ...
+
+
+@dataclass(frozen=True)
+class PackageTarget:
+    """The `DeployTarget` of a target package: its URL and status functions (no Pulumi) and its Pulumi
+    component, `<package>.target.Target`, imported only when it deploys (Pulumi and the target's SDK)."""
+
+    package: str  # e.g. iac.deploy.targets.docker
+    base_url: Callable[[ResolvedSpec], str]
+    endpoint: Callable[[ResolvedSpec], str]
+    status: Callable[[ResolvedSpec, str], TargetStatus]
+
+    def deploy(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions) -> TargetComponent:
+        component: TargetComponent = importlib.import_module(f"{self.package}.target").Target(name, args, opts)
+        return component
 
 
 def target_of(spec: ResolvedSpec) -> DeployTarget:

@@ -9,13 +9,16 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from iac.spec.errors import UserError
+from iac.spec.models import Task
 from modelprep.families.huggingface.session import CATALOG, TextSession
 from modelprep.families.huggingface.settings import text_prep_request
-from modelprep.family import Candidate, Family, Progress, Quality, Step, Variant
+from modelprep.family import Candidate, Family, Progress, Quality, SpecProblem, Step, Variant, Written
 from modelprep.request import PrepRequest
 
 if TYPE_CHECKING:
-    from iac.spec.models import ResolvedSpec
+    from pathlib import Path
+
+    from iac.spec.models import ModelSpec, ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.report import Measure
 
@@ -33,6 +36,54 @@ class HuggingFaceFamily:
     reference: str | None = None  # the float32 ONNX graph is a candidate like the others
     gentle: tuple[str, ...] = ("onnx-float32", "onnx-float16")
     gate_field: str = "optimize.max_accuracy_drop"
+    # ONNX Runtime and the tokenizer: the artifact carries tokenizer.json (serving.text).
+    requirements: Mapping[str, str] = MappingProxyType({"onnx": "requirements-text.txt"})
+
+    def spec_problems(self, spec: ModelSpec, folder: Path, written: Written) -> list[SpecProblem]:
+        m, problems = spec.model, []
+        if m.task is None:
+            problems.append(
+                SpecProblem(
+                    ("model",),
+                    "a huggingface model needs a task",
+                    "add task: sentence-embedding or task: text-classification",
+                )
+            )
+        problems += [
+            SpecProblem(
+                ("data", field), "a text model reads texts, not arrays", "use a .txt file (one text per line) or .jsonl"
+            )
+            for field in ("calibration", "evaluation")
+            if getattr(spec.data, field).endswith(".npz")
+        ]
+        if spec.data.evaluation.endswith(".txt") and m.task == Task.text_classification:
+            problems.append(
+                SpecProblem(
+                    ("data", "evaluation"),
+                    "text-classification needs labelled texts",
+                    'use .jsonl with {"text": ..., "label": ...} per line',
+                )
+            )
+        metric = spec.optimize.metric
+        allowed = ("cosine",) if m.task == Task.sentence_embedding else ("accuracy", "top_k")
+        if m.task is not None and metric.value not in allowed and written(("optimize", "metric")):
+            problems.append(
+                SpecProblem(
+                    ("optimize", "metric"),
+                    f'"{metric.value}" does not score a {m.task.value} model',
+                    f"use {' or '.join(allowed)}",
+                )
+            )
+        model_folder = folder / m.path
+        if model_folder.is_dir() and not (model_folder / "tokenizer.json").is_file():
+            problems.append(
+                SpecProblem(
+                    ("model", "path"),
+                    f"{m.path!r} has no tokenizer.json",
+                    "save the tokenizer with the model (tokenizer.save_pretrained)",
+                )
+            )
+        return problems
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         return text_prep_request(spec, all_variants)

@@ -11,13 +11,27 @@ from typing import TYPE_CHECKING, Any
 from iac.spec.errors import UserError
 from modelprep.families.keras.settings import variant_settings
 from modelprep.families.keras.variants import CATALOG, candidates
-from modelprep.family import Baselines, Candidate, Family, Measured, Notes, Progress, Quality, Step, Variant
+from modelprep.family import (
+    Baselines,
+    Candidate,
+    Family,
+    Measured,
+    Notes,
+    Progress,
+    Quality,
+    SpecProblem,
+    Step,
+    Variant,
+    Written,
+)
 from modelprep.request import PrepRequest
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
 
-    from iac.spec.models import ResolvedSpec
+    from iac.spec.models import ModelSpec, ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.report import Measure
 
@@ -60,6 +74,30 @@ class KerasFamily:
     reference: str | None = "litert-float32"
     gentle: tuple[str, ...] = ("litert-float16", "litert-dynamic", "litert-float32")
     gate_field: str = "optimize.max_accuracy_drop"
+    requirements: Mapping[str, str] = MappingProxyType({"litert": "requirements.txt", "onnx": "requirements-onnx.txt"})
+
+    def spec_problems(self, spec: ModelSpec, folder: Path, written: Written) -> list[SpecProblem]:
+        problems = []
+        if spec.model.inputs is None:
+            problems.append(
+                SpecProblem(
+                    ("model",), "a keras model needs its input signature", "add inputs with name, shape and dtype"
+                )
+            )
+        problems += [
+            SpecProblem(("data", field), "a Keras model reads arrays", "save them with numpy.savez as a .npz file")
+            for field in ("calibration", "evaluation")
+            if not getattr(spec.data, field).endswith(".npz")
+        ]
+        if spec.optimize.metric.value not in self.metrics:
+            problems.append(
+                SpecProblem(
+                    ("optimize", "metric"),
+                    f'"{spec.optimize.metric.value}" does not score a Keras model',
+                    f"use {', '.join(self.metrics)}",
+                )
+            )
+        return problems
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         signature = spec.inputs  # a keras model's inputs are written in the spec (validated there)

@@ -23,22 +23,18 @@ from modelprep.request import PrepRequest
 def runtime_for(
     runtime: str, artifact: bytes, threads: int, inputs: tuple[tuple[str, tuple[int, ...], str], ...] | None = None
 ) -> Any:
-    """The server's runtime for an artifact's bytes, with the server's thread count; with
-    several ``inputs``, the server's runtime that feeds each by name."""
-    if inputs is not None:
-        from serving.config import InputSpec
-        from serving.multi_runtime import LiteRTFeedsModel, OnnxFeedsModel
+    """The server's runtime for an artifact's bytes, with the server's thread count, its inputs
+    named as the spec's ``inputs`` (name, sample shape, dtype) when given (the server's config)."""
+    from serving.config import InputSpec
 
-        specs = [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in inputs]
-        feeds = OnnxFeedsModel if runtime == "onnx" else LiteRTFeedsModel
-        return feeds.from_bytes(artifact, specs, num_threads=threads)
+    specs = None if inputs is None else [InputSpec(name, tuple(shape), dtype) for name, shape, dtype in inputs]
     if runtime == "onnx":
         from serving.onnx_runtime import OnnxModel
 
-        return OnnxModel.from_bytes(artifact, num_threads=threads)
+        return OnnxModel.from_bytes(artifact, num_threads=threads, inputs=specs)
     from serving.runtime import LiteRTModel
 
-    return LiteRTModel.from_bytes(artifact, num_threads=threads)
+    return LiteRTModel.from_bytes(artifact, num_threads=threads, inputs=specs)
 
 
 def measure_variant(

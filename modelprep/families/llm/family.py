@@ -11,26 +11,41 @@ context length, vocabulary and special tokens come from the file's metadata (`me
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from iac.spec.errors import UserError
 from iac.spec.models import DEFAULT_MAX_KL, Metric
 from modelprep.families.llm import quantize
-from modelprep.family import Candidate, Quality, Variant
+from modelprep.family import Candidate, Quality, ServingNeeds, SpecProblem, Variant
 
 if TYPE_CHECKING:
-    from iac.spec.models import ResolvedSpec
+    from pathlib import Path
+
+    from iac.spec.models import ModelSpec, ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.families.llm.metadata import GgufInfo
-    from modelprep.family import Progress, Step
-    from modelprep.report import Measure
+    from modelprep.family import Progress, Step, Written
+    from modelprep.report import Measure, PrepReport
     from modelprep.request import PrepRequest
 
 KL = Quality(name="kl", lower_is_better=True, percent=False)
 VERSION = 3  # bump when building or measuring a variant changes: its cached measures are rebuilt
 ARTIFACT = "model.gguf"
+
+# A replica's memory (`serving_needs`): the weights (mapped from the file), the KV cache llama.cpp
+# allocates up front for context_length x max_sequences tokens (float16 keys and values, its default),
+# and the server process with llama.cpp's compute buffers: 53-77 MiB resident measured here beside the
+# first two (tiny model, SmolLM2 at 2,048 and 8,192 tokens x 4 sequences), so 96 MiB; then 10% more.
+KV_ELEMENT_BYTES = 2
+RUNTIME_BYTES = 96 * 2**20
+MEMORY_MARGIN = 1.10
+# How long a draining replica lets its streams run: as long as the longest answer takes when every
+# sequence generates at once (no batching gain assumed), within these bounds.
+MIN_DRAIN_S, MAX_DRAIN_S = 9.0, 600.0
 
 
 def _variant(q: quantize.Quant) -> Variant:
@@ -74,6 +89,10 @@ class LlmFamily:
     reference: str | None = None  # the source is a variant itself (gguf-source), measured like the others
     gentle: tuple[str, ...] = ("gguf-source", "gguf-q8_0", "gguf-q6_k")
     gate_field: str = "optimize.max_kl"  # where the spec sets the gate's allowance (the request copies it)
+    requirements: Mapping[str, str] = MappingProxyType({"llama.cpp": "requirements-llm.txt"})
+
+    def spec_problems(self, spec: ModelSpec, folder: Path, written: Written) -> list[SpecProblem]:
+        return []  # its metric is checked when the request is made (it reads the GGUF file)
 
     def request(self, spec: ResolvedSpec, all_variants: bool = False) -> PrepRequest:
         from modelprep.families.llm.metadata import read
@@ -159,6 +178,41 @@ class LlmFamily:
         from modelprep.families.llm.session import LlmSession
 
         return LlmSession(req, progress, step)
+
+    def serving_needs(self, spec: ResolvedSpec, report: PrepReport, artifact: Path) -> ServingNeeds:
+        """Memory: the chosen file's weights + its KV cache (context_length x max_sequences x layers x KV
+        heads x (key + value length) x 2 bytes, from the GGUF's metadata) + the runtime; drain: the
+        longest answer (a whole context) at the measured generation speed shared by every sequence."""
+        from modelprep.families.llm.metadata import cache_shape
+
+        shape = cache_shape(artifact)
+        chosen = report.chosen.notes
+        sequences = int(getattr(spec.spec.serving, "max_sequences", 1))
+        context = chosen.context_length or resolve_context(
+            getattr(spec.spec.serving, "context_length", 0), _info(artifact), spec.where("serving.context_length")
+        )
+        per_token = shape.bytes_per_token(KV_ELEMENT_BYTES)
+        kv = context * sequences * per_token
+        need = math.ceil((report.size_bytes + kv + RUNTIME_BYTES) * MEMORY_MARGIN / 2**20) * 2**20
+        detail = (
+            f"weights {_mib(report.size_bytes)} + KV cache {_mib(kv)} ({context:,} tokens x {sequences} sequences x "
+            f"{per_token:,} bytes: {shape.layers} layers x {shape.kv_heads} KV heads x "
+            f"({shape.key_length} + {shape.value_length}) x {KV_ELEMENT_BYTES} bytes) + runtime {_mib(RUNTIME_BYTES)}, "
+            f"+{round((MEMORY_MARGIN - 1) * 100)}%"
+        )
+        speed = chosen.generation_tokens_per_s or report.throughput_per_s
+        longest = context * sequences / speed if speed > 0 else MAX_DRAIN_S
+        return ServingNeeds(need, detail, float(min(max(math.ceil(longest), MIN_DRAIN_S), MAX_DRAIN_S)))
+
+
+def _info(artifact: Path) -> GgufInfo:
+    from modelprep.families.llm.metadata import read
+
+    return read(artifact)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.0f} MiB"
 
 
 FAMILY = LlmFamily()

@@ -91,3 +91,44 @@ def read(path: str | Path, where: str = "model.yaml") -> GgufInfo:
         parameters=sum(int(t.n_elements) for t in reader.tensors),
         tensor_bytes=sum(int(t.n_bytes) for t in reader.tensors),
     )
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    """What one token of one sequence costs in llama.cpp's KV cache: per layer, the keys and values of
+    every KV head (grouped-query attention shares them between query heads)."""
+
+    layers: int
+    kv_heads: int
+    key_length: int  # per head
+    value_length: int
+    vocabulary: int
+
+    def bytes_per_token(self, element_bytes: int) -> int:
+        return self.layers * self.kv_heads * (self.key_length + self.value_length) * element_bytes
+
+
+def cache_shape(path: str | Path) -> CacheShape:
+    """The KV cache's dimensions from a GGUF's metadata (`<arch>.block_count`, `.attention.head_count_kv`,
+    `.attention.key_length` / `.value_length`, which default to the embedding width per head)."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    arch = str(_field(fields, "general.architecture") or "")
+
+    def number(key: str, default: int | None = None) -> int:
+        value = _field(fields, f"{arch}.{key}")
+        if value is None and default is None:
+            raise ValueError(f"{Path(path).name} has no {arch}.{key} in its metadata")
+        return int(value if value is not None else default)
+
+    heads = number("attention.head_count")
+    head_dim = number("embedding_length") // heads
+    tokens = fields.get("tokenizer.ggml.tokens")
+    return CacheShape(
+        layers=number("block_count"),
+        kv_heads=number("attention.head_count_kv", heads),
+        key_length=number("attention.key_length", head_dim),
+        value_length=number("attention.value_length", head_dim),
+        vocabulary=len(tokens.data) if tokens is not None else 0,
+    )

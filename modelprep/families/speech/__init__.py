@@ -2,35 +2,40 @@
 
 CTranslate2 converts the weights to the compute type when it loads them, so every variant ships
 the same files: a variant is a compute type (float32, int8, int8_float32) × a decoding (greedy or
-beam 5), stored as the small settings document the server reads (``speech.json``, the
-``metadata.speech`` of serving.json). What differs between variants is measured: resident memory,
-real-time factor at ``serving.threads`` and word error rate on the evaluation clips
-(``data.evaluation``, made by ``python -m modelprep.families.speech.corpus``). The gate reads WER
-as lower-is-better: ``optimize.max_accuracy_drop`` is the largest accepted absolute increase over
+beam 5), stored as the small settings document the server reads (``speech.json``). The artifact is
+a folder (``whisper/``): every file of the model folder plus the chosen variant's ``speech.json``;
+its sha256 is the folder's (``modelprep.hashing.tree_sha256``), and render ships it whole. What
+differs between variants is measured: resident memory, real-time factor at ``serving.threads`` and
+word error rate on the evaluation clips (``data.evaluation``, made by ``python -m
+modelprep.families.speech.corpus``). The gate reads WER as lower-is-better: ``optimize.max_accuracy_drop`` is the largest accepted absolute increase over
 ``ct2-float32`` (float32, greedy: the model as given with the plainest decoding).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelprep.family import Baselines, Candidate, Measured, Quality, Variant
+from modelprep.family import Baselines, Candidate, Measured, Quality, SpecProblem, Variant
+from serving.speech import SETTINGS_FILE
 
 if TYPE_CHECKING:
-    from iac.spec.models import ResolvedSpec
+    import numpy as np
+
+    from iac.spec.models import ModelSpec, ResolvedSpec
     from modelprep.cache import Cache
     from modelprep.families.speech.corpus import EvaluationSet
     from modelprep.families.speech.measure import Decoding, Scores
-    from modelprep.family import Notes, Progress, Step
+    from modelprep.family import Notes, Progress, Step, Written
     from modelprep.report import Measure
     from modelprep.request import PrepRequest
 
 RUNTIME = "ctranslate2"
-ARTIFACT = "speech.json"
+ARTIFACT = "whisper"  # a folder: the model's files and SETTINGS_FILE
 MODEL_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 
@@ -55,7 +60,7 @@ WER = Quality("wer", lower_is_better=True, percent=True)
 
 
 def settings_of(variant: Variant) -> dict[str, Any]:
-    """What the server is told to run for ``variant`` (serving.json ``metadata.speech``)."""
+    """What the server is told to run for ``variant`` (``speech.json`` in the shipped folder)."""
     beam = 5 if variant.name.endswith("-beam5") else 1
     return {"compute_type": variant.quantization, "beam_size": beam}
 
@@ -71,6 +76,20 @@ def model_bytes(model_dir: Path) -> int:
     return sum((model_dir / name).stat().st_size for name in MODEL_FILES if (model_dir / name).exists())
 
 
+def settings_bytes(variant: Variant) -> bytes:
+    """The variant as the file the server reads (``SETTINGS_FILE`` in the shipped folder)."""
+    return json.dumps(settings_of(variant), sort_keys=True).encode()
+
+
+def model_files(model_dir: Path) -> dict[str, Path]:
+    """Every file of the model folder by relative name (what the prep key hashed, so what ships)."""
+    return {
+        p.relative_to(model_dir).as_posix(): p
+        for p in sorted(model_dir.rglob("*"))
+        if p.is_file() and p.relative_to(model_dir).as_posix() != SETTINGS_FILE
+    }
+
+
 def measure_of(
     variant: Variant,
     scores: Scores,
@@ -80,8 +99,10 @@ def measure_of(
     threads: int,
     eligible: bool = True,
     reason: str | None = None,
+    sha256: str | None = None,
 ) -> Measure:
-    """A report row for a scored variant (the metric is WER, in ``accuracy`` as every family's metric is)."""
+    """A report row for a scored variant (the metric is WER, in ``accuracy`` as every family's metric is);
+    ``sha256`` is its artifact's (the shipped folder's), which a chosen variant's row must carry."""
     from iac.spec.models import Metric
     from modelprep.report import Measure, Notes
 
@@ -93,6 +114,7 @@ def measure_of(
         quantization=variant.quantization,
         description=variant.description,
         artifact_file=ARTIFACT,
+        sha256=sha256,
         size_bytes=size,
         gzip_bytes=gzip_bytes,
         metric=Metric.wer,
@@ -121,6 +143,8 @@ class SpeechSession:
     progress: Progress = field(default=lambda _: None)
     _dataset: EvaluationSet | None = None
     _gzip: int | None = None
+    _file_shas: dict[str, str] | None = None
+    _scored: dict[str, Scores] = field(default_factory=dict)
 
     @property
     def dataset(self) -> EvaluationSet:
@@ -150,37 +174,56 @@ class SpeechSession:
             self._gzip = total
         return self._gzip
 
+    def shipped_sha256(self, variant: Variant) -> str:
+        """sha256 of the folder shipped for ``variant``: the model's files and its settings file."""
+        from modelprep.hashing import file_sha256, tree_sha256
+
+        if self._file_shas is None:
+            self._file_shas = {name: file_sha256(path) for name, path in model_files(self.model_dir).items()}
+        settings = hashlib.sha256(settings_bytes(variant)).hexdigest()
+        return tree_sha256({**self._file_shas, SETTINGS_FILE: settings})
+
     def score(self, variant: Variant) -> Scores:
         from modelprep.families.speech.measure import Transcriber, score
 
-        self.progress(f"measuring {variant.name} on {len(self.dataset.clips)} clips")
-        return score([Transcriber(self.model_dir, decoding_of(variant), self.threads)], self.dataset)[0]
+        # Once per variant and run: the baseline (float32, greedy) is also the catalogue's ct2-float32.
+        if variant.name not in self._scored:
+            self.progress(f"measuring {variant.name} on {len(self.dataset.clips)} clips")
+            transcriber = Transcriber(self.model_dir, decoding_of(variant), self.threads)
+            self._scored[variant.name] = score([transcriber], self.dataset)[0]
+        return self._scored[variant.name]
 
     def row(self, variant: Variant, scores: Scores) -> Measure:
         from modelprep.families.speech.measure import resident_bytes
 
         rss = resident_bytes(self.model_dir, decoding_of(variant), self.threads)
-        return measure_of(variant, scores, model_bytes(self.model_dir), self.gzip_bytes(), rss, self.threads)
+        size = model_bytes(self.model_dir)
+        sha = self.shipped_sha256(variant)  # the folder's: what the report and the image label name
+        return measure_of(variant, scores, size, self.gzip_bytes(), rss, self.threads, sha256=sha)
+
+    def clip_wers(self, scores: Scores) -> np.ndarray:
+        """Each clip's word error rate, in clip order: a variant's outputs as the prep loop keeps them
+        (float32, like the llm family's KL per position), the spread behind the corpus WER."""
+        import numpy as np
+
+        from modelprep.families.speech.wer import wer
+
+        pairs = zip(self.dataset.clips, scores.texts, strict=True)
+        return np.array([wer([clip.text], [text]) for clip, text in pairs], dtype=np.float32)
 
     # --- modelprep.family.Session ---
     def baselines(self) -> Baselines:
+        """float32 with greedy decoding; no outputs: WER compares with the transcripts, not with them."""
         variant = CATALOGUE[BASELINE]
-        scores = self.score(variant)
-        return Baselines([self.row(variant, scores)], _texts(scores))
+        return Baselines([self.row(variant, self.score(variant))])
 
     def build(self, variants: Sequence[Variant]) -> Iterator[tuple[Variant, bytes, Notes]]:
         for variant in variants:
-            yield variant, json.dumps(settings_of(variant), sort_keys=True).encode(), {}
+            yield variant, settings_bytes(variant), {}
 
     def measure(self, variant: Variant, artifact: bytes, notes: Notes, reference: Any) -> Measured:
         scores = self.score(variant)
-        return Measured(self.row(variant, scores), _texts(scores))
-
-
-def _texts(scores: Scores) -> Any:
-    import numpy as np
-
-    return np.array(scores.texts, dtype=object)
+        return Measured(self.row(variant, scores), self.clip_wers(scores))
 
 
 class SpeechFamily:
@@ -194,6 +237,10 @@ class SpeechFamily:
     reference: str | None = BASELINE
     gentle = ("ct2-int8_float32", "ct2-float32-beam5")
     gate_field = "optimize.max_accuracy_drop"  # the absolute WER increase allowed over float32
+    requirements: Mapping[str, str] = {RUNTIME: "requirements-speech.txt"}
+
+    def spec_problems(self, spec: ModelSpec, folder: Path, written: Written) -> list[SpecProblem]:
+        return []  # its metric and variants are checked with the candidates
 
     def judge(self, req: PrepRequest, measure: Measure) -> str | None:
         return None  # WER is the one gate
@@ -240,6 +287,11 @@ class SpeechFamily:
 
     def variant_settings(self, req: PrepRequest, variant: Variant) -> dict[str, Any]:
         return settings_of(variant)
+
+    def artifact_files(self, req: PrepRequest, candidate: bytes) -> dict[str, bytes]:
+        """The shipped folder: every file of the model folder, and the chosen variant's settings."""
+        files = {name: path.read_bytes() for name, path in model_files(Path(req.model_path)).items()}
+        return {**files, SETTINGS_FILE: candidate}
 
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> SpeechSession:
         return SpeechSession(Path(req.model_path), Path(req.evaluation_path), req.threads, progress)

@@ -29,7 +29,7 @@ from modelprep.families.speech.wer import wer
 
 @dataclass(frozen=True)
 class Decoding:
-    """One variant's settings: what the server is told to run (serving.json ``metadata.speech``)."""
+    """One variant's settings: what the server is told to run (``speech.json`` in the shipped folder)."""
 
     compute_type: str
     beam_size: int

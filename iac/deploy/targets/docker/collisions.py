@@ -1,8 +1,9 @@
 """Who already holds a name or a host port this stack wants, found before anything is created.
 
-Docker names (the stack's network, its proxy container) and host ports are global to the engine, so
-another stack, another checkout of this project or something that is not modelstack's at all may
-hold them. A holder is this stack's only when it carries one of the stack's owner labels (see
+Docker names and host ports are global to the engine, so another stack, another checkout of this
+project or something that is not modelstack's at all may hold them. The network takes the stack's
+own name when its plain one is held (`network.py`), and the containers' names follow it; a host port
+cannot move, and a container name may still be held by a stranger. A holder is this stack's only when it carries one of the stack's owner labels (see
 `iac.deploy.identity`); anything else is a stranger: it is never removed or reused, and the user is
 told who holds it and which field of model.yaml to change. The providers call these from `check`
 (so `pulumi preview` reports the collision) and again right before they create (a holder that

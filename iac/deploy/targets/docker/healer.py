@@ -220,7 +220,12 @@ class Healer(Resource, module="modelstack", name="Healer"):
     pid: pulumi.Output[int]
 
     def __init__(
-        self, name: str, *, owner: pulumi.Input[str], config_dir: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        *,
+        owner: pulumi.Input[str],
+        config_dir: pulumi.Input[str],
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props = {
             "owner": owner,

@@ -226,7 +226,7 @@ class Proxy(Resource, module="docker", name="Proxy"):
         name: str,
         *,
         owner: pulumi.Input[str],
-        container_name: str,
+        container_name: pulumi.Input[str],
         image: str,
         network_name: pulumi.Input[str],
         settings: dict[str, Any],

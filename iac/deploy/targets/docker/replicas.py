@@ -118,7 +118,7 @@ def rollout(
             _remove([client.containers.get(name) for name in wanted])
             return serving, record
     _switch_proxy(props, wanted)
-    _retire([c for name, c in existing.items() if name not in wanted])
+    _retire([c for name, c in existing.items() if name not in wanted], props["settings"].get("stop_grace_s", 10))
     return wanted, record
 
 
@@ -173,7 +173,8 @@ def _wait_ready(containers: list[Any], props: dict[str, Any]) -> None:
 
 
 def _ready(container: Any, props: dict[str, Any]) -> bool:
-    """/readyz answers 200 and one warm-up inference on zeros succeeds."""
+    """/readyz answers 200 and one warm-up request succeeds: the serving family's own (e.g. one generated
+    token), else an inference on zeros."""
     address = replica_address(container, props["network_name"])
     if not address:
         return False
@@ -181,28 +182,27 @@ def _ready(container: Any, props: dict[str, Any]) -> bool:
     headers = {"Content-Type": "application/json"}
     if props.get("api_key"):
         headers["Authorization"] = f"Bearer {props['api_key']}"
-    if props.get("inputs"):  # several named inputs: one zero sample of each, integers for integer inputs
-        zeros = {
-            "instances": [
-                {
-                    name: _zeros(shape, 0 if dtype.startswith(("int", "uint")) else 0.0)
-                    for name, shape, dtype in props["inputs"]
-                }
-            ]
-        }
+    path = f"/v1/models/{props['model_name']}:predict"
+    if props.get("warm_up"):  # the serving family's own request, its body JSON text
+        path, zeros = props["warm_up"]["path"], json.loads(props["warm_up"]["body"])
     else:
-        zeros = {"instances": [_zeros(props["input_shape"])]}
+        zeros = warm_up_body(props["inputs"])
     try:
         with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
             if response.status != 200:
                 return False
-        request = urllib.request.Request(
-            f"{base}/v1/models/{props['model_name']}:predict", data=json.dumps(zeros).encode(), headers=headers
-        )
+        request = urllib.request.Request(f"{base}{path}", data=json.dumps(zeros).encode(), headers=headers)
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def warm_up_body(inputs: list[list[Any]]) -> dict[str, Any]:
+    """A V1 body of one zero sample of each input ([name, shape, dtype]), by name: integers for an
+    integer input, a text for a text input. The same form for one input or several."""
+    sample = {name: _zeros(shape, 0 if dtype.startswith(("int", "uint")) else 0.0) for name, shape, dtype in inputs}
+    return {"instances": [sample]}
 
 
 def _zeros(shape: list[Any], zero: float = 0.0) -> Any:
@@ -249,13 +249,15 @@ def _wait_serving(props: dict[str, Any], timeout_s: float = 15.0) -> None:
     raise RolloutError(f"the proxy did not serve version {props['version']} within {timeout_s:.0f} s of the switch")
 
 
-def _retire(containers: list[Any]) -> None:
+def _retire(containers: list[Any], grace_s: float = 10) -> None:
+    """Stop the old replicas: SIGTERM, then `grace_s` (sized for the model's longest requests, e.g.
+    streams) before Docker kills one that has not finished."""
     if not containers:
         return
     time.sleep(DRAIN_S)
     for container in containers:
         try:
-            container.stop(timeout=10)  # SIGTERM: the server finishes in-flight requests
+            container.stop(timeout=int(grace_s))  # SIGTERM: the server finishes in-flight requests
         finally:
             container.remove(force=True)
 

@@ -1,10 +1,26 @@
-"""What the Docker target derives from a spec: replica and proxy settings, and the URLs clients call."""
+"""What the Docker target derives from a spec: replica and proxy settings, and the URLs clients call.
+
+A replica's memory limit and stop grace period follow from the model when its family says what the
+chosen variant needs (`modelprep.family.ServingNeeds`, e.g. a language model's weights and KV cache):
+the limit is that figure unless deploy.memory is written, which may not be less; the grace period
+covers the server's drain for the model's longest requests.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import math
+from typing import TYPE_CHECKING, Any
 
+from iac.spec.errors import UserError
 from iac.spec.models import DockerDeploy, ResolvedSpec
+
+if TYPE_CHECKING:
+    from modelprep.family import ServingNeeds
+
+# Docker's stop timeout beyond the server's drain: the engine's accepted work and the exit.
+STOP_MARGIN_S = 5
+DEFAULT_STOP_GRACE_S = 10  # Docker's own default, for models whose family states no needs
 
 
 def docker_settings(spec: ResolvedSpec) -> DockerDeploy:
@@ -15,21 +31,83 @@ def docker_settings(spec: ResolvedSpec) -> DockerDeploy:
     return d
 
 
-def replica_settings(spec: ResolvedSpec) -> dict[str, Any]:
-    """What a model container runs with; a change rolls out new replicas."""
-    from iac.spec.models import memory_bytes
-
+def replica_settings(spec: ResolvedSpec, needs: ServingNeeds | None = None) -> dict[str, Any]:
+    """What a model container runs with; a change rolls out new replicas. `needs`: what the model's
+    family says the chosen variant needs (None: the spec's limits as written, the default grace)."""
     d = docker_settings(spec)
     settings = {
         "port": spec.spec.serving.port,
         "host_port": d.host_port,
         "cpus": d.cpus,
-        "memory_bytes": memory_bytes(d.memory),
+        "memory_bytes": memory_limit(spec, needs),
         "pids": 256,
     }
     if publishes_grpc(spec):  # the proxy's gRPC upstream lists the replicas at this port
         settings["grpc_port"] = spec.spec.serving.grpc_port
+    if needs is not None:  # absent otherwise: the replicas of a model without needs keep their version
+        settings["stop_grace_s"] = stop_grace_s(needs)
     return settings
+
+
+def memory_limit(spec: ResolvedSpec, needs: ServingNeeds | None) -> int:
+    """deploy.memory as written; else what the model needs (else the default). Written below the need,
+    it is a located error naming the figure, before any replica starts and is killed out of memory."""
+    from iac.spec.models import memory_bytes
+
+    d = docker_settings(spec)
+    if needs is None:
+        return memory_bytes(d.memory)
+    if "memory" not in d.model_fields_set:
+        return needs.memory_bytes
+    if memory_bytes(d.memory) < needs.memory_bytes:
+        least = math.ceil(needs.memory_bytes / 2**20)
+        raise UserError.single(
+            spec.where("deploy.memory"),
+            "deploy.memory",
+            f"{d.memory} is less than the {least:,} MiB a replica of this model needs: {needs.memory_detail}",
+            f"set deploy.memory to at least {least}Mi (or leave it out to get that), "
+            "or lower serving.context_length or serving.max_sequences",
+        )
+    return memory_bytes(d.memory)
+
+
+def stop_grace_s(needs: ServingNeeds | None) -> int:
+    """Seconds Docker waits after SIGTERM before it kills a replica: the server's drain and a margin."""
+    return DEFAULT_STOP_GRACE_S if needs is None else math.ceil(needs.drain_s) + STOP_MARGIN_S
+
+
+def model_needs(spec: ResolvedSpec, model_key: str) -> ServingNeeds | None:
+    """What the prepped model (the prep cache's entry for `model_key`) needs, per its family; None when
+    the family states nothing or the model is not prepped yet (a preview before the first prep)."""
+    from modelprep.cache import REPORT, Cache
+    from modelprep.families import serving_needs
+    from modelprep.report import PrepReport
+
+    entry = Cache().get(model_key)
+    if entry is None:
+        return None
+    report = PrepReport.model_validate_json((entry / REPORT).read_text())
+    return serving_needs(spec, report, entry / report.artifact_file)
+
+
+def warm_up(spec: ResolvedSpec) -> dict[str, Any]:
+    """The request the rollout sends a new replica once /readyz answers 200: the serving family's own
+    (`serving.families.warm_up_request`), else a predict on zeros of the spec's inputs."""
+    from serving.families import warm_up_request
+
+    own = warm_up_request(spec.spec.model.resolved_task(spec.model_format).value, spec.name)
+    if own is not None:
+        # The body as JSON text: Pulumi state turns every number into a float (max_tokens 1 -> 1.0).
+        return {"warm_up": {"path": own[0], "body": json.dumps(own[1], sort_keys=True)}}
+    return {
+        "input_shape": list(spec.inputs[0].shape or []),
+        # several named inputs: the warm-up request names each (absent for one input)
+        **(
+            {"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
+            if len(spec.inputs) > 1
+            else {}
+        ),
+    }
 
 
 def publishes_grpc(spec: ResolvedSpec) -> bool:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 
 from iac.build.proxy_config import PARKED, nginx_conf
+from iac.deploy.rollout.steps import refuse_rolled_back
 from iac.deploy.targets import TargetArgs
 from iac.deploy.targets.docker.healer import Healer
 from iac.deploy.targets.docker.network import Network
@@ -17,23 +16,24 @@ from iac.deploy.targets.docker.settings import (
     docker_settings,
     endpoint,
     grpc_target,
+    model_needs,
     probe_host,
     proxy_settings,
     publishes_grpc,
     replica_settings,
+    warm_up,
 )
+from iac.spec.errors import UserError
 from modelprep.cache import default_root
 
 PROXY_IMAGE = "modelstack-proxy:bookworm-nginx"
 
 
-def refuse_rolled_back(record: dict[str, Any] | None, version: str) -> None:
-    """`pulumi up` fails with the rollback's one line when the version it asked for was rolled back. Raised
-    in an output nothing exports: the SDK fails the program with it (a RunError: no traceback) after the
-    stack outputs, `last_rollout` among them, are written. A spec set back to the serving version does not
-    fail: the record then only tells what happened."""
-    if record and record.get("outcome") != "promoted" and record.get("version") == version:
-        raise pulumi.RunError(str(record.get("reason")))
+def config_dir_of(service: str, base: str, taken: str) -> str:
+    """The proxy's config folder: per project, stack and service, plus the stack id the network name
+    carries when another stack holds the plain name (a stack made before keeps its folder)."""
+    folder = f"{pulumi.get_project()}--{pulumi.get_stack()}--{service}" + taken[len(base) :]
+    return str(default_root() / "proxy" / folder)
 
 
 class Target(pulumi.ComponentResource):
@@ -43,9 +43,10 @@ class Target(pulumi.ComponentResource):
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
         deploy = docker_settings(spec)
-        # Per <project>/<stack>/<service>, not per stack id: two stacks that would share it share the
-        # network and proxy names too, and the second is refused before it writes anything here.
-        config_dir = str(default_root() / "proxy" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
+        try:  # the memory limit and stop grace period follow from what the prepped model needs
+            settings = replica_settings(spec, model_needs(spec, args.keys.model))
+        except UserError as exc:
+            raise pulumi.RunError(str(exc)) from None  # one located line, no traceback
         # Stacks deployed before targets were a seam had these children directly under ModelService.
         moved = [pulumi.Alias(parent=opts.parent)] if opts is not None and opts.parent is not None else []
         child = pulumi.ResourceOptions(parent=self, aliases=moved)
@@ -53,12 +54,16 @@ class Target(pulumi.ComponentResource):
         # Where model.yaml sets what a collision asks the user to change (the providers report it).
         where = {field: spec.where(field) for field in ("name", "deploy.host_port", "deploy.grpc_host_port")}
         network = Network(f"{name}-network", owner=owner, network_name=base, where=where, opts=child)
+        # The name the network got (the stack id appended when another stack holds `base`) names the
+        # stack's containers and its proxy config folder, so a second stack of one name shares none.
+        named = network.taken_name.apply(lambda taken: taken or base)
+        config_dir = named.apply(lambda taken: config_dir_of(spec.name, base, taken))
         proxy = Proxy(
             f"{name}-proxy",
             owner=owner,
-            container_name=f"{base}-proxy",
+            container_name=named.apply(lambda taken: f"{taken}-proxy"),
             image=PROXY_IMAGE,
-            network_name=network.network_name,
+            network_name=named,
             settings=proxy_settings(spec),
             config_dir=config_dir,
             nginx_conf=nginx_conf(spec.name, deploy.replicas, grpc=publishes_grpc(spec)),
@@ -66,16 +71,15 @@ class Target(pulumi.ComponentResource):
             where=where,
             opts=child,
         )
-        settings = replica_settings(spec)
         key_env, api_key = (args.api_key.env, args.api_key.secret) if args.api_key is not None else (None, "")
         version = pulumi.Output.all(args.image_id, api_key).apply(lambda v: version_of(v[0], settings, v[1]))
         replicas = Replicas(
             f"{name}-replicas",
             props={
                 "owner": owner,
-                "base_name": base,
+                "base_name": named,
                 "image_id": args.image_id,
-                "network_name": network.network_name,
+                "network_name": named,
                 "replicas": deploy.replicas,
                 "settings": settings,
                 "version": version,
@@ -84,13 +88,9 @@ class Target(pulumi.ComponentResource):
                 "proxy_name": proxy.container_name,
                 "config_dir": config_dir,
                 "model_name": spec.name,
-                "input_shape": list(spec.inputs[0].shape or []),
-                # several named inputs: the warm-up request names each (absent for one input)
-                **(
-                    {"inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs]}
-                    if len(spec.inputs) > 1
-                    else {}
-                ),
+                **warm_up(spec),  # the request a new replica answers before it takes traffic
+                # the warm-up request names each input (one or several): [name, shape, dtype]
+                "inputs": [[t.name, list(t.shape or []), t.dtype.value] for t in spec.inputs],
                 "artifact_sha256": args.artifact_sha256,
                 "probe_host": probe_host(spec),
                 "ready_timeout_s": deploy.ready_timeout,
@@ -102,7 +102,7 @@ class Target(pulumi.ComponentResource):
         )
         pulumi.Output.all(replicas.last_rollout, version).apply(lambda v: refuse_rolled_back(*v))
         if spec.spec.deploy.rollout.strategy != "rolling":
-            from iac.deploy.targets.docker.progress import follow
+            from iac.deploy.rollout.progress import follow
 
             follow(config_dir, replicas.version)  # step, weight and live figures as the rollout goes
         Healer(

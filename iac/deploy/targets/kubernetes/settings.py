@@ -73,16 +73,9 @@ def api_client(spec: ResolvedSpec) -> Any:
 
 
 def _configuration(spec: ResolvedSpec) -> Any:
-    from kubernetes import client, config
+    from iac.deploy.targets.kubernetes.access import configuration
 
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=kubeconfig_path(spec),
-        context=settings(spec).context,
-        client_configuration=configuration,
-        persist_config=False,
-    )
-    return configuration
+    return configuration(kubeconfig_path(spec), settings(spec).context)
 
 
 def base_url(spec: ResolvedSpec) -> str:

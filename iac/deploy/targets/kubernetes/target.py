@@ -1,14 +1,24 @@
-"""The Kubernetes target: the image pushed by digest ▶ Deployment, Service, PDB, HPA, NetworkPolicy (pulumi-kubernetes)."""
+"""The Kubernetes target: the image pushed by digest ▶ Deployment, Service, PDB, HPA, NetworkPolicy (pulumi-kubernetes).
+
+With a canary or shadow rollout (`deploy.rollout.strategy`) the Service users call selects an nginx proxy
+(`proxy.py`) in front of a stable and a candidate Service, and the image the Deployment runs is the one
+the judged `Rollout` (`canary.py`) chose: the new image once it passed every step, else the old one."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from iac.deploy.rollout.progress import follow
+from iac.deploy.rollout.steps import refuse_rolled_back
 from iac.deploy.targets import ContentKeys, TargetArgs
+from iac.deploy.targets.kubernetes import proxy
+from iac.deploy.targets.kubernetes.canary import Rollout, Settle, version_of
 from iac.deploy.targets.kubernetes.push import Push
 from iac.deploy.targets.kubernetes.settings import (
     DRAIN_MARGIN_S,
@@ -24,6 +34,7 @@ from iac.deploy.targets.kubernetes.settings import (
     settings,
 )
 from iac.spec.models import KubernetesDeploy, ResolvedSpec
+from modelprep.cache import default_root
 
 SERVING_UID = 10001  # the image's user (templates/Dockerfile.j2)
 PROBE_PERIOD_S = 2
@@ -79,10 +90,18 @@ class Target(pulumi.ComponentResource):
                 }
             )
 
+        judge = proxy.judged(spec)
+        rollout, front = None, None
+        image: pulumi.Input[str] = pushed.image_ref
+        content: pulumi.Input[dict[str, str]] = content_annotations(args.keys)
+        if judge:  # canary or shadow: the proxy in front, the stable image chosen by the judged Rollout
+            rollout, front = self._judged(name, spec, args, pushed, account, env, child)
+            image, content = rollout.stable_image, rollout.stable_keys
+
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta,
-            spec=deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env),
+            spec=deployment_spec(spec, args.keys, image, account.metadata["name"], env, content),
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
@@ -92,12 +111,25 @@ class Target(pulumi.ComponentResource):
                 ),
             ),
         )
+        # The Service users call: the model pods, or with a judged rollout the proxy in front of them.
         service = k8s.core.v1.Service(
             f"{name}-service",
             metadata=meta,
-            spec={"type": k.service_type.value, "selector": selector_labels(spec), "ports": service_ports(spec)},
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[deployment])),
+            spec={
+                "type": k.service_type.value,
+                "selector": proxy.proxy_selector(spec) if judge else selector_labels(spec),
+                "ports": service_ports(spec),
+            },
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[front or deployment])),
         )
+        settled = None
+        if rollout is not None:
+            settled = Settle(
+                f"{name}-settle",
+                props={**self._access, "stable_image": rollout.stable_image},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment, service]),
+            )
+            follow(self._log_dir, rollout.stable_image)  # step, weight and live figures as the rollout goes
         k8s.policy.v1.PodDisruptionBudget(
             f"{name}-disruption-budget",
             metadata=meta,
@@ -113,6 +145,7 @@ class Target(pulumi.ComponentResource):
             )
 
         self.outputs = {
+            **({"last_rollout": rollout.last_rollout} if rollout is not None else {}),
             "endpoint": deployment.metadata.apply(lambda _: cluster_endpoint(spec)),
             "base_url": deployment.metadata.apply(lambda _: cluster_base_url(spec)),
             "version": pushed.digest,
@@ -131,7 +164,104 @@ class Target(pulumi.ComponentResource):
         grpc_target = cluster_grpc_address(spec)
         if grpc_target is not None:  # the V2 gRPC service's host:port inside the cluster, as gRPC clients take it
             self.outputs["grpc_target"] = deployment.metadata.apply(lambda _: grpc_target)
+        if rollout is not None and settled is not None:
+            # `up` fails with the rollback's line only once every other resource and output is done: the
+            # SDK stops at the first failed output, and what is still pending then (the stack's outputs,
+            # `last_rollout` among them) would not be written.
+            version = pushed.digest.apply(lambda d: version_of(f"@{d}"))
+            done = pulumi.Output.all(settled.id, *self.outputs.values())
+            pulumi.Output.all(rollout.last_rollout, version, done).apply(lambda v: refuse_rolled_back(v[0], v[1]))
         self.register_outputs(self.outputs)
+
+    def _judged(
+        self,
+        name: str,
+        spec: ResolvedSpec,
+        args: TargetArgs,
+        pushed: Push,
+        account: k8s.core.v1.ServiceAccount,
+        env: list[dict[str, Any]],
+        child: pulumi.ResourceOptions,
+    ) -> tuple[Rollout, k8s.apps.v1.Deployment]:
+        """The stable and candidate Services, the proxy (image, ConfigMap, Deployment) and the Rollout that
+        judges a new image through it (`canary.py`, `proxy.py`)."""
+        k = settings(spec)
+        labels = object_labels(spec)
+
+        def service(role: str, selector: dict[str, str]) -> k8s.core.v1.Service:
+            return k8s.core.v1.Service(
+                f"{name}-{role}-service",
+                metadata={"name": f"{spec.name}-{role}", "namespace": k.namespace, "labels": labels},
+                spec={"type": "ClusterIP", "selector": selector, "ports": service_ports(spec)},
+                opts=child,
+            )
+
+        stable = service("stable", selector_labels(spec))
+        candidate = service("candidate", proxy.candidate_selector(spec))
+        files = stable.spec.apply(
+            lambda s: proxy.proxy_files(spec, s["cluster_ip"] if isinstance(s, dict) else s.cluster_ip)
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-proxy-config",
+            metadata={"name": proxy.proxy_name(spec), "namespace": k.namespace, "labels": proxy.proxy_labels(spec)},
+            data=files,
+            opts=child,
+        )
+        image = Push(
+            f"{name}-proxy-push",
+            repository=f"{k.registry}/{proxy.PROXY_IMAGE.partition(':')[0]}",
+            image_id=proxy.PROXY_IMAGE,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        front = k8s.apps.v1.Deployment(
+            f"{name}-proxy",
+            metadata={"name": proxy.proxy_name(spec), "namespace": k.namespace, "labels": proxy.proxy_labels(spec)},
+            spec=proxy.deployment_spec(
+                spec,
+                image.image_ref,
+                config.metadata["name"],
+                files.apply(lambda f: hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest()[:16]),
+                grace_period_s(),
+            ),
+            opts=child,
+        )
+        template = deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env)["template"]
+        template = {**template, "metadata": {**template["metadata"], "labels": proxy.candidate_labels(spec)}}
+        self._log_dir = str(default_root() / "rollout" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
+        self._access = {
+            "kubeconfig": kubeconfig_path(spec),
+            "context": k.context,
+            "namespace": k.namespace,
+            # Deployments, and the Services the proxy sends to (the one users call selects the proxy itself)
+            "names": {"stable": spec.name, "candidate": proxy.candidate_name(spec), "proxy": proxy.proxy_name(spec)},
+            "services": {"stable": proxy.stable_name(spec), "candidate": proxy.candidate_name(spec)},
+            "selectors": {
+                "stable": selector_labels(spec),
+                "candidate": proxy.candidate_selector(spec),
+                "proxy": proxy.proxy_selector(spec),
+            },
+            "port": spec.spec.serving.port,
+        }
+        rollout = Rollout(
+            f"{name}-rollout",
+            props={
+                **self._access,
+                "image_ref": pushed.image_ref,
+                "keys": content_annotations(args.keys),
+                "template": template,
+                "labels": proxy.candidate_labels(spec),
+                "plan": spec.spec.deploy.rollout.model_dump(mode="json"),
+                "metric": spec.spec.optimize.metric.value,
+                "model_name": spec.name,
+                "api_key": args.api_key.secret if args.api_key is not None else "",
+                "ready_timeout_s": k.progress_deadline,
+                "log_dir": self._log_dir,
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[front, candidate, stable], additional_secret_outputs=["api_key"]
+            ),
+        )
+        return rollout, front
 
 
 def rollout_timeout_s(k: KubernetesDeploy) -> int:
@@ -173,7 +303,10 @@ def deployment_spec(
     image: pulumi.Input[str],
     account: pulumi.Input[str],
     env: list[dict[str, Any]],
+    content: pulumi.Input[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """The model pods; `content`: the content keys the pods carry (default: `keys`'; with a judged rollout,
+    those of the image the stable Deployment runs)."""
     k = settings(spec)
 
     def probe(path: str, failures: int, period: int = PROBE_PERIOD_S) -> dict:
@@ -225,7 +358,12 @@ def deployment_spec(
         "progress_deadline_seconds": k.progress_deadline,
         "revision_history_limit": 5,
         "template": {
-            "metadata": {"labels": object_labels(spec), "annotations": {**k.annotations, **content_annotations(keys)}},
+            "metadata": {
+                "labels": object_labels(spec),
+                "annotations": pulumi.Output.from_input(
+                    content if content is not None else content_annotations(keys)
+                ).apply(lambda keys_: {**k.annotations, **keys_}),
+            },
             "spec": pod,
         },
     }
@@ -256,8 +394,20 @@ def service_ports(spec: ResolvedSpec) -> list[dict]:
 
 def network_policy_spec(spec: ResolvedSpec) -> dict:
     """Ingress only to the serving ports; no egress at all (the server calls nothing)."""
+    pods: dict[str, Any] = {"match_labels": selector_labels(spec)}
+    if proxy.judged(spec):  # the candidate's pods too (another instance label)
+        pods = {
+            "match_labels": {"app.kubernetes.io/name": spec.name},
+            "match_expressions": [
+                {
+                    "key": "app.kubernetes.io/instance",
+                    "operator": "In",
+                    "values": [spec.name, proxy.candidate_name(spec)],
+                }
+            ],
+        }
     return {
-        "pod_selector": {"match_labels": selector_labels(spec)},
+        "pod_selector": pods,
         "policy_types": ["Ingress", "Egress"],
         "ingress": [{"ports": [{"port": number, "protocol": "TCP"} for _, number in serving_ports(spec)]}],
         "egress": [],

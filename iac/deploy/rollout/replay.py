@@ -1,7 +1,8 @@
 """Live requests of a rollout window, replayed to both versions for the agreement check.
 
 During a window the proxy logs the bodies of POST requests to its tmpfs (`REPLAY_LOG`, JSON lines of
-`{"uri", "body"}`); `take` reads and empties that file. `replay` sends each body, as the client sent
+`{"uri", "body"}`); `TAKE_COMMAND`, run in the proxy (a Docker exec: `take`; a pod exec on Kubernetes),
+prints and empties that file, `entries_of` reads it. `replay` sends each body, as the client sent
 it, to one replica of the old version and one of the new, through the public JSON API (TF Serving V1
 `predictions`, Open Inference V2 `outputs`), and compares the answers (`analysis.compare`).
 """
@@ -11,21 +12,31 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from iac.build.proxy_config import REPLAY_LOG
-from iac.deploy.targets.docker.analysis import Agreement, AgreementKind, compare
+from iac.deploy.rollout.analysis import Agreement, AgreementKind, compare
 
 TIMEOUT_S = 5.0  # a replayed request slower than this counts as a failed (timed out) answer
 
 
+TAKE_COMMAND = ["sh", "-c", f"cat {REPLAY_LOG} 2>/dev/null; : > {REPLAY_LOG}"]
+CLEAR_COMMAND = ["sh", "-c", f": > {REPLAY_LOG}"]
+Send = Callable[[str, str, str], "list[Any] | None"]  # (replica, uri, body) -> per-instance outputs or None
+
+
 def take(proxy: Any, limit: int) -> list[dict[str, str]]:
-    """The last `limit` logged requests of the window, and the log emptied for the next one."""
+    """The last `limit` logged requests of the window (a Docker proxy container), and the log emptied."""
     # `: >` truncates in place: nginx keeps the file open (O_APPEND) and goes on writing at its start.
-    result = proxy.exec_run(["sh", "-c", f"cat {REPLAY_LOG} 2>/dev/null; : > {REPLAY_LOG}"], user="33:33")
+    result = proxy.exec_run(TAKE_COMMAND, user="33:33")
+    return entries_of(result.output.decode(errors="replace"), limit)
+
+
+def entries_of(log: str, limit: int) -> list[dict[str, str]]:
+    """The prediction requests among the last `limit` lines of a replay log."""
     entries = []
-    for line in result.output.decode(errors="replace").splitlines()[-limit:]:
+    for line in log.splitlines()[-limit:]:
         try:
             entry = json.loads(line)
         except ValueError:
@@ -37,7 +48,7 @@ def take(proxy: Any, limit: int) -> list[dict[str, str]]:
 
 
 def clear(proxy: Any) -> None:
-    proxy.exec_run(["sh", "-c", f": > {REPLAY_LOG}"], user="33:33")
+    proxy.exec_run(CLEAR_COMMAND, user="33:33")
 
 
 def replay(
@@ -47,15 +58,22 @@ def replay(
     port: int,
     kind: AgreementKind,
     api_key: str | None = None,
+    send: Send | None = None,
 ) -> tuple[Agreement, int]:
-    """(agreement, candidate failures) over `entries`, alternating over the replicas' addresses."""
+    """(agreement, candidate failures) over `entries`, alternating over the replicas: their addresses
+    (sent to `http://<address>:<port>`), or whatever names `send` takes (e.g. pods, through the API server)."""
+
+    def direct(replica: str, uri: str, body: str) -> list[Any] | None:
+        return _predict(f"http://{replica}:{port}{uri}", body, api_key)
+
+    post = send or direct
     figures: list[float] = []
     failures = 0
     for i, entry in enumerate(entries):
-        old = _predict(f"http://{stable[i % len(stable)]}:{port}{entry['uri']}", entry["body"], api_key)
+        old = post(stable[i % len(stable)], entry["uri"], entry["body"])
         if old is None:
             continue  # the old version could not answer it either: nothing to compare
-        new = _predict(f"http://{candidate[i % len(candidate)]}:{port}{entry['uri']}", entry["body"], api_key)
+        new = post(candidate[i % len(candidate)], entry["uri"], entry["body"])
         if new is None or len(new) != len(old):
             failures += 1
             figures.extend([0.0 if kind != "mae" else float("inf")] * len(old))

@@ -32,6 +32,8 @@ class Counters:
 
     def __add__(self, other: Counters) -> Counters:
         bounds = self.bounds or other.bounds
+        if not bounds:  # neither has a histogram yet (replicas that answered no prediction): none in the sum
+            return Counters(self.requests + other.requests, self.errors + other.errors)
         counts = tuple(a + b for a, b in zip(_pad(self.counts, bounds), _pad(other.counts, bounds), strict=True))
         return Counters(self.requests + other.requests, self.errors + other.errors, bounds, counts)
 
@@ -40,6 +42,8 @@ class Counters:
         if self.requests < before.requests:
             return self
         bounds = self.bounds or before.bounds
+        if not bounds:
+            return Counters(self.requests - before.requests, max(0, self.errors - before.errors))
         counts = tuple(
             max(0, a - b) for a, b in zip(_pad(self.counts, bounds), _pad(before.counts, bounds), strict=True)
         )

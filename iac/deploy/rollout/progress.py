@@ -3,7 +3,8 @@
 The rollout runs in the dynamic provider, which has no channel to the CLI (Pulumi's dynamic providers
 are not connected to the engine's log); the program is, and it is alive while the provider works. So
 a thread of the program follows the file and logs each new line as the stack's info (shown as `up`
-goes, and listed again at its end) until the Replicas resource is done.
+goes, and listed again at its end) until the resource that rolls is done
+(the Docker target's Replicas, the Kubernetes target's Rollout).
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from pathlib import Path
 
 import pulumi
 
-from iac.deploy.targets.docker.canary import PROGRESS_FILE
+from iac.deploy.rollout.steps import PROGRESS_FILE
 
 
-def follow(config_dir: str, done: pulumi.Output[object]) -> None:
-    """Relay new lines of `config_dir/rollout.log` until `done` resolves (not at preview: nothing rolls)."""
+def follow(config_dir: pulumi.Input[str], done: pulumi.Output[object]) -> None:
+    """Relay new lines of `config_dir/rollout.log` until `done` resolves (not at preview: nothing rolls).
+    The Docker target's folder is an output, known once its network is (before the replicas roll)."""
     if pulumi.runtime.is_dry_run():
         return
-    path = Path(config_dir) / PROGRESS_FILE
+    pulumi.Output.from_input(config_dir).apply(lambda folder: _start(Path(folder) / PROGRESS_FILE, done))
+
+
+def _start(path: Path, done: pulumi.Output[object]) -> None:
     start = path.stat().st_size if path.is_file() else 0
     finished = threading.Event()
     done.apply(lambda _: finished.set())

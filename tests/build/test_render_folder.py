@@ -1,0 +1,81 @@
+"""Render with a folder artifact (a model that is several files: weights, tokenizer, settings): the whole
+folder under model/, the server pointed at it, the runtime's own requirements and wheels; and the prep
+side of it: the cache writes a family's folder, whose sha256 the family can state before it is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from prep_reports import passing_report
+
+from iac.build.render import render
+from iac.spec.load import load_resolved
+from modelprep.hashing import file_sha256, tree_sha256
+
+SPEC = """\
+name: whisper
+model:
+  path: model
+  task: speech-recognition
+data:
+  calibration: data/evaluation.npz
+  evaluation: data/evaluation.npz
+optimize:
+  metric: wer
+  variants: [ct2-int8]
+serving:
+  grpc_port: null
+"""
+SERVING = Path(__file__).resolve().parents[2] / "serving"
+
+
+def _pinned(requirements: str) -> set[str]:
+    text = (SERVING / requirements).read_text()
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
+
+
+def test_folder_artifact_is_shipped_whole_with_its_runtime(tmp_path: Path) -> None:
+    example = tmp_path / "example"
+    for sub in ("model", "data"):
+        (example / sub).mkdir(parents=True)
+    for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):  # format: ctranslate2
+        (example / "model" / name).write_bytes(b"{}")
+    (example / "data" / "evaluation.npz").write_bytes(b"d")
+    (example / "model.yaml").write_text(SPEC)
+    folder = tmp_path / "whisper"
+    (folder / "sub").mkdir(parents=True)
+    files = {"model.bin": b"weights", "tokenizer.json": b"{}", "speech.json": b'{"beam_size": 1}', "sub/x.txt": b"x"}
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for requirement in _pinned("requirements-speech.txt"):
+        name = requirement.replace("==", "-").replace("-", "_", requirement.count("-")) + "-py3-none-any.whl"
+        (wheels / name).write_bytes(name.encode())
+    report = passing_report(runtime="ctranslate2", artifact_file="whisper", name="ct2-int8", quantization="int8")
+
+    out = tmp_path / "context"
+    written = {
+        p.relative_to(out).as_posix()
+        for p in render(load_resolved(example / "model.yaml"), folder, report, out, wheelhouse=wheels)
+    }
+
+    assert {f"model/whisper/{name}" for name in files} <= written
+    assert all((out / "model" / "whisper" / name).read_bytes() == content for name, content in files.items())
+    assert file_sha256(out / "model" / "whisper") == file_sha256(folder)
+    assert json.loads((out / "serving.json").read_text())["artifact"] == "/app/model/whisper"
+    requirements = (out / "requirements.txt").read_text()
+    assert "faster-whisper==" in requirements and "ai-edge-litert" not in requirements
+    shipped = {f.split("/")[1].split("-")[0] for f in written if f.startswith("wheels/")}
+    assert {"faster_whisper", "ctranslate2", "av"} <= shipped and "ai_edge_litert" not in shipped
+
+
+def test_tree_sha256_is_the_written_folders(tmp_path: Path) -> None:
+    from modelprep.cache import Cache
+
+    files = {"model.bin": b"w" * 10, "a/b.txt": b"b", "a-c.txt": b"c", "speech.json": b"{}"}
+    entry = Cache(tmp_path).put("k" * 64, {f"whisper/{name}": content for name, content in files.items()})
+    stated = tree_sha256({name: hashlib.sha256(content).hexdigest() for name, content in files.items()})
+    assert file_sha256(entry / "whisper") == stated

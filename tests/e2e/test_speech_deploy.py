@@ -1,0 +1,163 @@
+"""Speech recognition on the Docker target with the real Pulumi engine and Docker Engine: `pulumi up` of a
+Whisper tiny.en stack (the packaged model, 3 synthetic evaluation clips, one candidate: CI-cheap), one
+evaluation clip transcribed through the proxy with the official `openai` client, the words checked,
+`pulumi destroy`, nothing of the stack left.
+
+The artifact is a folder (the CTranslate2 model's files and the variant's speech.json): the image's label
+carries the folder's sha256, the same as the prep cache's folder hashes to."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.processes import free_port
+from harness.sandbox import CALLER_ONLY, PULUMI, get, healers, leftovers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.speech, pytest.mark.timeout(1500)]
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_FILES = REPO / "stacks" / "whisper"  # Pulumi.yaml and __main__.py (never its model.yaml)
+
+# The stack's spec, cut down for CI: int8 only (float32 is measured as the gate's reference anyway) on
+# 3 clips; the gate is wide because 3 clips are a handful of words (this test is about deploying).
+SPEC = """\
+name: whisper
+model:
+  path: model
+  task: speech-recognition
+data:
+  calibration: data/evaluation.npz
+  evaluation: data/evaluation.npz
+optimize:
+  metric: wer
+  max_accuracy_drop: 0.2
+  objective: fastest
+  variants: [ct2-int8]
+serving:
+  port: 8501
+  grpc_port: null
+  threads: 1
+  max_audio_seconds: 120
+deploy:
+  target: docker
+  replicas: 1
+  cpus: 1.0
+  memory: 1Gi
+  bind_address: 127.0.0.1
+  host_port: {port}
+  ready_timeout: 180
+"""
+
+
+class SpeechStack:
+    """`root/whisper` (the project, a copy of stacks/whisper's program), `root/state` (its file backend)."""
+
+    def __init__(self, root: Path) -> None:
+        from modelprep.examples.minilm import link_tree
+        from modelprep.examples.whisper import whisper_dir
+        from modelprep.families.speech import corpus
+
+        self.dir = root / "whisper"
+        self.dir.mkdir()
+        (root / "state").mkdir()
+        pulumi_yaml = (STACK_FILES / "Pulumi.yaml").read_text()
+        pulumi_yaml = pulumi_yaml.replace("file://./.pulumi-state", f"file://{root / 'state'}")
+        (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
+        shutil.copy(STACK_FILES / "__main__.py", self.dir / "__main__.py")
+        self.port = free_port()
+        (self.dir / "model.yaml").write_text(SPEC.format(port=self.port))
+        link_tree(whisper_dir(), self.dir / "model")
+        corpus.save(corpus.make(3), self.dir / "data" / "evaluation.npz")
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.owner = f"whisper/{self.name}/whisper"
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in CALLER_ONLY},
+            "PATH": f"{PULUMI.parent}:{os.environ.get('PATH', '')}",
+            "PULUMI_CONFIG_PASSPHRASE": "modelstack-sandbox",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_HOME": str(root / "pulumi-home"),
+        }
+
+    def pulumi(self, *args: str, timeout: float = 1200) -> str:
+        run = subprocess.run(
+            [str(PULUMI), *args, "--non-interactive", "--color", "never"],
+            cwd=self.dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"pulumi {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}")
+        return run.stdout
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    """Mono float32 samples as a 16-bit PCM WAV file (the standard library writes it)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def test_whisper_up_transcribe_with_openai_destroy(tmp_path: Path) -> None:
+    import docker
+    from openai import OpenAI
+
+    from iac.spec.load import load_resolved
+    from modelprep.families.speech import corpus
+    from modelprep.families.speech.wer import wer
+    from modelprep.hashing import file_sha256
+    from modelprep.prep import cached_result
+    from modelprep.request import prep_request
+
+    stack = SpeechStack(tmp_path)
+    stack.pulumi("stack", "init", stack.name)
+    timings: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        stack.pulumi("up", "--yes", "--skip-preview")
+        timings["pulumi up (prep, build, roll out)"] = time.monotonic() - started
+        outputs = json.loads(stack.pulumi("stack", "output", "--json"))
+        assert outputs["variant"] == "ct2-int8"
+
+        # The artifact is the prep cache's folder; the image carries its sha256.
+        prepped = cached_result(prep_request(load_resolved(stack.dir / "model.yaml")))
+        assert prepped is not None and prepped.artifact_path.is_dir()
+        assert {p.name for p in prepped.artifact_path.iterdir()} >= {"model.bin", "tokenizer.json", "speech.json"}
+        sha = file_sha256(prepped.artifact_path)
+        assert prepped.report.artifact_sha256 == sha
+        image = docker.from_env().images.get(outputs["image_id"])
+        assert image.labels["org.modelstack.artifact-sha256"] == sha
+        served = get(f"{stack.base_url}/v1/models/whisper/metadata")["metadata"]["modelstack"]
+        assert (served["variant"], served["artifact_sha256"]) == ("ct2-int8", sha)
+
+        clips = corpus.load(stack.dir / "data" / "evaluation.npz")
+        client = OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
+        started = time.monotonic()
+        answer = client.audio.transcriptions.create(
+            model="whisper", file=("clip.wav", wav_bytes(clips.clip(0), corpus.SAMPLE_RATE), "audio/wav")
+        )
+        timings["one transcription"] = time.monotonic() - started
+        reference = clips.clips[0].text
+        assert wer([reference], [answer.text]) <= 0.25, (reference, answer.text)
+        print({name: round(seconds, 1) for name, seconds in timings.items()})
+    finally:
+        stack.pulumi("destroy", "--yes")
+    assert leftovers(stack.owner) == {"containers": [], "networks": [], "images": []}
+    assert healers(stack.owner) == []
