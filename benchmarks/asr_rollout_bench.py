@@ -38,35 +38,6 @@ REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 4
 OLD, NEW = "ct2-int8", "ct2-float32"
 
-# The e2e test's spec (tests/e2e/test_speech_deploy.py), replicas and variant aside: 3 clips, a wide gate.
-SPEC = """\
-name: whisper
-model:
-  path: model
-  task: speech-recognition
-data:
-  calibration: data/evaluation.npz
-  evaluation: data/evaluation.npz
-optimize:
-  metric: wer
-  max_accuracy_drop: 0.2
-  objective: fastest
-  variants: [{variant}]
-serving:
-  port: 8501
-  grpc_port: null
-  threads: 1
-  max_audio_seconds: 120
-deploy:
-  target: docker
-  replicas: {replicas}
-  cpus: 1.0
-  memory: 1Gi
-  bind_address: 127.0.0.1
-  host_port: 8501
-  ready_timeout: 180
-"""
-
 
 @dataclass
 class Request:
@@ -214,6 +185,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from harness.sandbox import Sandbox, healers, leftovers
+    from harness.specs import speech_spec
     from iac.spec.load import load_resolved
     from modelprep.examples.minilm import link_tree
     from modelprep.examples.whisper import whisper_dir
@@ -235,7 +207,7 @@ def main() -> int:
     ]
     clips = [wav_bytes(samples, corpus.SAMPLE_RATE) for samples in audio]
     spec = root / "spec.yaml"
-    spec.write_text(SPEC.format(variant=OLD, replicas=args.replicas))
+    spec.write_text(speech_spec(OLD, args.replicas))
     stack = Sandbox(root / "sandbox", example, stack_files=REPO / "stacks" / "whisper", spec=spec)
     timings: dict[str, float] = {}
     stack.pulumi("stack", "init", stack.name)

@@ -34,23 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SPEC = """\
-name: chat
-model:
-  path: model/tiny.gguf
-data:
-  calibration: data/evaluation.txt
-  evaluation: data/evaluation.txt
-optimize:
-  variants: [gguf-source]
-  evaluation_tokens: 2000
-serving:
-  max_sequences: {sequences}
-deploy:
-  host_port: 8501
-  ready_timeout: 120
-"""
-
 
 @dataclass
 class Stream:
@@ -146,8 +129,10 @@ def main() -> int:
     from openai import OpenAI
 
     from harness.sandbox import REPO, Sandbox
+    from harness.specs import chat_spec
+    from iac.deploy.needs import model_needs
     from iac.deploy.targets.docker.replicas import DRAIN_S
-    from iac.deploy.targets.docker.settings import model_needs, stop_grace_s
+    from iac.deploy.targets.docker.settings import stop_grace_s
     from iac.spec.load import load_resolved
     from modelprep.examples.smollm import TEXT
     from modelprep.families.llm import tiny
@@ -160,7 +145,7 @@ def main() -> int:
     (example / "data").mkdir()
     shutil.copyfile(TEXT, example / "data" / "evaluation.txt")
     spec_file = root / "chat.yaml"
-    spec_file.write_text(SPEC.format(sequences=args.clients))
+    spec_file.write_text(chat_spec(sequences=args.clients))
     (root / "stack").mkdir()
     stack = Sandbox(root / "stack", example, stack_files=REPO / "stacks" / "smollm", spec=spec_file)
 

@@ -17,8 +17,9 @@ REPLAY_LOG = "/tmp/replay.log"  # request bodies of a rollout window (the proxy'
 PROXY_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
-def nginx_conf(name: str, replicas: int, grpc: bool = False) -> str:
-    """The proxy's nginx.conf; with ``grpc`` also an HTTP/2 server passing gRPC to the replicas."""
+def nginx_conf(name: str, replicas: int, grpc: bool = False, read_timeout_s: int = 60) -> str:
+    """The proxy's nginx.conf; with ``grpc`` also an HTTP/2 server passing gRPC to the replicas.
+    ``read_timeout_s``: how long it waits for a replica's answer (`iac.deploy.needs.read_timeout_s`)."""
     return render_template(
         "nginx.conf.j2",
         name=name,
@@ -33,6 +34,7 @@ def nginx_conf(name: str, replicas: int, grpc: bool = False) -> str:
         split_file=SPLIT_FILE,
         mirror_file=MIRROR_FILE,
         replay_log=REPLAY_LOG,
+        read_timeout_s=read_timeout_s,
     )
 
 

@@ -36,14 +36,20 @@ def _pinned(requirements: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
-def test_folder_artifact_is_shipped_whole_with_its_runtime(tmp_path: Path) -> None:
+def _example(tmp_path: Path, serving: str = "") -> Path:
+    """A speech example folder: the spec (with `serving` lines added), a CTranslate2 model folder, data."""
     example = tmp_path / "example"
     for sub in ("model", "data"):
         (example / sub).mkdir(parents=True)
     for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):  # format: ctranslate2
         (example / "model" / name).write_bytes(b"{}")
     (example / "data" / "evaluation.npz").write_bytes(b"d")
-    (example / "model.yaml").write_text(SPEC)
+    (example / "model.yaml").write_text(SPEC + serving)
+    return example
+
+
+def test_folder_artifact_is_shipped_whole_with_its_runtime(tmp_path: Path) -> None:
+    example = _example(tmp_path)
     folder = tmp_path / "whisper"
     (folder / "sub").mkdir(parents=True)
     files = {"model.bin": b"weights", "tokenizer.json": b"{}", "speech.json": b'{"beam_size": 1}', "sub/x.txt": b"x"}
@@ -70,6 +76,32 @@ def test_folder_artifact_is_shipped_whole_with_its_runtime(tmp_path: Path) -> No
     assert "faster-whisper==" in requirements and "ai-edge-litert" not in requirements
     shipped = {f.split("/")[1].split("-")[0] for f in written if f.startswith("wheels/")}
     assert {"faster_whisper", "ctranslate2", "av"} <= shipped and "ai_edge_litert" not in shipped
+
+
+def test_a_replica_needs_the_measured_memory_and_drains_its_held_transcriptions(tmp_path: Path) -> None:
+    """The speech family's serving needs: the chosen variant's resident memory, the server and one
+    request's audio at serving.max_audio_seconds, +25%; a drain covering two such requests at the measured
+    real-time factor (bounded), which serving.json and the proxy's read timeout follow."""
+    from iac.build.render import serving_config
+    from iac.deploy.needs import read_timeout_s
+    from modelprep.families import serving_needs
+    from modelprep.report import Notes
+
+    spec = load_resolved(_example(tmp_path, "  max_audio_seconds: 120\n") / "model.yaml")
+
+    def report(rtf: float) -> object:
+        notes = Notes(resident_bytes=180 * 2**20, real_time_factor=rtf)
+        return passing_report(runtime="ctranslate2", artifact_file="whisper", name="ct2-int8", notes=notes)
+
+    needs = serving_needs(spec, report(0.2), tmp_path)
+    assert needs is not None
+    audio = 120 * 3 * 16_000 * 4
+    assert needs.memory_bytes == -(-(180 * 2**20 + 160 * 2**20 + audio) * 5 // 4 // 2**20) * 2**20
+    assert needs.memory_detail.startswith("model resident 180 MiB + server 160 MiB + 120 s of audio 22 MiB")
+    assert needs.drain_s == 48.0  # 2 held x 120 s x 0.2
+    assert serving_config(spec, report(0.2), tmp_path)["drain_timeout_s"] == 48.0
+    slow = serving_needs(spec, report(3.0), tmp_path)
+    assert slow is not None and slow.drain_s == 600.0 and read_timeout_s(slow) == 600
 
 
 def test_tree_sha256_is_the_written_folders(tmp_path: Path) -> None:

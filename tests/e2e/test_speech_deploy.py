@@ -23,41 +23,12 @@ import pytest
 
 from harness.processes import free_port
 from harness.sandbox import CALLER_ONLY, PULUMI, get, healers, leftovers
+from harness.specs import speech_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.speech, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_FILES = REPO / "stacks" / "whisper"  # Pulumi.yaml and __main__.py (never its model.yaml)
-
-# The stack's spec, cut down for CI: int8 only (float32 is measured as the gate's reference anyway) on
-# 3 clips; the gate is wide because 3 clips are a handful of words (this test is about deploying).
-SPEC = """\
-name: whisper
-model:
-  path: model
-  task: speech-recognition
-data:
-  calibration: data/evaluation.npz
-  evaluation: data/evaluation.npz
-optimize:
-  metric: wer
-  max_accuracy_drop: 0.2
-  objective: fastest
-  variants: [ct2-int8]
-serving:
-  port: 8501
-  grpc_port: null
-  threads: 1
-  max_audio_seconds: 120
-deploy:
-  target: docker
-  replicas: 1
-  cpus: 1.0
-  memory: 1Gi
-  bind_address: 127.0.0.1
-  host_port: {port}
-  ready_timeout: 180
-"""
 
 
 class SpeechStack:
@@ -76,7 +47,7 @@ class SpeechStack:
         (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
         shutil.copy(STACK_FILES / "__main__.py", self.dir / "__main__.py")
         self.port = free_port()
-        (self.dir / "model.yaml").write_text(SPEC.format(port=self.port))
+        (self.dir / "model.yaml").write_text(speech_spec(port=self.port))
         link_tree(whisper_dir(), self.dir / "model")
         corpus.save(corpus.make(3), self.dir / "data" / "evaluation.npz")
         self.name = f"t{uuid.uuid4().hex[:8]}"

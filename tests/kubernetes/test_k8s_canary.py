@@ -4,8 +4,9 @@ steps driven inside `pulumi up`, each version's `/metrics` and the replayed pred
 API server's pod proxy.
 
 Two stable pods under paced clients sending varied digits through the Service's cluster IP: a candidate
-trained on shuffled labels (200 OK, same signature, wrong) is rolled back by the agreement check with no
-client-visible error, `up` fails with one line, the candidate is removed and `refresh` changes nothing;
+trained on shuffled labels (200 OK, same signature, wrong) and a lower CPU limit is rolled back by the
+agreement check with no client-visible error, `up` fails with one line, the candidate is removed, the
+stable pods keep their old image *and* CPU limit, and `refresh` changes nothing;
 a good candidate is promoted through every step with no failed request and the Service then serves it.
 """
 
@@ -81,6 +82,13 @@ def _deployments(cluster: Any) -> dict[str, str]:
     }
 
 
+def _cpu_limit(cluster: Any, name: str = "digits") -> str:
+    from kubernetes import client
+
+    deployment = client.AppsV1Api(cluster.api()).read_namespaced_deployment(name, NAMESPACE)
+    return str(deployment.spec.template.spec.containers[0].resources.limits["cpu"])
+
+
 def _settled(stack: Any, key: str, wanted: str, timeout: float = 60.0) -> None:
     """8 replies in a row from the wanted version (kube-proxy catches up with endpoints within seconds)."""
     deadline, in_a_row, served = time.monotonic() + timeout, 0, {}
@@ -103,6 +111,8 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
     shuffled(stack.dir)
     model = stack.spec()["model"]
     stack.write_spec(model={**model, "path": "model/digits-shuffled.keras"})
+    # The rejected version's other settings stay out of the stable pods as well as its image.
+    stack.edit_kubernetes(resources={**SMALL, "limits": {**SMALL["limits"], "cpu": "750m"}})
     try:
         with PacedLoad(endpoint(_spec(stack)), bodies, concurrency=4, rate=20) as load:
             started = time.monotonic()
@@ -116,6 +126,7 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
         assert load.result.pools.get("model_candidate", 0) > 0  # it did answer live requests, rightly or not
         assert _served(stack)["artifact_sha256"] == serving
         assert _deployments(real_node) == before  # the candidate is gone, the stable image unchanged
+        assert _cpu_limit(real_node) == "1"  # and so is the stable pod's CPU limit
         record = stack.outputs()["last_rollout"]
         assert (record["outcome"], record["metric"], record["steps"][0]["step"]) == (
             "rolled back",
@@ -131,6 +142,7 @@ def test_a_wrong_labels_candidate_is_rolled_back_by_agreement_with_no_client_err
         )
     finally:
         stack.write_spec(model=model)
+        stack.edit_kubernetes(resources=SMALL)
 
 
 def test_a_good_candidate_is_promoted_with_no_failed_request(

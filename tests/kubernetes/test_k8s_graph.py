@@ -33,7 +33,8 @@ class K8sMocks(Mocks):
         elif args.typ == "kubernetes:core/v1:Service":
             outs["spec"] = {**args.inputs["spec"], "clusterIP": f"10.96.0.{len(self.resources)}"}
         elif args.name.endswith("-rollout"):  # as on a first `up`: the pushed image is the stable one
-            outs.update(stable_image=args.inputs["image_ref"], stable_keys=args.inputs["keys"])
+            stable = {"stable_image": args.inputs["image_ref"], "stable_keys": args.inputs["keys"]}
+            outs.update(stable, stable_pod=args.inputs["template"]["spec"])
         return f"{args.name}-id", outs
 
     def call(self, args: Any) -> tuple[dict, None]:
@@ -211,14 +212,30 @@ def test_canary_puts_the_proxy_in_front_of_a_stable_and_a_candidate_service(fold
     assert nginx["securityContext"]["runAsUser"] == 33 and nginx["securityContext"]["readOnlyRootFilesystem"]
     assert "-s quit" in nginx["lifecycle"]["preStop"]["exec"]["command"][-1]
     (model,) = deployments["digits"]["template"]["spec"]["containers"]
-    assert model["image"] == f"127.0.0.1:5000/ml/digits@sha256:{'d' * 64}"  # the Rollout's stable_image
+    assert model["image"] == f"127.0.0.1:5000/ml/digits@sha256:{'d' * 64}"  # the Rollout's stable pod
+    assert model["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}  # written as the API takes it
+    assert model["securityContext"]["readOnlyRootFilesystem"] is True
     rollout = next(inputs for name, (_, inputs) in mocks.resources.items() if name.endswith("-rollout"))
     assert rollout["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "digits-candidate"
     assert rollout["plan"]["strategy"] == "canary" and "last_rollout" in outputs
     # The proxy sends to the stable Service, never to the Service users call (which selects the proxy)
     assert rollout["services"] == {"stable": "digits-stable", "candidate": "digits-candidate"}
-    policy = _of(mocks, "kubernetes:networking.k8s.io/v1:NetworkPolicy")["spec"]["podSelector"]
-    assert policy["matchExpressions"][0]["values"] == ["digits", "digits-candidate"]
+    policies = {
+        inputs["metadata"]["name"]: inputs["spec"]
+        for typ, inputs in mocks.resources.values()
+        if typ == "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+    }
+    assert policies["digits"]["podSelector"]["matchExpressions"][0]["values"] == ["digits", "digits-candidate"]
+    # The proxy pods: requests in on their own ports, out only to the model's pods (both versions).
+    front = policies["digits-proxy"]
+    assert front["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "digits-proxy"
+    assert [p["port"] for p in front["ingress"][0]["ports"]] == [8080, 8081]
+    assert front["egress"] == [
+        {
+            "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "digits"}}}],
+            "ports": [{"port": 8501, "protocol": "TCP"}, {"port": 8001, "protocol": "TCP"}],
+        }
+    ]
 
 
 def test_the_candidate_template_is_written_as_the_api_takes_it() -> None:

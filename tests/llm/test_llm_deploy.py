@@ -10,25 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from llm_support import SPEC as CHAT_SPEC
 
 from harness.sandbox import REPO, Sandbox
+from harness.specs import chat_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker, pytest.mark.pulumi, pytest.mark.llama, pytest.mark.timeout(900)]
-
-SPEC = (
-    CHAT_SPEC
-    + """\
-optimize:
-  variants: [gguf-source]
-  evaluation_tokens: 2000
-serving:
-  max_sequences: 2
-deploy:
-  host_port: 8501
-  ready_timeout: 120
-"""
-)
 
 
 def client(stack: Sandbox) -> object:
@@ -56,7 +42,7 @@ def chat(stack: Sandbox, stream: bool) -> tuple[str, str | None]:
 
 
 def test_up_chat_stream_roll_destroy(chat_folder: Path, tmp_path: Path) -> None:
-    from iac.deploy.targets.docker.settings import model_needs
+    from iac.deploy.needs import model_needs
     from iac.spec.load import load_resolved
     from modelprep.families.llm import tiny
     from modelprep.request import prep_key, prep_request
@@ -67,7 +53,7 @@ def test_up_chat_stream_roll_destroy(chat_folder: Path, tmp_path: Path) -> None:
     model.unlink()
     tiny.build(model, open_ended=True)
     spec_file = tmp_path / "chat.yaml"
-    spec_file.write_text(SPEC)
+    spec_file.write_text(chat_spec())
     (tmp_path / "stack").mkdir()
     stack = Sandbox(tmp_path / "stack", chat_folder, stack_files=REPO / "stacks" / "smollm", spec=spec_file)
     started = time.monotonic()

@@ -96,3 +96,42 @@ def test_serving_json_drain_is_checked(drain: object) -> None:
         ServingConfig.from_dict(
             {"model_name": "m", "artifact": "/m.gguf", "task": "text-generation", "drain_timeout_s": drain}
         )
+
+
+K8S = "deploy:\n  target: kubernetes\n  registry: localhost:5000\n"
+
+
+def test_kubernetes_pods_request_and_limit_the_need_and_wait_for_the_drain(chat_folder: Path) -> None:
+    """The same needs on the Kubernetes target: memory requested and limited, a written limit below it a
+    located error, the grace period covering the preStop delay and the drain."""
+    from iac.deploy.targets.kubernetes.settings import grace_period_s, pod_resources
+
+    spec = load_resolved(write_spec(chat_folder, SERVING + K8S))
+    assert pod_resources(spec, NEEDS) == {
+        "requests": {"cpu": "250m", "memory": "300Mi"},
+        "limits": {"cpu": "1", "memory": "300Mi"},
+    }
+    assert pod_resources(spec, None)["limits"] == {"cpu": "1", "memory": "512Mi"}  # no needs: the defaults
+    assert (grace_period_s(NEEDS), grace_period_s(None)) == (5 + 40 + 6, 5 + 9 + 6)
+    written = "  resources:\n    requests: {cpu: 100m, memory: 128Mi}\n    limits: {cpu: '1', memory: 2Gi}\n"
+    assert pod_resources(load_resolved(write_spec(chat_folder, SERVING + K8S + written)), NEEDS)["limits"] == {
+        "cpu": "1",
+        "memory": "2Gi",
+    }
+    low = load_resolved(write_spec(chat_folder, SERVING + K8S + written.replace("2Gi", "256Mi")))
+    with pytest.raises(UserError) as info:
+        pod_resources(low, NEEDS)
+    [problem] = info.value.problems
+    assert problem.path == "deploy.resources.limits.memory" and "at least 300Mi" in problem.fix
+
+
+def test_the_proxy_waits_for_the_models_longest_request() -> None:
+    from iac.build.proxy_config import nginx_conf
+    from iac.deploy.needs import read_timeout_s
+
+    assert read_timeout_s(None) == read_timeout_s(NEEDS) == 60  # nginx's default is the floor
+    long = ServingNeeds(memory_bytes=MIB, memory_detail="", drain_s=240.5)
+    assert read_timeout_s(long) == 241
+    conf = nginx_conf("chat", 2, grpc=True, read_timeout_s=241)
+    assert "proxy_read_timeout 241s;" in conf and "grpc_read_timeout 241s;" in conf
+    assert "proxy_read_timeout 10s;" in conf  # the shadow copy's wait is its own

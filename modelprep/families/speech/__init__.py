@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelprep.family import Baselines, Candidate, Measured, Quality, SpecProblem, Variant
+from modelprep.family import Baselines, Candidate, Measured, Quality, ServingNeeds, SpecProblem, Variant
 from serving.speech import SETTINGS_FILE
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from modelprep.families.speech.corpus import EvaluationSet
     from modelprep.families.speech.measure import Decoding, Scores
     from modelprep.family import Notes, Progress, Step, Written
-    from modelprep.report import Measure
+    from modelprep.report import Measure, PrepReport
     from modelprep.request import PrepRequest
 
 RUNTIME = "ctranslate2"
@@ -57,6 +58,17 @@ CATALOGUE: dict[str, Variant] = {
 }
 BASELINE = "ct2-float32"
 WER = Quality("wer", lower_is_better=True, percent=True)
+
+# A replica's needs (`serving_needs`). Memory: the variant's resident memory as prep measured it in a fresh
+# process, the server around it (Python, PyAV, the VAD's ONNX Runtime), one request's audio at the limit
+# (16 kHz float32 samples, their resampled copy and the log-mel windows: 3 x 64 KB per second), +25%.
+SERVER_BYTES = 160 * 2**20
+AUDIO_BYTES_PER_S = 3 * 16_000 * 4
+MEMORY_MARGIN = 1.25
+# Drain: the transcriptions a replica holds when it is told to stop (the one it runs, one queued), each up
+# to serving.max_audio_seconds at the measured real-time factor (1.0 when prep recorded none).
+HELD_REQUESTS = 2
+MIN_DRAIN_S, MAX_DRAIN_S = 9.0, 600.0
 
 
 def settings_of(variant: Variant) -> dict[str, Any]:
@@ -295,6 +307,22 @@ class SpeechFamily:
 
     def session(self, req: PrepRequest, cache: Cache, progress: Progress, step: Step) -> SpeechSession:
         return SpeechSession(Path(req.model_path), Path(req.evaluation_path), req.threads, progress)
+
+    def serving_needs(self, spec: ResolvedSpec, report: PrepReport, artifact: Path) -> ServingNeeds:
+        """A replica's memory and drain from the chosen variant's measured resident memory and real-time
+        factor and the spec's serving.max_audio_seconds (the constants above say how)."""
+        notes = report.chosen.notes
+        longest_s = float(spec.spec.serving.max_audio_seconds)
+        resident = notes.resident_bytes or report.size_bytes
+        audio = int(longest_s * AUDIO_BYTES_PER_S)
+        need = math.ceil((resident + SERVER_BYTES + audio) * MEMORY_MARGIN / 2**20) * 2**20
+        detail = (
+            f"model resident {resident / 2**20:,.0f} MiB + server {SERVER_BYTES / 2**20:,.0f} MiB + "
+            f"{longest_s:g} s of audio {audio / 2**20:,.0f} MiB, +{round((MEMORY_MARGIN - 1) * 100)}%"
+        )
+        rtf = notes.real_time_factor or 1.0
+        drain = math.ceil(HELD_REQUESTS * longest_s * rtf)
+        return ServingNeeds(need, detail, float(min(max(drain, MIN_DRAIN_S), MAX_DRAIN_S)))
 
 
 FAMILY = SpeechFamily()

@@ -76,20 +76,6 @@ def stop_grace_s(needs: ServingNeeds | None) -> int:
     return DEFAULT_STOP_GRACE_S if needs is None else math.ceil(needs.drain_s) + STOP_MARGIN_S
 
 
-def model_needs(spec: ResolvedSpec, model_key: str) -> ServingNeeds | None:
-    """What the prepped model (the prep cache's entry for `model_key`) needs, per its family; None when
-    the family states nothing or the model is not prepped yet (a preview before the first prep)."""
-    from modelprep.cache import REPORT, Cache
-    from modelprep.families import serving_needs
-    from modelprep.report import PrepReport
-
-    entry = Cache().get(model_key)
-    if entry is None:
-        return None
-    report = PrepReport.model_validate_json((entry / REPORT).read_text())
-    return serving_needs(spec, report, entry / report.artifact_file)
-
-
 def warm_up(spec: ResolvedSpec) -> dict[str, Any]:
     """The request the rollout sends a new replica once /readyz answers 200: the serving family's own
     (`serving.families.warm_up_request`), else a predict on zeros of the spec's inputs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from iac.build.proxy_config import PARKED, nginx_conf
+from iac.deploy.needs import model_needs, read_timeout_s
 from iac.deploy.rollout.steps import refuse_rolled_back
 from iac.deploy.targets import TargetArgs
 from iac.deploy.targets.docker.healer import Healer
@@ -16,7 +17,6 @@ from iac.deploy.targets.docker.settings import (
     docker_settings,
     endpoint,
     grpc_target,
-    model_needs,
     probe_host,
     proxy_settings,
     publishes_grpc,
@@ -43,8 +43,9 @@ class Target(pulumi.ComponentResource):
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
         deploy = docker_settings(spec)
+        needs = model_needs(spec, args.keys.model)
         try:  # the memory limit and stop grace period follow from what the prepped model needs
-            settings = replica_settings(spec, model_needs(spec, args.keys.model))
+            settings = replica_settings(spec, needs)
         except UserError as exc:
             raise pulumi.RunError(str(exc)) from None  # one located line, no traceback
         # Stacks deployed before targets were a seam had these children directly under ModelService.
@@ -66,7 +67,9 @@ class Target(pulumi.ComponentResource):
             network_name=named,
             settings=proxy_settings(spec),
             config_dir=config_dir,
-            nginx_conf=nginx_conf(spec.name, deploy.replicas, grpc=publishes_grpc(spec)),
+            nginx_conf=nginx_conf(
+                spec.name, deploy.replicas, grpc=publishes_grpc(spec), read_timeout_s=read_timeout_s(needs)
+            ),
             parked_upstream=PARKED,
             where=where,
             opts=child,

@@ -1,6 +1,8 @@
 """Canary and shadow rollouts on Kubernetes, judged step by step inside `pulumi up`, with no mesh.
 
-`Rollout` decides which image the stable Deployment runs (`stable_image`; pulumi-kubernetes applies it).
+`Rollout` decides which pod the stable Deployment runs (`stable_pod`, the pod template's spec, and its
+`stable_image`; pulumi-kubernetes applies them): a rejected version's whole pod stays out of it, its
+other settings (resources, say) as well as its image.
 For a new image, while the stable pods keep serving, it creates the candidate Deployment
 (`<name>-candidate`: the stable pod template with the new image, its own instance label, which only the
 candidate Service selects) and waits until its pods are ready; then it runs the steps
@@ -9,7 +11,7 @@ pod and nginx reloaded (exec), each version's `/metrics` and the replayed predic
 API server's pod proxy.
 
 - Rolled back (or inconclusive): everything back to the stable Service at once, the candidate
-  Deployment deleted; the outputs keep the old image (so the Deployment does not change and `refresh`
+  Deployment deleted; the outputs keep the old pod (so the Deployment does not change and `refresh`
   finds what the state says) and the record (`last_rollout`); the program fails `up` with its line and
   the next `up` tries again.
 - Promoted: the candidate takes 100% of requests (the proxy's main upstream); `stable_image` becomes the new image, so
@@ -53,32 +55,25 @@ class RolloutProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         # Nothing serves yet: nothing to judge the image against; a candidate left by a lost state goes.
         _remove_candidate(_cluster(props), props)
-        outs = {**props, "stable_image": props["image_ref"], "stable_keys": props["keys"], "last_rollout": None}
+        outs = {**props, **_accepted(props), "last_rollout": None}
         return CreateResult(id_=f"{props['namespace']}/{props['names']['stable']}", outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         return DiffResult(changes=bool(changed(olds, news, INPUTS)), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        base = {
-            **news,
-            "stable_image": olds.get("stable_image"),
-            "stable_keys": olds.get("stable_keys"),
-            "last_rollout": olds.get("last_rollout"),
-        }
+        base = {**news, "last_rollout": olds.get("last_rollout")}
         if news["image_ref"] == olds.get("stable_image"):
-            return UpdateResult(outs=base)  # the pod template's other settings roll as before
+            return UpdateResult(outs={**base, **_accepted(news)})  # the pod's other settings roll as before
         cluster = _cluster(news)
         if not cluster.ready_pods(news["selectors"]["stable"]) or not cluster.ready_pods(news["selectors"]["proxy"]):
             # Nothing serves to judge against (the stable pods or the proxy are not up): a plain rollout.
-            return UpdateResult(outs={**base, "stable_image": news["image_ref"], "stable_keys": news["keys"]})
+            return UpdateResult(outs={**base, **_accepted(news)})
         record = _judge(cluster, news)
         if record["outcome"] != "promoted":
-            # The state keeps the old image, so the next `up` diffs the new one against it and tries again.
+            # The state keeps the old pod, so the next `up` diffs the new one against it and tries again.
             return UpdateResult(outs={**olds, "last_rollout": record})
-        return UpdateResult(
-            outs={**base, "stable_image": news["image_ref"], "stable_keys": news["keys"], "last_rollout": record}
-        )
+        return UpdateResult(outs={**base, **_accepted(news), "last_rollout": record})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_, props)
@@ -88,6 +83,11 @@ class RolloutProvider(ResourceProvider):
             _remove_candidate(_cluster(props), props)
         except Exception:  # noqa: BLE001 - the cluster is gone: there is no candidate left either
             return
+
+
+def _accepted(props: dict[str, Any]) -> dict[str, Any]:
+    """The outputs that make `props`' version the stable one: its image, content keys and pod."""
+    return {"stable_image": props["image_ref"], "stable_keys": props["keys"], "stable_pod": props["template"]["spec"]}
 
 
 class SettleProvider(ResourceProvider):
@@ -327,13 +327,14 @@ def _camel(key: str) -> str:
 class Rollout(Resource, module="kubernetes", name="Rollout"):
     stable_image: pulumi.Output[str]
     stable_keys: pulumi.Output[dict[str, str]]
+    stable_pod: pulumi.Output[dict[str, Any]]  # the pod template's spec the stable Deployment runs
     last_rollout: pulumi.Output[Any]  # the record of the last canary or shadow rollout (None before one)
 
     def __init__(self, name: str, *, props: dict[str, Any], opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(
             RolloutProvider(),
             name,
-            {**props, "stable_image": None, "stable_keys": None, "last_rollout": None},
+            {**props, "stable_image": None, "stable_keys": None, "stable_pod": None, "last_rollout": None},
             opts,
         )
 

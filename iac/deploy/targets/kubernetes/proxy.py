@@ -75,11 +75,12 @@ def grpc(spec: ResolvedSpec) -> bool:
     return spec.spec.serving.grpc_port is not None
 
 
-def proxy_files(spec: ResolvedSpec, stable_ip: str) -> dict[str, str]:
-    """The ConfigMap's files: nginx.conf and the resting routing (all to the stable Service)."""
+def proxy_files(spec: ResolvedSpec, stable_ip: str, read_timeout_s: int = 60) -> dict[str, str]:
+    """The ConfigMap's files: nginx.conf (waiting `read_timeout_s` for an answer) and the resting routing
+    (all to the stable Service)."""
     serving = spec.spec.serving
     files = {
-        "nginx.conf": nginx_conf(spec.name, PROXY_REPLICAS, grpc=grpc(spec)),
+        "nginx.conf": nginx_conf(spec.name, PROXY_REPLICAS, grpc=grpc(spec), read_timeout_s=read_timeout_s),
         "upstream.conf": upstream_conf([stable_ip], serving.port),
         "upstream-grpc.conf": upstream_conf([stable_ip], serving.grpc_port) if serving.grpc_port else PARKED,
     }
@@ -98,6 +99,26 @@ def step_files(strategy: str, weight: int, candidate_ip: str, port: int) -> dict
         "upstream-candidate.conf": upstream_conf([candidate_ip], port),
         "split.conf": split_conf(weight=weight if canary else 0, shadow=0 if canary else weight, replay=True),
         "mirror.conf": mirror_conf(not canary),
+    }
+
+
+def network_policy_spec(spec: ResolvedSpec) -> dict[str, Any]:
+    """The proxy pods take requests on their own ports and send only to the model's pods (stable and
+    candidate alike, on the serving ports); nothing else in or out. Policies match after the Services'
+    address translation, so the model pods are what the egress rule names, not the cluster IPs."""
+    serving = spec.spec.serving
+    own = [PROXY_PORT] + ([PROXY_GRPC_PORT] if grpc(spec) else [])
+    upstream = [serving.port] + ([serving.grpc_port] if serving.grpc_port is not None else [])
+    return {
+        "pod_selector": {"match_labels": proxy_selector(spec)},
+        "policy_types": ["Ingress", "Egress"],
+        "ingress": [{"ports": [{"port": number, "protocol": "TCP"} for number in own]}],
+        "egress": [
+            {
+                "to": [{"pod_selector": {"match_labels": {"app.kubernetes.io/name": spec.name}}}],
+                "ports": [{"port": number, "protocol": "TCP"} for number in upstream],
+            }
+        ],
     }
 
 

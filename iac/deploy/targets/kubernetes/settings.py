@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from iac.spec.errors import UserError
 from iac.spec.models import KubernetesDeploy, ResolvedSpec
+
+if TYPE_CHECKING:
+    from modelprep.family import ServingNeeds
 
 MANAGED_BY = "modelstack"
 DRAIN_MARGIN_S = 6  # terminationGracePeriod = preStop delay + the server's drain time + this
@@ -20,6 +25,41 @@ def settings(spec: ResolvedSpec) -> KubernetesDeploy:
     if not isinstance(k, KubernetesDeploy):
         raise ValueError(f"the kubernetes target was handed a spec for target {k.target}")
     return k
+
+
+def pod_resources(spec: ResolvedSpec, needs: ServingNeeds | None) -> dict[str, dict[str, str]]:
+    """The model container's requests and limits: as written; else, when the model's family says what a
+    replica needs (a language model's weights and KV cache, say), that memory requested and as the limit.
+    A limit written below the need is a located error naming the figure, before any pod is killed out of
+    memory."""
+    from iac.spec.models import memory_bytes
+
+    r = settings(spec).resources
+    written = {"requests": r.requests.model_dump(), "limits": r.limits.model_dump()}
+    if needs is None:
+        return written
+    least = math.ceil(needs.memory_bytes / 2**20)
+    if "resources" not in settings(spec).model_fields_set or "limits" not in r.model_fields_set:
+        need = f"{least}Mi"
+        return {"requests": {**written["requests"], "memory": need}, "limits": {**written["limits"], "memory": need}}
+    if memory_bytes(r.limits.memory) < needs.memory_bytes:
+        field = "deploy.resources.limits.memory"
+        raise UserError.single(
+            spec.where(field),
+            field,
+            f"{r.limits.memory} is less than the {least:,} MiB a replica of this model needs: {needs.memory_detail}",
+            f"set {field} to at least {least}Mi (or leave resources.limits out to get that)",
+        )
+    return written
+
+
+def grace_period_s(needs: ServingNeeds | None) -> int:
+    """A pod's terminationGracePeriod: the preStop delay, then the server's drain on SIGTERM (the model's
+    longest requests when its family says, else the server's default), with a margin."""
+    from serving.lifecycle import DRAIN_TIMEOUT_S
+
+    drain = DRAIN_TIMEOUT_S if needs is None else needs.drain_s
+    return PRESTOP_DELAY_S + math.ceil(drain) + DRAIN_MARGIN_S
 
 
 def selector_labels(spec: ResolvedSpec) -> dict[str, str]:

@@ -1,19 +1,21 @@
 """The Kubernetes target: the image pushed by digest ▶ Deployment, Service, PDB, HPA, NetworkPolicy (pulumi-kubernetes).
 
 With a canary or shadow rollout (`deploy.rollout.strategy`) the Service users call selects an nginx proxy
-(`proxy.py`) in front of a stable and a candidate Service, and the image the Deployment runs is the one
-the judged `Rollout` (`canary.py`) chose: the new image once it passed every step, else the old one."""
+(`proxy.py`) in front of a stable and a candidate Service, and the pod the Deployment runs is the one
+the judged `Rollout` (`canary.py`) chose: the new version's once it passed every step, else the old one's
+(its image and its other settings alike)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from iac.deploy.needs import model_needs, read_timeout_s
 from iac.deploy.rollout.progress import follow
 from iac.deploy.rollout.steps import refuse_rolled_back
 from iac.deploy.targets import ContentKeys, TargetArgs
@@ -21,20 +23,25 @@ from iac.deploy.targets.kubernetes import proxy
 from iac.deploy.targets.kubernetes.canary import Rollout, Settle, version_of
 from iac.deploy.targets.kubernetes.push import Push
 from iac.deploy.targets.kubernetes.settings import (
-    DRAIN_MARGIN_S,
     PRESTOP_DELAY_S,
     TMP_SIZE,
     cluster_base_url,
     cluster_endpoint,
     cluster_grpc_address,
+    grace_period_s,
     kubeconfig_path,
     object_labels,
+    pod_resources,
     repository,
     selector_labels,
     settings,
 )
+from iac.spec.errors import UserError
 from iac.spec.models import KubernetesDeploy, ResolvedSpec
 from modelprep.cache import default_root
+
+if TYPE_CHECKING:
+    from modelprep.family import ServingNeeds
 
 SERVING_UID = 10001  # the image's user (templates/Dockerfile.j2)
 PROBE_PERIOD_S = 2
@@ -92,16 +99,25 @@ class Target(pulumi.ComponentResource):
 
         judge = proxy.judged(spec)
         rollout, front = None, None
-        image: pulumi.Input[str] = pushed.image_ref
-        content: pulumi.Input[dict[str, str]] = content_annotations(args.keys)
-        if judge:  # canary or shadow: the proxy in front, the stable image chosen by the judged Rollout
-            rollout, front = self._judged(name, spec, args, pushed, account, env, child)
-            image, content = rollout.stable_image, rollout.stable_keys
+        needs = model_needs(spec, args.keys.model)  # memory and drain, when the model's family says
+        try:
+            body = deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env, needs)
+        except UserError as exc:
+            raise pulumi.RunError(str(exc)) from None  # one located line, no traceback
+        if judge:  # canary or shadow: the proxy in front, the stable pod chosen by the judged Rollout
+            rollout, front = self._judged(name, spec, args, body["template"], needs, child)
+            body["template"] = {
+                "metadata": {
+                    **body["template"]["metadata"],
+                    "annotations": with_annotations(spec, rollout.stable_keys),
+                },
+                "spec": rollout.stable_pod,
+            }
 
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata=meta,
-            spec=deployment_spec(spec, args.keys, image, account.metadata["name"], env, content),
+            spec=body,
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
@@ -178,13 +194,12 @@ class Target(pulumi.ComponentResource):
         name: str,
         spec: ResolvedSpec,
         args: TargetArgs,
-        pushed: Push,
-        account: k8s.core.v1.ServiceAccount,
-        env: list[dict[str, Any]],
+        template: dict[str, Any],
+        needs: ServingNeeds | None,
         child: pulumi.ResourceOptions,
     ) -> tuple[Rollout, k8s.apps.v1.Deployment]:
         """The stable and candidate Services, the proxy (image, ConfigMap, Deployment) and the Rollout that
-        judges a new image through it (`canary.py`, `proxy.py`)."""
+        judges the new version's pod `template` through it (`canary.py`, `proxy.py`)."""
         k = settings(spec)
         labels = object_labels(spec)
 
@@ -199,7 +214,9 @@ class Target(pulumi.ComponentResource):
         stable = service("stable", selector_labels(spec))
         candidate = service("candidate", proxy.candidate_selector(spec))
         files = stable.spec.apply(
-            lambda s: proxy.proxy_files(spec, s["cluster_ip"] if isinstance(s, dict) else s.cluster_ip)
+            lambda s: proxy.proxy_files(
+                spec, s["cluster_ip"] if isinstance(s, dict) else s.cluster_ip, read_timeout_s(needs)
+            )
         )
         config = k8s.core.v1.ConfigMap(
             f"{name}-proxy-config",
@@ -221,11 +238,16 @@ class Target(pulumi.ComponentResource):
                 image.image_ref,
                 config.metadata["name"],
                 files.apply(lambda f: hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest()[:16]),
-                grace_period_s(),
+                grace_period_s(needs),  # the proxy holds a request as long as the model does
             ),
             opts=child,
         )
-        template = deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env)["template"]
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-proxy-network-policy",
+            metadata={"name": proxy.proxy_name(spec), "namespace": k.namespace, "labels": proxy.proxy_labels(spec)},
+            spec=proxy.network_policy_spec(spec),
+            opts=child,
+        )
         template = {**template, "metadata": {**template["metadata"], "labels": proxy.candidate_labels(spec)}}
         self._log_dir = str(default_root() / "rollout" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
         self._access = {
@@ -246,7 +268,7 @@ class Target(pulumi.ComponentResource):
             f"{name}-rollout",
             props={
                 **self._access,
-                "image_ref": pushed.image_ref,
+                "image_ref": template["spec"]["containers"][0]["image"],
                 "keys": content_annotations(args.keys),
                 "template": template,
                 "labels": proxy.candidate_labels(spec),
@@ -271,17 +293,16 @@ def rollout_timeout_s(k: KubernetesDeploy) -> int:
     return k.progress_deadline + 30
 
 
-def grace_period_s() -> int:
-    """The preStop delay, then the server's drain on SIGTERM, with a margin."""
-    from serving.lifecycle import DRAIN_TIMEOUT_S
-
-    return PRESTOP_DELAY_S + math.ceil(DRAIN_TIMEOUT_S) + DRAIN_MARGIN_S
-
-
 def content_annotations(keys: ContentKeys) -> dict[str, str]:
     """The pod template carries ModelService's content keys so `pulumi preview --diff` names a model
     change even before the new image's digest is known."""
     return {"modelstack.dev/model-key": keys.model[:16], "modelstack.dev/image-key": keys.image[:16]}
+
+
+def with_annotations(spec: ResolvedSpec, content: pulumi.Input[dict[str, str]]) -> pulumi.Output[dict[str, str]]:
+    """The pods' annotations: the spec's own and the content keys of the version they run."""
+    own = settings(spec).annotations
+    return pulumi.Output.from_input(content).apply(lambda keys_: {**own, **keys_})
 
 
 def container_security() -> dict:
@@ -303,10 +324,10 @@ def deployment_spec(
     image: pulumi.Input[str],
     account: pulumi.Input[str],
     env: list[dict[str, Any]],
-    content: pulumi.Input[dict[str, str]] | None = None,
+    needs: ServingNeeds | None = None,
 ) -> dict[str, Any]:
-    """The model pods; `content`: the content keys the pods carry (default: `keys`'; with a judged rollout,
-    those of the image the stable Deployment runs)."""
+    """The model pods, carrying `keys` (with a judged rollout the Rollout's choice replaces the template);
+    `needs`: what the model's family says a replica needs (memory, drain), else the spec as written."""
     k = settings(spec)
 
     def probe(path: str, failures: int, period: int = PROBE_PERIOD_S) -> dict:
@@ -323,10 +344,7 @@ def deployment_spec(
         "image_pull_policy": "IfNotPresent",
         "ports": [{"name": name, "container_port": number, "protocol": "TCP"} for name, number in serving_ports(spec)],
         "env": env or None,
-        "resources": {
-            "requests": {"cpu": k.resources.requests.cpu, "memory": k.resources.requests.memory},
-            "limits": {"cpu": k.resources.limits.cpu, "memory": k.resources.limits.memory},
-        },
+        "resources": pod_resources(spec, needs),
         # Ready once the model is loaded and warmed up; restarted when the process stops answering;
         # the startup probe holds liveness off while a slow model loads.
         "readiness_probe": probe("/readyz", failures=2),
@@ -340,7 +358,7 @@ def deployment_spec(
         "service_account_name": account,
         "automount_service_account_token": False,
         "enable_service_links": False,
-        "termination_grace_period_seconds": grace_period_s(),
+        "termination_grace_period_seconds": grace_period_s(needs),
         "security_context": {
             "run_as_non_root": True,
             "run_as_user": SERVING_UID,
@@ -360,9 +378,7 @@ def deployment_spec(
         "template": {
             "metadata": {
                 "labels": object_labels(spec),
-                "annotations": pulumi.Output.from_input(
-                    content if content is not None else content_annotations(keys)
-                ).apply(lambda keys_: {**k.annotations, **keys_}),
+                "annotations": with_annotations(spec, content_annotations(keys)),
             },
             "spec": pod,
         },
