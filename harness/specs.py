@@ -20,7 +20,7 @@ optimize:
   variants: [{variant}]
 serving:
   port: 8501
-  grpc_port: null
+  grpc_port: 8001
   threads: 1
   max_audio_seconds: 120
 deploy:
@@ -52,8 +52,10 @@ deploy:
 """
 
 
-def speech_spec(variant: str = "ct2-int8", replicas: int = 1, port: int = 8501) -> str:
-    return SPEECH.format(variant=variant, replicas=replicas, port=port)
+def speech_spec(variant: str = "ct2-int8", replicas: int = 1, port: int = 8501, grpc_port: int | None = None) -> str:
+    """`grpc_port`: the host port the proxy publishes the V2 gRPC service on (None: not published)."""
+    text = SPEECH.format(variant=variant, replicas=replicas, port=port)
+    return text if grpc_port is None else text + f"  grpc_host_port: {grpc_port}\n"
 
 
 def chat_spec(sequences: int = 2, port: int = 8501) -> str:

@@ -49,7 +49,7 @@ from serving.v2_binary import RAW_DTYPES, tensor_to_bytes
 if TYPE_CHECKING:
     from serving.state import ModelState
 
-__all__ = ["GrpcFrontEnd", "InferenceService"]
+__all__ = ["GrpcFrontEnd", "InferenceService", "metadata_message"]
 
 _SERVICE = "/inference.GRPCInferenceService/"
 # gRPC status codes (their numbers on the wire) and names, for answers and the access log.
@@ -190,7 +190,7 @@ class InferenceService:
         runtime = batched(self.state).runtime
         if self._model_metadata is None:
             document = v2.model_metadata_document(self.state.config, runtime)
-            self._model_metadata = _metadata_message(document).SerializeToString()
+            self._model_metadata = metadata_message(document).SerializeToString()
         return self._model_metadata
 
     def _infer(self, request: pb.ModelInferRequest, reply: Callable[[Callable[[], bytes]], None]) -> None:
@@ -322,7 +322,7 @@ def _from_contents(tensor: Any, shape: list[int], where: str) -> np.ndarray:
     return wide.astype(dtype.newbyteorder("=")).reshape(shape)
 
 
-def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
+def metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
     """The V2 model metadata document (the HTTP API's) as its gRPC message."""
 
     def tensors(items: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
@@ -343,9 +343,10 @@ def _metadata_message(document: dict[str, Any]) -> pb.ModelMetadataResponse:
 class GrpcFrontEnd:
     """The tonic transport on its threads, its calls answered on the running loop: bind, serve, drain."""
 
-    def __init__(self, state: ModelState, host: str, port: int) -> None:
+    def __init__(self, state: ModelState, host: str, port: int, service: InferenceService | None = None) -> None:
         self.state = state
-        self.service = InferenceService(state)
+        # A family whose ModelInfer is not a batched tensor (speech: an audio file) brings its own.
+        self.service = service or InferenceService(state)
         self.host = host
         self.requested_port = port
         self.port = 0

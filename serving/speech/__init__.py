@@ -2,7 +2,8 @@
 
 Routes: OpenAI's ``POST /v1/audio/transcriptions`` (multipart form) and the Open Inference
 Protocol's ``POST /v2/models/<name>/infer`` with a BYTES input ``audio`` (the encoded file) and a
-BYTES output ``text``, plus V2 metadata and readiness. ``config.artifact`` is the model folder
+BYTES output ``text``, plus V2 metadata and readiness; the same tensors over the protocol's gRPC
+ModelInfer on ``grpc_port`` (``grpc.py``). ``config.artifact`` is the model folder
 (``model.bin``, ``config.json``, ``tokenizer.json``, ``vocabulary.txt``); how it is run (the
 variant prep chose, the audio limit) is the folder's ``speech.json`` (written by prep, shipped with
 the model), then ``config.metadata["speech"]`` field by field over it: the fields of
@@ -20,6 +21,7 @@ from serving.routes import GET, POST, Reply, Route
 
 if TYPE_CHECKING:
     from serving.config import ServingConfig
+    from serving.grpc_service import GrpcFrontEnd
     from serving.speech.engine import Settings, SpeechModel
     from serving.state import ModelState
 
@@ -120,11 +122,12 @@ def load(config: ServingConfig) -> SpeechModel:
     return SpeechModel(settings(config))
 
 
-def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+def metadata_document(state: ModelState) -> dict[str, Any]:
+    """The V2 model metadata (HTTP and gRPC): one BYTES input, one BYTES output, how the model runs."""
     from serving.speech.handlers import INPUT_NAME, OUTPUT_NAME, speech_model
 
     model = speech_model(state)
-    doc = {
+    return {
         "name": state.config.model_name,
         "versions": ["1"],
         "platform": "ctranslate2_whisper",
@@ -132,7 +135,18 @@ def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
         "outputs": [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}],
         "parameters": model.ready_fields(),
     }
-    return Response(200, encode_json(doc).encode())
+
+
+def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    return Response(200, encode_json(metadata_document(state)).encode())
+
+
+def grpc_front(state: ModelState, host: str, port: int) -> GrpcFrontEnd:
+    """The Open Inference Protocol's gRPC service: ModelInfer with the V2 route's tensors (`grpc.py`)."""
+    from serving.grpc_service import GrpcFrontEnd
+    from serving.speech.grpc import SpeechInferenceService
+
+    return GrpcFrontEnd(state, host, port, SpeechInferenceService(state))
 
 
 def _v1_metadata(state: ModelState, request: Request, reply: Reply) -> Response:

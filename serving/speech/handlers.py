@@ -145,14 +145,7 @@ def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
     header_length = request.headers.get("inference-header-content-length") or None
     payload, tail, request_id = read_envelope(request.body, header_length)
     data = _v2_audio(payload, tail)
-    parameters = payload.get("parameters") or {}
-    language = parameters.get("language")
-    if language is not None and not isinstance(language, str):
-        raise ClientError(400, f"parameters.language: must be a string such as 'en', got {show(language)}")
-    temperature = parameters.get("temperature", 0.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise ClientError(400, f"parameters.temperature: must be a number from 0 to 1, got {show(temperature)}")
-    options = Options(language=_language(language, model), temperature=_temperature(str(temperature)))
+    options = v2_options(payload.get("parameters") or {}, model)
     name = state.config.model_name
     binary = _binary_output(payload)
 
@@ -174,6 +167,17 @@ def v2_infer(state: ModelState, request: Request, reply: Reply) -> None:
         return Response(200, body, v2_binary.OCTET_STREAM, headers=(("Inference-Header-Content-Length", str(length)),))
 
     model.submit(data, "inputs[0].data", options, _answer(reply, make))
+
+
+def v2_options(parameters: dict[str, Any], model: SpeechModel) -> Options:
+    """The V2 request's ``parameters`` (JSON's object, gRPC's map): ``language`` and ``temperature``."""
+    language = parameters.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ClientError(400, f"parameters.language: must be a string such as 'en', got {show(language)}")
+    temperature = parameters.get("temperature", 0.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ClientError(400, f"parameters.temperature: must be a number from 0 to 1, got {show(temperature)}")
+    return Options(language=_language(language, model), temperature=_temperature(str(temperature)))
 
 
 def _binary_output(payload: dict[str, Any]) -> bool:

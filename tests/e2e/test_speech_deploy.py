@@ -1,7 +1,7 @@
 """Speech recognition on the Docker target with the real Pulumi engine and Docker Engine: `pulumi up` of a
 Whisper tiny.en stack (the packaged model, 3 synthetic evaluation clips, one candidate: CI-cheap), one
-evaluation clip transcribed through the proxy with the official `openai` client, the words checked,
-`pulumi destroy`, nothing of the stack left.
+evaluation clip transcribed through the proxy with the official `openai` client and over the V2 gRPC
+service with tritonclient, the words checked, `pulumi destroy`, nothing of the stack left.
 
 The artifact is a folder (the CTranslate2 model's files and the variant's speech.json): the image's label
 carries the folder's sha256, the same as the prep cache's folder hashes to."""
@@ -46,8 +46,8 @@ class SpeechStack:
         pulumi_yaml = pulumi_yaml.replace("file://./.pulumi-state", f"file://{root / 'state'}")
         (self.dir / "Pulumi.yaml").write_text(pulumi_yaml)
         shutil.copy(STACK_FILES / "__main__.py", self.dir / "__main__.py")
-        self.port = free_port()
-        (self.dir / "model.yaml").write_text(speech_spec(port=self.port))
+        self.port, self.grpc_port = free_port(), free_port()
+        (self.dir / "model.yaml").write_text(speech_spec(port=self.port, grpc_port=self.grpc_port))
         link_tree(whisper_dir(), self.dir / "model")
         corpus.save(corpus.make(3), self.dir / "data" / "evaluation.npz")
         self.name = f"t{uuid.uuid4().hex[:8]}"
@@ -127,6 +127,15 @@ def test_whisper_up_transcribe_with_openai_destroy(tmp_path: Path) -> None:
         timings["one transcription"] = time.monotonic() - started
         reference = clips.clips[0].text
         assert wer([reference], [answer.text]) <= 0.25, (reference, answer.text)
+
+        # The same clip over the V2 gRPC service, through the proxy's gRPC port (tritonclient's defaults).
+        import tritonclient.grpc as grpcclient
+
+        assert outputs["grpc_target"] == f"127.0.0.1:{stack.grpc_port}"
+        audio = grpcclient.InferInput("audio", [1], "BYTES")
+        audio.set_data_from_numpy(np.array([wav_bytes(clips.clip(0), corpus.SAMPLE_RATE)], dtype=object))
+        result = grpcclient.InferenceServerClient(outputs["grpc_target"]).infer("whisper", [audio])
+        assert wer([reference], [result.as_numpy("text")[0].decode()]) <= 0.25
         print({name: round(seconds, 1) for name, seconds in timings.items()})
     finally:
         stack.pulumi("destroy", "--yes")

@@ -3,7 +3,7 @@
 Audio: sentences spoken by espeak-ng (installed by scripts/asr_setup.sh), re-encoded with PyAV
 (the same FFmpeg libraries the server decodes with) into every container the API takes, at other
 rates and channel counts. The server: the project's HTTP front end and App with the speech
-family's routes, on an ephemeral port, its loop in a thread.
+family's routes, and the family's gRPC front end, each on an ephemeral port, their loop in a thread.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from serving.app import App
 from serving.config import ServingConfig
 from serving.listener import HttpServer
-from serving.speech import load
+from serving.speech import grpc_front, load
 from serving.speech.engine import SpeechModel
 from serving.state import ModelState
 
@@ -96,6 +96,7 @@ class RunningServer:
     url: str
     state: ModelState
     model: SpeechModel
+    grpc: str  # host:port of the V2 gRPC service
 
 
 def config_for(
@@ -124,12 +125,15 @@ def running(config: ServingConfig) -> Iterator[RunningServer]:
     thread = threading.Thread(target=loop.run_forever, name="speech-test-loop", daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    front = grpc_front(state, config.host, 0)
+    grpc_port = asyncio.run_coroutine_threadsafe(front.start(), loop).result(10)
 
     loop.call_soon_threadsafe(state.set_ready, model, loop)
     host, port = server.address
     try:
-        yield RunningServer(f"http://{host}:{port}", state, model)
+        yield RunningServer(f"http://{host}:{port}", state, model, f"{host}:{grpc_port}")
     finally:
+        asyncio.run_coroutine_threadsafe(front.stop(1.0), loop).result(10)
         asyncio.run_coroutine_threadsafe(server.stop(timeout=1.0), loop).result(10)
         model.close()
         loop.call_soon_threadsafe(loop.stop)

