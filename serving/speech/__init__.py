@@ -122,22 +122,9 @@ def load(config: ServingConfig) -> SpeechModel:
     return SpeechModel(settings(config))
 
 
-def metadata_document(state: ModelState) -> dict[str, Any]:
-    """The V2 model metadata (HTTP and gRPC): one BYTES input, one BYTES output, how the model runs."""
-    from serving.speech.handlers import INPUT_NAME, OUTPUT_NAME, speech_model
-
-    model = speech_model(state)
-    return {
-        "name": state.config.model_name,
-        "versions": ["1"],
-        "platform": "ctranslate2_whisper",
-        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [1]}],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}],
-        "parameters": model.ready_fields(),
-    }
-
-
 def _metadata(state: ModelState, request: Request, reply: Reply) -> Response:
+    from serving.speech.handlers import metadata_document
+
     return Response(200, encode_json(metadata_document(state)).encode())
 
 

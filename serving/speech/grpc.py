@@ -13,7 +13,7 @@ from serving.errors import ClientError, show
 from serving.grpc_service import InferenceService, metadata_message
 from serving.proto import grpc_service_pb2 as pb
 from serving.speech.audio import AudioError
-from serving.speech.handlers import INPUT_NAME, OUTPUT_NAME, speech_model, v2_options
+from serving.speech.handlers import INPUT_NAME, OUTPUT_NAME, metadata_document, speech_model, v2_options
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -25,8 +25,6 @@ class SpeechInferenceService(InferenceService):
     """The RPCs of every family, with speech's metadata and ModelInfer."""
 
     def _model_metadata_bytes(self, request: pb.ModelMetadataRequest) -> bytes:
-        from serving.speech import metadata_document
-
         self._check_model(request.name, request.version)
         return metadata_message(metadata_document(self.state)).SerializeToString()
 

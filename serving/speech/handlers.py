@@ -41,6 +41,19 @@ def speech_model(state: ModelState) -> SpeechModel:
     return model
 
 
+def metadata_document(state: ModelState) -> dict[str, Any]:
+    """The V2 model metadata (HTTP and gRPC): one BYTES input, one BYTES output, how the model runs."""
+    model = speech_model(state)
+    return {
+        "name": state.config.model_name,
+        "versions": ["1"],
+        "platform": "ctranslate2_whisper",
+        "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [1]}],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "BYTES", "shape": [1]}],
+        "parameters": model.ready_fields(),
+    }
+
+
 def _answer(
     reply: Reply, make: Callable[[Transcript], Response]
 ) -> Callable[[concurrent.futures.Future[Transcript]], None]:
