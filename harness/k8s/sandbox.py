@@ -1,4 +1,4 @@
-"""A throwaway digits stack pointed at a Kubernetes cluster, driven through the real Pulumi CLI (tests,
+"""A throwaway stack (digits unless told) pointed at a Kubernetes cluster, driven through the real Pulumi CLI (tests,
 `make k8s-demo`, the scale benchmark). A `harness.sandbox.Project`, as `Sandbox` is: its own project
 folder, file-backend state and passphrase; here the pristine example spec with its deploy section set,
 and PULUMI_HOME where scripts/k8s_tools.sh installed the pulumi-kubernetes plugin."""
@@ -24,7 +24,11 @@ class K8sSandbox(Project):
 
     timeout = 900.0  # a cluster's rollout: image pushes, pods scheduled
 
-    def __init__(self, root: Path, example: Path, deploy: dict[str, Any], **changes: Any) -> None:
+    def __init__(
+        self, root: Path, example: Path, deploy: dict[str, Any], spec: Path = EXAMPLE_SPEC, **changes: Any
+    ) -> None:
+        """`spec`: the spec whose deploy section is replaced (the digits example's unless another)."""
+        self.base_spec = spec
         super().__init__(
             root,
             example,
@@ -44,7 +48,7 @@ class K8sSandbox(Project):
 
     def write_spec(self, deploy: dict[str, Any] | None = None, **changes: Any) -> None:
         """The example spec with `deploy` (and top-level sections in `changes`) replaced."""
-        doc = yaml.safe_load(EXAMPLE_SPEC.read_text()) if not self.spec_path.exists() else self.spec()
+        doc = yaml.safe_load(self.base_spec.read_text()) if not self.spec_path.exists() else self.spec()
         if deploy is not None:
             doc["deploy"] = deploy
         doc.update(changes)
