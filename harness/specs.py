@@ -33,14 +33,19 @@ deploy:
   ready_timeout: 180
 """
 
-# The tiny GGUF (`modelprep.families.llm.tiny`): served as given, 2,000 tokens for prep's KL measure.
-CHAT = """\
+# The tiny GGUF (`modelprep.families.llm.tiny`) and the evaluation prose beside it.
+CHAT_MODEL = """\
 name: chat
 model:
   path: model/tiny.gguf
 data:
   calibration: data/evaluation.txt
   evaluation: data/evaluation.txt
+"""
+# ... served as given, 2,000 tokens for prep's KL measure.
+CHAT = (
+    CHAT_MODEL
+    + """\
 optimize:
   variants: [gguf-source]
   evaluation_tokens: 2000
@@ -50,6 +55,7 @@ deploy:
   host_port: {port}
   ready_timeout: 120
 """
+)
 
 
 def speech_spec(variant: str = "ct2-int8", replicas: int = 1, port: int = 8501, grpc_port: int | None = None) -> str:

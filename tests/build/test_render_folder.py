@@ -10,24 +10,11 @@ from pathlib import Path
 
 from prep_reports import passing_report
 
+from harness.specs import speech_spec
 from iac.build.render import render
 from iac.spec.load import load_resolved
 from modelprep.hashing import file_sha256, tree_sha256
 
-SPEC = """\
-name: whisper
-model:
-  path: model
-  task: speech-recognition
-data:
-  calibration: data/evaluation.npz
-  evaluation: data/evaluation.npz
-optimize:
-  metric: wer
-  variants: [ct2-int8]
-serving:
-  grpc_port: null
-"""
 SERVING = Path(__file__).resolve().parents[2] / "serving"
 
 
@@ -36,15 +23,15 @@ def _pinned(requirements: str) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")}
 
 
-def _example(tmp_path: Path, serving: str = "") -> Path:
-    """A speech example folder: the spec (with `serving` lines added), a CTranslate2 model folder, data."""
+def _example(tmp_path: Path) -> Path:
+    """A speech example folder: the deploy tests' spec, a CTranslate2 model folder, data."""
     example = tmp_path / "example"
     for sub in ("model", "data"):
         (example / sub).mkdir(parents=True)
     for name in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt"):  # format: ctranslate2
         (example / "model" / name).write_bytes(b"{}")
     (example / "data" / "evaluation.npz").write_bytes(b"d")
-    (example / "model.yaml").write_text(SPEC + serving)
+    (example / "model.yaml").write_text(speech_spec())
     return example
 
 
@@ -87,7 +74,7 @@ def test_a_replica_needs_the_measured_memory_and_drains_its_held_transcriptions(
     from modelprep.families import serving_needs
     from modelprep.report import Notes
 
-    spec = load_resolved(_example(tmp_path, "  max_audio_seconds: 120\n") / "model.yaml")
+    spec = load_resolved(_example(tmp_path) / "model.yaml")  # serving.max_audio_seconds: 120
 
     def report(rtf: float) -> object:
         notes = Notes(resident_bytes=180 * 2**20, real_time_factor=rtf)

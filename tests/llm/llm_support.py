@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SPEC = """\
-name: chat
-model:
-  path: model/tiny.gguf
-data:
-  calibration: data/evaluation.txt
-  evaluation: data/evaluation.txt
-"""
+from harness.specs import CHAT_MODEL
+
+SPEC = CHAT_MODEL  # the model and data; a test adds the sections it is about
 
 
 def write_spec(folder: Path, extra: str = "") -> Path:
