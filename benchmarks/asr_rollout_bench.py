@@ -21,13 +21,11 @@ Destroys the stack at the end. Exit 1 when a request failed or the new variant i
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import tempfile
 import threading
 import time
-import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,17 +50,6 @@ class Request:
     @property
     def seconds(self) -> float:
         return self.ended - self.started
-
-
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    """Mono float32 samples as a 16-bit PCM WAV file."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 class Clients:
@@ -205,7 +192,7 @@ def main() -> int:
         np.concatenate([part for k in range(args.join) for part in (uploads.clip(i * args.join + k), pause)][:-1])
         for i in range(args.upload_clips)
     ]
-    clips = [wav_bytes(samples, corpus.SAMPLE_RATE) for samples in audio]
+    clips = [corpus.wav_bytes(samples) for samples in audio]
     spec = root / "spec.yaml"
     spec.write_text(speech_spec(OLD, args.replicas))
     stack = Sandbox(root / "sandbox", example, stack_files=REPO / "stacks" / "whisper", spec=spec)

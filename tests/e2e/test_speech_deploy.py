@@ -8,14 +8,12 @@ carries the folder's sha256, the same as the prep cache's folder hashes to."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
 import subprocess
 import time
 import uuid
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +73,6 @@ class SpeechStack:
         return run.stdout
 
 
-def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
-    """Mono float32 samples as a 16-bit PCM WAV file (the standard library writes it)."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
-
-
 def test_whisper_up_transcribe_with_openai_destroy(tmp_path: Path) -> None:
     import docker
     from openai import OpenAI
@@ -122,7 +109,7 @@ def test_whisper_up_transcribe_with_openai_destroy(tmp_path: Path) -> None:
         client = OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0, timeout=120)
         started = time.monotonic()
         answer = client.audio.transcriptions.create(
-            model="whisper", file=("clip.wav", wav_bytes(clips.clip(0), corpus.SAMPLE_RATE), "audio/wav")
+            model="whisper", file=("clip.wav", corpus.wav_bytes(clips.clip(0)), "audio/wav")
         )
         timings["one transcription"] = time.monotonic() - started
         reference = clips.clips[0].text
@@ -133,7 +120,7 @@ def test_whisper_up_transcribe_with_openai_destroy(tmp_path: Path) -> None:
 
         assert outputs["grpc_target"] == f"127.0.0.1:{stack.grpc_port}"
         audio = grpcclient.InferInput("audio", [1], "BYTES")
-        audio.set_data_from_numpy(np.array([wav_bytes(clips.clip(0), corpus.SAMPLE_RATE)], dtype=object))
+        audio.set_data_from_numpy(np.array([corpus.wav_bytes(clips.clip(0))], dtype=object))
         result = grpcclient.InferenceServerClient(outputs["grpc_target"]).infer("whisper", [audio])
         assert wer([reference], [result.as_numpy("text")[0].decode()]) <= 0.25
         print({name: round(seconds, 1) for name, seconds in timings.items()})

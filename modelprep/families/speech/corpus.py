@@ -112,6 +112,21 @@ def read_wav(path: Path) -> np.ndarray:
     return decode(path.read_bytes(), max_seconds=600.0).samples
 
 
+def wav_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """Mono float32 samples as a 16-bit PCM WAV file (the standard library writes it): a clip as a
+    client uploads it."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """White noise at ``snr_db`` below the clip's mean power."""
     power = float(np.mean(samples.astype(np.float64) ** 2)) or 1e-8
