@@ -64,6 +64,12 @@ def takes_inputs(task: str) -> bool:
     return bool(getattr(module(task), "INPUTS", True))
 
 
+def endpoint_path(task: str, model_name: str) -> str:
+    """The path a client of ``task``'s model calls first (what a stack's ``endpoint`` output shows): the
+    family's ``ENDPOINT`` (e.g. OpenAI's transcription route), else TF Serving's predict."""
+    return str(getattr(module(task), "ENDPOINT", "/v1/models/{name}:predict")).format(name=model_name)
+
+
 def warm_up_request(task: str, model_name: str) -> tuple[str, dict[str, Any]] | None:
     """The family's own warm-up request (path, JSON body) a deployer sends a new replica before it takes
     traffic, or None: the family answers the predict protocol, warmed up with zeros of its inputs."""

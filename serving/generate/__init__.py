@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # serving.json lists no tensor inputs for this family: it takes text through its own API (``check``
 # refuses them), so the generator leaves the spec's signature out (``serving.families.takes_inputs``).
 INPUTS = False
+ENDPOINT = "/v1/chat/completions"  # what a stack's `endpoint` output shows
 
 
 def warm_up_request(model_name: str) -> tuple[str, dict[str, Any]]:

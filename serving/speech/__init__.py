@@ -95,6 +95,7 @@ def _problems(chosen: Any, at: str) -> list[str]:
 
 # serving.json lists no tensor signature for this family: audio comes as a file, text goes back.
 INPUTS = False
+ENDPOINT = "/v1/audio/transcriptions"  # what a stack's `endpoint` output shows
 
 
 def warm_up_request(model_name: str) -> tuple[str, dict[str, Any]]:

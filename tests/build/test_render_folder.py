@@ -91,6 +91,12 @@ def test_a_replica_needs_the_measured_memory_and_drains_its_held_transcriptions(
     assert slow is not None and slow.drain_s == 600.0 and read_timeout_s(slow) == 600
 
 
+def test_the_stacks_endpoint_is_the_transcription_route(tmp_path: Path) -> None:
+    from iac.deploy.targets.docker.settings import endpoint
+
+    assert endpoint(load_resolved(_example(tmp_path) / "model.yaml")) == "http://127.0.0.1:8501/v1/audio/transcriptions"
+
+
 def test_tree_sha256_is_the_written_folders(tmp_path: Path) -> None:
     from modelprep.cache import Cache
 

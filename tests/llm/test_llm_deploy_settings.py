@@ -13,7 +13,7 @@ from llm_support import write_spec
 from prep_reports import passing_report
 
 from iac.build.render import requirements_file, serving_config
-from iac.deploy.targets.docker.settings import memory_limit, replica_settings, warm_up
+from iac.deploy.targets.docker.settings import endpoint, memory_limit, replica_settings, warm_up
 from iac.spec.errors import UserError
 from iac.spec.load import load_resolved
 from modelprep.families import serving_needs
@@ -85,6 +85,7 @@ def test_image_gets_the_llama_runtime_no_inputs_and_the_drain(chat_folder: Path)
     assert config["drain_timeout_s"] == 11.0 and config["max_sequences"] == 2
     loaded = ServingConfig.from_dict(config)  # the server takes what render writes
     assert loaded.drain_timeout_s == 11.0 and loaded.inputs == []
+    assert endpoint(spec).endswith("/v1/chat/completions")  # the stack's `endpoint` output
     probe = warm_up(spec)["warm_up"]
     assert probe["path"] == "/v1/completions"
     assert json.loads(probe["body"]) == {"model": "chat", "prompt": "Hello", "max_tokens": 1, "temperature": 0}

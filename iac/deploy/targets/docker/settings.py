@@ -122,7 +122,10 @@ def base_url(spec: ResolvedSpec) -> str:
 
 
 def endpoint(spec: ResolvedSpec) -> str:
-    return f"{base_url(spec)}/v1/models/{spec.spec.name}:predict"
+    """The URL a client calls first: the model family's route (predict, chat, transcription)."""
+    from serving.families import endpoint_path
+
+    return base_url(spec) + endpoint_path(spec.spec.model.resolved_task(spec.model_format).value, spec.spec.name)
 
 
 def grpc_target(spec: ResolvedSpec) -> str | None:

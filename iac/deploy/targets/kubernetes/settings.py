@@ -102,7 +102,14 @@ def cluster_grpc_address(spec: ResolvedSpec) -> str | None:
 
 
 def cluster_endpoint(spec: ResolvedSpec) -> str:
-    return f"{cluster_base_url(spec)}/v1/models/{spec.name}:predict"
+    return cluster_base_url(spec) + _endpoint_path(spec)
+
+
+def _endpoint_path(spec: ResolvedSpec) -> str:
+    """The model family's first route (predict, chat, transcription)."""
+    from serving.families import endpoint_path
+
+    return endpoint_path(spec.spec.model.resolved_task(spec.model_format).value, spec.name)
 
 
 def api_client(spec: ResolvedSpec) -> Any:
@@ -140,4 +147,4 @@ def base_url(spec: ResolvedSpec) -> str:
 
 
 def endpoint(spec: ResolvedSpec) -> str:
-    return f"{base_url(spec)}/v1/models/{spec.name}:predict"
+    return base_url(spec) + _endpoint_path(spec)
