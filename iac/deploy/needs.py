@@ -11,8 +11,13 @@ if TYPE_CHECKING:
     from iac.spec.models import ResolvedSpec
     from modelprep.family import ServingNeeds
 
-# nginx's default wait for an answer: enough for a prediction; a family's longer requests raise it.
+# nginx's default wait for an answer: enough for a prediction. A family that states needs has long
+# requests (a whole stream, a queue of transcriptions): the proxy then waits as long as the longest drain
+# any family states (each bounds its `drain_s` to this), whatever this version's own figure. A figure
+# from the version being deployed would follow a candidate even when it is rolled back, and change the
+# proxy's config (rolling its pods) on every model change.
 DEFAULT_READ_TIMEOUT_S = 60
+LONG_READ_TIMEOUT_S = 600
 
 
 def model_needs(spec: ResolvedSpec, model_key: str) -> ServingNeeds | None:
@@ -30,6 +35,8 @@ def model_needs(spec: ResolvedSpec, model_key: str) -> ServingNeeds | None:
 
 
 def read_timeout_s(needs: ServingNeeds | None) -> int:
-    """How long the proxy waits for a replica's answer: the model's longest request (a whole queue of
-    transcriptions, a long completion), never below nginx's default."""
-    return DEFAULT_READ_TIMEOUT_S if needs is None else max(DEFAULT_READ_TIMEOUT_S, math.ceil(needs.drain_s))
+    """How long the proxy waits for a replica's answer: nginx's default, or for a family with long
+    requests the longest drain a family states (see above)."""
+    if needs is None:
+        return DEFAULT_READ_TIMEOUT_S
+    return max(DEFAULT_READ_TIMEOUT_S, LONG_READ_TIMEOUT_S, math.ceil(needs.drain_s))

@@ -330,3 +330,35 @@ def test_cluster_versions_reconfigure_every_proxy_pod_and_sum_every_replica() ->
     stable, candidate = versions.scrape(False), versions.scrape(True)
     assert (stable.requests, stable.errors) == (16, 2) and (candidate.requests, candidate.errors) == (4, 1)
     assert len(versions.take_log(400)) == 2  # one logged request from each proxy pod
+
+
+def test_a_rolled_back_version_leaves_the_stable_pod_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Rollout's outputs after each outcome: the stable Deployment runs `stable_pod`, so a rejected
+    version's other settings (a lower CPU limit, say) stay out of it as well as its image."""
+    from types import SimpleNamespace
+
+    from iac.deploy.targets.kubernetes import canary
+
+    def pod(image: str, cpu: str) -> dict[str, Any]:
+        return {"containers": [{"image": image, "resources": {"limits": {"cpu": cpu}}}]}
+
+    outcome = {"outcome": "rolled back"}
+    monkeypatch.setattr(canary, "_cluster", lambda props: SimpleNamespace(ready_pods=lambda labels: ["p"]))
+    monkeypatch.setattr(canary, "_judge", lambda cluster, props: dict(outcome))
+    selectors = {"selectors": {"stable": {}, "proxy": {}}}
+    olds = {**selectors, "image_ref": "old", "stable_image": "old", "stable_keys": {}, "stable_pod": pod("old", "1")}
+    news = {**selectors, "image_ref": "new", "keys": {"k": "n"}, "template": {"spec": pod("new", "750m")}}
+    provider = canary.RolloutProvider()
+
+    rolled_back = provider.update("id", olds, news).outs
+    assert (rolled_back["stable_image"], rolled_back["stable_pod"]) == ("old", pod("old", "1"))
+    assert rolled_back["last_rollout"] == outcome
+    # A state from before the pod was kept: the new settings with the old image, as such a stack ran.
+    legacy = {key: value for key, value in olds.items() if key != "stable_pod"}
+    assert provider.diff("id", legacy, {**legacy}).changes
+    assert provider.update("id", legacy, news).outs["stable_pod"] == pod("old", "750m")
+    outcome["outcome"] = "promoted"
+    promoted = provider.update("id", olds, news).outs
+    assert (promoted["stable_image"], promoted["stable_pod"]) == ("new", pod("new", "750m"))
+    same_image = {**news, "image_ref": "old", "template": {"spec": pod("old", "2")}}
+    assert provider.update("id", olds, same_image).outs["stable_pod"] == pod("old", "2")  # rolls, unjudged

@@ -119,6 +119,11 @@ def test_kubernetes_pods_request_and_limit_the_need_and_wait_for_the_drain(chat_
         "cpu": "1",
         "memory": "2Gi",
     }
+    requested = "  resources:\n    requests: {cpu: 100m, memory: 400Mi}\n"  # a written request stays
+    assert pod_resources(load_resolved(write_spec(chat_folder, SERVING + K8S + requested)), NEEDS) == {
+        "requests": {"cpu": "100m", "memory": "400Mi"},
+        "limits": {"cpu": "1", "memory": "400Mi"},
+    }
     low = load_resolved(write_spec(chat_folder, SERVING + K8S + written.replace("2Gi", "256Mi")))
     with pytest.raises(UserError) as info:
         pod_resources(low, NEEDS)
@@ -130,9 +135,10 @@ def test_the_proxy_waits_for_the_models_longest_request() -> None:
     from iac.build.proxy_config import nginx_conf
     from iac.deploy.needs import read_timeout_s
 
-    assert read_timeout_s(None) == read_timeout_s(NEEDS) == 60  # nginx's default is the floor
-    long = ServingNeeds(memory_bytes=MIB, memory_detail="", drain_s=240.5)
-    assert read_timeout_s(long) == 241
-    conf = nginx_conf("chat", 2, grpc=True, read_timeout_s=241)
-    assert "proxy_read_timeout 241s;" in conf and "grpc_read_timeout 241s;" in conf
+    # nginx's default for a model with no long requests; for a family that states needs the longest drain
+    # any family states, whatever this version's own (so a rolled-back candidate's figure never stays).
+    assert (read_timeout_s(None), read_timeout_s(NEEDS)) == (60, 600)
+    assert read_timeout_s(ServingNeeds(memory_bytes=MIB, memory_detail="", drain_s=240.5)) == 600
+    conf = nginx_conf("chat", 2, grpc=True, read_timeout_s=600)
+    assert "proxy_read_timeout 600s;" in conf and "grpc_read_timeout 600s;" in conf
     assert "proxy_read_timeout 10s;" in conf  # the shadow copy's wait is its own

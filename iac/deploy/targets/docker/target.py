@@ -43,8 +43,8 @@ class Target(pulumi.ComponentResource):
         super().__init__("modelstack:docker:Target", name, None, opts)
         spec, owner, base = args.spec, args.owner, args.base_name
         deploy = docker_settings(spec)
-        needs = model_needs(spec, args.keys.model)
         try:  # the memory limit and stop grace period follow from what the prepped model needs
+            needs = model_needs(spec, args.keys.model)
             settings = replica_settings(spec, needs)
         except UserError as exc:
             raise pulumi.RunError(str(exc)) from None  # one located line, no traceback

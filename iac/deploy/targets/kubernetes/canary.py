@@ -59,7 +59,9 @@ class RolloutProvider(ResourceProvider):
         return CreateResult(id_=f"{props['namespace']}/{props['names']['stable']}", outs=outs)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        return DiffResult(changes=bool(changed(olds, news, INPUTS)), replaces=[], delete_before_replace=False)
+        # A state written before the stable pod was kept has none to give the Deployment: update it.
+        changes = bool(changed(olds, news, INPUTS)) or not olds.get("stable_pod")
+        return DiffResult(changes=changes, replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         base = {**news, "last_rollout": olds.get("last_rollout")}
@@ -72,7 +74,7 @@ class RolloutProvider(ResourceProvider):
         record = _judge(cluster, news)
         if record["outcome"] != "promoted":
             # The state keeps the old pod, so the next `up` diffs the new one against it and tries again.
-            return UpdateResult(outs={**olds, "last_rollout": record})
+            return UpdateResult(outs={**olds, "stable_pod": _stable_pod(olds, news), "last_rollout": record})
         return UpdateResult(outs={**base, **_accepted(news), "last_rollout": record})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -88,6 +90,16 @@ class RolloutProvider(ResourceProvider):
 def _accepted(props: dict[str, Any]) -> dict[str, Any]:
     """The outputs that make `props`' version the stable one: its image, content keys and pod."""
     return {"stable_image": props["image_ref"], "stable_keys": props["keys"], "stable_pod": props["template"]["spec"]}
+
+
+def _stable_pod(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """The pod the stable Deployment keeps after a rollback: the state's; a state from before it was kept
+    has only the image, so the new template with the old image (what such a stack ran before)."""
+    if olds.get("stable_pod"):
+        return dict(olds["stable_pod"])
+    pod = news["template"]["spec"]
+    first, *rest = pod["containers"]
+    return {**pod, "containers": [{**first, "image": olds.get("stable_image")}, *rest]}
 
 
 class SettleProvider(ResourceProvider):

@@ -35,6 +35,10 @@ PROXY_REPLICAS = 2
 CONFIG_DIR = "/etc/modelstack"  # where nginx_conf() points nginx: an emptyDir, writable by the rollout
 SEED_DIR = "/etc/modelstack-seed"  # the ConfigMap, copied to CONFIG_DIR when the container starts
 CONTAINER = "proxy"
+PRESTOP_DELAY_S = 5  # the Service's endpoints drop the pod before nginx stops taking connections
+QUIT = (
+    f"sleep {PRESTOP_DELAY_S}; nginx -c {CONFIG_DIR}/nginx.conf -s quit; while [ -e /tmp/nginx.pid ]; do sleep 1; done"
+)
 
 
 def judged(spec: ResolvedSpec) -> bool:
@@ -102,6 +106,12 @@ def step_files(strategy: str, weight: int, candidate_ip: str, port: int) -> dict
     }
 
 
+def grace_period_s(read_timeout_s: int) -> int:
+    """The proxy pods' terminationGracePeriod: the preStop delay, then the longest a request it holds
+    may wait for its answer, with a margin."""
+    return PRESTOP_DELAY_S + read_timeout_s + 5
+
+
 def network_policy_spec(spec: ResolvedSpec) -> dict[str, Any]:
     """The proxy pods take requests on their own ports and send only to the model's pods (stable and
     candidate alike, on the serving ports); nothing else in or out. Policies match after the Services'
@@ -140,8 +150,10 @@ def deployment_spec(spec: ResolvedSpec, image: Any, config_map: Any, config_hash
             "timeout_seconds": 2,
             "failure_threshold": 2,
         },
-        # Endpoints drop the pod first; then nginx's graceful quit (SIGTERM would be its fast shutdown).
-        "lifecycle": {"pre_stop": {"exec": {"command": ["sh", "-c", f"sleep 5; {nginx} -s quit; sleep 3"]}}},
+        # Endpoints drop the pod first; then nginx's graceful quit, waited for until its requests are done
+        # (the master removes its pid file on exit): the kubelet's SIGTERM after the hook would be nginx's
+        # fast shutdown, cutting what is still in flight. The grace period bounds the wait.
+        "lifecycle": {"pre_stop": {"exec": {"command": ["sh", "-c", QUIT]}}},
         "security_context": {
             "run_as_non_root": True,
             "run_as_user": PROXY_UID,

@@ -40,8 +40,14 @@ def pod_resources(spec: ResolvedSpec, needs: ServingNeeds | None) -> dict[str, d
         return written
     least = math.ceil(needs.memory_bytes / 2**20)
     if "resources" not in settings(spec).model_fields_set or "limits" not in r.model_fields_set:
-        need = f"{least}Mi"
-        return {"requests": {**written["requests"], "memory": need}, "limits": {**written["limits"], "memory": need}}
+        # A written request stays (the limit then at least that); else the need is requested too.
+        asked = "resources" in settings(spec).model_fields_set and "requests" in r.model_fields_set
+        request = r.requests.memory if asked else f"{least}Mi"
+        limit = f"{max(least, math.ceil(memory_bytes(request) / 2**20))}Mi"
+        return {
+            "requests": {**written["requests"], "memory": request},
+            "limits": {**written["limits"], "memory": limit},
+        }
     if memory_bytes(r.limits.memory) < needs.memory_bytes:
         field = "deploy.resources.limits.memory"
         raise UserError.single(

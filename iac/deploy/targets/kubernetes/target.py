@@ -99,8 +99,8 @@ class Target(pulumi.ComponentResource):
 
         judge = proxy.judged(spec)
         rollout, front = None, None
-        needs = model_needs(spec, args.keys.model)  # memory and drain, when the model's family says
-        try:
+        try:  # memory and drain follow from what the prepped model needs, when its family says
+            needs = model_needs(spec, args.keys.model)
             body = deployment_spec(spec, args.keys, pushed.image_ref, account.metadata["name"], env, needs)
         except UserError as exc:
             raise pulumi.RunError(str(exc)) from None  # one located line, no traceback
@@ -238,7 +238,7 @@ class Target(pulumi.ComponentResource):
                 image.image_ref,
                 config.metadata["name"],
                 files.apply(lambda f: hashlib.sha256(json.dumps(f, sort_keys=True).encode()).hexdigest()[:16]),
-                grace_period_s(needs),  # the proxy holds a request as long as the model does
+                proxy.grace_period_s(read_timeout_s(needs)),  # a request it holds may take that long
             ),
             opts=child,
         )
