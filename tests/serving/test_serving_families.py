@@ -4,7 +4,6 @@ lifecycle drives any family the same way (a test-only family served by the real 
 from __future__ import annotations
 
 import http.client
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,7 +129,8 @@ def test_the_lifecycle_starts_drains_and_closes_any_family(tmp_path: Path) -> No
     server = ServerProcess(_echo_config(), tmp_path, FAMILY_SERVER)
     server.wait_for("ready")
     assert _raw(server.port, "POST", f"/echo/{MODEL}", b"xy") == (200, b"yx")
-    server.proc.send_signal(signal.SIGTERM)
+    # One SIGTERM, as Docker and the kubelet send it (stop() sends it): a second one sent while the
+    # process exits, after its handlers are gone, kills it with -15 (seen once under load).
     assert server.stop() == 0
     events = [r["event"] for r in server.records()]
     order = [events.index(e) for e in ("echo_started", "ready", "echo_drained", "echo_closed", "stopped")]
