@@ -42,3 +42,30 @@ def copy_example_files(source: Path, folder: Path) -> None:
         if (folder / part).exists():
             shutil.rmtree(folder / part)
         shutil.copytree(source / part, folder / part)
+
+
+def one_pod_stack(node: Any, root: Path, example: Path, namespace: str) -> Any:
+    """`example` (its model.yaml as written, the deploy section replaced) as one pod on the real node:
+    the sandbox, not yet up."""
+    from harness.k8s.sandbox import K8sSandbox
+
+    deploy = kubernetes_deploy(
+        node.registry, node.kubeconfig, namespace, replicas=1, progress_deadline=180, startup_timeout=120
+    )
+    (root / "stack").mkdir()
+    return K8sSandbox(root / "stack", example, deploy, spec=example / "model.yaml")
+
+
+def pod_and_needs(node: Any, stack: Any, namespace: str) -> tuple[Any, Any, Any]:
+    """The deployed stack's resolved spec, what its model's family says a replica needs, and the pod
+    template's spec the cluster holds for it."""
+    from kubernetes import client
+
+    from iac.deploy.needs import model_needs
+    from iac.spec.load import load_resolved
+    from modelprep.request import prep_key, prep_request
+
+    resolved = load_resolved(stack.spec_path)
+    needs = model_needs(resolved, prep_key(prep_request(resolved)))
+    apps = client.AppsV1Api(node.api())
+    return resolved, needs, apps.read_namespaced_deployment(resolved.name, namespace).spec.template.spec

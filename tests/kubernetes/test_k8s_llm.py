@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from specs import kubernetes_deploy
+from specs import one_pod_stack, pod_and_needs
 
 pytestmark = [pytest.mark.k8s, pytest.mark.pulumi, pytest.mark.docker, pytest.mark.e2e, pytest.mark.llama]
 
@@ -38,16 +38,10 @@ def _chat(base_url: str, stream: bool) -> tuple[str, str | None]:
 
 
 def test_chat_model_on_a_real_pod(real_node: Any, tmp_path: Path) -> None:
-    from kubernetes import client
-
-    from harness.k8s.sandbox import K8sSandbox
     from harness.specs import chat_spec
-    from iac.deploy.needs import model_needs
     from iac.deploy.targets.kubernetes.settings import PRESTOP_DELAY_S, base_url
-    from iac.spec.load import load_resolved
     from modelprep.examples.smollm import TEXT
     from modelprep.families.llm import tiny
-    from modelprep.request import prep_key, prep_request
 
     example = tmp_path / "example"
     (example / "model").mkdir(parents=True)
@@ -55,16 +49,10 @@ def test_chat_model_on_a_real_pod(real_node: Any, tmp_path: Path) -> None:
     tiny.build(example / "model" / "tiny.gguf", open_ended=True)  # every answer runs to max_tokens
     shutil.copyfile(TEXT, example / "data" / "evaluation.txt")
     (example / "model.yaml").write_text(chat_spec())
-    deploy = kubernetes_deploy(
-        real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=1, progress_deadline=180, startup_timeout=120
-    )
-    (tmp_path / "stack").mkdir()
-    stack = K8sSandbox(tmp_path / "stack", example, deploy, spec=example / "model.yaml")
+    stack = one_pod_stack(real_node, tmp_path, example, NAMESPACE)
     with stack.deployed():
-        resolved = load_resolved(stack.spec_path)
-        needs = model_needs(resolved, prep_key(prep_request(resolved)))
+        resolved, needs, pod = pod_and_needs(real_node, stack, NAMESPACE)
         assert needs is not None and 64 * 2**20 < needs.memory_bytes < 256 * 2**20
-        pod = client.AppsV1Api(real_node.api()).read_namespaced_deployment("chat", NAMESPACE).spec.template.spec
         wanted = f"{math.ceil(needs.memory_bytes / 2**20)}Mi"
         resources = pod.containers[0].resources
         assert resources.limits["memory"] == resources.requests["memory"] == wanted

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from specs import kubernetes_deploy
+from specs import one_pod_stack, pod_and_needs
 
 pytestmark = [pytest.mark.k8s, pytest.mark.pulumi, pytest.mark.docker, pytest.mark.e2e, pytest.mark.speech]
 
@@ -20,35 +20,24 @@ NAMESPACE = "models"
 
 def test_whisper_on_a_real_pod(real_node: Any, tmp_path: Path) -> None:
     import tritonclient.grpc as grpcclient
-    from kubernetes import client
     from openai import OpenAI
 
-    from harness.k8s.sandbox import K8sSandbox
     from harness.specs import speech_spec
-    from iac.deploy.needs import model_needs
     from iac.deploy.targets.kubernetes.settings import PRESTOP_DELAY_S, base_url
-    from iac.spec.load import load_resolved
     from modelprep.examples.minilm import link_tree
     from modelprep.examples.whisper import whisper_dir
     from modelprep.families.speech import corpus
     from modelprep.families.speech.wer import wer
-    from modelprep.request import prep_key, prep_request
 
     example = tmp_path / "example"
     example.mkdir()
     link_tree(whisper_dir(), example / "model")
     corpus.save(corpus.make(3), example / "data" / "evaluation.npz")
     (example / "model.yaml").write_text(speech_spec())
-    deploy = kubernetes_deploy(
-        real_node.registry, real_node.kubeconfig, NAMESPACE, replicas=1, progress_deadline=180, startup_timeout=120
-    )
-    (tmp_path / "stack").mkdir()
-    stack = K8sSandbox(tmp_path / "stack", example, deploy, spec=example / "model.yaml")
+    stack = one_pod_stack(real_node, tmp_path, example, NAMESPACE)
     with stack.deployed():
-        resolved = load_resolved(stack.spec_path)
-        needs = model_needs(resolved, prep_key(prep_request(resolved)))
+        resolved, needs, pod = pod_and_needs(real_node, stack, NAMESPACE)
         assert needs is not None
-        pod = client.AppsV1Api(real_node.api()).read_namespaced_deployment("whisper", NAMESPACE).spec.template.spec
         resources = pod.containers[0].resources
         assert resources.limits["memory"] == f"{math.ceil(needs.memory_bytes / 2**20)}Mi"
         assert pod.termination_grace_period_seconds >= PRESTOP_DELAY_S + math.ceil(needs.drain_s)
