@@ -362,3 +362,39 @@ def test_a_rolled_back_version_leaves_the_stable_pod_as_it_was(monkeypatch: pyte
     assert (promoted["stable_image"], promoted["stable_pod"]) == ("new", pod("new", "750m"))
     same_image = {**news, "image_ref": "old", "template": {"spec": pod("old", "2")}}
     assert provider.update("id", olds, same_image).outs["stable_pod"] == pod("old", "2")  # rolls, unjudged
+
+
+def test_rolled_out_is_read_as_kubectl_rollout_status_reads_it() -> None:
+    """The check after the provider's await: not done before the controller observed the new template,
+    every replica updated and available and no old one left; stuck once the progress deadline passed."""
+    from kubernetes.client import (
+        V1Deployment,
+        V1DeploymentCondition,
+        V1DeploymentSpec,
+        V1DeploymentStatus,
+        V1LabelSelector,
+        V1ObjectMeta,
+        V1PodTemplateSpec,
+    )
+
+    from iac.deploy.targets.kubernetes.rolled_out import rollout_state
+
+    def deployment(generation: int, observed: int, conditions: tuple[str, ...] = (), **counts: int) -> V1Deployment:
+        return V1Deployment(
+            metadata=V1ObjectMeta(name="digits", generation=generation),
+            spec=V1DeploymentSpec(replicas=2, selector=V1LabelSelector(), template=V1PodTemplateSpec()),
+            status=V1DeploymentStatus(
+                observed_generation=observed,
+                conditions=[V1DeploymentCondition(type="Progressing", status="False", reason=r) for r in conditions],
+                **counts,
+            ),
+        )
+
+    # The provider's early "complete": the old status, all available, not yet for this generation.
+    assert rollout_state(deployment(3, 2, replicas=2, updated_replicas=2, available_replicas=2)) == "waiting"
+    assert rollout_state(deployment(3, 3, replicas=3, updated_replicas=1, available_replicas=2)) == "waiting"
+    assert rollout_state(deployment(3, 3, replicas=3, updated_replicas=2, available_replicas=3)) == "waiting"
+    assert rollout_state(deployment(3, 3, replicas=2, updated_replicas=2, available_replicas=1)) == "waiting"
+    assert rollout_state(deployment(3, 3, replicas=2, updated_replicas=2, available_replicas=2)) == "done"
+    stuck = deployment(3, 3, ("ProgressDeadlineExceeded",), replicas=3, updated_replicas=1, available_replicas=2)
+    assert rollout_state(stuck) == "stuck"

@@ -81,6 +81,16 @@ def _settled(stack: object, wanted: str, key: str = "variant", timeout: float = 
     )
 
 
+def _rolled_out_problem(stack: object) -> str:
+    from iac.deploy.targets.kubernetes.rolled_out import wait_rolled_out
+    from iac.deploy.targets.kubernetes.settings import kubeconfig_path, settings
+
+    spec = _spec(stack)
+    k = settings(spec)
+    access = {"kubeconfig": kubeconfig_path(spec), "context": k.context, "namespace": k.namespace}
+    return wait_rolled_out({**access, "name": spec.name, "timeout_s": 5})
+
+
 def _switch(stack: object) -> str:
     optimize = stack.spec()["optimize"]
     new = "dynamic" if optimize["quantization"] == "int8" else "int8"
@@ -147,6 +157,10 @@ def test_a_version_that_never_gets_ready_never_takes_traffic(stack: object, body
         assert run.returncode != 0, run.stdout[-3000:]
         assert load.result.failures == []
         assert _served(stack)["artifact_sha256"] == serving
+        # The check `up` runs after the provider's own await reads the same stuck Deployment and names why.
+        problem = _rolled_out_problem(stack)
+        print(problem)
+        assert "did not get ready" in problem and "restarts" in problem, problem
     finally:
         stack.edit_kubernetes(resources=SMALL)
     print(f"never-ready rollout failed after {took:.1f} s; {load.result.ok} requests served meanwhile")

@@ -22,6 +22,7 @@ from iac.deploy.targets import ContentKeys, TargetArgs
 from iac.deploy.targets.kubernetes import proxy
 from iac.deploy.targets.kubernetes.canary import Rollout, Settle, version_of
 from iac.deploy.targets.kubernetes.push import Push
+from iac.deploy.targets.kubernetes.rolled_out import RolledOut, refuse_stuck
 from iac.deploy.targets.kubernetes.settings import (
     PRESTOP_DELAY_S,
     TMP_SIZE,
@@ -127,6 +128,18 @@ class Target(pulumi.ComponentResource):
                 ),
             ),
         )
+        rolled_out = RolledOut(
+            f"{name}-rolled-out",
+            props={
+                "kubeconfig": kubeconfig_path(spec),
+                "context": k.context,
+                "namespace": k.namespace,
+                "name": spec.name,
+                "generation": deployment.metadata.apply(_generation),
+                "timeout_s": rollout_timeout_s(k),
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment]),
+        )
         # The Service users call: the model pods, or with a judged rollout the proxy in front of them.
         service = k8s.core.v1.Service(
             f"{name}-service",
@@ -136,14 +149,14 @@ class Target(pulumi.ComponentResource):
                 "selector": proxy.proxy_selector(spec) if judge else selector_labels(spec),
                 "ports": service_ports(spec),
             },
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[front or deployment])),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[front or rolled_out])),
         )
         settled = None
         if rollout is not None:
             settled = Settle(
                 f"{name}-settle",
                 props={**self._access, "stable_image": rollout.stable_image},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[deployment, service]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[rolled_out, service]),
             )
             follow(self._log_dir, rollout.stable_image)  # step, weight and live figures as the rollout goes
         k8s.policy.v1.PodDisruptionBudget(
@@ -187,6 +200,7 @@ class Target(pulumi.ComponentResource):
             version = pushed.digest.apply(lambda d: version_of(f"@{d}"))
             done = pulumi.Output.all(settled.id, *self.outputs.values())
             pulumi.Output.all(rollout.last_rollout, version, done).apply(lambda v: refuse_rolled_back(v[0], v[1]))
+        pulumi.Output.all(rolled_out.problem, *self.outputs.values()).apply(lambda v: refuse_stuck(v[0]))
         self.register_outputs(self.outputs)
 
     def _judged(
@@ -284,6 +298,10 @@ class Target(pulumi.ComponentResource):
             ),
         )
         return rollout, front
+
+
+def _generation(meta: Any) -> int:
+    return int((meta.get("generation") if isinstance(meta, dict) else getattr(meta, "generation", 0)) or 0)
 
 
 def rollout_timeout_s(k: KubernetesDeploy) -> int:
