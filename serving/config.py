@@ -39,6 +39,7 @@ class Setting(Generic[T]):
     integer: bool = True  # a whole number (else any number in the bounds)
     nullable: bool = False  # null is a value (off)
     pattern: str | None = None  # a text setting: the regular expression it must match in full
+    choices: tuple[str, ...] = ()  # a text setting: one of these words
     # A port: the server also takes 0, any free port (tests and benchmarks run several servers);
     # the spec does not, as a container's port must be known to publish it.
     ephemeral: bool = False
@@ -125,6 +126,15 @@ MAX_QUEUED_SEQUENCES: Setting[int] = Setting(
 CONTEXT_LENGTH: Setting[int] = Setting(
     0, "Text generation: each sequence's context in tokens; 0 = the model's training context", 0, 1_048_576
 )
+# How llama.cpp's threads wait at the barrier after each graph node (serving/generate/cpu_wait.py).
+CPU_WAITS = ("auto", "spin", "sleep")
+CPU_WAIT: Setting[str] = Setting(
+    "auto",
+    "Text generation: how the runtime's threads wait for each other within a step. spin: fastest on cores "
+    "the replica has to itself (llama.cpp's default); sleep: safe on cores shared with other busy "
+    "processes; auto: spin when the replica may use more CPUs than serving.threads, else sleep",
+    choices=CPU_WAITS,
+)
 
 # The spec's serving section, field by field, in the order the spec lists them.
 SETTINGS: dict[str, Setting[Any]] = {
@@ -145,6 +155,7 @@ SETTINGS: dict[str, Setting[Any]] = {
     "max_sequences": MAX_SEQUENCES,
     "max_queued_sequences": MAX_QUEUED_SEQUENCES,
     "context_length": CONTEXT_LENGTH,
+    "cpu_wait": CPU_WAIT,
 }
 
 
@@ -236,6 +247,7 @@ class ServingConfig:
     max_sequences: int = MAX_SEQUENCES.default
     max_queued_sequences: int = MAX_QUEUED_SEQUENCES.default
     context_length: int = CONTEXT_LENGTH.default
+    cpu_wait: str = CPU_WAIT.default
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
 
     @property
@@ -355,6 +367,11 @@ def check_setting(name: str, value: Any, errors: list[str]) -> Any:
     setting = SETTINGS[name]
     if value is None and setting.nullable:
         return None
+    if setting.choices:
+        if isinstance(value, str) and value in setting.choices:
+            return value
+        errors.append(f"{name}: must be one of {', '.join(setting.choices)}, got {_show(value)}")
+        return setting.default
     if setting.pattern is not None:
         if isinstance(value, str) and re.fullmatch(setting.pattern, value):
             return value

@@ -502,6 +502,8 @@ Number = BeforeValidator(_number)
 
 def _bounds(setting: ServerSetting[Any]) -> dict[str, Any]:
     """The pydantic Field of one of the server's settings: its bounds and its description."""
+    if setting.choices:  # checked by the field's validator; the schema lists them
+        return {"description": setting.description, "json_schema_extra": {"enum": list(setting.choices)}}
     if setting.pattern is not None:  # checked by the field's validator, which says how to write it
         return {"description": setting.description}
     return {"ge": setting.low, "le": setting.high, "description": setting.description}
@@ -535,6 +537,7 @@ class Serving(_Strict):
         sc.MAX_QUEUED_SEQUENCES.default
     )
     context_length: Annotated[int, Field(**_bounds(sc.CONTEXT_LENGTH)), Number] = sc.CONTEXT_LENGTH.default
+    cpu_wait: Annotated[str, Field(**_bounds(sc.CPU_WAIT))] = sc.CPU_WAIT.default
 
     @model_validator(mode="after")
     def _two_ports(self) -> Serving:
@@ -551,6 +554,13 @@ class Serving(_Strict):
                 "max_buffered_bytes or lower max_body_bytes"
             )
         return self
+
+    @field_validator("cpu_wait", mode="before")
+    @classmethod
+    def _one_of(cls, value: Any) -> Any:
+        if value not in sc.CPU_WAIT.choices:
+            raise ValueError(f"{value!r} is not a way to wait; write one of {', '.join(sc.CPU_WAIT.choices)}")
+        return value
 
     @field_validator("api_key_env")
     @classmethod

@@ -18,7 +18,6 @@ import asyncio
 import codecs
 import ctypes
 import heapq
-import os
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from serving.errors import ClientError
+from serving.generate import cpu_wait as cpu_wait_policy
 from serving.generate.stats import GenerationStats
 
 if TYPE_CHECKING:
@@ -115,13 +115,10 @@ class Engine:
         context_length: int,
         max_queued: int,
         stats: GenerationStats | None = None,
+        cpu_wait: str = "auto",
     ) -> None:
-        # ggml's CPU threads meet at a barrier after every graph node (~1,000 a step) through
-        # OpenMP; libgomp's default spins there, so a thread the scheduler parks stalls the
-        # other's whole time slice. Measured at load 7-9 on 2 shared cores, 2 threads: 1 stream
-        # 1.5 -> 27 tokens/s, 8 streams 10 -> 22 with PASSIVE (docs/llm.md). libgomp reads it when
-        # llama.cpp's library loads, so before the import; OMP_WAIT_POLICY=active keeps spinning.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # Spin or sleep at ggml's per-node barriers: before llama.cpp's library (and libgomp) loads.
+        self.cpu_wait = cpu_wait_policy.apply(cpu_wait, threads)
         import llama_cpp as ll  # the runtime loads only for this family
 
         self._ll = ll
@@ -175,7 +172,12 @@ class Engine:
     @classmethod
     def open(cls, config: ServingConfig) -> Engine:
         return cls(
-            config.artifact, config.threads, config.max_sequences, config.context_length, config.max_queued_sequences
+            config.artifact,
+            config.threads,
+            config.max_sequences,
+            config.context_length,
+            config.max_queued_sequences,
+            cpu_wait=config.cpu_wait,
         )
 
     # -- the lifecycle's calls (serving.state.Served) --
@@ -193,6 +195,7 @@ class Engine:
     def ready_fields(self) -> dict[str, Any]:
         return {
             "threads": self.threads,
+            "cpu_wait": self.cpu_wait,
             "max_sequences": self.max_sequences,
             "context_length": self.context_length,
             "max_queued_sequences": self.max_queued,

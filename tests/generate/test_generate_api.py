@@ -60,7 +60,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("tiny-llm")
     gguf = tiny_llama(folder / "tiny.gguf")
     proc = ServerProcess(generation_config(gguf), folder)
-    proc.wait_for("ready", timeout=120)
+    proc.ready_record = proc.wait_for("ready", timeout=120)
     yield proc
     assert proc.stop() == 0
 
@@ -158,6 +158,18 @@ def test_stop_sequence_ends_the_answer_before_it(client: openai.OpenAI) -> None:
     assert stopped.choices[0].finish_reason == "stop"
     streamed = chat(client, max_tokens=24, temperature=0, stop=stop, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == text[:cut]
+
+
+def test_ready_says_how_threads_wait(server: ServerProcess) -> None:
+    """1 thread on a machine with more CPUs: `auto` spins (as llama-server does), unless the environment chose."""
+    import os
+
+    from serving.generate.cpu_wait import usable_cpus
+
+    expected = "environment" if {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ) else "spin"
+    if usable_cpus() < 2:
+        expected = "sleep" if expected == "spin" else expected
+    assert server.ready_record["cpu_wait"] == expected
 
 
 def test_models(client: openai.OpenAI) -> None:

@@ -58,6 +58,8 @@ def _server_accepts(name: str, value: Any) -> bool:
 def _probes(name: str) -> list[Any]:
     """Values at, inside and just outside the setting's bounds (or its pattern), and of other kinds."""
     s = SETTINGS[name]
+    if s.choices:
+        return [*s.choices, "SPIN", "", "spin ", 1, True, None]
     if s.pattern is not None:
         return ["MODELSTACK_API_KEY", "_K", "K" * 128, "K" * 129, "lower", "1BAD", "A-B", "", 3, None]
     assert s.low is not None and s.high is not None
@@ -83,7 +85,9 @@ def test_bounds_agree_both_ways(name: str) -> None:
     schema = Serving.model_json_schema()["properties"][name]  # what `modelstack schema` shows users
     number = next((t for t in schema.get("anyOf", [schema]) if t.get("type") in ("integer", "number")), None)
     s = SETTINGS[name]
-    if s.pattern is None:
+    if s.choices:
+        assert schema["enum"] == list(s.choices)
+    elif s.pattern is None:
         assert number is not None and (number["minimum"], number["maximum"]) == (s.low, s.high)
     assert schema["description"] == s.description
     for value in _probes(name):
