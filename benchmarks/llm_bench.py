@@ -10,7 +10,8 @@ Measured in one run, servers one after the other, on the same machine:
   8 concurrent streams;
 - ``python -m llama_cpp.server`` (llama-cpp-python's OpenAI server, one sequence at a time),
   8 concurrent streams;
-- ours with 1 stream (the same 8 prompts one after another).
+- ours with 1 stream (the same 8 prompts one after another), and llama-server with 1 stream (the
+  runtime's own gain from batching on this machine, beside ours; no floor).
 
 Aggregate generated tokens/s = all streams' tokens / wall time from the first request to the
 last token; TTFT per stream = request sent to the first non-empty text. Tokens are counted from
@@ -18,7 +19,10 @@ each server's usage report when it sends one, else one per streamed piece. ``--r
 the ours/llama-server pair (alternating, so a change in machine load hits both) and reports each
 round and the medians. Writes benchmarks/results/llm.json.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/llm_bench.py --threads 2 --rounds 2
+    PYTHONPATH=. .venv/bin/python benchmarks/llm_bench.py --threads 2 --rounds 3 --cpu-wait spin
+
+``--cpu-wait`` is ours' ``serving.cpu_wait``; llama-server runs with libgomp's default (spin), which
+``spin`` matches. On 2 cores with 2 threads ``auto`` sleeps (no CPU to spare).
 """
 
 from __future__ import annotations
@@ -102,7 +106,10 @@ async def run_load(base_url: str, model: str, texts: list[str], concurrency: int
     results: list[dict[str, float]] = []
     if concurrency == 1:
         for text in texts:
-            results.append(await one_stream(client, model, text, max_tokens))
+            # A connection of its own per request: llama-server (cpp-httplib) closes a keep-alive
+            # connection after 5 requests, and the 6th sent on it fails.
+            async with openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=600) as one:
+                results.append(await one_stream(one, model, text, max_tokens))
     else:
         results = list(await asyncio.gather(*(one_stream(client, model, t, max_tokens) for t in texts)))
     wall = max(r["end"] for r in results) - started
@@ -139,7 +146,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> 
 
 
 @contextmanager
-def ours(model: Path, threads: int, sequences: int, context: int) -> Iterator[tuple[str, str]]:
+def ours(model: Path, threads: int, sequences: int, context: int, cpu_wait: str) -> Iterator[tuple[str, str]]:
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "serving.json"
@@ -155,6 +162,7 @@ def ours(model: Path, threads: int, sequences: int, context: int) -> Iterator[tu
                     "max_sequences": sequences,
                     "context_length": context,
                     "max_queued_sequences": 64,
+                    "cpu_wait": cpu_wait,
                 }
             )
         )
@@ -263,6 +271,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--context", type=int, default=1024, help="per sequence (llama-server: -c context x parallel)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--cpu-wait",
+        default="auto",
+        choices=["auto", "spin", "sleep"],
+        help="ours' serving.cpu_wait (spin: as llama-server's threads wait, for cores the server has to itself)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--skip",
@@ -273,17 +287,20 @@ def main() -> None:
     )
     args = parser.parse_args()
     model = smollm_path()
-    texts = prompts(args.streams)
+    # The warm-up's prompt is not one of the measured ones: llama-server keeps a slot's prompt in its
+    # KV cache and would reuse it (stream 0 then skips its prompt), which no measured stream can do.
+    *texts, warm_up = prompts(args.streams + 1)
     n, k = args.streams, args.max_tokens
     runs: dict[str, list[dict[str, Any]]] = {
         "ours": [],
         "llama_server": [],
         "llama_cpp_python": [],
         "ours_1_stream": [],
+        "llama_server_1_stream": [],
     }
 
     def measure(name: str, base: str, alias: str, concurrency: int) -> None:
-        asyncio.run(run_load(base, alias, texts[:1], 1, 8))  # first-touch costs out of the way
+        asyncio.run(run_load(base, alias, [warm_up], 1, 8))  # first-touch costs out of the way
         before = load_note()
         result = run_load(base, alias, texts, concurrency, k)
         row = asyncio.run(result) | {"load_before": before, "load_after": load_note()}
@@ -291,7 +308,7 @@ def main() -> None:
         print(name, json.dumps(row), flush=True)
 
     for _ in range(args.rounds):
-        with ours(model, args.threads, n, args.context) as (base, alias):
+        with ours(model, args.threads, n, args.context, args.cpu_wait) as (base, alias):
             measure("ours", base, alias, n)
         if "llama_server" not in args.skip:
             with llama_server(model, args.threads, n, args.context) as (base, alias):
@@ -299,8 +316,11 @@ def main() -> None:
     if "llama_cpp_python" not in args.skip:
         with llama_cpp_python_server(model, args.threads, args.context) as (base, alias):
             measure("llama_cpp_python", base, alias, n)
-    with ours(model, args.threads, n, args.context) as (base, alias):
+    with ours(model, args.threads, n, args.context, args.cpu_wait) as (base, alias):
         measure("ours_1_stream", base, alias, 1)
+    if "llama_server" not in args.skip:  # the runtime's own batching gain on this machine, beside ours
+        with llama_server(model, args.threads, n, args.context) as (base, alias):
+            measure("llama_server_1_stream", base, alias, 1)
 
     def ratio(a: str, b: str, key: str) -> float | None:
         if not runs[a] or not runs[b]:
@@ -315,6 +335,9 @@ def main() -> None:
         "ours_over_llama_cpp_python_tokens_per_s": ratio("ours", "llama_cpp_python", "tokens_per_s"),
         "ours_8_over_1_stream_tokens_per_s": ratio("ours", "ours_1_stream", "tokens_per_s"),
     }
+    context = {
+        "llama_server_8_over_1_stream_tokens_per_s": ratio("llama_server", "llama_server_1_stream", "tokens_per_s")
+    }
     floors = {
         name: None if value is None else (value <= 1.1 if "ttft" in name else value >= floor)
         for (name, value), floor in zip(ratios.items(), (0.9, 1.1, 1.5, 1.5))
@@ -328,6 +351,7 @@ def main() -> None:
         "prompt_tokens_approx": 128,
         "max_tokens": k,
         "context_per_sequence": args.context,
+        "ours_cpu_wait": args.cpu_wait,
         "rounds": args.rounds,
         "machine": {
             "cpus": os.cpu_count(),
@@ -338,9 +362,10 @@ def main() -> None:
         "runs": runs,
         "ratios": ratios,
         "floors_met": floors,
+        "context": context,
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(json.dumps({"ratios": ratios, "floors_met": floors}, indent=2))
+    print(json.dumps({"ratios": ratios, "floors_met": floors, "context": context}, indent=2))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 # defaults: a logical batch of 2048 computed in physical batches of 512.
 N_BATCH = 2048
 N_UBATCH = 512
+PREFILL_CHUNK = N_UBATCH  # prompt tokens per step, with the decoding sequences' tokens
 RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 KV_UNIFIED = False  # a KV stream per sequence (see Engine.__init__); benchmarks flip it
 
@@ -335,8 +336,10 @@ class Engine:
         batch = self.batch
         n = 0
         sampled: list[tuple[Sequence, int]] = []  # (sequence, its row in the batch)
-        # Every decoding sequence's token has a place; prompt chunks share what is left.
-        room = N_BATCH - sum(1 for seq in self._running if seq.fed == len(seq.prompt))
+        # Every decoding sequence's token has a place; prompt chunks share what is left of one physical
+        # batch, in id order: with several prompts waiting, the first ones finish (and stream) a step
+        # or more before the last instead of all together after the whole prefill (chunked prefill).
+        room = PREFILL_CHUNK - sum(1 for seq in self._running if seq.fed == len(seq.prompt))
         prompt_tokens = 0
         for seq in self._running:  # in id order: one physical batch spans consecutive ids
             if seq.fed == len(seq.prompt):
