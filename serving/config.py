@@ -127,13 +127,12 @@ CONTEXT_LENGTH: Setting[int] = Setting(
     0, "Text generation: each sequence's context in tokens; 0 = the model's training context", 0, 1_048_576
 )
 # How llama.cpp's threads wait at the barrier after each graph node (serving/generate/cpu_wait.py).
-CPU_WAITS = ("auto", "spin", "sleep")
 CPU_WAIT: Setting[str] = Setting(
     "auto",
     "Text generation: how the runtime's threads wait for each other within a step. spin: fastest on cores "
     "the replica has to itself (llama.cpp's default); sleep: safe on cores shared with other busy "
     "processes; auto: spin when the replica may use more CPUs than serving.threads, else sleep",
-    choices=CPU_WAITS,
+    choices=("auto", "spin", "sleep"),
 )
 
 # The spec's serving section, field by field, in the order the spec lists them.

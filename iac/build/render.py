@@ -33,7 +33,7 @@ def serving_config(spec: ResolvedSpec, report: PrepReport, artifact: Path | None
     from serving.families import takes_inputs
 
     s = spec.spec
-    task = s.model.resolved_task(spec.model_format).value
+    task = spec.task.value
     needs = serving_needs(spec, report, artifact) if artifact is not None else None
     return {
         **s.serving.model_dump(mode="json"),  # every setting, validated by the spec against the server's own bounds

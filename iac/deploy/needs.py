@@ -39,4 +39,4 @@ def read_timeout_s(needs: ServingNeeds | None) -> int:
     requests the longest drain a family states (see above)."""
     if needs is None:
         return DEFAULT_READ_TIMEOUT_S
-    return max(DEFAULT_READ_TIMEOUT_S, LONG_READ_TIMEOUT_S, math.ceil(needs.drain_s))
+    return max(LONG_READ_TIMEOUT_S, math.ceil(needs.drain_s))

@@ -12,7 +12,17 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 import serving.config as sc
 from serving.config import Setting as ServerSetting
@@ -555,11 +565,12 @@ class Serving(_Strict):
             )
         return self
 
-    @field_validator("cpu_wait", mode="before")
+    @field_validator(*(name for name, s in sc.SETTINGS.items() if s.choices), mode="before")
     @classmethod
-    def _one_of(cls, value: Any) -> Any:
-        if value not in sc.CPU_WAIT.choices:
-            raise ValueError(f"{value!r} is not a way to wait; write one of {', '.join(sc.CPU_WAIT.choices)}")
+    def _one_of(cls, value: Any, info: ValidationInfo) -> Any:
+        choices = sc.SETTINGS[str(info.field_name)].choices
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of the choices; write one of {', '.join(choices)}")
         return value
 
     @field_validator("api_key_env")
@@ -1056,6 +1067,11 @@ class ResolvedSpec(BaseModel):
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def task(self) -> Task:
+        """The model's task: as written, else its format's default."""
+        return self.spec.model.resolved_task(self.model_format)
 
     def where(self, path: str) -> str:
         """Where a field is written, e.g. `where("optimize.variants")` → "model.yaml:14"."""

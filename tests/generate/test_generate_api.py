@@ -164,12 +164,10 @@ def test_ready_says_how_threads_wait(server: ServerProcess) -> None:
     """1 thread on a machine with more CPUs: `auto` spins (as llama-server does), unless the environment chose."""
     import os
 
-    from serving.generate.cpu_wait import usable_cpus
+    from serving.generate.cpu_wait import resolve
 
-    expected = "environment" if {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ) else "spin"
-    if usable_cpus() < 2:
-        expected = "sleep" if expected == "spin" else expected
-    assert server.ready_record["cpu_wait"] == expected
+    chosen = {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)
+    assert server.ready_record["cpu_wait"] == ("environment" if chosen else resolve("auto", threads=1))
 
 
 def test_models(client: openai.OpenAI) -> None:

@@ -343,7 +343,8 @@ def test_a_rolled_back_version_leaves_the_stable_pod_as_it_was(monkeypatch: pyte
         return {"containers": [{"image": image, "resources": {"limits": {"cpu": cpu}}}]}
 
     outcome = {"outcome": "rolled back"}
-    monkeypatch.setattr(canary, "_cluster", lambda props: SimpleNamespace(ready_pods=lambda labels: ["p"]))
+    cluster = SimpleNamespace(ready_pods=lambda labels: ["p"])
+    monkeypatch.setattr(canary.Cluster, "of", classmethod(lambda cls, props: cluster))
     monkeypatch.setattr(canary, "_judge", lambda cluster, props: dict(outcome))
     selectors = {"selectors": {"stable": {}, "proxy": {}}}
     olds = {**selectors, "image_ref": "old", "stable_image": "old", "stable_keys": {}, "stable_pod": pod("old", "1")}

@@ -83,12 +83,10 @@ def _settled(stack: object, wanted: str, key: str = "variant", timeout: float = 
 
 def _rolled_out_problem(stack: object) -> str:
     from iac.deploy.targets.kubernetes.rolled_out import wait_rolled_out
-    from iac.deploy.targets.kubernetes.settings import kubeconfig_path, settings
+    from iac.deploy.targets.kubernetes.settings import cluster_access
 
     spec = _spec(stack)
-    k = settings(spec)
-    access = {"kubeconfig": kubeconfig_path(spec), "context": k.context, "namespace": k.namespace}
-    return wait_rolled_out({**access, "name": spec.name, "timeout_s": 5})
+    return wait_rolled_out({**cluster_access(spec), "name": spec.name, "timeout_s": 5})
 
 
 def _switch(stack: object) -> str:

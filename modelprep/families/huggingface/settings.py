@@ -30,7 +30,7 @@ def text_prep_request(spec: ResolvedSpec, all_variants: bool = False) -> PrepReq
     (text,) = spec.inputs
     settings = text.tokenizing
     optimize = spec.spec.optimize
-    task = m.resolved_task(spec.model_format)
+    task = spec.task
     if "metric" not in optimize.model_fields_set and task.value == "sentence-embedding":
         optimize = optimize.model_copy(update={"metric": Metric.cosine})
     text_request = TextRequest(

@@ -81,7 +81,7 @@ def warm_up(spec: ResolvedSpec) -> dict[str, Any]:
     (`serving.families.warm_up_request`), else a predict on zeros of the spec's inputs."""
     from serving.families import warm_up_request
 
-    own = warm_up_request(spec.spec.model.resolved_task(spec.model_format).value, spec.name)
+    own = warm_up_request(spec.task.value, spec.name)
     if own is not None:
         # The body as JSON text: Pulumi state turns every number into a float (max_tokens 1 -> 1.0).
         return {"warm_up": {"path": own[0], "body": json.dumps(own[1], sort_keys=True)}}
@@ -125,7 +125,7 @@ def endpoint(spec: ResolvedSpec) -> str:
     """The URL a client calls first: the model family's route (predict, chat, transcription)."""
     from serving.families import endpoint_path
 
-    return base_url(spec) + endpoint_path(spec.spec.model.resolved_task(spec.model_format).value, spec.spec.name)
+    return base_url(spec) + endpoint_path(spec.task.value, spec.name)
 
 
 def grpc_target(spec: ResolvedSpec) -> str | None:

@@ -29,6 +29,11 @@ def configuration(kubeconfig: str | None, context: str | None) -> Any:
 class Cluster:
     """One namespace of one cluster, as the kubeconfig's user sees it."""
 
+    @classmethod
+    def of(cls, props: dict[str, Any]) -> Cluster:
+        """The cluster a dynamic provider's inputs name (`settings.cluster_access`)."""
+        return cls(props.get("kubeconfig"), props.get("context"), props["namespace"])
+
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str) -> None:
         from kubernetes import client
 

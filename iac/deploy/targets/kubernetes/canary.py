@@ -54,7 +54,7 @@ def version_of(image_ref: str) -> str:
 class RolloutProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         # Nothing serves yet: nothing to judge the image against; a candidate left by a lost state goes.
-        _remove_candidate(_cluster(props), props)
+        _remove_candidate(Cluster.of(props), props)
         outs = {**props, **_accepted(props), "last_rollout": None}
         return CreateResult(id_=f"{props['namespace']}/{props['names']['stable']}", outs=outs)
 
@@ -67,7 +67,7 @@ class RolloutProvider(ResourceProvider):
         base = {**news, "last_rollout": olds.get("last_rollout")}
         if news["image_ref"] == olds.get("stable_image"):
             return UpdateResult(outs={**base, **_accepted(news)})  # the pod's other settings roll as before
-        cluster = _cluster(news)
+        cluster = Cluster.of(news)
         if not cluster.ready_pods(news["selectors"]["stable"]) or not cluster.ready_pods(news["selectors"]["proxy"]):
             # Nothing serves to judge against (the stable pods or the proxy are not up): a plain rollout.
             return UpdateResult(outs={**base, **_accepted(news)})
@@ -82,7 +82,7 @@ class RolloutProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         try:
-            _remove_candidate(_cluster(props), props)
+            _remove_candidate(Cluster.of(props), props)
         except Exception:  # noqa: BLE001 - the cluster is gone: there is no candidate left either
             return
 
@@ -124,7 +124,7 @@ class SettleProvider(ResourceProvider):
 
 
 def _settle(props: dict[str, Any]) -> None:
-    cluster = _cluster(props)
+    cluster = Cluster.of(props)
     # The stable Deployment has just rolled (after a promotion): its new pods routed by the Service first.
     ready = len(cluster.ready_pods(props["selectors"]["stable"]))
     if ready and cluster.wait_endpoints(props["services"]["stable"], ready, 60):
@@ -304,10 +304,6 @@ def _remove_candidate(cluster: Cluster, props: dict[str, Any]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _candidate_exists(cluster, props):
         time.sleep(POLL_S)
-
-
-def _cluster(props: dict[str, Any]) -> Cluster:
-    return Cluster(props.get("kubeconfig"), props.get("context"), props["namespace"])
 
 
 # -- the pod template as the API takes it -------------------------------------------------------------

@@ -46,7 +46,7 @@ class RolledOutProvider(ResourceProvider):
 
 def wait_rolled_out(props: dict[str, Any]) -> str:
     """'' once the Deployment has rolled out; else what went wrong, as one line."""
-    cluster = Cluster(props.get("kubeconfig"), props.get("context"), props["namespace"])
+    cluster = Cluster.of(props)
     name, deadline = props["name"], time.monotonic() + float(props["timeout_s"])
     while True:
         deployment = cluster.apps.read_namespaced_deployment(name, cluster.namespace, _request_timeout=10)

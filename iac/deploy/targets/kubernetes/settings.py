@@ -87,6 +87,12 @@ def kubeconfig_path(spec: ResolvedSpec) -> str | None:
     return str(path if path.is_absolute() else (Path(spec.spec_file).parent / path).resolve())
 
 
+def cluster_access(spec: ResolvedSpec) -> dict[str, str | None]:
+    """What a dynamic provider needs to reach the spec's namespace (`access.Cluster.of`)."""
+    k = settings(spec)
+    return {"kubeconfig": kubeconfig_path(spec), "context": k.context, "namespace": k.namespace}
+
+
 def repository(spec: ResolvedSpec) -> str:
     """Where the image is pushed: <registry>/<service name>."""
     return f"{settings(spec).registry}/{spec.name}"
@@ -115,7 +121,7 @@ def _endpoint_path(spec: ResolvedSpec) -> str:
     """The model family's first route (predict, chat, transcription)."""
     from serving.families import endpoint_path
 
-    return endpoint_path(spec.spec.model.resolved_task(spec.model_format).value, spec.name)
+    return endpoint_path(spec.task.value, spec.name)
 
 
 def api_client(spec: ResolvedSpec) -> Any:

@@ -26,6 +26,7 @@ from iac.deploy.targets.kubernetes.rolled_out import RolledOut, refuse_stuck
 from iac.deploy.targets.kubernetes.settings import (
     PRESTOP_DELAY_S,
     TMP_SIZE,
+    cluster_access,
     cluster_base_url,
     cluster_endpoint,
     cluster_grpc_address,
@@ -131,9 +132,7 @@ class Target(pulumi.ComponentResource):
         rolled_out = RolledOut(
             f"{name}-rolled-out",
             props={
-                "kubeconfig": kubeconfig_path(spec),
-                "context": k.context,
-                "namespace": k.namespace,
+                **cluster_access(spec),
                 "name": spec.name,
                 "generation": deployment.metadata.apply(_generation),
                 "timeout_s": rollout_timeout_s(k),
@@ -265,9 +264,7 @@ class Target(pulumi.ComponentResource):
         template = {**template, "metadata": {**template["metadata"], "labels": proxy.candidate_labels(spec)}}
         self._log_dir = str(default_root() / "rollout" / f"{pulumi.get_project()}--{pulumi.get_stack()}--{spec.name}")
         self._access = {
-            "kubeconfig": kubeconfig_path(spec),
-            "context": k.context,
-            "namespace": k.namespace,
+            **cluster_access(spec),
             # Deployments, and the Services the proxy sends to (the one users call selects the proxy itself)
             "names": {"stable": spec.name, "candidate": proxy.candidate_name(spec), "proxy": proxy.proxy_name(spec)},
             "services": {"stable": proxy.stable_name(spec), "candidate": proxy.candidate_name(spec)},
