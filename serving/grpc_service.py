@@ -82,6 +82,8 @@ _CODE_OF_STATUS = {
     413: RESOURCE_EXHAUSTED,
     503: UNAVAILABLE,
 }
+CANCELLED_SUMMARY_S = 1.0  # cancelled calls are summed in one log line this often
+
 _HTTP_STATUS = {
     OK: 200,
     INVALID_ARGUMENT: 400,
@@ -121,6 +123,7 @@ class InferenceService:
 
     def __init__(self, state: ModelState) -> None:
         self.state = state
+        self._cancelled: dict[str, int] = {}  # calls cancelled since the last summary line, by method
         document = v2.server_metadata(SERVER_VERSION)
         self._server_metadata = pb.ServerMetadataResponse(
             name=document["name"], version=document["version"], extensions=document["extensions"]
@@ -168,10 +171,22 @@ class InferenceService:
         _finish_from(run, finish, method)
 
     def record(self, method: str, code: int, seconds: float, peer: str) -> None:
-        """The call's metrics and access-log line (CANCELLED when its client had gone)."""
+        """The call's metrics and access-log line. Calls CANCELLED (their client had gone) are summed
+        in one line a second instead: a client resetting thousands of calls a second would otherwise
+        write the log at megabytes a second (hostile_bench's grpc-resets)."""
         status = _HTTP_STATUS.get(code, 500)
         self.state.metrics.request(self._methods[method][1], status, seconds)
-        write_request("gRPC", _SERVICE + method, status, seconds, peer, CODE_NAMES.get(code, str(code)))
+        if code != CANCELLED:
+            write_request("gRPC", _SERVICE + method, status, seconds, peer, CODE_NAMES.get(code, str(code)))
+            return
+        if not self._cancelled:
+            asyncio.get_running_loop().call_later(CANCELLED_SUMMARY_S, self._summarize_cancelled, peer)
+        self._cancelled[method] = self._cancelled.get(method, 0) + 1
+
+    def _summarize_cancelled(self, peer: str) -> None:
+        counts, self._cancelled = self._cancelled, {}
+        calls = " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+        log_event(event="grpc_cancelled", calls=sum(counts.values()), by_method=calls, first_peer=peer)
 
     # -- the RPCs --
 

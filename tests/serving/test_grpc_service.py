@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -521,6 +522,37 @@ def test_calls_that_time_out_or_are_cancelled_hold_their_slot_until_answered_the
         time.sleep(1.0)  # the abandoned calls end; their answers find no one waiting
         answers = [stub.ModelInfer(_infer_request(), timeout=10) for _ in range(3)]
         assert all(len(a.raw_output_contents) == 1 for a in answers)
+
+
+def test_cancelled_calls_are_summed_in_one_log_line_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client resetting its calls must not write the log at its own rate (hostile_bench's grpc-resets):
+    a cancelled call is counted in the metrics and summed in a `grpc_cancelled` line, not logged alone."""
+    from v2_fixtures import SlowModel, grpc_in_process
+
+    import serving.grpc_service as service
+
+    lines: list[tuple[Any, ...]] = []
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(service, "write_request", lambda *line: lines.append(line))
+    monkeypatch.setattr(service, "log_event", lambda **fields: events.append(fields))
+    config = {
+        "model_name": MODEL,
+        "artifact": "m.tflite",
+        "inputs": [{"name": "features", "shape": [4], "dtype": "float32"}],
+    }
+    with grpc_in_process(config, SlowModel(0.3), sample_cost_s=0.3) as target, grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        futures = [stub.ModelInfer.future(_infer_request()) for _ in range(6)]
+        time.sleep(0.1)
+        for future in futures:
+            future.cancel()
+        time.sleep(2.0)  # the calls end unanswered; the summary follows within a second
+        stub.ModelInfer(_infer_request(), timeout=10)
+    assert [line[-1] for line in lines] == ["OK"]
+    summaries = [e for e in events if e.get("event") == "grpc_cancelled"]
+    # Calls reset before their message was whole never reach Python; the others are summed once.
+    assert len(summaries) == 1 and 1 <= summaries[0]["calls"] <= 6
+    assert summaries[0]["by_method"] == f"ModelInfer={summaries[0]['calls']}"
 
 
 def test_unknown_methods_and_compressed_messages_get_a_status_not_a_hang(server: V2Server) -> None:
