@@ -274,7 +274,7 @@ def _load(url: str, files: list[tuple[bytes, float]], seconds: float, clients: i
 
 def served(seconds: float, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "tests" / "speech"))
-    from support import encode  # type: ignore[import-not-found]
+    from speech_support import encode  # type: ignore[import-not-found]
 
     start = machine()
     dataset = evaluation_set(240)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -50,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -323,7 +324,7 @@ def _infer_message(**fields: Any) -> bytes:
     ).SerializeToString()
 
 
-def grpc_window0_echo(server: Server, stop: threading.Event) -> None:
+def grpc_window0_echo(server: Ports, stop: threading.Event) -> None:
     message = _infer_message(id="i" * BIG_ID)
 
     def one() -> None:
@@ -343,7 +344,7 @@ def grpc_window0_echo(server: Server, stop: threading.Event) -> None:
     _in_threads([one, one], stop)
 
 
-def http_declared(server: Server, stop: threading.Event) -> None:
+def http_declared(server: Ports, stop: threading.Event) -> None:
     head = f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n".encode()
     socks = []
     for _ in range(16):
@@ -355,7 +356,7 @@ def http_declared(server: Server, stop: threading.Event) -> None:
         sock.close()
 
 
-def grpc_headers_only(server: Server, stop: threading.Event) -> None:
+def grpc_headers_only(server: Ports, stop: threading.Event) -> None:
     held = []
     for _ in range(11):
         sock, conn = _h2(server.grpc_port)
@@ -369,7 +370,7 @@ def grpc_headers_only(server: Server, stop: threading.Event) -> None:
         sock.close()
 
 
-def http_non_reader(server: Server, stop: threading.Event) -> None:
+def http_non_reader(server: Ports, stop: threading.Event) -> None:
     request = _post(f"/v2/models/{MODEL}/infer", _http_infer_body(id="i" * BIG_ID))
     socks = []
     for _ in range(10):
@@ -411,7 +412,7 @@ def _paced(
         sock.close()
 
 
-def json_true(server: Server, stop: threading.Event) -> None:
+def json_true(server: Ports, stop: threading.Event) -> None:
     body = _http_infer_body()
     filler = b'{"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": [' + b"1.5, " * 780_000
     bad = _post(f"/v2/models/{MODEL}/infer", filler + b"true]}]}")
@@ -419,7 +420,7 @@ def json_true(server: Server, stop: threading.Event) -> None:
     _in_threads([lambda: _paced(server.port, lambda: bad, 4.9e6 / 3, stop)] * 3, stop)
 
 
-def fp16_inf(server: Server, stop: threading.Event) -> None:
+def fp16_inf(server: Ports, stop: threading.Event) -> None:
     raw = np.full((1, 64), np.inf, dtype=np.float16).tobytes()
     header = json.dumps(
         {
@@ -447,7 +448,7 @@ def fp16_inf(server: Server, stop: threading.Event) -> None:
     _in_threads([lambda: _paced(server.port, lambda: request, 2e5, stop), grpc_loop], stop)
 
 
-def huge_int(server: Server, stop: threading.Event) -> None:
+def huge_int(server: Ports, stop: threading.Event) -> None:
     body = _http_infer_body()
     digits = _post(f"/v2/models/{MODEL}/infer", body, f"Inference-Header-Content-Length: {'9' * 5000}\r\n")
     shape = (
@@ -458,12 +459,12 @@ def huge_int(server: Server, stop: threading.Event) -> None:
     _paced(server.port, lambda: requests[next(turn) % 2], 2e5, stop)
 
 
-def log_flood(server: Server, stop: threading.Event) -> None:
+def log_flood(server: Ports, stop: threading.Event) -> None:
     request = f"GET /healthz?{'x' * 65_000} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     _paced(server.port, lambda: request, 4e6, stop)
 
 
-def grpc_echo_name(server: Server, stop: threading.Event) -> None:
+def grpc_echo_name(server: Ports, stop: threading.Event) -> None:
     message = pb.ModelInferRequest(model_name="\x00" * BIG_ID)
     with grpc.insecure_channel(
         f"127.0.0.1:{server.grpc_port}",
@@ -478,7 +479,7 @@ def grpc_echo_name(server: Server, stop: threading.Event) -> None:
             time.sleep(0.5)  # ~8 MB/s of requests
 
 
-def grpc_resets(server: Server, stop: threading.Event) -> None:
+def grpc_resets(server: Ports, stop: threading.Event) -> None:
     message = _infer_message()
     while not stop.is_set():
         sock, conn = _h2(server.grpc_port)
@@ -494,7 +495,7 @@ def grpc_resets(server: Server, stop: threading.Event) -> None:
             sock.close()
 
 
-def grpc_mistakes(server: Server, stop: threading.Event) -> None:
+def grpc_mistakes(server: Ports, stop: threading.Event) -> None:
     message = _infer_message()
     while not stop.is_set():
         sock, conn = _h2(server.grpc_port)
@@ -513,7 +514,7 @@ def grpc_mistakes(server: Server, stop: threading.Event) -> None:
             sock.close()
 
 
-def padded_head(server: Server, stop: threading.Event) -> None:
+def padded_head(server: Ports, stop: threading.Event) -> None:
     request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b" " * 130_000 + b"v\r\n\r\n"
 
     def once() -> bytes:
@@ -550,6 +551,20 @@ def _in_threads(targets: list[Callable[[], None]], stop: threading.Event) -> Non
 # -- one attack, measured -----------------------------------------------------------------------------
 
 
+class Ports(NamedTuple):
+    """Where an attack aims: the server's HTTP and gRPC ports."""
+
+    port: int
+    grpc_port: int
+
+
+def _attack(name: str, ports: Ports, stop: Any, started: Any) -> None:
+    """One attack in a process of its own: in the measuring process its Python (h2 framing, sockets)
+    would hold the GIL the client beside it needs, and that client's p99 would measure the benchmark."""
+    started.set()
+    ATTACKS[name](ports, stop)
+
+
 def measure(server: Server, name: str, attack_s: float) -> dict[str, Any]:
     good = GoodClient(server)
     good.run(1.0)  # warm
@@ -557,8 +572,11 @@ def measure(server: Server, name: str, attack_s: float) -> dict[str, Any]:
     baseline = server.rss_mib()
     _, quiet_failures, quiet = good.run(3.0)
     quiet_p99 = float(np.percentile(quiet, 99))
-    stop = threading.Event()
-    attacker = threading.Thread(target=ATTACKS[name], args=(server, stop), daemon=True)
+    processes = multiprocessing.get_context("spawn")
+    stop, started = processes.Event(), processes.Event()
+    attacker = processes.Process(
+        target=_attack, args=(name, Ports(server.port, server.grpc_port), stop, started), daemon=True
+    )
     peak = [baseline]
 
     def sample() -> None:
@@ -567,14 +585,17 @@ def measure(server: Server, name: str, attack_s: float) -> dict[str, Any]:
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
-    log_before = server.log_bytes()
     attacker.start()
+    started.wait(60)
+    log_before = server.log_bytes()
     sampler.start()
     time.sleep(0.5)  # the attack in place before the client beside it is measured
     calls, failures, latencies = good.run(attack_s)
     log_rate = (server.log_bytes() - log_before) / (attack_s + 0.5)
     stop.set()
     attacker.join(timeout=15)
+    if attacker.is_alive():
+        attacker.kill()
     sampler.join()
     time.sleep(3.0)
     after = server.rss_mib()
