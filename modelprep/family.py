@@ -16,6 +16,8 @@ family; a family says only what differs:
 - optionally, what a replica needs to serve the chosen variant (`serving_needs(spec, report, artifact)`
   → `ServingNeeds`: the least memory, the drain on SIGTERM), which the deploy targets size replicas
   with; a family without it is served with the spec's limits and the server's default drain;
+- optionally, what its baseline's measuring reads beyond the request's data and metric
+  (`baseline_settings(req) -> dict`, part of the baselines' cache key);
 - optionally, that its artifact is a folder: `artifact_files(req, candidate) -> dict[str, bytes]`
   names every file of it (relative names) for the chosen candidate's bytes; the result entry then
   holds the folder `<artifact_file>/`, shipped whole into the image, and the candidate's `sha256`

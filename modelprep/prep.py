@@ -164,7 +164,7 @@ class _Work:
 
         from modelprep.measure import npy_bytes
 
-        key = baseline_key(self.req, self.hashes, self.family.baseline)
+        key = family_baseline_key(self.req, self.hashes, self.family)
         entry = self.cache.get(key)
         if entry is not None:
             outputs = np.load(entry / OUTPUTS) if (entry / OUTPUTS).is_file() else None
@@ -230,12 +230,20 @@ def variant_artifacts(req: PrepRequest, cache: Cache | None = None) -> dict[str,
     return out
 
 
+def family_baseline_key(req: PrepRequest, hashes: dict[str, str | None], family: Family) -> str:
+    """The baselines' cache key, with what the family says its measuring reads (optional
+    `baseline_settings(req)`): without it a changed setting would re-measure the variants and keep
+    the old baseline beside them."""
+    hook = getattr(family, "baseline_settings", None)
+    return baseline_key(req, hashes, family.baseline, hook(req) if hook is not None else None)
+
+
 def baseline_outputs(req: PrepRequest, cache: Cache | None = None) -> np.ndarray | None:
     """The float model's outputs on the evaluation data, when its family keeps them (a prep of `req` stored them)."""
     import numpy as np
 
     cache = cache or Cache()
-    entry = cache.get(baseline_key(req, data_hashes(req), family_named(req.family).baseline))
+    entry = cache.get(family_baseline_key(req, data_hashes(req), family_named(req.family)))
     return None if entry is None or not (entry / OUTPUTS).is_file() else np.load(entry / OUTPUTS)
 
 

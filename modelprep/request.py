@@ -112,8 +112,11 @@ def variant_key(req: PrepRequest, variant: Variant, hashes: dict[str, str | None
     )
 
 
-def baseline_key(req: PrepRequest, hashes: dict[str, str | None], baseline: str) -> str:
-    """Content address of the float model's measures (`baseline` names what measures it)."""
+def baseline_key(
+    req: PrepRequest, hashes: dict[str, str | None], baseline: str, settings: dict[str, Any] | None = None
+) -> str:
+    """Content address of the float model's measures (`baseline` names what measures it; `settings`,
+    the family's, what else the measuring reads, e.g. how many tokens a language model is scored on)."""
     o = req.optimize
     return json_sha256(
         {
@@ -125,6 +128,7 @@ def baseline_key(req: PrepRequest, hashes: dict[str, str | None], baseline: str)
             "top_k": _top_k(o),
             "threads": req.threads,
             **({"family_settings": canon(req.family_settings)} if req.family_settings else {}),
+            **({"settings": canon(settings)} if settings else {}),
         }
     )
 

@@ -163,6 +163,10 @@ class LlmFamily:
             "threads": req.threads,
         }
 
+    def baseline_settings(self, req: PrepRequest) -> dict[str, Any]:
+        """The baseline is the source measured as gguf-source is: over the same tokens, at the same context."""
+        return self.variant_settings(req, self.catalogue[quantize.SOURCE])
+
     def judge(self, req: PrepRequest, measure: Measure) -> str | None:
         """The second gate: top-1 agreement under optimize.min_agreement."""
         floor = req.optimize.min_agreement
